@@ -1,0 +1,621 @@
+//! Blobs and frames: how every stored byte is compressed, encrypted and checked.
+//!
+//! A *blob* is one independently decodable byte stream: a 32-byte header followed by frames of
+//! at most `frame_size` plaintext bytes (1 MiB by default). Each frame is compressed on its own
+//! (zstd, lz4, or stored raw when compression does not make it smaller), then either sealed with
+//! AES-256-GCM under the stanza's data key or, without encryption, checked by a 32-bit xxh3 sum.
+//! The blob header and the frame's position are bound into every frame (as associated data, or
+//! into the sum), so a frame moved to another blob or position fails, and the last frame carries
+//! a flag, so a blob cut short is reported as truncated rather than decoded short.
+//!
+//! [`BlobEncoder`] turns plaintext into blob bytes and returns a [`BlobSummary`] from
+//! [`BlobEncoder::finish`]; [`BlobDecoder`] does the reverse in the feed/poll style (no I/O:
+//! `feed` bytes, `poll` frames until it answers `Ok(None)`, "feed me more"). The byte layout is
+//! specified in `docs/repo-format.md`.
+
+use xxhash_rust::xxh3::Xxh3;
+
+use crate::crypto::{DataKey, KeyId, NONCE_LEN, TAG_LEN, random_bytes};
+use crate::digest::{CountingHasher, Sha256Digest};
+use crate::error::{FormatError, Result};
+
+/// Magic bytes at the start of every blob.
+pub const BLOB_MAGIC: [u8; 4] = *b"PGSB";
+/// The blob layout version this build writes and the highest it reads.
+pub const BLOB_VERSION: u8 = 1;
+/// Length of the blob header.
+pub const BLOB_HEADER_LEN: usize = 32;
+/// Length of the header in front of every frame.
+pub const FRAME_HEADER_LEN: usize = 16;
+/// Default plaintext size of a frame.
+pub const DEFAULT_FRAME_SIZE: usize = 1 << 20;
+/// Largest plaintext a frame may carry; larger lengths in a header are corruption.
+pub const MAX_FRAME_SIZE: usize = 16 << 20;
+
+const FLAG_LAST: u8 = 1;
+const CIPHER_NONE: u8 = 0;
+const CIPHER_AES_256_GCM: u8 = 1;
+
+/// How frames are compressed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Compression {
+    /// Stored as is.
+    None,
+    /// zstd at the given level (1..=22; negative levels are zstd's fast modes).
+    Zstd(i32),
+    /// lz4 block format.
+    Lz4,
+}
+
+impl Compression {
+    /// pgBackRest's option spelling: `none`, `zst`, `lz4` with a level from `compress-level`.
+    pub fn from_option(kind: &str, level: Option<i32>) -> Result<Self> {
+        match kind {
+            "none" => Ok(Self::None),
+            "zst" | "zstd" => {
+                let level = level.unwrap_or(3);
+                if !(-7..=22).contains(&level) {
+                    return Err(FormatError::invalid("compress-level", format!("{level} is outside -7..=22 for zst")));
+                }
+                Ok(Self::Zstd(level))
+            }
+            "lz4" => Ok(Self::Lz4),
+            other => {
+                Err(FormatError::invalid("compress-type", format!("{other:?} is not supported (use none, zst or lz4)")))
+            }
+        }
+    }
+}
+
+/// The per-frame codec byte.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+enum Codec {
+    Stored = 0,
+    Zstd = 1,
+    Lz4 = 2,
+}
+
+impl Codec {
+    fn from_byte(b: u8) -> Option<Self> {
+        match b {
+            0 => Some(Self::Stored),
+            1 => Some(Self::Zstd),
+            2 => Some(Self::Lz4),
+            _ => None,
+        }
+    }
+}
+
+/// Settings for writing blobs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BlobSettings {
+    pub compression: Compression,
+    pub frame_size: usize,
+}
+
+impl Default for BlobSettings {
+    fn default() -> Self {
+        Self { compression: Compression::Zstd(3), frame_size: DEFAULT_FRAME_SIZE }
+    }
+}
+
+/// The parsed 32-byte blob header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BlobHeader {
+    pub version: u8,
+    pub encrypted: bool,
+    pub blob_id: [u8; 16],
+    pub key_id: Option<KeyId>,
+}
+
+impl BlobHeader {
+    fn to_bytes(self) -> [u8; BLOB_HEADER_LEN] {
+        let mut out = [0u8; BLOB_HEADER_LEN];
+        out[..4].copy_from_slice(&BLOB_MAGIC);
+        out[4] = self.version;
+        out[5] = if self.encrypted { CIPHER_AES_256_GCM } else { CIPHER_NONE };
+        out[8..24].copy_from_slice(&self.blob_id);
+        if let Some(id) = self.key_id {
+            out[24..32].copy_from_slice(&id.0);
+        }
+        out
+    }
+
+    /// Parses a header; `what` names the object in errors.
+    pub fn parse(bytes: &[u8], what: &str) -> Result<Self> {
+        if bytes.len() < BLOB_HEADER_LEN {
+            return Err(FormatError::truncated(what, format!("{} bytes, shorter than a blob header", bytes.len())));
+        }
+        if bytes[..4] != BLOB_MAGIC {
+            return Err(FormatError::NotAnObject {
+                what: what.to_string(),
+                detail: format!("bad magic {:02x?}", &bytes[..4]),
+            });
+        }
+        let version = bytes[4];
+        if version == 0 || version > BLOB_VERSION {
+            return Err(FormatError::UnsupportedVersion {
+                what: what.to_string(),
+                found: u32::from(version),
+                supported: u32::from(BLOB_VERSION),
+            });
+        }
+        let encrypted = match bytes[5] {
+            CIPHER_NONE => false,
+            CIPHER_AES_256_GCM => true,
+            other => return Err(FormatError::corrupt(what, format!("unknown cipher byte {other}"))),
+        };
+        if bytes[6..8] != [0, 0] {
+            return Err(FormatError::corrupt(what, "reserved header bytes are not zero"));
+        }
+        let mut blob_id = [0u8; 16];
+        blob_id.copy_from_slice(&bytes[8..24]);
+        let mut key = [0u8; 8];
+        key.copy_from_slice(&bytes[24..32]);
+        let key_id = if encrypted {
+            Some(KeyId(key))
+        } else if key != [0u8; 8] {
+            return Err(FormatError::corrupt(what, "key id set on an unencrypted blob"));
+        } else {
+            None
+        };
+        Ok(Self { version, encrypted, blob_id, key_id })
+    }
+}
+
+/// What [`BlobEncoder::finish`] reports about the blob it wrote.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BlobSummary {
+    /// Plaintext bytes written in.
+    pub plain_len: u64,
+    /// SHA-256 of the plaintext.
+    pub plain_sha256: Sha256Digest,
+    /// Blob bytes produced (header and frames).
+    pub stored_len: u64,
+    /// SHA-256 of the blob bytes.
+    pub stored_sha256: Sha256Digest,
+    /// SHA-256 of each frame's plaintext, in order (empty for an empty blob).
+    pub chunk_sha256: Vec<Sha256Digest>,
+    /// Number of frames.
+    pub frames: u64,
+}
+
+/// Seals single frames of one blob. Reusable across frames; holds the zstd context.
+struct FrameSealer {
+    header: [u8; BLOB_HEADER_LEN],
+    key: Option<DataKey>,
+    compression: Compression,
+    zstd: Option<zstd::bulk::Compressor<'static>>,
+    scratch: Vec<u8>,
+}
+
+impl FrameSealer {
+    fn new(header: BlobHeader, key: Option<DataKey>, compression: Compression) -> Result<Self> {
+        let zstd = match compression {
+            Compression::Zstd(level) => Some(
+                zstd::bulk::Compressor::new(level)
+                    .map_err(|e| FormatError::invalid("zstd level", format!("{level}: {e}")))?,
+            ),
+            _ => None,
+        };
+        Ok(Self { header: header.to_bytes(), key, compression, zstd, scratch: Vec::new() })
+    }
+
+    /// Appends the sealed frame to `out`.
+    fn seal(&mut self, index: u64, plain: &[u8], last: bool, out: &mut Vec<u8>) {
+        let codec = self.compress(plain);
+        let (codec, body): (Codec, &[u8]) = match codec {
+            Some(codec) => (codec, &self.scratch),
+            None => (Codec::Stored, plain),
+        };
+        let overhead = if self.key.is_some() { NONCE_LEN + TAG_LEN } else { 0 };
+        let mut fh = [0u8; FRAME_HEADER_LEN];
+        fh[0..4].copy_from_slice(&len_u32(body.len() + overhead).to_le_bytes());
+        fh[4..8].copy_from_slice(&len_u32(plain.len()).to_le_bytes());
+        fh[8] = codec as u8;
+        fh[9] = if last { FLAG_LAST } else { 0 };
+        match &self.key {
+            Some(key) => {
+                out.extend_from_slice(&fh);
+                let mut nonce = [0u8; NONCE_LEN];
+                random_bytes(&mut nonce);
+                out.extend_from_slice(&nonce);
+                let start = out.len();
+                out.extend_from_slice(body);
+                let aad = frame_aad(&self.header, index, &fh);
+                let tag = key.seal(&nonce, &aad, &mut out[start..]);
+                out.extend_from_slice(&tag);
+            }
+            None => {
+                let sum = frame_sum(&self.header, index, &fh, body);
+                fh[12..16].copy_from_slice(&sum.to_le_bytes());
+                out.extend_from_slice(&fh);
+                out.extend_from_slice(body);
+            }
+        }
+    }
+
+    /// Compresses into `scratch`; `None` when the frame is better stored raw.
+    fn compress(&mut self, plain: &[u8]) -> Option<Codec> {
+        if plain.is_empty() {
+            return None;
+        }
+        self.scratch.clear();
+        match self.compression {
+            Compression::None => return None,
+            Compression::Zstd(_) => {
+                let zstd = self.zstd.as_mut()?;
+                self.scratch.reserve(zstd::zstd_safe::compress_bound(plain.len()));
+                zstd.compress_to_buffer(plain, &mut self.scratch).ok()?;
+            }
+            Compression::Lz4 => {
+                self.scratch.resize(lz4_flex::block::get_maximum_output_size(plain.len()), 0);
+                let n = lz4_flex::block::compress_into(plain, &mut self.scratch).ok()?;
+                self.scratch.truncate(n);
+            }
+        }
+        let codec = match self.compression {
+            Compression::Zstd(_) => Codec::Zstd,
+            _ => Codec::Lz4,
+        };
+        (self.scratch.len() < plain.len()).then_some(codec)
+    }
+}
+
+fn len_u32(n: usize) -> u32 {
+    // Frames are capped at MAX_FRAME_SIZE (plus small overhead), far below u32::MAX.
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+fn frame_aad(header: &[u8; BLOB_HEADER_LEN], index: u64, fh: &[u8; FRAME_HEADER_LEN]) -> [u8; 52] {
+    let mut aad = [0u8; 52];
+    aad[..32].copy_from_slice(header);
+    aad[32..40].copy_from_slice(&index.to_le_bytes());
+    aad[40..52].copy_from_slice(&fh[..12]);
+    aad
+}
+
+fn frame_sum(header: &[u8; BLOB_HEADER_LEN], index: u64, fh: &[u8; FRAME_HEADER_LEN], body: &[u8]) -> u32 {
+    let mut h = Xxh3::new();
+    h.update(header);
+    h.update(&index.to_le_bytes());
+    h.update(&fh[..12]);
+    h.update(body);
+    // The low 32 bits of xxh3-64.
+    (h.digest() & 0xffff_ffff) as u32
+}
+
+/// Writes one blob: buffers plaintext into frames and appends sealed frames to a caller's buffer.
+pub struct BlobEncoder {
+    sealer: FrameSealer,
+    frame_size: usize,
+    pending: Vec<u8>,
+    index: u64,
+    header_written: bool,
+    plain: CountingHasher,
+    stored: CountingHasher,
+    chunks: Vec<Sha256Digest>,
+}
+
+impl std::fmt::Debug for BlobEncoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BlobEncoder").field("index", &self.index).field("plain_len", &self.plain.len()).finish()
+    }
+}
+
+impl BlobEncoder {
+    /// A new blob with a random id; encrypted when `key` is given.
+    pub fn new(settings: BlobSettings, key: Option<&DataKey>) -> Result<Self> {
+        let mut blob_id = [0u8; 16];
+        random_bytes(&mut blob_id);
+        Self::with_id(settings, key, blob_id)
+    }
+
+    /// A new blob with a chosen id (fixtures and tests).
+    pub fn with_id(settings: BlobSettings, key: Option<&DataKey>, blob_id: [u8; 16]) -> Result<Self> {
+        if settings.frame_size == 0 || settings.frame_size > MAX_FRAME_SIZE {
+            return Err(FormatError::invalid(
+                "frame size",
+                format!("{} is outside 1..={MAX_FRAME_SIZE}", settings.frame_size),
+            ));
+        }
+        let header =
+            BlobHeader { version: BLOB_VERSION, encrypted: key.is_some(), blob_id, key_id: key.map(DataKey::id) };
+        Ok(Self {
+            sealer: FrameSealer::new(header, key.cloned(), settings.compression)?,
+            frame_size: settings.frame_size,
+            pending: Vec::new(),
+            index: 0,
+            header_written: false,
+            plain: CountingHasher::default(),
+            stored: CountingHasher::default(),
+            chunks: Vec::new(),
+        })
+    }
+
+    /// Feeds plaintext; appends any completed frames (and the header, the first time) to `out`.
+    pub fn write(&mut self, mut data: &[u8], out: &mut Vec<u8>) {
+        self.write_header(out);
+        self.plain.update(data);
+        while !data.is_empty() {
+            if self.pending.len() == self.frame_size {
+                // More data follows, so the buffered frame is not the last one.
+                self.flush_frame(false, out);
+            }
+            let room = self.frame_size - self.pending.len();
+            let take = room.min(data.len());
+            self.pending.extend_from_slice(&data[..take]);
+            data = &data[take..];
+        }
+    }
+
+    /// Seals the last frame and reports what was written.
+    pub fn finish(mut self, out: &mut Vec<u8>) -> BlobSummary {
+        self.write_header(out);
+        self.flush_frame(true, out);
+        let (plain_len, plain_sha256) = self.plain.finish();
+        let (stored_len, stored_sha256) = self.stored.finish();
+        BlobSummary {
+            plain_len,
+            plain_sha256,
+            stored_len,
+            stored_sha256,
+            chunk_sha256: self.chunks,
+            frames: self.index,
+        }
+    }
+
+    fn write_header(&mut self, out: &mut Vec<u8>) {
+        if !self.header_written {
+            self.header_written = true;
+            out.extend_from_slice(&self.sealer.header);
+            self.stored.update(&self.sealer.header);
+        }
+    }
+
+    fn flush_frame(&mut self, last: bool, out: &mut Vec<u8>) {
+        if !self.pending.is_empty() {
+            self.chunks.push(Sha256Digest::of(&self.pending));
+        }
+        let start = out.len();
+        self.sealer.seal(self.index, &self.pending, last, out);
+        self.stored.update(&out[start..]);
+        self.pending.clear();
+        self.index += 1;
+    }
+}
+
+/// Encodes `data` as one blob in one call.
+pub fn encode_blob(data: &[u8], settings: BlobSettings, key: Option<&DataKey>) -> Result<(Vec<u8>, BlobSummary)> {
+    let mut enc = BlobEncoder::new(settings, key)?;
+    let mut out = Vec::with_capacity(data.len() / 2 + 64);
+    enc.write(data, &mut out);
+    let summary = enc.finish(&mut out);
+    Ok((out, summary))
+}
+
+/// What a [`BlobDecoder`] saw once the whole blob decoded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DecodeSummary {
+    pub plain_len: u64,
+    pub plain_sha256: Sha256Digest,
+    pub frames: u64,
+}
+
+/// Decodes one blob, feed/poll style: no I/O, any chunking of the input.
+pub struct BlobDecoder {
+    what: String,
+    key: Option<DataKey>,
+    buf: Vec<u8>,
+    pos: usize,
+    header: Option<(BlobHeader, [u8; BLOB_HEADER_LEN])>,
+    index: u64,
+    done: bool,
+    plain: CountingHasher,
+}
+
+impl std::fmt::Debug for BlobDecoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BlobDecoder").field("what", &self.what).field("index", &self.index).finish()
+    }
+}
+
+impl BlobDecoder {
+    /// A decoder for a blob named `what` in errors. With a key, the blob must be encrypted under
+    /// that key; without one, it must be unencrypted.
+    pub fn new(what: impl Into<String>, key: Option<&DataKey>) -> Self {
+        Self {
+            what: what.into(),
+            key: key.cloned(),
+            buf: Vec::new(),
+            pos: 0,
+            header: None,
+            index: 0,
+            done: false,
+            plain: CountingHasher::default(),
+        }
+    }
+
+    /// Adds input bytes.
+    pub fn feed(&mut self, data: &[u8]) {
+        if self.pos > 0 && self.pos * 2 >= self.buf.len() {
+            self.buf.drain(..self.pos);
+            self.pos = 0;
+        }
+        self.buf.extend_from_slice(data);
+    }
+
+    /// True once the last frame has been decoded.
+    pub fn is_done(&self) -> bool {
+        self.done
+    }
+
+    /// The next frame's plaintext, `Ok(None)` when more input is needed (or the blob is done).
+    pub fn poll(&mut self) -> Result<Option<Vec<u8>>> {
+        if self.header.is_none() {
+            if self.available() < BLOB_HEADER_LEN {
+                return Ok(None);
+            }
+            let raw: [u8; BLOB_HEADER_LEN] = self.take_array();
+            let header = BlobHeader::parse(&raw, &self.what)?;
+            self.check_key(&header)?;
+            self.header = Some((header, raw));
+        }
+        if self.done {
+            if self.available() > 0 {
+                return Err(FormatError::corrupt(
+                    &self.what,
+                    format!("{} bytes after the last frame", self.available()),
+                ));
+            }
+            return Ok(None);
+        }
+        if self.available() < FRAME_HEADER_LEN {
+            return Ok(None);
+        }
+        let mut fh = [0u8; FRAME_HEADER_LEN];
+        fh.copy_from_slice(&self.buf[self.pos..self.pos + FRAME_HEADER_LEN]);
+        let body_len = u32_at(&fh, 0) as usize;
+        let plain_len = u32_at(&fh, 4) as usize;
+        let encrypted = self.key.is_some();
+        let overhead = if encrypted { NONCE_LEN + TAG_LEN } else { 0 };
+        if plain_len > MAX_FRAME_SIZE || body_len > MAX_FRAME_SIZE + overhead || body_len < overhead {
+            return Err(self.corrupt_frame("impossible frame lengths"));
+        }
+        if self.available() < FRAME_HEADER_LEN + body_len {
+            return Ok(None);
+        }
+        let start = self.pos + FRAME_HEADER_LEN;
+        let mut body = self.buf[start..start + body_len].to_vec();
+        self.pos = start + body_len;
+        let Some((_, raw_header)) = self.header else {
+            return Err(FormatError::corrupt(&self.what, "frame before header"));
+        };
+        let body = match &self.key {
+            Some(key) => {
+                // Bytes 12..16 are outside the associated data, so they must be exactly zero.
+                if fh[10..16] != [0; 6] {
+                    return Err(self.corrupt_frame("reserved bytes are not zero"));
+                }
+                let mut nonce = [0u8; NONCE_LEN];
+                nonce.copy_from_slice(&body[..NONCE_LEN]);
+                let mut tag = [0u8; TAG_LEN];
+                tag.copy_from_slice(&body[body_len - TAG_LEN..]);
+                let aad = frame_aad(&raw_header, self.index, &fh);
+                let ct = &mut body[NONCE_LEN..body_len - TAG_LEN];
+                if !key.open(&nonce, &aad, ct, &tag) {
+                    return Err(self.corrupt_frame("authentication failed (altered, moved or reordered)"));
+                }
+                body.truncate(body_len - TAG_LEN);
+                body.drain(..NONCE_LEN);
+                body
+            }
+            None => {
+                if fh[10..12] != [0, 0] {
+                    return Err(self.corrupt_frame("reserved bytes are not zero"));
+                }
+                let sum = frame_sum(&raw_header, self.index, &fh, &body);
+                if sum != u32_at(&fh, 12) {
+                    return Err(self.corrupt_frame("checksum mismatch (altered, moved or reordered)"));
+                }
+                body
+            }
+        };
+        let codec = Codec::from_byte(fh[8]).ok_or_else(|| self.corrupt_frame("unknown codec"))?;
+        if fh[9] & !FLAG_LAST != 0 {
+            return Err(self.corrupt_frame("unknown flags"));
+        }
+        let plain = self.decompress(codec, body, plain_len)?;
+        self.plain.update(&plain);
+        self.index += 1;
+        if fh[9] & FLAG_LAST != 0 {
+            self.done = true;
+        }
+        Ok(Some(plain))
+    }
+
+    /// Ends decoding: the blob must have reached its last frame with nothing after it.
+    pub fn finish(mut self) -> Result<DecodeSummary> {
+        // Surface an error for trailing bytes or a complete but unpolled frame.
+        while self.poll()?.is_some() {}
+        if self.header.is_none() {
+            return Err(FormatError::truncated(&self.what, "no blob header"));
+        }
+        if !self.done {
+            return Err(FormatError::truncated(
+                &self.what,
+                format!("ends after {} frames without the last-frame marker", self.index),
+            ));
+        }
+        let (plain_len, plain_sha256) = self.plain.finish();
+        Ok(DecodeSummary { plain_len, plain_sha256, frames: self.index })
+    }
+
+    fn check_key(&self, header: &BlobHeader) -> Result<()> {
+        match (&self.key, header.key_id) {
+            (Some(key), Some(found)) if key.id() != found => Err(FormatError::KeyMismatch {
+                what: self.what.clone(),
+                found: found.to_string(),
+                expected: key.id().to_string(),
+            }),
+            (Some(_), Some(_)) | (None, None) => Ok(()),
+            (None, Some(_)) => Err(FormatError::KeyRequired { what: self.what.clone() }),
+            (Some(_), None) => Err(FormatError::corrupt(
+                &self.what,
+                "object is not encrypted but the repository is (refusing an unauthenticated object)",
+            )),
+        }
+    }
+
+    fn decompress(&self, codec: Codec, body: Vec<u8>, plain_len: usize) -> Result<Vec<u8>> {
+        let plain = match codec {
+            Codec::Stored => body,
+            Codec::Zstd => {
+                zstd::bulk::decompress(&body, plain_len).map_err(|e| self.corrupt_frame(&format!("zstd: {e}")))?
+            }
+            Codec::Lz4 => {
+                let mut out = vec![0u8; plain_len];
+                let n = lz4_flex::block::decompress_into(&body, &mut out)
+                    .map_err(|e| self.corrupt_frame(&format!("lz4: {e}")))?;
+                out.truncate(n);
+                out
+            }
+        };
+        if plain.len() != plain_len {
+            return Err(self.corrupt_frame("decoded length differs from header"));
+        }
+        Ok(plain)
+    }
+
+    fn corrupt_frame(&self, detail: &str) -> FormatError {
+        FormatError::corrupt(&self.what, format!("frame {}: {detail}", self.index))
+    }
+
+    fn available(&self) -> usize {
+        self.buf.len() - self.pos
+    }
+
+    fn take_array<const N: usize>(&mut self) -> [u8; N] {
+        let mut out = [0u8; N];
+        out.copy_from_slice(&self.buf[self.pos..self.pos + N]);
+        self.pos += N;
+        out
+    }
+}
+
+fn u32_at(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+
+/// Decodes a whole blob held in memory.
+pub fn decode_blob(bytes: &[u8], what: &str, key: Option<&DataKey>) -> Result<Vec<u8>> {
+    let mut dec = BlobDecoder::new(what, key);
+    dec.feed(bytes);
+    let mut out = Vec::new();
+    while let Some(frame) = dec.poll()? {
+        out.extend_from_slice(&frame);
+    }
+    dec.finish()?;
+    Ok(out)
+}

@@ -1,0 +1,189 @@
+//! Backup labels in pgBackRest's form: `20261121-101500F`, `20261121-101500F_20261122-030000D`.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer, de::Error as _};
+
+use crate::error::{FormatError, Result};
+
+/// full, diff or incr.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackupType {
+    Full,
+    Diff,
+    Incr,
+}
+
+impl BackupType {
+    fn letter(self) -> char {
+        match self {
+            Self::Full => 'F',
+            Self::Diff => 'D',
+            Self::Incr => 'I',
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Full => "full",
+            Self::Diff => "diff",
+            Self::Incr => "incr",
+        }
+    }
+}
+
+impl FromStr for BackupType {
+    type Err = FormatError;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "full" => Ok(Self::Full),
+            "diff" => Ok(Self::Diff),
+            "incr" => Ok(Self::Incr),
+            other => Err(FormatError::invalid("backup type", format!("{other:?} (use full, diff or incr)"))),
+        }
+    }
+}
+
+/// A backup's label; sorts in the order backups were taken.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct BackupLabel(String);
+
+/// `YYYYMMDD-HHMMSS` for a Unix time (UTC).
+pub fn timestamp_text(unix_seconds: i64) -> String {
+    let days = unix_seconds.div_euclid(86_400);
+    let secs = unix_seconds.rem_euclid(86_400);
+    let (y, m, d) = civil_from_days(days);
+    format!("{y:04}{m:02}{d:02}-{:02}{:02}{:02}", secs / 3600, secs / 60 % 60, secs % 60)
+}
+
+/// Howard Hinnant's days-to-civil conversion (proleptic Gregorian).
+fn civil_from_days(z: i64) -> (i64, i64, i64) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+impl BackupLabel {
+    /// The label of a full backup started at `unix_seconds`.
+    pub fn full(unix_seconds: i64) -> Self {
+        Self(format!("{}F", timestamp_text(unix_seconds)))
+    }
+
+    /// The label of a diff or incr backup on top of the full backup `full`.
+    pub fn dependent(full: &BackupLabel, kind: BackupType, unix_seconds: i64) -> Self {
+        Self(format!("{}_{}{}", full.full_part(), timestamp_text(unix_seconds), kind.letter()))
+    }
+
+    pub fn backup_type(&self) -> BackupType {
+        match self.0.as_bytes().last() {
+            Some(b'D') => BackupType::Diff,
+            Some(b'I') => BackupType::Incr,
+            _ => BackupType::Full,
+        }
+    }
+
+    /// The label of the full backup this one descends from (itself for a full).
+    pub fn full_part(&self) -> &str {
+        &self.0[..16]
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+fn is_stamp(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.len() == 15 && b[8] == b'-' && b.iter().enumerate().all(|(i, c)| i == 8 || c.is_ascii_digit())
+}
+
+impl FromStr for BackupLabel {
+    type Err = FormatError;
+    fn from_str(s: &str) -> Result<Self> {
+        let bad = || {
+            FormatError::invalid(
+                "backup label",
+                format!("{s:?} is not like 20261121-101500F or 20261121-101500F_20261122-030000I"),
+            )
+        };
+        let ok = match s.len() {
+            16 => is_stamp(&s[..15]) && s.ends_with('F'),
+            33 => {
+                is_stamp(&s[..15])
+                    && &s[15..17] == "F_"
+                    && is_stamp(&s[17..32])
+                    && (s.ends_with('D') || s.ends_with('I'))
+            }
+            _ => false,
+        };
+        if ok { Ok(Self(s.to_string())) } else { Err(bad()) }
+    }
+}
+
+impl fmt::Display for BackupLabel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for BackupLabel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "BackupLabel({})", self.0)
+    }
+}
+
+impl Serialize for BackupLabel {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for BackupLabel {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse().map_err(D::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_like_pgbackrest() {
+        // 2026-11-21 10:15:00 UTC
+        let t = 1_795_256_100;
+        let full = BackupLabel::full(t);
+        assert_eq!(full.to_string(), "20261121-101500F");
+        let incr = BackupLabel::dependent(&full, BackupType::Incr, t + 86_400 + 3_600);
+        assert_eq!(incr.to_string(), "20261121-101500F_20261122-111500I");
+        assert_eq!(incr.backup_type(), BackupType::Incr);
+        assert_eq!(incr.full_part(), "20261121-101500F");
+        assert_eq!(incr.as_str().parse::<BackupLabel>().ok(), Some(incr.clone()));
+        assert!(full < incr);
+        assert_eq!(timestamp_text(0), "19700101-000000");
+        assert_eq!(timestamp_text(951_782_400), "20000229-000000");
+    }
+
+    #[test]
+    fn rejects_other_text() {
+        for bad in [
+            "",
+            "20261121-101500",
+            "20261121-101500X",
+            "2026112a-101500F",
+            "20261121-101500F_20261122-111500F",
+            "latest",
+        ] {
+            assert!(bad.parse::<BackupLabel>().is_err(), "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,34 @@
+//! # pgstrata-repo-format
+//!
+//! Every byte pgstrata puts in a repository, and nothing else: no I/O, no async runtime, so all
+//! of it is unit-testable and fuzzable.
+//!
+//! - [`frame`]: blobs of ~1 MiB frames, compressed (zstd, lz4, or raw when that is smaller) and
+//!   encrypted (AES-256-GCM, frame bound to blob and position) or checksummed. [`BlobEncoder`]
+//!   returns a [`BlobSummary`]; [`BlobDecoder`] is feed/poll.
+//! - [`crypto`]: the per-stanza [`DataKey`] and its argon2id-wrapped record [`WrappedKey`].
+//! - [`pg`]: PostgreSQL's types — [`pg::Lsn`], [`pg::TimelineId`], [`pg::WalFileName`], page
+//!   header and checksum, `pg_control`, the WAL long page header (13 to 17).
+//! - [`layout`]: every object key, in one module.
+//! - [`meta`]: the versioned stanza info, backup catalog (checksummed envelopes) and the
+//!   streaming JSON-lines backup manifest.
+//! - [`label`]: backup labels and types.
+//!
+//! `docs/repo-format.md` is the normative description of these bytes; `fixtures/format/v1` holds
+//! golden objects every build must keep decoding.
+
+pub mod crypto;
+pub mod digest;
+pub mod error;
+pub mod frame;
+pub mod hex;
+pub mod label;
+pub mod layout;
+pub mod meta;
+pub mod pg;
+
+pub use crypto::{DataKey, KdfParams, KeyId, WrappedKey};
+pub use digest::Sha256Digest;
+pub use error::{FormatError, Result};
+pub use frame::{BlobDecoder, BlobEncoder, BlobSettings, BlobSummary, Compression, decode_blob, encode_blob};
+pub use label::{BackupLabel, BackupType};
