@@ -1,0 +1,289 @@
+//! Which store to open and how: one variant per backend, with pgBackRest's `repoN-*` meaning.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use object_store::ObjectStore;
+use object_store::aws::AmazonS3Builder;
+use object_store::azure::MicrosoftAzureBuilder;
+use object_store::gcp::{GcpCredential, GoogleCloudStorageBuilder};
+use object_store::local::LocalFileSystem;
+
+use crate::error::{Result, StorageError};
+use crate::retry::RetryPolicy;
+use crate::store::RepoStore;
+
+/// A secret value: usable, but never printed by `Debug`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// `repoN-s3-uri-style`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UriStyle {
+    /// `https://bucket.endpoint/key` (pgBackRest's default).
+    Host,
+    /// `https://endpoint/bucket/key` (MinIO and most emulators).
+    Path,
+}
+
+/// `repoN-type=s3`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct S3Config {
+    pub bucket: String,
+    /// Host, `host:port` or a URL; `http://` allows plain HTTP. `None`: AWS's endpoint for the region.
+    pub endpoint: Option<String>,
+    pub region: String,
+    /// `repoN-path`: the key prefix inside the bucket.
+    pub prefix: String,
+    /// `repoN-s3-key` / `repoN-s3-key-secret` / `repoN-s3-token`; without a key, the AWS default
+    /// chain (environment, web identity, container and instance credentials).
+    pub key: Option<Secret>,
+    pub key_secret: Option<Secret>,
+    pub token: Option<Secret>,
+    pub uri_style: UriStyle,
+}
+
+/// `repoN-gcs-key-type`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum GcsAuth {
+    /// Application default credentials.
+    Auto,
+    /// A service-account key file (`repoN-gcs-key` is its path).
+    Service(PathBuf),
+    /// A bearer token (`repoN-gcs-key` is the token).
+    Token(Secret),
+}
+
+/// `repoN-type=gcs`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GcsConfig {
+    pub bucket: String,
+    pub prefix: String,
+    pub auth: GcsAuth,
+    /// `repoN-gcs-endpoint`: base URL (default Google's).
+    pub endpoint: Option<String>,
+}
+
+/// `repoN-azure-key-type`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AzureAuth {
+    /// Shared key (`repoN-azure-key`).
+    Shared(Secret),
+    /// A SAS token (`repoN-azure-key` holds the query string).
+    Sas(Secret),
+    /// Managed identity / environment.
+    Auto,
+}
+
+/// `repoN-type=azure`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AzureConfig {
+    pub account: String,
+    pub container: String,
+    pub prefix: String,
+    pub auth: AzureAuth,
+    /// Blob endpoint URL including the account for emulators
+    /// (`http://127.0.0.1:10000/devstoreaccount1`); default Azure's.
+    pub endpoint: Option<String>,
+}
+
+/// A repository's storage.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StorageConfig {
+    /// `repoN-type=posix` (or `cifs`): a directory, e.g. a mounted volume.
+    Posix {
+        path: PathBuf,
+    },
+    S3(S3Config),
+    Gcs(GcsConfig),
+    Azure(AzureConfig),
+}
+
+fn url_with_scheme(endpoint: &str) -> String {
+    if endpoint.starts_with("http://") || endpoint.starts_with("https://") {
+        endpoint.trim_end_matches('/').to_string()
+    } else {
+        format!("https://{}", endpoint.trim_end_matches('/'))
+    }
+}
+
+fn invalid(e: object_store::Error) -> StorageError {
+    StorageError::Config(crate::error::describe(&e))
+}
+
+impl StorageConfig {
+    /// A short description for messages: `posix:/repo`, `s3://bucket/prefix`, ...
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Posix { path } => format!("posix:{}", path.display()),
+            Self::S3(c) => format!("s3://{}/{}", c.bucket, c.prefix.trim_matches('/')),
+            Self::Gcs(c) => format!("gs://{}/{}", c.bucket, c.prefix.trim_matches('/')),
+            Self::Azure(c) => format!("azure://{}/{}/{}", c.account, c.container, c.prefix.trim_matches('/')),
+        }
+    }
+
+    /// Opens the store. Nothing is contacted yet.
+    pub fn open(&self, retry: RetryPolicy) -> Result<RepoStore> {
+        let (inner, prefix): (Arc<dyn ObjectStore>, &str) = match self {
+            Self::Posix { path } => {
+                if !path.is_absolute() {
+                    return Err(StorageError::Config(format!("repo path {} must be absolute", path.display())));
+                }
+                std::fs::create_dir_all(path).map_err(|e| {
+                    StorageError::Config(format!("unable to create repository directory {}: {e}", path.display()))
+                })?;
+                let fs = LocalFileSystem::new_with_prefix(path).map_err(invalid)?.with_fsync(true);
+                (Arc::new(fs), "")
+            }
+            Self::S3(c) => (Arc::new(build_s3(c, retry)?), &c.prefix),
+            Self::Gcs(c) => (Arc::new(build_gcs(c, retry)?), &c.prefix),
+            Self::Azure(c) => (Arc::new(build_azure(c, retry)?), &c.prefix),
+        };
+        Ok(RepoStore::new(inner, prefix, self.describe(), retry))
+    }
+}
+
+fn build_s3(c: &S3Config, retry: RetryPolicy) -> Result<object_store::aws::AmazonS3> {
+    if c.bucket.is_empty() {
+        return Err(StorageError::Config("repo s3 bucket is not set (repo1-s3-bucket)".into()));
+    }
+    let mut b = match &c.key {
+        Some(_) => AmazonS3Builder::new(),
+        None => AmazonS3Builder::from_env(),
+    };
+    b = b
+        .with_bucket_name(&c.bucket)
+        .with_region(&c.region)
+        .with_virtual_hosted_style_request(c.uri_style == UriStyle::Host)
+        .with_retry(retry.http_retry_config());
+    if let Some(endpoint) = &c.endpoint {
+        let url = url_with_scheme(endpoint);
+        b = b.with_allow_http(url.starts_with("http://")).with_endpoint(url);
+    }
+    match (&c.key, &c.key_secret) {
+        (Some(key), Some(secret)) => {
+            b = b.with_access_key_id(key.expose()).with_secret_access_key(secret.expose());
+            if let Some(token) = &c.token {
+                b = b.with_token(token.expose());
+            }
+        }
+        (Some(_), None) => {
+            return Err(StorageError::Config("repo1-s3-key is set but repo1-s3-key-secret is not".into()));
+        }
+        (None, _) => {}
+    }
+    b.build().map_err(invalid)
+}
+
+fn build_gcs(c: &GcsConfig, retry: RetryPolicy) -> Result<object_store::gcp::GoogleCloudStorage> {
+    if c.bucket.is_empty() {
+        return Err(StorageError::Config("repo gcs bucket is not set (repo1-gcs-bucket)".into()));
+    }
+    let mut b = match c.auth {
+        GcsAuth::Auto => GoogleCloudStorageBuilder::from_env(),
+        _ => GoogleCloudStorageBuilder::new(),
+    };
+    b = b.with_bucket_name(&c.bucket).with_retry(retry.http_retry_config());
+    if let Some(endpoint) = &c.endpoint {
+        b = b.with_base_url(&url_with_scheme(endpoint));
+    }
+    match &c.auth {
+        GcsAuth::Auto => {}
+        GcsAuth::Service(path) => b = b.with_service_account_path(path.to_string_lossy()),
+        GcsAuth::Token(token) => {
+            let cred = GcpCredential { bearer: token.expose().to_string() };
+            b = b.with_credentials(Arc::new(object_store::StaticCredentialProvider::new(cred)));
+        }
+    }
+    b.build().map_err(invalid)
+}
+
+fn build_azure(c: &AzureConfig, retry: RetryPolicy) -> Result<object_store::azure::MicrosoftAzure> {
+    if c.account.is_empty() || c.container.is_empty() {
+        return Err(StorageError::Config(
+            "repo azure account and container must be set (repo1-azure-account, repo1-azure-container)".into(),
+        ));
+    }
+    let mut b = MicrosoftAzureBuilder::new()
+        .with_account(&c.account)
+        .with_container_name(&c.container)
+        .with_retry(retry.http_retry_config());
+    if let Some(endpoint) = &c.endpoint {
+        let url = url_with_scheme(endpoint);
+        b = b.with_allow_http(url.starts_with("http://")).with_endpoint(url);
+    }
+    match &c.auth {
+        AzureAuth::Shared(key) => b = b.with_access_key(key.expose()),
+        AzureAuth::Sas(sas) => {
+            let pairs: Vec<(String, String)> = sas
+                .expose()
+                .trim_start_matches('?')
+                .split('&')
+                .filter(|p| !p.is_empty())
+                .map(|p| {
+                    let (k, v) = p.split_once('=').unwrap_or((p, ""));
+                    (k.to_string(), v.to_string())
+                })
+                .collect();
+            b = b.with_sas_authorization(pairs);
+        }
+        AzureAuth::Auto => {}
+    }
+    b.build().map_err(invalid)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_do_not_leak_through_debug() {
+        let c = StorageConfig::S3(S3Config {
+            bucket: "b".into(),
+            endpoint: None,
+            region: "us-east-1".into(),
+            prefix: "/repo".into(),
+            key: Some(Secret::new("AKIAEXAMPLE")),
+            key_secret: Some(Secret::new("very-secret-value")),
+            token: None,
+            uri_style: UriStyle::Host,
+        });
+        let text = format!("{c:?}");
+        assert!(!text.contains("very-secret-value") && !text.contains("AKIAEXAMPLE"), "{text}");
+        assert_eq!(c.describe(), "s3://b/repo");
+    }
+
+    #[test]
+    fn incomplete_configs_are_refused() {
+        let s3 = StorageConfig::S3(S3Config {
+            bucket: "b".into(),
+            endpoint: Some("http://127.0.0.1:1".into()),
+            region: "us-east-1".into(),
+            prefix: String::new(),
+            key: Some(Secret::new("k")),
+            key_secret: None,
+            token: None,
+            uri_style: UriStyle::Path,
+        });
+        assert!(matches!(s3.open(RetryPolicy::none()), Err(StorageError::Config(_))));
+        let posix = StorageConfig::Posix { path: "relative/dir".into() };
+        assert!(matches!(posix.open(RetryPolicy::none()), Err(StorageError::Config(_))));
+    }
+}

@@ -1,0 +1,347 @@
+//! [`RepoStore`]: the one storage contract every backend meets.
+
+use std::future::Future;
+use std::ops::Range;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use futures::stream::{BoxStream, StreamExt};
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, WriteMultipart};
+
+use crate::error::{Result, StorageError, describe};
+use crate::retry::{RetryPolicy, is_transient};
+
+/// Default part size of streaming uploads: above S3's 5 MiB minimum.
+pub const DEFAULT_PART_SIZE: usize = 8 << 20;
+/// Default number of parts of one upload in flight at once.
+pub const DEFAULT_PARTS_IN_FLIGHT: usize = 4;
+
+/// What a listing or `head` says about an object.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ObjectInfo {
+    /// Key relative to the repository root.
+    pub key: String,
+    pub size: u64,
+    /// Unix seconds.
+    pub last_modified: i64,
+}
+
+/// A repository's storage: keys relative to the repository root, one behaviour on every backend.
+///
+/// - `put` is atomic: a reader sees the old object or the whole new one, never part of it.
+/// - `put_new` is create-only: of concurrent creators exactly one succeeds, the others get
+///   [`StorageError::AlreadyExists`]; the primitive for WAL archiving and locks.
+/// - `delete` of a missing object succeeds.
+/// - `upload` streams a large object in parts with bounded memory; nothing is visible until
+///   `finish` returns.
+///
+/// Single-request operations are retried on transient failures (see [`crate::retry`]); listing
+/// streams and upload parts rely on the HTTP layer's per-request retries.
+#[derive(Clone, Debug)]
+pub struct RepoStore {
+    inner: Arc<dyn ObjectStore>,
+    prefix: String,
+    store: String,
+    retry: RetryPolicy,
+    part_size: usize,
+    parts_in_flight: usize,
+}
+
+impl RepoStore {
+    /// Wraps an object_store with a key prefix (`repoN-path` inside a bucket; may be empty).
+    pub fn new(inner: Arc<dyn ObjectStore>, prefix: &str, store: String, retry: RetryPolicy) -> Self {
+        let prefix = prefix.trim_matches('/').to_string();
+        Self { inner, prefix, store, retry, part_size: DEFAULT_PART_SIZE, parts_in_flight: DEFAULT_PARTS_IN_FLIGHT }
+    }
+
+    /// Sets the part size and parallelism of streaming uploads (memory: about size x (n + 1)).
+    pub fn with_upload_parts(mut self, part_size: usize, in_flight: usize) -> Self {
+        self.part_size = part_size.max(1);
+        self.parts_in_flight = in_flight.max(1);
+        self
+    }
+
+    /// The same store under a further key prefix (tests use one per run).
+    pub fn scoped(&self, sub: &str) -> Self {
+        let sub = sub.trim_matches('/');
+        let prefix = if self.prefix.is_empty() { sub.to_string() } else { format!("{}/{sub}", self.prefix) };
+        Self { prefix, store: format!("{}/{sub}", self.store.trim_end_matches('/')), ..self.clone() }
+    }
+
+    /// Description for messages (`s3://bucket/prefix`).
+    pub fn describe(&self) -> &str {
+        &self.store
+    }
+
+    pub fn retry_policy(&self) -> RetryPolicy {
+        self.retry
+    }
+
+    fn path(&self, key: &str) -> Path {
+        if self.prefix.is_empty() { Path::from(key) } else { Path::from(format!("{}/{key}", self.prefix)) }
+    }
+
+    fn key_of(&self, path: &Path) -> String {
+        let full = path.as_ref();
+        if self.prefix.is_empty() {
+            full.to_string()
+        } else {
+            full.strip_prefix(&self.prefix).map(|k| k.trim_start_matches('/')).unwrap_or(full).to_string()
+        }
+    }
+
+    fn error(&self, op: &'static str, key: &str, err: object_store::Error, attempts: u32) -> StorageError {
+        let store = self.store.clone();
+        let key = key.to_string();
+        match err {
+            object_store::Error::NotFound { .. } => StorageError::NotFound { store, key },
+            object_store::Error::AlreadyExists { .. } => StorageError::AlreadyExists { store, key },
+            object_store::Error::PermissionDenied { .. } | object_store::Error::Unauthenticated { .. } => {
+                StorageError::PermissionDenied { store, key, detail: describe(&err) }
+            }
+            other if is_transient(&other) => {
+                StorageError::Unavailable { store, op, key, attempts, detail: describe(&other) }
+            }
+            other => StorageError::Other { store, op, key, detail: describe(&other) },
+        }
+    }
+
+    /// Runs `f` until it succeeds, fails for good, or the retry budget is spent.
+    async fn retrying<T, F, Fut>(&self, op: &'static str, key: &str, mut f: F) -> Result<T>
+    where
+        F: FnMut(u32) -> Fut,
+        Fut: Future<Output = std::result::Result<T, object_store::Error>>,
+    {
+        let start = Instant::now();
+        let mut attempt = 1;
+        loop {
+            match f(attempt).await {
+                Ok(v) => return Ok(v),
+                Err(e) => {
+                    let give_up = !is_transient(&e)
+                        || attempt >= self.retry.max_attempts
+                        || start.elapsed() >= self.retry.total_timeout;
+                    if give_up {
+                        return Err(self.error(op, key, e, attempt));
+                    }
+                    let wait = self.retry.backoff(attempt);
+                    tracing::debug!(op, key, attempt, ?wait, error = %e, "retrying storage operation");
+                    tokio::time::sleep(wait).await;
+                    attempt += 1;
+                }
+            }
+        }
+    }
+
+    /// Writes (or replaces) an object atomically.
+    pub async fn put(&self, key: &str, data: Bytes) -> Result<()> {
+        let path = self.path(key);
+        self.retrying("write", key, |_| {
+            let payload = PutPayload::from(data.clone());
+            let path = path.clone();
+            async move { self.inner.put_opts(&path, payload, PutOptions::default()).await.map(|_| ()) }
+        })
+        .await
+    }
+
+    /// Writes an object only if it does not exist yet.
+    ///
+    /// When an attempt failed ambiguously (the request may have reached the store) and a retry
+    /// then finds the object, the object is read back: identical bytes mean our own write landed,
+    /// and the call succeeds; anything else is [`StorageError::AlreadyExists`].
+    pub async fn put_new(&self, key: &str, data: Bytes) -> Result<()> {
+        let path = self.path(key);
+        let result = self
+            .retrying("create", key, |attempt| {
+                let payload = PutPayload::from(data.clone());
+                let path = path.clone();
+                async move {
+                    let opts = PutOptions { mode: PutMode::Create, ..Default::default() };
+                    match self.inner.put_opts(&path, payload, opts).await {
+                        Ok(_) => Ok(false),
+                        Err(object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. })
+                            if attempt > 1 =>
+                        {
+                            Ok(true)
+                        }
+                        Err(object_store::Error::Precondition { path, source }) => {
+                            Err(object_store::Error::AlreadyExists { path, source })
+                        }
+                        Err(e) => Err(e),
+                    }
+                }
+            })
+            .await?;
+        if result {
+            // Found after an ambiguous failure: ours if the bytes are the same.
+            let existing = self.get(key).await?;
+            if existing != data {
+                return Err(StorageError::AlreadyExists { store: self.store.clone(), key: key.to_string() });
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads a whole object.
+    pub async fn get(&self, key: &str) -> Result<Bytes> {
+        let path = self.path(key);
+        self.retrying("read", key, |_| {
+            let path = path.clone();
+            async move { self.inner.get(&path).await?.bytes().await }
+        })
+        .await
+    }
+
+    /// Reads `range` of an object; a range past the end is an error.
+    pub async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes> {
+        let path = self.path(key);
+        let want = range.end.saturating_sub(range.start);
+        let bytes = self
+            .retrying("read", key, |_| {
+                let path = path.clone();
+                let range = range.clone();
+                async move { self.inner.get_range(&path, range).await }
+            })
+            .await?;
+        if bytes.len() as u64 != want {
+            return Err(StorageError::Other {
+                store: self.store.clone(),
+                op: "read",
+                key: key.to_string(),
+                detail: format!("asked for {want} bytes at {}, got {}", range.start, bytes.len()),
+            });
+        }
+        Ok(bytes)
+    }
+
+    /// Size and time of an object; `None` when it does not exist.
+    pub async fn head(&self, key: &str) -> Result<Option<ObjectInfo>> {
+        let path = self.path(key);
+        match self.retrying("stat", key, |_| self.inner.head(&path)).await {
+            Ok(meta) => Ok(Some(ObjectInfo {
+                key: key.to_string(),
+                size: meta.size,
+                last_modified: meta.last_modified.timestamp(),
+            })),
+            Err(StorageError::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Streams every object whose key starts with `prefix` (a plain string prefix, not only a
+    /// directory), in no particular order.
+    pub fn list(&self, prefix: &str) -> BoxStream<'static, Result<ObjectInfo>> {
+        let dir = match prefix.rfind('/') {
+            Some(i) => &prefix[..i],
+            None => "",
+        };
+        let dir_path = if dir.is_empty() && self.prefix.is_empty() { None } else { Some(self.path(dir)) };
+        let stream = self.inner.list(dir_path.as_ref());
+        let this = self.clone();
+        let want = prefix.to_string();
+        stream
+            .filter_map(move |item| {
+                let out = match item {
+                    Ok(meta) => {
+                        let key = this.key_of(&meta.location);
+                        key.starts_with(&want).then(|| {
+                            Ok(ObjectInfo { key, size: meta.size, last_modified: meta.last_modified.timestamp() })
+                        })
+                    }
+                    Err(object_store::Error::NotFound { .. }) => None,
+                    Err(e) => Some(Err(this.error("list", &want, e, 1))),
+                };
+                futures::future::ready(out)
+            })
+            .boxed()
+    }
+
+    /// Collects a listing, sorted by key.
+    pub async fn list_all(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
+        let mut out: Vec<ObjectInfo> = Vec::new();
+        let mut stream = self.list(prefix);
+        while let Some(item) = stream.next().await {
+            out.push(item?);
+        }
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(out)
+    }
+
+    /// Deletes an object; a missing object is not an error.
+    pub async fn delete(&self, key: &str) -> Result<()> {
+        let path = self.path(key);
+        match self.retrying("delete", key, |_| self.inner.delete(&path)).await {
+            Ok(()) | Err(StorageError::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Deletes every object under `prefix`; returns how many.
+    pub async fn delete_prefix(&self, prefix: &str) -> Result<u64> {
+        let mut n = 0;
+        for info in self.list_all(prefix).await? {
+            self.delete(&info.key).await?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// Starts a streaming upload; the object appears only when [`Upload::finish`] succeeds.
+    pub async fn upload(&self, key: &str) -> Result<Upload> {
+        let path = self.path(key);
+        let upload = self.retrying("start upload of", key, |_| self.inner.put_multipart(&path)).await?;
+        Ok(Upload {
+            writer: WriteMultipart::new_with_chunk_size(upload, self.part_size),
+            store: self.clone(),
+            key: key.to_string(),
+            written: 0,
+        })
+    }
+}
+
+/// A streaming upload in progress. Memory stays below about `part_size x (in_flight + 1)`.
+pub struct Upload {
+    writer: WriteMultipart,
+    store: RepoStore,
+    key: String,
+    written: u64,
+}
+
+impl std::fmt::Debug for Upload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Upload").field("key", &self.key).field("written", &self.written).finish()
+    }
+}
+
+impl Upload {
+    /// Adds bytes, waiting while too many parts are in flight.
+    pub async fn write(&mut self, data: &[u8]) -> Result<()> {
+        self.writer
+            .wait_for_capacity(self.store.parts_in_flight)
+            .await
+            .map_err(|e| self.store.error("upload", &self.key, e, 1))?;
+        self.writer.write(data);
+        self.written += data.len() as u64;
+        Ok(())
+    }
+
+    /// Bytes written so far.
+    pub fn written(&self) -> u64 {
+        self.written
+    }
+
+    /// Completes the upload; returns its size.
+    pub async fn finish(self) -> Result<u64> {
+        let Self { writer, store, key, written } = self;
+        writer.finish().await.map_err(|e| store.error("complete upload of", &key, e, 1))?;
+        Ok(written)
+    }
+
+    /// Abandons the upload; nothing becomes visible.
+    pub async fn abort(self) -> Result<()> {
+        let Self { writer, store, key, .. } = self;
+        writer.abort().await.map_err(|e| store.error("abort upload of", &key, e, 1))
+    }
+}

@@ -1,0 +1,244 @@
+//! The conformance suite on every backend, and retry behaviour under injected faults.
+//!
+//! Local filesystem always runs. The emulator backends run when their endpoint is in the
+//! environment (`scripts/test.sh` starts them and sets these); with `PGSTRATA_REQUIRE_SERVERS=1`
+//! a missing endpoint is a failure, never a skip:
+//! - `PGSTRATA_TEST_S3_ENDPOINT` (moto), bucket `test-bucket`
+//! - `PGSTRATA_TEST_AZURE_ENDPOINT` (Azurite, `http://127.0.0.1:PORT/devstoreaccount1`), container `test-bucket`
+//! - `PGSTRATA_TEST_GCS_ENDPOINT` (the project's GCS XML-API test server), bucket `test-bucket`
+//! - `PGSTRATA_TEST_FAKE_GCS_ENDPOINT` (fake-gcs-server, read path only), bucket `test-bucket`
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use object_store::local::LocalFileSystem;
+use pgstrata_storage::conformance::{Capabilities, run_all};
+use pgstrata_storage::fault::{FaultKind, FaultOp, FaultPlan, FaultyStore};
+use pgstrata_storage::{
+    AzureAuth, AzureConfig, GcsAuth, GcsConfig, RepoStore, RetryPolicy, S3Config, Secret, StorageConfig, StorageError,
+    UriStyle,
+};
+
+const AZURITE_KEY: &str = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
+
+fn endpoint(var: &str) -> Option<String> {
+    match std::env::var(var) {
+        Ok(v) if !v.is_empty() => Some(v),
+        _ => {
+            assert!(
+                !std::env::var("PGSTRATA_REQUIRE_SERVERS").is_ok_and(|v| v == "1"),
+                "{var} is not set but PGSTRATA_REQUIRE_SERVERS=1: the emulator did not start"
+            );
+            eprintln!("skipping: {var} not set");
+            None
+        }
+    }
+}
+
+/// A prefix no other run or test uses.
+fn run_prefix(test: &str) -> String {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    format!("conformance/{test}-{}-{nanos}", std::process::id())
+}
+
+fn quick_retry() -> RetryPolicy {
+    RetryPolicy {
+        max_attempts: 4,
+        initial_backoff: Duration::from_millis(20),
+        max_backoff: Duration::from_millis(200),
+        total_timeout: Duration::from_secs(20),
+    }
+}
+
+fn open(config: &StorageConfig) -> RepoStore {
+    config.open(quick_retry()).expect("open store").with_upload_parts(5 << 20, 2)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn local_filesystem_meets_the_contract() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&StorageConfig::Posix { path: dir.path().to_path_buf() });
+    run_all(&store.scoped(&run_prefix("local")), Capabilities { atomic_create: true }).await;
+    // Nothing half-written is left behind: no staging files remain anywhere.
+    let mut leftovers = Vec::new();
+    let mut stack = vec![dir.path().to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                leftovers.push(p);
+            }
+        }
+    }
+    assert!(leftovers.is_empty(), "files left in the repository directory: {leftovers:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn s3_on_moto_meets_the_contract() {
+    let Some(url) = endpoint("PGSTRATA_TEST_S3_ENDPOINT") else { return };
+    let config = StorageConfig::S3(S3Config {
+        bucket: "test-bucket".into(),
+        endpoint: Some(url),
+        region: "us-east-1".into(),
+        prefix: "/repo".into(),
+        key: Some(Secret::new("test")),
+        key_secret: Some(Secret::new("test")),
+        token: None,
+        uri_style: UriStyle::Path,
+    });
+    run_all(&open(&config).scoped(&run_prefix("s3")), Capabilities { atomic_create: true }).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn azure_on_azurite_meets_the_contract() {
+    let Some(url) = endpoint("PGSTRATA_TEST_AZURE_ENDPOINT") else { return };
+    let config = StorageConfig::Azure(AzureConfig {
+        account: "devstoreaccount1".into(),
+        container: "test-bucket".into(),
+        prefix: "repo".into(),
+        auth: AzureAuth::Shared(Secret::new(AZURITE_KEY)),
+        endpoint: Some(url),
+    });
+    run_all(&open(&config).scoped(&run_prefix("azure")), Capabilities { atomic_create: true }).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn gcs_on_the_xml_api_test_server_meets_the_contract() {
+    let Some(url) = endpoint("PGSTRATA_TEST_GCS_ENDPOINT") else { return };
+    let config = StorageConfig::Gcs(GcsConfig {
+        bucket: "test-bucket".into(),
+        prefix: "repo".into(),
+        auth: GcsAuth::Token(Secret::new("test-token")),
+        endpoint: Some(url),
+    });
+    run_all(&open(&config).scoped(&run_prefix("gcs")), Capabilities { atomic_create: true }).await;
+}
+
+/// fake-gcs-server accepts no XML-API writes, so objects are seeded through its JSON API (by
+/// `scripts/emulators.sh`) and only the read path is checked: an independent GCS implementation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gcs_read_path_on_fake_gcs_server() {
+    let Some(url) = endpoint("PGSTRATA_TEST_FAKE_GCS_ENDPOINT") else { return };
+    let config = StorageConfig::Gcs(GcsConfig {
+        bucket: "test-bucket".into(),
+        prefix: "seed".into(),
+        auth: GcsAuth::Token(Secret::new("test-token")),
+        endpoint: Some(url),
+    });
+    let s = open(&config);
+    let expected: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+    assert_eq!(s.get("dir/obj.bin").await.unwrap().as_ref(), expected.as_slice());
+    assert_eq!(s.get_range("dir/obj.bin", 1000..1100).await.unwrap().as_ref(), &expected[1000..1100]);
+    assert_eq!(s.head("dir/obj.bin").await.unwrap().map(|h| h.size), Some(100_000));
+    assert!(s.head("dir/none").await.unwrap().is_none());
+    let listed = s.list_all("dir/").await.unwrap();
+    let keys: Vec<&str> = listed.iter().map(|o| o.key.as_str()).collect();
+    assert_eq!(keys, ["dir/obj.bin", "dir/second.txt"]);
+    assert!(matches!(s.get("dir/none").await, Err(StorageError::NotFound { .. })));
+}
+
+fn faulty_local(dir: &std::path::Path, plan: &Arc<FaultPlan>, retry: RetryPolicy) -> RepoStore {
+    let fs = LocalFileSystem::new_with_prefix(dir).unwrap().with_fsync(true);
+    let faulty = FaultyStore::new(Arc::new(fs), Arc::clone(plan));
+    RepoStore::new(Arc::new(faulty), "", "faulty-local".into(), retry).with_upload_parts(1 << 20, 2)
+}
+
+#[tokio::test]
+async fn transient_failures_are_retried_until_success() {
+    let dir = tempfile::tempdir().unwrap();
+    let plan = FaultPlan::new();
+    let s = faulty_local(dir.path(), &plan, quick_retry());
+    plan.fail_op(FaultOp::Put, 2, FaultKind::Transient);
+    s.put("k", Bytes::from_static(b"v")).await.expect("two transient failures then success");
+    assert_eq!(plan.injected(), 2);
+    plan.fail_op(FaultOp::Get, 3, FaultKind::Transient);
+    assert_eq!(s.get("k").await.unwrap().as_ref(), b"v");
+    assert_eq!(plan.injected(), 5);
+}
+
+#[tokio::test]
+async fn permanent_failures_are_not_retried() {
+    let dir = tempfile::tempdir().unwrap();
+    let plan = FaultPlan::new();
+    let s = faulty_local(dir.path(), &plan, quick_retry());
+    plan.fail_op(FaultOp::Put, 1, FaultKind::Permanent);
+    let before = plan.calls();
+    let err = s.put("k", Bytes::from_static(b"v")).await.unwrap_err();
+    assert_eq!(plan.calls() - before, 1, "a permanent failure was retried");
+    assert!(matches!(err, StorageError::Other { .. }), "{err}");
+    plan.fail_op(FaultOp::Get, 1, FaultKind::Denied);
+    let before = plan.calls();
+    let err = s.get("k").await.unwrap_err();
+    assert_eq!(plan.calls() - before, 1);
+    assert!(matches!(err, StorageError::PermissionDenied { .. }), "{err}");
+    assert!(err.to_string().contains("HINT"), "{err}");
+}
+
+#[tokio::test]
+async fn retries_stop_at_the_attempt_limit_and_the_total_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let plan = FaultPlan::new();
+    let policy = RetryPolicy {
+        max_attempts: 3,
+        initial_backoff: Duration::from_millis(10),
+        max_backoff: Duration::from_millis(20),
+        total_timeout: Duration::from_secs(30),
+    };
+    let s = faulty_local(dir.path(), &plan, policy);
+    plan.fail_op(FaultOp::Put, 100, FaultKind::Transient);
+    let err = s.put("k", Bytes::from_static(b"v")).await.unwrap_err();
+    assert!(matches!(err, StorageError::Unavailable { attempts: 3, .. }), "{err}");
+    assert_eq!(plan.injected(), 3);
+
+    plan.clear();
+    let timed = RetryPolicy {
+        max_attempts: 1000,
+        initial_backoff: Duration::from_millis(50),
+        max_backoff: Duration::from_millis(100),
+        total_timeout: Duration::from_millis(400),
+    };
+    let s = faulty_local(dir.path(), &plan, timed);
+    plan.fail_op(FaultOp::Get, 10_000, FaultKind::Transient);
+    let start = Instant::now();
+    let err = s.get("k").await.unwrap_err();
+    assert!(matches!(err, StorageError::Unavailable { .. }), "{err}");
+    assert!(start.elapsed() < Duration::from_secs(3), "total time not bounded: {:?}", start.elapsed());
+}
+
+#[tokio::test]
+async fn nth_call_failure_and_create_after_ambiguous_failure() {
+    let dir = tempfile::tempdir().unwrap();
+    let plan = FaultPlan::new();
+    let s = faulty_local(dir.path(), &plan, quick_retry());
+    // The 1st call fails transiently and is retried.
+    plan.fail_call(plan.calls() + 1, FaultKind::Transient);
+    s.put_new("wal/seg", Bytes::from_static(b"segment")).await.expect("retried create");
+    // Another creator with other bytes still loses.
+    let err = s.put_new("wal/seg", Bytes::from_static(b"other")).await.unwrap_err();
+    assert!(err.is_already_exists(), "{err}");
+}
+
+#[tokio::test]
+async fn an_upload_cut_halfway_leaves_nothing_visible() {
+    let dir = tempfile::tempdir().unwrap();
+    let plan = FaultPlan::new();
+    let s = faulty_local(dir.path(), &plan, quick_retry());
+    plan.cut_uploads_after(3 << 20);
+    let mut up = s.upload("pack/00000001").await.unwrap();
+    let chunk = vec![7u8; 512 << 10];
+    let mut failed = false;
+    for _ in 0..16 {
+        if up.write(&chunk).await.is_err() {
+            failed = true;
+            break;
+        }
+    }
+    let result = if failed { Err(()) } else { up.finish().await.map(|_| ()).map_err(|_| ()) };
+    assert!(result.is_err(), "the cut upload reported success");
+    assert!(s.head("pack/00000001").await.unwrap().is_none(), "a cut upload is visible");
+    assert!(s.list_all("pack/").await.unwrap().is_empty());
+}
