@@ -1,1 +1,80 @@
+//! # pgstrata
+//!
+//! The engine and command line of pgstrata, a backup and WAL-archiving tool for PostgreSQL.
+//! The bytes it stores are defined in `pgstrata-repo-format`; the storage it talks to is
+//! `pgstrata-storage`. This crate holds:
+//!
+//! - [`config`]: pgBackRest's option model — command line, environment, INI files, indexed
+//!   `repoN-*` / `pgN-*` options, secrets refused on the command line.
+//! - [`log`]: pgBackRest-shaped logging to stdout, stderr and a file, each with its own level.
+//! - [`commands`]: one module per command.
+//! - [`error`]: the error that ends a command, with pgBackRest's exit codes.
+//!
+//! `docs/architecture.md` maps the rest of the house.
 
+pub mod commands;
+pub mod config;
+pub mod error;
+pub mod log;
+
+use std::time::Instant;
+
+use config::{Config, Flavor};
+use error::CliError;
+
+/// The name we were invoked under, for messages.
+pub fn program_name(flavor: Flavor) -> &'static str {
+    match flavor {
+        Flavor::Pgstrata => "pgstrata",
+        Flavor::Pgbackrest => "pgbackrest",
+    }
+}
+
+/// `pgstrata 0.1.0`, noting the compatible mode when run as `pgbackrest`.
+pub fn version_line(flavor: Flavor) -> String {
+    match flavor {
+        Flavor::Pgstrata => format!("pgstrata {}", env!("CARGO_PKG_VERSION")),
+        Flavor::Pgbackrest => format!("pgstrata {} (pgBackRest-compatible mode)", env!("CARGO_PKG_VERSION")),
+    }
+}
+
+/// Runs one command line; returns the process exit code.
+pub fn run(argv: &[String], env: &[(String, String)]) -> u8 {
+    let config = match Config::load(argv, env) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("ERROR: {e}");
+            return e.exit_code();
+        }
+    };
+    let quiet = matches!(config.command.name, "version" | "help");
+    log::init(&config, !quiet);
+    for w in &config.warnings {
+        tracing::warn!("{w}");
+    }
+    let start = Instant::now();
+    if !quiet {
+        tracing::info!("{} command begin {}: {}", config.command.name, env!("CARGO_PKG_VERSION"), config.summary());
+    }
+    let result: Result<(), CliError> = commands::dispatch(&config);
+    let ms = start.elapsed().as_millis();
+    match result {
+        Ok(()) => {
+            if !quiet {
+                tracing::info!("{} command end: completed successfully ({ms}ms)", config.command.name);
+            }
+            0
+        }
+        Err(e) => {
+            // The error itself goes to stderr whatever the levels; the file gets it too.
+            eprintln!("ERROR: {e}");
+            tracing::info!(
+                "{} command end: aborted with exception [{:03}] ({ms}ms): {}",
+                config.command.name,
+                e.exit_code(),
+                e.message
+            );
+            e.exit_code()
+        }
+    }
+}

@@ -52,10 +52,16 @@ pub struct BackupLabel(String);
 
 /// `YYYYMMDD-HHMMSS` for a Unix time (UTC).
 pub fn timestamp_text(unix_seconds: i64) -> String {
+    let [y, m, d, hh, mm, ss] = civil_time(unix_seconds);
+    format!("{y:04}{m:02}{d:02}-{hh:02}{mm:02}{ss:02}")
+}
+
+/// Year, month, day, hour, minute, second (UTC) of a Unix time.
+pub fn civil_time(unix_seconds: i64) -> [i64; 6] {
     let days = unix_seconds.div_euclid(86_400);
     let secs = unix_seconds.rem_euclid(86_400);
     let (y, m, d) = civil_from_days(days);
-    format!("{y:04}{m:02}{d:02}-{:02}{:02}{:02}", secs / 3600, secs / 60 % 60, secs % 60)
+    [y, m, d, secs / 3600, secs / 60 % 60, secs % 60]
 }
 
 /// Howard Hinnant's days-to-civil conversion (proleptic Gregorian).

@@ -139,16 +139,33 @@ impl StorageConfig {
         }
     }
 
-    /// Opens the store. Nothing is contacted yet.
+    /// Opens the store. Nothing is contacted yet; a local repository directory must exist.
     pub fn open(&self, retry: RetryPolicy) -> Result<RepoStore> {
+        self.open_inner(retry, false)
+    }
+
+    /// Opens the store, creating a local repository directory if it is missing (for commands
+    /// that create a repository, like `stanza-create`).
+    pub fn open_creating(&self, retry: RetryPolicy) -> Result<RepoStore> {
+        self.open_inner(retry, true)
+    }
+
+    fn open_inner(&self, retry: RetryPolicy, create: bool) -> Result<RepoStore> {
         let (inner, prefix): (Arc<dyn ObjectStore>, &str) = match self {
             Self::Posix { path } => {
                 if !path.is_absolute() {
                     return Err(StorageError::Config(format!("repo path {} must be absolute", path.display())));
                 }
-                std::fs::create_dir_all(path).map_err(|e| {
-                    StorageError::Config(format!("unable to create repository directory {}: {e}", path.display()))
-                })?;
+                if create {
+                    std::fs::create_dir_all(path).map_err(|e| {
+                        StorageError::Config(format!("unable to create repository directory {}: {e}", path.display()))
+                    })?;
+                } else if !path.is_dir() {
+                    return Err(StorageError::NotFound {
+                        store: self.describe(),
+                        key: String::from("repository directory"),
+                    });
+                }
                 let fs = LocalFileSystem::new_with_prefix(path).map_err(invalid)?.with_fsync(true);
                 (Arc::new(fs), "")
             }

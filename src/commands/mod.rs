@@ -1,0 +1,33 @@
+//! Command dispatch. Each command takes the resolved [`Config`] and returns what it printed or
+//! an error with its exit code.
+
+mod help;
+mod repo;
+
+use crate::config::Config;
+use crate::error::{CliError, CliResult, ErrorCode};
+
+/// Runs the configured command.
+pub fn dispatch(config: &Config) -> CliResult<()> {
+    match config.command.name {
+        "version" => {
+            println!("{}", crate::version_line(config.flavor));
+            Ok(())
+        }
+        "help" => help::run(config),
+        "repo-ls" => repo::ls(config),
+        "repo-get" => repo::get(config),
+        other => Err(CliError::new(
+            ErrorCode::NotImplemented,
+            format!("command '{other}' is not available in pgstrata {} yet", env!("CARGO_PKG_VERSION")),
+        )),
+    }
+}
+
+/// A small runtime for short commands: one thread, no pool to warm up.
+pub(crate) fn runtime() -> CliResult<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::new(ErrorCode::Service, format!("unable to start the I/O runtime: {e}")))
+}

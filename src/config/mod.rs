@@ -1,0 +1,530 @@
+//! Configuration in pgBackRest's model: command line, then environment, then INI files.
+//!
+//! - Command line: `pgstrata [options] <command> [options] [params]`; `--opt=value`,
+//!   `--opt value`, `--opt` / `--no-opt` for booleans; secrets are refused here.
+//! - Environment: `PGSTRATA_<OPTION>` (`PGBACKREST_<OPTION>` when run as `pgbackrest`), upper
+//!   case with `-` as `_`.
+//! - Files: `/etc/pgstrata/pgstrata.conf` and `/etc/pgstrata/conf.d/*.conf` (pgBackRest's paths
+//!   when run as `pgbackrest`), or `--config`, `--config-path`, `--config-include-path`. Within
+//!   them `[<stanza>:<command>]` beats `[<stanza>]` beats `[global:<command>]` beats `[global]`.
+
+pub mod ini;
+pub mod options;
+pub mod value;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use pgstrata_storage::{AzureAuth, AzureConfig, GcsAuth, GcsConfig, S3Config, Secret, StorageConfig, UriStyle};
+
+use crate::error::{CliError, CliResult, ErrorCode};
+use options::{CommandDef, Kind, Resolved};
+
+/// Which program name we answer to, which decides env prefix and default paths.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flavor {
+    Pgstrata,
+    /// Installed as `pgbackrest`: a drop-in for operators that call pgBackRest.
+    Pgbackrest,
+}
+
+impl Flavor {
+    pub fn from_argv0(argv0: &str) -> Self {
+        let base = Path::new(argv0).file_name().and_then(|s| s.to_str()).unwrap_or("");
+        if base == "pgbackrest" { Self::Pgbackrest } else { Self::Pgstrata }
+    }
+
+    pub fn env_prefix(self) -> &'static str {
+        match self {
+            Self::Pgstrata => "PGSTRATA_",
+            Self::Pgbackrest => "PGBACKREST_",
+        }
+    }
+
+    fn config_dir(self) -> &'static str {
+        match self {
+            Self::Pgstrata => "/etc/pgstrata",
+            Self::Pgbackrest => "/etc/pgbackrest",
+        }
+    }
+
+    fn config_file_name(self) -> &'static str {
+        match self {
+            Self::Pgstrata => "pgstrata.conf",
+            Self::Pgbackrest => "pgbackrest.conf",
+        }
+    }
+
+    /// Default of an option, adjusted to the flavor's paths.
+    fn default_of(self, def: &options::OptionDef) -> Option<&'static str> {
+        match (self, def.name, def.group) {
+            (Self::Pgbackrest, "log-path", options::Group::None) => Some("/var/log/pgbackrest"),
+            (Self::Pgbackrest, "lock-path", options::Group::None) => Some("/tmp/pgbackrest"),
+            (Self::Pgbackrest, "spool-path", options::Group::None) => Some("/var/spool/pgbackrest"),
+            (Self::Pgbackrest, "path", options::Group::Repo) => Some("/var/lib/pgbackrest"),
+            _ => def.default,
+        }
+    }
+}
+
+/// Where a value came from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Source {
+    CommandLine,
+    Environment,
+    File { path: PathBuf, section: String },
+}
+
+#[derive(Clone, Debug)]
+struct Setting {
+    values: Vec<String>,
+    source: Source,
+}
+
+/// The resolved configuration of one command run.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub flavor: Flavor,
+    pub command: &'static CommandDef,
+    pub params: Vec<String>,
+    settings: BTreeMap<String, (Resolved, Setting)>,
+    /// Problems worth a warning that did not stop the command.
+    pub warnings: Vec<String>,
+}
+
+fn invalid_option(name: &str) -> CliError {
+    CliError::new(ErrorCode::OptionInvalid, format!("invalid option '--{name}'"))
+}
+
+/// Checks one value against its option's kind; returns the normalized text.
+fn check_value(r: &Resolved, value: &str) -> CliResult<String> {
+    let name = r.canonical();
+    let bad = |detail: String| {
+        CliError::new(ErrorCode::OptionInvalidValue, format!("'{value}' is not valid for '{name}' option: {detail}"))
+    };
+    match r.def.kind {
+        Kind::Bool => value::parse_bool(value).map(|b| if b { "y" } else { "n" }.to_string()).map_err(bad),
+        Kind::Int { min, max } => {
+            let n: i64 = value.parse().map_err(|_| bad("not an integer".into()))?;
+            if n < min || n > max {
+                return Err(CliError::new(
+                    ErrorCode::OptionInvalidRange,
+                    format!("'{value}' is out of range for '{name}' option (allowed {min} to {max})"),
+                ));
+            }
+            Ok(n.to_string())
+        }
+        Kind::Size { min, max } => {
+            let n = value::parse_size(value).map_err(bad)?;
+            if n < min || n > max {
+                return Err(CliError::new(
+                    ErrorCode::OptionInvalidRange,
+                    format!("'{value}' is out of range for '{name}' option (allowed {min} to {max} bytes)"),
+                ));
+            }
+            Ok(n.to_string())
+        }
+        Kind::Duration => value::parse_duration(value).map(|_| value.to_string()).map_err(bad),
+        Kind::Enum(allowed) => {
+            if !allowed.contains(&value) {
+                return Err(bad(format!("allowed values are {}", allowed.join(", "))));
+            }
+            let unsupported = match (r.def.name, value) {
+                ("compress-type", "gz" | "bz2") => Some("pgstrata compresses with zst or lz4"),
+                ("cipher-type", "aes-256-cbc") => Some("pgstrata encrypts with aes-256-gcm"),
+                _ => None,
+            };
+            if let Some(why) = unsupported {
+                return Err(bad(format!("not supported ({why})")));
+            }
+            Ok(value.to_string())
+        }
+        Kind::Path => {
+            if value.is_empty() {
+                return Err(bad("empty path".into()));
+            }
+            Ok(value.to_string())
+        }
+        Kind::Str | Kind::List => Ok(value.to_string()),
+    }
+}
+
+impl Config {
+    /// Resolves the configuration from the command line, an environment and the config files.
+    pub fn load(argv: &[String], env: &[(String, String)]) -> CliResult<Self> {
+        let flavor = Flavor::from_argv0(argv.first().map(String::as_str).unwrap_or("pgstrata"));
+        let mut cli: BTreeMap<String, (Resolved, Setting)> = BTreeMap::new();
+        let mut command: Option<&'static CommandDef> = None;
+        let mut params = Vec::new();
+        let mut args = argv.iter().skip(1).peekable();
+        while let Some(arg) = args.next() {
+            if arg == "--help" || arg == "-h" {
+                command = options::command("help");
+                continue;
+            }
+            if arg == "--version" {
+                command = options::command("version");
+                continue;
+            }
+            let Some(body) = arg.strip_prefix("--") else {
+                if command.is_none() {
+                    command = Some(options::command(arg).ok_or_else(|| {
+                        CliError::new(ErrorCode::CommandInvalid, format!("invalid command '{arg}'"))
+                            .hint("run 'help' to list the commands")
+                    })?);
+                } else {
+                    params.push(arg.clone());
+                }
+                continue;
+            };
+            let (name, inline) = match body.split_once('=') {
+                Some((n, v)) => (n, Some(v.to_string())),
+                None => (body, None),
+            };
+            let (resolved, value) = if let Some(r) = options::resolve(name) {
+                let value = match (r.def.kind, inline) {
+                    (_, Some(v)) => v,
+                    (Kind::Bool, None) => "y".to_string(),
+                    (_, None) => args.next_if(|next| !next.starts_with("--")).cloned().ok_or_else(|| {
+                        CliError::new(ErrorCode::OptionInvalidValue, format!("option '--{name}' requires a value"))
+                    })?,
+                };
+                (r, value)
+            } else if let Some(r) = name.strip_prefix("no-").and_then(options::resolve) {
+                if r.def.kind != Kind::Bool || inline.is_some() {
+                    return Err(CliError::new(
+                        ErrorCode::OptionInvalid,
+                        format!("option '--{name}' cannot be negated"),
+                    ));
+                }
+                (r, "n".to_string())
+            } else {
+                return Err(invalid_option(name));
+            };
+            let canonical = resolved.canonical();
+            if resolved.def.secure {
+                return Err(CliError::new(
+                    ErrorCode::OptionInvalid,
+                    format!("option '{canonical}' is not allowed on the command-line"),
+                )
+                .hint("this option could expose secrets in the process list")
+                .hint(format!(
+                    "specify the option in a configuration file or an environment variable ({}{}) instead",
+                    flavor.env_prefix(),
+                    canonical.to_uppercase().replace('-', "_")
+                )));
+            }
+            let value = check_value(&resolved, &value)?;
+            match cli.get_mut(&canonical) {
+                Some((_, s)) if resolved.def.kind == Kind::List => s.values.push(value),
+                Some(_) => {
+                    return Err(CliError::new(
+                        ErrorCode::OptionDuplicate,
+                        format!("option '{canonical}' cannot be set multiple times"),
+                    ));
+                }
+                None => {
+                    cli.insert(canonical, (resolved, Setting { values: vec![value], source: Source::CommandLine }));
+                }
+            }
+        }
+        let command = command.ok_or_else(|| {
+            CliError::new(ErrorCode::CommandRequired, "no command given").hint("run 'help' to list the commands")
+        })?;
+        let mut config = Self { flavor, command, params, settings: cli, warnings: Vec::new() };
+        config.merge_env(env)?;
+        config.merge_files()?;
+        Ok(config)
+    }
+
+    fn merge_env(&mut self, env: &[(String, String)]) -> CliResult<()> {
+        let prefix = self.flavor.env_prefix();
+        for (key, raw) in env {
+            let Some(rest) = key.strip_prefix(prefix) else { continue };
+            // Variables of our own test harness are not options.
+            if rest.starts_with("TEST_") || matches!(rest, "REQUIRE_SERVERS" | "PG_BIN" | "WRITE_FIXTURES") {
+                continue;
+            }
+            let name = rest.to_lowercase().replace('_', "-");
+            let Some(r) = options::resolve(&name) else {
+                self.warnings.push(format!("environment contains invalid option '{name}' ({key})"));
+                continue;
+            };
+            let canonical = r.canonical();
+            if self.settings.contains_key(&canonical) {
+                continue;
+            }
+            let values = if r.def.kind == Kind::List {
+                raw.split(':').map(|v| check_value(&r, v)).collect::<CliResult<Vec<_>>>()?
+            } else {
+                vec![check_value(&r, raw).map_err(|e| CliError::new(e.code, format!("{} (from {key})", e.message)))?]
+            };
+            self.settings.insert(canonical, (r, Setting { values, source: Source::Environment }));
+        }
+        Ok(())
+    }
+
+    fn config_files(&self) -> CliResult<Vec<PathBuf>> {
+        let explicit = self.get("config").map(PathBuf::from);
+        let base =
+            self.get("config-path").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(self.flavor.config_dir()));
+        let include = self.get("config-include-path").map(PathBuf::from).unwrap_or_else(|| base.join("conf.d"));
+        let mut files = Vec::new();
+        match explicit {
+            Some(path) => {
+                if !path.is_file() {
+                    return Err(CliError::new(
+                        ErrorCode::FileMissing,
+                        format!("configuration file {} does not exist", path.display()),
+                    ));
+                }
+                files.push(path);
+            }
+            None => {
+                let main = base.join(self.flavor.config_file_name());
+                if main.is_file() {
+                    files.push(main);
+                }
+            }
+        }
+        let include_explicit = self.get("config-include-path").is_some();
+        match std::fs::read_dir(&include) {
+            Ok(dir) => {
+                let mut extra: Vec<PathBuf> = dir
+                    .filter_map(|e| e.ok().map(|e| e.path()))
+                    .filter(|p| p.extension().is_some_and(|x| x == "conf") && p.is_file())
+                    .collect();
+                extra.sort();
+                files.extend(extra);
+            }
+            Err(_) if !include_explicit => {}
+            Err(e) => {
+                return Err(CliError::new(
+                    ErrorCode::FileMissing,
+                    format!("configuration include path {} cannot be read: {e}", include.display()),
+                ));
+            }
+        }
+        Ok(files)
+    }
+
+    fn merge_files(&mut self) -> CliResult<()> {
+        let stanza = self.get("stanza").map(str::to_string);
+        let command = self.command.name;
+        // Highest precedence first.
+        let mut sections = Vec::new();
+        if let Some(s) = &stanza {
+            sections.push(format!("{s}:{command}"));
+            sections.push(s.clone());
+        }
+        sections.push(format!("global:{command}"));
+        sections.push("global".to_string());
+
+        let mut from_files: BTreeMap<String, (usize, Resolved, Setting)> = BTreeMap::new();
+        for path in self.config_files()? {
+            let text = std::fs::read_to_string(&path).map_err(|e| {
+                CliError::new(ErrorCode::FileRead, format!("unable to read configuration file {}: {e}", path.display()))
+            })?;
+            let file = ini::parse(&text, &path)?;
+            let mut seen_here: BTreeMap<(String, String), usize> = BTreeMap::new();
+            for entry in &file.entries {
+                let Some(rank) = sections.iter().position(|s| *s == entry.section) else { continue };
+                let Some(r) = options::resolve(&entry.key) else {
+                    self.warnings.push(format!(
+                        "configuration file {} contains invalid option '{}' (line {})",
+                        path.display(),
+                        entry.key,
+                        entry.line
+                    ));
+                    continue;
+                };
+                if r.def.cli_only {
+                    self.warnings.push(format!(
+                        "configuration file {} contains command-line only option '{}' (ignored)",
+                        path.display(),
+                        entry.key
+                    ));
+                    continue;
+                }
+                let canonical = r.canonical();
+                let value = check_value(&r, &entry.value).map_err(|e| {
+                    CliError::new(e.code, format!("{} (in {}, line {})", e.message, path.display(), entry.line))
+                })?;
+                let dup_key = (entry.section.clone(), canonical.clone());
+                if r.def.kind != Kind::List && seen_here.insert(dup_key, entry.line).is_some() {
+                    return Err(CliError::new(
+                        ErrorCode::OptionDuplicate,
+                        format!(
+                            "option '{canonical}' cannot be set multiple times (in {}, section [{}])",
+                            path.display(),
+                            entry.section
+                        ),
+                    ));
+                }
+                let source = Source::File { path: path.clone(), section: entry.section.clone() };
+                match from_files.get_mut(&canonical) {
+                    Some((have_rank, _, s)) if *have_rank == rank && r.def.kind == Kind::List => s.values.push(value),
+                    Some((have_rank, _, _)) if *have_rank <= rank => {}
+                    _ => {
+                        from_files.insert(canonical, (rank, r, Setting { values: vec![value], source }));
+                    }
+                }
+            }
+        }
+        for (name, (_, r, setting)) in from_files {
+            self.settings.entry(name).or_insert((r, setting));
+        }
+        Ok(())
+    }
+
+    /// The value of an option (its default when unset).
+    pub fn get(&self, name: &str) -> Option<&str> {
+        if let Some((_, s)) = self.settings.get(name) {
+            return s.values.first().map(String::as_str);
+        }
+        let r = options::resolve(name)?;
+        self.flavor.default_of(r.def)
+    }
+
+    /// Where an option's value came from; `None` for defaults.
+    pub fn source(&self, name: &str) -> Option<&Source> {
+        self.settings.get(name).map(|(_, s)| &s.source)
+    }
+
+    /// A required option.
+    pub fn require(&self, name: &str) -> CliResult<&str> {
+        self.get(name).ok_or_else(|| {
+            CliError::new(ErrorCode::OptionRequired, format!("{} command requires option: {name}", self.command.name))
+        })
+    }
+
+    pub fn bool(&self, name: &str) -> bool {
+        self.get(name) == Some("y")
+    }
+
+    pub fn int(&self, name: &str) -> Option<i64> {
+        self.get(name).and_then(|v| v.parse().ok())
+    }
+
+    /// Sizes are stored normalized to bytes.
+    pub fn size(&self, name: &str) -> Option<u64> {
+        self.get(name).and_then(|v| v.parse().ok())
+    }
+
+    pub fn duration(&self, name: &str) -> Option<Duration> {
+        self.get(name).and_then(|v| value::parse_duration(v).ok())
+    }
+
+    /// All values of a list option.
+    pub fn list(&self, name: &str) -> &[String] {
+        self.settings.get(name).map(|(_, s)| s.values.as_slice()).unwrap_or(&[])
+    }
+
+    /// The repository selected by `--repo` (1 by default).
+    pub fn repo_index(&self) -> u32 {
+        self.int("repo").and_then(|v| u32::try_from(v).ok()).unwrap_or(1)
+    }
+
+    /// Every option that was set, as `--name=value`, secrets redacted (for the log).
+    pub fn summary(&self) -> String {
+        let mut parts = Vec::new();
+        for (name, (r, s)) in &self.settings {
+            for v in &s.values {
+                let shown = if r.def.secure { "<redacted>" } else { v.as_str() };
+                parts.push(format!("--{name}={shown}"));
+            }
+        }
+        parts.join(" ")
+    }
+
+    /// The storage of repository `index`.
+    pub fn storage(&self, index: u32) -> CliResult<StorageConfig> {
+        let opt = |suffix: &str| self.get(&format!("repo{index}-{suffix}")).map(str::to_string);
+        let need = |suffix: &str| {
+            opt(suffix).ok_or_else(|| {
+                CliError::new(
+                    ErrorCode::OptionRequired,
+                    format!("{} command requires option: repo{index}-{suffix}", self.command.name),
+                )
+            })
+        };
+        let path = need("path")?;
+        let endpoint = |key: &str| {
+            opt(key).map(|e| match opt("storage-port") {
+                Some(port) if !e.rsplit(':').next().is_some_and(|p| p.bytes().all(|b| b.is_ascii_digit())) => {
+                    format!("{e}:{port}")
+                }
+                _ => e,
+            })
+        };
+        let kind = opt("type").unwrap_or_else(|| "posix".into());
+        Ok(match kind.as_str() {
+            "posix" | "cifs" => {
+                let path = PathBuf::from(&path);
+                if !path.is_absolute() {
+                    return Err(CliError::new(
+                        ErrorCode::OptionInvalidValue,
+                        format!("'{}' is not valid for 'repo{index}-path' option: it must be absolute", path.display()),
+                    ));
+                }
+                StorageConfig::Posix { path }
+            }
+            "s3" => {
+                let key_type = opt("s3-key-type").unwrap_or_else(|| "shared".into());
+                let (key, key_secret) = if key_type == "shared" {
+                    (Some(Secret::new(need("s3-key")?)), Some(Secret::new(need("s3-key-secret")?)))
+                } else {
+                    (None, None)
+                };
+                StorageConfig::S3(S3Config {
+                    bucket: need("s3-bucket")?,
+                    endpoint: endpoint("s3-endpoint"),
+                    region: need("s3-region")?,
+                    prefix: path,
+                    key,
+                    key_secret,
+                    token: opt("s3-token").map(Secret::new),
+                    uri_style: if opt("s3-uri-style").as_deref() == Some("path") {
+                        UriStyle::Path
+                    } else {
+                        UriStyle::Host
+                    },
+                })
+            }
+            "gcs" => {
+                let auth = match opt("gcs-key-type").as_deref() {
+                    Some("token") => GcsAuth::Token(Secret::new(need("gcs-key")?)),
+                    Some("auto") => GcsAuth::Auto,
+                    _ => GcsAuth::Service(PathBuf::from(need("gcs-key")?)),
+                };
+                StorageConfig::Gcs(GcsConfig {
+                    bucket: need("gcs-bucket")?,
+                    prefix: path,
+                    auth,
+                    endpoint: endpoint("gcs-endpoint"),
+                })
+            }
+            "azure" => {
+                let auth = match opt("azure-key-type").as_deref() {
+                    Some("sas") => AzureAuth::Sas(Secret::new(need("azure-key")?)),
+                    Some("auto") => AzureAuth::Auto,
+                    _ => AzureAuth::Shared(Secret::new(need("azure-key")?)),
+                };
+                StorageConfig::Azure(AzureConfig {
+                    account: need("azure-account")?,
+                    container: need("azure-container")?,
+                    prefix: path,
+                    auth,
+                    endpoint: endpoint("azure-endpoint"),
+                })
+            }
+            other => {
+                return Err(CliError::new(
+                    ErrorCode::OptionInvalidValue,
+                    format!("repo{index}-type '{other}' is not supported"),
+                ));
+            }
+        })
+    }
+}

@@ -1,0 +1,113 @@
+//! Errors that end a command: a message, optional hints, and the exit code a caller may act on.
+//! Codes follow pgBackRest's numbering (`build/error.yaml`) where a caller might depend on them.
+
+use std::fmt;
+
+/// Exit codes, numbered as pgBackRest numbers its errors.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum ErrorCode {
+    /// A file or object is not in the expected format.
+    Format = 29,
+    /// No command was given.
+    CommandRequired = 30,
+    /// Unknown option, or an option not allowed where it was given.
+    OptionInvalid = 31,
+    /// An option's value is malformed.
+    OptionInvalidValue = 32,
+    /// An option's value is out of range.
+    OptionInvalidRange = 33,
+    /// An option was set more than once.
+    OptionDuplicate = 35,
+    /// A required option is missing.
+    OptionRequired = 37,
+    /// A required parameter is missing.
+    ParamRequired = 43,
+    /// Unknown command.
+    CommandInvalid = 48,
+    /// Missing file or object.
+    FileMissing = 55,
+    /// A file could not be read.
+    FileRead = 42,
+    /// Encryption, decryption or key error (wrong passphrase included).
+    Crypto = 95,
+    /// The repository is invalid or corrupt.
+    RepoInvalid = 103,
+    /// Storage could not be reached.
+    Service = 101,
+    /// Access denied.
+    Access = 105,
+    /// The command is not available yet.
+    NotImplemented = 124,
+}
+
+/// An error that ends the command with `code`.
+#[derive(Debug)]
+pub struct CliError {
+    pub code: ErrorCode,
+    pub message: String,
+    pub hints: Vec<String>,
+}
+
+impl CliError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self { code, message: message.into(), hints: Vec::new() }
+    }
+
+    pub fn hint(mut self, hint: impl Into<String>) -> Self {
+        self.hints.push(hint.into());
+        self
+    }
+
+    pub fn exit_code(&self) -> u8 {
+        self.code as u8
+    }
+}
+
+impl fmt::Display for CliError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "[{:03}]: {}", self.exit_code(), self.message)?;
+        for h in &self.hints {
+            write!(f, "\nHINT: {h}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for CliError {}
+
+impl From<pgstrata_storage::StorageError> for CliError {
+    fn from(e: pgstrata_storage::StorageError) -> Self {
+        use pgstrata_storage::StorageError as S;
+        let code = match &e {
+            S::NotFound { .. } => ErrorCode::FileMissing,
+            S::PermissionDenied { .. } => ErrorCode::Access,
+            S::Unavailable { .. } => ErrorCode::Service,
+            S::Config(_) => ErrorCode::OptionInvalidValue,
+            S::AlreadyExists { .. } | S::Other { .. } => ErrorCode::RepoInvalid,
+        };
+        // Storage messages carry their own HINT lines.
+        Self::new(code, e.to_string())
+    }
+}
+
+impl From<pgstrata_repo_format::FormatError> for CliError {
+    fn from(e: pgstrata_repo_format::FormatError) -> Self {
+        use pgstrata_repo_format::FormatError as F;
+        let code = match &e {
+            F::WrongPassphrase | F::KeyRequired { .. } | F::KeyMismatch { .. } => ErrorCode::Crypto,
+            F::Invalid { .. } => ErrorCode::OptionInvalidValue,
+            _ => ErrorCode::Format,
+        };
+        let err = Self::new(code, e.to_string());
+        match code {
+            ErrorCode::Crypto => {
+                err.hint("check repo1-cipher-pass: it must be the passphrase the stanza was created with")
+            }
+            _ => err,
+        }
+    }
+}
+
+/// Shorthand.
+pub type CliResult<T> = Result<T, CliError>;

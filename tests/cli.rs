@@ -1,0 +1,342 @@
+//! The command line and configuration, through the built binary: precedence of command line,
+//! environment and config files; errors that name the problem; secrets kept out of argv and logs;
+//! the `repoN-*` options reaching real storage emulators.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use bytes::Bytes;
+use pgstrata_storage::{
+    AzureAuth, AzureConfig, GcsAuth, GcsConfig, RetryPolicy, S3Config, Secret, StorageConfig, UriStyle,
+};
+
+const BIN: &str = env!("CARGO_BIN_EXE_pgstrata");
+
+/// Runs the binary with a clean environment plus `env`.
+fn run(args: &[&str], env: &[(&str, &str)]) -> Output {
+    run_as(Path::new(BIN), args, env)
+}
+
+fn run_as(bin: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(bin);
+    cmd.env_clear().env("PATH", "/usr/bin:/bin").args(args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().unwrap()
+}
+
+fn text(o: &Output) -> (String, String) {
+    (String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned())
+}
+
+/// A repository directory holding one marker object, so `repo-ls` shows which repo was used.
+fn marked_repo(root: &Path, marker: &str) -> PathBuf {
+    let dir = root.join(marker);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join(marker), b"x").unwrap();
+    dir
+}
+
+#[test]
+fn precedence_is_command_line_then_environment_then_files() {
+    let t = tempfile::tempdir().unwrap();
+    let global = marked_repo(t.path(), "from-global");
+    let global_cmd = marked_repo(t.path(), "from-global-command");
+    let stanza = marked_repo(t.path(), "from-stanza");
+    let stanza_cmd = marked_repo(t.path(), "from-stanza-command");
+    let env_repo = marked_repo(t.path(), "from-env");
+    let cli_repo = marked_repo(t.path(), "from-cli");
+    let conf_dir = t.path().join("etc");
+    std::fs::create_dir_all(conf_dir.join("conf.d")).unwrap();
+    std::fs::write(
+        conf_dir.join("pgstrata.conf"),
+        format!(
+            "[global]\nrepo1-path={}\nlog-level-file=off\n\n[global:repo-ls]\nrepo1-path={}\n",
+            global.display(),
+            global_cmd.display()
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        conf_dir.join("conf.d/db.conf"),
+        format!("[db]\nrepo1-path={}\n[db:repo-ls]\nrepo1-path={}\n", stanza.display(), stanza_cmd.display()),
+    )
+    .unwrap();
+    let cp = format!("--config-path={}", conf_dir.display());
+    let ls = |extra: &[&str], env: &[(&str, &str)]| {
+        let mut args = vec![cp.as_str(), "repo-ls"];
+        args.extend_from_slice(extra);
+        let o = run(&args, env);
+        assert!(o.status.success(), "{:?}", text(&o));
+        text(&o).0.trim().to_string()
+    };
+    assert_eq!(ls(&[], &[]), "from-global-command");
+    assert_eq!(ls(&["--stanza=other"], &[]), "from-global-command");
+    assert_eq!(ls(&["--stanza=db"], &[]), "from-stanza-command");
+    let env_path = env_repo.display().to_string();
+    assert_eq!(ls(&["--stanza=db"], &[("PGSTRATA_REPO1_PATH", &env_path)]), "from-env");
+    let cli_arg = format!("--repo1-path={}", cli_repo.display());
+    assert_eq!(ls(&["--stanza=db", &cli_arg], &[("PGSTRATA_REPO1_PATH", &env_path)]), "from-cli");
+    // `[global]` alone applies to other commands.
+    std::fs::remove_file(conf_dir.join("conf.d/db.conf")).unwrap();
+    let o = run(&[&cp, "repo-get", "from-global"], &[]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    assert_eq!(o.stdout, b"x");
+}
+
+#[test]
+fn installed_as_pgbackrest_it_reads_pgbackrest_variables() {
+    let t = tempfile::tempdir().unwrap();
+    let link = t.path().join("pgbackrest");
+    std::os::unix::fs::symlink(BIN, &link).unwrap();
+    let repo = marked_repo(t.path(), "compat");
+    let empty_conf = t.path().join("none");
+    std::fs::create_dir_all(&empty_conf).unwrap();
+    let cp = format!("--config-path={}", empty_conf.display());
+    let path = repo.display().to_string();
+    let o = run_as(&link, &[&cp, "repo-ls"], &[("PGBACKREST_REPO1_PATH", &path), ("PGBACKREST_LOG_LEVEL_FILE", "off")]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    assert_eq!(text(&o).0.trim(), "compat");
+    let o = run_as(&link, &["version"], &[]);
+    assert!(text(&o).0.contains("pgBackRest-compatible"));
+    // Under its own name, PGBACKREST_* is not ours.
+    let o = run(&[&cp, "repo-ls"], &[("PGBACKREST_REPO1_PATH", &path), ("PGSTRATA_LOG_LEVEL_FILE", "off")]);
+    assert!(!text(&o).0.contains("compat"));
+}
+
+#[test]
+fn secrets_are_refused_on_the_command_line_and_never_logged() {
+    let t = tempfile::tempdir().unwrap();
+    let repo = marked_repo(t.path(), "r");
+    let rp = format!("--repo1-path={}", repo.display());
+    let o = run(&["repo-ls", &rp, "--repo1-cipher-pass=hunter2-secret"], &[]);
+    assert_eq!(o.status.code(), Some(31));
+    let (out, err) = text(&o);
+    assert!(err.contains("'repo1-cipher-pass' is not allowed on the command-line"), "{err}");
+    assert!(err.contains("PGSTRATA_REPO1_CIPHER_PASS"), "{err}");
+    assert!(!out.contains("hunter2") && !err.contains("hunter2"));
+    // From the environment it is accepted, and every log sink shows it redacted.
+    let logs = t.path().join("log");
+    let lp = format!("--log-path={}", logs.display());
+    let o = run(
+        &["repo-ls", &rp, &lp, "--log-level-console=info", "--log-level-file=debug", "--stanza=db"],
+        &[("PGSTRATA_REPO1_CIPHER_PASS", "hunter2-secret"), ("PGSTRATA_REPO1_S3_KEY_SECRET", "aws-secret-value")],
+    );
+    assert!(o.status.success(), "{:?}", text(&o));
+    let (out, err) = text(&o);
+    assert!(out.contains("--repo1-cipher-pass=<redacted>"), "{out}");
+    let file = std::fs::read_to_string(logs.join("db-repo-ls.log")).unwrap();
+    assert!(file.contains("repo-ls command begin") && file.contains("PROCESS START"), "{file}");
+    for sink in [&out, &err, &file] {
+        assert!(!sink.contains("hunter2") && !sink.contains("aws-secret-value"), "secret leaked: {sink}");
+    }
+}
+
+#[test]
+fn bad_options_and_values_name_the_problem() {
+    let cases: &[(&[&str], u8, &str)] = &[
+        (&["version", "--no-such-option"], 31, "invalid option '--no-such-option'"),
+        (&["version", "--process-max=many"], 32, "'many' is not valid for 'process-max' option"),
+        (&["version", "--process-max=1000"], 33, "out of range for 'process-max'"),
+        (&["version", "--buffer-size=1.5MiB"], 32, "'1.5MiB' is not valid for 'buffer-size'"),
+        (&["version", "--archive-timeout=5years"], 32, "'5years' is not valid for 'archive-timeout'"),
+        (&["version", "--start-fast=yes"], 32, "boolean value must be 'y' or 'n'"),
+        (&["version", "--compress-type=gz"], 32, "pgstrata compresses with zst or lz4"),
+        (&["version", "--repo1-cipher-type=aes-256-cbc"], 32, "aes-256-gcm"),
+        (&["version", "--repo300-path=/x"], 31, "invalid option '--repo300-path'"),
+        (&["version", "--stanza=a", "--stanza=b"], 35, "'stanza' cannot be set multiple times"),
+        (&["version", "--no-process-max"], 31, "cannot be negated"),
+        (&["not-a-command"], 48, "invalid command 'not-a-command'"),
+        (&[], 30, "no command given"),
+        (&["backup", "--stanza=db"], 124, "'backup' is not available"),
+        (&["version", "--config=/nonexistent/pgstrata.conf"], 55, "/nonexistent/pgstrata.conf does not exist"),
+        (
+            &["repo-ls", "--repo1-path=/nonexistent/repo"],
+            55,
+            "repository directory not found in posix:/nonexistent/repo",
+        ),
+        (&["repo-ls", "--repo1-path=relative/repo"], 32, "it must be absolute"),
+    ];
+    for (args, code, needle) in cases {
+        let o = run(args, &[("PGSTRATA_LOG_LEVEL_FILE", "off")]);
+        let (_, err) = text(&o);
+        assert_eq!(o.status.code(), Some(i32::from(*code)), "{args:?}: {err}");
+        assert!(err.contains(needle), "{args:?}: {err}");
+    }
+    // Accepted forms.
+    let o = run(
+        &["version", "--buffer-size=2MiB", "--archive-timeout=90s", "--no-start-fast", "--process-max", "4"],
+        &[("PGSTRATA_LOG_LEVEL_FILE", "off")],
+    );
+    assert!(o.status.success(), "{:?}", text(&o));
+}
+
+#[test]
+fn config_file_problems_name_file_and_line() {
+    let t = tempfile::tempdir().unwrap();
+    let conf = t.path().join("p.conf");
+    let cfg = format!("--config={}", conf.display());
+    std::fs::write(&conf, "[global]\nlog-level-file=off\nprocess-max=zero\n").unwrap();
+    let o = run(&[&cfg, "version"], &[]);
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(32), "{err}");
+    assert!(err.contains("p.conf, line 3") && err.contains("process-max"), "{err}");
+
+    std::fs::write(&conf, "[global]\nlog-level-file=off\nlog-path=/a\nlog-path=/b\n").unwrap();
+    let o = run(&[&cfg, "version"], &[]);
+    assert_eq!(o.status.code(), Some(35), "{:?}", text(&o));
+
+    let repo = marked_repo(t.path(), "r");
+    std::fs::write(
+        &conf,
+        format!("[global]\nlog-level-file=off\nrepo1-path={}\nmystery-option=1\nstanza=db\n", repo.display()),
+    )
+    .unwrap();
+    let o = run(&[&cfg, "repo-ls"], &[]);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{err}");
+    assert_eq!(out.trim(), "r");
+    assert!(err.contains("invalid option 'mystery-option'"), "{err}");
+    assert!(err.contains("command-line only option 'stanza'"), "{err}");
+
+    std::fs::write(&conf, "log-level-file=off\n").unwrap();
+    let o = run(&[&cfg, "version"], &[]);
+    assert_eq!(o.status.code(), Some(29), "{:?}", text(&o));
+}
+
+#[test]
+fn boolean_negation_and_timestamps() {
+    let t = tempfile::tempdir().unwrap();
+    let repo = marked_repo(t.path(), "r");
+    let rp = format!("--repo1-path={}", repo.display());
+    let o =
+        run(&["repo-ls", &rp, "--log-level-console=info", "--no-log-timestamp"], &[("PGSTRATA_LOG_LEVEL_FILE", "off")]);
+    let out = text(&o).0;
+    assert!(out.lines().next().unwrap().starts_with("P00   INFO: repo-ls command begin"), "{out}");
+    let o = run(&["repo-ls", &rp, "--log-level-console=info"], &[("PGSTRATA_LOG_LEVEL_FILE", "off")]);
+    let first = text(&o).0.lines().next().unwrap().to_string();
+    assert!(first.as_bytes()[4] == b'-' && first.contains(" P00   INFO: "), "{first}");
+}
+
+fn require(var: &str) -> Option<String> {
+    match std::env::var(var) {
+        Ok(v) if !v.is_empty() => Some(v),
+        _ => {
+            assert!(
+                !std::env::var("PGSTRATA_REQUIRE_SERVERS").is_ok_and(|v| v == "1"),
+                "{var} not set but PGSTRATA_REQUIRE_SERVERS=1"
+            );
+            None
+        }
+    }
+}
+
+fn unique(name: &str) -> String {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    format!("/cli-{name}-{}-{nanos}", std::process::id())
+}
+
+/// Seeds an object through the storage crate, then lists and reads it through the binary
+/// configured only by `repo1-*` environment variables.
+fn check_repo_options(storage: StorageConfig, env: &[(&str, &str)]) {
+    let store = storage.open(RetryPolicy::default()).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(store.put("stanza/db/marker", Bytes::from_static(b"through the cli"))).unwrap();
+    let mut all_env = vec![("PGSTRATA_LOG_LEVEL_FILE", "off")];
+    all_env.extend_from_slice(env);
+    let o = run(&["repo-ls", "stanza/db"], &all_env);
+    assert!(o.status.success(), "{:?}", text(&o));
+    assert_eq!(text(&o).0.trim(), "marker");
+    let o = run(&["repo-get", "stanza/db/marker"], &all_env);
+    assert!(o.status.success(), "{:?}", text(&o));
+    assert_eq!(o.stdout, b"through the cli");
+    let o = run(&["repo-get", "stanza/db/missing"], &all_env);
+    assert_eq!(o.status.code(), Some(55), "{:?}", text(&o));
+    rt.block_on(store.delete_prefix("")).unwrap();
+}
+
+#[test]
+fn repo_options_reach_s3() {
+    let Some(endpoint) = require("PGSTRATA_TEST_S3_ENDPOINT") else { return };
+    let path = unique("s3");
+    check_repo_options(
+        StorageConfig::S3(S3Config {
+            bucket: "test-bucket".into(),
+            endpoint: Some(endpoint.clone()),
+            region: "us-east-1".into(),
+            prefix: path.clone(),
+            key: Some(Secret::new("test")),
+            key_secret: Some(Secret::new("test")),
+            token: None,
+            uri_style: UriStyle::Path,
+        }),
+        &[
+            ("PGSTRATA_REPO1_TYPE", "s3"),
+            ("PGSTRATA_REPO1_PATH", &path),
+            ("PGSTRATA_REPO1_S3_BUCKET", "test-bucket"),
+            ("PGSTRATA_REPO1_S3_ENDPOINT", &endpoint),
+            ("PGSTRATA_REPO1_S3_REGION", "us-east-1"),
+            ("PGSTRATA_REPO1_S3_URI_STYLE", "path"),
+            ("PGSTRATA_REPO1_S3_KEY", "test"),
+            ("PGSTRATA_REPO1_S3_KEY_SECRET", "test"),
+        ],
+    );
+}
+
+#[test]
+fn repo_options_reach_azure() {
+    let Some(endpoint) = require("PGSTRATA_TEST_AZURE_ENDPOINT") else { return };
+    let key = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
+    let path = unique("azure");
+    check_repo_options(
+        StorageConfig::Azure(AzureConfig {
+            account: "devstoreaccount1".into(),
+            container: "test-bucket".into(),
+            prefix: path.clone(),
+            auth: AzureAuth::Shared(Secret::new(key)),
+            endpoint: Some(endpoint.clone()),
+        }),
+        &[
+            ("PGSTRATA_REPO1_TYPE", "azure"),
+            ("PGSTRATA_REPO1_PATH", &path),
+            ("PGSTRATA_REPO1_AZURE_ACCOUNT", "devstoreaccount1"),
+            ("PGSTRATA_REPO1_AZURE_CONTAINER", "test-bucket"),
+            ("PGSTRATA_REPO1_AZURE_KEY", key),
+            ("PGSTRATA_REPO1_AZURE_ENDPOINT", &endpoint),
+        ],
+    );
+}
+
+#[test]
+fn repo_options_reach_gcs() {
+    let Some(endpoint) = require("PGSTRATA_TEST_GCS_ENDPOINT") else { return };
+    let path = unique("gcs");
+    check_repo_options(
+        StorageConfig::Gcs(GcsConfig {
+            bucket: "test-bucket".into(),
+            prefix: path.clone(),
+            auth: GcsAuth::Token(Secret::new("t")),
+            endpoint: Some(endpoint.clone()),
+        }),
+        &[
+            ("PGSTRATA_REPO1_TYPE", "gcs"),
+            ("PGSTRATA_REPO1_PATH", &path),
+            ("PGSTRATA_REPO1_GCS_BUCKET", "test-bucket"),
+            ("PGSTRATA_REPO1_GCS_KEY_TYPE", "token"),
+            ("PGSTRATA_REPO1_GCS_KEY", "t"),
+            ("PGSTRATA_REPO1_GCS_ENDPOINT", &endpoint),
+        ],
+    );
+}
+
+#[test]
+fn incomplete_repo_options_name_the_missing_one() {
+    let o = run(
+        &["repo-ls"],
+        &[("PGSTRATA_LOG_LEVEL_FILE", "off"), ("PGSTRATA_REPO1_TYPE", "s3"), ("PGSTRATA_REPO1_S3_BUCKET", "b")],
+    );
+    assert_eq!(o.status.code(), Some(37), "{:?}", text(&o));
+    assert!(text(&o).1.contains("requires option: repo1-s3-key"), "{:?}", text(&o));
+}
