@@ -120,16 +120,18 @@ impl FromStr for BackupLabel {
                 format!("{s:?} is not like 20261121-101500F or 20261121-101500F_20261122-030000I"),
             )
         };
-        let ok = match s.len() {
-            16 => is_stamp(&s[..15]) && s.ends_with('F'),
-            33 => {
-                is_stamp(&s[..15])
-                    && &s[15..17] == "F_"
-                    && is_stamp(&s[17..32])
-                    && (s.ends_with('D') || s.ends_with('I'))
-            }
-            _ => false,
-        };
+        // Byte slicing below is safe only on ASCII (a fuzzer found the multi-byte case).
+        let ok = s.is_ascii()
+            && match s.len() {
+                16 => is_stamp(&s[..15]) && s.ends_with('F'),
+                33 => {
+                    is_stamp(&s[..15])
+                        && &s[15..17] == "F_"
+                        && is_stamp(&s[17..32])
+                        && (s.ends_with('D') || s.ends_with('I'))
+                }
+                _ => false,
+            };
         if ok { Ok(Self(s.to_string())) } else { Err(bad()) }
     }
 }

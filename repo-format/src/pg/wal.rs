@@ -158,7 +158,7 @@ impl FromStr for WalFileName {
         } else {
             (s, WalFileKind::Segment)
         };
-        if stem.len() != 24 {
+        if stem.len() != 24 || !stem.is_ascii() {
             return Err(bad());
         }
         let timeline = hex8(&stem[0..8]).ok_or_else(bad)?;
@@ -276,6 +276,7 @@ mod tests {
             "0000000G0000000000000003",
             "0002.history",
             "archive_status",
+            "0000000100000000000000é3",
             "",
         ] {
             assert!(bad.parse::<WalFileName>().is_err(), "{bad:?} parsed");

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Fuzz targets of the parsers (blob decoder, pg_control / WAL header, manifest reader).
+#   scripts/fuzz.sh build            build every target (what CI does)
+#   scripts/fuzz.sh run [SECONDS]    run each target for SECONDS (default 60) from fixtures/ seeds
+# cargo-fuzz needs nightly compiler features; this machine has one stable toolchain, so the
+# build runs with RUSTC_BOOTSTRAP=1. cargo-fuzz is installed into the checkout if missing.
+set -euo pipefail
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$ROOT"
+TOOLS="$ROOT/.emu/tools"
+CARGO_FUZZ_VERSION="0.13.2"
+export RUSTC_BOOTSTRAP=1
+if ! command -v cargo-fuzz > /dev/null && [ ! -x "$TOOLS/bin/cargo-fuzz" ]; then
+  echo "fuzz: installing cargo-fuzz $CARGO_FUZZ_VERSION into $TOOLS" >&2
+  cargo install --quiet --locked --root "$TOOLS" "cargo-fuzz@$CARGO_FUZZ_VERSION"
+fi
+export PATH="$TOOLS/bin:$PATH"
+TARGETS="blob_decoder pg_control manifest_reader"
+case "${1:-build}" in
+  build)
+    for t in $TARGETS; do cargo fuzz build --fuzz-dir fuzz "$t"; done
+    ;;
+  run)
+    secs="${2:-60}"
+    for t in $TARGETS; do
+      corpus="fuzz/corpus/$t"
+      mkdir -p "$corpus"
+      case "$t" in
+        blob_decoder) cp fixtures/format/v1/*.blob "$corpus/" ;;
+        pg_control) cp fixtures/pg/pg_control-15 fixtures/pg/wal-first-page-15 "$corpus/" ;;
+        manifest_reader) cp fixtures/format/v1/backup.manifest "$corpus/" ;;
+      esac
+      cargo fuzz run --fuzz-dir fuzz "$t" "$corpus" -- -max_total_time="$secs" -max_len=65536
+    done
+    ;;
+  *) echo "usage: $0 build|run [SECONDS]" >&2; exit 2 ;;
+esac

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it: installs and starts the storage emulators (pinned versions,
+# into the checkout), runs every workspace test with PGSTRATA_REQUIRE_SERVERS=1 (a server that
+# cannot start is a failure, never a skip), builds the fuzz targets, and stops the emulators by pid.
+set -euo pipefail
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$ROOT"
+
+export PGSTRATA_PG_BIN="${PGSTRATA_PG_BIN:-/usr/lib/postgresql/15/bin}"
+if [ ! -x "$PGSTRATA_PG_BIN/initdb" ]; then
+  echo "test: PostgreSQL binaries not found in $PGSTRATA_PG_BIN (set PGSTRATA_PG_BIN)" >&2
+  exit 1
+fi
+
+trap 'scripts/emulators.sh stop' EXIT
+scripts/emulators.sh start
+# shellcheck disable=SC1091
+. .emu/env
+export PGSTRATA_REQUIRE_SERVERS=1
+
+cargo test --workspace --all-targets --locked
+scripts/fuzz.sh build
