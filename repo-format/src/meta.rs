@@ -108,6 +108,30 @@ pub fn decode_meta<T: DeserializeOwned>(bytes: &[u8], kind: MetaKind, what: &str
     T::deserialize(body).map_err(|e| FormatError::corrupt(what, format!("unexpected content: {e}")))
 }
 
+/// The stored form of the backup catalog: its envelope inside a blob (compressed, and encrypted
+/// when the stanza is). The stanza info is stored as its bare envelope instead (see
+/// `docs/repo-format.md`), because it carries the wrapped key needed to open everything else.
+pub fn seal_meta<T: Serialize>(
+    kind: MetaKind,
+    body: &T,
+    settings: crate::frame::BlobSettings,
+    key: Option<&crate::crypto::DataKey>,
+) -> Result<Vec<u8>> {
+    let plain = encode_meta(kind, body)?;
+    Ok(crate::frame::encode_blob(&plain, settings, key)?.0)
+}
+
+/// Opens what [`seal_meta`] stored.
+pub fn open_meta<T: DeserializeOwned>(
+    bytes: &[u8],
+    kind: MetaKind,
+    what: &str,
+    key: Option<&crate::crypto::DataKey>,
+) -> Result<T> {
+    let plain = crate::frame::decode_blob(bytes, what, key)?;
+    decode_meta(&plain, kind, what)
+}
+
 /// One database the stanza has backed up; a new entry is added by `stanza-upgrade`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DbEntry {

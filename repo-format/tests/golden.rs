@@ -9,11 +9,12 @@ use std::path::PathBuf;
 use pgstrata_repo_format::meta::{
     BackupCatalog, BackupSettings, CatalogEntry, CipherInfo, DbEntry, DirEntry, FileData, FileEntry, ManifestEntry,
     ManifestHeader, ManifestWriter, MetaKind, Ownership, PartRef, StanzaInfo, Target, decode_meta, encode_meta,
-    read_manifest,
+    open_meta, read_manifest, seal_meta,
 };
 use pgstrata_repo_format::pg::{ControlFile, TimelineId, WalPageHeader};
 use pgstrata_repo_format::{
     BackupType, BlobEncoder, BlobSettings, Compression, DataKey, KdfParams, Sha256Digest, WrappedKey, decode_blob,
+    encode_blob,
 };
 
 const PASSPHRASE: &[u8] = b"pgstrata fixture passphrase";
@@ -149,7 +150,11 @@ fn write_all() {
         w.push(&e, &mut manifest).unwrap();
     }
     let manifest_sha256 = w.finish(&mut manifest).unwrap();
-    std::fs::write(out.join("backup.manifest"), &manifest).unwrap();
+    // Stored as a repository stores them: the manifest in an encrypted blob, the catalog in a
+    // compressed one.
+    let settings = BlobSettings { compression: Compression::Zstd(3), frame_size: 1 << 20 };
+    let (sealed_manifest, _) = encode_blob(&manifest, settings, Some(&key)).unwrap();
+    std::fs::write(out.join("backup.manifest"), sealed_manifest).unwrap();
     let h = manifest_header();
     let catalog = BackupCatalog {
         backups: vec![CatalogEntry {
@@ -174,7 +179,8 @@ fn write_all() {
             manifest_sha256,
         }],
     };
-    std::fs::write(out.join("backup.catalog"), encode_meta(MetaKind::BackupCatalog, &catalog).unwrap()).unwrap();
+    std::fs::write(out.join("backup.catalog"), seal_meta(MetaKind::BackupCatalog, &catalog, settings, None).unwrap())
+        .unwrap();
 }
 
 #[test]
@@ -197,12 +203,12 @@ fn golden_v1_objects_decode() {
         assert_eq!(plain, pattern(case.len), "{}", case.file);
     }
 
-    let manifest = read("backup.manifest");
+    let manifest = decode_blob(&read("backup.manifest"), "backup.manifest", Some(&key)).unwrap();
     let (header, entries) = read_manifest(&manifest, "backup.manifest").unwrap();
     assert_eq!(header, manifest_header());
     assert_eq!(entries, manifest_entries());
     let catalog: BackupCatalog =
-        decode_meta(&read("backup.catalog"), MetaKind::BackupCatalog, "backup.catalog").unwrap();
+        open_meta(&read("backup.catalog"), MetaKind::BackupCatalog, "backup.catalog", None).unwrap();
     assert_eq!(catalog.backups[0].manifest_sha256, Sha256Digest::of(&manifest));
 }
 
