@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it: installs and starts the storage emulators (pinned versions,
 # into the checkout), runs every workspace test with PGSTRATA_REQUIRE_SERVERS=1 (a server that
-# cannot start is a failure, never a skip), builds the fuzz targets, and stops the emulators by pid.
+# cannot start is a failure, never a skip) after fmt and clippy checks, builds the fuzz targets,
+# and stops the emulators by pid.
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$ROOT"
@@ -18,5 +19,7 @@ scripts/emulators.sh start
 . .emu/env
 export PGSTRATA_REQUIRE_SERVERS=1
 
+cargo fmt --all --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --all-targets --locked
 scripts/fuzz.sh build

@@ -17,6 +17,24 @@
 //! `docs/repo-format.md` is the normative description of these bytes; `fixtures/format/v1` holds
 //! golden objects every build must keep decoding.
 
+/// Implements serde for a type through its `Display` and `FromStr` (JSON strings like `0/2000028`).
+macro_rules! serde_as_text {
+    ($t:ty) => {
+        impl serde::Serialize for $t {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.collect_str(self)
+            }
+        }
+
+        impl<'de> serde::Deserialize<'de> for $t {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let text = <String as serde::Deserialize>::deserialize(d)?;
+                text.parse().map_err(<D::Error as serde::de::Error>::custom)
+            }
+        }
+    };
+}
+
 pub mod crypto;
 pub mod digest;
 pub mod error;

@@ -96,7 +96,6 @@ pub const OPTIONS: &[OptionDef] = &[
     opt("compress-type", Kind::Enum(&["none", "zst", "lz4", "gz", "bz2"]), Some("zst"), "compression"),
     opt("compress-level", Kind::Int { min: -7, max: 22 }, None, "compression level (zst: 1..22, default 3)"),
     opt("buffer-size", Kind::Size { min: 16 << 10, max: 16 << 20 }, Some("1MiB"), "plaintext size of a frame"),
-    opt("io-timeout", Kind::Duration, Some("60"), "timeout of one storage request"),
     opt("start-fast", Kind::Bool, Some("n"), "ask PostgreSQL for an immediate checkpoint at backup start"),
     opt("online", Kind::Bool, Some("y"), "the cluster is running"),
     opt("archive-check", Kind::Bool, Some("y"), "wait for the backup's WAL to be archived"),
@@ -133,7 +132,6 @@ pub const OPTIONS: &[OptionDef] = &[
     repo("azure-key-type", Kind::Enum(&["shared", "sas", "auto"]), Some("shared"), "Azure credentials source"),
     repo("azure-endpoint", Kind::Str, None, "Azure blob endpoint (URL, account in the path for emulators)"),
     repo("storage-port", Kind::Int { min: 1, max: 65535 }, None, "port of the storage endpoint"),
-    repo("storage-verify-tls", Kind::Bool, Some("y"), "verify the storage server's certificate"),
     repo("retention-full", Kind::Int { min: 1, max: 9_999_999 }, None, "full backups to keep"),
     repo("retention-diff", Kind::Int { min: 1, max: 9_999_999 }, None, "differential backups to keep"),
     // PostgreSQL clusters.
