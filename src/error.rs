@@ -7,6 +7,8 @@ use std::fmt;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
 pub enum ErrorCode {
+    /// `archive-get`: the file is not in the archive (PostgreSQL's "not available").
+    NotInArchive = 1,
     /// A file or object is not in the expected format.
     Format = 29,
     /// No command was given.
@@ -23,6 +25,24 @@ pub enum ErrorCode {
     OptionRequired = 37,
     /// A required parameter is missing.
     ParamRequired = 43,
+    /// The WAL file does not belong to the stanza's database.
+    ArchiveMismatch = 44,
+    /// The WAL file is already archived with different content.
+    ArchiveDuplicate = 45,
+    /// PostgreSQL is running where it must not be.
+    PgRunning = 38,
+    /// The target path is not empty.
+    PathNotEmpty = 40,
+    /// Unable to connect to PostgreSQL.
+    DbConnect = 56,
+    /// A query failed.
+    DbQuery = 57,
+    /// The repository belongs to another database.
+    DbMismatch = 58,
+    /// Unable to take a lock.
+    LockAcquire = 50,
+    /// Timed out waiting for WAL to reach the archive.
+    ArchiveTimeout = 82,
     /// Unknown command.
     CommandInvalid = 48,
     /// Missing file or object.
@@ -61,6 +81,17 @@ impl CliError {
 
     pub fn exit_code(&self) -> u8 {
         self.code as u8
+    }
+
+    /// The process exit code for `command`. `archive-get` runs as PostgreSQL's
+    /// `restore_command`, where 1..=125 means "not in the archive": every real failure there
+    /// exits 255 so recovery aborts instead of ending early on a storage or integrity error.
+    pub fn exit_code_for(&self, command: &str) -> u8 {
+        match (command, self.code) {
+            ("archive-get", ErrorCode::NotInArchive) => 1,
+            ("archive-get", _) => 255,
+            _ => self.exit_code(),
+        }
     }
 }
 

@@ -16,6 +16,8 @@ pub mod commands;
 pub mod config;
 pub mod error;
 pub mod log;
+pub mod postgres;
+pub mod repo;
 
 use std::time::Instant;
 
@@ -44,7 +46,9 @@ pub fn run(argv: &[String], env: &[(String, String)]) -> u8 {
         Ok(c) => c,
         Err(e) => {
             eprintln!("ERROR: {e}");
-            return e.exit_code();
+            // The command may still be known (archive-get's exit codes matter to PostgreSQL).
+            let command = argv.iter().skip(1).find(|a| config::options::command(a).is_some());
+            return e.exit_code_for(command.map(String::as_str).unwrap_or(""));
         }
     };
     let quiet = matches!(config.command.name, "version" | "help");
@@ -65,6 +69,11 @@ pub fn run(argv: &[String], env: &[(String, String)]) -> u8 {
             }
             0
         }
+        Err(e) if e.code == error::ErrorCode::NotInArchive => {
+            tracing::info!("{}", e.message);
+            tracing::info!("{} command end: completed successfully ({ms}ms)", config.command.name);
+            e.exit_code_for(config.command.name)
+        }
         Err(e) => {
             // The error itself goes to stderr whatever the levels; the file gets it too.
             eprintln!("ERROR: {e}");
@@ -74,7 +83,7 @@ pub fn run(argv: &[String], env: &[(String, String)]) -> u8 {
                 e.exit_code(),
                 e.message
             );
-            e.exit_code()
+            e.exit_code_for(config.command.name)
         }
     }
 }

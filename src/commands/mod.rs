@@ -1,8 +1,10 @@
 //! Command dispatch. Each command takes the resolved [`Config`] and returns what it printed or
 //! an error with its exit code.
 
+mod archive;
 mod help;
 mod repo;
+mod stanza;
 
 use crate::config::Config;
 use crate::error::{CliError, CliResult, ErrorCode};
@@ -17,6 +19,10 @@ pub fn dispatch(config: &Config) -> CliResult<()> {
         "help" => help::run(config),
         "repo-ls" => repo::ls(config),
         "repo-get" => repo::get(config),
+        "stanza-create" => stanza::create(config),
+        "stanza-upgrade" => stanza::upgrade(config),
+        "archive-push" => archive::push(config),
+        "archive-get" => archive::get(config),
         other => Err(CliError::new(
             ErrorCode::NotImplemented,
             format!("command '{other}' is not available in pgstrata {} yet", env!("CARGO_PKG_VERSION")),

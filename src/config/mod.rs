@@ -426,6 +426,15 @@ impl Config {
         self.int("repo").and_then(|v| u32::try_from(v).ok()).unwrap_or(1)
     }
 
+    /// Indexes of the repositories that have any `repoN-*` option set, ascending.
+    pub fn repo_indexes_set(&self) -> Vec<u32> {
+        let mut found: Vec<u32> =
+            self.settings.values().filter(|(r, _)| r.def.group == options::Group::Repo).map(|(r, _)| r.index).collect();
+        found.sort_unstable();
+        found.dedup();
+        found
+    }
+
     /// Every option that was set, as `--name=value`, secrets redacted (for the log).
     pub fn summary(&self) -> String {
         let mut parts = Vec::new();

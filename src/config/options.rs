@@ -159,8 +159,8 @@ const fn cmd(name: &'static str, implemented: bool, help: &'static str) -> Comma
 /// Every command of pgBackRest's interface; those not yet built answer with a clear error.
 pub const COMMANDS: &[CommandDef] = &[
     cmd("annotate", false, "add or change annotations of a backup"),
-    cmd("archive-get", false, "fetch a WAL segment from the archive (restore_command)"),
-    cmd("archive-push", false, "archive a WAL segment (archive_command)"),
+    cmd("archive-get", true, "fetch a WAL segment from the archive (restore_command)"),
+    cmd("archive-push", true, "archive a WAL segment (archive_command)"),
     cmd("backup", false, "take a full, diff or incr backup"),
     cmd("check", false, "check the configuration and that archiving works"),
     cmd("expire", false, "remove backups and WAL past the retention"),
@@ -169,9 +169,9 @@ pub const COMMANDS: &[CommandDef] = &[
     cmd("repo-get", true, "print an object of the repository, raw"),
     cmd("repo-ls", true, "list objects of the repository"),
     cmd("restore", false, "restore a backup"),
-    cmd("stanza-create", false, "create the stanza in the repository"),
+    cmd("stanza-create", true, "create the stanza in the repository"),
     cmd("stanza-delete", false, "delete the stanza from the repository"),
-    cmd("stanza-upgrade", false, "record a new database version after pg_upgrade"),
+    cmd("stanza-upgrade", true, "record a new database version after pg_upgrade"),
     cmd("start", false, "allow commands to run again"),
     cmd("stop", false, "stop commands from running"),
     cmd("verify", false, "verify the repository's contents"),

@@ -1,0 +1,172 @@
+//! `archive-push` (PostgreSQL's `archive_command`) and `archive-get` (`restore_command`).
+//!
+//! Exit codes of `archive-get` follow PostgreSQL's contract: 0 fetched; 1 not in the archive
+//! (recovery ends, or a standby waits); anything above 125 (we use 255) for every other failure,
+//! so a storage or integrity problem aborts recovery instead of silently ending it.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use pgstrata_repo_format::layout::{archive_id, parse_wal_object};
+use pgstrata_repo_format::pg::{WalFileKind, WalFileName, WalPageHeader};
+use pgstrata_repo_format::{Sha256Digest, decode_blob, encode_blob};
+
+use crate::config::Config;
+use crate::error::{CliError, CliResult, ErrorCode};
+use crate::repo::{Repo, blob_settings, open_repo, repo_indexes, stanza_name};
+
+/// Resolves `%p` (relative to the working directory, which PostgreSQL sets to the data
+/// directory, or to `pg1-path` when given).
+fn resolve(config: &Config, param: &str) -> PathBuf {
+    let p = PathBuf::from(param);
+    if p.is_absolute() {
+        return p;
+    }
+    match config.get("pg1-path") {
+        Some(base) => Path::new(base).join(p),
+        None => p,
+    }
+}
+
+/// Checks a segment's header against the stanza's database.
+fn check_segment(repo: &Repo, name: &WalFileName, bytes: &[u8]) -> CliResult<()> {
+    if !matches!(name.kind, WalFileKind::Segment | WalFileKind::Partial) {
+        return Ok(());
+    }
+    let db = repo.current_db()?;
+    let header = WalPageHeader::parse(bytes, &name.to_string())?;
+    if header.system_identifier != db.system_id || header.pg_version != db.pg_version {
+        return Err(CliError::new(
+            ErrorCode::ArchiveMismatch,
+            format!(
+                "WAL file {name} is from PostgreSQL {} with system id {}, but stanza '{}' in {} is PostgreSQL {} with system id {}",
+                header.pg_version,
+                header.system_identifier,
+                repo.layout.stanza(),
+                repo.name(),
+                db.pg_version,
+                db.system_id
+            ),
+        )
+        .hint("is archive_command pointing at the right stanza? After pg_upgrade, run stanza-upgrade"));
+    }
+    if name.kind == WalFileKind::Segment && bytes.len() as u64 != u64::from(header.segment_size) {
+        return Err(CliError::new(
+            ErrorCode::Format,
+            format!("WAL segment {name} is {} bytes, its header says {}", bytes.len(), header.segment_size),
+        ));
+    }
+    Ok(())
+}
+
+/// Digests of the copies of `name` already in the archive.
+async fn existing(repo: &Repo, archive: &str, name: &WalFileName) -> CliResult<Vec<(String, Sha256Digest)>> {
+    let prefix = repo.layout.wal_prefix(archive, name);
+    let found = repo.store.list_all(&prefix).await?;
+    Ok(found
+        .into_iter()
+        .filter_map(|o| {
+            let (n, sha) = parse_wal_object(&o.key)?;
+            (n == *name).then_some((o.key, sha))
+        })
+        .collect())
+}
+
+pub fn push(config: &Config) -> CliResult<()> {
+    let stanza = stanza_name(config)?;
+    let param = config.params.first().ok_or_else(|| {
+        CliError::new(
+            ErrorCode::ParamRequired,
+            "archive-push requires the WAL file's path (archive_command = '... archive-push %p')",
+        )
+    })?;
+    let path = resolve(config, param);
+    let file_name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
+    let name: WalFileName = file_name.parse()?;
+    let bytes = std::fs::read(&path).map_err(|e| {
+        CliError::new(ErrorCode::FileMissing, format!("unable to read WAL file {}: {e}", path.display()))
+    })?;
+    let sha = Sha256Digest::of(&bytes);
+    let settings = blob_settings(config)?;
+    super::runtime()?.block_on(async {
+        for index in repo_indexes(config) {
+            let repo = open_repo(config, index, &stanza).await?;
+            check_segment(&repo, &name, &bytes)?;
+            let db = repo.current_db()?;
+            let archive = archive_id(db.pg_version, db.id);
+            let copies = existing(&repo, &archive, &name).await?;
+            if copies.iter().any(|(_, s)| *s == sha) {
+                tracing::warn!("WAL file {name} already exists in the {} archive with the same checksum", repo.name());
+                continue;
+            }
+            if let Some((key, _)) = copies.first() {
+                return Err(CliError::new(
+                    ErrorCode::ArchiveDuplicate,
+                    format!(
+                        "WAL file {name} already exists in the {} archive with a different checksum ({key})",
+                        repo.name()
+                    ),
+                )
+                .hint("this is often a sign of two clusters archiving into the same stanza"));
+            }
+            let (blob, _) = encode_blob(&bytes, settings, repo.key.as_ref())?;
+            let key = repo.layout.wal_object(&archive, &name, &sha);
+            match repo.store.put_new(&key, Bytes::from(blob)).await {
+                Ok(()) => tracing::info!("pushed WAL file {name} to the {} archive", repo.name()),
+                // The key embeds the content's digest: another push of the same bytes won.
+                Err(e) if e.is_already_exists() => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
+    })
+}
+
+pub fn get(config: &Config) -> CliResult<()> {
+    let stanza = stanza_name(config)?;
+    let (Some(file), Some(dest)) = (config.params.first(), config.params.get(1)) else {
+        return Err(CliError::new(
+            ErrorCode::ParamRequired,
+            "archive-get requires the WAL file name and the destination (restore_command = '... archive-get %f \"%p\"')",
+        ));
+    };
+    let name: WalFileName = file.parse()?;
+    let dest = resolve(config, dest);
+    super::runtime()?.block_on(async {
+        for index in repo_indexes(config) {
+            let repo = open_repo(config, index, &stanza).await?;
+            let db = repo.current_db()?;
+            let archive = archive_id(db.pg_version, db.id);
+            let copies = existing(&repo, &archive, &name).await?;
+            let Some((key, sha)) = copies.first() else { continue };
+            if copies.iter().any(|(_, s)| s != sha) {
+                return Err(CliError::new(
+                    ErrorCode::ArchiveDuplicate,
+                    format!("WAL file {name} exists in the {} archive with different contents", repo.name()),
+                ));
+            }
+            let stored = repo.store.get(key).await?;
+            let plain = decode_blob(&stored, key, repo.key.as_ref())?;
+            if Sha256Digest::of(&plain) != *sha {
+                return Err(CliError::new(ErrorCode::Format, format!("{key}: content does not match its checksum")));
+            }
+            write_atomically(&dest, &plain)?;
+            tracing::info!("found {name} in the {} archive", repo.name());
+            return Ok(());
+        }
+        Err(CliError::new(ErrorCode::NotInArchive, format!("unable to find {name} in the archive")))
+    })
+}
+
+/// Writes to a temporary name beside `dest`, syncs, renames: PostgreSQL never sees half a file.
+fn write_atomically(dest: &Path, data: &[u8]) -> CliResult<()> {
+    let fail =
+        |e: std::io::Error| CliError::new(ErrorCode::FileRead, format!("unable to write {}: {e}", dest.display()));
+    let tmp =
+        dest.with_file_name(format!(".{}.pgstrata.tmp", dest.file_name().and_then(|n| n.to_str()).unwrap_or("wal")));
+    let mut f = std::fs::File::create(&tmp).map_err(fail)?;
+    f.write_all(data).and_then(|()| f.sync_all()).map_err(fail)?;
+    drop(f);
+    std::fs::rename(&tmp, dest).map_err(fail)
+}

@@ -1,0 +1,155 @@
+//! `stanza-create` and `stanza-upgrade`: record which database a stanza protects.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use pgstrata_repo_format::layout::StanzaLayout;
+use pgstrata_repo_format::meta::{BackupCatalog, CipherInfo, DbEntry, StanzaInfo};
+use pgstrata_repo_format::pg::ControlFile;
+use pgstrata_repo_format::{DataKey, KdfParams, WrappedKey};
+use pgstrata_storage::RetryPolicy;
+
+use crate::config::Config;
+use crate::error::{CliError, CliResult, ErrorCode};
+use crate::postgres::{connect, identify, pg_path, read_control};
+use crate::repo::{Repo, blob_settings, load_stanza_info, passphrase, repo_indexes, save_stanza_info, stanza_name};
+
+fn now() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| i64::try_from(d.as_secs()).unwrap_or(0)).unwrap_or(0)
+}
+
+/// Reads `pg_control` and, when `online`, checks the running server agrees with it.
+async fn cluster_identity(config: &Config) -> CliResult<ControlFile> {
+    let path = pg_path(config)?;
+    let control = read_control(&path)?;
+    if config.bool("online") {
+        let client = connect(config).await?;
+        let server = identify(&client).await?;
+        let same_dir = std::fs::canonicalize(&server.data_directory).ok() == std::fs::canonicalize(&path).ok();
+        if server.system_identifier != control.system_identifier
+            || server.version_num / 10_000 != control.pg_version
+            || !same_dir
+        {
+            return Err(CliError::new(
+                ErrorCode::DbMismatch,
+                format!(
+                    "the server on pg1 (version {}, system id {}, data directory {}) is not the cluster in pg1-path {} \
+                     (version {}, system id {})",
+                    server.version_num / 10_000,
+                    server.system_identifier,
+                    server.data_directory,
+                    path.display(),
+                    control.pg_version,
+                    control.system_identifier
+                ),
+            )
+            .hint("check pg1-path, pg1-port and pg1-socket-path"));
+        }
+    }
+    Ok(control)
+}
+
+fn db_entry(id: u32, control: &ControlFile) -> DbEntry {
+    DbEntry {
+        id,
+        system_id: control.system_identifier,
+        pg_version: control.pg_version,
+        catalog_version: control.catalog_version,
+        control_version: control.control_version,
+    }
+}
+
+fn matches(db: &DbEntry, control: &ControlFile) -> bool {
+    db.system_id == control.system_identifier && db.pg_version == control.pg_version
+}
+
+fn mismatch(index: u32, db: &DbEntry, control: &ControlFile) -> CliError {
+    CliError::new(
+        ErrorCode::DbMismatch,
+        format!(
+            "repo{index} holds a stanza for another database (version {}, system id {}); \
+             this cluster is version {}, system id {}",
+            db.pg_version, db.system_id, control.pg_version, control.system_identifier
+        ),
+    )
+    .hint("is this the right stanza and repository?")
+    .hint("after pg_upgrade, run stanza-upgrade instead")
+}
+
+pub fn create(config: &Config) -> CliResult<()> {
+    let stanza = stanza_name(config)?;
+    super::runtime()?.block_on(async {
+        let control = cluster_identity(config).await?;
+        for index in repo_indexes(config) {
+            let store = config.storage(index)?.open_creating(RetryPolicy::default())?;
+            let layout = StanzaLayout::new(&stanza)?;
+            if let Some(info) = load_stanza_info(&store, &layout).await? {
+                let db = info.current_db().ok_or_else(|| {
+                    CliError::new(ErrorCode::RepoInvalid, format!("repo{index}: stanza info has no database"))
+                })?;
+                if !matches(db, &control) {
+                    return Err(mismatch(index, db, &control));
+                }
+                let key = crate::repo::unlock(config, index, &info)?;
+                let repo = Repo { index, store, layout, info, key };
+                if repo.load_catalog().await.is_err() {
+                    repo.save_catalog(&BackupCatalog::default(), blob_settings(config)?).await?;
+                }
+                tracing::info!("stanza-create for stanza '{stanza}' on repo{index}: already exists and is valid");
+                continue;
+            }
+            let leftovers = store.list_all(&layout.root()).await?;
+            if !leftovers.is_empty() {
+                return Err(CliError::new(
+                    ErrorCode::RepoInvalid,
+                    format!("repo{index} has {} objects under {} but no stanza info", leftovers.len(), layout.root()),
+                )
+                .hint("the stanza may have been deleted partially; remove the leftovers or use another repo path"));
+            }
+            let (cipher, key) = match config.get(&format!("repo{index}-cipher-type")).unwrap_or("none") {
+                "aes-256-gcm" => {
+                    let pass = passphrase(config, index)?;
+                    let key = DataKey::generate();
+                    let wrapped = WrappedKey::wrap(&key, pass.as_bytes(), KdfParams::DEFAULT)?;
+                    (CipherInfo::Aes256Gcm { key: wrapped }, Some(key))
+                }
+                _ => (CipherInfo::None, None),
+            };
+            let info =
+                StanzaInfo { stanza: stanza.clone(), created: now(), cipher, db_history: vec![db_entry(1, &control)] };
+            let repo = Repo { index, store, layout, info, key };
+            // The catalog first: a stanza info never exists without one.
+            repo.save_catalog(&BackupCatalog::default(), blob_settings(config)?).await?;
+            save_stanza_info(&repo.store, &repo.layout, &repo.info).await?;
+            tracing::info!(
+                "stanza-create for stanza '{stanza}' on repo{index}: created for PostgreSQL {} (system id {})",
+                control.pg_version,
+                control.system_identifier
+            );
+        }
+        Ok(())
+    })
+}
+
+pub fn upgrade(config: &Config) -> CliResult<()> {
+    let stanza = stanza_name(config)?;
+    super::runtime()?.block_on(async {
+        let control = cluster_identity(config).await?;
+        for index in repo_indexes(config) {
+            let mut repo = crate::repo::open_repo(config, index, &stanza).await?;
+            let current = repo.current_db()?;
+            if matches(current, &control) {
+                tracing::info!("stanza-upgrade for stanza '{stanza}' on repo{index}: already up to date");
+                continue;
+            }
+            let next = repo.info.db_history.iter().map(|d| d.id).max().unwrap_or(0) + 1;
+            repo.info.db_history.push(db_entry(next, &control));
+            save_stanza_info(&repo.store, &repo.layout, &repo.info).await?;
+            tracing::info!(
+                "stanza-upgrade for stanza '{stanza}' on repo{index}: now PostgreSQL {} (system id {}, db id {next})",
+                control.pg_version,
+                control.system_identifier
+            );
+        }
+        Ok(())
+    })
+}

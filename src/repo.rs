@@ -1,0 +1,179 @@
+//! A configured repository with its stanza: opening it, and reading and writing the rewritten
+//! metadata (stanza info, backup catalog) with their `.copy` twins.
+
+use bytes::Bytes;
+use pgstrata_repo_format::layout::{StanzaLayout, copy_of};
+use pgstrata_repo_format::meta::{
+    BackupCatalog, CipherInfo, DbEntry, MetaKind, StanzaInfo, decode_meta, encode_meta, open_meta, seal_meta,
+};
+use pgstrata_repo_format::{BlobSettings, Compression, DataKey};
+use pgstrata_storage::{RepoStore, RetryPolicy};
+
+use crate::config::Config;
+use crate::error::{CliError, CliResult, ErrorCode};
+
+/// Every repository index that has any option set (`repo1` when none has).
+pub fn repo_indexes(config: &Config) -> Vec<u32> {
+    if let Some(one) = config.int("repo").and_then(|v| u32::try_from(v).ok()) {
+        return vec![one];
+    }
+    let found = config.repo_indexes_set();
+    if found.is_empty() { vec![1] } else { found }
+}
+
+/// How new blobs are written: `compress-type`, `compress-level`, `buffer-size`.
+pub fn blob_settings(config: &Config) -> CliResult<BlobSettings> {
+    let level = config.int("compress-level").and_then(|v| i32::try_from(v).ok());
+    let compression = Compression::from_option(config.get("compress-type").unwrap_or("zst"), level)?;
+    let frame_size = config.size("buffer-size").and_then(|v| usize::try_from(v).ok()).unwrap_or(1 << 20);
+    Ok(BlobSettings { compression, frame_size })
+}
+
+/// The stanza name; required by every stanza command.
+pub fn stanza_name(config: &Config) -> CliResult<String> {
+    let name = config.require("stanza")?.to_string();
+    StanzaLayout::new(&name)?;
+    Ok(name)
+}
+
+/// An opened repository of one stanza.
+#[derive(Debug)]
+pub struct Repo {
+    pub index: u32,
+    pub store: RepoStore,
+    pub layout: StanzaLayout,
+    pub info: StanzaInfo,
+    pub key: Option<DataKey>,
+}
+
+impl Repo {
+    /// `repo1 (posix:/var/lib/pgstrata)`, for messages.
+    pub fn name(&self) -> String {
+        format!("repo{} ({})", self.index, self.store.describe())
+    }
+
+    pub fn current_db(&self) -> CliResult<&DbEntry> {
+        self.info.current_db().ok_or_else(|| {
+            CliError::new(ErrorCode::RepoInvalid, format!("{}: stanza info has no database", self.name()))
+        })
+    }
+
+    pub async fn load_catalog(&self) -> CliResult<BackupCatalog> {
+        let key = self.layout.backup_catalog();
+        load_twin(&self.store, &key, |bytes, what| {
+            open_meta(bytes, MetaKind::BackupCatalog, what, self.key.as_ref()).map_err(CliError::from)
+        })
+        .await?
+        .ok_or_else(|| {
+            CliError::new(ErrorCode::FileMissing, format!("{}: backup catalog {key} is missing", self.name()))
+        })
+    }
+
+    pub async fn save_catalog(&self, catalog: &BackupCatalog, settings: BlobSettings) -> CliResult<()> {
+        let bytes = seal_meta(MetaKind::BackupCatalog, catalog, settings, self.key.as_ref())?;
+        save_twin(&self.store, &self.layout.backup_catalog(), Bytes::from(bytes)).await
+    }
+}
+
+/// Opens repository `index` for `stanza`, which must exist there, and unlocks its key.
+pub async fn open_repo(config: &Config, index: u32, stanza: &str) -> CliResult<Repo> {
+    let store = config.storage(index)?.open(RetryPolicy::default())?;
+    let layout = StanzaLayout::new(stanza)?;
+    let Some(info) = load_stanza_info(&store, &layout).await? else {
+        return Err(CliError::new(
+            ErrorCode::FileMissing,
+            format!("stanza '{stanza}' does not exist in repo{index} ({})", store.describe()),
+        )
+        .hint("has the stanza-create command been run?")
+        .hint("is the stanza name and repository configuration right?"));
+    };
+    let key = unlock(config, index, &info)?;
+    Ok(Repo { index, store, layout, info, key })
+}
+
+/// The data key of an encrypted stanza, checked against `repoN-cipher-type` / `-cipher-pass`.
+pub fn unlock(config: &Config, index: u32, info: &StanzaInfo) -> CliResult<Option<DataKey>> {
+    let configured = config.get(&format!("repo{index}-cipher-type")).unwrap_or("none");
+    match &info.cipher {
+        CipherInfo::None if configured == "none" => Ok(None),
+        CipherInfo::None => Err(CliError::new(
+            ErrorCode::Crypto,
+            format!("repo{index}-cipher-type is {configured}, but the stanza in repo{index} is not encrypted"),
+        )
+        .hint(format!("set repo{index}-cipher-type=none for this repository"))),
+        CipherInfo::Aes256Gcm { key } => {
+            if configured != "aes-256-gcm" {
+                return Err(CliError::new(
+                    ErrorCode::Crypto,
+                    format!("the stanza in repo{index} is encrypted (aes-256-gcm), but repo{index}-cipher-type is {configured}"),
+                )
+                .hint(format!("set repo{index}-cipher-type=aes-256-gcm and repo{index}-cipher-pass")));
+            }
+            let pass = passphrase(config, index)?;
+            Ok(Some(key.unwrap_key(pass.as_bytes())?))
+        }
+    }
+}
+
+/// `repoN-cipher-pass`, required when encryption is on.
+pub fn passphrase(config: &Config, index: u32) -> CliResult<String> {
+    config.get(&format!("repo{index}-cipher-pass")).map(str::to_string).ok_or_else(|| {
+        CliError::new(ErrorCode::OptionRequired, format!("repo{index}-cipher-pass is required for an encrypted repository"))
+            .hint(format!(
+                "set it in the configuration file or the environment ({}REPO{index}_CIPHER_PASS), never on the command line",
+                config.flavor.env_prefix()
+            ))
+    })
+}
+
+/// Reads the stanza info (main, then `.copy`); `None` when neither exists.
+pub async fn load_stanza_info(store: &RepoStore, layout: &StanzaLayout) -> CliResult<Option<StanzaInfo>> {
+    load_twin(store, &layout.stanza_info(), |bytes, what| {
+        decode_meta(bytes, MetaKind::StanzaInfo, what).map_err(CliError::from)
+    })
+    .await
+}
+
+/// Writes the stanza info (main, then `.copy`).
+pub async fn save_stanza_info(store: &RepoStore, layout: &StanzaLayout, info: &StanzaInfo) -> CliResult<()> {
+    let bytes = encode_meta(MetaKind::StanzaInfo, info)?;
+    save_twin(store, &layout.stanza_info(), Bytes::from(bytes)).await
+}
+
+/// Reads a rewritten metadata object: the main key, then its copy; both errors if neither decodes.
+async fn load_twin<T>(
+    store: &RepoStore,
+    key: &str,
+    decode: impl Fn(&[u8], &str) -> CliResult<T>,
+) -> CliResult<Option<T>> {
+    let mut errors = Vec::new();
+    let mut missing = 0;
+    for k in [key.to_string(), copy_of(key)] {
+        match store.get(&k).await {
+            Ok(bytes) => match decode(&bytes, &k) {
+                Ok(v) => {
+                    if !errors.is_empty() {
+                        tracing::warn!("{} is damaged, using {k}: {}", key, errors.join("; "));
+                    }
+                    return Ok(Some(v));
+                }
+                // A wrong passphrase is not damage: report it as it is.
+                Err(e) if e.code == ErrorCode::Crypto => return Err(e),
+                Err(e) => errors.push(e.message),
+            },
+            Err(e) if e.is_not_found() => missing += 1,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    if missing == 2 {
+        return Ok(None);
+    }
+    Err(CliError::new(ErrorCode::Format, format!("unable to read {key} or its copy: {}", errors.join("; "))))
+}
+
+/// Writes a rewritten metadata object: the main key first, then its copy.
+async fn save_twin(store: &RepoStore, key: &str, bytes: Bytes) -> CliResult<()> {
+    store.put(key, bytes.clone()).await?;
+    store.put(&copy_of(key), bytes).await?;
+    Ok(())
+}

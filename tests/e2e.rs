@@ -1,0 +1,162 @@
+//! End to end with a real PostgreSQL: stanza creation, WAL archiving through `archive_command`,
+//! fetching through `archive-get`, and every bad input refused with a clear error that leaves the
+//! repository unchanged.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::path::Path;
+
+use support::{Cluster, Scratch, Setup, postgres_available, text};
+
+const PASS: &str = "correct horse battery staple";
+
+fn setup(scratch: &Scratch, name: &str, cluster: &Cluster, repo: &Path, encrypted: Option<&str>) -> Setup {
+    let mut conf = format!(
+        "[global]\nrepo1-path={}\nlog-level-file=off\nlog-level-console=warn\nlog-level-stderr=warn\n",
+        repo.display()
+    );
+    if let Some(pass) = encrypted {
+        conf.push_str(&format!("repo1-cipher-type=aes-256-gcm\nrepo1-cipher-pass={pass}\n"));
+    }
+    conf.push_str(&format!(
+        "\n[db]\npg1-path={}\npg1-socket-path={}\npg1-port={}\npg1-user=postgres\n",
+        cluster.data.display(),
+        cluster.socket.display(),
+        cluster.port
+    ));
+    Setup { config: scratch.write(name, &conf), env: vec![] }
+}
+
+fn archiving_cluster(scratch: &Scratch, name: &str, repo: &Path, encrypted: Option<&str>) -> (Cluster, Setup) {
+    let cluster = Cluster::init(scratch, name);
+    let s = setup(scratch, &format!("{name}.conf"), &cluster, repo, encrypted);
+    cluster.configure(&format!(
+        "archive_mode = on\narchive_command = '{} archive-push %p'\nwal_level = replica\n",
+        s.command_prefix()
+    ));
+    cluster.start();
+    (cluster, s)
+}
+
+fn list_archive(s: &Setup) -> Vec<String> {
+    let o = s.ok(&["--stanza=db", "repo-ls", "stanza/db/archive/15-1/0000000100000000"]);
+    String::from_utf8_lossy(&o.stdout).lines().map(str::to_string).collect()
+}
+
+fn archive_round_trip(encrypted: Option<&str>) {
+    if !postgres_available() {
+        return;
+    }
+    let scratch = Scratch::new("pgstrata-archive-");
+    let repo = scratch.path("repo");
+    let (cluster, s) = archiving_cluster(&scratch, "main", &repo, encrypted);
+    s.ok(&["--stanza=db", "stanza-create"]);
+    // Again: already exists and is valid.
+    s.ok(&["--stanza=db", "stanza-create"]);
+
+    cluster.sql("create table t as select g as id, md5(g::text) as v from generate_series(1, 50000) g");
+    let seg = cluster.archive_now();
+    let listed = list_archive(&s);
+    assert!(listed.iter().any(|k| k.starts_with(&format!("{seg}-"))), "{seg} not in {listed:?}");
+
+    // archive-get gives back exactly the segment PostgreSQL wrote.
+    let fetched = scratch.path("fetched").join(&seg);
+    s.ok(&["--stanza=db", "archive-get", &seg, fetched.to_str().unwrap()]);
+    let original = std::fs::read(cluster.data.join("pg_wal").join(&seg)).unwrap();
+    assert_eq!(std::fs::read(&fetched).unwrap(), original, "fetched segment differs");
+
+    // Not in the archive: exit 1, PostgreSQL's "not available".
+    let o = s.run(&["--stanza=db", "archive-get", "0000000100000000000000FE", "/tmp/never"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let o = s.run(&["--stanza=db", "archive-get", "00000002.history", "/tmp/never"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+
+    // The same segment pushed again: success with a warning, nothing added.
+    let wal = cluster.data.join("pg_wal").join(&seg);
+    let o = s.run(&["--stanza=db", "archive-push", wal.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("already exists"), "{}", text(&o));
+    let before = list_archive(&s);
+
+    // Different bytes under the same name: refused, nothing changed.
+    let mut tampered = original.clone();
+    tampered[100_000] ^= 0xff;
+    let odd = scratch.path("odd").join(&seg);
+    std::fs::write(&odd, &tampered).unwrap();
+    support::chown_postgres(&odd);
+    let o = s.run(&["--stanza=db", "archive-push", odd.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(45), "{}", text(&o));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("different checksum"), "{}", text(&o));
+    assert_eq!(list_archive(&s), before);
+
+    // WAL of another cluster: refused, nothing changed.
+    let other = Cluster::init(&scratch, "other");
+    let foreign = other.data.join("pg_wal/000000010000000000000001");
+    let o = s.run(&["--stanza=db", "archive-push", foreign.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(44), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains(&format!("system id {}", other.control_sysid())),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(list_archive(&s), before);
+
+    // stanza-create of another cluster into this repository: refused.
+    let s_other = setup(&scratch, "other.conf", &other, &repo, encrypted);
+    let o = s_other.run(&["--stanza=db", "stanza-create", "--no-online"]);
+    assert_eq!(o.status.code(), Some(58), "{}", text(&o));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("another database"), "{}", text(&o));
+
+    // Unknown stanza: says so and how to fix it.
+    let o = s.run(&["--stanza=nope", "archive-get", &seg, "/tmp/never"]);
+    assert_eq!(o.status.code(), Some(255), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(err.contains("stanza 'nope' does not exist") && err.contains("stanza-create"), "{err}");
+
+    // A damaged object aborts recovery (exit > 125), it does not look like "missing".
+    let key = list_archive(&s).into_iter().find(|k| k.starts_with(&seg)).unwrap();
+    let stored = repo.join("stanza/db/archive/15-1/0000000100000000").join(&key);
+    let mut bytes = std::fs::read(&stored).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x55;
+    std::fs::write(&stored, &bytes).unwrap();
+    let o = s.run(&["--stanza=db", "archive-get", &seg, "/tmp/never"]);
+    assert_eq!(o.status.code(), Some(255), "{}", text(&o));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("corrupt"), "{}", text(&o));
+    assert!(!Path::new("/tmp/never").exists());
+}
+
+#[test]
+fn archive_push_and_get_unencrypted() {
+    archive_round_trip(None);
+}
+
+#[test]
+fn archive_push_and_get_encrypted() {
+    archive_round_trip(Some(PASS));
+}
+
+#[test]
+fn wrong_passphrase_is_refused_as_such() {
+    if !postgres_available() {
+        return;
+    }
+    let scratch = Scratch::new("pgstrata-pass-");
+    let repo = scratch.path("repo");
+    let (cluster, s) = archiving_cluster(&scratch, "main", &repo, Some(PASS));
+    s.ok(&["--stanza=db", "stanza-create"]);
+    let seg = cluster.archive_now();
+    let wrong = setup(&scratch, "wrong.conf", &cluster, &repo, Some("not the passphrase"));
+    let o = wrong.run(&["--stanza=db", "archive-get", &seg, "/tmp/never"]);
+    assert_eq!(o.status.code(), Some(255), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(err.contains("wrong passphrase") && err.contains("HINT"), "{err}");
+    let wal = cluster.data.join("pg_wal").join(&seg);
+    let o = wrong.run(&["--stanza=db", "archive-push", wal.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(95), "{}", text(&o));
+    let plain = setup(&scratch, "plain.conf", &cluster, &repo, None);
+    let o = plain.run(&["--stanza=db", "archive-push", wal.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(95), "{}", text(&o));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("is encrypted"), "{}", text(&o));
+}

@@ -1,0 +1,280 @@
+//! Shared helpers for end-to-end tests: a throwaway PostgreSQL cluster run as the `postgres` OS
+//! user on a private socket and free port, and the pgstrata binary run the same way.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_pgstrata");
+
+pub fn pg_bin() -> PathBuf {
+    PathBuf::from(std::env::var("PGSTRATA_PG_BIN").unwrap_or_else(|_| "/usr/lib/postgresql/15/bin".into()))
+}
+
+fn required() -> bool {
+    std::env::var("PGSTRATA_REQUIRE_SERVERS").is_ok_and(|v| v == "1")
+}
+
+/// True when PostgreSQL can be used; a skip message otherwise (a failure when required).
+pub fn postgres_available() -> bool {
+    if pg_bin().join("initdb").exists() {
+        return true;
+    }
+    assert!(!required(), "PostgreSQL binaries not found in {} but PGSTRATA_REQUIRE_SERVERS=1", pg_bin().display());
+    eprintln!("skipping: no PostgreSQL binaries in {}", pg_bin().display());
+    false
+}
+
+fn is_root() -> bool {
+    Command::new("id").arg("-u").output().map(|o| o.stdout == b"0\n").unwrap_or(false)
+}
+
+/// Runs `program args` as the postgres OS user (when we are root) with exactly `env`.
+pub fn run_as_postgres(program: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = if is_root() {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--", "env", "-i"]);
+        c
+    } else {
+        let mut c = Command::new("env");
+        c.arg("-i");
+        c
+    };
+    cmd.arg("PATH=/usr/bin:/bin").arg("LC_ALL=C");
+    for (k, v) in env {
+        cmd.arg(format!("{k}={v}"));
+    }
+    cmd.arg(program).args(args);
+    cmd.output().unwrap_or_else(|e| panic!("run {}: {e}", program.display()))
+}
+
+pub fn text(o: &Output) -> String {
+    format!(
+        "status {:?}\nstdout:\n{}\nstderr:\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// A scratch directory the postgres user can use.
+pub struct Scratch {
+    pub dir: tempfile::TempDir,
+}
+
+impl Scratch {
+    pub fn new(prefix: &str) -> Self {
+        let dir = tempfile::Builder::new().prefix(prefix).tempdir().unwrap();
+        chown_postgres(dir.path());
+        Self { dir }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        let p = self.dir.path().join(name);
+        if !p.exists() {
+            std::fs::create_dir_all(&p).unwrap();
+            chown_postgres(&p);
+        }
+        p
+    }
+
+    /// Writes a file the postgres user can read.
+    pub fn write(&self, name: &str, content: &str) -> PathBuf {
+        let p = self.dir.path().join(name);
+        std::fs::write(&p, content).unwrap();
+        chown_postgres(&p);
+        p
+    }
+}
+
+pub fn chown_postgres(p: &Path) {
+    if is_root() {
+        let ok = Command::new("chown").args(["-R", "postgres:postgres"]).arg(p).status().unwrap().success();
+        assert!(ok, "chown {}", p.display());
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A PostgreSQL cluster on a private socket directory and a free port.
+pub struct Cluster {
+    pub data: PathBuf,
+    pub socket: PathBuf,
+    pub port: u16,
+    pub log: PathBuf,
+}
+
+impl Cluster {
+    /// `initdb --data-checksums` into `scratch/<name>`.
+    pub fn init(scratch: &Scratch, name: &str) -> Self {
+        let data = scratch.dir.path().join(name);
+        let socket = scratch.path(&format!("{name}-socket"));
+        let out = run_as_postgres(
+            &pg_bin().join("initdb"),
+            &["--data-checksums", "-A", "trust", "-U", "postgres", "-D", data.to_str().unwrap()],
+            &[],
+        );
+        assert!(out.status.success(), "initdb: {}", text(&out));
+        let log = scratch.dir.path().join(format!("{name}.log"));
+        Self { data, socket, port: free_port(), log }
+    }
+
+    /// A cluster over an existing data directory (a restore target).
+    pub fn existing(scratch: &Scratch, data: PathBuf, name: &str) -> Self {
+        let socket = scratch.path(&format!("{name}-socket"));
+        let log = scratch.dir.path().join(format!("{name}.log"));
+        Self { data, socket, port: free_port(), log }
+    }
+
+    /// Appends settings to postgresql.auto.conf... no: to postgresql.conf.
+    pub fn configure(&self, settings: &str) {
+        let conf = self.data.join("postgresql.conf");
+        let mut text = std::fs::read_to_string(&conf).unwrap();
+        text.push('\n');
+        text.push_str(settings);
+        text.push('\n');
+        std::fs::write(&conf, text).unwrap();
+        chown_postgres(&conf);
+    }
+
+    pub fn start(&self) {
+        let opts =
+            format!("-c listen_addresses='' -c unix_socket_directories='{}' -p {}", self.socket.display(), self.port);
+        let out = run_as_postgres(
+            &pg_bin().join("pg_ctl"),
+            &[
+                "-D",
+                self.data.to_str().unwrap(),
+                "-l",
+                self.log.to_str().unwrap(),
+                "-o",
+                &opts,
+                "-w",
+                "-t",
+                "120",
+                "start",
+            ],
+            &[],
+        );
+        assert!(
+            out.status.success(),
+            "pg_ctl start: {}\nserver log:\n{}",
+            text(&out),
+            std::fs::read_to_string(&self.log).unwrap_or_default()
+        );
+    }
+
+    pub fn stop(&self) {
+        let _ = run_as_postgres(
+            &pg_bin().join("pg_ctl"),
+            &["-D", self.data.to_str().unwrap(), "-m", "fast", "-w", "stop"],
+            &[],
+        );
+    }
+
+    /// Runs SQL with psql; returns trimmed unaligned output.
+    pub fn sql(&self, sql: &str) -> String {
+        let port = self.port.to_string();
+        let out = run_as_postgres(
+            &pg_bin().join("psql"),
+            &[
+                "-X",
+                "-A",
+                "-t",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-h",
+                self.socket.to_str().unwrap(),
+                "-p",
+                &port,
+                "-U",
+                "postgres",
+                "-d",
+                "postgres",
+                "-c",
+                sql,
+            ],
+            &[],
+        );
+        assert!(out.status.success(), "psql {sql}: {}", text(&out));
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// Switches WAL and waits until the archiver reports that segment archived.
+    pub fn archive_now(&self) -> String {
+        let seg = self.sql("select pg_walfile_name(pg_switch_wal())");
+        self.wait_archived(&seg);
+        seg
+    }
+
+    pub fn wait_archived(&self, seg: &str) {
+        let start = Instant::now();
+        loop {
+            let (last, failed) = {
+                let row = self
+                    .sql("select coalesce(last_archived_wal, ''), coalesce(last_failed_wal, '') from pg_stat_archiver");
+                let mut parts = row.split('|');
+                (parts.next().unwrap_or("").to_string(), parts.next().unwrap_or("").to_string())
+            };
+            if !last.is_empty() && last.as_str() >= seg {
+                return;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "segment {seg} not archived after 60 s (last {last:?}, failed {failed:?}); server log:\n{}",
+                std::fs::read_to_string(&self.log).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn control_sysid(&self) -> String {
+        let out = run_as_postgres(&pg_bin().join("pg_controldata"), &[self.data.to_str().unwrap()], &[]);
+        let t = String::from_utf8_lossy(&out.stdout).into_owned();
+        t.lines().find_map(|l| l.strip_prefix("Database system identifier:")).unwrap().trim().to_string()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if self.data.join("postmaster.pid").exists() {
+            self.stop();
+        }
+    }
+}
+
+/// A pgstrata configuration for tests: a config file (readable by postgres) plus env.
+pub struct Setup {
+    pub config: PathBuf,
+    pub env: Vec<(String, String)>,
+}
+
+impl Setup {
+    pub fn args<'a>(&'a self, args: &[&'a str]) -> Vec<String> {
+        let mut v = vec![format!("--config={}", self.config.display())];
+        v.extend(args.iter().map(|s| s.to_string()));
+        v
+    }
+
+    /// Runs pgstrata as postgres with this setup.
+    pub fn run(&self, args: &[&str]) -> Output {
+        let all = self.args(args);
+        let refs: Vec<&str> = all.iter().map(String::as_str).collect();
+        let env: Vec<(&str, &str)> = self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        run_as_postgres(Path::new(BIN), &refs, &env)
+    }
+
+    pub fn ok(&self, args: &[&str]) -> Output {
+        let o = self.run(args);
+        assert!(o.status.success(), "pgstrata {args:?}: {}", text(&o));
+        o
+    }
+
+    /// The archive_command / restore_command prefix for this setup.
+    pub fn command_prefix(&self) -> String {
+        format!("{BIN} --config={} --stanza=db", self.config.display())
+    }
+}
