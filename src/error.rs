@@ -41,6 +41,8 @@ pub enum ErrorCode {
     DbMismatch = 58,
     /// Unable to take a lock.
     LockAcquire = 50,
+    /// No such backup set.
+    BackupSetInvalid = 75,
     /// Timed out waiting for WAL to reach the archive.
     ArchiveTimeout = 82,
     /// Unknown command.

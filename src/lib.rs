@@ -12,12 +12,14 @@
 //!
 //! `docs/architecture.md` maps the rest of the house.
 
+pub mod backup;
 pub mod commands;
 pub mod config;
 pub mod error;
 pub mod log;
 pub mod postgres;
 pub mod repo;
+pub mod restore;
 
 use std::time::Instant;
 

@@ -16,17 +16,11 @@ use crate::config::Config;
 use crate::error::{CliError, CliResult, ErrorCode};
 use crate::repo::{Repo, blob_settings, open_repo, repo_indexes, stanza_name};
 
-/// Resolves `%p` (relative to the working directory, which PostgreSQL sets to the data
-/// directory, or to `pg1-path` when given).
-fn resolve(config: &Config, param: &str) -> PathBuf {
-    let p = PathBuf::from(param);
-    if p.is_absolute() {
-        return p;
-    }
-    match config.get("pg1-path") {
-        Some(base) => Path::new(base).join(p),
-        None => p,
-    }
+/// Resolves `%p`. A relative path is relative to the working directory, which PostgreSQL sets
+/// to its data directory — never to `pg1-path`, which may name another cluster (the source of a
+/// restore, say).
+fn resolve(param: &str) -> PathBuf {
+    PathBuf::from(param)
 }
 
 /// Checks a segment's header against the stanza's database.
@@ -81,7 +75,7 @@ pub fn push(config: &Config) -> CliResult<()> {
             "archive-push requires the WAL file's path (archive_command = '... archive-push %p')",
         )
     })?;
-    let path = resolve(config, param);
+    let path = resolve(param);
     let file_name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
     let name: WalFileName = file_name.parse()?;
     let bytes = std::fs::read(&path).map_err(|e| {
@@ -132,7 +126,7 @@ pub fn get(config: &Config) -> CliResult<()> {
         ));
     };
     let name: WalFileName = file.parse()?;
-    let dest = resolve(config, dest);
+    let dest = resolve(dest);
     super::runtime()?.block_on(async {
         for index in repo_indexes(config) {
             let repo = open_repo(config, index, &stanza).await?;

@@ -23,6 +23,8 @@ pub fn dispatch(config: &Config) -> CliResult<()> {
         "stanza-upgrade" => stanza::upgrade(config),
         "archive-push" => archive::push(config),
         "archive-get" => archive::get(config),
+        "backup" => crate::backup::run(config),
+        "restore" => crate::restore::run(config),
         other => Err(CliError::new(
             ErrorCode::NotImplemented,
             format!("command '{other}' is not available in pgstrata {} yet", env!("CARGO_PKG_VERSION")),

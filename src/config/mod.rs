@@ -426,6 +426,11 @@ impl Config {
         self.int("repo").and_then(|v| u32::try_from(v).ok()).unwrap_or(1)
     }
 
+    /// Every option that was set: name, source, whether secret, values.
+    pub fn settings_detail(&self) -> Vec<(String, Source, bool, Vec<String>)> {
+        self.settings.iter().map(|(n, (r, s))| (n.clone(), s.source.clone(), r.def.secure, s.values.clone())).collect()
+    }
+
     /// Indexes of the repositories that have any `repoN-*` option set, ascending.
     pub fn repo_indexes_set(&self) -> Vec<u32> {
         let mut found: Vec<u32> =

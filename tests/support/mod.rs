@@ -278,3 +278,60 @@ impl Setup {
         format!("{BIN} --config={} --stanza=db", self.config.display())
     }
 }
+
+impl Cluster {
+    /// Runs a PostgreSQL client tool against this cluster as postgres.
+    pub fn tool(&self, tool: &str, args: &[&str]) -> Output {
+        let port = self.port.to_string();
+        let mut all = vec!["-h", self.socket.to_str().unwrap(), "-p", &port, "-U", "postgres"];
+        all.extend_from_slice(args);
+        run_as_postgres(&pg_bin().join(tool), &all, &[])
+    }
+
+    /// `pg_dumpall`, without the per-run `\restrict` lines.
+    pub fn dumpall(&self) -> String {
+        let out = self.tool("pg_dumpall", &[]);
+        assert!(out.status.success(), "pg_dumpall: {}", text(&out));
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| !l.starts_with("\\restrict ") && !l.starts_with("\\unrestrict "))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// Waits until recovery has finished and the cluster accepts writes.
+    pub fn wait_promoted(&self) {
+        let start = Instant::now();
+        loop {
+            let port = self.port.to_string();
+            let out = run_as_postgres(
+                &pg_bin().join("psql"),
+                &[
+                    "-X",
+                    "-A",
+                    "-t",
+                    "-h",
+                    self.socket.to_str().unwrap(),
+                    "-p",
+                    &port,
+                    "-U",
+                    "postgres",
+                    "-d",
+                    "postgres",
+                    "-c",
+                    "select pg_is_in_recovery()",
+                ],
+                &[],
+            );
+            if out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == "f" {
+                return;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(120),
+                "recovery did not finish in 120 s; server log:\n{}",
+                std::fs::read_to_string(&self.log).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}

@@ -1,0 +1,629 @@
+//! `restore`: rebuild a data directory (and its tablespaces) from a backup, verify every file's
+//! checksum, and write the recovery settings so PostgreSQL replays WAL from the archive.
+
+use std::collections::{BTreeMap, HashSet};
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use futures::StreamExt;
+use pgstrata_repo_format::digest::CountingHasher;
+use pgstrata_repo_format::layout::copy_of;
+use pgstrata_repo_format::meta::{
+    CatalogEntry, FileData, FileEntry, ManifestEntry, ManifestHeader, Ownership, read_manifest,
+};
+use pgstrata_repo_format::{BackupLabel, Sha256Digest, decode_blob};
+
+use crate::config::{Config, Source};
+use crate::error::{CliError, CliResult, ErrorCode};
+use crate::postgres::pg_path;
+use crate::repo::{Repo, open_repo, stanza_name};
+
+/// Where each manifest root goes on this host.
+#[derive(Clone, Debug, Default)]
+pub struct RestorePlan {
+    /// Manifest root (`pg_data`, `pg_tblspc/16400`) to local directory.
+    pub roots: BTreeMap<String, PathBuf>,
+    /// Link path in the manifest to its (possibly remapped) destination.
+    pub links: BTreeMap<String, PathBuf>,
+}
+
+impl RestorePlan {
+    /// The local path of a manifest path.
+    pub fn local(&self, path: &str) -> Option<PathBuf> {
+        // Longest root first: pg_tblspc/16400 before pg_data.
+        for (root, dir) in self.roots.iter().rev() {
+            if path == root {
+                return Some(dir.clone());
+            }
+            if let Some(rest) = path.strip_prefix(root.as_str()).and_then(|r| r.strip_prefix('/')) {
+                // Inside a remapped link (pg_data/pg_wal -> elsewhere)?
+                for (link, dest) in &self.links {
+                    if let Some(inner) = path.strip_prefix(link.as_str()).and_then(|r| r.strip_prefix('/')) {
+                        return Some(dest.join(inner));
+                    }
+                }
+                return Some(dir.join(rest));
+            }
+        }
+        None
+    }
+}
+
+/// `name=path` pairs of `--tablespace-map` / `--link-map`.
+fn parse_map(values: &[String], option: &str) -> CliResult<BTreeMap<String, PathBuf>> {
+    values
+        .iter()
+        .map(|v| {
+            let (k, p) = v.split_once('=').ok_or_else(|| {
+                CliError::new(
+                    ErrorCode::OptionInvalidValue,
+                    format!("'{v}' is not valid for '{option}' option: use name=path"),
+                )
+            })?;
+            let path = PathBuf::from(p);
+            if !path.is_absolute() {
+                return Err(CliError::new(
+                    ErrorCode::OptionInvalidValue,
+                    format!("'{v}': the path of '{option}' must be absolute"),
+                ));
+            }
+            Ok((k.to_string(), path))
+        })
+        .collect()
+}
+
+/// Decides where the data directory, tablespaces and links go.
+pub fn plan(
+    header: &ManifestHeader,
+    entries: &[ManifestEntry],
+    data: &Path,
+    config: &Config,
+) -> CliResult<RestorePlan> {
+    let ts_map = parse_map(config.list("tablespace-map"), "tablespace-map")?;
+    let link_map = parse_map(config.list("link-map"), "link-map")?;
+    let mut plan = RestorePlan::default();
+    plan.roots.insert("pg_data".into(), data.to_path_buf());
+    for t in &header.targets {
+        if t.name == "pg_data" {
+            continue;
+        }
+        let oid = t.tablespace_oid.map(|o| o.to_string()).unwrap_or_default();
+        let mapped = ts_map.get(&oid).or_else(|| t.tablespace_name.as_ref().and_then(|n| ts_map.get(n)));
+        plan.roots.insert(t.name.clone(), mapped.cloned().unwrap_or_else(|| PathBuf::from(&t.path)));
+    }
+    for e in entries {
+        if let ManifestEntry::Link(l) = e {
+            if l.path.starts_with("pg_data/pg_tblspc/") {
+                continue;
+            }
+            let name = l.path.trim_start_matches("pg_data/");
+            let dest = link_map.get(name).cloned().unwrap_or_else(|| PathBuf::from(&l.destination));
+            plan.links.insert(l.path.clone(), dest);
+        }
+    }
+    for key in link_map.keys() {
+        if !plan.links.contains_key(&format!("pg_data/{key}")) {
+            // A link the backup did not have (pg_wal on another volume, as operators do).
+            if key == "pg_wal" {
+                plan.links.insert("pg_data/pg_wal".into(), link_map[key].clone());
+            } else {
+                return Err(CliError::new(
+                    ErrorCode::OptionInvalidValue,
+                    format!("link-map: the backup has no link '{key}'"),
+                ));
+            }
+        }
+    }
+    Ok(plan)
+}
+
+fn is_running(data: &Path) -> bool {
+    let Ok(text) = std::fs::read_to_string(data.join("postmaster.pid")) else { return false };
+    let Some(pid) = text.lines().next().and_then(|l| l.trim().parse::<u32>().ok()) else { return false };
+    Path::new(&format!("/proc/{pid}")).exists()
+}
+
+fn io(path: &Path, what: &str, e: std::io::Error) -> CliError {
+    CliError::new(ErrorCode::FileRead, format!("unable to {what} {}: {e}", path.display()))
+}
+
+fn uid_gid(owner: &Ownership) -> (Option<u32>, Option<u32>) {
+    let lookup = |file: &str, name: &Option<String>| -> Option<u32> {
+        let name = name.as_ref()?;
+        std::fs::read_to_string(file).ok()?.lines().find_map(|l| {
+            let mut f = l.split(':');
+            (f.next()? == name).then(|| f.nth(1)?.parse().ok())?
+        })
+    };
+    (lookup("/etc/passwd", &owner.user), lookup("/etc/group", &owner.group))
+}
+
+fn apply_owner(path: &Path, owner: &Ownership, as_root: bool, follow: bool) -> CliResult<()> {
+    if follow {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(owner.mode))
+            .map_err(|e| io(path, "set permissions of", e))?;
+    }
+    if as_root {
+        let (uid, gid) = uid_gid(owner);
+        let r =
+            if follow { std::os::unix::fs::chown(path, uid, gid) } else { std::os::unix::fs::lchown(path, uid, gid) };
+        r.map_err(|e| io(path, "set the owner of", e))?;
+    }
+    Ok(())
+}
+
+fn am_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).map(|l| l.split_whitespace().nth(1) == Some("0")))
+        .unwrap_or(false)
+}
+
+pub fn run(config: &Config) -> CliResult<()> {
+    let stanza = stanza_name(config)?;
+    let data = pg_path(config)?;
+    let workers = usize::try_from(config.int("process-max").unwrap_or(1)).unwrap_or(1).max(1);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .max_blocking_threads(workers.max(2))
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::new(ErrorCode::Service, format!("unable to start the I/O runtime: {e}")))?;
+    rt.block_on(restore(config, &stanza, &data, workers))
+}
+
+async fn load_manifest(repo: &Repo, backup: &CatalogEntry) -> CliResult<(ManifestHeader, Vec<ManifestEntry>)> {
+    let key = repo.layout.manifest(&backup.label);
+    let mut errors = Vec::new();
+    for k in [key.clone(), copy_of(&key)] {
+        let attempt = async {
+            let sealed = repo.store.get(&k).await?;
+            let plain = decode_blob(&sealed, &k, repo.key.as_ref())?;
+            if Sha256Digest::of(&plain) != backup.manifest_sha256 {
+                return Err(CliError::new(ErrorCode::Format, format!("{k} does not match the catalog's checksum")));
+            }
+            Ok(read_manifest(&plain, &k)?)
+        };
+        match attempt.await {
+            Ok(m) => return Ok(m),
+            Err(e) if e.code == ErrorCode::Crypto => return Err(e),
+            Err(e) => errors.push(e.message),
+        }
+    }
+    Err(CliError::new(
+        ErrorCode::Format,
+        format!("unable to read the manifest of {}: {}", backup.label, errors.join("; ")),
+    ))
+}
+
+async fn restore(config: &Config, stanza: &str, data: &Path, workers: usize) -> CliResult<()> {
+    let repo = open_repo(config, config.repo_index(), stanza).await?;
+    let catalog = repo.load_catalog().await?;
+    let backup = match config.get("set") {
+        Some(set) => {
+            let label: BackupLabel = set.parse()?;
+            catalog.backups.iter().find(|b| b.label == label).cloned().ok_or_else(|| {
+                CliError::new(ErrorCode::BackupSetInvalid, format!("backup set {set} is not in repo{}", repo.index))
+                    .hint("run info to list the backups")
+            })?
+        }
+        None => catalog.backups.last().cloned().ok_or_else(|| {
+            CliError::new(ErrorCode::BackupSetInvalid, format!("no backup set found to restore in repo{}", repo.index))
+                .hint("take a backup first")
+        })?,
+    };
+    let recovery = RecoveryType::from_config(config)?;
+    if is_running(data) {
+        return Err(CliError::new(
+            ErrorCode::PgRunning,
+            format!("unable to restore while PostgreSQL is running in {}", data.display()),
+        )
+        .hint("stop PostgreSQL first; if it is not running, remove the stale postmaster.pid"));
+    }
+    let delta = config.bool("delta") || config.bool("force");
+    let non_empty = std::fs::read_dir(data).map(|mut d| d.next().is_some()).unwrap_or(false);
+    if non_empty && !delta {
+        return Err(CliError::new(
+            ErrorCode::PathNotEmpty,
+            format!("unable to restore to {}: the directory is not empty", data.display()),
+        )
+        .hint(
+            "use --delta to restore over an existing cluster (only what differs is rewritten), or an empty directory",
+        ));
+    }
+    tracing::info!("repo{}: restore backup set {}", repo.index, backup.label);
+    let (header, entries) = load_manifest(&repo, &backup).await?;
+    let plan = plan(&header, &entries, data, config)?;
+    let as_root = am_root();
+
+    // Directories and links first.
+    std::fs::create_dir_all(data).map_err(|e| io(data, "create", e))?;
+    for root in plan.roots.values() {
+        std::fs::create_dir_all(root).map_err(|e| io(root, "create", e))?;
+    }
+    for (link, dest) in &plan.links {
+        std::fs::create_dir_all(dest).map_err(|e| io(dest, "create", e))?;
+        if let Some(local) = plan.roots.get("pg_data").map(|d| d.join(link.trim_start_matches("pg_data/"))) {
+            replace_with_symlink(&local, dest)?;
+        }
+    }
+    let mut wanted: HashSet<PathBuf> = HashSet::new();
+    for e in &entries {
+        match e {
+            ManifestEntry::Dir(d) => {
+                let Some(local) = plan.local(&d.path) else { continue };
+                if plan.links.contains_key(&d.path) {
+                    continue;
+                }
+                std::fs::create_dir_all(&local).map_err(|err| io(&local, "create", err))?;
+                apply_owner(&local, &d.owner, as_root, true)?;
+                wanted.insert(local);
+            }
+            ManifestEntry::Link(l) if l.path.starts_with("pg_data/pg_tblspc/") => {
+                let oid = l.path.trim_start_matches("pg_data/pg_tblspc/");
+                let dest = plan
+                    .roots
+                    .get(&format!("pg_tblspc/{oid}"))
+                    .cloned()
+                    .unwrap_or_else(|| PathBuf::from(&l.destination));
+                let local = data.join(l.path.trim_start_matches("pg_data/"));
+                replace_with_symlink(&local, &dest)?;
+                wanted.insert(local);
+            }
+            ManifestEntry::Link(l) => {
+                wanted.insert(data.join(l.path.trim_start_matches("pg_data/")));
+            }
+            ManifestEntry::File(f) => {
+                if let Some(local) = plan.local(&f.path) {
+                    wanted.insert(local);
+                }
+            }
+        }
+    }
+    if delta {
+        remove_extras(&plan, &wanted)?;
+    }
+
+    // Files, in parallel.
+    let files: Vec<FileEntry> = entries
+        .into_iter()
+        .filter_map(|e| match e {
+            ManifestEntry::File(f) => Some(f),
+            _ => None,
+        })
+        .collect();
+    let total: u64 = files.iter().map(|f| f.size).sum();
+    let repo = std::sync::Arc::new(repo);
+    let plan = std::sync::Arc::new(plan);
+    let results: Vec<CliResult<bool>> = futures::stream::iter(files.into_iter().map(|f| {
+        let repo = std::sync::Arc::clone(&repo);
+        let plan = std::sync::Arc::clone(&plan);
+        let label = backup.label.clone();
+        async move { restore_file(&repo, &plan, &label, &f, delta, as_root).await }
+    }))
+    .buffer_unordered(workers)
+    .collect()
+    .await;
+    let mut skipped = 0;
+    for r in results {
+        if r? {
+            skipped += 1;
+        }
+    }
+    if delta {
+        tracing::info!("delta restore: {skipped} files were already up to date");
+    }
+    rewrite_tablespace_map(&plan, data)?;
+    write_recovery(config, stanza, data, &recovery)?;
+    sync_dir(data);
+    tracing::info!("restore size = {}, backup set {}", crate::backup::human(total), backup.label);
+    Ok(())
+}
+
+fn replace_with_symlink(local: &Path, dest: &Path) -> CliResult<()> {
+    if let Ok(existing) = std::fs::read_link(local) {
+        if existing == dest {
+            return Ok(());
+        }
+        std::fs::remove_file(local).map_err(|e| io(local, "remove", e))?;
+    } else if local.is_dir() {
+        std::fs::remove_dir_all(local).map_err(|e| io(local, "remove", e))?;
+    } else if local.exists() {
+        std::fs::remove_file(local).map_err(|e| io(local, "remove", e))?;
+    }
+    if let Some(parent) = local.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| io(parent, "create", e))?;
+    }
+    std::os::unix::fs::symlink(dest, local).map_err(|e| io(local, "create link", e))
+}
+
+/// Delta: removes what the backup does not have (inside every restored root).
+fn remove_extras(plan: &RestorePlan, wanted: &HashSet<PathBuf>) -> CliResult<()> {
+    fn visit(dir: &Path, wanted: &HashSet<PathBuf>, roots: &HashSet<PathBuf>) -> CliResult<()> {
+        let Ok(rd) = std::fs::read_dir(dir) else { return Ok(()) };
+        for entry in rd.flatten() {
+            let p = entry.path();
+            if roots.contains(&p) {
+                continue;
+            }
+            let meta = std::fs::symlink_metadata(&p).map_err(|e| io(&p, "read", e))?;
+            if !wanted.contains(&p) {
+                let r = if meta.is_dir() { std::fs::remove_dir_all(&p) } else { std::fs::remove_file(&p) };
+                r.map_err(|e| io(&p, "remove", e))?;
+            } else if meta.is_dir() {
+                visit(&p, wanted, roots)?;
+            }
+        }
+        Ok(())
+    }
+    let roots: HashSet<PathBuf> = plan.roots.values().cloned().chain(plan.links.values().cloned()).collect();
+    for root in plan.roots.values() {
+        visit(root, wanted, &roots)?;
+    }
+    Ok(())
+}
+
+fn file_digest(path: &Path) -> Option<(u64, Sha256Digest)> {
+    let mut f = std::fs::File::open(path).ok()?;
+    let mut h = CountingHasher::default();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = std::io::Read::read(&mut f, &mut buf).ok()?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Some(h.finish())
+}
+
+/// Restores one file; `Ok(true)` when delta found it already identical.
+async fn restore_file(
+    repo: &Repo,
+    plan: &RestorePlan,
+    label: &BackupLabel,
+    f: &FileEntry,
+    delta: bool,
+    as_root: bool,
+) -> CliResult<bool> {
+    let Some(local) = plan.local(&f.path) else {
+        return Err(CliError::new(ErrorCode::Format, format!("manifest path {} is outside every target", f.path)));
+    };
+    if delta {
+        let p = local.clone();
+        let current = tokio::task::spawn_blocking(move || file_digest(&p)).await.ok().flatten();
+        if current == Some((f.size, f.sha256)) {
+            apply_owner(&local, &f.owner, as_root, true)?;
+            return Ok(true);
+        }
+    }
+    let parts = match &f.data {
+        FileData::Empty => Vec::new(),
+        FileData::Stored { parts } => parts.clone(),
+        FileData::Same { .. } | FileData::Pages { .. } => {
+            return Err(CliError::new(
+                ErrorCode::NotImplemented,
+                format!("{}: incremental data needs a newer pgstrata", f.path),
+            ));
+        }
+    };
+    let tmp =
+        local.with_file_name(format!(".{}.pgstrata", local.file_name().and_then(|n| n.to_str()).unwrap_or("file")));
+    let mut out = std::fs::File::create(&tmp).map_err(|e| io(&tmp, "create", e))?;
+    let mut hasher = CountingHasher::default();
+    for part in parts {
+        let key = repo.layout.pack(label, part.pack);
+        let bytes = repo.store.get_range(&key, part.offset..part.offset + part.len).await?;
+        let k = repo.key.clone();
+        let what = format!("{} (part of {})", key, f.path);
+        let plain = tokio::task::spawn_blocking(move || decode_blob(&bytes, &what, k.as_ref()))
+            .await
+            .map_err(|e| CliError::new(ErrorCode::Format, format!("decode task failed: {e}")))??;
+        if plain.len() as u64 != part.plain_len {
+            return Err(CliError::new(
+                ErrorCode::Format,
+                format!("{}: a part decoded to {} bytes, expected {}", f.path, plain.len(), part.plain_len),
+            ));
+        }
+        hasher.update(&plain);
+        out.write_all(&plain).map_err(|e| io(&tmp, "write", e))?;
+    }
+    let (size, sha) = hasher.finish();
+    if size != f.size || sha != f.sha256 {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(CliError::new(
+            ErrorCode::Format,
+            format!(
+                "{} restored with checksum {sha} ({size} bytes) but the manifest says {} ({} bytes)",
+                f.path, f.sha256, f.size
+            ),
+        ));
+    }
+    out.sync_all().map_err(|e| io(&tmp, "sync", e))?;
+    drop(out);
+    let mtime = SystemTime::UNIX_EPOCH + Duration::from_secs(u64::try_from(f.mtime).unwrap_or(0));
+    if let Ok(file) = std::fs::File::options().write(true).open(&tmp) {
+        let _ = file.set_modified(mtime);
+    }
+    apply_owner(&tmp, &f.owner, as_root, true)?;
+    std::fs::rename(&tmp, &local).map_err(|e| io(&local, "rename into", e))?;
+    Ok(false)
+}
+
+/// PostgreSQL recreates tablespace links from `tablespace_map` at start: it must name the
+/// restored locations, not the source's.
+fn rewrite_tablespace_map(plan: &RestorePlan, data: &Path) -> CliResult<()> {
+    let path = data.join("tablespace_map");
+    let Ok(text) = std::fs::read_to_string(&path) else { return Ok(()) };
+    let mut out = String::new();
+    for line in text.lines() {
+        let (oid, old) = line.split_once(' ').unwrap_or((line, ""));
+        match plan.roots.get(&format!("pg_tblspc/{oid}")) {
+            Some(dest) => out.push_str(&format!("{oid} {}\n", dest.display())),
+            None => out.push_str(&format!("{oid} {old}\n")),
+        }
+    }
+    std::fs::write(&path, out).map_err(|e| io(&path, "write", e))
+}
+
+fn sync_dir(dir: &Path) {
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+}
+
+/// `--type` of restore.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RecoveryType {
+    /// Replay to the end of the archive.
+    Default,
+    /// Stop as soon as the backup is consistent.
+    Immediate,
+    /// A standby that keeps replaying from the archive.
+    Standby,
+    /// Write no recovery settings.
+    None,
+}
+
+impl RecoveryType {
+    fn from_config(config: &Config) -> CliResult<Self> {
+        match config.get("type").unwrap_or("default") {
+            "default" => Ok(Self::Default),
+            "immediate" => Ok(Self::Immediate),
+            "standby" => Ok(Self::Standby),
+            "none" => Ok(Self::None),
+            t @ ("time" | "lsn" | "xid" | "name" | "preserve") => Err(CliError::new(
+                ErrorCode::NotImplemented,
+                format!("restore --type={t} is not available in this version yet"),
+            )),
+            other => Err(CliError::new(
+                ErrorCode::OptionInvalidValue,
+                format!("'{other}' is not valid for 'type' option of restore (default, immediate, standby, none)"),
+            )),
+        }
+    }
+}
+
+fn shell_quote(arg: &str) -> String {
+    if arg.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_./=:%@,+".contains(&b)) {
+        arg.to_string()
+    } else {
+        format!("'{}'", arg.replace('\'', "'\\''"))
+    }
+}
+
+/// The `restore_command` this restore writes: it must work on its own, so it names the
+/// executable, the configuration file and the stanza, and carries options that came from the
+/// environment (except secrets, which the server must have in a config file or its environment).
+pub fn restore_command(config: &Config, stanza: &str, data: &Path) -> CliResult<String> {
+    let exe = std::env::current_exe()
+        .map_err(|e| CliError::new(ErrorCode::FileRead, format!("unable to find our own executable: {e}")))?;
+    let mut args = vec![exe.display().to_string()];
+    for opt in ["config", "config-path", "config-include-path"] {
+        if let Some(v) = config.get(opt) {
+            args.push(format!("--{opt}={v}"));
+        }
+    }
+    args.push(format!("--stanza={stanza}"));
+    args.push(format!("--pg1-path={}", data.display()));
+    if config.get("repo").is_some() {
+        args.push(format!("--repo={}", config.repo_index()));
+    }
+    for (name, source, secure, values) in config.settings_detail() {
+        if source != Source::Environment {
+            continue;
+        }
+        if secure {
+            tracing::warn!(
+                "option {name} came from the environment and cannot be written into restore_command; \
+                 PostgreSQL needs it in a configuration file or in its own environment"
+            );
+            continue;
+        }
+        for v in values {
+            args.push(format!("--{name}={v}"));
+        }
+    }
+    let mut cmd: Vec<String> = args.iter().map(|a| shell_quote(a)).collect();
+    cmd.push("archive-get".into());
+    cmd.push("%f".into());
+    cmd.push("\"%p\"".into());
+    Ok(cmd.join(" "))
+}
+
+const BEGIN: &str = "# pgstrata restore settings begin";
+const END: &str = "# pgstrata restore settings end";
+
+/// Writes recovery settings into `postgresql.auto.conf` and the signal file.
+fn write_recovery(config: &Config, stanza: &str, data: &Path, recovery: &RecoveryType) -> CliResult<()> {
+    let _ = std::fs::remove_file(data.join("recovery.signal"));
+    let _ = std::fs::remove_file(data.join("standby.signal"));
+    let auto = data.join("postgresql.auto.conf");
+    let existing = std::fs::read_to_string(&auto).unwrap_or_default();
+    // Drop an earlier block of ours and any recovery settings a previous tool left.
+    let mut kept = Vec::new();
+    let mut inside = false;
+    for line in existing.lines() {
+        if line == BEGIN {
+            inside = true;
+            continue;
+        }
+        if line == END {
+            inside = false;
+            continue;
+        }
+        let key = line.split('=').next().unwrap_or("").trim();
+        if inside || key == "restore_command" || key.starts_with("recovery_target") {
+            continue;
+        }
+        kept.push(line.to_string());
+    }
+    if *recovery != RecoveryType::None {
+        kept.push(BEGIN.to_string());
+        let cmd = restore_command(config, stanza, data)?;
+        kept.push(format!("restore_command = '{}'", cmd.replace('\'', "''")));
+        if *recovery == RecoveryType::Immediate {
+            kept.push("recovery_target = 'immediate'".into());
+            kept.push(format!("recovery_target_action = '{}'", config.get("target-action").unwrap_or("pause")));
+        }
+        for opt in config.list("recovery-option") {
+            let (k, v) = opt.split_once('=').ok_or_else(|| {
+                CliError::new(
+                    ErrorCode::OptionInvalidValue,
+                    format!("'{opt}' is not valid for 'recovery-option': use key=value"),
+                )
+            })?;
+            kept.push(format!("{} = '{}'", k.trim(), v.trim().replace('\'', "''")));
+        }
+        kept.push(END.to_string());
+    }
+    let mut text = kept.join("\n");
+    text.push('\n');
+    std::fs::write(&auto, text).map_err(|e| io(&auto, "write", e))?;
+    let signal = match recovery {
+        RecoveryType::Standby => Some("standby.signal"),
+        RecoveryType::None => None,
+        _ => Some("recovery.signal"),
+    };
+    if let Some(name) = signal {
+        let p = data.join(name);
+        std::fs::write(&p, b"").map_err(|e| io(&p, "write", e))?;
+    }
+    if am_root() {
+        // Files we wrote belong to the cluster's owner.
+        if let Ok(meta) = std::fs::metadata(data) {
+            use std::os::unix::fs::MetadataExt;
+            for name in ["postgresql.auto.conf", "recovery.signal", "standby.signal"] {
+                let p = data.join(name);
+                if p.exists() {
+                    let _ = std::os::unix::fs::chown(&p, Some(meta.uid()), Some(meta.gid()));
+                }
+            }
+        }
+    }
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    tracing::info!("write recovery settings into {} at {now}", auto.display());
+    Ok(())
+}
