@@ -16,6 +16,7 @@ pub mod backup;
 pub mod commands;
 pub mod config;
 pub mod error;
+pub mod info;
 pub mod log;
 pub mod postgres;
 pub mod repo;
@@ -54,20 +55,26 @@ pub fn run(argv: &[String], env: &[(String, String)]) -> u8 {
         }
     };
     let quiet = matches!(config.command.name, "version" | "help");
+    // Read-only commands log begin/end at debug, so `info --output=json` prints only JSON.
+    let chatty = !matches!(config.command.name, "info" | "repo-ls" | "repo-get");
     log::init(&config, !quiet);
     for w in &config.warnings {
         tracing::warn!("{w}");
     }
     let start = Instant::now();
-    if !quiet {
+    if !quiet && chatty {
         tracing::info!("{} command begin {}: {}", config.command.name, env!("CARGO_PKG_VERSION"), config.summary());
+    } else if !quiet {
+        tracing::debug!("{} command begin {}: {}", config.command.name, env!("CARGO_PKG_VERSION"), config.summary());
     }
     let result: Result<(), CliError> = commands::dispatch(&config);
     let ms = start.elapsed().as_millis();
     match result {
         Ok(()) => {
-            if !quiet {
+            if !quiet && chatty {
                 tracing::info!("{} command end: completed successfully ({ms}ms)", config.command.name);
+            } else if !quiet {
+                tracing::debug!("{} command end: completed successfully ({ms}ms)", config.command.name);
             }
             0
         }

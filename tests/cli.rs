@@ -121,7 +121,7 @@ fn secrets_are_refused_on_the_command_line_and_never_logged() {
     let logs = t.path().join("log");
     let lp = format!("--log-path={}", logs.display());
     let o = run(
-        &["repo-ls", &rp, &lp, "--log-level-console=info", "--log-level-file=debug", "--stanza=db"],
+        &["repo-ls", &rp, &lp, "--log-level-console=detail", "--log-level-file=debug", "--stanza=db"],
         &[("PGSTRATA_REPO1_CIPHER_PASS", "hunter2-secret"), ("PGSTRATA_REPO1_S3_KEY_SECRET", "aws-secret-value")],
     );
     assert!(o.status.success(), "{:?}", text(&o));
@@ -150,7 +150,7 @@ fn bad_options_and_values_name_the_problem() {
         (&["version", "--no-process-max"], 31, "cannot be negated"),
         (&["not-a-command"], 48, "invalid command 'not-a-command'"),
         (&[], 30, "no command given"),
-        (&["backup", "--stanza=db"], 124, "'backup' is not available"),
+        (&["expire", "--stanza=db"], 124, "'expire' is not available"),
         (&["version", "--config=/nonexistent/pgstrata.conf"], 55, "/nonexistent/pgstrata.conf does not exist"),
         (
             &["repo-ls", "--repo1-path=/nonexistent/repo"],
@@ -211,13 +211,16 @@ fn boolean_negation_and_timestamps() {
     let t = tempfile::tempdir().unwrap();
     let repo = marked_repo(t.path(), "r");
     let rp = format!("--repo1-path={}", repo.display());
-    let o =
-        run(&["repo-ls", &rp, "--log-level-console=info", "--no-log-timestamp"], &[("PGSTRATA_LOG_LEVEL_FILE", "off")]);
+    let env = [("PGSTRATA_LOG_LEVEL_FILE", "off")];
+    let o = run(&["repo-ls", &rp, "--log-level-console=detail", "--no-log-timestamp"], &env);
     let out = text(&o).0;
-    assert!(out.lines().next().unwrap().starts_with("P00   INFO: repo-ls command begin"), "{out}");
-    let o = run(&["repo-ls", &rp, "--log-level-console=info"], &[("PGSTRATA_LOG_LEVEL_FILE", "off")]);
+    assert!(out.lines().next().unwrap().starts_with("P00 DETAIL: repo-ls command begin"), "{out}");
+    let o = run(&["repo-ls", &rp, "--log-level-console=detail"], &env);
     let first = text(&o).0.lines().next().unwrap().to_string();
-    assert!(first.as_bytes()[4] == b'-' && first.contains(" P00   INFO: "), "{first}");
+    assert!(first.as_bytes()[4] == b'-' && first.contains(" P00 DETAIL: "), "{first}");
+    // At info, a read-only command prints only its output.
+    let o = run(&["repo-ls", &rp, "--log-level-console=info"], &env);
+    assert_eq!(text(&o).0.trim(), "r");
 }
 
 fn require(var: &str) -> Option<String> {

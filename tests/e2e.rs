@@ -201,6 +201,8 @@ fn backup_restore_cycle(encrypted: Option<&str>) {
     cluster.archive_now();
     let expected = cluster.dumpall();
 
+    check_info(&cluster, &s, encrypted.is_some());
+
     let ts_oid = cluster.sql("select oid from pg_tablespace where spcname = 'ts1'");
     let target = scratch.path("restored");
     let new_ts = scratch.path("ts1-restored");
@@ -239,4 +241,61 @@ fn full_backup_and_restore_unencrypted() {
 #[test]
 fn full_backup_and_restore_encrypted() {
     backup_restore_cycle(Some(PASS));
+}
+
+/// `info --output=json` in pgBackRest's schema, read the way pgMonitor and PGO read it: from
+/// inside PostgreSQL with `COPY ... FROM PROGRAM`, then `jsonb_array_elements` over stanzas and
+/// backups.
+fn check_info(cluster: &Cluster, s: &Setup, encrypted: bool) {
+    let o = s.ok(&["--stanza=db", "info", "--output=json", "--log-level-console=info", "--log-level-stderr=warn"]);
+    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).expect("info prints only JSON");
+    let stanza = &doc[0];
+    assert_eq!(stanza["name"], "db");
+    assert_eq!(stanza["status"]["code"], 0, "{stanza}");
+    assert_eq!(stanza["cipher"], if encrypted { "aes-256-gcm" } else { "none" });
+    assert_eq!(stanza["db"][0]["system-id"].as_u64().map(|v| v.to_string()), Some(cluster.control_sysid()));
+    assert_eq!(stanza["db"][0]["version"], "15");
+    let backup = &stanza["backup"][0];
+    assert_eq!(backup["type"], "full");
+    assert!(backup["label"].as_str().unwrap().ends_with('F'));
+    assert!(backup["archive"]["start"].as_str().unwrap().len() == 24);
+    assert!(backup["lsn"]["stop"].as_str().unwrap().contains('/'));
+    let archive = &stanza["archive"][0];
+    assert_eq!(archive["id"], "15-1");
+    assert!(archive["min"].as_str().unwrap() <= backup["archive"]["start"].as_str().unwrap());
+    assert!(archive["max"].as_str().unwrap() >= backup["archive"]["stop"].as_str().unwrap());
+
+    let program = format!(
+        "export LC_ALL=C \u{26}\u{26} printf \"\\f\" \u{26}\u{26} {} info --log-level-console=info --log-level-stderr=warn --output=json --stanza=db \u{26}\u{26} printf \"\\f\"",
+        s.command_prefix().replace(" --stanza=db", "")
+    );
+    let sql = format!(
+        "create temp table pgbackrest_info (data jsonb); \
+         copy pgbackrest_info (data) from program '{program}' with (format csv, header false, quote E'\\f'); \
+         with stanzas as (select jsonb_array_elements(data) s from pgbackrest_info), \
+              backups as (select s->>'name' as stanza, jsonb_array_elements(s->'backup') b from stanzas) \
+         select stanza, b->>'type', (b->'database'->>'repo-key')::int, \
+                extract(epoch from now())::bigint - (b->'timestamp'->>'stop')::bigint, \
+                (b->'timestamp'->>'stop')::bigint - (b->'timestamp'->>'start')::bigint, \
+                (b->'info'->'repository'->>'delta')::bigint, (b->'info'->'repository'->>'size')::bigint, \
+                (b->>'error')::boolean \
+         from backups"
+    );
+    let out = cluster.sql(&sql);
+    let row = out.lines().last().unwrap_or_default();
+    let cols: Vec<&str> = row.split('|').collect();
+    assert_eq!(cols.len(), 8, "{row}");
+    assert_eq!(&cols[..3], ["db", "full", "1"], "{row}");
+    let since: i64 = cols[3].parse().unwrap();
+    let runtime: i64 = cols[4].parse().unwrap();
+    let delta: i64 = cols[5].parse().unwrap();
+    let size: i64 = cols[6].parse().unwrap();
+    assert!((0..600).contains(&since) && runtime >= 0, "{row}");
+    assert!(delta > 100_000 && size >= delta, "{row}");
+    assert_eq!(cols[7], "f", "{row}");
+
+    let text_out = s.ok(&["--stanza=db", "info"]);
+    let t = String::from_utf8_lossy(&text_out.stdout).into_owned();
+    assert!(t.contains("stanza: db") && t.contains("status: ok") && t.contains("full backup: "), "{t}");
+    assert!(t.contains("wal archive min/max (15-1): "), "{t}");
 }

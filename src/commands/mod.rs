@@ -25,6 +25,7 @@ pub fn dispatch(config: &Config) -> CliResult<()> {
         "archive-get" => archive::get(config),
         "backup" => crate::backup::run(config),
         "restore" => crate::restore::run(config),
+        "info" => crate::info::run(config),
         other => Err(CliError::new(
             ErrorCode::NotImplemented,
             format!("command '{other}' is not available in pgstrata {} yet", env!("CARGO_PKG_VERSION")),

@@ -165,7 +165,7 @@ pub const COMMANDS: &[CommandDef] = &[
     cmd("check", false, "check the configuration and that archiving works"),
     cmd("expire", false, "remove backups and WAL past the retention"),
     cmd("help", true, "show help"),
-    cmd("info", false, "show backups and archive"),
+    cmd("info", true, "show backups and archive"),
     cmd("repo-get", true, "print an object of the repository, raw"),
     cmd("repo-ls", true, "list objects of the repository"),
     cmd("restore", true, "restore a backup"),

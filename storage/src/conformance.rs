@@ -110,6 +110,9 @@ async fn listing(s: &RepoStore) {
     want.sort();
     assert_eq!(got.len(), want.len(), "{n}: listing count (pagination?)");
     assert_eq!(got, want, "{n}: listing content");
+    let dirs = s.list_dirs("").await.unwrap_or_else(|e| panic!("{n}: list dirs: {e}"));
+    assert!(dirs.contains(&"list".to_string()) && dirs.contains(&"listx".to_string()), "{n}: list_dirs gave {dirs:?}");
+    assert!(!dirs.contains(&"listing-decoy".to_string()), "{n}: list_dirs returned an object: {dirs:?}");
     let a = s.list_all("list/a-").await.unwrap_or_else(|e| panic!("{n}: list: {e}"));
     assert_eq!(a.len(), 525, "{n}: a plain-string prefix selects part of a directory");
     assert!(a.iter().all(|o| o.key.starts_with("list/a-") && o.size == 1));

@@ -269,6 +269,31 @@ impl RepoStore {
         Ok(out)
     }
 
+    /// The immediate "sub-directories" of `dir` (keys up to the next `/`), without listing
+    /// everything below them.
+    pub async fn list_dirs(&self, dir: &str) -> Result<Vec<String>> {
+        let dir = dir.trim_end_matches('/');
+        let path = if dir.is_empty() && self.prefix.is_empty() { None } else { Some(self.path(dir)) };
+        let result = self
+            .retrying("list", dir, |_| {
+                let path = path.clone();
+                async move { self.inner.list_with_delimiter(path.as_ref()).await }
+            })
+            .await;
+        let listed = match result {
+            Ok(l) => l,
+            Err(StorageError::NotFound { .. }) => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        let mut out: Vec<String> = listed
+            .common_prefixes
+            .iter()
+            .filter_map(|p| self.key_of(p).rsplit('/').next().map(str::to_string))
+            .collect();
+        out.sort();
+        Ok(out)
+    }
+
     /// Deletes an object; a missing object is not an error.
     pub async fn delete(&self, key: &str) -> Result<()> {
         let path = self.path(key);

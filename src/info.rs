@@ -1,0 +1,261 @@
+//! `info`: backups and archive of each stanza, as text or as pgBackRest's JSON (the schema
+//! pgMonitor and PGO read: an array of stanzas, `backup[]` oldest first).
+
+use pgstrata_repo_format::layout::{StanzaLayout, archive_id, parse_wal_object};
+use pgstrata_repo_format::meta::{BackupCatalog, CipherInfo, StanzaInfo};
+use pgstrata_repo_format::pg::WalFileKind;
+use pgstrata_storage::RetryPolicy;
+use serde_json::{Value, json};
+
+use crate::config::Config;
+use crate::error::{CliError, CliResult, ErrorCode};
+use crate::repo::{Repo, load_stanza_info, repo_indexes, unlock};
+
+/// What one repository says about one stanza.
+struct RepoView {
+    index: u32,
+    status: (i64, String),
+    info: Option<StanzaInfo>,
+    catalog: BackupCatalog,
+    /// (archive id, db id, min, max)
+    archives: Vec<(String, u32, Option<String>, Option<String>)>,
+}
+
+fn cipher_name(info: &StanzaInfo) -> &'static str {
+    match info.cipher {
+        CipherInfo::None => "none",
+        CipherInfo::Aes256Gcm { .. } => "aes-256-gcm",
+    }
+}
+
+async fn view(config: &Config, index: u32, stanza: &str) -> CliResult<RepoView> {
+    let mut v =
+        RepoView { index, status: (0, "ok".into()), info: None, catalog: BackupCatalog::default(), archives: vec![] };
+    let store = config.storage(index)?.open(RetryPolicy::default());
+    let store = match store {
+        Ok(s) => s,
+        Err(e) if e.is_not_found() => {
+            v.status = (1, "missing stanza path".into());
+            return Ok(v);
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let layout = StanzaLayout::new(stanza)?;
+    let Some(info) = load_stanza_info(&store, &layout).await? else {
+        v.status = (1, "missing stanza path".into());
+        return Ok(v);
+    };
+    let key = match unlock(config, index, &info) {
+        Ok(k) => k,
+        Err(e) => {
+            v.status = (99, e.message);
+            v.info = Some(info);
+            return Ok(v);
+        }
+    };
+    let repo = Repo { index, store, layout, info, key };
+    match repo.load_catalog().await {
+        Ok(c) => v.catalog = c,
+        Err(e) => v.status = (3, format!("missing stanza data: {}", e.message)),
+    }
+    for db in &repo.info.db_history {
+        let id = archive_id(db.pg_version, db.id);
+        let mut min: Option<String> = None;
+        let mut max: Option<String> = None;
+        for dir in repo.store.list_dirs(&repo.layout.archive_dir(&id)).await? {
+            if dir.len() != 16 {
+                continue;
+            }
+            let objects = repo.store.list_all(&format!("{}{dir}/", repo.layout.archive_dir(&id))).await?;
+            for o in objects {
+                if let Some((name, _)) = parse_wal_object(&o.key)
+                    && name.kind == WalFileKind::Segment
+                {
+                    let n = name.to_string();
+                    if min.as_ref().is_none_or(|m| n < *m) {
+                        min = Some(n.clone());
+                    }
+                    if max.as_ref().is_none_or(|m| n > *m) {
+                        max = Some(n);
+                    }
+                }
+            }
+        }
+        v.archives.push((id, db.id, min, max));
+    }
+    if v.status.0 == 0 && v.catalog.backups.is_empty() {
+        v.status = (2, "no valid backups".into());
+    }
+    v.info = Some(repo.info);
+    Ok(v)
+}
+
+fn lock_held(config: &Config, stanza: &str, kind: &str) -> bool {
+    let path =
+        std::path::Path::new(config.get("lock-path").unwrap_or("/tmp/pgstrata")).join(format!("{stanza}-{kind}.lock"));
+    match std::fs::OpenOptions::new().write(true).open(path) {
+        Ok(f) => matches!(f.try_lock(), Err(std::fs::TryLockError::WouldBlock)),
+        Err(_) => false,
+    }
+}
+
+fn stanza_json(config: &Config, stanza: &str, views: &[RepoView]) -> Value {
+    let mut backups = Vec::new();
+    let mut archives = Vec::new();
+    let mut dbs = Vec::new();
+    let mut repos = Vec::new();
+    let mut ciphers = std::collections::BTreeSet::new();
+    for v in views {
+        let cipher = v.info.as_ref().map(cipher_name).unwrap_or("none");
+        ciphers.insert(cipher);
+        repos.push(json!({"cipher": cipher, "key": v.index, "status": {"code": v.status.0, "message": v.status.1}}));
+        if let Some(info) = &v.info {
+            for db in &info.db_history {
+                dbs.push(json!({"id": db.id, "repo-key": v.index, "system-id": db.system_id, "version": db.pg_version.to_string()}));
+            }
+        }
+        for (id, db_id, min, max) in &v.archives {
+            archives.push(json!({"database": {"id": db_id, "repo-key": v.index}, "id": id, "max": max, "min": min}));
+        }
+        for b in &v.catalog.backups {
+            let reference: Value = if b.references.is_empty() { Value::Null } else { json!(b.references) };
+            backups.push((
+                b.timestamp_stop,
+                json!({
+                    "archive": {"start": b.wal_start, "stop": b.wal_stop},
+                    "backrest": {"format": 5, "version": env!("CARGO_PKG_VERSION")},
+                    "database": {"id": b.db_id, "repo-key": v.index},
+                    "error": b.error,
+                    "info": {"delta": b.delta, "repository": {"delta": b.repo_delta, "size": b.repo_size}, "size": b.size},
+                    "label": b.label,
+                    "lsn": {"start": b.lsn_start.to_string(), "stop": b.lsn_stop.to_string()},
+                    "prior": b.prior,
+                    "reference": reference,
+                    "timestamp": {"start": b.timestamp_start, "stop": b.timestamp_stop},
+                    "type": b.backup_type.as_str(),
+                }),
+            ));
+        }
+    }
+    backups.sort_by_key(|(stop, _)| *stop);
+    let codes: std::collections::BTreeSet<i64> = views.iter().map(|v| v.status.0).collect();
+    let (code, message) = match (codes.len(), views.first()) {
+        (1, Some(v)) => v.status.clone(),
+        _ => (4, "different across repos".to_string()),
+    };
+    let cipher = if ciphers.len() > 1 { "mixed" } else { ciphers.into_iter().next().unwrap_or("none") };
+    json!({
+        "archive": archives,
+        "backup": backups.into_iter().map(|(_, b)| b).collect::<Vec<_>>(),
+        "cipher": cipher,
+        "db": dbs,
+        "name": stanza,
+        "repo": repos,
+        "status": {
+            "code": code,
+            "lock": {"backup": {"held": lock_held(config, stanza, "backup")}, "restore": {"held": lock_held(config, stanza, "restore")}},
+            "message": message,
+        },
+    })
+}
+
+fn ts(secs: i64) -> String {
+    let [y, m, d, hh, mm, ss] = pgstrata_repo_format::label::civil_time(secs);
+    format!("{y:04}-{m:02}-{d:02} {hh:02}:{mm:02}:{ss:02}+00")
+}
+
+fn stanza_text(stanza: &str, views: &[RepoView], json: &Value) -> String {
+    let mut out = format!("stanza: {stanza}\n");
+    let status = json["status"]["message"].as_str().unwrap_or("");
+    let code = json["status"]["code"].as_i64().unwrap_or(99);
+    out.push_str(&format!("    status: {}\n", if code == 0 { "ok".to_string() } else { format!("error ({status})") }));
+    out.push_str(&format!("    cipher: {}\n", json["cipher"].as_str().unwrap_or("none")));
+    for v in views {
+        let Some(info) = &v.info else { continue };
+        let current = info.current_db().map(|d| d.id);
+        for db in info.db_history.iter().rev() {
+            let tag = if Some(db.id) == current { " (current)" } else { "" };
+            out.push_str(&format!("\n    db{tag}\n"));
+            for (id, db_id, min, max) in &v.archives {
+                if *db_id == db.id {
+                    let range = match (min, max) {
+                        (Some(a), Some(b)) => format!("{a}/{b}"),
+                        _ => "none present".into(),
+                    };
+                    out.push_str(&format!("        wal archive min/max ({id}): {range}\n"));
+                }
+            }
+            for b in v.catalog.backups.iter().filter(|b| b.db_id == db.id) {
+                out.push_str(&format!("\n        {} backup: {}\n", b.backup_type.as_str(), b.label));
+                out.push_str(&format!(
+                    "            timestamp start/stop: {} / {}\n",
+                    ts(b.timestamp_start),
+                    ts(b.timestamp_stop)
+                ));
+                out.push_str(&format!("            wal start/stop: {} / {}\n", b.wal_start, b.wal_stop));
+                out.push_str(&format!(
+                    "            database size: {}, database backup size: {}\n",
+                    crate::backup::human(b.size),
+                    crate::backup::human(b.delta)
+                ));
+                out.push_str(&format!(
+                    "            repo{}: backup set size: {}, backup size: {}\n",
+                    v.index,
+                    crate::backup::human(b.repo_size),
+                    crate::backup::human(b.repo_delta)
+                ));
+                if b.error {
+                    out.push_str("            error: page checksum errors found (see the backup's manifest)\n");
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The stanzas to show: `--stanza`, or every stanza found in the repositories.
+async fn stanzas(config: &Config) -> CliResult<Vec<String>> {
+    if let Some(s) = config.get("stanza") {
+        return Ok(vec![s.to_string()]);
+    }
+    let mut all = std::collections::BTreeSet::new();
+    for index in repo_indexes(config) {
+        match config.storage(index)?.open(RetryPolicy::default()) {
+            Ok(store) => all.extend(store.list_dirs("stanza").await?),
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(all.into_iter().collect())
+}
+
+pub fn run(config: &Config) -> CliResult<()> {
+    let rt = crate::commands::runtime()?;
+    let (json_out, text_out) = rt.block_on(async {
+        let mut arr = Vec::new();
+        let mut text = String::new();
+        for stanza in stanzas(config).await? {
+            let mut views = Vec::new();
+            for index in repo_indexes(config) {
+                views.push(view(config, index, &stanza).await?);
+            }
+            let j = stanza_json(config, &stanza, &views);
+            if !text.is_empty() {
+                text.push('\n');
+            }
+            text.push_str(&stanza_text(&stanza, &views, &j));
+            arr.push(j);
+        }
+        Ok::<_, CliError>((Value::Array(arr), text))
+    })?;
+    let rendered = if config.get("output") == Some("json") {
+        serde_json::to_string(&json_out).map_err(|e| CliError::new(ErrorCode::Format, e.to_string()))?
+    } else if text_out.is_empty() {
+        "No stanzas exist in the repository.".to_string()
+    } else {
+        text_out.trim_end().to_string()
+    };
+    use std::io::Write;
+    writeln!(std::io::stdout().lock(), "{rendered}")
+        .map_err(|e| CliError::new(ErrorCode::FileRead, format!("unable to write output: {e}")))
+}
