@@ -11,10 +11,57 @@ use support::{Cluster, Scratch, Setup, postgres_available, text};
 
 const PASS: &str = "correct horse battery staple";
 
-fn setup(scratch: &Scratch, name: &str, cluster: &Cluster, repo: &Path, encrypted: Option<&str>) -> Setup {
+/// Where a test's repository lives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Backend {
+    Local,
+    S3,
+    Azure,
+    Gcs,
+}
+
+const AZURITE_KEY: &str = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
+
+/// The `repo1-*` lines for a backend; `None` (a skip) when its emulator is not configured.
+fn repo_options(backend: Backend, repo: &Path) -> Option<String> {
+    let env = |var: &str| -> Option<String> {
+        match std::env::var(var) {
+            Ok(v) if !v.is_empty() => Some(v),
+            _ => {
+                assert!(
+                    !std::env::var("PGSTRATA_REQUIRE_SERVERS").is_ok_and(|v| v == "1"),
+                    "{var} not set but PGSTRATA_REQUIRE_SERVERS=1"
+                );
+                eprintln!("skipping: {var} not set");
+                None
+            }
+        }
+    };
+    // A unique path inside the bucket per test run.
+    let unique = repo.display().to_string();
+    Some(match backend {
+        Backend::Local => format!("repo1-path={}\n", repo.display()),
+        Backend::S3 => format!(
+            "repo1-type=s3\nrepo1-path={unique}\nrepo1-s3-bucket=test-bucket\nrepo1-s3-endpoint={}\n\
+             repo1-s3-region=us-east-1\nrepo1-s3-uri-style=path\nrepo1-s3-key=test\nrepo1-s3-key-secret=test\n",
+            env("PGSTRATA_TEST_S3_ENDPOINT")?
+        ),
+        Backend::Azure => format!(
+            "repo1-type=azure\nrepo1-path={unique}\nrepo1-azure-account=devstoreaccount1\nrepo1-azure-container=test-bucket\n\
+             repo1-azure-key={AZURITE_KEY}\nrepo1-azure-endpoint={}\n",
+            env("PGSTRATA_TEST_AZURE_ENDPOINT")?
+        ),
+        Backend::Gcs => format!(
+            "repo1-type=gcs\nrepo1-path={unique}\nrepo1-gcs-bucket=test-bucket\nrepo1-gcs-key-type=token\n\
+             repo1-gcs-key=test\nrepo1-gcs-endpoint={}\n",
+            env("PGSTRATA_TEST_GCS_ENDPOINT")?
+        ),
+    })
+}
+
+fn setup_on(scratch: &Scratch, name: &str, cluster: &Cluster, repo_lines: &str, encrypted: Option<&str>) -> Setup {
     let mut conf = format!(
-        "[global]\nrepo1-path={}\nlock-path={}\nlog-level-file=off\nlog-level-console=warn\nlog-level-stderr=warn\n",
-        repo.display(),
+        "[global]\n{repo_lines}lock-path={}\nlog-level-file=off\nlog-level-console=warn\nlog-level-stderr=warn\n",
         scratch.path("lock").display()
     );
     if let Some(pass) = encrypted {
@@ -29,9 +76,18 @@ fn setup(scratch: &Scratch, name: &str, cluster: &Cluster, repo: &Path, encrypte
     Setup { config: scratch.write(name, &conf), env: vec![] }
 }
 
+fn setup(scratch: &Scratch, name: &str, cluster: &Cluster, repo: &Path, encrypted: Option<&str>) -> Setup {
+    setup_on(scratch, name, cluster, &format!("repo1-path={}\n", repo.display()), encrypted)
+}
+
 fn archiving_cluster(scratch: &Scratch, name: &str, repo: &Path, encrypted: Option<&str>) -> (Cluster, Setup) {
+    let lines = format!("repo1-path={}\n", repo.display());
+    archiving_cluster_on(scratch, name, &lines, encrypted)
+}
+
+fn archiving_cluster_on(scratch: &Scratch, name: &str, repo_lines: &str, encrypted: Option<&str>) -> (Cluster, Setup) {
     let cluster = Cluster::init(scratch, name);
-    let s = setup(scratch, &format!("{name}.conf"), &cluster, repo, encrypted);
+    let s = setup_on(scratch, &format!("{name}.conf"), &cluster, repo_lines, encrypted);
     cluster.configure(&format!(
         "archive_mode = on\narchive_command = '{} archive-push %p'\nwal_level = replica\n",
         s.command_prefix()
@@ -164,13 +220,14 @@ fn wrong_passphrase_is_refused_as_such() {
 
 /// Full backup while pgbench writes, more writes, restore into a new directory (tablespace
 /// remapped), start it: recovery reaches the end of the archive and the data equals the source.
-fn backup_restore_cycle(encrypted: Option<&str>) {
+fn backup_restore_cycle(backend: Backend, encrypted: Option<&str>) {
     if !postgres_available() {
         return;
     }
     let scratch = Scratch::new("pgstrata-cycle-");
     let repo = scratch.path("repo");
-    let (cluster, s) = archiving_cluster(&scratch, "src", &repo, encrypted);
+    let Some(lines) = repo_options(backend, &repo) else { return };
+    let (cluster, s) = archiving_cluster_on(&scratch, "src", &lines, encrypted);
     let ts_dir = scratch.path("ts1");
     cluster.sql(&format!("create tablespace ts1 location '{}'", ts_dir.display()));
     cluster.sql("create table in_ts (id int primary key, v text) tablespace ts1");
@@ -231,16 +288,53 @@ fn backup_restore_cycle(encrypted: Option<&str>) {
     let o = s.run(&["--stanza=db", "restore", &pg1, &map]);
     assert_eq!(o.status.code(), Some(40), "{}", text(&o));
     assert!(String::from_utf8_lossy(&o.stderr).contains("--delta"), "{}", text(&o));
+
+    if backend == Backend::Local {
+        // A damaged pack: the restore names it and fails; the repository is left as it was.
+        let packs = repo.join("stanza/db/backup");
+        let label = std::fs::read_dir(&packs).unwrap().next().unwrap().unwrap().path();
+        let pack = label.join("pack/00000000");
+        let mut bytes = std::fs::read(&pack).unwrap();
+        let at = bytes.len() / 3;
+        bytes[at] ^= 0x20;
+        std::fs::write(&pack, &bytes).unwrap();
+        let fresh = scratch.path("restored-from-damaged");
+        let o = s.run(&["--stanza=db", "restore", &format!("--pg1-path={}", fresh.display()), &map]);
+        assert_eq!(o.status.code(), Some(29), "{}", text(&o));
+        let err = String::from_utf8_lossy(&o.stderr).into_owned();
+        assert!(err.contains("pack/00000000") && err.contains("corrupt"), "{err}");
+        assert_eq!(std::fs::read(&pack).unwrap(), bytes, "restore changed the repository");
+    }
 }
 
 #[test]
-fn full_backup_and_restore_unencrypted() {
-    backup_restore_cycle(None);
+fn full_backup_and_restore_local() {
+    backup_restore_cycle(Backend::Local, None);
 }
 
 #[test]
-fn full_backup_and_restore_encrypted() {
-    backup_restore_cycle(Some(PASS));
+fn full_backup_and_restore_local_encrypted() {
+    backup_restore_cycle(Backend::Local, Some(PASS));
+}
+
+#[test]
+fn full_backup_and_restore_s3() {
+    backup_restore_cycle(Backend::S3, None);
+}
+
+#[test]
+fn full_backup_and_restore_s3_encrypted() {
+    backup_restore_cycle(Backend::S3, Some(PASS));
+}
+
+#[test]
+fn full_backup_and_restore_azure_encrypted() {
+    backup_restore_cycle(Backend::Azure, Some(PASS));
+}
+
+#[test]
+fn full_backup_and_restore_gcs() {
+    backup_restore_cycle(Backend::Gcs, None);
 }
 
 /// `info --output=json` in pgBackRest's schema, read the way pgMonitor and PGO read it: from
