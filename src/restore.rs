@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use futures::StreamExt;
 use pgstrata_repo_format::digest::CountingHasher;
@@ -623,7 +623,6 @@ fn write_recovery(config: &Config, stanza: &str, data: &Path, recovery: &Recover
             }
         }
     }
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-    tracing::info!("write recovery settings into {} at {now}", auto.display());
+    tracing::info!("write recovery settings ({recovery:?}) into {}", auto.display());
     Ok(())
 }

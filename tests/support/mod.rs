@@ -6,7 +6,25 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_pgstrata");
+const BUILT: &str = env!("CARGO_BIN_EXE_pgstrata");
+
+/// The pgstrata binary, copied once per test process to a directory the postgres user can reach
+/// (the checkout itself may not be readable by it).
+pub fn bin() -> &'static str {
+    static COPY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    COPY.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("pgstrata-bin-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let dest = dir.join("pgstrata");
+        let _ = std::fs::remove_file(&dest);
+        // A hard link costs no space; copy when the checkout is on another filesystem.
+        if std::fs::hard_link(BUILT, &dest).is_err() {
+            std::fs::copy(BUILT, &dest).unwrap();
+        }
+        let _ = Command::new("chmod").args(["-R", "a+rx"]).arg(&dir).status();
+        dest.display().to_string()
+    })
+}
 
 pub fn pg_bin() -> PathBuf {
     PathBuf::from(std::env::var("PGSTRATA_PG_BIN").unwrap_or_else(|_| "/usr/lib/postgresql/15/bin".into()))
@@ -264,7 +282,7 @@ impl Setup {
         let all = self.args(args);
         let refs: Vec<&str> = all.iter().map(String::as_str).collect();
         let env: Vec<(&str, &str)> = self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        run_as_postgres(Path::new(BIN), &refs, &env)
+        run_as_postgres(Path::new(bin()), &refs, &env)
     }
 
     pub fn ok(&self, args: &[&str]) -> Output {
@@ -275,7 +293,7 @@ impl Setup {
 
     /// The archive_command / restore_command prefix for this setup.
     pub fn command_prefix(&self) -> String {
-        format!("{BIN} --config={} --stanza=db", self.config.display())
+        format!("{} --config={} --stanza=db", bin(), self.config.display())
     }
 }
 
