@@ -1,0 +1,135 @@
+#!/usr/bin/env bash
+# Side-by-side: pgstrata and pgBackRest on the same pgbench dataset, in one run.
+#   benches/compare.sh [SCALE]          (default 100 = ~1.5 GB)
+# Full backup and restore at zst level 3 and at lz4, process-max=2, start-fast; prints wall time,
+# CPU (user+sys), peak RSS and repository size for both, and the ratios. pgbench data is very
+# compressible, so a table of realistic rows (hashes, numbers, timestamps) is added at 1/4 of the
+# pgbench volume. Needs `pgbackrest` (apt-get install pgbackrest), PostgreSQL binaries, and
+# GNU time (/usr/bin/time).
+set -euo pipefail
+SCALE="${1:-100}"
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+PG_BIN="${PGSTRATA_PG_BIN:-/usr/lib/postgresql/15/bin}"
+command -v pgbackrest > /dev/null || { echo "compare: pgbackrest not found (apt-get install pgbackrest)" >&2; exit 1; }
+[ -x /usr/bin/time ] || { echo "compare: GNU time not found (apt-get install time)" >&2; exit 1; }
+
+(cd "$ROOT" && cargo build --release --quiet --bin pgstrata)
+W="$(mktemp -d "${BENCH_DIR:-/tmp}/pgstrata-compare-XXXXXX")"
+chmod 0755 "$W"
+cp "$ROOT/target/release/pgstrata" "$W/pgstrata"
+mkdir -p "$W/sock" "$W/lock" "$W/log" "$W/spool"
+if [ "$(id -u)" = 0 ]; then chown -R postgres:postgres "$W"; as_pg() { runuser -u postgres -- "$@"; }; else as_pg() { "$@"; }; fi
+PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+cleanup() { as_pg "$PG_BIN/pg_ctl" -D "$W/data" -m immediate -w stop > /dev/null 2>&1 || true; rm -rf "$W"; }
+trap cleanup EXIT
+
+write_configs() { # $1 = suffix of the repo directories
+  cat > "$W/pgbackrest.conf" <<CONF
+[global]
+repo1-path=$W/repo-pgbackrest$1
+lock-path=$W/lock
+log-path=$W/log
+spool-path=$W/spool
+log-level-console=warn
+log-level-file=off
+start-fast=y
+[bench]
+pg1-path=$W/data
+pg1-socket-path=$W/sock
+pg1-port=$PORT
+pg1-user=postgres
+CONF
+  cat > "$W/pgstrata.conf" <<CONF
+[global]
+repo1-path=$W/repo-pgstrata$1
+lock-path=$W/lock
+log-level-console=warn
+log-level-file=off
+start-fast=y
+[bench]
+pg1-path=$W/data
+pg1-socket-path=$W/sock
+pg1-port=$PORT
+pg1-user=postgres
+CONF
+  [ "$(id -u)" = 0 ] && chown postgres:postgres "$W"/*.conf
+  return 0
+}
+write_configs ""
+PGB=(pgbackrest "--config=$W/pgbackrest.conf" --stanza=bench)
+PGS=("$W/pgstrata" "--config=$W/pgstrata.conf" --stanza=bench)
+
+echo "== dataset: pgbench scale $SCALE plus a realistic table" >&2
+as_pg "$PG_BIN/initdb" --data-checksums -A trust -U postgres -D "$W/data" > /dev/null
+cat >> "$W/data/postgresql.conf" <<PGCONF
+listen_addresses = ''
+unix_socket_directories = '$W/sock'
+port = $PORT
+archive_mode = on
+# pgBackRest insists on its name in archive_command; both tools archive every segment.
+archive_command = 'pgbackrest --config=$W/pgbackrest.conf --stanza=bench archive-push %p && $W/pgstrata --config=$W/pgstrata.conf --stanza=bench archive-push %p'
+autovacuum = off
+max_wal_size = 4GB
+PGCONF
+as_pg "$PG_BIN/pg_ctl" -D "$W/data" -l "$W/pg.log" -w start > /dev/null
+psql() { as_pg "$PG_BIN/psql" -X -q -A -t -h "$W/sock" -p "$PORT" -U postgres -d postgres -c "$1"; }
+as_pg "$PG_BIN/pgbench" -i -q -s "$SCALE" -h "$W/sock" -p "$PORT" -U postgres postgres > /dev/null 2>&1
+psql "create table realistic as select g as id, md5(g::text) as h, now() - g * interval '17 seconds' as ts,
+      (random() * 1e6)::numeric(12,2) as amount, (array['open','paid','shipped','returned'])[1 + g % 4] as status,
+      substr(md5((g * 7)::text), 1, 1 + g % 24) as note
+      from generate_series(1, $SCALE * 25000) g"
+psql "vacuum analyze" ; psql "checkpoint"
+echo "database size: $(psql "select pg_size_pretty(sum(pg_database_size(datname))) from pg_database")" >&2
+
+as_pg "${PGB[@]}" stanza-create > /dev/null
+as_pg "${PGS[@]}" stanza-create > /dev/null
+
+measure() { # label, command...: prints "label wall cpu rss_kib"
+  local label=$1; shift
+  local out="$W/time.$$"
+  as_pg /usr/bin/time -f "%e %U %S %M" -o "$out" "$@" > /dev/null
+  read -r wall user sys rss < "$out"
+  echo "$label $wall $(echo "$user + $sys" | bc) $rss"
+}
+
+RESULTS="$W/results"
+: > "$RESULTS"
+for comp in "zst 3" "lz4 0"; do
+  set -- $comp; type=$1; level=$2
+  opts=(--compress-type="$type" --process-max=2)
+  [ "$type" = zst ] && opts+=(--compress-level="$level")
+  tag="$type${level/0/}"
+  write_configs "-$tag"
+  as_pg "${PGB[@]}" stanza-create > /dev/null 2>&1 || true
+  as_pg "${PGS[@]}" stanza-create > /dev/null 2>&1 || true
+  echo "== $tag: full backups" >&2
+  r1=$(measure pgbackrest "${PGB[@]}" backup --type=full "${opts[@]}")
+  r2=$(measure pgstrata "${PGS[@]}" backup --type=full "${opts[@]}")
+  s1=$(du -sb "$W/repo-pgbackrest-$tag/backup" | cut -f1)
+  s2=$(du -sb "$W/repo-pgstrata-$tag/stanza/bench/backup" | cut -f1)
+  echo "backup-$tag $r1 $s1" >> "$RESULTS"
+  echo "backup-$tag $r2 $s2" >> "$RESULTS"
+  echo "== $tag: restores" >&2
+  r1=$(measure pgbackrest "${PGB[@]}" restore --pg1-path="$W/restore-pgbackrest-$tag" --process-max=2)
+  r2=$(measure pgstrata "${PGS[@]}" restore --pg1-path="$W/restore-pgstrata-$tag" --process-max=2)
+  echo "restore-$tag $r1 -" >> "$RESULTS"
+  echo "restore-$tag $r2 -" >> "$RESULTS"
+  rm -rf "$W/restore-pgbackrest-$tag" "$W/restore-pgstrata-$tag"
+done
+
+python3 - "$RESULTS" <<'PY'
+import sys
+rows = [l.split() for l in open(sys.argv[1]) if l.strip()]
+print(f"{'operation':<14}{'tool':<12}{'wall s':>8}{'cpu s':>8}{'peak RSS MiB':>14}{'repo MiB':>10}")
+for op, tool, wall, cpu, rss, size in rows:
+    size = f"{int(size)/1048576:.1f}" if size != "-" else "-"
+    print(f"{op:<14}{tool:<12}{float(wall):>8.2f}{float(cpu):>8.2f}{int(rss)/1024:>14.1f}{size:>10}")
+print()
+by = {}
+for op, tool, wall, cpu, rss, size in rows:
+    by.setdefault(op, {})[tool] = (float(wall), float(cpu), int(rss))
+for op, t in by.items():
+    if "pgbackrest" in t and "pgstrata" in t:
+        b, s = t["pgbackrest"], t["pgstrata"]
+        print(f"{op:<14} speed-up (pgBackRest wall / pgstrata wall) = {b[0]/s[0]:.2f}x   cpu ratio = {b[1]/max(s[1],0.01):.2f}x")
+PY
