@@ -2,7 +2,6 @@
 //! checksum, and write the recovery settings so PostgreSQL replays WAL from the archive.
 
 use std::collections::{BTreeMap, HashSet};
-use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
@@ -13,7 +12,7 @@ use pgstrata_repo_format::layout::copy_of;
 use pgstrata_repo_format::meta::{
     CatalogEntry, FileData, FileEntry, ManifestEntry, ManifestHeader, Ownership, read_manifest,
 };
-use pgstrata_repo_format::{BackupLabel, Sha256Digest, decode_blob};
+use pgstrata_repo_format::{BackupLabel, Sha256Digest, decode_blob, decode_blob_with_summary};
 
 use crate::config::{Config, Source};
 use crate::error::{CliError, CliResult, ErrorCode};
@@ -286,7 +285,8 @@ async fn restore(config: &Config, stanza: &str, data: &Path, workers: usize) -> 
         remove_extras(&plan, &wanted)?;
     }
 
-    // Files, in parallel.
+    // Files: delta check and creation per file, then every part of every file fetched, decoded,
+    // verified against the manifest's chunk digests and written at its offset, in parallel.
     let files: Vec<FileEntry> = entries
         .into_iter()
         .filter_map(|e| match e {
@@ -295,22 +295,74 @@ async fn restore(config: &Config, stanza: &str, data: &Path, workers: usize) -> 
         })
         .collect();
     let total: u64 = files.iter().map(|f| f.size).sum();
+    let frame_size = header.settings.frame_size.max(1);
     let repo = std::sync::Arc::new(repo);
     let plan = std::sync::Arc::new(plan);
-    let results: Vec<CliResult<bool>> = futures::stream::iter(files.into_iter().map(|f| {
-        let repo = std::sync::Arc::clone(&repo);
+    let checks: Vec<CliResult<Option<OpenFile>>> = futures::stream::iter(files.into_iter().map(|f| {
         let plan = std::sync::Arc::clone(&plan);
-        let label = backup.label.clone();
-        async move { restore_file(&repo, &plan, &label, &f, delta, as_root).await }
+        async move { prepare_file(&plan, f, delta, as_root).await }
     }))
     .buffer_unordered(workers)
     .collect()
     .await;
-    let mut skipped = 0;
-    for r in results {
-        if r? {
-            skipped += 1;
+    let mut open_files = Vec::new();
+    let mut skipped = 0usize;
+    for c in checks {
+        match c? {
+            Some(f) => open_files.push(std::sync::Arc::new(f)),
+            None => skipped += 1,
         }
+    }
+    let mut jobs = Vec::new();
+    for f in &open_files {
+        let parts = match &f.entry.data {
+            FileData::Empty => continue,
+            FileData::Stored { parts } => parts.clone(),
+            FileData::Same { .. } | FileData::Pages { .. } => {
+                return Err(CliError::new(
+                    ErrorCode::NotImplemented,
+                    format!("{}: incremental data needs a newer pgstrata", f.entry.path),
+                ));
+            }
+        };
+        let mut offset = 0u64;
+        for part in parts {
+            if offset % frame_size != 0 {
+                return Err(CliError::new(
+                    ErrorCode::Format,
+                    format!("{}: a part starts inside a frame", f.entry.path),
+                ));
+            }
+            jobs.push((
+                std::sync::Arc::clone(f),
+                part,
+                offset,
+                usize::try_from(offset / frame_size).unwrap_or(usize::MAX),
+            ));
+            offset += part.plain_len;
+        }
+        if offset != f.entry.size {
+            return Err(CliError::new(
+                ErrorCode::Format,
+                format!("{}: parts add up to {offset} bytes, the manifest says {}", f.entry.path, f.entry.size),
+            ));
+        }
+    }
+    let results: Vec<CliResult<()>> = futures::stream::iter(jobs.into_iter().map(|(file, part, offset, chunk)| {
+        let repo = std::sync::Arc::clone(&repo);
+        let label = backup.label.clone();
+        async move { restore_part(&repo, &label, file, part, offset, chunk).await }
+    }))
+    .buffer_unordered(workers * 2)
+    .collect()
+    .await;
+    for r in results {
+        r?;
+    }
+    for f in open_files {
+        let f = std::sync::Arc::try_unwrap(f)
+            .map_err(|_| CliError::new(ErrorCode::RepoInvalid, "a restored file is still in use"))?;
+        f.finish(as_root)?;
     }
     if delta {
         tracing::info!("delta restore: {skipped} files were already up to date");
@@ -379,15 +431,29 @@ fn file_digest(path: &Path) -> Option<(u64, Sha256Digest)> {
     Some(h.finish())
 }
 
-/// Restores one file; `Ok(true)` when delta found it already identical.
-async fn restore_file(
-    repo: &Repo,
-    plan: &RestorePlan,
-    label: &BackupLabel,
-    f: &FileEntry,
-    delta: bool,
-    as_root: bool,
-) -> CliResult<bool> {
+/// A file being restored: written under a temporary name, renamed when complete.
+struct OpenFile {
+    entry: FileEntry,
+    local: PathBuf,
+    tmp: PathBuf,
+    file: std::fs::File,
+}
+
+impl OpenFile {
+    /// Syncs, sets time, mode and owner, and moves the file into place.
+    fn finish(self, as_root: bool) -> CliResult<()> {
+        self.file.sync_all().map_err(|e| io(&self.tmp, "sync", e))?;
+        let mtime = SystemTime::UNIX_EPOCH + Duration::from_secs(u64::try_from(self.entry.mtime).unwrap_or(0));
+        let _ = self.file.set_modified(mtime);
+        drop(self.file);
+        apply_owner(&self.tmp, &self.entry.owner, as_root, true)?;
+        std::fs::rename(&self.tmp, &self.local).map_err(|e| io(&self.local, "rename into", e))
+    }
+}
+
+/// Delta check, then the temporary file at its final size; `None` when delta found the file
+/// already identical.
+async fn prepare_file(plan: &RestorePlan, f: FileEntry, delta: bool, as_root: bool) -> CliResult<Option<OpenFile>> {
     let Some(local) = plan.local(&f.path) else {
         return Err(CliError::new(ErrorCode::Format, format!("manifest path {} is outside every target", f.path)));
     };
@@ -396,60 +462,42 @@ async fn restore_file(
         let current = tokio::task::spawn_blocking(move || file_digest(&p)).await.ok().flatten();
         if current == Some((f.size, f.sha256)) {
             apply_owner(&local, &f.owner, as_root, true)?;
-            return Ok(true);
+            return Ok(None);
         }
     }
-    let parts = match &f.data {
-        FileData::Empty => Vec::new(),
-        FileData::Stored { parts } => parts.clone(),
-        FileData::Same { .. } | FileData::Pages { .. } => {
-            return Err(CliError::new(
-                ErrorCode::NotImplemented,
-                format!("{}: incremental data needs a newer pgstrata", f.path),
-            ));
-        }
-    };
     let tmp =
         local.with_file_name(format!(".{}.pgstrata", local.file_name().and_then(|n| n.to_str()).unwrap_or("file")));
-    let mut out = std::fs::File::create(&tmp).map_err(|e| io(&tmp, "create", e))?;
-    let mut hasher = CountingHasher::default();
-    for part in parts {
-        let key = repo.layout.pack(label, part.pack);
-        let bytes = repo.store.get_range(&key, part.offset..part.offset + part.len).await?;
-        let k = repo.key.clone();
-        let what = format!("{} (part of {})", key, f.path);
-        let plain = tokio::task::spawn_blocking(move || decode_blob(&bytes, &what, k.as_ref()))
-            .await
-            .map_err(|e| CliError::new(ErrorCode::Format, format!("decode task failed: {e}")))??;
-        if plain.len() as u64 != part.plain_len {
+    let file = std::fs::File::create(&tmp).map_err(|e| io(&tmp, "create", e))?;
+    file.set_len(f.size).map_err(|e| io(&tmp, "size", e))?;
+    Ok(Some(OpenFile { entry: f, local, tmp, file }))
+}
+
+/// Fetches one part, decodes it, checks every frame against the manifest, writes it in place.
+async fn restore_part(
+    repo: &Repo,
+    label: &BackupLabel,
+    file: std::sync::Arc<OpenFile>,
+    part: pgstrata_repo_format::meta::PartRef,
+    offset: u64,
+    first_chunk: usize,
+) -> CliResult<()> {
+    let key = repo.layout.pack(label, part.pack);
+    let bytes = repo.store.get_range(&key, part.offset..part.offset + part.len).await?;
+    let k = repo.key.clone();
+    tokio::task::spawn_blocking(move || {
+        let what = format!("{key} (part of {})", file.entry.path);
+        let (plain, summary) = decode_blob_with_summary(&bytes, &what, k.as_ref())?;
+        let expected = file.entry.chunks.get(first_chunk..first_chunk + summary.chunk_sha256.len());
+        if plain.len() as u64 != part.plain_len || expected != Some(summary.chunk_sha256.as_slice()) {
             return Err(CliError::new(
                 ErrorCode::Format,
-                format!("{}: a part decoded to {} bytes, expected {}", f.path, plain.len(), part.plain_len),
+                format!("{}: restored bytes at offset {offset} do not match the manifest's checksums", file.entry.path),
             ));
         }
-        hasher.update(&plain);
-        out.write_all(&plain).map_err(|e| io(&tmp, "write", e))?;
-    }
-    let (size, sha) = hasher.finish();
-    if size != f.size || sha != f.sha256 {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(CliError::new(
-            ErrorCode::Format,
-            format!(
-                "{} restored with checksum {sha} ({size} bytes) but the manifest says {} ({} bytes)",
-                f.path, f.sha256, f.size
-            ),
-        ));
-    }
-    out.sync_all().map_err(|e| io(&tmp, "sync", e))?;
-    drop(out);
-    let mtime = SystemTime::UNIX_EPOCH + Duration::from_secs(u64::try_from(f.mtime).unwrap_or(0));
-    if let Ok(file) = std::fs::File::options().write(true).open(&tmp) {
-        let _ = file.set_modified(mtime);
-    }
-    apply_owner(&tmp, &f.owner, as_root, true)?;
-    std::fs::rename(&tmp, &local).map_err(|e| io(&local, "rename into", e))?;
-    Ok(false)
+        std::os::unix::fs::FileExt::write_all_at(&file.file, &plain, offset).map_err(|e| io(&file.tmp, "write", e))
+    })
+    .await
+    .map_err(|e| CliError::new(ErrorCode::Format, format!("restore task failed: {e}")))?
 }
 
 /// PostgreSQL recreates tablespace links from `tablespace_map` at start: it must name the

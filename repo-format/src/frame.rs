@@ -399,7 +399,8 @@ pub fn encode_blob(data: &[u8], settings: BlobSettings, key: Option<&DataKey>) -
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DecodeSummary {
     pub plain_len: u64,
-    pub plain_sha256: Sha256Digest,
+    /// SHA-256 of each frame's plaintext: compare with a manifest's chunk digests.
+    pub chunk_sha256: Vec<Sha256Digest>,
     pub frames: u64,
 }
 
@@ -412,7 +413,8 @@ pub struct BlobDecoder {
     header: Option<(BlobHeader, [u8; BLOB_HEADER_LEN])>,
     index: u64,
     done: bool,
-    plain: CountingHasher,
+    plain_len: u64,
+    chunks: Vec<Sha256Digest>,
 }
 
 impl std::fmt::Debug for BlobDecoder {
@@ -433,7 +435,8 @@ impl BlobDecoder {
             header: None,
             index: 0,
             done: false,
-            plain: CountingHasher::default(),
+            plain_len: 0,
+            chunks: Vec::new(),
         }
     }
 
@@ -527,7 +530,10 @@ impl BlobDecoder {
             return Err(self.corrupt_frame("unknown flags"));
         }
         let plain = self.decompress(codec, body, plain_len)?;
-        self.plain.update(&plain);
+        self.plain_len += plain.len() as u64;
+        if !plain.is_empty() {
+            self.chunks.push(Sha256Digest::of(&plain));
+        }
         self.index += 1;
         if fh[9] & FLAG_LAST != 0 {
             self.done = true;
@@ -548,8 +554,7 @@ impl BlobDecoder {
                 format!("ends after {} frames without the last-frame marker", self.index),
             ));
         }
-        let (plain_len, plain_sha256) = self.plain.finish();
-        Ok(DecodeSummary { plain_len, plain_sha256, frames: self.index })
+        Ok(DecodeSummary { plain_len: self.plain_len, chunk_sha256: self.chunks, frames: self.index })
     }
 
     fn check_key(&self, header: &BlobHeader) -> Result<()> {
@@ -610,12 +615,21 @@ fn u32_at(b: &[u8], at: usize) -> u32 {
 
 /// Decodes a whole blob held in memory.
 pub fn decode_blob(bytes: &[u8], what: &str, key: Option<&DataKey>) -> Result<Vec<u8>> {
+    decode_blob_with_summary(bytes, what, key).map(|(plain, _)| plain)
+}
+
+/// Decodes a whole blob held in memory; also returns the per-frame digests.
+pub fn decode_blob_with_summary(bytes: &[u8], what: &str, key: Option<&DataKey>) -> Result<(Vec<u8>, DecodeSummary)> {
     let mut dec = BlobDecoder::new(what, key);
     dec.feed(bytes);
     let mut out = Vec::new();
     while let Some(frame) = dec.poll()? {
-        out.extend_from_slice(&frame);
+        if out.is_empty() {
+            out = frame;
+        } else {
+            out.extend_from_slice(&frame);
+        }
     }
-    dec.finish()?;
-    Ok(out)
+    let summary = dec.finish()?;
+    Ok((out, summary))
 }

@@ -48,5 +48,8 @@ pub mod pg;
 pub use crypto::{DataKey, KdfParams, KeyId, WrappedKey};
 pub use digest::Sha256Digest;
 pub use error::{FormatError, Result};
-pub use frame::{BlobDecoder, BlobEncoder, BlobSettings, BlobSummary, Compression, decode_blob, encode_blob};
+pub use frame::{
+    BlobDecoder, BlobEncoder, BlobSettings, BlobSummary, Compression, DecodeSummary, decode_blob,
+    decode_blob_with_summary, encode_blob,
+};
 pub use label::{BackupLabel, BackupType};
