@@ -327,7 +327,7 @@ async fn restore(config: &Config, stanza: &str, data: &Path, workers: usize) -> 
         };
         let mut offset = 0u64;
         for part in parts {
-            if offset % frame_size != 0 {
+            if !offset.is_multiple_of(frame_size) {
                 return Err(CliError::new(
                     ErrorCode::Format,
                     format!("{}: a part starts inside a frame", f.entry.path),
