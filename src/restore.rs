@@ -7,7 +7,6 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use futures::StreamExt;
-use pgstrata_repo_format::digest::CountingHasher;
 use pgstrata_repo_format::layout::copy_of;
 use pgstrata_repo_format::meta::{
     CatalogEntry, FileData, FileEntry, ManifestEntry, ManifestHeader, Ownership, read_manifest,
@@ -300,7 +299,8 @@ async fn restore(config: &Config, stanza: &str, data: &Path, workers: usize) -> 
     let plan = std::sync::Arc::new(plan);
     let checks: Vec<CliResult<Option<OpenFile>>> = futures::stream::iter(files.into_iter().map(|f| {
         let plan = std::sync::Arc::clone(&plan);
-        async move { prepare_file(&plan, f, delta, as_root).await }
+        let frame = usize::try_from(frame_size).unwrap_or(1 << 20);
+        async move { prepare_file(&plan, f, delta, as_root, frame).await }
     }))
     .buffer_unordered(workers)
     .collect()
@@ -417,18 +417,30 @@ fn remove_extras(plan: &RestorePlan, wanted: &HashSet<PathBuf>) -> CliResult<()>
     Ok(())
 }
 
-fn file_digest(path: &Path) -> Option<(u64, Sha256Digest)> {
+/// Size and manifest digest (hash list of chunk digests) of a local file.
+fn local_digest(path: &Path, frame_size: usize) -> Option<(u64, Sha256Digest)> {
     let mut f = std::fs::File::open(path).ok()?;
-    let mut h = CountingHasher::default();
-    let mut buf = vec![0u8; 1 << 20];
+    let mut chunks = Vec::new();
+    let mut size = 0u64;
+    let mut buf = vec![0u8; frame_size.max(1)];
     loop {
-        let n = std::io::Read::read(&mut f, &mut buf).ok()?;
+        let mut n = 0;
+        while n < buf.len() {
+            match std::io::Read::read(&mut f, &mut buf[n..]).ok()? {
+                0 => break,
+                k => n += k,
+            }
+        }
         if n == 0 {
             break;
         }
-        h.update(&buf[..n]);
+        size += n as u64;
+        chunks.push(Sha256Digest::of(&buf[..n]));
+        if n < buf.len() {
+            break;
+        }
     }
-    Some(h.finish())
+    Some((size, pgstrata_repo_format::digest::file_digest(&chunks)))
 }
 
 /// A file being restored: written under a temporary name, renamed when complete.
@@ -453,13 +465,19 @@ impl OpenFile {
 
 /// Delta check, then the temporary file at its final size; `None` when delta found the file
 /// already identical.
-async fn prepare_file(plan: &RestorePlan, f: FileEntry, delta: bool, as_root: bool) -> CliResult<Option<OpenFile>> {
+async fn prepare_file(
+    plan: &RestorePlan,
+    f: FileEntry,
+    delta: bool,
+    as_root: bool,
+    frame_size: usize,
+) -> CliResult<Option<OpenFile>> {
     let Some(local) = plan.local(&f.path) else {
         return Err(CliError::new(ErrorCode::Format, format!("manifest path {} is outside every target", f.path)));
     };
     if delta {
         let p = local.clone();
-        let current = tokio::task::spawn_blocking(move || file_digest(&p)).await.ok().flatten();
+        let current = tokio::task::spawn_blocking(move || local_digest(&p, frame_size)).await.ok().flatten();
         if current == Some((f.size, f.sha256)) {
             apply_owner(&local, &f.owner, as_root, true)?;
             return Ok(None);

@@ -51,6 +51,24 @@ impl<'de> Deserialize<'de> for Sha256Digest {
     }
 }
 
+/// A file's digest as manifests record it: SHA-256 over the concatenated SHA-256 digests of its
+/// frame-sized chunks (a hash list). It is as strong as a digest of the plaintext, and parts of
+/// a large file can be hashed on different threads and combined in order.
+pub fn file_digest(chunks: &[Sha256Digest]) -> Sha256Digest {
+    let mut h = Sha256::new();
+    for c in chunks {
+        h.update(c.0);
+    }
+    Sha256Digest(h.finalize().into())
+}
+
+/// Chunk digests and file digest of data held in memory, for a frame size.
+pub fn digests_of(data: &[u8], frame_size: usize) -> (Vec<Sha256Digest>, Sha256Digest) {
+    let chunks: Vec<Sha256Digest> = data.chunks(frame_size.max(1)).map(Sha256Digest::of).collect();
+    let file = file_digest(&chunks);
+    (chunks, file)
+}
+
 /// An incremental SHA-256 that also counts the bytes it saw.
 #[derive(Clone, Default, Debug)]
 pub struct CountingHasher {

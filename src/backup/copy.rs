@@ -3,12 +3,10 @@
 //! with bounded uploads. Every queue is bounded, so memory depends on the number of workers and
 //! the part size, never on the size of the database.
 
-use std::io::Read;
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use pgstrata_repo_format::digest::CountingHasher;
 use pgstrata_repo_format::layout::StanzaLayout;
 use pgstrata_repo_format::meta::PartRef;
 use pgstrata_repo_format::pg::{BLCKSZ, Lsn, PageVerdict, verify_page};
@@ -59,11 +57,6 @@ struct Sealed {
     part: usize,
     bytes: Vec<u8>,
     plain_len: u64,
-}
-
-struct FileDone {
-    file: usize,
-    result: CliResult<CopiedFile>,
 }
 
 /// Writes pack objects `pack/<n>` one after another.
@@ -125,10 +118,11 @@ impl PackWriter {
     }
 }
 
-fn read_full(file: &mut std::fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
+/// Reads up to `buf.len()` bytes at `offset`; fewer only at the end of the file.
+fn read_at_full(file: &std::fs::File, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
     let mut n = 0;
     while n < buf.len() {
-        match file.read(&mut buf[n..]) {
+        match file.read_at(&mut buf[n..], offset + n as u64) {
             Ok(0) => break,
             Ok(k) => n += k,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
@@ -163,82 +157,112 @@ fn check_pages(file: &std::fs::File, buf: &[u8], offset: u64, first_block: u32, 
     }
 }
 
-fn copy_one(
+/// One part of one file: what a worker does.
+#[derive(Clone, Copy, Debug)]
+struct PartJob {
+    file: usize,
+    part: usize,
+    offset: u64,
+    len: usize,
+}
+
+/// What a worker reports for one part.
+#[derive(Debug, Default)]
+struct PartDone {
+    plain_len: u64,
+    chunks: Vec<Sha256Digest>,
+    page_errors: Vec<u32>,
+    vanished: bool,
+}
+
+fn copy_part(
     f: &SourceFile,
-    index: usize,
+    job: PartJob,
     settings: &CopySettings,
+    buf: &mut Vec<u8>,
     tx: &tokio::sync::mpsc::Sender<Sealed>,
-) -> CliResult<CopiedFile> {
-    let mut file = match std::fs::File::open(&f.fs_path) {
+) -> CliResult<PartDone> {
+    let file = match std::fs::File::open(&f.fs_path) {
         Ok(file) => file,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Ok(CopiedFile { vanished: true, ..Default::default() });
+            return Ok(PartDone { vanished: true, ..Default::default() });
         }
         Err(e) => {
             return Err(CliError::new(ErrorCode::FileRead, format!("unable to open {}: {e}", f.fs_path.display())));
         }
     };
-    let mut whole = CountingHasher::default();
-    let mut out = CopiedFile::default();
-    let mut buf = vec![0u8; settings.part_size];
-    let mut part = 0usize;
-    loop {
-        let offset = whole.len();
-        let n = read_full(&mut file, &mut buf)
-            .map_err(|e| CliError::new(ErrorCode::FileRead, format!("unable to read {}: {e}", f.fs_path.display())))?;
-        if n == 0 {
-            break;
-        }
-        let data = &buf[..n];
-        whole.update(data);
-        if settings.checksum_pages
-            && let Some(first_block) = f.first_block
-        {
-            check_pages(&file, data, offset, first_block, settings.start_lsn, &mut out.page_errors);
-        }
-        let mut enc = BlobEncoder::new(settings.blob, settings.key.as_ref())?;
-        let mut sealed = Vec::with_capacity(n / 2 + 64);
-        enc.write(data, &mut sealed);
-        let summary = enc.finish(&mut sealed);
-        out.chunks.extend(summary.chunk_sha256);
-        tx.blocking_send(Sealed { file: index, part, bytes: sealed, plain_len: n as u64 })
-            .map_err(|_| CliError::new(ErrorCode::RepoInvalid, "the pack writer stopped"))?;
-        part += 1;
-        if n < buf.len() {
-            break;
-        }
+    buf.resize(job.len, 0);
+    let n = read_at_full(&file, buf, job.offset)
+        .map_err(|e| CliError::new(ErrorCode::FileRead, format!("unable to read {}: {e}", f.fs_path.display())))?;
+    let mut done = PartDone { plain_len: n as u64, ..Default::default() };
+    if n == 0 {
+        return Ok(done);
     }
-    let (size, sha256) = whole.finish();
-    out.size = size;
-    out.sha256 = sha256;
-    Ok(out)
+    let data = &buf[..n];
+    if settings.checksum_pages
+        && let Some(first_block) = f.first_block
+    {
+        check_pages(&file, data, job.offset, first_block, settings.start_lsn, &mut done.page_errors);
+    }
+    let mut enc = BlobEncoder::new(settings.blob, settings.key.as_ref())?;
+    let mut sealed = Vec::with_capacity(n / 2 + 64);
+    enc.write(data, &mut sealed);
+    let summary = enc.finish(&mut sealed);
+    done.chunks = summary.chunk_sha256;
+    tx.blocking_send(Sealed { file: job.file, part: job.part, bytes: sealed, plain_len: n as u64 })
+        .map_err(|_| CliError::new(ErrorCode::RepoInvalid, "the pack writer stopped"))?;
+    Ok(done)
 }
 
-/// Copies `files` into packs of `label`, starting at pack `first_pack`. Returns what was stored
-/// for each file (same order as `files`).
+/// Splits files into part jobs, biggest files first so the tail of the backup stays parallel.
+fn plan_jobs(files: &[SourceFile], part_size: usize) -> Vec<PartJob> {
+    let mut order: Vec<usize> = (0..files.len()).collect();
+    order.sort_by(|a, b| files[*b].size.cmp(&files[*a].size));
+    let mut jobs = Vec::new();
+    for file in order {
+        let size = files[file].size;
+        if size == 0 {
+            continue;
+        }
+        let parts = size.div_ceil(part_size as u64);
+        for part in 0..parts {
+            let offset = part * part_size as u64;
+            // The last part reads whatever is there (the file may have grown since the walk).
+            let len = if part + 1 == parts {
+                part_size
+            } else {
+                part_size.min(usize::try_from(size - offset).unwrap_or(part_size))
+            };
+            jobs.push(PartJob { file, part: usize::try_from(part).unwrap_or(usize::MAX), offset, len });
+        }
+    }
+    jobs
+}
+
+/// Copies `files` into packs; returns what was stored for each file (same order as `files`).
+/// Parts of one file are copied by different workers; a file's digest is the hash list of its
+/// chunk digests, so no worker needs another's bytes.
 pub async fn copy_files(
     writer: &mut PackWriter,
     files: Arc<Vec<SourceFile>>,
     settings: CopySettings,
 ) -> CliResult<Vec<CopiedFile>> {
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Sealed>(settings.workers * 2);
-    let (done_tx, done_rx) = std::sync::mpsc::channel::<FileDone>();
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<(PartJob, CliResult<PartDone>)>();
+    let jobs = Arc::new(plan_jobs(&files, settings.part_size));
     let next = Arc::new(AtomicUsize::new(0));
-    // Big files first, so the last worker is not left alone with a huge one.
-    let mut order: Vec<usize> = (0..files.len()).collect();
-    order.sort_by(|a, b| files[*b].size.cmp(&files[*a].size));
-    let order = Arc::new(order);
     let mut threads = Vec::new();
     for w in 0..settings.workers {
-        let (files, order, next, tx, done_tx, settings) =
-            (Arc::clone(&files), Arc::clone(&order), Arc::clone(&next), tx.clone(), done_tx.clone(), settings.clone());
+        let (files, jobs, next, tx, done_tx, settings) =
+            (Arc::clone(&files), Arc::clone(&jobs), Arc::clone(&next), tx.clone(), done_tx.clone(), settings.clone());
         let spawned = std::thread::Builder::new().name(format!("pgstrata-copy-{w}")).spawn(move || {
+            let mut buf = Vec::new();
             loop {
                 let i = next.fetch_add(1, Ordering::SeqCst);
-                let Some(&index) = order.get(i) else { break };
-                let result = copy_one(&files[index], index, &settings, &tx);
+                let Some(&job) = jobs.get(i) else { break };
+                let result = copy_part(&files[job.file], job, &settings, &mut buf, &tx);
                 let failed = result.is_err();
-                if done_tx.send(FileDone { file: index, result }).is_err() || failed {
+                if done_tx.send((job, result)).is_err() || failed {
                     break;
                 }
             }
@@ -249,11 +273,11 @@ pub async fn copy_files(
     }
     drop(tx);
     drop(done_tx);
-    let mut parts: Vec<Vec<(usize, PartRef)>> = vec![Vec::new(); files.len()];
+    let mut refs: Vec<Vec<(usize, PartRef)>> = vec![Vec::new(); files.len()];
     let mut failure = None;
     while let Some(sealed) = rx.recv().await {
         match writer.append(&sealed.bytes, sealed.plain_len).await {
-            Ok(part) => parts[sealed.file].push((sealed.part, part)),
+            Ok(r) => refs[sealed.file].push((sealed.part, r)),
             Err(e) => {
                 failure = Some(e);
                 break;
@@ -267,21 +291,45 @@ pub async fn copy_files(
     if let Some(e) = failure {
         return Err(e);
     }
-    let mut results: Vec<CopiedFile> = vec![CopiedFile::default(); files.len()];
+    let mut parts: Vec<Vec<(PartJob, PartDone)>> = (0..files.len()).map(|_| Vec::new()).collect();
     let mut seen = 0usize;
-    for done in done_rx.try_iter() {
+    for (job, result) in done_rx.try_iter() {
         seen += 1;
-        let mut copied = done.result?;
-        let mut p = std::mem::take(&mut parts[done.file]);
-        p.sort_by_key(|(n, _)| *n);
-        copied.parts = p.into_iter().map(|(_, r)| r).collect();
-        results[done.file] = copied;
+        parts[job.file].push((job, result?));
     }
-    if seen != files.len() {
+    if seen != jobs.len() {
         return Err(CliError::new(
             ErrorCode::RepoInvalid,
-            format!("only {seen} of {} files were copied (a worker stopped)", files.len()),
+            format!("only {seen} of {} parts were copied (a worker stopped)", jobs.len()),
         ));
+    }
+    let mut results = Vec::with_capacity(files.len());
+    for (index, mut done) in parts.into_iter().enumerate() {
+        done.sort_by_key(|(job, _)| job.part);
+        let mut file_refs = std::mem::take(&mut refs[index]);
+        file_refs.sort_by_key(|(n, _)| *n);
+        let mut out = CopiedFile::default();
+        if done.first().is_some_and(|(_, d)| d.vanished) {
+            out.vanished = true;
+        }
+        for (job, d) in done {
+            if d.plain_len == 0 {
+                break;
+            }
+            out.size += d.plain_len;
+            out.chunks.extend(d.chunks);
+            out.page_errors.extend(d.page_errors);
+            if let Some((_, r)) = file_refs.iter().find(|(n, _)| *n == job.part) {
+                out.parts.push(*r);
+            }
+            // A short part means the file was truncated while being copied: it ends here (WAL
+            // replay restores whatever changed after the backup started).
+            if (d.plain_len as usize) < job.len {
+                break;
+            }
+        }
+        out.sha256 = pgstrata_repo_format::digest::file_digest(&out.chunks);
+        results.push(out);
     }
     Ok(results)
 }

@@ -237,7 +237,7 @@ async fn backup(config: &Config, stanza: &str, requested: BackupType) -> CliResu
             size: content.len() as u64,
             mtime: stop_time,
             owner: owner.clone(),
-            sha256: summary.plain_sha256,
+            sha256: pgstrata_repo_format::digest::file_digest(&summary.chunk_sha256),
             chunks: summary.chunk_sha256,
             data: FileData::Stored { parts: vec![part] },
             page_errors: vec![],
