@@ -84,6 +84,17 @@ echo "database size: $(psql "select pg_size_pretty(sum(pg_database_size(datname)
 as_pg "${PGB[@]}" stanza-create > /dev/null
 as_pg "${PGS[@]}" stanza-create > /dev/null
 
+# Lets the archiver catch up, so neither tool's backup waits on an old WAL backlog.
+drain_archive() {
+  local seg
+  seg=$(psql "select pg_walfile_name(pg_switch_wal())")
+  for _ in $(seq 1 600); do
+    [ "$(psql "select coalesce(last_archived_wal, '') >= '$seg' from pg_stat_archiver")" = "t" ] && return 0
+    sleep 0.5
+  done
+  echo "compare: the archiver did not catch up" >&2; return 1
+}
+
 measure() { # label, command...: prints "label wall cpu rss_kib"
   local label=$1; shift
   local out="$W/time.$$"
@@ -103,7 +114,9 @@ for comp in "zst 3" "lz4 0"; do
   as_pg "${PGB[@]}" stanza-create > /dev/null 2>&1 || true
   as_pg "${PGS[@]}" stanza-create > /dev/null 2>&1 || true
   echo "== $tag: full backups" >&2
+  drain_archive
   r1=$(measure pgbackrest "${PGB[@]}" backup --type=full "${opts[@]}")
+  drain_archive
   r2=$(measure pgstrata "${PGS[@]}" backup --type=full "${opts[@]}")
   s1=$(du -sb "$W/repo-pgbackrest-$tag/backup" | cut -f1)
   s2=$(du -sb "$W/repo-pgstrata-$tag/stanza/bench/backup" | cut -f1)
