@@ -343,3 +343,18 @@ fn incomplete_repo_options_name_the_missing_one() {
     assert_eq!(o.status.code(), Some(37), "{:?}", text(&o));
     assert!(text(&o).1.contains("requires option: repo1-s3-key"), "{:?}", text(&o));
 }
+
+#[test]
+fn a_second_backup_of_a_stanza_is_refused_while_one_runs() {
+    let t = tempfile::tempdir().unwrap();
+    let locks = t.path().join("lock");
+    std::fs::create_dir_all(&locks).unwrap();
+    let held = std::fs::File::create(locks.join("db-backup.lock")).unwrap();
+    held.lock().unwrap();
+    let lp = format!("--lock-path={}", locks.display());
+    let o = run(&["backup", "--stanza=db", &lp], &[("PGSTRATA_LOG_LEVEL_FILE", "off")]);
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(50), "{err}");
+    assert!(err.contains("another backup is running"), "{err}");
+    drop(held);
+}

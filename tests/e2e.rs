@@ -410,3 +410,47 @@ fn check_info(cluster: &Cluster, s: &Setup, encrypted: bool) {
     assert!(t.contains("stanza: db") && t.contains("status: ok") && t.contains("full backup: "), "{t}");
     assert!(t.contains("wal archive min/max (15-1): "), "{t}");
 }
+
+/// Two repositories: a segment is acknowledged only once it is in both. Then `stanza-upgrade`
+/// records a new database (as after pg_upgrade), after which that cluster's WAL is accepted.
+#[test]
+fn two_repositories_and_stanza_upgrade() {
+    if !postgres_available() {
+        return;
+    }
+    let scratch = Scratch::new("pgstrata-multi-");
+    let (r1, r2) = (scratch.path("repo1"), scratch.path("repo2"));
+    let lines = format!("repo1-path={}\nrepo2-path={}\n", r1.display(), r2.display());
+    let (cluster, s) = archiving_cluster_on(&scratch, "main", &lines, None);
+    s.ok(&["--stanza=db", "stanza-create"]);
+    let seg = cluster.archive_now();
+    for repo in [&r1, &r2] {
+        let dir = repo.join("stanza/db/archive/15-1/0000000100000000");
+        let names: Vec<String> =
+            std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        assert!(
+            names.iter().any(|n| n.starts_with(&format!("{seg}-"))),
+            "{seg} missing from {}: {names:?}",
+            dir.display()
+        );
+    }
+
+    // A new cluster takes over the stanza: refused until stanza-upgrade records it.
+    let other = Cluster::init(&scratch, "upgraded");
+    let s_other = setup_on(&scratch, "upgraded.conf", &other, &lines, None);
+    let wal = other.data.join("pg_wal/000000010000000000000001");
+    let o = s_other.run(&["--stanza=db", "archive-push", wal.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(44), "{}", text(&o));
+    s_other.ok(&["--stanza=db", "stanza-upgrade", "--no-online"]);
+    s_other.ok(&["--stanza=db", "stanza-upgrade", "--no-online"]);
+    s_other.ok(&["--stanza=db", "archive-push", wal.to_str().unwrap()]);
+    let o = s_other.ok(&["--stanza=db", "info", "--output=json", "--repo=1"]);
+    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let dbs = doc[0]["db"].as_array().unwrap();
+    assert_eq!(dbs.len(), 2, "{doc}");
+    assert_eq!(dbs[1]["system-id"].as_u64().map(|v| v.to_string()), Some(other.control_sysid()));
+    assert!(
+        r2.join("stanza/db/archive/15-2/0000000100000000").is_dir(),
+        "the upgraded db archives under 15-2 in repo2 too"
+    );
+}

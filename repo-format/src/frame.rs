@@ -169,8 +169,8 @@ impl BlobHeader {
 pub struct BlobSummary {
     /// Plaintext bytes written in.
     pub plain_len: u64,
-    /// SHA-256 of the plaintext.
-    pub plain_sha256: Sha256Digest,
+    /// SHA-256 of the plaintext (`None` when the encoder was told not to compute it).
+    pub plain_sha256: Option<Sha256Digest>,
     /// Blob bytes produced (header and frames).
     pub stored_len: u64,
     /// SHA-256 of the blob bytes.
@@ -293,14 +293,15 @@ pub struct BlobEncoder {
     pending: Vec<u8>,
     index: u64,
     header_written: bool,
-    plain: CountingHasher,
+    plain: Option<CountingHasher>,
+    plain_len: u64,
     stored: CountingHasher,
     chunks: Vec<Sha256Digest>,
 }
 
 impl std::fmt::Debug for BlobEncoder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("BlobEncoder").field("index", &self.index).field("plain_len", &self.plain.len()).finish()
+        f.debug_struct("BlobEncoder").field("index", &self.index).field("plain_len", &self.plain_len).finish()
     }
 }
 
@@ -328,7 +329,8 @@ impl BlobEncoder {
             pending: Vec::new(),
             index: 0,
             header_written: false,
-            plain: CountingHasher::default(),
+            plain: Some(CountingHasher::default()),
+            plain_len: 0,
             stored: CountingHasher::default(),
             chunks: Vec::new(),
         })
@@ -337,8 +339,18 @@ impl BlobEncoder {
     /// Feeds plaintext; appends any completed frames (and the header, the first time) to `out`.
     pub fn write(&mut self, mut data: &[u8], out: &mut Vec<u8>) {
         self.write_header(out);
-        self.plain.update(data);
+        if let Some(h) = self.plain.as_mut() {
+            h.update(data);
+        }
+        self.plain_len += data.len() as u64;
         while !data.is_empty() {
+            if self.pending.is_empty() && data.len() > self.frame_size {
+                // A whole frame with more data after it: seal straight from the input.
+                let (frame, rest) = data.split_at(self.frame_size);
+                self.seal_frame(frame, false, out);
+                data = rest;
+                continue;
+            }
             if self.pending.len() == self.frame_size {
                 // More data follows, so the buffered frame is not the last one.
                 self.flush_frame(false, out);
@@ -354,7 +366,8 @@ impl BlobEncoder {
     pub fn finish(mut self, out: &mut Vec<u8>) -> BlobSummary {
         self.write_header(out);
         self.flush_frame(true, out);
-        let (plain_len, plain_sha256) = self.plain.finish();
+        let plain_len = self.plain_len;
+        let plain_sha256 = self.plain.map(|h| h.finish().1);
         let (stored_len, stored_sha256) = self.stored.finish();
         BlobSummary {
             plain_len,
@@ -375,14 +388,27 @@ impl BlobEncoder {
     }
 
     fn flush_frame(&mut self, last: bool, out: &mut Vec<u8>) {
-        if !self.pending.is_empty() {
-            self.chunks.push(Sha256Digest::of(&self.pending));
+        let pending = std::mem::take(&mut self.pending);
+        self.seal_frame(&pending, last, out);
+        self.pending = pending;
+        self.pending.clear();
+    }
+
+    fn seal_frame(&mut self, plain: &[u8], last: bool, out: &mut Vec<u8>) {
+        if !plain.is_empty() {
+            self.chunks.push(Sha256Digest::of(plain));
         }
         let start = out.len();
-        self.sealer.seal(self.index, &self.pending, last, out);
+        self.sealer.seal(self.index, plain, last, out);
         self.stored.update(&out[start..]);
-        self.pending.clear();
         self.index += 1;
+    }
+
+    /// Skips the SHA-256 of the whole plaintext (`BlobSummary::plain_sha256` is then `None`),
+    /// for callers that derive a digest from the per-frame digests instead.
+    pub fn without_plain_digest(mut self) -> Self {
+        self.plain = None;
+        self
     }
 }
 
@@ -490,52 +516,21 @@ impl BlobDecoder {
             return Ok(None);
         }
         let start = self.pos + FRAME_HEADER_LEN;
-        let mut body = self.buf[start..start + body_len].to_vec();
-        self.pos = start + body_len;
         let Some((_, raw_header)) = self.header else {
             return Err(FormatError::corrupt(&self.what, "frame before header"));
         };
-        let body = match &self.key {
-            Some(key) => {
-                // Bytes 12..16 are outside the associated data, so they must be exactly zero.
-                if fh[10..16] != [0; 6] {
-                    return Err(self.corrupt_frame("reserved bytes are not zero"));
-                }
-                let mut nonce = [0u8; NONCE_LEN];
-                nonce.copy_from_slice(&body[..NONCE_LEN]);
-                let mut tag = [0u8; TAG_LEN];
-                tag.copy_from_slice(&body[body_len - TAG_LEN..]);
-                let aad = frame_aad(&raw_header, self.index, &fh);
-                let ct = &mut body[NONCE_LEN..body_len - TAG_LEN];
-                if !key.open(&nonce, &aad, ct, &tag) {
-                    return Err(self.corrupt_frame("authentication failed (altered, moved or reordered)"));
-                }
-                body.truncate(body_len - TAG_LEN);
-                body.drain(..NONCE_LEN);
-                body
-            }
-            None => {
-                if fh[10..12] != [0, 0] {
-                    return Err(self.corrupt_frame("reserved bytes are not zero"));
-                }
-                let sum = frame_sum(&raw_header, self.index, &fh, &body);
-                if sum != u32_at(&fh, 12) {
-                    return Err(self.corrupt_frame("checksum mismatch (altered, moved or reordered)"));
-                }
-                body
-            }
-        };
-        let codec = Codec::from_byte(fh[8]).ok_or_else(|| self.corrupt_frame("unknown codec"))?;
-        if fh[9] & !FLAG_LAST != 0 {
-            return Err(self.corrupt_frame("unknown flags"));
-        }
-        let plain = self.decompress(codec, body, plain_len)?;
+        let ctx = FrameCtx { what: &self.what, key: self.key.as_ref(), raw_header: &raw_header };
+        let mut plain = Vec::new();
+        let mut scratch = Vec::new();
+        let body = &self.buf[start..start + body_len];
+        let last = open_frame(&ctx, self.index, &fh, body, &mut scratch, &mut plain)?;
+        self.pos = start + body_len;
         self.plain_len += plain.len() as u64;
         if !plain.is_empty() {
             self.chunks.push(Sha256Digest::of(&plain));
         }
         self.index += 1;
-        if fh[9] & FLAG_LAST != 0 {
+        if last {
             self.done = true;
         }
         Ok(Some(plain))
@@ -573,26 +568,6 @@ impl BlobDecoder {
         }
     }
 
-    fn decompress(&self, codec: Codec, body: Vec<u8>, plain_len: usize) -> Result<Vec<u8>> {
-        let plain = match codec {
-            Codec::Stored => body,
-            Codec::Zstd => {
-                zstd::bulk::decompress(&body, plain_len).map_err(|e| self.corrupt_frame(&format!("zstd: {e}")))?
-            }
-            Codec::Lz4 => {
-                let mut out = vec![0u8; plain_len];
-                let n = lz4_flex::block::decompress_into(&body, &mut out)
-                    .map_err(|e| self.corrupt_frame(&format!("lz4: {e}")))?;
-                out.truncate(n);
-                out
-            }
-        };
-        if plain.len() != plain_len {
-            return Err(self.corrupt_frame("decoded length differs from header"));
-        }
-        Ok(plain)
-    }
-
     fn corrupt_frame(&self, detail: &str) -> FormatError {
         FormatError::corrupt(&self.what, format!("frame {}: {detail}", self.index))
     }
@@ -609,6 +584,87 @@ impl BlobDecoder {
     }
 }
 
+/// What opening a frame needs to know about its blob.
+struct FrameCtx<'a> {
+    what: &'a str,
+    key: Option<&'a DataKey>,
+    raw_header: &'a [u8; BLOB_HEADER_LEN],
+}
+
+/// Verifies and decodes one frame whose header is `fh` and body `body` (lengths already
+/// checked against the limits), appending its plaintext to `out`. Returns whether it is the last
+/// frame. `scratch` holds decrypted bytes; stored and unencrypted frames are not copied first.
+fn open_frame(
+    ctx: &FrameCtx<'_>,
+    index: u64,
+    fh: &[u8; FRAME_HEADER_LEN],
+    body: &[u8],
+    scratch: &mut Vec<u8>,
+    out: &mut Vec<u8>,
+) -> Result<bool> {
+    let corrupt = |detail: &str| FormatError::corrupt(ctx.what, format!("frame {index}: {detail}"));
+    let plain_len = u32_at(fh, 4) as usize;
+    let compressed: &[u8] = match ctx.key {
+        Some(key) => {
+            // Bytes 12..16 are outside the associated data, so they must be exactly zero.
+            if fh[10..16] != [0; 6] {
+                return Err(corrupt("reserved bytes are not zero"));
+            }
+            let n = body.len();
+            let mut nonce = [0u8; NONCE_LEN];
+            nonce.copy_from_slice(&body[..NONCE_LEN]);
+            let mut tag = [0u8; TAG_LEN];
+            tag.copy_from_slice(&body[n - TAG_LEN..]);
+            scratch.clear();
+            scratch.extend_from_slice(&body[NONCE_LEN..n - TAG_LEN]);
+            let aad = frame_aad(ctx.raw_header, index, fh);
+            if !key.open(&nonce, &aad, scratch, &tag) {
+                return Err(corrupt("authentication failed (altered, moved or reordered)"));
+            }
+            scratch
+        }
+        None => {
+            if fh[10..12] != [0, 0] {
+                return Err(corrupt("reserved bytes are not zero"));
+            }
+            if frame_sum(ctx.raw_header, index, fh, body) != u32_at(fh, 12) {
+                return Err(corrupt("checksum mismatch (altered, moved or reordered)"));
+            }
+            body
+        }
+    };
+    let codec = Codec::from_byte(fh[8]).ok_or_else(|| corrupt("unknown codec"))?;
+    if fh[9] & !FLAG_LAST != 0 {
+        return Err(corrupt("unknown flags"));
+    }
+    let start = out.len();
+    match codec {
+        Codec::Stored => {
+            if compressed.len() != plain_len {
+                return Err(corrupt("stored length differs from header"));
+            }
+            out.extend_from_slice(compressed);
+        }
+        Codec::Zstd => {
+            out.resize(start + plain_len, 0);
+            let n = zstd::bulk::decompress_to_buffer(compressed, &mut out[start..])
+                .map_err(|e| corrupt(&format!("zstd: {e}")))?;
+            if n != plain_len {
+                return Err(corrupt("decoded length differs from header"));
+            }
+        }
+        Codec::Lz4 => {
+            out.resize(start + plain_len, 0);
+            let n = lz4_flex::block::decompress_into(compressed, &mut out[start..])
+                .map_err(|e| corrupt(&format!("lz4: {e}")))?;
+            if n != plain_len {
+                return Err(corrupt("decoded length differs from header"));
+            }
+        }
+    }
+    Ok(fh[9] & FLAG_LAST != 0)
+}
+
 fn u32_at(b: &[u8], at: usize) -> u32 {
     u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
 }
@@ -618,18 +674,59 @@ pub fn decode_blob(bytes: &[u8], what: &str, key: Option<&DataKey>) -> Result<Ve
     decode_blob_with_summary(bytes, what, key).map(|(plain, _)| plain)
 }
 
-/// Decodes a whole blob held in memory; also returns the per-frame digests.
+/// Decodes a whole blob held in memory; also returns the per-frame digests. Frames are opened
+/// in place (no staging copy of the input).
 pub fn decode_blob_with_summary(bytes: &[u8], what: &str, key: Option<&DataKey>) -> Result<(Vec<u8>, DecodeSummary)> {
-    let mut dec = BlobDecoder::new(what, key);
-    dec.feed(bytes);
+    let probe = BlobDecoder::new(what, key);
+    if bytes.len() < BLOB_HEADER_LEN {
+        return Err(FormatError::truncated(what, format!("{} bytes, shorter than a blob header", bytes.len())));
+    }
+    let mut raw = [0u8; BLOB_HEADER_LEN];
+    raw.copy_from_slice(&bytes[..BLOB_HEADER_LEN]);
+    let header = BlobHeader::parse(&raw, what)?;
+    probe.check_key(&header)?;
+    let ctx = FrameCtx { what, key, raw_header: &raw };
+    let overhead = if key.is_some() { NONCE_LEN + TAG_LEN } else { 0 };
     let mut out = Vec::new();
-    while let Some(frame) = dec.poll()? {
-        if out.is_empty() {
-            out = frame;
-        } else {
-            out.extend_from_slice(&frame);
+    let mut chunks = Vec::new();
+    let mut scratch = Vec::new();
+    let mut pos = BLOB_HEADER_LEN;
+    let mut index = 0u64;
+    loop {
+        if bytes.len() - pos < FRAME_HEADER_LEN {
+            return Err(FormatError::truncated(
+                what,
+                format!("ends after {index} frames without the last-frame marker"),
+            ));
+        }
+        let mut fh = [0u8; FRAME_HEADER_LEN];
+        fh.copy_from_slice(&bytes[pos..pos + FRAME_HEADER_LEN]);
+        let body_len = u32_at(&fh, 0) as usize;
+        let plain_len = u32_at(&fh, 4) as usize;
+        if plain_len > MAX_FRAME_SIZE || body_len > MAX_FRAME_SIZE + overhead || body_len < overhead {
+            return Err(FormatError::corrupt(what, format!("frame {index}: impossible frame lengths")));
+        }
+        let start = pos + FRAME_HEADER_LEN;
+        if bytes.len() - start < body_len {
+            return Err(FormatError::truncated(
+                what,
+                format!("ends after {index} frames without the last-frame marker"),
+            ));
+        }
+        let before = out.len();
+        let last = open_frame(&ctx, index, &fh, &bytes[start..start + body_len], &mut scratch, &mut out)?;
+        if out.len() > before {
+            chunks.push(Sha256Digest::of(&out[before..]));
+        }
+        pos = start + body_len;
+        index += 1;
+        if last {
+            break;
         }
     }
-    let summary = dec.finish()?;
+    if pos != bytes.len() {
+        return Err(FormatError::corrupt(what, format!("{} bytes after the last frame", bytes.len() - pos)));
+    }
+    let summary = DecodeSummary { plain_len: out.len() as u64, chunk_sha256: chunks, frames: index };
     Ok((out, summary))
 }

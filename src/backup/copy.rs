@@ -204,7 +204,7 @@ fn copy_part(
     {
         check_pages(&file, data, job.offset, first_block, settings.start_lsn, &mut done.page_errors);
     }
-    let mut enc = BlobEncoder::new(settings.blob, settings.key.as_ref())?;
+    let mut enc = BlobEncoder::new(settings.blob, settings.key.as_ref())?.without_plain_digest();
     let mut sealed = Vec::with_capacity(n / 2 + 64);
     enc.write(data, &mut sealed);
     let summary = enc.finish(&mut sealed);
