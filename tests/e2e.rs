@@ -454,3 +454,30 @@ fn two_repositories_and_stanza_upgrade() {
         "the upgraded db archives under 15-2 in repo2 too"
     );
 }
+
+/// A page with a bad checksum is reported and recorded, and does not stop the backup.
+#[test]
+fn page_checksum_errors_are_recorded_not_fatal() {
+    if !postgres_available() {
+        return;
+    }
+    let scratch = Scratch::new("pgstrata-pages-");
+    let repo = scratch.path("repo");
+    let (cluster, s) = archiving_cluster(&scratch, "main", &repo, None);
+    cluster.sql("create table victim as select g as id, md5(g::text) as v from generate_series(1, 5000) g");
+    cluster.sql("checkpoint");
+    let rel = cluster.sql("select pg_relation_filepath('victim')");
+    cluster.stop();
+    let file = cluster.data.join(&rel);
+    let mut bytes = std::fs::read(&file).unwrap();
+    bytes[8192 + 5000] ^= 0x5a; // inside page 1, after its header
+    std::fs::write(&file, &bytes).unwrap();
+    cluster.start();
+    s.ok(&["--stanza=db", "stanza-create"]);
+    let o = s.ok(&["--stanza=db", "backup", "--type=full", "--start-fast"]);
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(err.contains("invalid page checksums") && err.contains(&rel) && err.contains("[1]"), "{err}");
+    let o = s.ok(&["--stanza=db", "info", "--output=json"]);
+    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(doc[0]["backup"][0]["error"], true, "{doc}");
+}
