@@ -97,6 +97,8 @@ drain_archive() {
 
 measure() { # label, command...: prints "label wall cpu rss_kib"
   local label=$1; shift
+  # Same starting point for both tools: earlier writes flushed, caches dropped where allowed.
+  sync; echo 3 > /proc/sys/vm/drop_caches 2>/dev/null || true
   local out="$W/time.$$"
   as_pg /usr/bin/time -f "%e %U %S %M" -o "$out" "$@" > /dev/null
   read -r wall user sys rss < "$out"

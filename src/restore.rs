@@ -313,7 +313,7 @@ async fn restore(config: &Config, stanza: &str, data: &Path, workers: usize) -> 
             None => skipped += 1,
         }
     }
-    let mut jobs = Vec::new();
+    let mut per_file = Vec::new();
     for f in &open_files {
         let parts = match &f.entry.data {
             FileData::Empty => continue,
@@ -325,6 +325,7 @@ async fn restore(config: &Config, stanza: &str, data: &Path, workers: usize) -> 
                 ));
             }
         };
+        let mut jobs = Vec::with_capacity(parts.len());
         let mut offset = 0u64;
         for part in parts {
             if !offset.is_multiple_of(frame_size) {
@@ -333,12 +334,7 @@ async fn restore(config: &Config, stanza: &str, data: &Path, workers: usize) -> 
                     format!("{}: a part starts inside a frame", f.entry.path),
                 ));
             }
-            jobs.push((
-                std::sync::Arc::clone(f),
-                part,
-                offset,
-                usize::try_from(offset / frame_size).unwrap_or(usize::MAX),
-            ));
+            jobs.push((part, offset, usize::try_from(offset / frame_size).unwrap_or(usize::MAX)));
             offset += part.plain_len;
         }
         if offset != f.entry.size {
@@ -347,13 +343,16 @@ async fn restore(config: &Config, stanza: &str, data: &Path, workers: usize) -> 
                 format!("{}: parts add up to {offset} bytes, the manifest says {}", f.entry.path, f.entry.size),
             ));
         }
+        per_file.push((std::sync::Arc::clone(f), jobs));
     }
-    let results: Vec<CliResult<()>> = futures::stream::iter(jobs.into_iter().map(|(file, part, offset, chunk)| {
+    // Files in parallel; within a file, parts are fetched and decoded ahead in parallel but
+    // written in order by one writer (concurrent writes to one file contend on its inode lock).
+    let results: Vec<CliResult<()>> = futures::stream::iter(per_file.into_iter().map(|(file, jobs)| {
         let repo = std::sync::Arc::clone(&repo);
         let label = backup.label.clone();
-        async move { restore_part(&repo, &label, file, part, offset, chunk).await }
+        async move { restore_file_parts(&repo, &label, file, jobs, workers).await }
     }))
-    .buffer_unordered(workers * 2)
+    .buffer_unordered(workers)
     .collect()
     .await;
     for r in results {
@@ -490,15 +489,49 @@ async fn prepare_file(
     Ok(Some(OpenFile { entry: f, local, tmp, file }))
 }
 
-/// Fetches one part, decodes it, checks every frame against the manifest, writes it in place.
-async fn restore_part(
+const WRITE_CHUNK: usize = 256 << 10;
+
+/// Fetches and decodes the parts of one file (up to `ahead` at once), checks every frame
+/// against the manifest's chunk digests, and writes them in order.
+async fn restore_file_parts(
+    repo: &Repo,
+    label: &BackupLabel,
+    file: std::sync::Arc<OpenFile>,
+    jobs: Vec<(pgstrata_repo_format::meta::PartRef, u64, usize)>,
+    ahead: usize,
+) -> CliResult<()> {
+    let mut decoded = futures::stream::iter(jobs.into_iter().map(|(part, offset, chunk)| {
+        let file = std::sync::Arc::clone(&file);
+        async move { fetch_part(repo, label, file, part, offset, chunk).await.map(|plain| (plain, offset)) }
+    }))
+    .buffered(ahead.max(1));
+    while let Some(next) = decoded.next().await {
+        let (plain, offset) = next?;
+        let file = std::sync::Arc::clone(&file);
+        tokio::task::spawn_blocking(move || {
+            // Modest writes: one huge write holds the inode lock and page-cache state for long.
+            for (i, piece) in plain.chunks(WRITE_CHUNK).enumerate() {
+                let at = offset + (i * WRITE_CHUNK) as u64;
+                std::os::unix::fs::FileExt::write_all_at(&file.file, piece, at)
+                    .map_err(|e| io(&file.tmp, "write", e))?;
+            }
+            Ok::<(), CliError>(())
+        })
+        .await
+        .map_err(|e| CliError::new(ErrorCode::Format, format!("restore task failed: {e}")))??;
+    }
+    Ok(())
+}
+
+/// Fetches one part and decodes it, checking every frame against the manifest.
+async fn fetch_part(
     repo: &Repo,
     label: &BackupLabel,
     file: std::sync::Arc<OpenFile>,
     part: pgstrata_repo_format::meta::PartRef,
     offset: u64,
     first_chunk: usize,
-) -> CliResult<()> {
+) -> CliResult<Vec<u8>> {
     let key = repo.layout.pack(label, part.pack);
     let bytes = repo.store.get_range(&key, part.offset..part.offset + part.len).await?;
     let k = repo.key.clone();
@@ -512,7 +545,7 @@ async fn restore_part(
                 format!("{}: restored bytes at offset {offset} do not match the manifest's checksums", file.entry.path),
             ));
         }
-        std::os::unix::fs::FileExt::write_all_at(&file.file, &plain, offset).map_err(|e| io(&file.tmp, "write", e))
+        Ok(plain)
     })
     .await
     .map_err(|e| CliError::new(ErrorCode::Format, format!("restore task failed: {e}")))?
