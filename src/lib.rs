@@ -19,6 +19,7 @@ pub mod error;
 pub mod info;
 pub mod log;
 pub mod postgres;
+pub mod progress;
 pub mod repo;
 pub mod restore;
 

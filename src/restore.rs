@@ -345,16 +345,24 @@ async fn restore(config: &Config, stanza: &str, data: &Path, workers: usize) -> 
         }
         per_file.push((std::sync::Arc::clone(f), jobs));
     }
+    let progress = std::sync::Arc::new(std::sync::Mutex::new(crate::progress::Progress::new(
+        "restore",
+        per_file.iter().map(|(f, _)| f.entry.size).sum(),
+    )));
     // Files in parallel; within a file, parts are fetched and decoded ahead in parallel but
     // written in order by one writer (concurrent writes to one file contend on its inode lock).
     let results: Vec<CliResult<()>> = futures::stream::iter(per_file.into_iter().map(|(file, jobs)| {
         let repo = std::sync::Arc::clone(&repo);
         let label = backup.label.clone();
-        async move { restore_file_parts(&repo, &label, file, jobs, workers).await }
+        let progress = std::sync::Arc::clone(&progress);
+        async move { restore_file_parts(&repo, &label, file, jobs, workers, &progress).await }
     }))
     .buffer_unordered(workers)
     .collect()
     .await;
+    if let Ok(mut p) = progress.lock() {
+        p.finish();
+    }
     for r in results {
         r?;
     }
@@ -499,6 +507,7 @@ async fn restore_file_parts(
     file: std::sync::Arc<OpenFile>,
     jobs: Vec<(pgstrata_repo_format::meta::PartRef, u64, usize)>,
     ahead: usize,
+    progress: &std::sync::Mutex<crate::progress::Progress>,
 ) -> CliResult<()> {
     let mut decoded = futures::stream::iter(jobs.into_iter().map(|(part, offset, chunk)| {
         let file = std::sync::Arc::clone(&file);
@@ -507,6 +516,9 @@ async fn restore_file_parts(
     .buffered(ahead.max(1));
     while let Some(next) = decoded.next().await {
         let (plain, offset) = next?;
+        if let Ok(mut p) = progress.lock() {
+            p.add(plain.len() as u64);
+        }
         let file = std::sync::Arc::clone(&file);
         tokio::task::spawn_blocking(move || {
             // Modest writes: one huge write holds the inode lock and page-cache state for long.

@@ -275,7 +275,9 @@ pub async fn copy_files(
     drop(done_tx);
     let mut refs: Vec<Vec<(usize, PartRef)>> = vec![Vec::new(); files.len()];
     let mut failure = None;
+    let mut progress = crate::progress::Progress::new("backup", files.iter().map(|f| f.size).sum());
     while let Some(sealed) = rx.recv().await {
+        progress.add(sealed.plain_len);
         match writer.append(&sealed.bytes, sealed.plain_len).await {
             Ok(r) => refs[sealed.file].push((sealed.part, r)),
             Err(e) => {
@@ -285,6 +287,7 @@ pub async fn copy_files(
         }
     }
     drop(rx);
+    progress.finish();
     for t in threads {
         let _ = tokio::task::spawn_blocking(move || t.join()).await;
     }

@@ -1,0 +1,68 @@
+//! Progress of a long copy: a bar on stderr when it is a terminal, and a log line every 10 %
+//! (at info, so it reaches the log file whatever the console shows).
+
+use std::io::{IsTerminal, Write};
+use std::time::{Duration, Instant};
+
+/// Bytes done out of a total.
+#[derive(Debug)]
+pub struct Progress {
+    what: &'static str,
+    total: u64,
+    done: u64,
+    tty: bool,
+    last_draw: Option<Instant>,
+    logged_tenths: u64,
+}
+
+impl Progress {
+    pub fn new(what: &'static str, total: u64) -> Self {
+        Self {
+            what,
+            total: total.max(1),
+            done: 0,
+            tty: std::io::stderr().is_terminal(),
+            last_draw: None,
+            logged_tenths: 0,
+        }
+    }
+
+    pub fn add(&mut self, bytes: u64) {
+        self.done += bytes;
+        let pct = (self.done.min(self.total) * 100) / self.total;
+        if pct / 10 > self.logged_tenths {
+            self.logged_tenths = pct / 10;
+            tracing::info!(
+                "{} progress: {pct}% ({} of {})",
+                self.what,
+                crate::backup::human(self.done),
+                crate::backup::human(self.total)
+            );
+        }
+        if self.tty && self.last_draw.is_none_or(|t| t.elapsed() >= Duration::from_millis(200)) {
+            self.draw(pct);
+        }
+    }
+
+    fn draw(&mut self, pct: u64) {
+        let filled = usize::try_from(pct / 4).unwrap_or(25);
+        let bar = format!("{}{}", "#".repeat(filled), " ".repeat(25 - filled.min(25)));
+        let _ = write!(
+            std::io::stderr(),
+            "\r{} [{bar}] {pct:3}% {} / {}",
+            self.what,
+            crate::backup::human(self.done),
+            crate::backup::human(self.total)
+        );
+        let _ = std::io::stderr().flush();
+        self.last_draw = Some(Instant::now());
+    }
+
+    /// Ends the bar's line.
+    pub fn finish(&mut self) {
+        if self.tty && self.last_draw.is_some() {
+            self.draw(100);
+            let _ = writeln!(std::io::stderr());
+        }
+    }
+}
