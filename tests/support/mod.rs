@@ -193,30 +193,33 @@ impl Cluster {
         );
     }
 
+    /// Runs SQL with psql (unaligned, tuples only), whatever the outcome.
+    pub fn try_sql(&self, sql: &str) -> Output {
+        let port = self.port.to_string();
+        let socket = self.socket.to_str().unwrap();
+        let args = [
+            "-X",
+            "-A",
+            "-t",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-h",
+            socket,
+            "-p",
+            &port,
+            "-U",
+            "postgres",
+            "-d",
+            "postgres",
+            "-c",
+            sql,
+        ];
+        run_as_postgres(&pg_bin().join("psql"), &args, &[])
+    }
+
     /// Runs SQL with psql; returns trimmed unaligned output.
     pub fn sql(&self, sql: &str) -> String {
-        let port = self.port.to_string();
-        let out = run_as_postgres(
-            &pg_bin().join("psql"),
-            &[
-                "-X",
-                "-A",
-                "-t",
-                "-v",
-                "ON_ERROR_STOP=1",
-                "-h",
-                self.socket.to_str().unwrap(),
-                "-p",
-                &port,
-                "-U",
-                "postgres",
-                "-d",
-                "postgres",
-                "-c",
-                sql,
-            ],
-            &[],
-        );
+        let out = self.try_sql(sql);
         assert!(out.status.success(), "psql {sql}: {}", text(&out));
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
@@ -321,26 +324,7 @@ impl Cluster {
     pub fn wait_promoted(&self) {
         let start = Instant::now();
         loop {
-            let port = self.port.to_string();
-            let out = run_as_postgres(
-                &pg_bin().join("psql"),
-                &[
-                    "-X",
-                    "-A",
-                    "-t",
-                    "-h",
-                    self.socket.to_str().unwrap(),
-                    "-p",
-                    &port,
-                    "-U",
-                    "postgres",
-                    "-d",
-                    "postgres",
-                    "-c",
-                    "select pg_is_in_recovery()",
-                ],
-                &[],
-            );
+            let out = self.try_sql("select pg_is_in_recovery()");
             if out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == "f" {
                 return;
             }
