@@ -102,7 +102,7 @@ measure() { # label, command...: prints "label wall cpu rss_kib"
   local out="$W/time.$$"
   as_pg /usr/bin/time -f "%e %U %S %M" -o "$out" "$@" > /dev/null
   read -r wall user sys rss < "$out"
-  echo "$label $wall $(echo "$user + $sys" | bc) $rss"
+  echo "$label $wall $(python3 -c "print(round($user + $sys, 2))") $rss"
 }
 
 RESULTS="$W/results"

@@ -129,6 +129,11 @@ fn secrets_are_refused_on_the_command_line_and_never_logged() {
     assert!(out.contains("--repo1-cipher-pass=<redacted>"), "{out}");
     let file = std::fs::read_to_string(logs.join("db-repo-ls.log")).unwrap();
     assert!(file.contains("repo-ls command begin") && file.contains("PROCESS START"), "{file}");
+    // Debug output of the resolved configuration redacts too.
+    let env = vec![("PGSTRATA_REPO1_CIPHER_PASS".to_string(), "hunter2-secret".to_string())];
+    let argv = vec!["pgstrata".to_string(), "version".to_string()];
+    let config = pgstrata::config::Config::load(&argv, &env).unwrap();
+    assert!(!format!("{config:?}").contains("hunter2"));
     for sink in [&out, &err, &file] {
         assert!(!sink.contains("hunter2") && !sink.contains("aws-secret-value"), "secret leaked: {sink}");
     }

@@ -82,8 +82,9 @@ struct Setting {
     source: Source,
 }
 
-/// The resolved configuration of one command run.
-#[derive(Clone, Debug)]
+/// The resolved configuration of one command run. `Debug` shows options as `summary()` does,
+/// secrets redacted.
+#[derive(Clone)]
 pub struct Config {
     pub flavor: Flavor,
     pub command: &'static CommandDef,
@@ -91,6 +92,16 @@ pub struct Config {
     settings: BTreeMap<String, (Resolved, Setting)>,
     /// Problems worth a warning that did not stop the command.
     pub warnings: Vec<String>,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("command", &self.command.name)
+            .field("params", &self.params)
+            .field("options", &self.summary())
+            .finish()
+    }
 }
 
 fn invalid_option(name: &str) -> CliError {
