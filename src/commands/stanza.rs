@@ -91,8 +91,14 @@ pub fn create(config: &Config) -> CliResult<()> {
                 }
                 let key = crate::repo::unlock(config, index, &info)?;
                 let repo = Repo { index, store, layout, info, key };
-                if repo.load_catalog().await.is_err() {
-                    repo.save_catalog(&BackupCatalog::default(), blob_settings(config)?).await?;
+                // Only a missing catalog is created; a damaged or unreachable one is reported, never
+                // replaced by an empty list of backups.
+                match repo.load_catalog().await {
+                    Ok(_) => {}
+                    Err(e) if e.code == ErrorCode::FileMissing => {
+                        repo.save_catalog(&BackupCatalog::default(), blob_settings(config)?).await?;
+                    }
+                    Err(e) => return Err(e),
                 }
                 tracing::info!("stanza-create for stanza '{stanza}' on repo{index}: already exists and is valid");
                 continue;
