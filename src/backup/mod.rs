@@ -361,7 +361,7 @@ async fn wait_for_archive(
     for name in needed {
         loop {
             let prefix = repo.layout.wal_prefix(&archive, &name);
-            let found = repo.store.list_all(&prefix).await?;
+            let found = repo.store.list_files(&prefix).await?;
             if found.iter().any(|o| parse_wal_object(&o.key).is_some_and(|(n, _)| n == name)) {
                 break;
             }

@@ -57,7 +57,8 @@ fn check_segment(repo: &Repo, name: &WalFileName, bytes: &[u8]) -> CliResult<()>
 /// Digests of the copies of `name` already in the archive.
 async fn existing(repo: &Repo, archive: &str, name: &WalFileName) -> CliResult<Vec<(String, Sha256Digest)>> {
     let prefix = repo.layout.wal_prefix(archive, name);
-    let found = repo.store.list_all(&prefix).await?;
+    // One flat listing: a history file sits at the top of the archive, above every segment.
+    let found = repo.store.list_files(&prefix).await?;
     Ok(found
         .into_iter()
         .filter_map(|o| {

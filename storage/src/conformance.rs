@@ -104,6 +104,12 @@ async fn listing(s: &RepoStore) {
         .unwrap_or_else(|e| panic!("{n}: put for listing: {e}"));
     s.put("listing-decoy", Bytes::from_static(b"x")).await.unwrap_or_else(|e| panic!("{n}: {e}"));
     s.put("listx/decoy", Bytes::from_static(b"x")).await.unwrap_or_else(|e| panic!("{n}: {e}"));
+    s.put("listx/sub/nested", Bytes::from_static(b"x")).await.unwrap_or_else(|e| panic!("{n}: {e}"));
+    let flat = s.list_files("listx/").await.unwrap_or_else(|e| panic!("{n}: list files: {e}"));
+    let flat: Vec<&str> = flat.iter().map(|o| o.key.as_str()).collect();
+    assert_eq!(flat, ["listx/decoy"], "{n}: list_files must not descend");
+    let b = s.list_files("list/b-").await.unwrap_or_else(|e| panic!("{n}: list files: {e}"));
+    assert_eq!(b.len(), 525, "{n}: list_files with a plain-string prefix (pagination?)");
     let all = s.list_all("list/").await.unwrap_or_else(|e| panic!("{n}: list: {e}"));
     let got: Vec<&str> = all.iter().map(|o| o.key.as_str()).collect();
     let mut want: Vec<&str> = keys.iter().map(String::as_str).collect();

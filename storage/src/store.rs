@@ -294,6 +294,37 @@ impl RepoStore {
         Ok(out)
     }
 
+    /// The objects directly in the "directory" of `prefix` whose keys start with `prefix`,
+    /// without descending below it (one delimiter listing), sorted by key. Cheap where `list`
+    /// would walk a whole tree, e.g. looking up a history file at the top of a WAL archive.
+    pub async fn list_files(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
+        let dir = prefix.rfind('/').map(|i| &prefix[..i]).unwrap_or("");
+        let path = if dir.is_empty() && self.prefix.is_empty() { None } else { Some(self.path(dir)) };
+        let result = self
+            .retrying("list", prefix, |_| {
+                let path = path.clone();
+                async move { self.inner.list_with_delimiter(path.as_ref()).await }
+            })
+            .await;
+        let listed = match result {
+            Ok(l) => l,
+            Err(StorageError::NotFound { .. }) => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        let mut out: Vec<ObjectInfo> = listed
+            .objects
+            .into_iter()
+            .map(|m| ObjectInfo {
+                key: self.key_of(&m.location),
+                size: m.size,
+                last_modified: m.last_modified.timestamp(),
+            })
+            .filter(|o| o.key.starts_with(prefix))
+            .collect();
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(out)
+    }
+
     /// Deletes an object; a missing object is not an error.
     pub async fn delete(&self, key: &str) -> Result<()> {
         let path = self.path(key);
