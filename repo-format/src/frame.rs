@@ -488,7 +488,7 @@ impl BlobDecoder {
             }
             let raw: [u8; BLOB_HEADER_LEN] = self.take_array();
             let header = BlobHeader::parse(&raw, &self.what)?;
-            self.check_key(&header)?;
+            check_key(&self.what, self.key.as_ref(), &header)?;
             self.header = Some((header, raw));
         }
         if self.done {
@@ -550,22 +550,6 @@ impl BlobDecoder {
             ));
         }
         Ok(DecodeSummary { plain_len: self.plain_len, chunk_sha256: self.chunks, frames: self.index })
-    }
-
-    fn check_key(&self, header: &BlobHeader) -> Result<()> {
-        match (&self.key, header.key_id) {
-            (Some(key), Some(found)) if key.id() != found => Err(FormatError::KeyMismatch {
-                what: self.what.clone(),
-                found: found.to_string(),
-                expected: key.id().to_string(),
-            }),
-            (Some(_), Some(_)) | (None, None) => Ok(()),
-            (None, Some(_)) => Err(FormatError::KeyRequired { what: self.what.clone() }),
-            (Some(_), None) => Err(FormatError::corrupt(
-                &self.what,
-                "object is not encrypted but the repository is (refusing an unauthenticated object)",
-            )),
-        }
     }
 
     fn corrupt_frame(&self, detail: &str) -> FormatError {
@@ -665,6 +649,23 @@ fn open_frame(
     Ok(fh[9] & FLAG_LAST != 0)
 }
 
+/// Checks that a blob's encryption matches the key the reader holds.
+fn check_key(what: &str, key: Option<&DataKey>, header: &BlobHeader) -> Result<()> {
+    match (key, header.key_id) {
+        (Some(key), Some(found)) if key.id() != found => Err(FormatError::KeyMismatch {
+            what: what.to_string(),
+            found: found.to_string(),
+            expected: key.id().to_string(),
+        }),
+        (Some(_), Some(_)) | (None, None) => Ok(()),
+        (None, Some(_)) => Err(FormatError::KeyRequired { what: what.to_string() }),
+        (Some(_), None) => Err(FormatError::corrupt(
+            what,
+            "object is not encrypted but the repository is (refusing an unauthenticated object)",
+        )),
+    }
+}
+
 fn u32_at(b: &[u8], at: usize) -> u32 {
     u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
 }
@@ -677,14 +678,13 @@ pub fn decode_blob(bytes: &[u8], what: &str, key: Option<&DataKey>) -> Result<Ve
 /// Decodes a whole blob held in memory; also returns the per-frame digests. Frames are opened
 /// in place (no staging copy of the input).
 pub fn decode_blob_with_summary(bytes: &[u8], what: &str, key: Option<&DataKey>) -> Result<(Vec<u8>, DecodeSummary)> {
-    let probe = BlobDecoder::new(what, key);
     if bytes.len() < BLOB_HEADER_LEN {
         return Err(FormatError::truncated(what, format!("{} bytes, shorter than a blob header", bytes.len())));
     }
     let mut raw = [0u8; BLOB_HEADER_LEN];
     raw.copy_from_slice(&bytes[..BLOB_HEADER_LEN]);
     let header = BlobHeader::parse(&raw, what)?;
-    probe.check_key(&header)?;
+    check_key(what, key, &header)?;
     let ctx = FrameCtx { what, key, raw_header: &raw };
     let overhead = if key.is_some() { NONCE_LEN + TAG_LEN } else { 0 };
     let mut out = Vec::new();
