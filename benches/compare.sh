@@ -24,34 +24,15 @@ cleanup() { as_pg "$PG_BIN/pg_ctl" -D "$W/data" -m immediate -w stop > /dev/null
 trap cleanup EXIT
 
 write_configs() { # $1 = suffix of the repo directories
-  cat > "$W/pgbackrest.conf" <<CONF
-[global]
-repo1-path=$W/repo-pgbackrest$1
-lock-path=$W/lock
-log-path=$W/log
-spool-path=$W/spool
-log-level-console=warn
-log-level-file=off
-start-fast=y
-[bench]
+  local stanza="[bench]
 pg1-path=$W/data
 pg1-socket-path=$W/sock
 pg1-port=$PORT
-pg1-user=postgres
-CONF
-  cat > "$W/pgstrata.conf" <<CONF
-[global]
-repo1-path=$W/repo-pgstrata$1
-lock-path=$W/lock
-log-level-console=warn
-log-level-file=off
-start-fast=y
-[bench]
-pg1-path=$W/data
-pg1-socket-path=$W/sock
-pg1-port=$PORT
-pg1-user=postgres
-CONF
+pg1-user=postgres"
+  printf '[global]\nrepo1-path=%s\nlock-path=%s\nlog-path=%s\nspool-path=%s\nlog-level-console=warn\nlog-level-file=off\nstart-fast=y\n%s\n' \
+    "$W/repo-pgbackrest$1" "$W/lock" "$W/log" "$W/spool" "$stanza" > "$W/pgbackrest.conf"
+  printf '[global]\nrepo1-path=%s\nlock-path=%s\nlog-level-console=warn\nlog-level-file=off\nstart-fast=y\n%s\n' \
+    "$W/repo-pgstrata$1" "$W/lock" "$stanza" > "$W/pgstrata.conf"
   [ "$(id -u)" = 0 ] && chown postgres:postgres "$W"/*.conf
   return 0
 }

@@ -3,6 +3,8 @@
 //! the `repoN-*` options reaching real storage emulators.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -228,19 +230,6 @@ fn boolean_negation_and_timestamps() {
     assert_eq!(text(&o).0.trim(), "r");
 }
 
-fn require(var: &str) -> Option<String> {
-    match std::env::var(var) {
-        Ok(v) if !v.is_empty() => Some(v),
-        _ => {
-            assert!(
-                !std::env::var("PGSTRATA_REQUIRE_SERVERS").is_ok_and(|v| v == "1"),
-                "{var} not set but PGSTRATA_REQUIRE_SERVERS=1"
-            );
-            None
-        }
-    }
-}
-
 fn unique(name: &str) -> String {
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
     format!("/cli-{name}-{}-{nanos}", std::process::id())
@@ -267,7 +256,7 @@ fn check_repo_options(storage: StorageConfig, env: &[(&str, &str)]) {
 
 #[test]
 fn repo_options_reach_s3() {
-    let Some(endpoint) = require("PGSTRATA_TEST_S3_ENDPOINT") else { return };
+    let Some(endpoint) = support::emulator("PGSTRATA_TEST_S3_ENDPOINT") else { return };
     let path = unique("s3");
     check_repo_options(
         StorageConfig::S3(S3Config {
@@ -295,7 +284,7 @@ fn repo_options_reach_s3() {
 
 #[test]
 fn repo_options_reach_azure() {
-    let Some(endpoint) = require("PGSTRATA_TEST_AZURE_ENDPOINT") else { return };
+    let Some(endpoint) = support::emulator("PGSTRATA_TEST_AZURE_ENDPOINT") else { return };
     let key = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
     let path = unique("azure");
     check_repo_options(
@@ -319,7 +308,7 @@ fn repo_options_reach_azure() {
 
 #[test]
 fn repo_options_reach_gcs() {
-    let Some(endpoint) = require("PGSTRATA_TEST_GCS_ENDPOINT") else { return };
+    let Some(endpoint) = support::emulator("PGSTRATA_TEST_GCS_ENDPOINT") else { return };
     let path = unique("gcs");
     check_repo_options(
         StorageConfig::Gcs(GcsConfig {

@@ -24,19 +24,7 @@ const AZURITE_KEY: &str = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UV
 
 /// The `repo1-*` lines for a backend; `None` (a skip) when its emulator is not configured.
 fn repo_options(backend: Backend, repo: &Path) -> Option<String> {
-    let env = |var: &str| -> Option<String> {
-        match std::env::var(var) {
-            Ok(v) if !v.is_empty() => Some(v),
-            _ => {
-                assert!(
-                    !std::env::var("PGSTRATA_REQUIRE_SERVERS").is_ok_and(|v| v == "1"),
-                    "{var} not set but PGSTRATA_REQUIRE_SERVERS=1"
-                );
-                eprintln!("skipping: {var} not set");
-                None
-            }
-        }
-    };
+    let env = support::emulator;
     // A unique path inside the bucket per test run.
     let unique = repo.display().to_string();
     Some(match backend {
@@ -306,6 +294,21 @@ fn backup_restore_cycle(backend: Backend, encrypted: Option<&str>) {
         let again = restored.dumpall().replace(new_ts.to_str().unwrap(), ts_dir.to_str().unwrap());
         assert!(again == expected, "delta-restored cluster differs from the source");
         restored.stop();
+
+        // The recovery settings of the other types (written, not started here).
+        s.ok(&["--stanza=db", "restore", &pg1, &map, "--delta", "--type=standby"]);
+        assert!(target.join("standby.signal").exists() && !target.join("recovery.signal").exists());
+        let auto = std::fs::read_to_string(target.join("postgresql.auto.conf")).unwrap();
+        assert_eq!(auto.matches("restore_command = ").count(), 1, "{auto}");
+        assert!(!auto.contains("recovery_target"), "{auto}");
+        s.ok(&["--stanza=db", "restore", &pg1, &map, "--delta", "--type=immediate", "--target-action=promote"]);
+        assert!(target.join("recovery.signal").exists() && !target.join("standby.signal").exists());
+        let auto = std::fs::read_to_string(target.join("postgresql.auto.conf")).unwrap();
+        assert_eq!(auto.matches("restore_command = ").count(), 1, "{auto}");
+        assert!(
+            auto.contains("recovery_target = 'immediate'") && auto.contains("recovery_target_action = 'promote'"),
+            "{auto}"
+        );
 
         // A damaged pack: the restore names it and fails; the repository is left as it was.
         let packs = repo.join("stanza/db/backup");

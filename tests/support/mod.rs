@@ -44,6 +44,19 @@ pub fn postgres_available() -> bool {
     false
 }
 
+/// An emulator endpoint from the environment (set by scripts/test.sh); `None` is a skip under a
+/// plain `cargo test` and a failure when servers are required.
+pub fn emulator(var: &str) -> Option<String> {
+    match std::env::var(var) {
+        Ok(v) if !v.is_empty() => Some(v),
+        _ => {
+            assert!(!required(), "{var} not set but PGSTRATA_REQUIRE_SERVERS=1: the emulator did not start");
+            eprintln!("skipping: {var} not set");
+            None
+        }
+    }
+}
+
 fn is_root() -> bool {
     Command::new("id").arg("-u").output().map(|o| o.stdout == b"0\n").unwrap_or(false)
 }
