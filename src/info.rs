@@ -1,6 +1,8 @@
 //! `info`: backups and archive of each stanza, as text or as pgBackRest's JSON (the schema
 //! pgMonitor and PGO read: an array of stanzas, `backup[]` oldest first).
 
+use std::collections::BTreeMap;
+
 use pgstrata_repo_format::layout::{StanzaLayout, archive_id, parse_wal_object};
 use pgstrata_repo_format::meta::{BackupCatalog, CipherInfo, StanzaInfo};
 use pgstrata_repo_format::pg::WalFileKind;
@@ -19,6 +21,8 @@ struct RepoView {
     catalog: BackupCatalog,
     /// (archive id, db id, min, max)
     archives: Vec<(String, u32, Option<String>, Option<String>)>,
+    /// Per archive id and timeline: (min, max) segment.
+    timelines: BTreeMap<(String, u32), (String, String)>,
 }
 
 fn cipher_name(info: &StanzaInfo) -> &'static str {
@@ -29,8 +33,14 @@ fn cipher_name(info: &StanzaInfo) -> &'static str {
 }
 
 async fn view(config: &Config, index: u32, stanza: &str) -> CliResult<RepoView> {
-    let mut v =
-        RepoView { index, status: (0, "ok".into()), info: None, catalog: BackupCatalog::default(), archives: vec![] };
+    let mut v = RepoView {
+        index,
+        status: (0, "ok".into()),
+        info: None,
+        catalog: BackupCatalog::default(),
+        archives: vec![],
+        timelines: BTreeMap::new(),
+    };
     let store = config.storage(index)?.open(RetryPolicy::default());
     let store = match store {
         Ok(s) => s,
@@ -72,6 +82,14 @@ async fn view(config: &Config, index: u32, stanza: &str) -> CliResult<RepoView> 
                     && name.kind == WalFileKind::Segment
                 {
                     let n = name.to_string();
+                    let range =
+                        v.timelines.entry((id.clone(), name.timeline.0)).or_insert_with(|| (n.clone(), n.clone()));
+                    if n < range.0 {
+                        range.0 = n.clone();
+                    }
+                    if n > range.1 {
+                        range.1 = n.clone();
+                    }
                     if min.as_ref().is_none_or(|m| n < *m) {
                         min = Some(n.clone());
                     }
@@ -183,6 +201,11 @@ fn stanza_text(stanza: &str, views: &[RepoView], json: &Value) -> String {
                         _ => "none present".into(),
                     };
                     out.push_str(&format!("        wal archive min/max ({id}): {range}\n"));
+                    for ((tid, tli), (a, b)) in &v.timelines {
+                        if tid == id {
+                            out.push_str(&format!("            timeline {tli}: {a} / {b}\n"));
+                        }
+                    }
                 }
             }
             for b in v.catalog.backups.iter().filter(|b| b.db_id == db.id) {

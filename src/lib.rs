@@ -22,6 +22,7 @@ pub mod postgres;
 pub mod progress;
 pub mod repo;
 pub mod restore;
+pub mod wal;
 
 use std::time::Instant;
 

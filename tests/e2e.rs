@@ -5,6 +5,9 @@
 
 mod support;
 
+#[path = "e2e/pitr.rs"]
+mod pitr;
+
 use std::path::Path;
 
 use support::{Cluster, Scratch, Setup, postgres_available, text};

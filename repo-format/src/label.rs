@@ -64,6 +64,70 @@ pub fn civil_time(unix_seconds: i64) -> [i64; 6] {
     [y, m, d, secs / 3600, secs / 60 % 60, secs % 60]
 }
 
+/// Parses a recovery target time as PostgreSQL prints timestamps, `YYYY-MM-DD HH:MM:SS[.ffffff]`
+/// followed by an optional zone `Z`, `+HH`, `-HH`, `+HH:MM` or `+HHMM` (a `T` may separate date
+/// and time). Returns Unix microseconds, or `None` when the text is not of that form. Without a
+/// zone the time is taken as UTC (PostgreSQL would use its `timezone` setting).
+pub fn parse_timestamp(text: &str) -> Option<(i64, bool)> {
+    let t = text.trim();
+    let num = |s: &str| -> Option<i64> {
+        (!s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())).then(|| s.parse().ok()).flatten()
+    };
+    let (date, rest) = t.split_at_checked(10)?;
+    let mut d = date.split('-');
+    let (y, mo, day) = (num(d.next()?)?, num(d.next()?)?, num(d.next()?)?);
+    let rest = rest.strip_prefix(' ').or_else(|| rest.strip_prefix('T'))?;
+    let (clock, rest) = rest.split_at_checked(8)?;
+    let mut c = clock.split(':');
+    let (hh, mi, ss) = (num(c.next()?)?, num(c.next()?)?, num(c.next()?)?);
+    let (frac, zone) = match rest.strip_prefix('.') {
+        Some(r) => {
+            let digits = r.bytes().take_while(u8::is_ascii_digit).count();
+            let (f, z) = r.split_at(digits);
+            if f.is_empty() || f.len() > 9 {
+                return None;
+            }
+            let micros = format!("{f:0<6}");
+            (num(&micros[..6])?, z.trim_start())
+        }
+        None => (0, rest.trim_start()),
+    };
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&day) || hh > 23 || mi > 59 || ss > 60 {
+        return None;
+    }
+    let offset = match zone {
+        "" => None,
+        "Z" | "UTC" => Some(0),
+        z => {
+            let sign = match z.as_bytes().first()? {
+                b'+' => 1,
+                b'-' => -1,
+                _ => return None,
+            };
+            let z = &z[1..];
+            let (h, m) = match z.split_once(':') {
+                Some((h, m)) => (num(h)?, num(m)?),
+                None if z.len() == 4 => (num(&z[..2])?, num(&z[2..])?),
+                None if z.len() <= 2 => (num(z)?, 0),
+                None => return None,
+            };
+            Some(sign * (h * 3600 + m * 60))
+        }
+    };
+    let secs = days_from_civil(y, mo, day) * 86_400 + hh * 3600 + mi * 60 + ss - offset.unwrap_or(0);
+    Some((secs * 1_000_000 + frac, offset.is_some()))
+}
+
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = if m > 2 { m - 3 } else { m + 9 };
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
 /// Howard Hinnant's days-to-civil conversion (proleptic Gregorian).
 fn civil_from_days(z: i64) -> (i64, i64, i64) {
     let z = z + 719_468;
@@ -152,6 +216,23 @@ serde_as_text!(BackupLabel);
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn parses_target_times() {
+        let base = 1_700_000_000i64; // 2023-11-14 22:13:20 UTC
+        assert_eq!(parse_timestamp("2023-11-14 22:13:20"), Some((base * 1_000_000, false)));
+        assert_eq!(parse_timestamp("2023-11-14 22:13:20.5+00"), Some((base * 1_000_000 + 500_000, true)));
+        assert_eq!(parse_timestamp("2023-11-15 00:13:20.000001+02:00"), Some((base * 1_000_000 + 1, true)));
+        assert_eq!(parse_timestamp("2023-11-14T17:13:20-0500"), Some((base * 1_000_000, true)));
+        assert_eq!(parse_timestamp("2023-11-14 22:13:20Z"), Some((base * 1_000_000, true)));
+        for bad in ["", "yesterday", "2023-13-01 00:00:00", "2023-11-14", "2023-11-14 22:13", "2023-11-14 22:13:20 CET"]
+        {
+            assert_eq!(parse_timestamp(bad), None, "{bad}");
+        }
+        let [y, m, d, ..] = civil_time(base);
+        assert_eq!(days_from_civil(y, m, d), base.div_euclid(86_400));
+    }
+
     use super::*;
 
     #[test]

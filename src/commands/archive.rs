@@ -8,9 +8,9 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
-use pgstrata_repo_format::layout::{archive_id, parse_wal_object};
+use pgstrata_repo_format::layout::archive_id;
 use pgstrata_repo_format::pg::{WalFileKind, WalFileName, WalPageHeader};
-use pgstrata_repo_format::{Sha256Digest, decode_blob, encode_blob};
+use pgstrata_repo_format::{Sha256Digest, encode_blob};
 
 use crate::config::Config;
 use crate::error::{CliError, CliResult, ErrorCode};
@@ -54,20 +54,6 @@ fn check_segment(repo: &Repo, name: &WalFileName, bytes: &[u8]) -> CliResult<()>
     Ok(())
 }
 
-/// Digests of the copies of `name` already in the archive.
-async fn existing(repo: &Repo, archive: &str, name: &WalFileName) -> CliResult<Vec<(String, Sha256Digest)>> {
-    let prefix = repo.layout.wal_prefix(archive, name);
-    // One flat listing: a history file sits at the top of the archive, above every segment.
-    let found = repo.store.list_files(&prefix).await?;
-    Ok(found
-        .into_iter()
-        .filter_map(|o| {
-            let (n, sha) = parse_wal_object(&o.key)?;
-            (n == *name).then_some((o.key, sha))
-        })
-        .collect())
-}
-
 pub fn push(config: &Config) -> CliResult<()> {
     let stanza = stanza_name(config)?;
     let param = config.params.first().ok_or_else(|| {
@@ -90,7 +76,7 @@ pub fn push(config: &Config) -> CliResult<()> {
             check_segment(&repo, &name, &bytes)?;
             let db = repo.current_db()?;
             let archive = archive_id(db.pg_version, db.id);
-            let copies = existing(&repo, &archive, &name).await?;
+            let copies = crate::wal::copies(&repo, &archive, &name).await?;
             if copies.iter().any(|(_, s)| *s == sha) {
                 tracing::warn!("WAL file {name} already exists in the {} archive with the same checksum", repo.name());
                 continue;
@@ -133,19 +119,7 @@ pub fn get(config: &Config) -> CliResult<()> {
             let repo = open_repo(config, index, &stanza).await?;
             let db = repo.current_db()?;
             let archive = archive_id(db.pg_version, db.id);
-            let copies = existing(&repo, &archive, &name).await?;
-            let Some((key, sha)) = copies.first() else { continue };
-            if copies.iter().any(|(_, s)| s != sha) {
-                return Err(CliError::new(
-                    ErrorCode::ArchiveDuplicate,
-                    format!("WAL file {name} exists in the {} archive with different contents", repo.name()),
-                ));
-            }
-            let stored = repo.store.get(key).await?;
-            let plain = decode_blob(&stored, key, repo.key.as_ref())?;
-            if Sha256Digest::of(&plain) != *sha {
-                return Err(CliError::new(ErrorCode::Format, format!("{key}: content does not match its checksum")));
-            }
+            let Some(plain) = crate::wal::fetch(&repo, &archive, &name).await? else { continue };
             write_atomically(&dest, &plain)?;
             tracing::info!("found {name} in the {} archive", repo.name());
             return Ok(());

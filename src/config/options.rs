@@ -106,6 +106,8 @@ pub const OPTIONS: &[OptionDef] = &[
     cli("set", Kind::Str, None, "backup label to restore or show"),
     opt("target", Kind::Str, None, "recovery target"),
     opt("target-action", Kind::Enum(&["pause", "promote", "shutdown"]), Some("pause"), "action at the recovery target"),
+    opt("target-exclusive", Kind::Bool, Some("n"), "stop just before the recovery target instead of after it"),
+    opt("target-timeline", Kind::Str, None, "timeline to recover along: latest, current or a number"),
     opt("link-map", Kind::List, None, "where to restore a link: name=path"),
     opt("tablespace-map", Kind::List, None, "where to restore a tablespace: name-or-oid=path"),
     opt("recovery-option", Kind::List, None, "extra recovery setting: key=value"),

@@ -3,11 +3,13 @@
 //! header. Pure parsing; versions 13 to 17.
 
 mod control;
+mod history;
 mod lsn;
 mod page;
 mod wal;
 
 pub use control::{ControlFile, DbState, PG_CONTROL_SIZE, crc32c};
+pub use history::{HistoryEntry, TimelineHistory};
 pub use lsn::Lsn;
 pub use page::{BLCKSZ, PageHeader, PageVerdict, page_checksum, verify_page};
 pub use wal::{

@@ -18,6 +18,10 @@ use crate::error::{CliError, CliResult, ErrorCode};
 use crate::postgres::pg_path;
 use crate::repo::{Repo, open_repo, stanza_name};
 
+mod target;
+
+pub use target::{Goal, Recovery, TimelineChoice};
+
 /// Where each manifest root goes on this host.
 #[derive(Clone, Debug, Default)]
 pub struct RestorePlan {
@@ -199,20 +203,8 @@ async fn load_manifest(repo: &Repo, backup: &CatalogEntry) -> CliResult<(Manifes
 async fn restore(config: &Config, stanza: &str, data: &Path, workers: usize) -> CliResult<()> {
     let repo = open_repo(config, config.repo_index(), stanza).await?;
     let catalog = repo.load_catalog().await?;
-    let backup = match config.get("set") {
-        Some(set) => {
-            let label: BackupLabel = set.parse()?;
-            catalog.backups.iter().find(|b| b.label == label).cloned().ok_or_else(|| {
-                CliError::new(ErrorCode::BackupSetInvalid, format!("backup set {set} is not in repo{}", repo.index))
-                    .hint("run info to list the backups")
-            })?
-        }
-        None => catalog.backups.last().cloned().ok_or_else(|| {
-            CliError::new(ErrorCode::BackupSetInvalid, format!("no backup set found to restore in repo{}", repo.index))
-                .hint("take a backup first")
-        })?,
-    };
-    let recovery = RecoveryType::from_config(config)?;
+    let recovery = Recovery::from_config(config)?;
+    let backup = target::choose_backup(&repo, &catalog, &recovery, config.get("set")).await?;
     if is_running(data) {
         return Err(CliError::new(
             ErrorCode::PgRunning,
@@ -221,6 +213,7 @@ async fn restore(config: &Config, stanza: &str, data: &Path, workers: usize) -> 
         .hint("stop PostgreSQL first; if it is not running, remove the stale postmaster.pid"));
     }
     let delta = config.bool("delta") || config.bool("force");
+    let preserved = (recovery.goal == Goal::Preserve).then(|| RecoveryState::read(data));
     let non_empty = std::fs::read_dir(data).map(|mut d| d.next().is_some()).unwrap_or(false);
     if non_empty && !delta {
         return Err(CliError::new(
@@ -375,7 +368,7 @@ async fn restore(config: &Config, stanza: &str, data: &Path, workers: usize) -> 
         tracing::info!("delta restore: {skipped} files were already up to date");
     }
     rewrite_tablespace_map(&plan, data)?;
-    write_recovery(config, stanza, data, &recovery)?;
+    write_recovery(config, stanza, data, &recovery, preserved)?;
     sync_dir(data);
     tracing::info!("restore size = {}, backup set {}", crate::backup::human(total), backup.label);
     Ok(())
@@ -585,38 +578,6 @@ fn sync_dir(dir: &Path) {
     }
 }
 
-/// `--type` of restore.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum RecoveryType {
-    /// Replay to the end of the archive.
-    Default,
-    /// Stop as soon as the backup is consistent.
-    Immediate,
-    /// A standby that keeps replaying from the archive.
-    Standby,
-    /// Write no recovery settings.
-    None,
-}
-
-impl RecoveryType {
-    fn from_config(config: &Config) -> CliResult<Self> {
-        match config.get("type").unwrap_or("default") {
-            "default" => Ok(Self::Default),
-            "immediate" => Ok(Self::Immediate),
-            "standby" => Ok(Self::Standby),
-            "none" => Ok(Self::None),
-            t @ ("time" | "lsn" | "xid" | "name" | "preserve") => Err(CliError::new(
-                ErrorCode::NotImplemented,
-                format!("restore --type={t} is not available in this version yet"),
-            )),
-            other => Err(CliError::new(
-                ErrorCode::OptionInvalidValue,
-                format!("'{other}' is not valid for 'type' option of restore (default, immediate, standby, none)"),
-            )),
-        }
-    }
-}
-
 fn shell_quote(arg: &str) -> String {
     if arg.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_./=:%@,+".contains(&b)) {
         arg.to_string()
@@ -667,58 +628,85 @@ pub fn restore_command(config: &Config, stanza: &str, data: &Path) -> CliResult<
 const BEGIN: &str = "# pgstrata restore settings begin";
 const END: &str = "# pgstrata restore settings end";
 
-/// Writes recovery settings into `postgresql.auto.conf` and the signal file.
-fn write_recovery(config: &Config, stanza: &str, data: &Path, recovery: &RecoveryType) -> CliResult<()> {
-    let _ = std::fs::remove_file(data.join("recovery.signal"));
-    let _ = std::fs::remove_file(data.join("standby.signal"));
+/// Recovery settings of a data directory: the lines of `postgresql.auto.conf` that drive
+/// recovery (ours or another tool's) and which signal files exist.
+#[derive(Debug, Default)]
+struct RecoveryState {
+    /// Lines of `postgresql.auto.conf` that are not recovery settings.
+    other: Vec<String>,
+    recovery: Vec<String>,
+    signals: Vec<&'static str>,
+}
+
+const SIGNALS: [&str; 2] = ["recovery.signal", "standby.signal"];
+
+impl RecoveryState {
+    fn read(data: &Path) -> Self {
+        let text = std::fs::read_to_string(data.join("postgresql.auto.conf")).unwrap_or_default();
+        let mut state = Self::default();
+        let mut inside = false;
+        for line in text.lines() {
+            if line == BEGIN || line == END {
+                inside = line == BEGIN;
+                continue;
+            }
+            let key = line.split('=').next().unwrap_or("").trim();
+            if inside || key == "restore_command" || key.starts_with("recovery_target") {
+                state.recovery.push(line.to_string());
+            } else {
+                state.other.push(line.to_string());
+            }
+        }
+        state.signals = SIGNALS.into_iter().filter(|s| data.join(s).exists()).collect();
+        state
+    }
+}
+
+/// Writes recovery settings into `postgresql.auto.conf` and the signal file; `--type=preserve`
+/// puts back what the directory had before the restore.
+fn write_recovery(
+    config: &Config,
+    stanza: &str,
+    data: &Path,
+    recovery: &Recovery,
+    preserved: Option<RecoveryState>,
+) -> CliResult<()> {
+    for name in SIGNALS {
+        let _ = std::fs::remove_file(data.join(name));
+    }
     let auto = data.join("postgresql.auto.conf");
-    let existing = std::fs::read_to_string(&auto).unwrap_or_default();
     // Drop an earlier block of ours and any recovery settings a previous tool left.
-    let mut kept = Vec::new();
-    let mut inside = false;
-    for line in existing.lines() {
-        if line == BEGIN {
-            inside = true;
-            continue;
+    let mut kept = RecoveryState::read(data).other;
+    let signal = match (&recovery.goal, &preserved) {
+        (Goal::Preserve, Some(before)) => {
+            kept.extend(before.recovery.iter().cloned());
+            before.signals.clone()
         }
-        if line == END {
-            inside = false;
-            continue;
+        (Goal::None, _) => Vec::new(),
+        (goal, _) => {
+            kept.push(BEGIN.to_string());
+            let cmd = restore_command(config, stanza, data)?;
+            kept.push(format!("restore_command = '{}'", cmd.replace('\'', "''")));
+            for (k, v) in recovery.settings() {
+                kept.push(format!("{k} = '{}'", v.replace('\'', "''")));
+            }
+            for opt in config.list("recovery-option") {
+                let (k, v) = opt.split_once('=').ok_or_else(|| {
+                    CliError::new(
+                        ErrorCode::OptionInvalidValue,
+                        format!("'{opt}' is not valid for 'recovery-option': use key=value"),
+                    )
+                })?;
+                kept.push(format!("{} = '{}'", k.trim(), v.trim().replace('\'', "''")));
+            }
+            kept.push(END.to_string());
+            vec![if *goal == Goal::Standby { "standby.signal" } else { "recovery.signal" }]
         }
-        let key = line.split('=').next().unwrap_or("").trim();
-        if inside || key == "restore_command" || key.starts_with("recovery_target") {
-            continue;
-        }
-        kept.push(line.to_string());
-    }
-    if *recovery != RecoveryType::None {
-        kept.push(BEGIN.to_string());
-        let cmd = restore_command(config, stanza, data)?;
-        kept.push(format!("restore_command = '{}'", cmd.replace('\'', "''")));
-        if *recovery == RecoveryType::Immediate {
-            kept.push("recovery_target = 'immediate'".into());
-            kept.push(format!("recovery_target_action = '{}'", config.get("target-action").unwrap_or("pause")));
-        }
-        for opt in config.list("recovery-option") {
-            let (k, v) = opt.split_once('=').ok_or_else(|| {
-                CliError::new(
-                    ErrorCode::OptionInvalidValue,
-                    format!("'{opt}' is not valid for 'recovery-option': use key=value"),
-                )
-            })?;
-            kept.push(format!("{} = '{}'", k.trim(), v.trim().replace('\'', "''")));
-        }
-        kept.push(END.to_string());
-    }
+    };
     let mut text = kept.join("\n");
     text.push('\n');
     std::fs::write(&auto, text).map_err(|e| io(&auto, "write", e))?;
-    let signal = match recovery {
-        RecoveryType::Standby => Some("standby.signal"),
-        RecoveryType::None => None,
-        _ => Some("recovery.signal"),
-    };
-    if let Some(name) = signal {
+    for name in signal {
         let p = data.join(name);
         std::fs::write(&p, b"").map_err(|e| io(&p, "write", e))?;
     }
@@ -734,6 +722,6 @@ fn write_recovery(config: &Config, stanza: &str, data: &Path, recovery: &Recover
             }
         }
     }
-    tracing::info!("write recovery settings ({recovery:?}) into {}", auto.display());
+    tracing::info!("write recovery settings ({}) into {}", recovery.describe(), auto.display());
     Ok(())
 }

@@ -1,0 +1,133 @@
+//! Point-in-time recovery to every target type, timelines after a promotion, and targets that
+//! cannot be reached refused before anything is written.
+
+use super::*;
+
+/// Restores into a fresh directory with `args`, starts it (not archiving) and waits for the
+/// promotion; returns the running cluster.
+fn restore_and_start(scratch: &Scratch, s: &Setup, name: &str, args: &[&str]) -> Cluster {
+    let dir = scratch.path(name);
+    let pg1 = format!("--pg1-path={}", dir.display());
+    let mut all = vec!["--stanza=db", "restore", pg1.as_str()];
+    all.extend_from_slice(args);
+    s.ok(&all);
+    let c = Cluster::existing(scratch, dir, name);
+    c.configure("archive_mode = off");
+    c.start();
+    c.wait_promoted();
+    c
+}
+
+fn pgbench(cluster: &Cluster, seconds: &str) {
+    let o = cluster.tool("pgbench", &["-T", seconds, "-c", "2", "-n", "postgres"]);
+    assert!(o.status.success(), "pgbench: {}", text(&o));
+}
+
+#[test]
+fn point_in_time_targets_and_timelines() {
+    if !postgres_available() {
+        return;
+    }
+    let scratch = Scratch::new("pgstrata-pitr-");
+    let repo = scratch.path("repo");
+    let (cluster, s) = archiving_cluster(&scratch, "src", &repo, None);
+    let init = cluster.tool("pgbench", &["-i", "-s", "2", "-q", "postgres"]);
+    assert!(init.status.success(), "pgbench -i: {}", text(&init));
+    s.ok(&["--stanza=db", "stanza-create"]);
+    let before_backup = cluster.sql("select clock_timestamp()");
+    s.ok(&["--stanza=db", "backup", "--type=full", "--start-fast"]);
+
+    // Four moments, each followed by dropping the table made just before it.
+    pgbench(&cluster, "2");
+    cluster.sql("create table t_time as select g as id, md5(g::text) as v from generate_series(1, 5000) g");
+    let at_time = cluster.dumpall();
+    let time = cluster.sql("select clock_timestamp()");
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    cluster.sql("drop table t_time");
+
+    pgbench(&cluster, "1");
+    cluster.sql("create table t_lsn as select g as id from generate_series(1, 5000) g");
+    let at_lsn = cluster.dumpall();
+    let lsn = cluster.sql("select pg_current_wal_insert_lsn()");
+    cluster.sql("drop table t_lsn");
+
+    pgbench(&cluster, "1");
+    cluster.sql("create table t_xid (id int)");
+    let xid = cluster.sql("insert into t_xid select generate_series(1, 5000) returning txid_current()");
+    let xid = xid.lines().next().unwrap().to_string();
+    let at_xid = cluster.dumpall();
+    cluster.sql("drop table t_xid");
+
+    pgbench(&cluster, "1");
+    cluster.sql("create table t_name as select g as id from generate_series(1, 5000) g");
+    let at_name = cluster.dumpall();
+    cluster.sql("select pg_create_restore_point('before drop')");
+    cluster.sql("drop table t_name");
+    pgbench(&cluster, "1");
+    cluster.archive_now();
+
+    for (name, args, expected, table) in [
+        ("by-time", vec!["--type=time".to_string(), format!("--target={time}")], &at_time, "t_time"),
+        ("by-lsn", vec!["--type=lsn".into(), format!("--target={lsn}")], &at_lsn, "t_lsn"),
+        ("by-xid", vec!["--type=xid".into(), format!("--target={xid}")], &at_xid, "t_xid"),
+        ("by-name", vec!["--type=name".into(), "--target=before drop".into()], &at_name, "t_name"),
+    ] {
+        let mut args: Vec<&str> = args.iter().map(String::as_str).collect();
+        args.push("--target-action=promote");
+        let c = restore_and_start(&scratch, &s, name, &args);
+        assert_eq!(c.sql(&format!("select count(*) from {table}")), "5000", "{name}");
+        assert!(c.dumpall() == *expected, "{name}: restored cluster differs from the dump taken at the target");
+        c.stop();
+    }
+
+    // Unreachable targets are refused before anything is written.
+    let early = format!("--target={before_backup}");
+    let late = "--target=2999-01-01 00:00:00+00";
+    let far = "--target=FF/0";
+    for (args, says) in [
+        (vec!["--type=time", early.as_str(), "--target-timeline=current"], "before every usable backup"),
+        (vec!["--type=time", late], "beyond the archive"),
+        (vec!["--type=lsn", far], "beyond the archive"),
+        (vec!["--type=lsn", "--target=0/10"], "before every usable backup"),
+        (vec!["--type=time", "--target=last tuesday"], "not a valid target time"),
+        (vec!["--type=xid"], "requires option: target"),
+        (vec!["--type=default", "--target=0/10"], "not valid with restore --type=default"),
+    ] {
+        let dir = scratch.path("refused");
+        let pg1 = format!("--pg1-path={}", dir.display());
+        let mut all = vec!["--stanza=db", "restore", pg1.as_str()];
+        all.extend_from_slice(&args);
+        let o = s.run(&all);
+        assert!(!o.status.success(), "{args:?} was accepted");
+        assert!(text(&o).contains(says), "{args:?}: expected '{says}' in {}", text(&o));
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0, "{args:?} wrote into {}", dir.display());
+    }
+
+    // Timelines: a clone restored to the time target is promoted onto timeline 2 and archives
+    // there; a restore following the latest timeline reaches its data.
+    let tl2_dir = scratch.path("tl2");
+    let pg1 = format!("--pg1-path={}", tl2_dir.display());
+    s.ok(&["--stanza=db", "restore", &pg1, "--type=time", &format!("--target={time}"), "--target-action=promote"]);
+    let tl2 = Cluster::existing(&scratch, tl2_dir, "tl2");
+    tl2.configure(&format!("archive_mode = on\narchive_command = '{} archive-push %p'", s.command_prefix()));
+    tl2.start();
+    tl2.wait_promoted();
+    assert_eq!(tl2.sql("select timeline_id from pg_control_checkpoint()"), "2");
+    tl2.sql("create table on_tl2 as select g as id from generate_series(1, 777) g");
+    tl2.archive_now();
+    let on_tl2 = tl2.dumpall();
+    tl2.stop();
+
+    let latest = restore_and_start(&scratch, &s, "latest", &["--target-timeline=latest"]);
+    assert_eq!(latest.sql("select count(*) from on_tl2"), "777");
+    assert!(latest.dumpall() == on_tl2, "restore along timeline 2 differs from the timeline-2 cluster");
+    latest.stop();
+    // Timeline 1 is still there to follow.
+    let current = restore_and_start(&scratch, &s, "current", &["--target-timeline=current"]);
+    assert_eq!(current.sql("select count(*) from pg_class where relname in ('on_tl2', 't_time')"), "0");
+    current.stop();
+
+    // info shows the archive per timeline.
+    let info = String::from_utf8_lossy(&s.ok(&["--stanza=db", "info"]).stdout).into_owned();
+    assert!(info.contains("timeline 1:") && info.contains("timeline 2:"), "{info}");
+}
