@@ -63,6 +63,43 @@ pub enum ErrorCode {
     NotImplemented = 124,
 }
 
+impl ErrorCode {
+    /// The code for an exit number (as a worker writes it into the spool).
+    pub fn from_number(n: i32) -> Option<Self> {
+        [
+            Self::NotInArchive,
+            Self::Format,
+            Self::CommandRequired,
+            Self::OptionInvalid,
+            Self::OptionInvalidValue,
+            Self::OptionInvalidRange,
+            Self::OptionDuplicate,
+            Self::OptionRequired,
+            Self::ParamRequired,
+            Self::ArchiveMismatch,
+            Self::ArchiveDuplicate,
+            Self::PgRunning,
+            Self::PathNotEmpty,
+            Self::DbConnect,
+            Self::DbQuery,
+            Self::DbMismatch,
+            Self::LockAcquire,
+            Self::BackupSetInvalid,
+            Self::ArchiveTimeout,
+            Self::CommandInvalid,
+            Self::FileMissing,
+            Self::FileRead,
+            Self::Crypto,
+            Self::RepoInvalid,
+            Self::Service,
+            Self::Access,
+            Self::NotImplemented,
+        ]
+        .into_iter()
+        .find(|c| *c as i32 == n)
+    }
+}
+
 /// An error that ends the command with `code`.
 #[derive(Debug)]
 pub struct CliError {

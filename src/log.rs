@@ -145,7 +145,7 @@ pub fn init(config: &Config, with_file: bool) {
     if file_level != LogLevel::Off
         && let Some(dir) = config.get("log-path")
     {
-        let name = format!("{}-{}.log", config.get("stanza").unwrap_or("all"), config.command.name);
+        let name = format!("{}-{}.log", config.get("stanza").unwrap_or("all"), config.command.name.replace(':', "-"));
         let path = PathBuf::from(dir).join(name);
         let opened =
             std::fs::create_dir_all(dir).and_then(|()| OpenOptions::new().create(true).append(true).open(&path));

@@ -7,10 +7,12 @@ mod support;
 
 #[path = "e2e/pitr.rs"]
 mod pitr;
+#[path = "e2e/wal.rs"]
+mod wal;
 
 use std::path::Path;
 
-use support::{Cluster, Scratch, Setup, postgres_available, text};
+use support::{Cluster, Scratch, Setup, postgres_available, run_as_postgres, text};
 
 const PASS: &str = "correct horse battery staple";
 

@@ -8,7 +8,7 @@ pub fn run(config: &Config) -> CliResult<()> {
     let name = crate::program_name(config.flavor);
     let Some(topic) = config.params.first() else {
         println!("{}\n\nUsage:\n    {name} [options] [command]\n\nCommands:", crate::version_line(config.flavor));
-        for c in COMMANDS {
+        for c in COMMANDS.iter().filter(|c| !c.name.contains(':')) {
             let note = if c.implemented { "" } else { " (not yet available)" };
             println!("    {:<16}{}{note}", c.name, c.help);
         }

@@ -1,7 +1,6 @@
 //! Command dispatch. Each command takes the resolved [`Config`] and returns what it printed or
 //! an error with its exit code.
 
-mod archive;
 mod help;
 mod repo;
 mod stanza;
@@ -21,8 +20,10 @@ pub fn dispatch(config: &Config) -> CliResult<()> {
         "repo-get" => repo::get(config),
         "stanza-create" => stanza::create(config),
         "stanza-upgrade" => stanza::upgrade(config),
-        "archive-push" => archive::push(config),
-        "archive-get" => archive::get(config),
+        "archive-push" => crate::archive::push(config),
+        "archive-push:async" => crate::archive::push_async::worker(config),
+        "archive-get" => crate::archive::get(config),
+        "archive-get:async" => crate::archive::get_async::worker(config),
         "backup" => crate::backup::run(config),
         "restore" => crate::restore::run(config),
         "info" => crate::info::run(config),

@@ -322,7 +322,8 @@ impl Config {
 
     fn merge_files(&mut self) -> CliResult<()> {
         let stanza = self.get("stanza").map(str::to_string);
-        let command = self.command.name;
+        // The async workers (`archive-push:async`) read their command's sections.
+        let command = self.command.name.split(':').next().unwrap_or(self.command.name);
         // Highest precedence first.
         let mut sections = Vec::new();
         if let Some(s) = &stanza {

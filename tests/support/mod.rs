@@ -63,6 +63,11 @@ fn is_root() -> bool {
 
 /// Runs `program args` as the postgres OS user (when we are root) with exactly `env`.
 pub fn run_as_postgres(program: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    postgres_command(program, args, env).output().unwrap_or_else(|e| panic!("run {}: {e}", program.display()))
+}
+
+/// The command [`run_as_postgres`] runs, to spawn it instead.
+pub fn postgres_command(program: &Path, args: &[&str], env: &[(&str, &str)]) -> Command {
     let mut cmd = if is_root() {
         let mut c = Command::new("runuser");
         c.args(["-u", "postgres", "--", "env", "-i"]);
@@ -77,7 +82,7 @@ pub fn run_as_postgres(program: &Path, args: &[&str], env: &[(&str, &str)]) -> O
         cmd.arg(format!("{k}={v}"));
     }
     cmd.arg(program).args(args);
-    cmd.output().unwrap_or_else(|e| panic!("run {}: {e}", program.display()))
+    cmd
 }
 
 pub fn text(o: &Output) -> String {
@@ -141,13 +146,16 @@ pub struct Cluster {
 impl Cluster {
     /// `initdb --data-checksums` into `scratch/<name>`.
     pub fn init(scratch: &Scratch, name: &str) -> Self {
+        Self::init_with(scratch, name, &[])
+    }
+
+    /// `initdb --data-checksums <extra>` into `scratch/<name>`.
+    pub fn init_with(scratch: &Scratch, name: &str, extra: &[&str]) -> Self {
         let data = scratch.dir.path().join(name);
         let socket = scratch.path(&format!("{name}-socket"));
-        let out = run_as_postgres(
-            &pg_bin().join("initdb"),
-            &["--data-checksums", "-A", "trust", "-U", "postgres", "-D", data.to_str().unwrap()],
-            &[],
-        );
+        let mut args = vec!["--data-checksums", "-A", "trust", "-U", "postgres", "-D", data.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        let out = run_as_postgres(&pg_bin().join("initdb"), &args, &[]);
         assert!(out.status.success(), "initdb: {}", text(&out));
         let log = scratch.dir.path().join(format!("{name}.log"));
         Self { data, socket, port: free_port(), log }

@@ -1,0 +1,183 @@
+//! Asynchronous `archive-get` with prefetch (`archive-async=y`, `archive-get-queue-max`).
+//!
+//! The foreground (PostgreSQL's `restore_command`) serves a segment from the queue in
+//! `<spool>/archive/<stanza>/in` with a rename when it is there; otherwise it fetches it itself.
+//! Either way it records the next segment in `in/want` and makes sure a worker
+//! (`archive-get:async`, one per stanza) is prefetching from there: the following segments of the
+//! same timeline, `process-max` at a time, verified, decrypted and decompressed, as many as
+//! `archive-get-queue-max` allows.
+//!
+//! Queue entries are served only for the exact file name asked for, and only when their header
+//! names the system identifier of the cluster being recovered and the segment's own position;
+//! entries behind the requested segment or on another timeline are deleted by the worker.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use pgstrata_repo_format::pg::{ControlFile, WalFileName, WalPageHeader};
+
+use super::spool::{Spool, spawn_worker, try_worker_lock, worker_lock_path, worker_running};
+use super::{fetch_any, open_all, write_atomically};
+use crate::config::Config;
+use crate::error::{CliError, CliResult, ErrorCode};
+use crate::repo::stanza_name;
+
+const WANT: &str = "want";
+
+/// The cluster being recovered: `pg1-path`, else the working directory PostgreSQL gives its
+/// `restore_command` (the data directory).
+fn cluster_control(config: &Config) -> Option<ControlFile> {
+    let dir = config.get("pg1-path").map_or_else(|| PathBuf::from("."), PathBuf::from);
+    crate::postgres::read_control(&dir).ok()
+}
+
+/// Whether a queued segment is the one asked for, of this cluster.
+fn entry_is_valid(bytes: &[u8], name: &WalFileName, control: &ControlFile) -> bool {
+    let size = u64::from(control.wal_segment_size);
+    let Ok(header) = WalPageHeader::parse(bytes, &name.to_string()) else { return false };
+    header.system_identifier == control.system_identifier
+        && bytes.len() as u64 == size
+        && name.start_lsn(size).is_ok_and(|start| start == header.page_addr)
+}
+
+/// Moves a queue entry into place: a rename on the same filesystem, else a copy.
+fn move_into(entry: &Path, dest: &Path) -> CliResult<()> {
+    if std::fs::rename(entry, dest).is_ok() {
+        return Ok(());
+    }
+    let data = std::fs::read(entry)
+        .map_err(|e| CliError::new(ErrorCode::FileRead, format!("unable to read {}: {e}", entry.display())))?;
+    write_atomically(dest, &data)?;
+    let _ = std::fs::remove_file(entry);
+    Ok(())
+}
+
+fn ensure_worker(config: &Config, stanza: &str) -> CliResult<()> {
+    if !worker_running(&worker_lock_path(config, stanza, "archive-get")) {
+        spawn_worker("archive-get:async", &[])?;
+    }
+    Ok(())
+}
+
+pub fn foreground(config: &Config, stanza: &str, name: &WalFileName, dest: &Path) -> CliResult<()> {
+    let Some(control) = cluster_control(config) else {
+        tracing::debug!("no pg_control to check queued WAL against: fetching {name} directly");
+        return super::get_sync(config, stanza, name, dest);
+    };
+    let spool = Spool::open(config, stanza, "in")?;
+    let entry = spool.path(&name.to_string());
+    let next = name.next(u64::from(control.wal_segment_size))?;
+    if let Some(bytes) = spool.read(&name.to_string()) {
+        if entry_is_valid(&bytes, name, &control) {
+            move_into(&entry, dest)?;
+            spool.write(WANT, next.to_string().as_bytes())?;
+            ensure_worker(config, stanza)?;
+            tracing::info!("found {name} in the archive-get queue");
+            return Ok(());
+        }
+        tracing::warn!("queued {name} is not this cluster's segment: removed, fetching it again");
+        spool.remove(&name.to_string());
+    }
+    super::get_sync(config, stanza, name, dest)?;
+    spool.write(WANT, next.to_string().as_bytes())?;
+    ensure_worker(config, stanza)
+}
+
+/// The `archive-get:async` worker: keeps the queue filled from `want` on.
+pub fn worker(config: &Config) -> CliResult<()> {
+    let stanza = stanza_name(config)?;
+    let Some(_lock) = try_worker_lock(&worker_lock_path(config, &stanza, "archive-get"))? else {
+        return Ok(());
+    };
+    let Some(control) = cluster_control(config) else {
+        return Err(CliError::new(ErrorCode::FileMissing, "archive-get worker: no pg_control to check WAL against"));
+    };
+    let spool = Spool::open(config, &stanza, "in")?;
+    spool.clean_temporaries();
+    let segment_size = u64::from(control.wal_segment_size);
+    let depth = usize::try_from(config.size("archive-get-queue-max").unwrap_or(128 << 20) / segment_size.max(1))
+        .unwrap_or(1)
+        .max(1);
+    let workers = usize::try_from(config.int("process-max").unwrap_or(1)).unwrap_or(1).max(1);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::new(ErrorCode::Service, format!("unable to start the I/O runtime: {e}")))?;
+    rt.block_on(async {
+        let repos = open_all(config, &stanza).await?;
+        // Segments found missing, and when: not asked again for a moment (a standby waiting for
+        // new WAL would otherwise poll the repository in a loop).
+        let mut missing: Option<(WalFileName, Instant)> = None;
+        let mut idle = 0;
+        while idle < 40 {
+            let Some(want) = spool
+                .read(WANT)
+                .and_then(|b| String::from_utf8(b).ok())
+                .and_then(|s| s.trim().parse::<WalFileName>().ok())
+            else {
+                return Ok(());
+            };
+            let want_no = want.segment_number(segment_size)?;
+            // Prune what PostgreSQL has gone past or will never ask for.
+            let mut queued = Vec::new();
+            for n in spool.names() {
+                let Ok(q) = n.parse::<WalFileName>() else { continue };
+                let no = q.segment_number(segment_size).unwrap_or(0);
+                if q.timeline != want.timeline || no < want_no || no >= want_no + depth as u64 {
+                    spool.remove(&n);
+                } else {
+                    queued.push(no);
+                }
+            }
+            let mut todo = Vec::new();
+            for no in want_no..want_no + depth as u64 {
+                if queued.contains(&no) {
+                    continue;
+                }
+                let n = WalFileName::segment(want.timeline, no, segment_size)?;
+                if missing.is_some_and(|(m, at)| {
+                    no >= m.segment_number(segment_size).unwrap_or(0)
+                        && m.timeline == n.timeline
+                        && at.elapsed() < Duration::from_secs(2)
+                }) {
+                    break;
+                }
+                todo.push(n);
+            }
+            if todo.is_empty() {
+                idle += 1;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+            idle = 0;
+            let repos = &repos;
+            let mut fetched =
+                futures::stream::iter(todo.into_iter().map(|n| async move { (n, fetch_any(repos, &n).await) }))
+                    .buffered(workers);
+            while let Some((n, result)) = fetched.next().await {
+                match result {
+                    Ok(Some((plain, _))) if entry_is_valid(&plain, &n, &control) => {
+                        spool.write(&n.to_string(), &plain)?;
+                    }
+                    Ok(Some(_)) => {
+                        tracing::warn!("archived {n} does not belong to this cluster: not queued");
+                        break;
+                    }
+                    Ok(None) => {
+                        missing = Some((n, Instant::now()));
+                        break;
+                    }
+                    Err(e) => {
+                        // The foreground fetches it itself and reports the error there.
+                        tracing::warn!("prefetch of {n} failed: {e}");
+                        missing = Some((n, Instant::now()));
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(())
+    })
+}

@@ -1,0 +1,203 @@
+//! `archive-push` (PostgreSQL's `archive_command`) and `archive-get` (`restore_command`), and
+//! their asynchronous workers (`push_async`, `get_async`) working through the spool.
+//!
+//! Exit codes of `archive-get` follow PostgreSQL's contract: 0 fetched; 1 not in the archive
+//! (recovery ends, or a standby waits); anything above 125 (we use 255) for every other failure,
+//! so a storage or integrity problem aborts recovery instead of silently ending it.
+
+pub mod get_async;
+pub mod push_async;
+mod spool;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use pgstrata_repo_format::layout::archive_id;
+use pgstrata_repo_format::pg::{WalFileKind, WalFileName, WalPageHeader};
+use pgstrata_repo_format::{BlobSettings, Sha256Digest, encode_blob};
+
+use crate::config::Config;
+use crate::error::{CliError, CliResult, ErrorCode};
+use crate::repo::{Repo, blob_settings, open_repo, repo_indexes, stanza_name};
+
+/// Resolves `%p`. A relative path is relative to the working directory, which PostgreSQL sets
+/// to its data directory — never to `pg1-path`, which may name another cluster (the source of a
+/// restore, say).
+fn resolve(param: &str) -> CliResult<PathBuf> {
+    std::path::absolute(param)
+        .map_err(|e| CliError::new(ErrorCode::FileRead, format!("unable to resolve the path {param}: {e}")))
+}
+
+/// Checks a segment's header against the stanza's database.
+fn check_segment(repo: &Repo, name: &WalFileName, bytes: &[u8]) -> CliResult<()> {
+    if !matches!(name.kind, WalFileKind::Segment | WalFileKind::Partial) {
+        return Ok(());
+    }
+    let db = repo.current_db()?;
+    let header = WalPageHeader::parse(bytes, &name.to_string())?;
+    if header.system_identifier != db.system_id || header.pg_version != db.pg_version {
+        return Err(CliError::new(
+            ErrorCode::ArchiveMismatch,
+            format!(
+                "WAL file {name} is from PostgreSQL {} with system id {}, but stanza '{}' in {} is PostgreSQL {} with system id {}",
+                header.pg_version,
+                header.system_identifier,
+                repo.layout.stanza(),
+                repo.name(),
+                db.pg_version,
+                db.system_id
+            ),
+        )
+        .hint("is archive_command pointing at the right stanza? After pg_upgrade, run stanza-upgrade"));
+    }
+    if name.kind == WalFileKind::Segment && bytes.len() as u64 != u64::from(header.segment_size) {
+        return Err(CliError::new(
+            ErrorCode::Format,
+            format!("WAL segment {name} is {} bytes, its header says {}", bytes.len(), header.segment_size),
+        ));
+    }
+    Ok(())
+}
+
+/// Every configured repository of the stanza, opened and unlocked.
+async fn open_all(config: &Config, stanza: &str) -> CliResult<Vec<Repo>> {
+    let mut repos = Vec::new();
+    for index in repo_indexes(config) {
+        repos.push(open_repo(config, index, stanza).await?);
+    }
+    Ok(repos)
+}
+
+/// Pushes one WAL file into every repository, create-only: returns when it is durable in all
+/// of them. The same content already there is a success (with a warning); different content
+/// is refused (45) and nothing is overwritten.
+async fn push_file(repos: &[Repo], settings: BlobSettings, name: &WalFileName, bytes: Bytes) -> CliResult<()> {
+    let sha = Sha256Digest::of(&bytes);
+    for repo in repos {
+        check_segment(repo, name, &bytes)?;
+        let db = repo.current_db()?;
+        let archive = archive_id(db.pg_version, db.id);
+        let copies = crate::wal::copies(repo, &archive, name).await?;
+        if copies.iter().any(|(_, s)| *s == sha) {
+            tracing::warn!("WAL file {name} already exists in the {} archive with the same checksum", repo.name());
+            continue;
+        }
+        if let Some((key, _)) = copies.first() {
+            return Err(CliError::new(
+                ErrorCode::ArchiveDuplicate,
+                format!(
+                    "WAL file {name} already exists in the {} archive with a different checksum ({key})",
+                    repo.name()
+                ),
+            )
+            .hint("this is often a sign of two clusters archiving into the same stanza"));
+        }
+        let key = repo.layout.wal_object(&archive, name, &sha);
+        let data_key = repo.key.clone();
+        let plain = bytes.clone();
+        // Compression and encryption are CPU work: off the I/O threads.
+        let blob = tokio::task::spawn_blocking(move || encode_blob(&plain, settings, data_key.as_ref()))
+            .await
+            .map_err(|e| CliError::new(ErrorCode::Service, format!("compression task failed: {e}")))??
+            .0;
+        match repo.store.put_new(&key, Bytes::from(blob)).await {
+            Ok(()) => tracing::info!("pushed WAL file {name} to the {} archive", repo.name()),
+            // The key embeds the content's digest: another push of the same bytes won.
+            Err(e) if e.is_already_exists() => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+fn wal_path_param(config: &Config) -> CliResult<(PathBuf, WalFileName)> {
+    let param = config.params.first().ok_or_else(|| {
+        CliError::new(
+            ErrorCode::ParamRequired,
+            "archive-push requires the WAL file's path (archive_command = '... archive-push %p')",
+        )
+    })?;
+    let path = resolve(param)?;
+    let file_name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
+    let name: WalFileName = file_name.parse()?;
+    Ok((path, name))
+}
+
+fn read_wal(path: &Path) -> CliResult<Bytes> {
+    std::fs::read(path)
+        .map(Bytes::from)
+        .map_err(|e| CliError::new(ErrorCode::FileMissing, format!("unable to read WAL file {}: {e}", path.display())))
+}
+
+pub fn push(config: &Config) -> CliResult<()> {
+    let stanza = stanza_name(config)?;
+    let (path, name) = wal_path_param(config)?;
+    if config.bool("archive-async") {
+        return push_async::foreground(config, &stanza, &path, &name);
+    }
+    let bytes = read_wal(&path)?;
+    let settings = blob_settings(config)?;
+    crate::commands::runtime()?.block_on(async {
+        let repos = open_all(config, &stanza).await?;
+        push_file(&repos, settings, &name, bytes).await
+    })
+}
+
+fn get_params(config: &Config) -> CliResult<(WalFileName, PathBuf)> {
+    let (Some(file), Some(dest)) = (config.params.first(), config.params.get(1)) else {
+        return Err(CliError::new(
+            ErrorCode::ParamRequired,
+            "archive-get requires the WAL file name and the destination (restore_command = '... archive-get %f \"%p\"')",
+        ));
+    };
+    Ok((file.parse()?, resolve(dest)?))
+}
+
+/// Fetches `name` from the first repository that has it.
+async fn fetch_any(repos: &[Repo], name: &WalFileName) -> CliResult<Option<(Vec<u8>, u32)>> {
+    for repo in repos {
+        let db = repo.current_db()?;
+        let archive = archive_id(db.pg_version, db.id);
+        if let Some(plain) = crate::wal::fetch(repo, &archive, name).await? {
+            return Ok(Some((plain, repo.index)));
+        }
+    }
+    Ok(None)
+}
+
+fn not_found(name: &WalFileName) -> CliError {
+    CliError::new(ErrorCode::NotInArchive, format!("unable to find {name} in the archive"))
+}
+
+pub fn get(config: &Config) -> CliResult<()> {
+    let stanza = stanza_name(config)?;
+    let (name, dest) = get_params(config)?;
+    if config.bool("archive-async") && name.kind == WalFileKind::Segment {
+        return get_async::foreground(config, &stanza, &name, &dest);
+    }
+    get_sync(config, &stanza, &name, &dest)
+}
+
+/// Fetches `name` from the repositories into `dest`.
+fn get_sync(config: &Config, stanza: &str, name: &WalFileName, dest: &Path) -> CliResult<()> {
+    crate::commands::runtime()?.block_on(async {
+        let repos = open_all(config, stanza).await?;
+        let (plain, index) = fetch_any(&repos, name).await?.ok_or_else(|| not_found(name))?;
+        write_atomically(dest, &plain)?;
+        tracing::info!("found {name} in the repo{index} archive");
+        Ok(())
+    })
+}
+
+/// Writes to a temporary name beside `dest`, syncs, renames: PostgreSQL never sees half a file.
+fn write_atomically(dest: &Path, data: &[u8]) -> CliResult<()> {
+    let fail =
+        |e: std::io::Error| CliError::new(ErrorCode::FileRead, format!("unable to write {}: {e}", dest.display()));
+    let tmp =
+        dest.with_file_name(format!(".{}.pgstrata.tmp", dest.file_name().and_then(|n| n.to_str()).unwrap_or("wal")));
+    let mut f = std::fs::File::create(&tmp).map_err(fail)?;
+    f.write_all(data).and_then(|()| f.sync_all()).map_err(fail)?;
+    drop(f);
+    std::fs::rename(&tmp, dest).map_err(fail)
+}

@@ -1,0 +1,137 @@
+//! The spool: `<spool-path>/archive/<stanza>/out` holds the push worker's acknowledgements
+//! (`<wal>.ok`, `<wal>.error`, `global.error`), `.../in` the WAL the get worker fetched ahead.
+//! Every file appears whole: written under a temporary name, then renamed.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crate::config::Config;
+use crate::error::{CliError, CliResult, ErrorCode};
+
+pub struct Spool {
+    pub dir: PathBuf,
+}
+
+fn io(path: &Path, what: &str, e: std::io::Error) -> CliError {
+    CliError::new(ErrorCode::FileRead, format!("unable to {what} {}: {e}", path.display()))
+        .hint("check spool-path: it must be writable by the PostgreSQL user")
+}
+
+impl Spool {
+    /// Opens (creating) the `out` or `in` queue of a stanza.
+    pub fn open(config: &Config, stanza: &str, queue: &str) -> CliResult<Self> {
+        let base = config.get("spool-path").unwrap_or("/var/spool/pgstrata");
+        let dir = Path::new(base).join("archive").join(stanza).join(queue);
+        std::fs::create_dir_all(&dir).map_err(|e| io(&dir, "create the spool directory", e))?;
+        Ok(Self { dir })
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    /// Writes `name` whole: a temporary name, then a rename.
+    pub fn write(&self, name: &str, data: &[u8]) -> CliResult<()> {
+        let tmp = self.dir.join(format!(".{name}.{}.tmp", std::process::id()));
+        let dest = self.dir.join(name);
+        std::fs::write(&tmp, data).map_err(|e| io(&tmp, "write", e))?;
+        std::fs::rename(&tmp, &dest).map_err(|e| io(&dest, "rename into", e))
+    }
+
+    /// Reads `name` if it exists.
+    pub fn read(&self, name: &str) -> Option<Vec<u8>> {
+        std::fs::read(self.dir.join(name)).ok()
+    }
+
+    pub fn remove(&self, name: &str) {
+        let _ = std::fs::remove_file(self.dir.join(name));
+    }
+
+    /// Names of the files in the queue (temporary files excluded).
+    pub fn names(&self) -> Vec<String> {
+        let Ok(rd) = std::fs::read_dir(&self.dir) else { return Vec::new() };
+        rd.filter_map(|e| e.ok()?.file_name().into_string().ok()).filter(|n| !n.starts_with('.')).collect()
+    }
+
+    /// Removes temporary files a killed process left.
+    pub fn clean_temporaries(&self) {
+        let Ok(rd) = std::fs::read_dir(&self.dir) else { return };
+        for e in rd.flatten() {
+            if e.file_name().to_str().is_some_and(|n| n.starts_with('.') && n.ends_with(".tmp")) {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+}
+
+/// An error a worker hands to the foreground: `<exit code>\n<message>`.
+pub fn encode_error(e: &CliError) -> Vec<u8> {
+    format!("{}\n{}", e.code as i32, e.message).into_bytes()
+}
+
+pub fn decode_error(bytes: &[u8]) -> CliError {
+    let text = String::from_utf8_lossy(bytes);
+    let (code, message) = text.split_once('\n').unwrap_or(("", &text));
+    let code = ErrorCode::from_number(code.trim().parse().unwrap_or(-1)).unwrap_or(ErrorCode::Service);
+    CliError::new(code, message.to_string())
+}
+
+/// Path of a worker's lock file.
+pub fn worker_lock_path(config: &Config, stanza: &str, kind: &str) -> PathBuf {
+    Path::new(config.get("lock-path").unwrap_or("/tmp/pgstrata")).join(format!("{stanza}-{kind}-async.lock"))
+}
+
+/// Takes a worker's lock without waiting: `None` when another worker holds it.
+pub fn try_worker_lock(path: &Path) -> CliResult<Option<std::fs::File>> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| io(dir, "create the lock directory", e))?;
+    }
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .map_err(|e| io(path, "open the lock file", e))?;
+    match f.try_lock() {
+        Ok(()) => Ok(Some(f)),
+        Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+        Err(std::fs::TryLockError::Error(e)) => Err(io(path, "lock", e)),
+    }
+}
+
+/// Whether a worker holds the lock now.
+pub fn worker_running(path: &Path) -> bool {
+    // Probing takes the lock for an instant; a worker starting in that instant exits and the
+    // caller's next probe starts another.
+    matches!(try_worker_lock(path), Ok(None))
+}
+
+/// Starts a detached worker (`archive-push:async` / `archive-get:async`) with this process's
+/// options, in its own process group so PostgreSQL's signals to the archiver do not reach it.
+pub fn spawn_worker(command: &str, params: &[&str]) -> CliResult<()> {
+    use std::os::unix::process::CommandExt;
+    let exe = std::env::current_exe()
+        .map_err(|e| CliError::new(ErrorCode::Service, format!("unable to find our own executable: {e}")))?;
+    let options: Vec<String> = std::env::args().skip(1).filter(|a| a.starts_with("--")).collect();
+    Command::new(exe)
+        .args(options)
+        .arg(command)
+        .args(params)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .spawn()
+        .map_err(|e| CliError::new(ErrorCode::Service, format!("unable to start the {command} worker: {e}")))?;
+    Ok(())
+}
+
+/// Polling interval of a foreground waiting on its worker: short at first.
+pub fn backoff(round: u32) -> Duration {
+    Duration::from_millis(match round {
+        0..=20 => 2,
+        21..=100 => 10,
+        _ => 50,
+    })
+}

@@ -1,0 +1,234 @@
+//! WAL under stress: `archive-push` killed with SIGKILL at random moments (synchronous, and
+//! asynchronous foreground and worker), and a standby built from the repository following the
+//! primary through asynchronous push and prefetching get.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use super::*;
+
+/// A small pseudo-random sequence (xorshift), seeded from the clock; the seed is printed so a
+/// failure can be replayed with PGSTRATA_TEST_SEED.
+struct Rng(u64);
+
+impl Rng {
+    fn new() -> Self {
+        let seed = std::env::var("PGSTRATA_TEST_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1
+        });
+        eprintln!("PGSTRATA_TEST_SEED={seed}");
+        Self(seed)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
+
+/// A stopped cluster with 1 MiB segments whose `pg_wal` holds `count` ready segments (its
+/// archive_command always failed), and a stanza for it.
+fn ready_segments(scratch: &Scratch, extra_conf: &str, count: usize) -> (Cluster, Setup, Vec<String>) {
+    let cluster = Cluster::init_with(scratch, "src", &["--wal-segsize=1"]);
+    let repo = scratch.path("repo");
+    let mut s = setup(scratch, "src.conf", &cluster, &repo, Some(PASS));
+    let mut conf = std::fs::read_to_string(&s.config).unwrap();
+    conf = conf.replacen("[global]\n", &format!("[global]\n{extra_conf}"), 1);
+    s.config = scratch.write("src.conf", &conf);
+    cluster.configure("archive_mode = on\narchive_command = 'false'\nwal_level = replica\nmax_wal_size = 1GB");
+    cluster.start();
+    s.ok(&["--stanza=db", "stanza-create"]);
+    cluster.sql("create table t (id int)");
+    for i in 0..count {
+        cluster.sql(&format!("insert into t values ({i}); select pg_switch_wal()"));
+    }
+    cluster.stop();
+    let status = cluster.data.join("pg_wal/archive_status");
+    let mut ready: Vec<String> = std::fs::read_dir(&status)
+        .unwrap()
+        .filter_map(|e| e.unwrap().file_name().into_string().unwrap().strip_suffix(".ready").map(str::to_string))
+        .filter(|n| n.len() == 24)
+        .collect();
+    ready.sort();
+    assert!(ready.len() >= count, "only {} ready segments", ready.len());
+    (cluster, s, ready)
+}
+
+/// Kills every process of the test's config whose command line contains `pattern`.
+fn kill_matching(s: &Setup, pattern: &str) {
+    let _ = Command::new("pkill").args(["-9", "-f", &format!("{}.*{pattern}", s.config.display())]).status();
+}
+
+/// Runs `archive-push` on `wal` and kills it (its whole process group) after `delay_ms`;
+/// returns whether it had already succeeded.
+fn push_killed(s: &Setup, wal: &Path, delay_ms: u64) -> bool {
+    use std::os::unix::process::CommandExt;
+    let args = s.args(&["--stanza=db", "archive-push", wal.to_str().unwrap()]);
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut child = support::postgres_command(Path::new(support::bin()), &refs, &[])
+        .process_group(0)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(delay_ms));
+    if let Some(status) = child.try_wait().unwrap() {
+        return status.success();
+    }
+    let _ = Command::new("kill").args(["-9", "--", &format!("-{}", child.id())]).status();
+    let _ = child.wait();
+    false
+}
+
+/// Every acknowledged segment comes back from the repository byte for byte, and the archive
+/// holds nothing but whole, readable WAL objects.
+fn check_archive(scratch: &Scratch, s: &Setup, cluster: &Cluster, acknowledged: &[String]) {
+    let out = scratch.path("fetched");
+    for seg in acknowledged {
+        let dest = out.join(seg);
+        s.ok(&["--stanza=db", "archive-get", seg, dest.to_str().unwrap()]);
+        let got = std::fs::read(&dest).unwrap();
+        let want = std::fs::read(cluster.data.join("pg_wal").join(seg)).unwrap();
+        assert!(got == want, "{seg} differs in the repository");
+    }
+    let listed = s.ok(&["--stanza=db", "repo-ls", "stanza/db/archive/15-1"]);
+    let listed = String::from_utf8_lossy(&listed.stdout).into_owned();
+    for key in listed.lines().filter(|l| !l.ends_with('/')) {
+        let file = key.rsplit('/').next().unwrap();
+        let (name, sha) = file.split_once('-').unwrap_or_else(|| panic!("stray object {key}"));
+        assert!(name.len() == 24 && sha.len() == 64, "stray object {key}");
+    }
+}
+
+#[test]
+fn sync_push_survives_kill_9() {
+    if !postgres_available() {
+        return;
+    }
+    let scratch = Scratch::new("pgstrata-kill-sync-");
+    let (cluster, s, ready) = ready_segments(&scratch, "compress-level=9\n", 30);
+    let mut rng = Rng::new();
+    let mut acknowledged = Vec::new();
+    let mut killed = 0usize;
+    for seg in &ready {
+        let wal = cluster.data.join("pg_wal").join(seg);
+        if !push_killed(&s, &wal, rng.below(60)) {
+            killed += 1;
+        }
+        // The next run succeeds, whatever the killed one left.
+        s.ok(&["--stanza=db", "archive-push", wal.to_str().unwrap()]);
+        acknowledged.push(seg.clone());
+    }
+    eprintln!("{killed} of {} pushes killed", ready.len());
+    assert!(killed > 0, "no push was ever interrupted");
+    check_archive(&scratch, &s, &cluster, &acknowledged);
+}
+
+#[test]
+fn async_push_survives_kill_9_of_foreground_and_worker() {
+    if !postgres_available() {
+        return;
+    }
+    let scratch = Scratch::new("pgstrata-kill-async-");
+    let spool = scratch.path("spool");
+    let extra = format!("archive-async=y\nspool-path={}\nprocess-max=2\ncompress-level=9\n", spool.display());
+    let (cluster, s, ready) = ready_segments(&scratch, &extra, 40);
+    let status = cluster.data.join("pg_wal/archive_status");
+    let mut rng = Rng::new();
+    let mut acknowledged = Vec::new();
+    let mut killed = 0usize;
+    for seg in &ready {
+        let wal = cluster.data.join("pg_wal").join(seg);
+        let done = push_killed(&s, &wal, rng.below(80));
+        killed += usize::from(!done);
+        if !done && rng.below(2) == 0 {
+            kill_matching(&s, "archive-push:async");
+        }
+        s.ok(&["--stanza=db", "archive-push", wal.to_str().unwrap()]);
+        acknowledged.push(seg.clone());
+        // As PostgreSQL does once archive_command succeeded.
+        std::fs::rename(status.join(format!("{seg}.ready")), status.join(format!("{seg}.done"))).unwrap();
+        if rng.below(4) == 0 {
+            kill_matching(&s, "archive-push:async");
+        }
+    }
+    // Let the last worker finish lingering before the scratch goes.
+    kill_matching(&s, "archive-push:async");
+    eprintln!("{killed} of {} foreground pushes killed", ready.len());
+    assert!(killed > 0, "no push was ever interrupted");
+    check_archive(&scratch, &s, &cluster, &acknowledged);
+    // Acknowledgements of segments PostgreSQL is done with are cleaned up by the next worker.
+    let leftovers = std::fs::read_dir(spool.join("archive/db/out")).unwrap().count();
+    assert!(leftovers <= ready.len(), "{leftovers} files in the spool");
+}
+
+#[test]
+fn standby_from_repository_follows_primary_with_async_archiving() {
+    if !postgres_available() {
+        return;
+    }
+    let scratch = Scratch::new("pgstrata-standby-");
+    let repo = scratch.path("repo");
+    let spool = scratch.path("spool");
+    let primary = Cluster::init(&scratch, "primary");
+    let mut s = setup(&scratch, "db.conf", &primary, &repo, None);
+    let conf = std::fs::read_to_string(&s.config).unwrap().replacen(
+        "[global]\n",
+        &format!("[global]\narchive-async=y\nspool-path={}\nprocess-max=2\n", spool.display()),
+        1,
+    );
+    s.config = scratch.write("db.conf", &conf);
+    primary.configure(&format!(
+        "archive_mode = on\narchive_command = '{} archive-push %p'\nwal_level = replica\n",
+        s.command_prefix()
+    ));
+    primary.start();
+    s.ok(&["--stanza=db", "stanza-create"]);
+    let init = primary.tool("pgbench", &["-i", "-s", "1", "-q", "postgres"]);
+    assert!(init.status.success(), "pgbench -i: {}", text(&init));
+    s.ok(&["--stanza=db", "backup", "--start-fast"]);
+
+    let dir = scratch.path("standby");
+    s.ok(&["--stanza=db", "restore", &format!("--pg1-path={}", dir.display()), "--type=standby"]);
+    let standby = Cluster::existing(&scratch, dir, "standby");
+    standby.configure("archive_mode = off\nhot_standby = on");
+    standby.start();
+
+    // New WAL on the primary reaches the standby through the archive.
+    for round in 1..=3 {
+        primary.sql(&format!("create table follow_{round} as select g as id from generate_series(1, {round}000) g"));
+        primary.archive_now();
+        let start = Instant::now();
+        loop {
+            let o = standby.try_sql(&format!("select count(*) from follow_{round}"));
+            if o.status.success() {
+                assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), format!("{round}000"));
+                break;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "standby did not replay round {round}: {}\nlog:\n{}",
+                text(&o),
+                std::fs::read_to_string(&standby.log).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+    assert_eq!(standby.sql("select pg_is_in_recovery()"), "t");
+    // The prefetch queue was used (the worker ran) and holds nothing of another timeline.
+    let queue = spool.join("archive/db/in");
+    assert!(queue.join("want").exists(), "archive-get never queued anything");
+
+    // Promoted, it takes writes.
+    let o = run_as_postgres(
+        &support::pg_bin().join("pg_ctl"),
+        &["-D", standby.data.to_str().unwrap(), "promote", "-w"],
+        &[],
+    );
+    assert!(o.status.success(), "promote: {}", text(&o));
+    standby.wait_promoted();
+    standby.sql("create table after_promotion (id int)");
+    kill_matching(&s, ":async");
+}
