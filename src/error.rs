@@ -59,6 +59,8 @@ pub enum ErrorCode {
     Service = 101,
     /// Access denied.
     Access = 105,
+    /// The server does not archive (archive_mode, archive_command, wal_level).
+    ArchiveDisabled = 87,
     /// The command is not available yet.
     NotImplemented = 124,
 }

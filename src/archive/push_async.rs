@@ -85,7 +85,12 @@ pub fn worker(config: &Config) -> CliResult<()> {
     };
     let spool = Spool::open(config, &stanza, "out")?;
     spool.clean_temporaries();
-    spool.remove(GLOBAL_ERROR);
+    // Errors of an earlier worker are retried by this one.
+    for n in spool.names() {
+        if n.ends_with(".error") {
+            spool.remove(&n);
+        }
+    }
     let result = run(config, &stanza, &wal_dir, &spool);
     if let Err(e) = &result {
         tracing::error!("archive-push worker: {e}");

@@ -1,6 +1,7 @@
 //! Command dispatch. Each command takes the resolved [`Config`] and returns what it printed or
 //! an error with its exit code.
 
+mod check;
 mod help;
 mod repo;
 mod stanza;
@@ -25,6 +26,7 @@ pub fn dispatch(config: &Config) -> CliResult<()> {
         "archive-get" => crate::archive::get(config),
         "archive-get:async" => crate::archive::get_async::worker(config),
         "backup" => crate::backup::run(config),
+        "check" => check::run(config),
         "restore" => crate::restore::run(config),
         "info" => crate::info::run(config),
         other => Err(CliError::new(

@@ -232,3 +232,95 @@ fn standby_from_repository_follows_primary_with_async_archiving() {
     standby.sql("create table after_promotion (id int)");
     kill_matching(&s, ":async");
 }
+
+#[test]
+fn check_verifies_archiving_end_to_end() {
+    if !postgres_available() {
+        return;
+    }
+    let scratch = Scratch::new("pgstrata-check-");
+    let repo = scratch.path("repo");
+    let (cluster, s) = archiving_cluster(&scratch, "src", &repo, None);
+    // Before stanza-create: the stanza is missing, and check says so.
+    let o = s.run(&["--stanza=db", "check"]);
+    assert!(!o.status.success() && text(&o).contains("stanza-create"), "{}", text(&o));
+    s.ok(&["--stanza=db", "stanza-create"]);
+    let o = s.ok(&["--stanza=db", "check"]);
+    assert!(String::from_utf8_lossy(&o.stdout).contains("archiving works"), "{}", text(&o));
+
+    // A failing archive_command: the segment never arrives, and the archiver's failure is named.
+    cluster.sql("alter system set archive_command = 'false'");
+    cluster.sql("select pg_reload_conf()");
+    std::thread::sleep(Duration::from_millis(300));
+    let o = s.run(&["--stanza=db", "check", "--archive-timeout=3"]);
+    assert_eq!(o.status.code(), Some(87), "{}", text(&o));
+    assert!(text(&o).contains("does not run archive-push"), "{}", text(&o));
+    cluster.sql(&format!(
+        "alter system set archive_command = '{} --archive-timeout=1 archive-push %p'",
+        s.command_prefix().replace("--stanza=db", "--stanza=other")
+    ));
+    cluster.sql("select pg_reload_conf()");
+    std::thread::sleep(Duration::from_millis(300));
+    let o = s.run(&["--stanza=db", "check", "--archive-timeout=3"]);
+    assert_eq!(o.status.code(), Some(82), "{}", text(&o));
+    assert!(text(&o).contains("last failed on"), "{}", text(&o));
+
+    // archive_mode off.
+    cluster.sql("alter system reset archive_command");
+    cluster.sql("alter system set archive_mode = off");
+    cluster.stop();
+    cluster.start();
+    let o = s.run(&["--stanza=db", "check"]);
+    assert_eq!(o.status.code(), Some(87), "{}", text(&o));
+    assert!(text(&o).contains("archive_mode is off"), "{}", text(&o));
+
+    // A repository of another cluster.
+    let other = Cluster::init(&scratch, "other");
+    let s2 = setup(&scratch, "other.conf", &other, &repo, None);
+    other.configure(&format!("archive_mode = on\narchive_command = '{} archive-push %p'", s2.command_prefix()));
+    other.start();
+    let o = s2.run(&["--stanza=db", "check"]);
+    assert_eq!(o.status.code(), Some(58), "{}", text(&o));
+    assert!(text(&o).contains("system id"), "{}", text(&o));
+}
+
+#[test]
+fn async_push_reports_worker_errors_and_drops_past_queue_max() {
+    if !postgres_available() {
+        return;
+    }
+    let scratch = Scratch::new("pgstrata-async-errors-");
+    let spool = scratch.path("spool");
+    let extra = format!("archive-async=y\nspool-path={}\narchive-timeout=20\n", spool.display());
+    let (cluster, s, ready) = ready_segments(&scratch, &extra, 6);
+    let wal = |seg: &str| cluster.data.join("pg_wal").join(seg).display().to_string();
+
+    // A backlog beyond archive-push-queue-max: dropped with a loud warning, not archived.
+    let o = s.ok(&["--stanza=db", "archive-push", "--archive-push-queue-max=2MiB", &wal(&ready[0])]);
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(err.contains("POINT-IN-TIME RECOVERY IS BROKEN") && err.contains("dropped"), "{}", text(&o));
+    kill_matching(&s, "archive-push:async");
+    let dest = scratch.path("fetched").join(&ready[0]);
+    let o = s.run(&["--stanza=db", "archive-get", &ready[0], dest.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1), "a dropped segment is in the archive: {}", text(&o));
+
+    // A fresh spool: nothing acknowledged yet.
+    let spool_b = format!("--spool-path={}", scratch.path("spool-b").display());
+    // The worker cannot write: the foreground fails with the worker's own message, and once the
+    // repository is writable again the next call succeeds.
+    let archive = scratch.path("repo").join("stanza/db/archive");
+    std::fs::create_dir_all(&archive).unwrap();
+    let _ = Command::new("chown").args(["-R", "root:root"]).arg(&archive).status();
+    let _ = Command::new("chmod").args(["0555"]).arg(&archive).status();
+    let o = s.run(&["--stanza=db", "archive-push", &spool_b, &wal(&ready[0])]);
+    let _ = Command::new("chown").args(["-R", "postgres:postgres"]).arg(&archive).status();
+    let _ = Command::new("chmod").args(["0755"]).arg(&archive).status();
+    if support::is_root() {
+        assert!(!o.status.success(), "push into a read-only repository succeeded");
+        assert!(text(&o).to_lowercase().contains("permission denied"), "{}", text(&o));
+    }
+    s.ok(&["--stanza=db", "archive-push", &spool_b, &wal(&ready[0])]);
+    kill_matching(&s, "archive-push:async");
+    s.ok(&["--stanza=db", "archive-get", &ready[0], dest.to_str().unwrap()]);
+    assert!(std::fs::read(&dest).unwrap() == std::fs::read(wal(&ready[0])).unwrap());
+}

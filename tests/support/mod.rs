@@ -57,7 +57,7 @@ pub fn emulator(var: &str) -> Option<String> {
     }
 }
 
-fn is_root() -> bool {
+pub fn is_root() -> bool {
     Command::new("id").arg("-u").output().map(|o| o.stdout == b"0\n").unwrap_or(false)
 }
 
