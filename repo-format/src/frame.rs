@@ -421,6 +421,59 @@ pub fn encode_blob(data: &[u8], settings: BlobSettings, key: Option<&DataKey>) -
     Ok((out, summary))
 }
 
+/// Encodes `data` as one blob with its frames sealed on up to `threads` threads, for a whole
+/// object held in memory (a WAL segment). Produces the same format as [`BlobEncoder`], without
+/// its digests: callers that need one compute it themselves (in parallel, if they like).
+pub fn encode_blob_parallel(
+    data: &[u8],
+    settings: BlobSettings,
+    key: Option<&DataKey>,
+    threads: usize,
+) -> Result<Vec<u8>> {
+    if settings.frame_size == 0 || settings.frame_size > MAX_FRAME_SIZE {
+        return Err(FormatError::invalid(
+            "frame size",
+            format!("{} is outside 1..={MAX_FRAME_SIZE}", settings.frame_size),
+        ));
+    }
+    let mut blob_id = [0u8; 16];
+    random_bytes(&mut blob_id);
+    let header = BlobHeader { version: BLOB_VERSION, encrypted: key.is_some(), blob_id, key_id: key.map(DataKey::id) };
+    // An empty blob is one empty last frame, as the streaming encoder writes it.
+    let frames: Vec<&[u8]> = if data.is_empty() { vec![data] } else { data.chunks(settings.frame_size).collect() };
+    let count = frames.len();
+    let threads = threads.clamp(1, count);
+    let per_thread = count.div_ceil(threads);
+    let sealed: Vec<Result<Vec<u8>>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = frames
+            .chunks(per_thread)
+            .enumerate()
+            .map(|(t, group)| {
+                scope.spawn(move || {
+                    let mut sealer = FrameSealer::new(header, key.cloned(), settings.compression)?;
+                    let mut out = Vec::with_capacity(group.iter().map(|f| f.len()).sum::<usize>() / 2 + 64);
+                    for (i, plain) in group.iter().enumerate() {
+                        let index = t * per_thread + i;
+                        sealer.seal(index as u64, plain, index + 1 == count, &mut out);
+                    }
+                    Ok(out)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|_| Err(FormatError::invalid("frame", "a sealing thread panicked"))))
+            .collect()
+    });
+    let mut out =
+        Vec::with_capacity(BLOB_HEADER_LEN + sealed.iter().map(|r| r.as_ref().map_or(0, Vec::len)).sum::<usize>());
+    out.extend_from_slice(&header.to_bytes());
+    for part in sealed {
+        out.extend_from_slice(&part?);
+    }
+    Ok(out)
+}
+
 /// What a [`BlobDecoder`] saw once the whole blob decoded.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DecodeSummary {
@@ -672,12 +725,17 @@ fn u32_at(b: &[u8], at: usize) -> u32 {
 
 /// Decodes a whole blob held in memory.
 pub fn decode_blob(bytes: &[u8], what: &str, key: Option<&DataKey>) -> Result<Vec<u8>> {
-    decode_blob_with_summary(bytes, what, key).map(|(plain, _)| plain)
+    decode_in_place(bytes, what, key, false).map(|(plain, _)| plain)
 }
 
 /// Decodes a whole blob held in memory; also returns the per-frame digests. Frames are opened
 /// in place (no staging copy of the input).
 pub fn decode_blob_with_summary(bytes: &[u8], what: &str, key: Option<&DataKey>) -> Result<(Vec<u8>, DecodeSummary)> {
+    decode_in_place(bytes, what, key, true)
+}
+
+/// The in-place decoder; per-frame digests only when `digests` is set.
+fn decode_in_place(bytes: &[u8], what: &str, key: Option<&DataKey>, digests: bool) -> Result<(Vec<u8>, DecodeSummary)> {
     if bytes.len() < BLOB_HEADER_LEN {
         return Err(FormatError::truncated(what, format!("{} bytes, shorter than a blob header", bytes.len())));
     }
@@ -715,7 +773,7 @@ pub fn decode_blob_with_summary(bytes: &[u8], what: &str, key: Option<&DataKey>)
         }
         let before = out.len();
         let last = open_frame(&ctx, index, &fh, &bytes[start..start + body_len], &mut scratch, &mut out)?;
-        if out.len() > before {
+        if digests && out.len() > before {
             chunks.push(Sha256Digest::of(&out[before..]));
         }
         pos = start + body_len;

@@ -90,6 +90,12 @@ proptest! {
         let (whole, summary) = pgstrata_repo_format::decode_blob_with_summary(&blob, "b", key.as_ref()).unwrap();
         prop_assert_eq!(&whole, &data);
         prop_assert_eq!(summary.chunk_sha256.len(), data.len().div_ceil(frame_size));
+        // Sealed on several threads: the same format, every frame in its place.
+        let threads = 1 + (seed % 4) as usize;
+        let parallel = pgstrata_repo_format::encode_blob_parallel(&data, settings, key.as_ref(), threads).unwrap();
+        prop_assert_eq!(decode_in_chunks(&parallel, key.as_ref(), read_chunk).unwrap(), data.clone());
+        prop_assert_eq!(pgstrata_repo_format::decode_blob(&parallel, "p", key.as_ref()).unwrap(), data);
+        prop_assert_eq!(frame_offsets(&parallel).len(), frame_offsets(&blob).len());
     }
 }
 

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use bytes::Bytes;
 use pgstrata_repo_format::layout::archive_id;
 use pgstrata_repo_format::pg::{WalFileKind, WalFileName, WalPageHeader};
-use pgstrata_repo_format::{BlobSettings, Sha256Digest, encode_blob};
+use pgstrata_repo_format::{BlobSettings, Sha256Digest, encode_blob_parallel};
 
 use crate::config::Config;
 use crate::error::{CliError, CliResult, ErrorCode};
@@ -69,13 +69,37 @@ async fn open_all(config: &Config, stanza: &str) -> CliResult<Vec<Repo>> {
     Ok(repos)
 }
 
+/// Seals `bytes` for `repo` on all cores; with `digest`, its SHA-256 computed alongside.
+async fn seal(
+    bytes: &Bytes,
+    settings: BlobSettings,
+    repo: &Repo,
+    digest: bool,
+) -> CliResult<(Vec<u8>, Option<Sha256Digest>)> {
+    let (plain, key) = (bytes.clone(), repo.key.clone());
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get()).min(8);
+    tokio::task::spawn_blocking(move || {
+        std::thread::scope(|scope| {
+            let sha = digest.then(|| scope.spawn(|| Sha256Digest::of(&plain)));
+            let blob = encode_blob_parallel(&plain, settings, key.as_ref(), threads)?;
+            let sha = sha.map(|h| h.join().map_err(|_| CliError::new(ErrorCode::Service, "digest thread panicked")));
+            Ok((blob, sha.transpose()?))
+        })
+    })
+    .await
+    .map_err(|e| CliError::new(ErrorCode::Service, format!("compression task failed: {e}")))?
+}
+
 /// Pushes one WAL file into every repository, create-only: returns when it is durable in all
 /// of them. The same content already there is a success (with a warning); different content
 /// is refused (45) and nothing is overwritten.
 async fn push_file(repos: &[Repo], settings: BlobSettings, name: &WalFileName, bytes: Bytes) -> CliResult<()> {
-    let sha = Sha256Digest::of(&bytes);
+    let mut sha: Option<Sha256Digest> = None;
     for repo in repos {
         check_segment(repo, name, &bytes)?;
+        // Compression, encryption and the digest the key carries run together on all cores.
+        let (blob, digest) = seal(&bytes, settings, repo, sha.is_none()).await?;
+        let sha = *sha.get_or_insert_with(|| digest.unwrap_or_else(|| Sha256Digest::of(&bytes)));
         let db = repo.current_db()?;
         let archive = archive_id(db.pg_version, db.id);
         let copies = crate::wal::copies(repo, &archive, name).await?;
@@ -94,13 +118,6 @@ async fn push_file(repos: &[Repo], settings: BlobSettings, name: &WalFileName, b
             .hint("this is often a sign of two clusters archiving into the same stanza"));
         }
         let key = repo.layout.wal_object(&archive, name, &sha);
-        let data_key = repo.key.clone();
-        let plain = bytes.clone();
-        // Compression and encryption are CPU work: off the I/O threads.
-        let blob = tokio::task::spawn_blocking(move || encode_blob(&plain, settings, data_key.as_ref()))
-            .await
-            .map_err(|e| CliError::new(ErrorCode::Service, format!("compression task failed: {e}")))??
-            .0;
         match repo.store.put_new(&key, Bytes::from(blob)).await {
             Ok(()) => tracing::info!("pushed WAL file {name} to the {} archive", repo.name()),
             // The key embeds the content's digest: another push of the same bytes won.
