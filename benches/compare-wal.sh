@@ -8,9 +8,14 @@
 #     of the same base backup, then replay from the archive to the end, wall time from start to
 #     promotion.
 # Both tools: zst level 3, no encryption. Needs `pgbackrest`, PostgreSQL binaries, GNU time.
+# PARTS=push skips (c). COMPRESS=lz4 (or zst:LEVEL, none) changes the codec of both tools.
 set -euo pipefail
 SEGMENTS="${1:-64}"
 RECOVERY_GIB="${2:-1}"
+COMPRESS="${COMPRESS:-zst:3}"
+CTYPE="${COMPRESS%%:*}"
+CLEVEL=""
+[ "$CTYPE" != "$COMPRESS" ] && CLEVEL="compress-level=${COMPRESS#*:}\n"
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 PG_BIN="${PGSTRATA_PG_BIN:-/usr/lib/postgresql/15/bin}"
 command -v pgbackrest > /dev/null || { echo "compare-wal: pgbackrest not found (apt-get install pgbackrest)" >&2; exit 1; }
@@ -31,8 +36,8 @@ conf() { # tool, data dir, port, extra lines -> config file path
   local f="$W/$1-$(basename "$2").conf"
   printf '[global]\nrepo1-path=%s\nlock-path=%s\nlog-path=%s\nspool-path=%s\nlog-level-console=warn\nlog-level-file=off\n' \
     "$W/repo-$1" "$W/lock" "$W/log" "$W/spool-$1" > "$f"
-  printf 'compress-type=zst\ncompress-level=3\nstart-fast=y\n%b\n[bench]\npg1-path=%s\npg1-socket-path=%s\npg1-port=%s\npg1-user=postgres\n' \
-    "$4" "$2" "$W/sock" "$3" >> "$f"
+  printf 'compress-type=%s\n%bstart-fast=y\n%b\n[bench]\npg1-path=%s\npg1-socket-path=%s\npg1-port=%s\npg1-user=postgres\n' \
+    "$CTYPE" "$CLEVEL" "$4" "$2" "$W/sock" "$3" >> "$f"
   [ "$(id -u)" = 0 ] && chown postgres:postgres "$f"
   echo "$f"
 }
@@ -64,6 +69,10 @@ as_pg "$PG_BIN/pgbench" -i -q -s 10 -h "$W/sock" -p "$PORT" -U postgres postgres
 as_pg pgbackrest "--config=$CB" --stanza=bench backup --type=full > /dev/null
 as_pg "$W/pgstrata" "--config=$CS" --stanza=bench backup --type=full > /dev/null
 
+RESULTS="$W/results"
+: > "$RESULTS"
+wal_bytes=0
+if [ "${PARTS:-all}" != push ]; then
 echo "== writing ${RECOVERY_GIB} GiB of WAL (bulk writes and pgbench)" >&2
 start_lsn=$(psql "$PORT" "select pg_current_wal_lsn()")
 psql "$PORT" "create table w (id bigint, h text, n numeric)"
@@ -81,8 +90,6 @@ for _ in $(seq 1 2400); do
 done
 as_pg "$PG_BIN/pg_ctl" -D "$W/data" -m fast -w stop > /dev/null
 
-RESULTS="$W/results"
-: > "$RESULTS"
 
 # ---- (c) recovery through archive-get, async with prefetch ----
 for tool in pgbackrest pgstrata; do
@@ -100,6 +107,8 @@ for tool in pgbackrest pgstrata; do
   echo "recovery $tool $(python3 -c "print(round($t1 - $t0, 2), round($t2 - $t1, 2))") $rows" >> "$RESULTS"
   rm -rf "$d"
 done
+
+fi
 
 # ---- segments for (a) and (b): a stopped cluster whose archive_command never succeeded ----
 echo "== preparing $SEGMENTS ready segments" >&2
@@ -129,7 +138,8 @@ for mode in sync async; do
     reset_ready
     c="$W/$tool-ready.conf"
     sed -i "s|repo1-path=.*|repo1-path=$W/repo-$tool-$mode|; s|archive-async=.*|archive-async=$([ $mode = async ] && echo y || echo n)|" "$c"
-    sync; echo 3 > /proc/sys/vm/drop_caches 2>/dev/null || true
+    # Segments stay in the page cache, as PostgreSQL's just-written WAL is when it is archived.
+    sync; cat "${SEGS[@]/#/$W/ready/pg_wal/}" > /dev/null
     t0=$(now)
     for s in "${SEGS[@]}"; do
       as_pg "$(tool_bin $tool)" "--config=$c" --stanza=bench archive-push "$W/ready/pg_wal/$s" > /dev/null
@@ -142,7 +152,7 @@ for mode in sync async; do
   done
 done
 
-python3 - "$RESULTS" "$wal_bytes" <<'PY'
+python3 - "$RESULTS" "$wal_bytes" "$COMPRESS" <<'PY'
 import sys
 rows = [l.split() for l in open(sys.argv[1]) if l.strip()]
 wal = int(float(sys.argv[2]))
@@ -150,7 +160,7 @@ r = {}
 for row in rows:
     r.setdefault(row[0], {})[row[1]] = row[2:]
 def ratio(a, b): return a / b if b else float("inf")
-print(f"WAL written for recovery: {wal / 2**30:.2f} GiB")
+print(f"WAL written for recovery: {wal / 2**30:.2f} GiB; compression {sys.argv[3]}")
 for mode in ("sync", "async"):
     k = f"push-{mode}"
     if k not in r: continue

@@ -421,25 +421,76 @@ pub fn encode_blob(data: &[u8], settings: BlobSettings, key: Option<&DataKey>) -
     Ok((out, summary))
 }
 
+/// One blob whose frames are sealed by several threads: the header once, then any number of
+/// [`FrameSealerHandle`]s seal frames by index. Concatenating the header and every frame in
+/// index order gives the same format [`BlobEncoder`] writes (without its digests).
+#[derive(Clone, Debug)]
+pub struct ParallelBlob {
+    header: BlobHeader,
+    key: Option<DataKey>,
+    settings: BlobSettings,
+}
+
+impl ParallelBlob {
+    pub fn new(settings: BlobSettings, key: Option<&DataKey>) -> Result<Self> {
+        if settings.frame_size == 0 || settings.frame_size > MAX_FRAME_SIZE {
+            return Err(FormatError::invalid(
+                "frame size",
+                format!("{} is outside 1..={MAX_FRAME_SIZE}", settings.frame_size),
+            ));
+        }
+        let mut blob_id = [0u8; 16];
+        random_bytes(&mut blob_id);
+        let header =
+            BlobHeader { version: BLOB_VERSION, encrypted: key.is_some(), blob_id, key_id: key.map(DataKey::id) };
+        Ok(Self { header, key: key.cloned(), settings })
+    }
+
+    pub fn frame_size(&self) -> usize {
+        self.settings.frame_size
+    }
+
+    /// How many frames `len` bytes make (an empty blob is one empty frame).
+    pub fn frame_count(&self, len: u64) -> u64 {
+        len.div_ceil(self.settings.frame_size as u64).max(1)
+    }
+
+    pub fn header_bytes(&self) -> [u8; BLOB_HEADER_LEN] {
+        self.header.to_bytes()
+    }
+
+    /// A sealer for one thread.
+    pub fn sealer(&self) -> Result<FrameSealerHandle> {
+        Ok(FrameSealerHandle(FrameSealer::new(self.header, self.key.clone(), self.settings.compression)?))
+    }
+}
+
+/// Seals frames of a [`ParallelBlob`]; one per thread.
+pub struct FrameSealerHandle(FrameSealer);
+
+impl std::fmt::Debug for FrameSealerHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FrameSealerHandle").finish()
+    }
+}
+
+impl FrameSealerHandle {
+    /// Appends frame `index` (the blob's last when `last`) to `out`.
+    pub fn seal(&mut self, index: u64, plain: &[u8], last: bool, out: &mut Vec<u8>) {
+        self.0.seal(index, plain, last, out);
+    }
+}
+
 /// Encodes `data` as one blob with its frames sealed on up to `threads` threads, for a whole
-/// object held in memory (a WAL segment). Produces the same format as [`BlobEncoder`], without
-/// its digests: callers that need one compute it themselves (in parallel, if they like).
+/// object held in memory. Produces the same format as [`BlobEncoder`], without its digests:
+/// callers that need one compute it themselves (in parallel, if they like).
 pub fn encode_blob_parallel(
     data: &[u8],
     settings: BlobSettings,
     key: Option<&DataKey>,
     threads: usize,
 ) -> Result<Vec<u8>> {
-    if settings.frame_size == 0 || settings.frame_size > MAX_FRAME_SIZE {
-        return Err(FormatError::invalid(
-            "frame size",
-            format!("{} is outside 1..={MAX_FRAME_SIZE}", settings.frame_size),
-        ));
-    }
-    let mut blob_id = [0u8; 16];
-    random_bytes(&mut blob_id);
-    let header = BlobHeader { version: BLOB_VERSION, encrypted: key.is_some(), blob_id, key_id: key.map(DataKey::id) };
-    // An empty blob is one empty last frame, as the streaming encoder writes it.
+    let blob = ParallelBlob::new(settings, key)?;
     let frames: Vec<&[u8]> = if data.is_empty() { vec![data] } else { data.chunks(settings.frame_size).collect() };
     let count = frames.len();
     let threads = threads.clamp(1, count);
@@ -449,8 +500,9 @@ pub fn encode_blob_parallel(
             .chunks(per_thread)
             .enumerate()
             .map(|(t, group)| {
+                let blob = &blob;
                 scope.spawn(move || {
-                    let mut sealer = FrameSealer::new(header, key.cloned(), settings.compression)?;
+                    let mut sealer = blob.sealer()?;
                     let mut out = Vec::with_capacity(group.iter().map(|f| f.len()).sum::<usize>() / 2 + 64);
                     for (i, plain) in group.iter().enumerate() {
                         let index = t * per_thread + i;
@@ -467,7 +519,7 @@ pub fn encode_blob_parallel(
     });
     let mut out =
         Vec::with_capacity(BLOB_HEADER_LEN + sealed.iter().map(|r| r.as_ref().map_or(0, Vec::len)).sum::<usize>());
-    out.extend_from_slice(&header.to_bytes());
+    out.extend_from_slice(&blob.header_bytes());
     for part in sealed {
         out.extend_from_slice(&part?);
     }

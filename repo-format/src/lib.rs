@@ -49,7 +49,7 @@ pub use crypto::{DataKey, KdfParams, KeyId, WrappedKey};
 pub use digest::Sha256Digest;
 pub use error::{FormatError, Result};
 pub use frame::{
-    BlobDecoder, BlobEncoder, BlobSettings, BlobSummary, Compression, DecodeSummary, decode_blob,
-    decode_blob_with_summary, encode_blob, encode_blob_parallel,
+    BlobDecoder, BlobEncoder, BlobSettings, BlobSummary, Compression, DecodeSummary, FrameSealerHandle, ParallelBlob,
+    decode_blob, decode_blob_with_summary, encode_blob, encode_blob_parallel,
 };
 pub use label::{BackupLabel, BackupType};

@@ -7,6 +7,7 @@
 
 pub mod get_async;
 pub mod push_async;
+mod seal;
 mod spool;
 
 use std::io::Write;
@@ -15,7 +16,7 @@ use std::path::{Path, PathBuf};
 use bytes::Bytes;
 use pgstrata_repo_format::layout::archive_id;
 use pgstrata_repo_format::pg::{WalFileKind, WalFileName, WalPageHeader};
-use pgstrata_repo_format::{BlobSettings, Sha256Digest, encode_blob_parallel};
+use pgstrata_repo_format::{BlobSettings, Sha256Digest};
 
 use crate::config::Config;
 use crate::error::{CliError, CliResult, ErrorCode};
@@ -30,12 +31,12 @@ fn resolve(param: &str) -> CliResult<PathBuf> {
 }
 
 /// Checks a segment's header against the stanza's database.
-fn check_segment(repo: &Repo, name: &WalFileName, bytes: &[u8]) -> CliResult<()> {
+fn check_segment(repo: &Repo, name: &WalFileName, head: &[u8], len: u64) -> CliResult<()> {
     if !matches!(name.kind, WalFileKind::Segment | WalFileKind::Partial) {
         return Ok(());
     }
     let db = repo.current_db()?;
-    let header = WalPageHeader::parse(bytes, &name.to_string())?;
+    let header = WalPageHeader::parse(head, &name.to_string())?;
     if header.system_identifier != db.system_id || header.pg_version != db.pg_version {
         return Err(CliError::new(
             ErrorCode::ArchiveMismatch,
@@ -51,10 +52,10 @@ fn check_segment(repo: &Repo, name: &WalFileName, bytes: &[u8]) -> CliResult<()>
         )
         .hint("is archive_command pointing at the right stanza? After pg_upgrade, run stanza-upgrade"));
     }
-    if name.kind == WalFileKind::Segment && bytes.len() as u64 != u64::from(header.segment_size) {
+    if name.kind == WalFileKind::Segment && len != u64::from(header.segment_size) {
         return Err(CliError::new(
             ErrorCode::Format,
-            format!("WAL segment {name} is {} bytes, its header says {}", bytes.len(), header.segment_size),
+            format!("WAL segment {name} is {len} bytes, its header says {}", header.segment_size),
         ));
     }
     Ok(())
@@ -69,40 +70,29 @@ async fn open_all(config: &Config, stanza: &str) -> CliResult<Vec<Repo>> {
     Ok(repos)
 }
 
-/// Seals `bytes` for `repo` on all cores; with `digest`, its SHA-256 computed alongside.
-async fn seal(
-    bytes: &Bytes,
-    settings: BlobSettings,
-    repo: &Repo,
-    digest: bool,
-) -> CliResult<(Vec<u8>, Option<Sha256Digest>)> {
-    let (plain, key) = (bytes.clone(), repo.key.clone());
-    let threads = std::thread::available_parallelism().map_or(2, |n| n.get()).min(8);
-    tokio::task::spawn_blocking(move || {
-        std::thread::scope(|scope| {
-            let sha = digest.then(|| scope.spawn(|| Sha256Digest::of(&plain)));
-            let blob = encode_blob_parallel(&plain, settings, key.as_ref(), threads)?;
-            let sha = sha.map(|h| h.join().map_err(|_| CliError::new(ErrorCode::Service, "digest thread panicked")));
-            Ok((blob, sha.transpose()?))
-        })
-    })
-    .await
-    .map_err(|e| CliError::new(ErrorCode::Service, format!("compression task failed: {e}")))?
-}
-
 /// Pushes one WAL file into every repository, create-only: returns when it is durable in all
 /// of them. The same content already there is a success (with a warning); different content
 /// is refused (45) and nothing is overwritten.
-async fn push_file(repos: &[Repo], settings: BlobSettings, name: &WalFileName, bytes: Bytes) -> CliResult<()> {
-    let mut sha: Option<Sha256Digest> = None;
+async fn push_file(repos: &[Repo], settings: BlobSettings, name: &WalFileName, path: &Path) -> CliResult<()> {
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get()).min(8);
+    let mut first: Option<Sha256Digest> = None;
     for repo in repos {
-        check_segment(repo, name, &bytes)?;
-        // Compression, encryption and the digest the key carries run together on all cores.
-        let (blob, digest) = seal(&bytes, settings, repo, sha.is_none()).await?;
-        let sha = *sha.get_or_insert_with(|| digest.unwrap_or_else(|| Sha256Digest::of(&bytes)));
         let db = repo.current_db()?;
         let archive = archive_id(db.pg_version, db.id);
-        let copies = crate::wal::copies(repo, &archive, name).await?;
+        // Reading, compression, encryption and the digest the key carries run together on all
+        // cores, while the archive is asked whether the file is already there.
+        let (file, key) = (path.to_path_buf(), repo.key.clone());
+        let sealing = tokio::task::spawn_blocking(move || seal::seal_file(&file, settings, key.as_ref(), threads));
+        let (sealed, copies) = tokio::join!(sealing, crate::wal::copies(repo, &archive, name));
+        let sealed =
+            sealed.map_err(|e| CliError::new(ErrorCode::Service, format!("compression task failed: {e}")))??;
+        let copies = copies?;
+        check_segment(repo, name, &sealed.head, sealed.len)?;
+        let sha = sealed.sha256;
+        if first.is_some_and(|f| f != sha) {
+            return Err(CliError::new(ErrorCode::FileRead, format!("WAL file {name} changed while it was archived")));
+        }
+        first = Some(sha);
         if copies.iter().any(|(_, s)| *s == sha) {
             tracing::warn!("WAL file {name} already exists in the {} archive with the same checksum", repo.name());
             continue;
@@ -118,7 +108,7 @@ async fn push_file(repos: &[Repo], settings: BlobSettings, name: &WalFileName, b
             .hint("this is often a sign of two clusters archiving into the same stanza"));
         }
         let key = repo.layout.wal_object(&archive, name, &sha);
-        match repo.store.put_new(&key, Bytes::from(blob)).await {
+        match repo.store.put_new(&key, Bytes::from(sealed.blob)).await {
             Ok(()) => tracing::info!("pushed WAL file {name} to the {} archive", repo.name()),
             // The key embeds the content's digest: another push of the same bytes won.
             Err(e) if e.is_already_exists() => {}
@@ -141,23 +131,16 @@ fn wal_path_param(config: &Config) -> CliResult<(PathBuf, WalFileName)> {
     Ok((path, name))
 }
 
-fn read_wal(path: &Path) -> CliResult<Bytes> {
-    std::fs::read(path)
-        .map(Bytes::from)
-        .map_err(|e| CliError::new(ErrorCode::FileMissing, format!("unable to read WAL file {}: {e}", path.display())))
-}
-
 pub fn push(config: &Config) -> CliResult<()> {
     let stanza = stanza_name(config)?;
     let (path, name) = wal_path_param(config)?;
     if config.bool("archive-async") {
         return push_async::foreground(config, &stanza, &path, &name);
     }
-    let bytes = read_wal(&path)?;
     let settings = blob_settings(config)?;
     crate::commands::runtime()?.block_on(async {
         let repos = open_all(config, &stanza).await?;
-        push_file(&repos, settings, &name, bytes).await
+        push_file(&repos, settings, &name, &path).await
     })
 }
 

@@ -19,7 +19,7 @@ use pgstrata_repo_format::pg::WalFileName;
 use super::spool::{
     Spool, backoff, decode_error, encode_error, spawn_worker, try_worker_lock, worker_lock_path, worker_running,
 };
-use super::{open_all, push_file, read_wal};
+use super::{open_all, push_file};
 use crate::config::Config;
 use crate::error::{CliError, CliResult, ErrorCode};
 use crate::repo::{blob_settings, stanza_name};
@@ -142,7 +142,7 @@ fn run(config: &Config, stanza: &str, wal_dir: &Path, spool: &Spool) -> CliResul
                     None => {}
                 }
             }
-            let todo: Vec<String> = ready.iter().filter(|r| !acked.contains(*r)).take(workers * 8).cloned().collect();
+            let todo: Vec<String> = ready.iter().filter(|r| !acked.contains(*r)).take(workers * 32).cloned().collect();
             if todo.is_empty() {
                 idle += 1;
                 tokio::time::sleep(Duration::from_millis(50)).await;
@@ -172,16 +172,14 @@ fn run(config: &Config, stanza: &str, wal_dir: &Path, spool: &Spool) -> CliResul
             let mut results = futures::stream::iter(todo.into_iter().map(|file| async move {
                 let outcome = async {
                     let name: WalFileName = file.parse()?;
-                    let path = wal_dir.join(&file);
-                    let bytes = tokio::task::spawn_blocking(move || read_wal(&path))
-                        .await
-                        .map_err(|e| CliError::new(ErrorCode::Service, format!("read task failed: {e}")))??;
-                    push_file(repos, settings, &name, bytes).await
+                    push_file(repos, settings, &name, &wal_dir.join(&file)).await
                 }
                 .await;
                 (file, outcome)
             }))
-            .buffer_unordered(workers);
+            // One more in flight than workers: a segment waiting on storage leaves its CPU to
+            // the next one.
+            .buffer_unordered(workers + 1);
             while let Some((file, outcome)) = results.next().await {
                 match outcome {
                     Ok(()) => spool.write(&format!("{file}.ok"), b"")?,

@@ -194,6 +194,14 @@ fn standby_from_repository_follows_primary_with_async_archiving() {
     s.ok(&["--stanza=db", "restore", &format!("--pg1-path={}", dir.display()), "--type=standby"]);
     let standby = Cluster::existing(&scratch, dir, "standby");
     standby.configure("archive_mode = off\nhot_standby = on");
+    // Junk queued under the names recovery will ask for (a stale queue, another cluster's
+    // spool): it must never be served.
+    let queue = spool.join("archive/db/in");
+    std::fs::create_dir_all(&queue).unwrap();
+    for seg in 1..=0x20 {
+        std::fs::write(queue.join(format!("0000000100000000000000{seg:02X}")), vec![0x5a; 8192]).unwrap();
+    }
+    let _ = Command::new("chown").args(["-R", "postgres:postgres"]).arg(&spool).status();
     standby.start();
 
     // New WAL on the primary reaches the standby through the archive.
@@ -217,8 +225,7 @@ fn standby_from_repository_follows_primary_with_async_archiving() {
         }
     }
     assert_eq!(standby.sql("select pg_is_in_recovery()"), "t");
-    // The prefetch queue was used (the worker ran) and holds nothing of another timeline.
-    let queue = spool.join("archive/db/in");
+    // The prefetch queue was used (the worker ran).
     assert!(queue.join("want").exists(), "archive-get never queued anything");
 
     // Promoted, it takes writes.
