@@ -32,32 +32,57 @@ fn cluster_control(config: &Config) -> Option<ControlFile> {
     crate::postgres::read_control(&dir).ok()
 }
 
-/// Whether a queued segment is the one asked for, of this cluster.
-fn entry_is_valid(bytes: &[u8], name: &WalFileName, control: &ControlFile) -> bool {
+/// Whether queued WAL (its first bytes and length) is the segment asked for, of this cluster.
+fn entry_is_valid(head: &[u8], len: u64, name: &WalFileName, control: &ControlFile) -> bool {
     let size = u64::from(control.wal_segment_size);
-    let Ok(header) = WalPageHeader::parse(bytes, &name.to_string()) else { return false };
+    let Ok(header) = WalPageHeader::parse(head, &name.to_string()) else { return false };
     header.system_identifier == control.system_identifier
-        && bytes.len() as u64 == size
+        && len == size
         && name.start_lsn(size).is_ok_and(|start| start == header.page_addr)
 }
 
-/// Moves a queue entry into place: a rename on the same filesystem, else a copy.
-fn move_into(entry: &Path, dest: &Path) -> CliResult<()> {
-    if std::fs::rename(entry, dest).is_ok() {
-        return Ok(());
-    }
-    let data = std::fs::read(entry)
-        .map_err(|e| CliError::new(ErrorCode::FileRead, format!("unable to read {}: {e}", entry.display())))?;
-    write_atomically(dest, &data)?;
-    let _ = std::fs::remove_file(entry);
-    Ok(())
+/// The first 8 KiB and the length of a queue entry, if it is there.
+fn peek(entry: &Path) -> Option<(Vec<u8>, u64)> {
+    use std::io::Read;
+    let f = std::fs::File::open(entry).ok()?;
+    let len = f.metadata().ok()?.len();
+    let mut head = Vec::with_capacity(8192);
+    f.take(8192).read_to_end(&mut head).ok()?;
+    Some((head, len))
 }
 
-fn ensure_worker(config: &Config, stanza: &str) -> CliResult<()> {
-    if !worker_running(&worker_lock_path(config, stanza, "archive-get")) {
-        spawn_worker("archive-get:async", &[])?;
+/// Moves a queue entry into place: a rename on the same filesystem, else a copy. `false` when
+/// the entry went away meanwhile (the worker pruned it).
+fn move_into(entry: &Path, dest: &Path) -> CliResult<bool> {
+    match std::fs::rename(entry, dest) {
+        Ok(()) => return Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(_) => {}
     }
-    Ok(())
+    let data = match std::fs::read(entry) {
+        Ok(d) => d,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(CliError::new(ErrorCode::FileRead, format!("unable to read {}: {e}", entry.display()))),
+    };
+    write_atomically(dest, &data)?;
+    let _ = std::fs::remove_file(entry);
+    Ok(true)
+}
+
+/// Points the worker at `next` and starts one unless it runs. The segment asked for is already
+/// in place, so a failure here only costs prefetching: a warning, not an error that would abort
+/// recovery.
+fn prefetch_from(config: &Config, stanza: &str, spool: &Spool, next: &WalFileName) {
+    let started = spool.write(WANT, next.to_string().as_bytes()).and_then(|()| {
+        if worker_running(&worker_lock_path(config, stanza, "archive-get"))? {
+            Ok(())
+        } else {
+            spawn_worker("archive-get:async", &[])
+        }
+    });
+    if let Err(e) = started {
+        tracing::warn!("archive-get prefetch not started: {e}");
+    }
 }
 
 pub fn foreground(config: &Config, stanza: &str, name: &WalFileName, dest: &Path) -> CliResult<()> {
@@ -65,23 +90,28 @@ pub fn foreground(config: &Config, stanza: &str, name: &WalFileName, dest: &Path
         tracing::debug!("no pg_control to check queued WAL against: fetching {name} directly");
         return super::get_sync(config, stanza, name, dest);
     };
-    let spool = Spool::open(config, stanza, "in")?;
+    let spool = match Spool::open(config, stanza, "in") {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!("archive-get queue unusable, fetching {name} directly: {e}");
+            return super::get_sync(config, stanza, name, dest);
+        }
+    };
     let entry = spool.path(&name.to_string());
     let next = name.next(u64::from(control.wal_segment_size))?;
-    if let Some(bytes) = spool.read(&name.to_string()) {
-        if entry_is_valid(&bytes, name, &control) {
-            move_into(&entry, dest)?;
-            spool.write(WANT, next.to_string().as_bytes())?;
-            ensure_worker(config, stanza)?;
+    if let Some((head, len)) = peek(&entry) {
+        if !entry_is_valid(&head, len, name, &control) {
+            tracing::warn!("queued {name} is not this cluster's segment: removed, fetching it again");
+            spool.remove(&name.to_string());
+        } else if move_into(&entry, dest)? {
+            prefetch_from(config, stanza, &spool, &next);
             tracing::info!("found {name} in the archive-get queue");
             return Ok(());
         }
-        tracing::warn!("queued {name} is not this cluster's segment: removed, fetching it again");
-        spool.remove(&name.to_string());
     }
     super::get_sync(config, stanza, name, dest)?;
-    spool.write(WANT, next.to_string().as_bytes())?;
-    ensure_worker(config, stanza)
+    prefetch_from(config, stanza, &spool, &next);
+    Ok(())
 }
 
 /// The `archive-get:async` worker: keeps the queue filled from `want` on.
@@ -158,7 +188,7 @@ pub fn worker(config: &Config) -> CliResult<()> {
                     .buffered(workers);
             while let Some((n, result)) = fetched.next().await {
                 match result {
-                    Ok(Some((plain, _))) if entry_is_valid(&plain, &n, &control) => {
+                    Ok(Some((plain, _))) if entry_is_valid(&plain, plain.len() as u64, &n, &control) => {
                         spool.write(&n.to_string(), &plain)?;
                     }
                     Ok(Some(_)) => {

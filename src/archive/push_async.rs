@@ -53,7 +53,7 @@ pub fn foreground(config: &Config, stanza: &str, path: &Path, name: &WalFileName
                 return Err(decode_error(&e));
             }
         }
-        if spawned.is_none_or(|t| t.elapsed() > Duration::from_millis(500)) && !worker_running(&lock) {
+        if spawned.is_none_or(|t| t.elapsed() > Duration::from_millis(500)) && !worker_running(&lock)? {
             spawn_worker("archive-push:async", &[wal_dir])?;
             spawned = Some(Instant::now());
         }

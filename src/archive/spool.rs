@@ -100,11 +100,11 @@ pub fn try_worker_lock(path: &Path) -> CliResult<Option<std::fs::File>> {
     }
 }
 
-/// Whether a worker holds the lock now.
-pub fn worker_running(path: &Path) -> bool {
+/// Whether a worker holds the lock now; an unusable lock path is an error (no worker could run).
+pub fn worker_running(path: &Path) -> CliResult<bool> {
     // Probing takes the lock for an instant; a worker starting in that instant exits and the
     // caller's next probe starts another.
-    matches!(try_worker_lock(path), Ok(None))
+    Ok(try_worker_lock(path)?.is_none())
 }
 
 /// Starts a detached worker (`archive-push:async` / `archive-get:async`) with this process's
