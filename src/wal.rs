@@ -2,8 +2,6 @@
 //! and the newest segment of a timeline. Shared by `archive-get`, `restore` (choosing a backup
 //! for a target), `check` and `info`.
 
-use std::collections::BTreeSet;
-
 use pgstrata_repo_format::layout::parse_wal_object;
 use pgstrata_repo_format::pg::{Lsn, TimelineHistory, TimelineId, WalFileKind, WalFileName};
 use pgstrata_repo_format::{Sha256Digest, decode_blob};
@@ -60,25 +58,19 @@ pub async fn history(repo: &Repo, archive: &str, timeline: TimelineId) -> CliRes
     Ok(TimelineHistory::parse(timeline, &text, &name.to_string())?)
 }
 
-/// Every timeline the archive has a segment or a history file of.
-pub async fn timelines(repo: &Repo, archive: &str) -> CliResult<BTreeSet<TimelineId>> {
+/// The timeline PostgreSQL's `recovery_target_timeline = 'latest'` would pick from this archive:
+/// the highest one with a history file (timeline 1 needs none).
+pub async fn latest_timeline(repo: &Repo, archive: &str) -> CliResult<TimelineId> {
     let dir = repo.layout.archive_dir(archive);
-    let mut out = BTreeSet::new();
-    for d in repo.store.list_dirs(&dir).await? {
-        if d.len() == 16
-            && let Ok(t) = u32::from_str_radix(&d[..8], 16)
-        {
-            out.insert(TimelineId(t));
-        }
-    }
+    let mut latest = TimelineId(1);
     for o in repo.store.list_files(&dir).await? {
         if let Some((n, _)) = parse_wal_object(&o.key)
             && n.kind == WalFileKind::History
         {
-            out.insert(n.timeline);
+            latest = latest.max(n.timeline);
         }
     }
-    Ok(out)
+    Ok(latest)
 }
 
 /// The newest whole segment of `timeline` in the archive, with the Unix time it was stored.

@@ -246,7 +246,7 @@ pub async fn choose_backup(
             TimelineChoice::Latest => match latest.get(&archive) {
                 Some(t) => *t,
                 None => {
-                    let t = wal::timelines(repo, &archive).await?.last().copied().unwrap_or(b.timeline).max(b.timeline);
+                    let t = wal::latest_timeline(repo, &archive).await?.max(b.timeline);
                     latest.insert(archive.clone(), t);
                     t
                 }
