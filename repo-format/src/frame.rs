@@ -481,51 +481,6 @@ impl FrameSealerHandle {
     }
 }
 
-/// Encodes `data` as one blob with its frames sealed on up to `threads` threads, for a whole
-/// object held in memory. Produces the same format as [`BlobEncoder`], without its digests:
-/// callers that need one compute it themselves (in parallel, if they like).
-pub fn encode_blob_parallel(
-    data: &[u8],
-    settings: BlobSettings,
-    key: Option<&DataKey>,
-    threads: usize,
-) -> Result<Vec<u8>> {
-    let blob = ParallelBlob::new(settings, key)?;
-    let frames: Vec<&[u8]> = if data.is_empty() { vec![data] } else { data.chunks(settings.frame_size).collect() };
-    let count = frames.len();
-    let threads = threads.clamp(1, count);
-    let per_thread = count.div_ceil(threads);
-    let sealed: Vec<Result<Vec<u8>>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = frames
-            .chunks(per_thread)
-            .enumerate()
-            .map(|(t, group)| {
-                let blob = &blob;
-                scope.spawn(move || {
-                    let mut sealer = blob.sealer()?;
-                    let mut out = Vec::with_capacity(group.iter().map(|f| f.len()).sum::<usize>() / 2 + 64);
-                    for (i, plain) in group.iter().enumerate() {
-                        let index = t * per_thread + i;
-                        sealer.seal(index as u64, plain, index + 1 == count, &mut out);
-                    }
-                    Ok(out)
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().unwrap_or_else(|_| Err(FormatError::invalid("frame", "a sealing thread panicked"))))
-            .collect()
-    });
-    let mut out =
-        Vec::with_capacity(BLOB_HEADER_LEN + sealed.iter().map(|r| r.as_ref().map_or(0, Vec::len)).sum::<usize>());
-    out.extend_from_slice(&blob.header_bytes());
-    for part in sealed {
-        out.extend_from_slice(&part?);
-    }
-    Ok(out)
-}
-
 /// What a [`BlobDecoder`] saw once the whole blob decoded.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DecodeSummary {

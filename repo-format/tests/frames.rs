@@ -90,13 +90,29 @@ proptest! {
         let (whole, summary) = pgstrata_repo_format::decode_blob_with_summary(&blob, "b", key.as_ref()).unwrap();
         prop_assert_eq!(&whole, &data);
         prop_assert_eq!(summary.chunk_sha256.len(), data.len().div_ceil(frame_size));
-        // Sealed on several threads: the same format, every frame in its place.
-        let threads = 1 + (seed % 4) as usize;
-        let parallel = pgstrata_repo_format::encode_blob_parallel(&data, settings, key.as_ref(), threads).unwrap();
+        // Sealed by several sealers in any order (as threads do), then put in index order: the
+        // same format, every frame in its place.
+        let sealers = 1 + (seed % 4) as usize;
+        let parallel = seal_out_of_order(&data, settings, key.as_ref(), sealers);
         prop_assert_eq!(decode_in_chunks(&parallel, key.as_ref(), read_chunk).unwrap(), data.clone());
         prop_assert_eq!(pgstrata_repo_format::decode_blob(&parallel, "p", key.as_ref()).unwrap(), data);
         prop_assert_eq!(frame_offsets(&parallel).len(), frame_offsets(&blob).len());
     }
+}
+
+/// A [`ParallelBlob`] sealed last frame first, frame `i` by sealer `i % sealers`.
+fn seal_out_of_order(data: &[u8], settings: BlobSettings, key: Option<&DataKey>, sealers: usize) -> Vec<u8> {
+    let blob = pgstrata_repo_format::ParallelBlob::new(settings, key).unwrap();
+    let frames: Vec<&[u8]> = if data.is_empty() { vec![data] } else { data.chunks(blob.frame_size()).collect() };
+    assert_eq!(frames.len() as u64, blob.frame_count(data.len() as u64));
+    let mut handles: Vec<_> = (0..sealers).map(|_| blob.sealer().unwrap()).collect();
+    let mut sealed = vec![Vec::new(); frames.len()];
+    for i in (0..frames.len()).rev() {
+        handles[i % sealers].seal(i as u64, frames[i], i + 1 == frames.len(), &mut sealed[i]);
+    }
+    let mut out = blob.header_bytes().to_vec();
+    out.extend(sealed.concat());
+    out
 }
 
 fn frame_offsets(blob: &[u8]) -> Vec<(usize, usize)> {

@@ -182,11 +182,17 @@ pub fn get(config: &Config) -> CliResult<()> {
 /// Fetches `name` from the repositories into `dest`.
 fn get_sync(config: &Config, stanza: &str, name: &WalFileName, dest: &Path) -> CliResult<()> {
     crate::commands::runtime()?.block_on(async {
-        let repos = open_all(config, stanza).await?;
-        let (plain, index) = fetch_any(&repos, name).await?.ok_or_else(|| not_found(name))?;
-        write_atomically(dest, &plain)?;
-        tracing::info!("found {name} in the repo{index} archive");
-        Ok(())
+        // Repositories are opened one at a time: a later one (its stanza info read, its key
+        // unwrapped) only when the earlier ones lack the file.
+        for index in repo_indexes(config) {
+            let repo = open_repo(config, index, stanza).await?;
+            if let Some((plain, _)) = fetch_any(std::slice::from_ref(&repo), name).await? {
+                write_atomically(dest, &plain)?;
+                tracing::info!("found {name} in the repo{index} archive");
+                return Ok(());
+            }
+        }
+        Err(not_found(name))
     })
 }
 
