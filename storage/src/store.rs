@@ -269,22 +269,27 @@ impl RepoStore {
         Ok(out)
     }
 
-    /// The immediate "sub-directories" of `dir` (keys up to the next `/`), without listing
-    /// everything below them.
-    pub async fn list_dirs(&self, dir: &str) -> Result<Vec<String>> {
-        let dir = dir.trim_end_matches('/');
+    /// One delimiter listing of the "directory" `dir` (no trailing `/`); `None` when missing.
+    async fn list_one_level(&self, dir: &str, what: &str) -> Result<Option<object_store::ListResult>> {
         let path = if dir.is_empty() && self.prefix.is_empty() { None } else { Some(self.path(dir)) };
         let result = self
-            .retrying("list", dir, |_| {
+            .retrying("list", what, |_| {
                 let path = path.clone();
                 async move { self.inner.list_with_delimiter(path.as_ref()).await }
             })
             .await;
-        let listed = match result {
-            Ok(l) => l,
-            Err(StorageError::NotFound { .. }) => return Ok(Vec::new()),
-            Err(e) => return Err(e),
-        };
+        match result {
+            Ok(l) => Ok(Some(l)),
+            Err(StorageError::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The immediate "sub-directories" of `dir` (keys up to the next `/`), without listing
+    /// everything below them.
+    pub async fn list_dirs(&self, dir: &str) -> Result<Vec<String>> {
+        let dir = dir.trim_end_matches('/');
+        let Some(listed) = self.list_one_level(dir, dir).await? else { return Ok(Vec::new()) };
         let mut out: Vec<String> = listed
             .common_prefixes
             .iter()
@@ -299,18 +304,7 @@ impl RepoStore {
     /// would walk a whole tree, e.g. looking up a history file at the top of a WAL archive.
     pub async fn list_files(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
         let dir = prefix.rfind('/').map(|i| &prefix[..i]).unwrap_or("");
-        let path = if dir.is_empty() && self.prefix.is_empty() { None } else { Some(self.path(dir)) };
-        let result = self
-            .retrying("list", prefix, |_| {
-                let path = path.clone();
-                async move { self.inner.list_with_delimiter(path.as_ref()).await }
-            })
-            .await;
-        let listed = match result {
-            Ok(l) => l,
-            Err(StorageError::NotFound { .. }) => return Ok(Vec::new()),
-            Err(e) => return Err(e),
-        };
+        let Some(listed) = self.list_one_level(dir, prefix).await? else { return Ok(Vec::new()) };
         let mut out: Vec<ObjectInfo> = listed
             .objects
             .into_iter()
