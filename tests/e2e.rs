@@ -314,6 +314,22 @@ fn backup_restore_cycle(backend: Backend, encrypted: Option<&str>) {
             auto.contains("recovery_target = 'immediate'") && auto.contains("recovery_target_action = 'promote'"),
             "{auto}"
         );
+        // preserve: the settings and signal file the directory had survive the restore.
+        s.ok(&["--stanza=db", "restore", &pg1, &map, "--delta", "--type=preserve"]);
+        assert!(target.join("recovery.signal").exists() && !target.join("standby.signal").exists());
+        let kept = std::fs::read_to_string(target.join("postgresql.auto.conf")).unwrap();
+        assert_eq!(kept.matches("restore_command = ").count(), 1, "{kept}");
+        assert_eq!(kept.matches("recovery_target = 'immediate'").count(), 1, "{kept}");
+        // An exclusive transaction target.
+        s.ok(&["--stanza=db", "restore", &pg1, &map, "--delta", "--type=xid", "--target=1234", "--target-exclusive"]);
+        let auto = std::fs::read_to_string(target.join("postgresql.auto.conf")).unwrap();
+        assert!(
+            auto.contains("recovery_target_xid = '1234'")
+                && auto.contains("recovery_target_inclusive = 'false'")
+                && auto.contains("recovery_target_action = 'pause'")
+                && !auto.contains("recovery_target = 'immediate'"),
+            "{auto}"
+        );
 
         // A damaged pack: the restore names it and fails; the repository is left as it was.
         let packs = repo.join("stanza/db/backup");
