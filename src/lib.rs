@@ -16,10 +16,12 @@ pub mod archive;
 pub mod backup;
 pub mod commands;
 pub mod config;
+pub mod durable;
 pub mod error;
 pub mod info;
 pub mod log;
 pub mod postgres;
+pub mod process;
 pub mod progress;
 pub mod repo;
 pub mod restore;
@@ -48,6 +50,9 @@ pub fn version_line(flavor: Flavor) -> String {
 
 /// Runs one command line; returns the process exit code.
 pub fn run(argv: &[String], env: &[(String, String)]) -> u8 {
+    if let Some(argv0) = argv.first() {
+        process::remember_argv0(argv0);
+    }
     let config = match Config::load(argv, env) {
         Ok(c) => c,
         Err(e) => {

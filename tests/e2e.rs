@@ -5,6 +5,8 @@
 
 mod support;
 
+#[path = "e2e/guards.rs"]
+mod guards;
 #[path = "e2e/pitr.rs"]
 mod pitr;
 #[path = "e2e/wal.rs"]
@@ -340,7 +342,9 @@ fn backup_restore_cycle(backend: Backend, encrypted: Option<&str>) {
         bytes[at] ^= 0x20;
         std::fs::write(&pack, &bytes).unwrap();
         let fresh = scratch.path("restored-from-damaged");
-        let o = s.run(&["--stanza=db", "restore", &format!("--pg1-path={}", fresh.display()), &map]);
+        // Its own tablespace location: the one in use holds this cluster's directory already.
+        let fresh_map = format!("--tablespace-map={ts_oid}={}", scratch.path("ts1-from-damaged").display());
+        let o = s.run(&["--stanza=db", "restore", &format!("--pg1-path={}", fresh.display()), &fresh_map]);
         assert_eq!(o.status.code(), Some(29), "{}", text(&o));
         let err = String::from_utf8_lossy(&o.stderr).into_owned();
         assert!(err.contains("pack/00000000") && err.contains("corrupt"), "{err}");

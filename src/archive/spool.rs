@@ -111,8 +111,9 @@ pub fn worker_running(path: &Path) -> CliResult<bool> {
 /// options, in its own process group so PostgreSQL's signals to the archiver do not reach it.
 pub fn spawn_worker(command: &str, params: &[&str]) -> CliResult<()> {
     use std::os::unix::process::CommandExt;
-    let exe = std::env::current_exe()
-        .map_err(|e| CliError::new(ErrorCode::Service, format!("unable to find our own executable: {e}")))?;
+    // Under the name we were invoked by (a `pgbackrest` symlink stays `pgbackrest`), with our
+    // environment (inherited) and command-line options.
+    let exe = crate::process::invoked_exe()?;
     let options: Vec<String> = std::env::args().skip(1).filter(|a| a.starts_with("--")).collect();
     Command::new(exe)
         .args(options)

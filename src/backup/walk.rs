@@ -165,7 +165,15 @@ fn walk_dir(
     let mut entries: Vec<(String, PathBuf)> = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(|e| io_err(dir, e))? {
         let entry = entry.map_err(|e| io_err(dir, e))?;
-        let name = entry.file_name().to_string_lossy().into_owned();
+        // A name that is not UTF-8 cannot be recorded exactly in the manifest; renaming it
+        // would restore a different cluster, so the backup stops and names it.
+        let name = entry.file_name().into_string().map_err(|raw| {
+            CliError::new(
+                ErrorCode::FileRead,
+                format!("unable to back up {}: the file name {raw:?} is not valid UTF-8", dir.display()),
+            )
+            .hint("rename or remove that file; PostgreSQL itself never creates such names")
+        })?;
         entries.push((name, entry.path()));
     }
     // Unlogged relations: a relfilenode with an init fork keeps only the init fork.

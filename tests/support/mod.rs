@@ -180,6 +180,12 @@ impl Cluster {
     }
 
     pub fn start(&self) {
+        self.start_with_env(&[]);
+    }
+
+    /// Starts the server with these environment variables (what its `archive_command` and
+    /// `restore_command` see, as a container's environment would give them).
+    pub fn start_with_env(&self, env: &[(&str, &str)]) {
         let opts =
             format!("-c listen_addresses='' -c unix_socket_directories='{}' -p {}", self.socket.display(), self.port);
         let out = run_as_postgres(
@@ -196,7 +202,7 @@ impl Cluster {
                 "120",
                 "start",
             ],
-            &[],
+            env,
         );
         assert!(
             out.status.success(),
@@ -309,6 +315,16 @@ impl Setup {
         run_as_postgres(Path::new(bin()), &refs, &env)
     }
 
+    /// Runs pgstrata as postgres with at most `nofile` open descriptors (`ulimit -n`).
+    pub fn run_limited(&self, nofile: u32, args: &[&str]) -> Output {
+        let all = self.args(args);
+        let script = format!("ulimit -n {nofile} && exec \"$0\" \"$@\"");
+        let mut refs: Vec<&str> = vec!["-c", &script, bin()];
+        refs.extend(all.iter().map(String::as_str));
+        let env: Vec<(&str, &str)> = self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        run_as_postgres(Path::new("/bin/sh"), &refs, &env)
+    }
+
     pub fn ok(&self, args: &[&str]) -> Output {
         let o = self.run(args);
         assert!(o.status.success(), "pgstrata {args:?}: {}", text(&o));
@@ -357,4 +373,30 @@ impl Cluster {
             std::thread::sleep(Duration::from_millis(200));
         }
     }
+}
+
+/// Every path under `dir` with its kind, size and modification time (or link target): equal
+/// snapshots mean nothing was written, removed or replaced.
+pub fn snapshot(dir: &Path) -> Vec<String> {
+    fn walk(base: &Path, dir: &Path, out: &mut Vec<String>) {
+        let Ok(rd) = std::fs::read_dir(dir) else { return };
+        for e in rd {
+            let p = e.unwrap().path();
+            let m = std::fs::symlink_metadata(&p).unwrap();
+            let rel = p.strip_prefix(base).unwrap().display().to_string();
+            if m.file_type().is_symlink() {
+                out.push(format!("{rel} -> {}", std::fs::read_link(&p).unwrap().display()));
+            } else if m.is_dir() {
+                out.push(format!("{rel}/"));
+                walk(base, &p, out);
+            } else {
+                let t = m.modified().unwrap().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+                out.push(format!("{rel} {} {t}", m.len()));
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, dir, &mut out);
+    out.sort();
+    out
 }

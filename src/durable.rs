@@ -1,0 +1,84 @@
+//! Crash-safe local files: a file becomes visible under its name only once its bytes are on
+//! disk, and the rename that makes it visible is itself made durable by syncing the directory.
+//! Every sync error is an error: a file whose fsync failed is not known to be on disk.
+
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use crate::error::{CliError, CliResult, ErrorCode};
+
+fn io(path: &Path, what: &str, e: std::io::Error) -> CliError {
+    CliError::new(ErrorCode::FileRead, format!("unable to {what} {}: {e}", path.display()))
+}
+
+/// The temporary name a file is written under before it is renamed into place: a hidden
+/// sibling, so it is on the same filesystem and a delta restore can recognise leftovers.
+pub fn temp_name(path: &Path) -> PathBuf {
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "file".into());
+    path.with_file_name(format!(".{name}.pgstrata.tmp"))
+}
+
+/// Whether a file name is one of our temporary names (left behind by an interrupted restore).
+pub fn is_temp_name(name: &str) -> bool {
+    name.starts_with('.') && name.ends_with(".pgstrata.tmp")
+}
+
+/// Syncs a directory, so that renames and creations inside it survive a crash.
+pub fn sync_dir(dir: &Path) -> CliResult<()> {
+    let d = File::open(dir).map_err(|e| io(dir, "open directory", e))?;
+    d.sync_all().map_err(|e| io(dir, "sync directory", e))
+}
+
+/// Renames `from` to `to` and syncs the directory holding `to`.
+pub fn rename(from: &Path, to: &Path) -> CliResult<()> {
+    std::fs::rename(from, to).map_err(|e| io(to, "rename into", e))?;
+    sync_dir(to.parent().unwrap_or(Path::new(".")))
+}
+
+/// Writes a whole small file crash-safely: temporary name, write, fsync, rename, directory sync.
+/// The mode of an existing file is kept; a new file gets `mode`.
+pub fn write(path: &Path, bytes: &[u8], mode: u32) -> CliResult<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = temp_name(path);
+    let mode = std::fs::metadata(path).map(|m| m.permissions().mode() & 0o7777).unwrap_or(mode);
+    let result = (|| {
+        let mut f = File::create(&tmp).map_err(|e| io(&tmp, "create", e))?;
+        f.write_all(bytes).map_err(|e| io(&tmp, "write", e))?;
+        f.set_permissions(std::fs::Permissions::from_mode(mode)).map_err(|e| io(&tmp, "set permissions of", e))?;
+        f.sync_all().map_err(|e| io(&tmp, "sync", e))?;
+        drop(f);
+        rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn write_replaces_atomically_and_keeps_mode() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("pgstrata-durable-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("postgresql.auto.conf");
+        write(&p, b"one\n", 0o600).unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), b"one\n");
+        assert_eq!(std::fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600);
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o640)).unwrap();
+        write(&p, b"two\n", 0o600).unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), b"two\n");
+        assert_eq!(std::fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o640);
+        assert!(!temp_name(&p).exists());
+        assert!(is_temp_name(&temp_name(&p).file_name().unwrap().to_string_lossy()));
+        // A directory that does not exist is an error naming it, not a panic.
+        let e = write(&dir.join("missing/x"), b"", 0o600).unwrap_err();
+        assert!(e.message.contains("missing"), "{}", e.message);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
