@@ -23,6 +23,8 @@ struct RepoView {
     archives: Vec<(String, u32, Option<String>, Option<String>)>,
     /// Per archive id and timeline: (min, max) segment.
     timelines: BTreeMap<(String, u32), (String, String)>,
+    /// The writer holding the repository's lease now.
+    lease: Option<crate::lease::LeaseHolder>,
 }
 
 fn cipher_name(info: &StanzaInfo) -> &'static str {
@@ -40,6 +42,7 @@ async fn view(config: &Config, index: u32, stanza: &str) -> CliResult<RepoView> 
         catalog: BackupCatalog::default(),
         archives: vec![],
         timelines: BTreeMap::new(),
+        lease: None,
     };
     let store = config.storage(index)?.open(RetryPolicy::default());
     let store = match store {
@@ -51,6 +54,8 @@ async fn view(config: &Config, index: u32, stanza: &str) -> CliResult<RepoView> 
         Err(e) => return Err(e.into()),
     };
     let layout = StanzaLayout::new(stanza)?;
+    // Read, never taken: looking cannot make a starting backup fail.
+    v.lease = crate::lease::current_holder(&store, &layout).await?;
     let Some(info) = load_stanza_info(&store, &layout).await? else {
         v.status = (1, "missing stanza path".into());
         return Ok(v);
@@ -108,16 +113,7 @@ async fn view(config: &Config, index: u32, stanza: &str) -> CliResult<RepoView> 
     Ok(v)
 }
 
-fn lock_held(config: &Config, stanza: &str, kind: &str) -> bool {
-    let path =
-        std::path::Path::new(config.get("lock-path").unwrap_or("/tmp/pgstrata")).join(format!("{stanza}-{kind}.lock"));
-    match std::fs::OpenOptions::new().write(true).open(path) {
-        Ok(f) => matches!(f.try_lock(), Err(std::fs::TryLockError::WouldBlock)),
-        Err(_) => false,
-    }
-}
-
-fn stanza_json(config: &Config, stanza: &str, views: &[RepoView]) -> Value {
+fn stanza_json(stanza: &str, views: &[RepoView]) -> Value {
     let mut backups = Vec::new();
     let mut archives = Vec::new();
     let mut dbs = Vec::new();
@@ -171,7 +167,7 @@ fn stanza_json(config: &Config, stanza: &str, views: &[RepoView]) -> Value {
         "repo": repos,
         "status": {
             "code": code,
-            "lock": {"backup": {"held": lock_held(config, stanza, "backup")}, "restore": {"held": lock_held(config, stanza, "restore")}},
+            "lock": {"backup": {"held": views.iter().any(|v| v.lease.is_some())}, "restore": {"held": false}},
             "message": message,
         },
     })
@@ -186,7 +182,14 @@ fn stanza_text(stanza: &str, views: &[RepoView], json: &Value) -> String {
     let mut out = format!("stanza: {stanza}\n");
     let status = json["status"]["message"].as_str().unwrap_or("");
     let code = json["status"]["code"].as_i64().unwrap_or(99);
-    out.push_str(&format!("    status: {}\n", if code == 0 { "ok".to_string() } else { format!("error ({status})") }));
+    let running = views
+        .iter()
+        .filter_map(|v| v.lease.as_ref().map(|h| format!(" (repo{}: {} running)", v.index, h.describe())))
+        .collect::<String>();
+    out.push_str(&format!(
+        "    status: {}{running}\n",
+        if code == 0 { "ok".to_string() } else { format!("error ({status})") }
+    ));
     out.push_str(&format!("    cipher: {}\n", json["cipher"].as_str().unwrap_or("none")));
     for v in views {
         let Some(info) = &v.info else { continue };
@@ -262,7 +265,7 @@ pub fn run(config: &Config) -> CliResult<()> {
             for index in repo_indexes(config) {
                 views.push(view(config, index, &stanza).await?);
             }
-            let j = stanza_json(config, &stanza, &views);
+            let j = stanza_json(&stanza, &views);
             if !text.is_empty() {
                 text.push('\n');
             }

@@ -19,6 +19,7 @@ pub mod config;
 pub mod durable;
 pub mod error;
 pub mod info;
+pub mod lease;
 pub mod log;
 pub mod postgres;
 pub mod process;

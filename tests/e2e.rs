@@ -11,6 +11,8 @@ mod guards;
 mod pitr;
 #[path = "e2e/wal.rs"]
 mod wal;
+#[path = "e2e/writers.rs"]
+mod writers;
 
 use std::path::Path;
 

@@ -11,13 +11,15 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use pgstrata_repo_format::layout::{archive_id, copy_of, parse_wal_object};
 use pgstrata_repo_format::meta::{
-    BackupSettings, CatalogEntry, FileData, FileEntry, ManifestEntry, ManifestHeader, ManifestWriter, Ownership,
+    BackupCatalog, BackupSettings, CatalogEntry, FileData, FileEntry, ManifestEntry, ManifestHeader, ManifestWriter,
+    Ownership,
 };
 use pgstrata_repo_format::pg::{Lsn, TimelineId, WalFileName};
 use pgstrata_repo_format::{BackupLabel, BackupType, BlobEncoder, encode_blob};
 
 use crate::config::Config;
 use crate::error::{CliError, CliResult, ErrorCode};
+use crate::lease::Lease;
 use crate::postgres::{connect, identify, pg_path, read_control};
 use crate::repo::{Repo, blob_settings, open_repo, stanza_name};
 use copy::{CopySettings, PackWriter, copy_files};
@@ -80,9 +82,51 @@ pub fn run(config: &Config) -> CliResult<()> {
     rt.block_on(backup(config, &stanza, requested))
 }
 
+/// Under the repository's lease: removes what dead backups left, takes the backup, and on
+/// failure removes what this one wrote (nothing of a failed backup stays in the repository).
 async fn backup(config: &Config, stanza: &str, requested: BackupType) -> CliResult<()> {
     let repo = open_repo(config, config.repo_index(), stanza).await?;
-    let mut catalog = repo.load_catalog().await?;
+    let lease =
+        Lease::acquire(&repo.store, &repo.layout, repo.index, "backup", crate::lease::lease_time(config)).await?;
+    let result = async {
+        let catalog = repo.load_catalog().await?;
+        remove_unlisted_backups(&repo, &catalog).await?;
+        let taken = take_backup(config, &repo, &lease, catalog.clone(), requested).await;
+        if taken.is_err() {
+            // Best effort: the next backup removes whatever this leaves.
+            if let Err(e) = remove_unlisted_backups(&repo, &catalog).await {
+                tracing::warn!("unable to remove the objects of the failed backup: {}", e.message);
+            }
+        }
+        taken
+    }
+    .await;
+    lease.release().await;
+    result
+}
+
+/// Removes every backup directory the catalog does not list: the objects of a backup that
+/// failed or was killed before its manifest and catalog entry were written. Only the lease
+/// holder calls this, so no live backup is writing there.
+async fn remove_unlisted_backups(repo: &Repo, catalog: &BackupCatalog) -> CliResult<()> {
+    let backup_root = format!("{}backup", repo.layout.root());
+    for dir in repo.store.list_dirs(&backup_root).await? {
+        if catalog.backups.iter().any(|b| b.label.to_string() == dir) {
+            continue;
+        }
+        let removed = repo.store.delete_prefix(&format!("{backup_root}/{dir}/")).await?;
+        tracing::warn!("removed {removed} objects of the unfinished backup {dir}");
+    }
+    Ok(())
+}
+
+async fn take_backup(
+    config: &Config,
+    repo: &Repo,
+    lease: &Lease,
+    mut catalog: BackupCatalog,
+    requested: BackupType,
+) -> CliResult<()> {
     if requested != BackupType::Full {
         if catalog.backups.is_empty() {
             tracing::warn!("no prior backup exists, {} backup has been changed to full", requested.as_str());
@@ -176,11 +220,13 @@ async fn backup(config: &Config, stanza: &str, requested: BackupType) -> CliResu
         }
     };
 
-    // Stop the backup; store backup_label and tablespace_map from pg_backup_stop.
+    // Stop the backup without the server waiting for WAL archiving (it would wait without
+    // limit when archiving is broken); our own archive check below is bounded by
+    // archive-timeout. Store backup_label and tablespace_map from the stop.
     let stop_sql = if v15 {
-        "select lsn::text, labelfile, spcmapfile from pg_backup_stop(true)"
+        "select lsn::text, labelfile, spcmapfile from pg_backup_stop(false)"
     } else {
-        "select lsn::text, labelfile, spcmapfile from pg_stop_backup(false, true)"
+        "select lsn::text, labelfile, spcmapfile from pg_stop_backup(false, false)"
     };
     let row = client.query_one(stop_sql, &[]).await.map_err(|e| query_err("stop the backup", e))?;
     let stop_lsn: Lsn = row.get::<_, String>(0).parse()?;
@@ -248,7 +294,7 @@ async fn backup(config: &Config, stanza: &str, requested: BackupType) -> CliResu
 
     if config.bool("archive-check") {
         let timeout = config.duration("archive-timeout").unwrap_or(Duration::from_secs(60));
-        wait_for_archive(&repo, &wal_start, &wal_stop, seg_size, timeout).await?;
+        wait_for_archive(repo, &wal_start, &wal_stop, seg_size, timeout).await?;
     }
 
     let header = ManifestHeader {
@@ -276,6 +322,8 @@ async fn backup(config: &Config, stanza: &str, requested: BackupType) -> CliResu
         targets: tree.targets.clone(),
         packs: totals.packs,
     };
+    // The commit: manifest, then catalog, only while we still hold the lease.
+    lease.check()?;
     let mut manifest = Vec::new();
     let mut writer = ManifestWriter::new(&header, &mut manifest)?;
     for e in &entries {
@@ -310,6 +358,7 @@ async fn backup(config: &Config, stanza: &str, requested: BackupType) -> CliResu
         pgstrata_version: env!("CARGO_PKG_VERSION").to_string(),
         manifest_sha256,
     });
+    lease.check()?;
     repo.save_catalog(&catalog, settings).await?;
     tracing::info!("new backup label = {label}");
     tracing::info!(

@@ -10,6 +10,7 @@ use pgstrata_storage::RetryPolicy;
 
 use crate::config::Config;
 use crate::error::{CliError, CliResult, ErrorCode};
+use crate::lease::Lease;
 use crate::postgres::{connect, identify, pg_path, read_control};
 use crate::repo::{Repo, blob_settings, load_stanza_info, passphrase, repo_indexes, save_stanza_info, stanza_name};
 
@@ -82,58 +83,78 @@ pub fn create(config: &Config) -> CliResult<()> {
         for index in repo_indexes(config) {
             let store = config.storage(index)?.open_creating(RetryPolicy::default())?;
             let layout = StanzaLayout::new(&stanza)?;
-            if let Some(info) = load_stanza_info(&store, &layout).await? {
-                let db = info.current_db().ok_or_else(|| {
-                    CliError::new(ErrorCode::RepoInvalid, format!("repo{index}: stanza info has no database"))
-                })?;
-                if !matches(db, &control) {
-                    return Err(mismatch(index, db, &control));
-                }
-                let key = crate::repo::unlock(config, index, &info)?;
-                let repo = Repo { index, store, layout, info, key };
-                // Only a missing catalog is created; a damaged or unreachable one is reported, never
-                // replaced by an empty list of backups.
-                match repo.load_catalog().await {
-                    Ok(_) => {}
-                    Err(e) if e.code == ErrorCode::FileMissing => {
-                        repo.save_catalog(&BackupCatalog::default(), blob_settings(config)?).await?;
-                    }
-                    Err(e) => return Err(e),
-                }
-                tracing::info!("stanza-create for stanza '{stanza}' on repo{index}: already exists and is valid");
-                continue;
-            }
-            let leftovers = store.list_all(&layout.root()).await?;
-            if !leftovers.is_empty() {
-                return Err(CliError::new(
-                    ErrorCode::RepoInvalid,
-                    format!("repo{index} has {} objects under {} but no stanza info", leftovers.len(), layout.root()),
-                )
-                .hint("the stanza may have been deleted partially; remove the leftovers or use another repo path"));
-            }
-            let (cipher, key) = match config.get(&format!("repo{index}-cipher-type")).unwrap_or("none") {
-                "aes-256-gcm" => {
-                    let pass = passphrase(config, index)?;
-                    let key = DataKey::generate();
-                    let wrapped = WrappedKey::wrap(&key, pass.as_bytes(), KdfParams::DEFAULT)?;
-                    (CipherInfo::Aes256Gcm { key: wrapped }, Some(key))
-                }
-                _ => (CipherInfo::None, None),
-            };
-            let info =
-                StanzaInfo { stanza: stanza.clone(), created: now(), cipher, db_history: vec![db_entry(1, &control)] };
-            let repo = Repo { index, store, layout, info, key };
-            // The catalog first: a stanza info never exists without one.
-            repo.save_catalog(&BackupCatalog::default(), blob_settings(config)?).await?;
-            save_stanza_info(&repo.store, &repo.layout, &repo.info).await?;
-            tracing::info!(
-                "stanza-create for stanza '{stanza}' on repo{index}: created for PostgreSQL {} (system id {})",
-                control.pg_version,
-                control.system_identifier
-            );
+            let lease =
+                Lease::acquire(&store, &layout, index, "stanza-create", crate::lease::lease_time(config)).await?;
+            let result = create_on(config, &stanza, &control, index, store, layout).await;
+            lease.release().await;
+            result?;
         }
         Ok(())
     })
+}
+
+/// stanza-create on one repository, under its lease.
+async fn create_on(
+    config: &Config,
+    stanza: &str,
+    control: &ControlFile,
+    index: u32,
+    store: pgstrata_storage::RepoStore,
+    layout: StanzaLayout,
+) -> CliResult<()> {
+    if let Some(info) = load_stanza_info(&store, &layout).await? {
+        let db = info.current_db().ok_or_else(|| {
+            CliError::new(ErrorCode::RepoInvalid, format!("repo{index}: stanza info has no database"))
+        })?;
+        if !matches(db, control) {
+            return Err(mismatch(index, db, control));
+        }
+        let key = crate::repo::unlock(config, index, &info)?;
+        let repo = Repo { index, store, layout, info, key };
+        // Only a missing catalog is created; a damaged or unreachable one is reported, never
+        // replaced by an empty list of backups.
+        match repo.load_catalog().await {
+            Ok(_) => {}
+            Err(e) if e.code == ErrorCode::FileMissing => {
+                repo.save_catalog(&BackupCatalog::default(), blob_settings(config)?).await?;
+            }
+            Err(e) => return Err(e),
+        }
+        tracing::info!("stanza-create for stanza '{stanza}' on repo{index}: already exists and is valid");
+        return Ok(());
+    }
+    // Lease objects (ours included) are not leftovers of a stanza.
+    let lock_prefix = layout.lock("");
+    let leftovers: Vec<_> =
+        store.list_all(&layout.root()).await?.into_iter().filter(|o| !o.key.starts_with(&lock_prefix)).collect();
+    if !leftovers.is_empty() {
+        return Err(CliError::new(
+            ErrorCode::RepoInvalid,
+            format!("repo{index} has {} objects under {} but no stanza info", leftovers.len(), layout.root()),
+        )
+        .hint("the stanza may have been deleted partially; remove the leftovers or use another repo path"));
+    }
+    let (cipher, key) = match config.get(&format!("repo{index}-cipher-type")).unwrap_or("none") {
+        "aes-256-gcm" => {
+            let pass = passphrase(config, index)?;
+            let key = DataKey::generate();
+            let wrapped = WrappedKey::wrap(&key, pass.as_bytes(), KdfParams::DEFAULT)?;
+            (CipherInfo::Aes256Gcm { key: wrapped }, Some(key))
+        }
+        _ => (CipherInfo::None, None),
+    };
+    let info =
+        StanzaInfo { stanza: stanza.to_string(), created: now(), cipher, db_history: vec![db_entry(1, control)] };
+    let repo = Repo { index, store, layout, info, key };
+    // The catalog first: a stanza info never exists without one.
+    repo.save_catalog(&BackupCatalog::default(), blob_settings(config)?).await?;
+    save_stanza_info(&repo.store, &repo.layout, &repo.info).await?;
+    tracing::info!(
+        "stanza-create for stanza '{stanza}' on repo{index}: created for PostgreSQL {} (system id {})",
+        control.pg_version,
+        control.system_identifier
+    );
+    Ok(())
 }
 
 pub fn upgrade(config: &Config) -> CliResult<()> {
@@ -142,14 +163,23 @@ pub fn upgrade(config: &Config) -> CliResult<()> {
         let control = cluster_identity(config).await?;
         for index in repo_indexes(config) {
             let mut repo = crate::repo::open_repo(config, index, &stanza).await?;
+            let lease =
+                Lease::acquire(&repo.store, &repo.layout, index, "stanza-upgrade", crate::lease::lease_time(config))
+                    .await?;
             let current = repo.current_db()?;
             if matches(current, &control) {
                 tracing::info!("stanza-upgrade for stanza '{stanza}' on repo{index}: already up to date");
+                lease.release().await;
                 continue;
             }
             let next = repo.info.db_history.iter().map(|d| d.id).max().unwrap_or(0) + 1;
             repo.info.db_history.push(db_entry(next, &control));
-            save_stanza_info(&repo.store, &repo.layout, &repo.info).await?;
+            let saved = match lease.check() {
+                Ok(()) => save_stanza_info(&repo.store, &repo.layout, &repo.info).await,
+                Err(e) => Err(e),
+            };
+            lease.release().await;
+            saved?;
             tracing::info!(
                 "stanza-upgrade for stanza '{stanza}' on repo{index}: now PostgreSQL {} (system id {}, db id {next})",
                 control.pg_version,

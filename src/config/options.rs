@@ -91,6 +91,12 @@ pub const OPTIONS: &[OptionDef] = &[
     opt("log-timestamp", Kind::Bool, Some("y"), "prefix log lines with a timestamp"),
     // Locks, spool, resources.
     opt("lock-path", Kind::Path, Some("/tmp/pgstrata"), "directory of lock files"),
+    opt(
+        "lease-time",
+        Kind::Duration,
+        Some("60"),
+        "how long a repository's writer lease lasts unrenewed (a killed writer's lease is taken over after it)",
+    ),
     opt("spool-path", Kind::Path, Some("/var/spool/pgstrata"), "directory of the asynchronous archive queues"),
     opt("process-max", Kind::Int { min: 1, max: 999 }, Some("1"), "worker threads for compression and transfer"),
     opt("compress-type", Kind::Enum(&["none", "zst", "lz4", "gz", "bz2"]), Some("zst"), "compression"),

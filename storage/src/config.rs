@@ -166,8 +166,11 @@ impl StorageConfig {
                         key: String::from("repository directory"),
                     });
                 }
-                let fs = LocalFileSystem::new_with_prefix(path).map_err(invalid)?.with_fsync(true);
-                (Arc::new(fs), "")
+                let fs = LocalFileSystem::new_with_prefix(path)
+                    .map_err(invalid)?
+                    .with_fsync(true)
+                    .with_automatic_cleanup(true);
+                return Ok(RepoStore::new(Arc::new(fs), "", self.describe(), retry).with_local_root(path.clone()));
             }
             Self::S3(c) => (Arc::new(build_s3(c, retry)?), &c.prefix),
             Self::Gcs(c) => (Arc::new(build_gcs(c, retry)?), &c.prefix),

@@ -47,13 +47,31 @@ pub struct RepoStore {
     retry: RetryPolicy,
     part_size: usize,
     parts_in_flight: usize,
+    /// The repository directory when the store is the local filesystem.
+    local_root: Option<std::path::PathBuf>,
 }
 
 impl RepoStore {
     /// Wraps an object_store with a key prefix (`repoN-path` inside a bucket; may be empty).
     pub fn new(inner: Arc<dyn ObjectStore>, prefix: &str, store: String, retry: RetryPolicy) -> Self {
         let prefix = prefix.trim_matches('/').to_string();
-        Self { inner, prefix, store, retry, part_size: DEFAULT_PART_SIZE, parts_in_flight: DEFAULT_PARTS_IN_FLIGHT }
+        Self {
+            inner,
+            prefix,
+            store,
+            retry,
+            part_size: DEFAULT_PART_SIZE,
+            parts_in_flight: DEFAULT_PARTS_IN_FLIGHT,
+            local_root: None,
+        }
+    }
+
+    /// Marks the store as the local filesystem at `root`, so [`delete_prefix`](Self::delete_prefix)
+    /// also removes what no listing shows there: directories and the staging files of uploads
+    /// that a killed process never finished.
+    pub fn with_local_root(mut self, root: std::path::PathBuf) -> Self {
+        self.local_root = Some(root);
+        self
     }
 
     /// Sets the part size and parallelism of streaming uploads (memory: about size x (n + 1)).
@@ -328,12 +346,32 @@ impl RepoStore {
         }
     }
 
-    /// Deletes every object under `prefix`; returns how many.
+    /// Deletes every object under `prefix`; returns how many. On the local filesystem a prefix
+    /// ending in `/` is a directory, removed whole with what no listing shows (empty
+    /// directories, staging files of unfinished uploads).
     pub async fn delete_prefix(&self, prefix: &str) -> Result<u64> {
         let mut n = 0;
         for info in self.list_all(prefix).await? {
             self.delete(&info.key).await?;
             n += 1;
+        }
+        if let Some(root) = &self.local_root
+            && prefix.ends_with('/')
+            && !prefix.split('/').any(|c| c == "..")
+        {
+            let dir = root.join(self.path(prefix.trim_end_matches('/')).as_ref());
+            match std::fs::remove_dir_all(&dir) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    return Err(StorageError::Other {
+                        store: self.store.clone(),
+                        op: "remove directory",
+                        key: prefix.to_string(),
+                        detail: format!("{}: {e}", dir.display()),
+                    });
+                }
+            }
         }
         Ok(n)
     }
