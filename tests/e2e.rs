@@ -5,6 +5,8 @@
 
 mod support;
 
+#[path = "e2e/deploy.rs"]
+mod deploy;
 #[path = "e2e/guards.rs"]
 mod guards;
 #[path = "e2e/pitr.rs"]

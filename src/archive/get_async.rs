@@ -77,7 +77,9 @@ fn prefetch_from(config: &Config, stanza: &str, spool: &Spool, next: &WalFileNam
         if worker_running(&worker_lock_path(config, stanza, "archive-get"))? {
             Ok(())
         } else {
-            spawn_worker("archive-get:async", &[])
+            // Prefetch is an optimisation: a worker that dies only costs speed (fetches go
+            // direct), and its stderr stays in the spool for whoever looks.
+            spawn_worker("archive-get:async", &[], &spool.path(".archive-get-worker.stderr")).map(drop)
         }
     });
     if let Err(e) = started {

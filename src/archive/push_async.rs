@@ -18,6 +18,7 @@ use pgstrata_repo_format::pg::WalFileName;
 
 use super::spool::{
     Spool, backoff, decode_error, encode_error, spawn_worker, try_worker_lock, worker_lock_path, worker_running,
+    worker_stderr,
 };
 use super::{open_all, push_file};
 use crate::config::Config;
@@ -38,6 +39,8 @@ pub fn foreground(config: &Config, stanza: &str, path: &Path, name: &WalFileName
     let timeout = config.duration("archive-timeout").unwrap_or(Duration::from_secs(60));
     let start = Instant::now();
     let mut spawned: Option<Instant> = None;
+    let mut worker: Option<std::process::Child> = None;
+    let stderr_file = spool.path(".archive-push-worker.stderr");
     for round in 0u32.. {
         if let Some(note) = spool.read(&ok) {
             if !note.is_empty() {
@@ -53,8 +56,23 @@ pub fn foreground(config: &Config, stanza: &str, path: &Path, name: &WalFileName
                 return Err(decode_error(&e));
             }
         }
+        // A worker we started that died before acknowledging: say why at once, rather than
+        // waiting out archive-timeout (results it wrote before dying were checked above).
+        if let Some(status) = worker.as_mut().and_then(|w| w.try_wait().ok().flatten()) {
+            worker = None;
+            if !status.success() && spool.read(&ok).is_none() && spool.read(&error).is_none() {
+                return Err(CliError::new(
+                    ErrorCode::Service,
+                    format!(
+                        "the archive-push worker exited ({status}) before pushing WAL file {name}: {}",
+                        worker_stderr(&stderr_file)
+                    ),
+                )
+                .hint(format!("its log is {stanza}-archive-push-async.log in log-path")));
+            }
+        }
         if spawned.is_none_or(|t| t.elapsed() > Duration::from_millis(500)) && !worker_running(&lock)? {
-            spawn_worker("archive-push:async", &[wal_dir])?;
+            worker = Some(spawn_worker("archive-push:async", &[wal_dir], &stderr_file)?);
             spawned = Some(Instant::now());
         }
         if start.elapsed() > timeout {

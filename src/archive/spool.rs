@@ -109,23 +109,34 @@ pub fn worker_running(path: &Path) -> CliResult<bool> {
 
 /// Starts a detached worker (`archive-push:async` / `archive-get:async`) with this process's
 /// options, in its own process group so PostgreSQL's signals to the archiver do not reach it.
-pub fn spawn_worker(command: &str, params: &[&str]) -> CliResult<()> {
+/// It runs under the name we were invoked by (a `pgbackrest` symlink stays `pgbackrest`) and
+/// inherits our environment, so it reads the same configuration. Its stderr goes to
+/// `stderr_file`, so that a worker dying before it could report anything still says why.
+pub fn spawn_worker(command: &str, params: &[&str], stderr_file: &Path) -> CliResult<std::process::Child> {
     use std::os::unix::process::CommandExt;
-    // Under the name we were invoked by (a `pgbackrest` symlink stays `pgbackrest`), with our
-    // environment (inherited) and command-line options.
     let exe = crate::process::invoked_exe()?;
     let options: Vec<String> = std::env::args().skip(1).filter(|a| a.starts_with("--")).collect();
-    Command::new(exe)
+    let stderr = std::fs::File::create(stderr_file).map_err(|e| io(stderr_file, "create", e))?;
+    Command::new(&exe)
         .args(options)
         .arg(command)
         .args(params)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(stderr)
         .process_group(0)
         .spawn()
-        .map_err(|e| CliError::new(ErrorCode::Service, format!("unable to start the {command} worker: {e}")))?;
-    Ok(())
+        .map_err(|e| {
+            CliError::new(ErrorCode::Service, format!("unable to start the {command} worker ({}): {e}", exe.display()))
+        })
+}
+
+/// What a dead worker wrote to stderr (its last lines), for the foreground to report.
+pub fn worker_stderr(stderr_file: &Path) -> String {
+    let text = std::fs::read_to_string(stderr_file).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    let tail = lines[lines.len().saturating_sub(5)..].join(" / ");
+    if tail.is_empty() { "it wrote nothing to stderr".to_string() } else { tail }
 }
 
 /// Polling interval of a foreground waiting on its worker: short at first.

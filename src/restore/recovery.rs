@@ -42,7 +42,8 @@ fn shell_quote(arg: &str) -> String {
 pub fn restore_command(config: &Config, stanza: &str, data: &Path) -> CliResult<String> {
     let exe = crate::process::invoked_exe()?;
     let mut args = vec![exe.display().to_string()];
-    for opt in ["config", "config-path", "config-include-path"] {
+    const CONFIG_OPTIONS: [&str; 3] = ["config", "config-path", "config-include-path"];
+    for opt in CONFIG_OPTIONS {
         if let Some(v) = config.get(opt) {
             args.push(format!("--{opt}={v}"));
         }
@@ -53,7 +54,8 @@ pub fn restore_command(config: &Config, stanza: &str, data: &Path) -> CliResult<
         args.push(format!("--repo={}", config.repo_index()));
     }
     for (name, source, secure, values) in config.settings_detail() {
-        if source != Source::Environment {
+        // Configuration locations are written above, whatever their source.
+        if source != Source::Environment || CONFIG_OPTIONS.contains(&name.as_str()) {
             continue;
         }
         if secure {

@@ -1,0 +1,94 @@
+//! As an operator deploys it: installed as a `pgbackrest` symlink on `PATH`, configured only
+//! through `conf.d` found via `PGBACKREST_CONFIG_PATH`, asynchronous archiving. The workers and
+//! the `restore_command` pgstrata writes must run under that name with that configuration.
+
+use std::time::{Duration, Instant};
+
+use super::*;
+use support::chown_postgres;
+
+#[test]
+fn symlinked_as_pgbackrest_with_conf_d_and_async_archiving() {
+    if !postgres_available() {
+        return;
+    }
+    let scratch = Scratch::new("pgstrata-deploy-");
+    let bindir = scratch.path("bin");
+    let link = bindir.join("pgbackrest");
+    std::os::unix::fs::symlink(support::bin(), &link).unwrap();
+    let etc = scratch.path("etc");
+    let conf_d = scratch.path("etc/conf.d");
+    let (repo, spool, logs, locks) =
+        (scratch.path("repo"), scratch.path("spool"), scratch.path("log"), scratch.path("lock"));
+    let primary = Cluster::init(&scratch, "primary");
+    std::fs::write(
+        conf_d.join("db.conf"),
+        format!(
+            "[global]\nrepo1-path={}\nspool-path={}\nlog-path={}\nlock-path={}\narchive-async=y\nprocess-max=2\n\
+             log-level-file=info\nlog-level-console=warn\n\n[db]\npg1-path={}\npg1-socket-path={}\npg1-port={}\n",
+            repo.display(),
+            spool.display(),
+            logs.display(),
+            locks.display(),
+            primary.data.display(),
+            primary.socket.display(),
+            primary.port
+        ),
+    )
+    .unwrap();
+    chown_postgres(&etc);
+    let path_env = format!("{}:/usr/bin:/bin", bindir.display());
+    let env = [("PATH", path_env.as_str()), ("PGBACKREST_CONFIG_PATH", etc.to_str().unwrap())];
+    let pgbackrest = |args: &[&str]| {
+        // Called by name through PATH, as the operator's scripts do.
+        let o = run_as_postgres(
+            Path::new("/bin/sh"),
+            &[&["-c", "exec pgbackrest \"$@\"", "pgbackrest"], args].concat(),
+            &env,
+        );
+        assert!(o.status.success(), "pgbackrest {args:?}: {}", text(&o));
+        o
+    };
+    primary.configure(
+        "archive_mode = on\narchive_command = 'pgbackrest --stanza=db archive-push \"%p\"'\nwal_level = replica\n",
+    );
+    primary.start_with_env(&env);
+    pgbackrest(&["--stanza=db", "stanza-create"]);
+    let init = primary.tool("pgbench", &["-i", "-s", "1", "-q", "postgres"]);
+    assert!(init.status.success(), "pgbench -i: {}", text(&init));
+    pgbackrest(&["--stanza=db", "backup", "--type=full", "--start-fast"]);
+    let bench = primary.tool("pgbench", &["-T", "5", "-c", "2", "-n", "postgres"]);
+    assert!(bench.status.success(), "pgbench: {}", text(&bench));
+    primary.archive_now();
+    // The async worker ran as pgbackrest and logged where this configuration says.
+    let worker_log = std::fs::read_to_string(logs.join("db-archive-push-async.log")).unwrap_or_default();
+    assert!(worker_log.contains("archive-push:async"), "no async worker log in {}: {worker_log}", logs.display());
+
+    // A standby restored through the same name follows the primary.
+    let standby_dir = scratch.path("standby");
+    pgbackrest(&["--stanza=db", "restore", &format!("--pg1-path={}", standby_dir.display()), "--type=standby"]);
+    let auto = std::fs::read_to_string(standby_dir.join("postgresql.auto.conf")).unwrap();
+    assert!(
+        auto.contains(&format!("restore_command = '{} ", link.display())),
+        "restore_command does not run the pgbackrest name: {auto}"
+    );
+    let standby = Cluster::existing(&scratch, standby_dir, "standby");
+    standby.configure("archive_mode = off\nhot_standby = on\n");
+    standby.start_with_env(&env);
+    primary.sql("create table after_standby as select g from generate_series(1, 1234) g");
+    primary.archive_now();
+    let began = Instant::now();
+    loop {
+        let o = standby.try_sql("select count(*) from after_standby");
+        if o.status.success() && String::from_utf8_lossy(&o.stdout).trim() == "1234" {
+            break;
+        }
+        assert!(
+            began.elapsed() < Duration::from_secs(90),
+            "the standby did not replay the new table; its log:\n{}",
+            std::fs::read_to_string(&standby.log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert_eq!(standby.sql("select pg_is_in_recovery()"), "t");
+}
