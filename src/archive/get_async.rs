@@ -18,7 +18,7 @@ use futures::StreamExt;
 use pgstrata_repo_format::pg::{ControlFile, WalFileName, WalPageHeader};
 
 use super::spool::{Spool, spawn_worker, try_worker_lock, worker_lock_path, worker_running};
-use super::{fetch_any, open_all, write_atomically};
+use super::{fetch_any, open_readable, write_atomically};
 use crate::config::Config;
 use crate::error::{CliError, CliResult, ErrorCode};
 use crate::repo::stanza_name;
@@ -138,7 +138,7 @@ pub fn worker(config: &Config) -> CliResult<()> {
         .build()
         .map_err(|e| CliError::new(ErrorCode::Service, format!("unable to start the I/O runtime: {e}")))?;
     rt.block_on(async {
-        let repos = open_all(config, &stanza).await?;
+        let repos = open_readable(config, &stanza).await?;
         // Segments found missing, and when: not asked again for a moment (a standby waiting for
         // new WAL would otherwise poll the repository in a loop).
         let mut missing: Option<(WalFileName, Instant)> = None;

@@ -62,6 +62,22 @@ fn check_segment(repo: &Repo, name: &WalFileName, head: &[u8], len: u64) -> CliR
 }
 
 /// Every configured repository of the stanza, opened and unlocked.
+/// The repositories that can be opened now (for reading: a failing one is a warning); an
+/// error only when none can.
+async fn open_readable(config: &Config, stanza: &str) -> CliResult<Vec<Repo>> {
+    let mut repos = Vec::new();
+    let mut search = RepoSearch::default();
+    for index in repo_indexes(config) {
+        if let Some(repo) = search.answer(index, open_repo(config, index, stanza).await.map(Some)) {
+            repos.push(repo);
+        }
+    }
+    match search.failures.into_iter().next() {
+        Some(e) if repos.is_empty() => Err(e),
+        _ => Ok(repos),
+    }
+}
+
 async fn open_all(config: &Config, stanza: &str) -> CliResult<Vec<Repo>> {
     let mut repos = Vec::new();
     for index in repo_indexes(config) {
@@ -155,15 +171,59 @@ fn get_params(config: &Config) -> CliResult<(WalFileName, PathBuf)> {
 }
 
 /// Fetches `name` from the first repository that has it.
+/// Fetches `name` from the first repository that has it. A repository that fails (unreachable,
+/// damaged, wrong key) is a warning and the next one is asked, as pgBackRest does: the answer
+/// is "absent" only when every repository said so, and an error when a failing repository
+/// might have held the file.
 async fn fetch_any(repos: &[Repo], name: &WalFileName) -> CliResult<Option<(Vec<u8>, u32)>> {
+    let mut search = RepoSearch::default();
     for repo in repos {
-        let db = repo.current_db()?;
-        let archive = archive_id(db.pg_version, db.id);
-        if let Some(plain) = crate::wal::fetch(repo, &archive, name).await? {
+        let attempt = async {
+            let db = repo.current_db()?;
+            let archive = archive_id(db.pg_version, db.id);
+            crate::wal::fetch(repo, &archive, name).await
+        };
+        if let Some(plain) = search.answer(repo.index, attempt.await) {
             return Ok(Some((plain, repo.index)));
         }
     }
-    Ok(None)
+    search.finish(name).map(|()| None)
+}
+
+/// The answers of several repositories to one question, in order (pgBackRest's rule): each
+/// failure is a warning and the next repository is asked; the search ends with "absent" when
+/// at least one repository answered and none had it, and with an error only when every
+/// repository failed.
+#[derive(Debug, Default)]
+struct RepoSearch {
+    asked: usize,
+    failures: Vec<CliError>,
+}
+
+impl RepoSearch {
+    /// Records one repository's answer; returns what it found.
+    fn answer<T>(&mut self, index: u32, answer: CliResult<Option<T>>) -> Option<T> {
+        self.asked += 1;
+        match answer {
+            Ok(found) => found,
+            Err(e) => {
+                tracing::warn!("repo{index}: {} (trying the next repository)", e.message);
+                self.failures.push(CliError::new(e.code, format!("repo{index}: {}", e.message)));
+                None
+            }
+        }
+    }
+
+    /// Nothing was found: `Ok` (absent) unless every repository failed.
+    fn finish(self, name: &WalFileName) -> CliResult<()> {
+        let Some(first) = self.failures.first() else { return Ok(()) };
+        let all: Vec<&str> = self.failures.iter().map(|e| e.message.as_str()).collect();
+        if self.failures.len() < self.asked {
+            tracing::warn!("{name} is in no repository that answered; failed: {}", all.join("; "));
+            return Ok(());
+        }
+        Err(CliError::new(first.code, format!("unable to get {name} from any repository: {}", all.join("; "))))
+    }
 }
 
 fn not_found(name: &WalFileName) -> CliError {
@@ -184,14 +244,19 @@ fn get_sync(config: &Config, stanza: &str, name: &WalFileName, dest: &Path) -> C
     crate::commands::runtime()?.block_on(async {
         // Repositories are opened one at a time: a later one (its stanza info read, its key
         // unwrapped) only when the earlier ones lack the file.
+        let mut search = RepoSearch::default();
         for index in repo_indexes(config) {
-            let repo = open_repo(config, index, stanza).await?;
-            if let Some((plain, _)) = fetch_any(std::slice::from_ref(&repo), name).await? {
+            let attempt = async {
+                let repo = open_repo(config, index, stanza).await?;
+                fetch_any(std::slice::from_ref(&repo), name).await
+            };
+            if let Some((plain, _)) = search.answer(index, attempt.await) {
                 write_atomically(dest, &plain)?;
                 tracing::info!("found {name} in the repo{index} archive");
                 return Ok(());
             }
         }
+        search.finish(name)?;
         Err(not_found(name))
     })
 }

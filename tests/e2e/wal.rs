@@ -331,3 +331,49 @@ fn async_push_reports_worker_errors_and_drops_past_queue_max() {
     s.ok(&["--stanza=db", "archive-get", &ready[0], dest.to_str().unwrap()]);
     assert!(std::fs::read(&dest).unwrap() == std::fs::read(wal(&ready[0])).unwrap());
 }
+
+/// repo1 unreadable, repo2 fine: archive-get warns and serves from repo2, recovery completes;
+/// absent everywhere that answered is "not in the archive" (1); every repository failing is an
+/// error (255) so recovery stops instead of ending early.
+#[test]
+fn archive_get_falls_back_to_the_next_repository() {
+    use std::os::unix::fs::PermissionsExt;
+    if !postgres_available() {
+        return;
+    }
+    let scratch = Scratch::new("pgstrata-fallback-");
+    let (r1, r2) = (scratch.path("repo1"), scratch.path("repo2"));
+    let lines = format!("repo1-path={}\nrepo2-path={}\n", r1.display(), r2.display());
+    let (cluster, s) = archiving_cluster_on(&scratch, "src", &lines, None);
+    s.ok(&["--stanza=db", "stanza-create"]);
+    cluster.sql("create table kept as select g from generate_series(1, 1000) g");
+    s.ok(&["--stanza=db", "backup", "--type=full", "--start-fast"]);
+    cluster.sql("create table after_backup as select g from generate_series(1, 777) g");
+    let seg = cluster.archive_now();
+    let target = scratch.path("restored");
+    s.ok(&["--stanza=db", "restore", &format!("--pg1-path={}", target.display())]);
+
+    let dest = scratch.path("fetched").join("seg");
+    let absent = "0000000100000000000000FE";
+    let o = s.run(&["--stanza=db", "archive-get", absent, dest.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+
+    let set_mode = |mode: u32| std::fs::set_permissions(&r1, std::fs::Permissions::from_mode(mode)).unwrap();
+    set_mode(0o000);
+    let o = s.run(&["--stanza=db", "archive-get", &seg, dest.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(text(&o).contains("repo1") && text(&o).contains("trying the next repository"), "{}", text(&o));
+    let o = s.run(&["--stanza=db", "archive-get", absent, dest.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    // Only repo1, and it fails: an error, never "not in the archive".
+    let o = s.run(&["--stanza=db", "--repo=1", "archive-get", absent, dest.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(255), "{}", text(&o));
+
+    let restored = Cluster::existing(&scratch, target, "restored");
+    restored.configure("archive_mode = off");
+    restored.start();
+    restored.wait_promoted();
+    assert_eq!(restored.sql("select count(*) from after_backup"), "777");
+    restored.stop();
+    set_mode(0o755);
+}
