@@ -130,6 +130,25 @@ impl KdfParams {
 
     /// Cheap parameters for tests and fixtures only.
     pub const TEST: Self = Self { m_cost: 64, t_cost: 1, p_cost: 1 };
+
+    /// The most a repository may ask for: parameters are read from the repository, and a
+    /// damaged or hostile stanza info must not make every `archive-get` allocate gigabytes or
+    /// spin for minutes. 1 GiB, 16 passes, 16 lanes.
+    pub const MAX: Self = Self { m_cost: 1 << 20, t_cost: 16, p_cost: 16 };
+
+    fn check(self) -> Result<()> {
+        let max = Self::MAX;
+        if self.m_cost > max.m_cost || self.t_cost > max.t_cost || self.p_cost > max.p_cost {
+            return Err(FormatError::invalid(
+                "key derivation parameters",
+                format!(
+                    "memory {} KiB, {} passes, {} lanes exceed the limits ({} KiB, {}, {})",
+                    self.m_cost, self.t_cost, self.p_cost, max.m_cost, max.t_cost, max.p_cost
+                ),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// A data key wrapped under a passphrase: the record stored in the stanza info.
@@ -155,6 +174,7 @@ fn derive_kek(passphrase: &[u8], salt: &[u8; 16], params: KdfParams) -> Result<D
     if passphrase.is_empty() {
         return Err(FormatError::invalid("passphrase", "it is empty"));
     }
+    params.check()?;
     let argon_params = argon2::Params::new(params.m_cost, params.t_cost, params.p_cost, Some(KEY_LEN))
         .map_err(|e| FormatError::invalid("key derivation parameters", e.to_string()))?;
     let argon = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, argon_params);
@@ -229,6 +249,11 @@ mod tests {
     fn empty_passphrase_is_refused() {
         let key = DataKey::generate();
         assert!(WrappedKey::wrap(&key, b"", KdfParams::TEST).is_err());
+        // Parameters read from a repository are capped before any memory is allocated.
+        let mut hostile = WrappedKey::wrap(&key, b"correct horse", KdfParams::TEST).expect("wrap");
+        hostile.params.m_cost = u32::MAX;
+        let e = hostile.unwrap_key(b"correct horse").expect_err("capped");
+        assert!(e.to_string().contains("exceed the limits"), "{e}");
     }
 
     #[test]

@@ -47,9 +47,47 @@ fn to_value<T: Serialize>(what: &str, v: &T) -> Result<Value> {
     serde_json::to_value(v).map_err(|e| FormatError::invalid(what, e.to_string()))
 }
 
+/// SHA-256 of the canonical form of `body`.
 fn canonical_digest(what: &str, body: &Value) -> Result<Sha256Digest> {
-    let bytes = serde_json::to_vec(body).map_err(|e| FormatError::invalid(what, e.to_string()))?;
+    let mut bytes = Vec::new();
+    write_canonical(body, &mut bytes).map_err(|e| FormatError::invalid(what, e.to_string()))?;
     Ok(Sha256Digest::of(&bytes))
+}
+
+/// Compact JSON with the keys of every object in byte order, whatever order the map keeps
+/// (serde_json's `preserve_order` feature, switched on anywhere in a build, would otherwise
+/// change the bytes the checksum covers).
+fn write_canonical(v: &Value, out: &mut Vec<u8>) -> serde_json::Result<()> {
+    match v {
+        Value::Object(map) => {
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort();
+            out.push(b'{');
+            for (i, k) in keys.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                serde_json::to_writer(&mut *out, k)?;
+                out.push(b':');
+                if let Some(inner) = map.get(k) {
+                    write_canonical(inner, out)?;
+                }
+            }
+            out.push(b'}');
+        }
+        Value::Array(items) => {
+            out.push(b'[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_canonical(item, out)?;
+            }
+            out.push(b']');
+        }
+        other => serde_json::to_writer(&mut *out, other)?,
+    }
+    Ok(())
 }
 
 /// Serializes `body` into a checksummed, versioned envelope.
@@ -561,6 +599,15 @@ pub fn read_manifest(bytes: &[u8], what: &str) -> Result<(ManifestHeader, Vec<Ma
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn canonical_form_sorts_keys_at_every_level() {
+        let v: Value =
+            serde_json::from_str(r#"{"z":1,"a":{"y":[{"b":2,"a":"\u00e9"}],"x":null},"m":true}"#).expect("json");
+        let mut out = Vec::new();
+        write_canonical(&v, &mut out).expect("canonical");
+        assert_eq!(String::from_utf8(out).expect("utf8"), r#"{"a":{"x":null,"y":[{"a":"é","b":2}]},"m":true,"z":1}"#);
+    }
     use crate::crypto::{DataKey, KdfParams};
 
     pub(crate) fn header() -> ManifestHeader {
