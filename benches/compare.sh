@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Side-by-side: pgstrata and pgBackRest on the same pgbench dataset, in one run.
 #   benches/compare.sh [SCALE]          (default 100 = ~1.5 GB)
+#   TABLES=25000 benches/compare.sh     (instead: that many small tables, ~4 files each: many files)
+#   CODECS="zst 3"                      (codecs to run, comma-separated; default "zst 3,lz4 0")
 # Full backup and restore at zst level 3 and at lz4, process-max=2, start-fast; prints wall time,
 # CPU (user+sys), peak RSS and repository size for both, and the ratios. pgbench data is very
 # compressible, so a table of realistic rows (hashes, numbers, timestamps) is added at 1/4 of the
@@ -8,6 +10,8 @@
 # GNU time (/usr/bin/time).
 set -euo pipefail
 SCALE="${1:-100}"
+TABLES="${TABLES:-0}"
+CODECS="${CODECS:-zst 3,lz4 0}"
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 PG_BIN="${PGSTRATA_PG_BIN:-/usr/lib/postgresql/15/bin}"
 command -v pgbackrest > /dev/null || { echo "compare: pgbackrest not found (apt-get install pgbackrest)" >&2; exit 1; }
@@ -40,7 +44,11 @@ write_configs ""
 PGB=(pgbackrest "--config=$W/pgbackrest.conf" --stanza=bench)
 PGS=("$W/pgstrata" "--config=$W/pgstrata.conf" --stanza=bench)
 
-echo "== dataset: pgbench scale $SCALE plus a realistic table" >&2
+if [ "$TABLES" -gt 0 ]; then
+  echo "== dataset: $TABLES small tables (heap, primary key, TOAST table and index each)" >&2
+else
+  echo "== dataset: pgbench scale $SCALE plus a realistic table" >&2
+fi
 as_pg "$PG_BIN/initdb" --data-checksums -A trust -U postgres -D "$W/data" > /dev/null
 cat >> "$W/data/postgresql.conf" <<PGCONF
 listen_addresses = ''
@@ -54,13 +62,22 @@ max_wal_size = 4GB
 PGCONF
 as_pg "$PG_BIN/pg_ctl" -D "$W/data" -l "$W/pg.log" -w start > /dev/null
 psql() { as_pg "$PG_BIN/psql" -X -q -A -t -h "$W/sock" -p "$PORT" -U postgres -d postgres -c "$1"; }
-as_pg "$PG_BIN/pgbench" -i -q -s "$SCALE" -h "$W/sock" -p "$PORT" -U postgres postgres > /dev/null 2>&1
-psql "create table realistic as select g as id, md5(g::text) as h, now() - g * interval '17 seconds' as ts,
-      (random() * 1e6)::numeric(12,2) as amount, (array['open','paid','shipped','returned'])[1 + g % 4] as status,
-      substr(md5((g * 7)::text), 1, 1 + g % 24) as note
-      from generate_series(1, $SCALE * 25000) g"
+if [ "$TABLES" -gt 0 ]; then
+  for ((first = 0; first < TABLES; first += 500)); do
+    last=$((first + 499 < TABLES - 1 ? first + 499 : TABLES - 1))
+    psql "do \$\$ begin for i in $first..$last loop
+          execute format('create table t%s (id int primary key, v text); insert into t%s values (%s, md5(%s::text))', i, i, i, i);
+          end loop; end \$\$"
+  done
+else
+  as_pg "$PG_BIN/pgbench" -i -q -s "$SCALE" -h "$W/sock" -p "$PORT" -U postgres postgres > /dev/null 2>&1
+  psql "create table realistic as select g as id, md5(g::text) as h, now() - g * interval '17 seconds' as ts,
+        (random() * 1e6)::numeric(12,2) as amount, (array['open','paid','shipped','returned'])[1 + g % 4] as status,
+        substr(md5((g * 7)::text), 1, 1 + g % 24) as note
+        from generate_series(1, $SCALE * 25000) g"
+fi
 psql "vacuum analyze" ; psql "checkpoint"
-echo "database size: $(psql "select pg_size_pretty(sum(pg_database_size(datname))) from pg_database")" >&2
+echo "database size: $(psql "select pg_size_pretty(sum(pg_database_size(datname))) from pg_database"), $(find "$W/data" -type f | wc -l) files" >&2
 
 as_pg "${PGB[@]}" stanza-create > /dev/null
 as_pg "${PGS[@]}" stanza-create > /dev/null
@@ -88,7 +105,8 @@ measure() { # label, command...: prints "label wall cpu rss_kib"
 
 RESULTS="$W/results"
 : > "$RESULTS"
-for comp in "zst 3" "lz4 0"; do
+IFS=, read -r -a CODEC_LIST <<< "$CODECS"
+for comp in "${CODEC_LIST[@]}"; do
   set -- $comp; type=$1; level=$2
   opts=(--compress-type="$type" --process-max=2)
   [ "$type" = zst ] && opts+=(--compress-level="$level")

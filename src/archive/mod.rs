@@ -206,9 +206,10 @@ impl RepoSearch {
         self.asked += 1;
         match answer {
             Ok(found) => found,
-            Err(e) => {
+            Err(mut e) => {
                 tracing::warn!("repo{index}: {} (trying the next repository)", e.message);
-                self.failures.push(CliError::new(e.code, format!("repo{index}: {}", e.message)));
+                e.message = format!("repo{index}: {}", e.message);
+                self.failures.push(e);
                 None
             }
         }
@@ -222,7 +223,14 @@ impl RepoSearch {
             tracing::warn!("{name} is in no repository that answered; failed: {}", all.join("; "));
             return Ok(());
         }
-        Err(CliError::new(first.code, format!("unable to get {name} from any repository: {}", all.join("; "))))
+        let mut e = CliError::new(first.code, format!("unable to get {name} from any repository: {}", all.join("; ")));
+        // Each repository's own hints (a wrong passphrase, a missing stanza) still apply.
+        for hint in self.failures.iter().flat_map(|f| f.hints.iter()) {
+            if !e.hints.contains(hint) {
+                e.hints.push(hint.clone());
+            }
+        }
+        Err(e)
     }
 }
 

@@ -87,20 +87,23 @@ pub fn part_jobs(entry: &FileEntry, frame_size: u64) -> CliResult<Vec<PartJob>> 
     Ok(jobs)
 }
 
-/// Runs every file job, `workers` at a time.
+/// Runs the file jobs as they come (streamed from the manifest), `workers` at a time;
+/// `total` bytes are expected (for progress).
 pub async fn restore_files(
-    repo: Arc<Repo>,
+    repo: &Repo,
     label: &BackupLabel,
-    files: Vec<FileJob>,
+    jobs: impl futures::Stream<Item = CliResult<FileJob>>,
+    total: u64,
     options: FileOptions,
 ) -> CliResult<FilesSummary> {
-    let progress = Arc::new(Mutex::new(Progress::new("restore", files.iter().map(|f| f.entry.size).sum())));
-    let mut results = futures::stream::iter(files.into_iter().map(|job| {
-        let repo = Arc::clone(&repo);
-        let progress = Arc::clone(&progress);
-        async move { restore_file(&repo, label, job, options, &progress).await }
-    }))
-    .buffer_unordered(options.workers.max(1));
+    let progress = Arc::new(Mutex::new(Progress::new("restore", total)));
+    let results = jobs
+        .map(|job| {
+            let progress = Arc::clone(&progress);
+            async move { restore_file(repo, label, job?, options, &progress).await }
+        })
+        .buffer_unordered(options.workers.max(1));
+    futures::pin_mut!(results);
     let mut summary = FilesSummary::default();
     while let Some(r) = results.next().await {
         match r? {

@@ -9,21 +9,20 @@
 //! reads. A marker file in the data directory stays until the restore has completed, so an
 //! interrupted restore can be finished with `--delta`.
 
-use std::path::Path;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
 
-use pgstrata_repo_format::layout::copy_of;
-use pgstrata_repo_format::meta::{CatalogEntry, ManifestEntry, ManifestHeader, read_manifest};
-use pgstrata_repo_format::{Sha256Digest, decode_blob};
+use pgstrata_repo_format::meta::ManifestEntry;
 
 use crate::config::Config;
 use crate::durable;
 use crate::error::{CliError, CliResult, ErrorCode};
 use crate::postgres::pg_path;
-use crate::repo::{Repo, open_repo, stanza_name};
+use crate::repo::{open_repo, stanza_name};
+use manifest::ManifestStream;
 
 mod files;
 mod guard;
+mod manifest;
 mod owner;
 mod plan;
 mod recovery;
@@ -54,11 +53,20 @@ async fn restore(config: &Config, stanza: &str, data: &Path, workers: usize) -> 
     let recovery = Recovery::from_config(config)?;
     let backup = target::choose_backup(&repo, &catalog, &recovery, config.get("set")).await?;
     let existing = guard::check_data_dir(data, config.bool("delta") || config.bool("force"))?;
+    let delta = existing == Existing::Delta;
     let preserved = (recovery.goal == Goal::Preserve).then(|| recovery::RecoveryState::read(data));
     tracing::info!("repo{}: restore backup set {}", repo.index, backup.label);
-    let (header, entries) = load_manifest(&repo, &backup).await?;
-    let plan = RestorePlan::new(&header, &entries, data, config.list("tablespace-map"), config.list("link-map"))?;
-    let tree = tree::RestoreTree::new(&plan, entries)?;
+
+    // First pass over the manifest: where everything goes, directories and links; checked
+    // whole (paths, checksum) before anything is written.
+    let mut manifest = ManifestStream::open(&repo, &backup).await?;
+    let header = manifest.header()?.clone();
+    let mut plan = RestorePlan::new(&header, data, config.list("tablespace-map"), config.list("link-map"))?;
+    let mut tree = tree::RestoreTree::new(&plan, delta);
+    while let Some(entry) = manifest.next().await? {
+        tree.add(&mut plan, &entry)?;
+    }
+    plan.check_link_map()?;
     guard::check_tablespaces(&plan, &tree.tablespace_dirs, existing)?;
 
     // From here on the directories change: the marker says a restore is under way.
@@ -66,19 +74,16 @@ async fn restore(config: &Config, stanza: &str, data: &Path, workers: usize) -> 
     durable::write(&data.join(guard::MARKER), backup.label.to_string().as_bytes(), 0o600)?;
     let as_root = owner::am_root();
     tree.build(&plan, as_root)?;
-    if existing == Existing::Delta {
+    if delta {
         tree.remove_extras(&plan)?;
     }
-    let options = files::FileOptions {
-        delta: existing == Existing::Delta,
-        as_root,
-        frame_size: header.settings.frame_size.max(1),
-        workers,
-    };
-    let dirs: Vec<_> = tree.dirs.iter().map(|(d, _)| d.clone()).chain(plan.roots.values().cloned()).collect();
-    let summary = files::restore_files(Arc::new(repo), &backup.label, tree.files, options).await?;
-    files::sync_dirs(dirs.iter().map(|d| d.as_path()))?;
-    if existing == Existing::Delta {
+    // Second pass: the files, streamed into the jobs.
+    let options = files::FileOptions { delta, as_root, frame_size: header.settings.frame_size.max(1), workers };
+    let jobs = file_jobs(manifest.reopen().await?, &plan);
+    let summary = files::restore_files(&repo, &backup.label, jobs, tree.bytes, options).await?;
+    let dirs = tree.dirs.iter().map(|(d, _)| d.as_path()).chain(plan.roots.values().map(PathBuf::as_path));
+    files::sync_dirs(dirs)?;
+    if delta {
         tracing::info!("delta restore: {} files were already up to date", summary.unchanged);
     }
     recovery::rewrite_tablespace_map(&plan, data)?;
@@ -90,26 +95,24 @@ async fn restore(config: &Config, stanza: &str, data: &Path, workers: usize) -> 
     Ok(())
 }
 
-async fn load_manifest(repo: &Repo, backup: &CatalogEntry) -> CliResult<(ManifestHeader, Vec<ManifestEntry>)> {
-    let key = repo.layout.manifest(&backup.label);
-    let mut errors = Vec::new();
-    for k in [key.clone(), copy_of(&key)] {
-        let attempt = async {
-            let sealed = repo.store.get(&k).await?;
-            let plain = decode_blob(&sealed, &k, repo.key.as_ref())?;
-            if Sha256Digest::of(&plain) != backup.manifest_sha256 {
-                return Err(CliError::new(ErrorCode::Format, format!("{k} does not match the catalog's checksum")));
+/// The files of a manifest pass, placed by the plan, as a stream of jobs.
+fn file_jobs<'a>(
+    manifest: ManifestStream<'a>,
+    plan: &'a RestorePlan,
+) -> impl futures::Stream<Item = CliResult<files::FileJob>> + 'a {
+    futures::stream::unfold(Some(manifest), move |state| async move {
+        let mut m = state?;
+        loop {
+            match m.next().await {
+                Ok(Some(ManifestEntry::File(entry))) => {
+                    let job = plan.local(&entry.path).map(|local| files::FileJob { entry, local });
+                    return Some((job, Some(m)));
+                }
+                Ok(Some(_)) => continue,
+                Ok(None) => return None,
+                // The error ends the stream.
+                Err(e) => return Some((Err(e), None)),
             }
-            Ok(read_manifest(&plain, &k)?)
-        };
-        match attempt.await {
-            Ok(m) => return Ok(m),
-            Err(e) if e.code == ErrorCode::Crypto => return Err(e),
-            Err(e) => errors.push(e.message),
         }
-    }
-    Err(CliError::new(
-        ErrorCode::Format,
-        format!("unable to read the manifest of {}: {}", backup.label, errors.join("; ")),
-    ))
+    })
 }

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use pgstrata_repo_format::meta::{ManifestEntry, ManifestHeader};
+use pgstrata_repo_format::meta::{LinkEntry, ManifestHeader};
 
 use crate::error::{CliError, CliResult, ErrorCode};
 
@@ -16,6 +16,8 @@ pub struct RestorePlan {
     pub roots: BTreeMap<String, PathBuf>,
     /// Link path in the manifest (`pg_data/pg_wal`) to its (possibly remapped) destination.
     pub links: BTreeMap<String, PathBuf>,
+    /// Links given by `--link-map`, and whether the manifest has them.
+    mapped: BTreeMap<String, bool>,
 }
 
 /// Refuses a manifest path that could name something outside its root: empty, `.` or `..`
@@ -34,16 +36,15 @@ pub fn check_manifest_path(path: &str) -> CliResult<()> {
 }
 
 impl RestorePlan {
-    /// Decides where the data directory, tablespaces and links go.
+    /// Decides where the data directory and tablespaces go; links are added as the manifest
+    /// is read ([`add_link`](Self::add_link)), remapped links (`--link-map`) are known at once.
     pub fn new(
         header: &ManifestHeader,
-        entries: &[ManifestEntry],
         data: &Path,
         tablespace_map: &[String],
         link_map: &[String],
     ) -> CliResult<Self> {
         let ts_map = parse_map(tablespace_map, "tablespace-map")?;
-        let link_map = parse_map(link_map, "link-map")?;
         let mut plan = RestorePlan::default();
         plan.roots.insert("pg_data".into(), data.to_path_buf());
         for t in &header.targets {
@@ -62,31 +63,38 @@ impl RestorePlan {
             }
             plan.roots.insert(t.name.clone(), dest);
         }
-        for e in entries {
-            check_manifest_path(e.path())?;
-            if let ManifestEntry::Link(l) = e {
-                if l.path.starts_with("pg_data/pg_tblspc/") {
-                    continue;
-                }
-                let name = l.path.trim_start_matches("pg_data/");
-                let dest = link_map.get(name).cloned().unwrap_or_else(|| PathBuf::from(&l.destination));
-                plan.links.insert(l.path.clone(), dest);
-            }
-        }
-        for (key, dest) in &link_map {
-            if !plan.links.contains_key(&format!("pg_data/{key}")) {
-                // A link the backup did not have (pg_wal on another volume, as operators do).
-                if key == "pg_wal" {
-                    plan.links.insert("pg_data/pg_wal".into(), dest.clone());
-                } else {
-                    return Err(CliError::new(
-                        ErrorCode::OptionInvalidValue,
-                        format!("link-map: the backup has no link '{key}'"),
-                    ));
-                }
-            }
+        for (key, dest) in parse_map(link_map, "link-map")? {
+            plan.mapped.insert(format!("pg_data/{key}"), false);
+            plan.links.insert(format!("pg_data/{key}"), dest);
         }
         Ok(plan)
+    }
+
+    /// A link of the manifest (not a tablespace link): it goes where `--link-map` says, or
+    /// where it pointed on the source.
+    pub fn add_link(&mut self, link: &LinkEntry) {
+        if link.path.starts_with("pg_data/pg_tblspc/") {
+            return;
+        }
+        if let Some(seen) = self.mapped.get_mut(&link.path) {
+            *seen = true;
+        } else {
+            self.links.insert(link.path.clone(), PathBuf::from(&link.destination));
+        }
+    }
+
+    /// After the manifest: a `--link-map` naming a link the backup does not have is an error,
+    /// except `pg_wal` (put on another volume, as operators do).
+    pub fn check_link_map(&self) -> CliResult<()> {
+        for (link, seen) in &self.mapped {
+            if !seen && link != "pg_data/pg_wal" {
+                return Err(CliError::new(
+                    ErrorCode::OptionInvalidValue,
+                    format!("link-map: the backup has no link '{}'", link.trim_start_matches("pg_data/")),
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// The local path of a manifest path; an error for a path outside every root.
