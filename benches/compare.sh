@@ -20,6 +20,8 @@ command -v pgbackrest > /dev/null || { echo "compare: pgbackrest not found (apt-
 (cd "$ROOT" && cargo build --release --quiet --bin pgstrata)
 W="$(mktemp -d "${BENCH_DIR:-/tmp}/pgstrata-compare-XXXXXX")"
 chmod 0755 "$W"
+# Both tools run as postgres, which may not be able to read the directory we were started in.
+cd "$W"
 cp "$ROOT/target/release/pgstrata" "$W/pgstrata"
 mkdir -p "$W/sock" "$W/lock" "$W/log" "$W/spool"
 if [ "$(id -u)" = 0 ]; then chown -R postgres:postgres "$W"; as_pg() { runuser -u postgres -- "$@"; }; else as_pg() { "$@"; }; fi
@@ -85,6 +87,8 @@ as_pg "${PGS[@]}" stanza-create > /dev/null
 # Lets the archiver catch up, so neither tool's backup waits on an old WAL backlog.
 drain_archive() {
   local seg
+  # A commit first: a switch with nothing written since the last one does not switch.
+  psql "select txid_current()" > /dev/null
   seg=$(psql "select pg_walfile_name(pg_switch_wal())")
   for _ in $(seq 1 600); do
     [ "$(psql "select coalesce(last_archived_wal, '') >= '$seg' from pg_stat_archiver")" = "t" ] && return 0
