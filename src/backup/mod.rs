@@ -92,7 +92,8 @@ async fn backup(config: &Config, stanza: &str, requested: BackupType) -> CliResu
         let catalog = repo.load_catalog().await?;
         remove_unlisted_backups(&repo, &catalog).await?;
         let taken = take_backup(config, &repo, &lease, catalog.clone(), requested).await;
-        if taken.is_err() {
+        // Only while the lease is ours: after a takeover, the unlisted backup is the new holder's.
+        if taken.is_err() && lease.check().is_ok() {
             // Best effort: the next backup removes whatever this leaves.
             if let Err(e) = remove_unlisted_backups(&repo, &catalog).await {
                 tracing::warn!("unable to remove the objects of the failed backup: {}", e.message);
@@ -192,7 +193,7 @@ async fn take_backup(
 
     // Walk and copy.
     let relseg = control.relseg_size.max(1);
-    let tree = {
+    let mut tree = {
         let data = data.clone();
         tokio::task::spawn_blocking(move || walk::walk(&data, relseg))
             .await
@@ -209,7 +210,7 @@ async fn take_backup(
         checksum_pages: control.data_checksum_version > 0,
         start_lsn,
     };
-    let files = Arc::new(tree.files.clone());
+    let files = Arc::new(std::mem::take(&mut tree.files));
     tracing::info!("copying {} files with {workers} workers", files.len());
     let mut packs = PackWriter::new(repo.store.clone(), repo.layout.clone(), label.clone(), PACK_SIZE, 0);
     let copied = match copy_files(&mut packs, Arc::clone(&files), copy_settings).await {
