@@ -44,9 +44,23 @@ pub enum FaultKind {
 
 #[derive(Debug)]
 enum Rule {
-    NthCall { n: u64, kind: FaultKind },
-    Op { op: FaultOp, remaining: u32, kind: FaultKind },
-    CutUploadAfter { bytes: u64 },
+    NthCall {
+        n: u64,
+        kind: FaultKind,
+    },
+    Op {
+        op: FaultOp,
+        remaining: u32,
+        kind: FaultKind,
+    },
+    /// The operation is carried out, then its answer is lost (a transient error).
+    LoseResponse {
+        op: FaultOp,
+        remaining: u32,
+    },
+    CutUploadAfter {
+        bytes: u64,
+    },
 }
 
 /// The faults to inject, shared between the test and the wrapper.
@@ -70,6 +84,12 @@ impl FaultPlan {
     /// The next `times` calls of `op` fail.
     pub fn fail_op(&self, op: FaultOp, times: u32, kind: FaultKind) {
         self.lock().push(Rule::Op { op, remaining: times, kind });
+    }
+
+    /// The next `times` calls of `op` reach the store and take effect, but their answer is
+    /// lost: the caller sees a transient failure after the write landed.
+    pub fn lose_responses(&self, op: FaultOp, times: u32) {
+        self.lock().push(Rule::LoseResponse { op, remaining: times });
     }
 
     /// Upload parts fail once more than `bytes` have been sent in one upload.
@@ -121,6 +141,24 @@ impl FaultPlan {
                 Err(injected(kind, op, path))
             }
         }
+    }
+
+    /// After `op` succeeded in the store: the lost answer, if a rule says so.
+    fn after(&self, op: FaultOp, path: &Path) -> object_store::Result<()> {
+        let mut rules = self.lock();
+        let lost = rules.iter_mut().any(|rule| match rule {
+            Rule::LoseResponse { op: o, remaining } if *o == op && *remaining > 0 => {
+                *remaining -= 1;
+                true
+            }
+            _ => false,
+        });
+        drop(rules);
+        if lost {
+            self.injected.fetch_add(1, Ordering::SeqCst);
+            return Err(injected(FaultKind::Transient, op, path));
+        }
+        Ok(())
     }
 
     fn cut_limit(&self) -> Option<u64> {
@@ -176,7 +214,9 @@ impl ObjectStore for FaultyStore {
         opts: PutOptions,
     ) -> object_store::Result<PutResult> {
         self.plan.check(FaultOp::Put, location)?;
-        self.inner.put_opts(location, payload, opts).await
+        let done = self.inner.put_opts(location, payload, opts).await?;
+        self.plan.after(FaultOp::Put, location)?;
+        Ok(done)
     }
 
     async fn put_multipart_opts(

@@ -223,6 +223,24 @@ async fn nth_call_failure_and_create_after_ambiguous_failure() {
 }
 
 #[tokio::test]
+async fn create_whose_answer_was_lost_after_the_write_landed() {
+    let dir = tempfile::tempdir().unwrap();
+    let plan = FaultPlan::new();
+    let s = faulty_local(dir.path(), &plan, quick_retry());
+    // The write lands, its answer is lost; the retry finds the object and reads it back.
+    plan.lose_responses(FaultOp::Put, 1);
+    s.put_new("wal/seg", Bytes::from_static(b"segment")).await.expect("our own write, found on retry");
+    assert_eq!(plan.injected(), 1, "the fault did not fire");
+    assert_eq!(s.get("wal/seg").await.unwrap(), Bytes::from_static(b"segment"));
+    // The same after another writer's different bytes landed first: never taken for ours.
+    s.put("wal/other", Bytes::from_static(b"theirs")).await.unwrap();
+    plan.fail_call(plan.calls() + 1, FaultKind::Transient);
+    let err = s.put_new("wal/other", Bytes::from_static(b"mine")).await.unwrap_err();
+    assert!(err.is_already_exists(), "{err}");
+    assert_eq!(s.get("wal/other").await.unwrap(), Bytes::from_static(b"theirs"));
+}
+
+#[tokio::test]
 async fn an_upload_cut_halfway_leaves_nothing_visible() {
     let dir = tempfile::tempdir().unwrap();
     let plan = FaultPlan::new();

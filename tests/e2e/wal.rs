@@ -159,9 +159,20 @@ fn async_push_survives_kill_9_of_foreground_and_worker() {
     eprintln!("{killed} of {} foreground pushes killed", ready.len());
     assert!(killed > 0, "no push was ever interrupted");
     check_archive(&scratch, &s, &cluster, &acknowledged);
-    // Acknowledgements of segments PostgreSQL is done with are cleaned up by the next worker.
-    let leftovers = std::fs::read_dir(spool.join("archive/db/out")).unwrap().count();
-    assert!(leftovers <= ready.len(), "{leftovers} files in the spool");
+    // Acknowledgements of segments PostgreSQL is done with (all of them now) are removed by the
+    // next worker: run one to the end of its idle time and look.
+    let acks = |dir: &Path| -> Vec<String> {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".ok") || n.ends_with(".error"))
+            .collect()
+    };
+    let out = spool.join("archive/db/out");
+    let wal_dir = cluster.data.join("pg_wal");
+    s.ok(&["--stanza=db", "archive-push:async", wal_dir.to_str().unwrap()]);
+    let left = acks(&out);
+    assert!(left.is_empty(), "acknowledgements of archived segments were not cleaned: {left:?}");
 }
 
 #[test]
@@ -172,13 +183,17 @@ fn standby_from_repository_follows_primary_with_async_archiving() {
     let scratch = Scratch::new("pgstrata-standby-");
     let repo = scratch.path("repo");
     let spool = scratch.path("spool");
+    let logs = scratch.path("log");
     let primary = Cluster::init(&scratch, "primary");
     let mut s = setup(&scratch, "db.conf", &primary, &repo, None);
-    let conf = std::fs::read_to_string(&s.config).unwrap().replacen(
-        "[global]\n",
-        &format!("[global]\narchive-async=y\nspool-path={}\nprocess-max=2\n", spool.display()),
-        1,
-    );
+    let conf = std::fs::read_to_string(&s.config)
+        .unwrap()
+        .replacen(
+            "[global]\n",
+            &format!("[global]\narchive-async=y\nspool-path={}\nprocess-max=2\n", spool.display()),
+            1,
+        )
+        .replace("log-level-file=off", &format!("log-level-file=info\nlog-path={}", logs.display()));
     s.config = scratch.write("db.conf", &conf);
     primary.configure(&format!(
         "archive_mode = on\narchive_command = '{} archive-push %p'\nwal_level = replica\n",
@@ -225,8 +240,11 @@ fn standby_from_repository_follows_primary_with_async_archiving() {
         }
     }
     assert_eq!(standby.sql("select pg_is_in_recovery()"), "t");
-    // The prefetch queue was used (the worker ran).
+    // Segments were served from the prefetch queue, not only fetched directly.
     assert!(queue.join("want").exists(), "archive-get never queued anything");
+    let get_log = std::fs::read_to_string(logs.join("db-archive-get.log")).unwrap_or_default();
+    let served = get_log.matches("in the archive-get queue").count();
+    assert!(served > 0, "no segment was served from the prefetch queue; archive-get log:\n{get_log}");
 
     // Promoted, it takes writes.
     let o = run_as_postgres(

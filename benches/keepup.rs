@@ -1,21 +1,27 @@
-//! Asynchronous archiving keeps up with PostgreSQL writing as fast as it can: pgbench at full
-//! speed for two minutes (`PGSTRATA_KEEPUP_SECS` to change it) never leaves more than a handful
-//! of `.ready` segments waiting. Its own test binary, so it runs alone on the machine.
+//! Benchmark: does asynchronous archiving keep up with PostgreSQL writing as fast as it can?
+//! pgbench at full speed for two minutes (`PGSTRATA_KEEPUP_SECS` to change it) while the
+//! `.ready` files waiting in `pg_wal/archive_status` are sampled; reports the transaction rate,
+//! the WAL rate and the largest backlog seen. A report, not a pass/fail: the machines are shared.
+//!
+//!     cargo bench --bench keepup
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "../tests/support/mod.rs"]
 mod support;
 
 use std::time::{Duration, Instant};
 
-use support::{Cluster, Scratch, Setup, postgres_available, text};
+use support::{Cluster, Scratch, Setup, text};
 
-/// The most `.ready` files the test tolerates at any sample.
-const HANDFUL: usize = 5;
-
-#[test]
-fn async_push_keeps_up_with_pgbench() {
-    if !postgres_available() {
+fn main() {
+    // `cargo test --all-targets` runs bench binaries too (without `--bench`): nothing to do then.
+    if !std::env::args().any(|a| a == "--bench") {
+        eprintln!("keepup: a benchmark; run it with `cargo bench --bench keepup`");
         return;
+    }
+    if !support::pg_bin().join("initdb").exists() {
+        eprintln!("keepup: no PostgreSQL binaries in {}", support::pg_bin().display());
+        std::process::exit(1);
     }
     let secs: u64 = std::env::var("PGSTRATA_KEEPUP_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(120);
     let scratch = Scratch::new("pgstrata-keepup-");
@@ -79,14 +85,13 @@ fn async_push_keeps_up_with_pgbench() {
         .find(|l| l.starts_with("tps"))
         .unwrap_or("tps unknown")
         .to_string();
-    eprintln!(
-        "pgbench {secs} s: {tps}; WAL {:.0} MiB ({:.1} segments/s); most .ready waiting: {} (at {} s), {samples} samples",
+    println!(
+        "keepup: pgbench {secs} s: {tps}; WAL {:.0} MiB ({:.1} segments/s); most .ready waiting: {} (at {} s), {samples} samples",
         wal_bytes / 1048576.0,
         wal_bytes / 16777216.0 / secs as f64,
         worst.0,
         worst.1
     );
-    assert!(worst.0 <= HANDFUL, "{} segments waited for the archiver at {} s", worst.0, worst.1);
     // And everything reached the repository.
     cluster.archive_now();
 }
