@@ -76,7 +76,8 @@ async fn newest(store: &RepoStore, prefix: &str) -> CliResult<Option<(String, u6
     }
 }
 
-/// The holder of a repository's lease now, if it is held (what `info` shows).
+/// The holder of a repository's lease now, if it is held (what `info` shows); a released lease
+/// (`expires: 0`) is not held.
 pub async fn current_holder(store: &RepoStore, layout: &StanzaLayout) -> CliResult<Option<LeaseHolder>> {
     let prefix = layout.lock("writer-");
     Ok(newest(store, &prefix).await?.and_then(|(_, _, h)| h).filter(|h| h.expires > now()))
@@ -90,6 +91,7 @@ pub struct Lease {
     lost: Arc<AtomicBool>,
     renewer: tokio::task::JoinHandle<()>,
     what: String,
+    holder: LeaseHolder,
 }
 
 impl Lease {
@@ -118,10 +120,11 @@ impl Lease {
                     )));
                 }
                 Some((key, generation, holder)) => {
-                    if let Some(h) = holder {
-                        tracing::warn!("{what}: taking over the expired lease of {}", h.describe());
-                    } else {
-                        tracing::warn!("{what}: taking over the unreadable lease {key}");
+                    match holder {
+                        // Released by its holder at the end of its work: nothing to say.
+                        Some(h) if h.expires == 0 => {}
+                        Some(h) => tracing::warn!("{what}: taking over the expired lease of {}", h.describe()),
+                        None => tracing::warn!("{what}: taking over the unreadable lease {key}"),
                     }
                     generation + 1
                 }
@@ -151,11 +154,11 @@ impl Lease {
                         prefix.clone(),
                         key.clone(),
                         next,
-                        holder,
+                        holder.clone(),
                         time,
                         Arc::clone(&lost),
                     ));
-                    return Ok(Lease { store: store.clone(), key, lost, renewer, what });
+                    return Ok(Lease { store: store.clone(), key, lost, renewer, what, holder });
                 }
                 // Another writer took this generation first: look again (it holds it now).
                 Err(e) if e.is_already_exists() => continue,
@@ -180,12 +183,20 @@ impl Lease {
         Ok(())
     }
 
-    /// Stops renewing and removes the lease object.
+    /// Stops renewing and marks the lease released (`expires: 0`). The object stays until the
+    /// next holder replaces it, so generations only ever grow: a writer that was paused past its
+    /// expiry can never mistake a later holder's lower number for its own lease still standing.
     pub async fn release(self) {
         self.renewer.abort();
-        if !self.lost.load(Ordering::SeqCst)
-            && let Err(e) = self.store.delete(&self.key).await
-        {
+        if self.lost.load(Ordering::SeqCst) {
+            return;
+        }
+        let released = LeaseHolder { expires: 0, ..self.holder.clone() };
+        let put = match serde_json::to_vec(&released) {
+            Ok(body) => self.store.put(&self.key, Bytes::from(body)).await.map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        if let Err(e) = put {
             tracing::warn!("unable to release the lease {}: {e}; it expires by itself", self.key);
         }
     }
@@ -214,7 +225,9 @@ async fn renew(
             Err(_) => false,
         };
         let previous = holder.expires;
-        let renewed = !newer && {
+        // Woken after our own expiry (paused, starved): another writer may hold it already.
+        let late = now() >= previous;
+        let renewed = !newer && !late && {
             let next = LeaseHolder { expires: now() + secs, ..holder.clone() };
             let ok = match serde_json::to_vec(&next) {
                 Ok(body) => store.put(&key, Bytes::from(body)).await.is_ok(),
@@ -226,7 +239,7 @@ async fn renew(
             ok
         };
         // Not renewed and (nearly) expired: another writer may take it over any moment.
-        if newer || (!renewed && now() >= previous - secs / 6) {
+        if newer || late || (!renewed && now() >= previous - secs / 6) {
             tracing::error!("lost the repository lease {key}");
             lost.store(true, Ordering::SeqCst);
             return;
