@@ -13,15 +13,10 @@ fn io(path: &Path, what: &str, e: std::io::Error) -> CliError {
 }
 
 /// The temporary name a file is written under before it is renamed into place: a hidden
-/// sibling, so it is on the same filesystem and a delta restore can recognise leftovers.
+/// sibling on the same filesystem (a delta restore removes leftovers: the backup lacks them).
 pub fn temp_name(path: &Path) -> PathBuf {
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "file".into());
     path.with_file_name(format!(".{name}.pgstrata.tmp"))
-}
-
-/// Whether a file name is one of our temporary names (left behind by an interrupted restore).
-pub fn is_temp_name(name: &str) -> bool {
-    name.starts_with('.') && name.ends_with(".pgstrata.tmp")
 }
 
 /// Syncs a directory, so that renames and creations inside it survive a crash.
@@ -75,7 +70,6 @@ mod tests {
         assert_eq!(std::fs::read(&p).unwrap(), b"two\n");
         assert_eq!(std::fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o640);
         assert!(!temp_name(&p).exists());
-        assert!(is_temp_name(&temp_name(&p).file_name().unwrap().to_string_lossy()));
         // A directory that does not exist is an error naming it, not a panic.
         let e = write(&dir.join("missing/x"), b"", 0o600).unwrap_err();
         assert!(e.message.contains("missing"), "{}", e.message);

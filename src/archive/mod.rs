@@ -61,7 +61,6 @@ fn check_segment(repo: &Repo, name: &WalFileName, head: &[u8], len: u64) -> CliR
     Ok(())
 }
 
-/// Every configured repository of the stanza, opened and unlocked.
 /// The repositories that can be opened now (for reading: a failing one is a warning); an
 /// error only when none can.
 async fn open_readable(config: &Config, stanza: &str) -> CliResult<Vec<Repo>> {
@@ -78,6 +77,7 @@ async fn open_readable(config: &Config, stanza: &str) -> CliResult<Vec<Repo>> {
     }
 }
 
+/// Every configured repository of the stanza, opened and unlocked (writers need them all).
 async fn open_all(config: &Config, stanza: &str) -> CliResult<Vec<Repo>> {
     let mut repos = Vec::new();
     for index in repo_indexes(config) {
@@ -170,20 +170,17 @@ fn get_params(config: &Config) -> CliResult<(WalFileName, PathBuf)> {
     Ok((file.parse()?, resolve(dest)?))
 }
 
-/// Fetches `name` from the first repository that has it.
-/// Fetches `name` from the first repository that has it. A repository that fails (unreachable,
-/// damaged, wrong key) is a warning and the next one is asked, as pgBackRest does: the answer
-/// is "absent" only when every repository said so, and an error when a failing repository
-/// might have held the file.
+/// `name` from one repository: `None` when it does not have it.
+async fn fetch_from(repo: &Repo, name: &WalFileName) -> CliResult<Option<Vec<u8>>> {
+    let db = repo.current_db()?;
+    crate::wal::fetch(repo, &archive_id(db.pg_version, db.id), name).await
+}
+
+/// Fetches `name` from the first repository that has it, by [`RepoSearch`]'s rule.
 async fn fetch_any(repos: &[Repo], name: &WalFileName) -> CliResult<Option<(Vec<u8>, u32)>> {
     let mut search = RepoSearch::default();
     for repo in repos {
-        let attempt = async {
-            let db = repo.current_db()?;
-            let archive = archive_id(db.pg_version, db.id);
-            crate::wal::fetch(repo, &archive, name).await
-        };
-        if let Some(plain) = search.answer(repo.index, attempt.await) {
+        if let Some(plain) = search.answer(repo.index, fetch_from(repo, name).await) {
             return Ok(Some((plain, repo.index)));
         }
     }
@@ -254,11 +251,8 @@ fn get_sync(config: &Config, stanza: &str, name: &WalFileName, dest: &Path) -> C
         // unwrapped) only when the earlier ones lack the file.
         let mut search = RepoSearch::default();
         for index in repo_indexes(config) {
-            let attempt = async {
-                let repo = open_repo(config, index, stanza).await?;
-                fetch_any(std::slice::from_ref(&repo), name).await
-            };
-            if let Some((plain, _)) = search.answer(index, attempt.await) {
+            let attempt = async { fetch_from(&open_repo(config, index, stanza).await?, name).await };
+            if let Some(plain) = search.answer(index, attempt.await) {
                 write_atomically(dest, &plain)?;
                 tracing::info!("found {name} in the repo{index} archive");
                 return Ok(());
