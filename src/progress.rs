@@ -27,8 +27,26 @@ impl Progress {
         }
     }
 
+    /// Progress whose total is not known in advance: a log line every 10 GB and a byte count.
+    pub fn open_ended(what: &'static str) -> Self {
+        Self { total: 0, ..Self::new(what, 0) }
+    }
+
     pub fn add(&mut self, bytes: u64) {
         self.done += bytes;
+        if self.total == 0 {
+            let tens = self.done / 10_000_000_000;
+            if tens > self.logged_tenths {
+                self.logged_tenths = tens;
+                tracing::info!("{} progress: {} copied", self.what, crate::backup::human(self.done));
+            }
+            if self.tty && self.last_draw.is_none_or(|t| t.elapsed() >= Duration::from_millis(200)) {
+                let _ = write!(std::io::stderr(), "\r{} {} copied", self.what, crate::backup::human(self.done));
+                let _ = std::io::stderr().flush();
+                self.last_draw = Some(Instant::now());
+            }
+            return;
+        }
         let pct = (self.done.min(self.total) * 100) / self.total;
         if pct / 10 > self.logged_tenths {
             self.logged_tenths = pct / 10;
@@ -61,7 +79,9 @@ impl Progress {
     /// Ends the bar's line.
     pub fn finish(&mut self) {
         if self.tty && self.last_draw.is_some() {
-            self.draw(100);
+            if self.total > 0 {
+                self.draw(100);
+            }
             let _ = writeln!(std::io::stderr());
         }
     }

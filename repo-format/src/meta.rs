@@ -420,6 +420,17 @@ enum EndLine {
     End(EndInfo),
 }
 
+/// Checks that `path` sorts strictly after the last path written.
+fn check_order(last: &mut Option<String>, path: &str) -> Result<()> {
+    if let Some(last) = last.as_deref()
+        && path <= last
+    {
+        return Err(FormatError::invalid("manifest entry order", format!("{path:?} does not sort after {last:?}")));
+    }
+    *last = Some(path.to_string());
+    Ok(())
+}
+
 /// Streams a manifest out as JSON lines.
 #[derive(Debug)]
 pub struct ManifestWriter {
@@ -440,17 +451,20 @@ impl ManifestWriter {
 
     /// Appends one entry; paths must be strictly increasing (byte order).
     pub fn push(&mut self, entry: &ManifestEntry, out: &mut Vec<u8>) -> Result<()> {
-        if let Some(last) = &self.last_path
-            && entry.path() <= last.as_str()
-        {
-            return Err(FormatError::invalid(
-                "manifest entry order",
-                format!("{:?} does not sort after {last:?}", entry.path()),
-            ));
-        }
-        self.last_path = Some(entry.path().to_string());
+        check_order(&mut self.last_path, entry.path())?;
         self.entries += 1;
         self.emit(entry, out)
+    }
+
+    /// Appends entry lines that a [`ManifestBody`] wrote earlier (a backup spools them while
+    /// it copies, before its header is known); `count` is the number of entries in `lines`.
+    /// The body checked their order; the entry [`push`](Self::push)ed next must be one whose
+    /// place the body [`reserve`](ManifestBody::reserve)d.
+    pub fn splice(&mut self, lines: &[u8], count: u64, out: &mut Vec<u8>) {
+        self.hasher.update(lines);
+        out.extend_from_slice(lines);
+        self.entries += count;
+        self.last_path = None;
     }
 
     /// Appends the end line; returns the SHA-256 of the whole manifest text.
@@ -470,6 +484,38 @@ impl ManifestWriter {
         write_line(v, out)?;
         self.hasher.update(&out[start..]);
         Ok(())
+    }
+}
+
+/// Entry lines written before the header exists, in order, with places kept for entries that
+/// are only known later (`backup_label` comes from the end of a backup but sorts early).
+/// [`ManifestWriter::splice`] puts the lines after the header.
+#[derive(Debug, Default)]
+pub struct ManifestBody {
+    entries: u64,
+    last_path: Option<String>,
+}
+
+impl ManifestBody {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Appends one entry line; paths must be strictly increasing, reserved places included.
+    pub fn push(&mut self, entry: &ManifestEntry, out: &mut Vec<u8>) -> Result<()> {
+        check_order(&mut self.last_path, entry.path())?;
+        self.entries += 1;
+        write_line(entry, out)
+    }
+
+    /// Keeps the place of `path`: what follows must sort after it.
+    pub fn reserve(&mut self, path: &str) -> Result<()> {
+        check_order(&mut self.last_path, path)
+    }
+
+    /// Entries pushed so far.
+    pub fn entries(&self) -> u64 {
+        self.entries
     }
 }
 
@@ -760,6 +806,33 @@ mod tests {
         w.push(&e[1], &mut out).expect("first");
         assert!(w.push(&e[0], &mut out).is_err());
         assert!(w.push(&e[1], &mut out).is_err());
+    }
+
+    #[test]
+    fn a_spooled_body_with_a_reserved_place_gives_the_same_manifest() {
+        let e = entries();
+        // Entry 1 is known only at the end: its place is kept, the others are spooled.
+        let mut body = ManifestBody::new();
+        let (mut before, mut after) = (Vec::new(), Vec::new());
+        body.push(&e[0], &mut before).expect("push");
+        body.reserve(e[1].path()).expect("reserve");
+        for entry in &e[2..] {
+            body.push(entry, &mut after).expect("push");
+        }
+        assert_eq!(body.entries(), e.len() as u64 - 1);
+        // A place already passed, or an entry sorting before the place, is refused.
+        assert!(body.reserve(e[1].path()).is_err());
+
+        let mut out = Vec::new();
+        let mut w = ManifestWriter::new(&header(), &mut out).expect("writer");
+        w.splice(&before, 1, &mut out);
+        w.push(&e[1], &mut out).expect("reserved entry");
+        let mid = after.len() / 2;
+        w.splice(&after[..mid], 0, &mut out);
+        w.splice(&after[mid..], e.len() as u64 - 2, &mut out);
+        w.finish(&mut out).expect("finish");
+        assert_eq!(out, write_manifest());
+        assert_eq!(read_manifest(&out, "m").expect("read").1, e);
     }
 
     #[test]

@@ -3,17 +3,17 @@
 //! with bounded uploads. Every queue is bounded, so memory depends on the number of workers and
 //! the part size, never on the size of the database.
 
+use std::collections::VecDeque;
 use std::os::unix::fs::FileExt;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 
 use pgstrata_repo_format::layout::StanzaLayout;
-use pgstrata_repo_format::meta::PartRef;
+use pgstrata_repo_format::meta::{DirEntry, LinkEntry, PartRef};
 use pgstrata_repo_format::pg::{BLCKSZ, Lsn, PageVerdict, verify_page};
 use pgstrata_repo_format::{BackupLabel, BlobEncoder, BlobSettings, DataKey, Sha256Digest};
 use pgstrata_storage::{RepoStore, Upload};
 
-use super::walk::SourceFile;
+use super::walk::{Item, SourceFile, Walker};
 use crate::error::{CliError, CliResult, ErrorCode};
 
 /// How a backup copies.
@@ -50,13 +50,6 @@ pub struct CopiedFile {
 pub struct CopyTotals {
     pub packs: u32,
     pub stored_bytes: u64,
-}
-
-struct Sealed {
-    file: usize,
-    part: usize,
-    bytes: Vec<u8>,
-    plain_len: u64,
 }
 
 /// Writes pack objects `pack/<n>` one after another.
@@ -158,12 +151,13 @@ fn check_pages(file: &std::fs::File, buf: &[u8], offset: u64, first_block: u32, 
 }
 
 /// One part of one file: what a worker does.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 struct PartJob {
-    file: usize,
+    seq: u64,
     part: usize,
     offset: u64,
     len: usize,
+    file: Arc<SourceFile>,
 }
 
 /// What a worker reports for one part.
@@ -175,17 +169,25 @@ struct PartDone {
     vanished: bool,
 }
 
+/// A worker's answer for one part: the sealed blob (none when nothing was read) and what it holds.
+struct Sealed {
+    seq: u64,
+    part: usize,
+    len: usize,
+    bytes: Option<Vec<u8>>,
+    done: CliResult<PartDone>,
+}
+
 fn copy_part(
     f: &SourceFile,
-    job: PartJob,
+    job: &PartJob,
     settings: &CopySettings,
     buf: &mut Vec<u8>,
-    tx: &tokio::sync::mpsc::Sender<Sealed>,
-) -> CliResult<PartDone> {
+) -> CliResult<(Option<Vec<u8>>, PartDone)> {
     let file = match std::fs::File::open(&f.fs_path) {
         Ok(file) => file,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Ok(PartDone { vanished: true, ..Default::default() });
+            return Ok((None, PartDone { vanished: true, ..Default::default() }));
         }
         Err(e) => {
             return Err(CliError::new(ErrorCode::FileRead, format!("unable to open {}: {e}", f.fs_path.display())));
@@ -196,7 +198,7 @@ fn copy_part(
         .map_err(|e| CliError::new(ErrorCode::FileRead, format!("unable to read {}: {e}", f.fs_path.display())))?;
     let mut done = PartDone { plain_len: n as u64, ..Default::default() };
     if n == 0 {
-        return Ok(done);
+        return Ok((None, done));
     }
     let data = &buf[..n];
     if settings.checksum_pages
@@ -209,130 +211,300 @@ fn copy_part(
     enc.write(data, &mut sealed);
     let summary = enc.finish(&mut sealed);
     done.chunks = summary.chunk_sha256;
-    tx.blocking_send(Sealed { file: job.file, part: job.part, bytes: sealed, plain_len: n as u64 })
-        .map_err(|_| CliError::new(ErrorCode::RepoInvalid, "the pack writer stopped"))?;
-    Ok(done)
+    Ok((Some(sealed), done))
 }
 
-/// Splits files into part jobs, biggest files first so the tail of the backup stays parallel.
-fn plan_jobs(files: &[SourceFile], part_size: usize) -> Vec<PartJob> {
-    let mut order: Vec<usize> = (0..files.len()).collect();
-    order.sort_by(|a, b| files[*b].size.cmp(&files[*a].size));
-    let mut jobs = Vec::new();
-    for file in order {
-        let size = files[file].size;
-        if size == 0 {
-            continue;
-        }
-        let parts = size.div_ceil(part_size as u64);
-        for part in 0..parts {
-            let offset = part * part_size as u64;
-            // The last part reads whatever is there (the file may have grown since the walk).
-            let len = if part + 1 == parts {
-                part_size
-            } else {
-                part_size.min(usize::try_from(size - offset).unwrap_or(part_size))
-            };
-            jobs.push(PartJob { file, part: usize::try_from(part).unwrap_or(usize::MAX), offset, len });
-        }
+/// The part jobs of a file of `size` bytes. The last part reads up to a whole part, whatever
+/// is there (the file may have grown since it was examined).
+fn part_jobs(seq: u64, file: &Arc<SourceFile>, part_size: usize) -> impl Iterator<Item = PartJob> + use<> {
+    let parts = file.size.div_ceil(part_size as u64);
+    let (size, file) = (file.size, Arc::clone(file));
+    (0..parts).map(move |part| {
+        let offset = part * part_size as u64;
+        let len = if part + 1 == parts {
+            part_size
+        } else {
+            part_size.min(usize::try_from(size - offset).unwrap_or(part_size))
+        };
+        PartJob { seq, part: usize::try_from(part).unwrap_or(usize::MAX), offset, len, file: Arc::clone(&file) }
+    })
+}
+
+/// A counting semaphore the dispatcher thread waits on and the (async) collector releases
+/// without blocking; closed when the copy stops early.
+#[derive(Debug, Default)]
+struct Window {
+    state: Mutex<(usize, bool)>,
+    freed: Condvar,
+}
+
+impl Window {
+    fn new(permits: usize) -> Arc<Self> {
+        Arc::new(Self { state: Mutex::new((permits, false)), freed: Condvar::new() })
     }
-    jobs
+
+    /// Takes a permit; false once closed.
+    fn acquire(&self) -> bool {
+        let Ok(mut state) = self.state.lock() else { return false };
+        while state.0 == 0 && !state.1 {
+            state = match self.freed.wait(state) {
+                Ok(s) => s,
+                Err(_) => return false,
+            };
+        }
+        if state.1 {
+            return false;
+        }
+        state.0 -= 1;
+        true
+    }
+
+    fn release(&self) {
+        if let Ok(mut state) = self.state.lock() {
+            state.0 += 1;
+        }
+        self.freed.notify_one();
+    }
+
+    fn close(&self) {
+        if let Ok(mut state) = self.state.lock() {
+            state.1 = true;
+        }
+        self.freed.notify_all();
+    }
 }
 
-/// Copies `files` into packs; returns what was stored for each file (same order as `files`).
-/// Parts of one file are copied by different workers; a file's digest is the hash list of its
-/// chunk digests, so no worker needs another's bytes.
-pub async fn copy_files(
+/// Items the walk produced and the copy has not yet handed to the manifest, oldest first.
+struct Pending {
+    item: Item,
+    parts: usize,
+    done: Vec<(usize, usize, PartDone, Option<PartRef>)>,
+}
+
+/// Where finished items go, in path order (the manifest spool).
+pub trait ItemSink {
+    fn dir(&mut self, entry: DirEntry) -> CliResult<()>;
+    fn link(&mut self, entry: LinkEntry) -> CliResult<()>;
+    fn file(&mut self, file: &SourceFile, copied: CopiedFile) -> CliResult<()>;
+    fn slot(&mut self, path: &str) -> CliResult<()>;
+}
+
+/// Totals of a copy.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CopyCount {
+    pub files: u64,
+    pub bytes: u64,
+}
+
+/// Copies what `walker` finds into packs, streaming: a dispatcher thread walks and splits files
+/// into part jobs, `workers` threads read and seal parts, this task appends blobs to packs and
+/// hands each item, in path order, to `sink`. At most `window` items are between the walk and
+/// the sink, so memory depends on the workers and the window, never on the number of files.
+/// Returns the walker (its targets are complete) and the totals.
+pub async fn copy_tree(
+    walker: Walker,
     writer: &mut PackWriter,
-    files: Arc<Vec<SourceFile>>,
     settings: CopySettings,
-) -> CliResult<Vec<CopiedFile>> {
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Sealed>(settings.workers * 2);
-    let (done_tx, done_rx) = std::sync::mpsc::channel::<(PartJob, CliResult<PartDone>)>();
-    let jobs = Arc::new(plan_jobs(&files, settings.part_size));
-    let next = Arc::new(AtomicUsize::new(0));
+    sink: &mut impl ItemSink,
+) -> CliResult<(Walker, CopyCount)> {
+    const WINDOW: usize = 1024;
+    let window = Window::new(WINDOW);
+    let (item_tx, mut item_rx) = tokio::sync::mpsc::unbounded_channel::<CliResult<(Item, usize)>>();
+    let (job_tx, job_rx) = std::sync::mpsc::sync_channel::<PartJob>(settings.workers * 2);
+    let (sealed_tx, mut sealed_rx) = tokio::sync::mpsc::channel::<Sealed>(settings.workers * 2);
+    let spawn_err = |e: std::io::Error| CliError::new(ErrorCode::Service, format!("unable to start a thread: {e}"));
+
+    let dispatcher = {
+        let (window, part_size) = (Arc::clone(&window), settings.part_size);
+        std::thread::Builder::new()
+            .name("pgstrata-walk".into())
+            .spawn(move || dispatch(walker, &window, part_size, &item_tx, &job_tx))
+            .map_err(spawn_err)?
+    };
+    let job_rx = Arc::new(Mutex::new(job_rx));
     let mut threads = Vec::new();
     for w in 0..settings.workers {
-        let (files, jobs, next, tx, done_tx, settings) =
-            (Arc::clone(&files), Arc::clone(&jobs), Arc::clone(&next), tx.clone(), done_tx.clone(), settings.clone());
+        let (job_rx, tx, settings) = (Arc::clone(&job_rx), sealed_tx.clone(), settings.clone());
         let spawned = std::thread::Builder::new().name(format!("pgstrata-copy-{w}")).spawn(move || {
             let mut buf = Vec::new();
             loop {
-                let i = next.fetch_add(1, Ordering::SeqCst);
-                let Some(&job) = jobs.get(i) else { break };
-                let result = copy_part(&files[job.file], job, &settings, &mut buf, &tx);
-                let failed = result.is_err();
-                if done_tx.send((job, result)).is_err() || failed {
+                let job = match job_rx.lock() {
+                    Ok(rx) => rx.recv(),
+                    Err(_) => break,
+                };
+                let Ok(job) = job else { break };
+                let (bytes, done) = match copy_part(&job.file, &job, &settings, &mut buf) {
+                    Ok((bytes, done)) => (bytes, Ok(done)),
+                    Err(e) => (None, Err(e)),
+                };
+                let answer = Sealed { seq: job.seq, part: job.part, len: job.len, bytes, done };
+                if tx.blocking_send(answer).is_err() {
                     break;
                 }
             }
         });
-        threads.push(
-            spawned.map_err(|e| CliError::new(ErrorCode::RepoInvalid, format!("unable to start a worker: {e}")))?,
-        );
+        threads.push(spawned.map_err(spawn_err)?);
     }
-    drop(tx);
-    drop(done_tx);
-    let mut refs: Vec<Vec<(usize, PartRef)>> = vec![Vec::new(); files.len()];
-    let mut failure = None;
-    let mut progress = crate::progress::Progress::new("backup", files.iter().map(|f| f.size).sum());
-    while let Some(sealed) = rx.recv().await {
-        progress.add(sealed.plain_len);
-        match writer.append(&sealed.bytes, sealed.plain_len).await {
-            Ok(r) => refs[sealed.file].push((sealed.part, r)),
-            Err(e) => {
-                failure = Some(e);
-                break;
-            }
-        }
-    }
-    drop(rx);
+    drop(sealed_tx);
+
+    let mut progress = crate::progress::Progress::open_ended("backup");
+    let result = collect(writer, sink, &window, &mut item_rx, &mut sealed_rx, &mut progress).await;
     progress.finish();
+    window.close();
+    drop(item_rx);
+    drop(sealed_rx);
     for t in threads {
         let _ = tokio::task::spawn_blocking(move || t.join()).await;
     }
-    if let Some(e) = failure {
-        return Err(e);
+    let walker = tokio::task::spawn_blocking(move || dispatcher.join())
+        .await
+        .map_err(|e| CliError::new(ErrorCode::Service, format!("walk failed: {e}")))?
+        .map_err(|_| CliError::new(ErrorCode::Service, "the walk thread panicked"))?;
+    let count = result?;
+    Ok((walker, count))
+}
+
+/// The dispatcher: walks, takes a window permit per item, sends the item to the collector and
+/// its part jobs to the workers. A walk error is sent to the collector, which stops the copy.
+fn dispatch(
+    mut walker: Walker,
+    window: &Window,
+    part_size: usize,
+    items: &tokio::sync::mpsc::UnboundedSender<CliResult<(Item, usize)>>,
+    jobs: &std::sync::mpsc::SyncSender<PartJob>,
+) -> Walker {
+    let mut seq = 0u64;
+    loop {
+        let item = match walker.next_item() {
+            Ok(Some(item)) => item,
+            Ok(None) => break,
+            Err(e) => {
+                let _ = items.send(Err(e));
+                break;
+            }
+        };
+        if !window.acquire() {
+            break;
+        }
+        let file = match &item {
+            Item::File(f) if f.size > 0 => Some(Arc::new(f.clone())),
+            _ => None,
+        };
+        let parts =
+            file.as_ref().map_or(0, |f| usize::try_from(f.size.div_ceil(part_size as u64)).unwrap_or(usize::MAX));
+        if items.send(Ok((item, parts))).is_err() {
+            break;
+        }
+        if let Some(file) = file
+            && part_jobs(seq, &file, part_size).try_for_each(|job| jobs.send(job)).is_err()
+        {
+            break;
+        }
+        seq += 1;
     }
-    let mut parts: Vec<Vec<(PartJob, PartDone)>> = (0..files.len()).map(|_| Vec::new()).collect();
-    let mut seen = 0usize;
-    for (job, result) in done_rx.try_iter() {
-        seen += 1;
-        parts[job.file].push((job, result?));
+    walker
+}
+
+/// The collector: appends sealed parts to packs and hands finished items to the sink in order.
+async fn collect(
+    writer: &mut PackWriter,
+    sink: &mut impl ItemSink,
+    window: &Window,
+    items: &mut tokio::sync::mpsc::UnboundedReceiver<CliResult<(Item, usize)>>,
+    sealed: &mut tokio::sync::mpsc::Receiver<Sealed>,
+    progress: &mut crate::progress::Progress,
+) -> CliResult<CopyCount> {
+    let mut pending: VecDeque<Pending> = VecDeque::new();
+    let mut first_seq = 0u64;
+    let mut count = CopyCount::default();
+    let (mut walk_done, mut workers_done) = (false, false);
+    // Ends when the walk has ended and every item is handed on, or the workers have gone (then
+    // unfinished items are an error). A walk error always arrives before the walk ends.
+    while !(walk_done && (pending.is_empty() || workers_done)) {
+        let receive = |got: Option<CliResult<(Item, usize)>>, pending: &mut VecDeque<Pending>| match got {
+            Some(Ok((item, parts))) => {
+                pending.push_back(Pending { item, parts, done: Vec::new() });
+                Ok(true)
+            }
+            Some(Err(e)) => Err(e),
+            None => Ok(false),
+        };
+        tokio::select! {
+            got = items.recv(), if !walk_done => walk_done = !receive(got, &mut pending)?,
+            got = sealed.recv(), if !workers_done => {
+                let Some(part) = got else {
+                    workers_done = true;
+                    continue;
+                };
+                let index = part.seq.checked_sub(first_seq).and_then(|i| usize::try_from(i).ok()).unwrap_or(usize::MAX);
+                // The item was sent before its jobs: if this answer overtook it, it is queued.
+                while pending.len() <= index && !walk_done {
+                    walk_done = !receive(items.try_recv().ok(), &mut pending)?;
+                }
+                let done = part.done?;
+                let r = match part.bytes {
+                    Some(bytes) => {
+                        progress.add(done.plain_len);
+                        Some(writer.append(&bytes, done.plain_len).await?)
+                    }
+                    None => None,
+                };
+                let Some(p) = pending.get_mut(index) else {
+                    return Err(CliError::new(ErrorCode::Service, "a copied part belongs to no file"));
+                };
+                p.done.push((part.part, part.len, done, r));
+            }
+            else => break,
+        }
+        while pending.front().is_some_and(|p| p.done.len() == p.parts) {
+            let Some(p) = pending.pop_front() else { break };
+            first_seq += 1;
+            window.release();
+            match p.item {
+                Item::Dir(d) => sink.dir(d)?,
+                Item::Link(l) => sink.link(l)?,
+                Item::Slot(path) => sink.slot(&path)?,
+                Item::File(f) => {
+                    let copied = assemble(p.done);
+                    if !copied.vanished {
+                        count.files += 1;
+                        count.bytes += copied.size;
+                        sink.file(&f, copied)?;
+                    }
+                }
+            }
+        }
     }
-    if seen != jobs.len() {
+    if !pending.is_empty() {
         return Err(CliError::new(
-            ErrorCode::RepoInvalid,
-            format!("only {seen} of {} parts were copied (a worker stopped)", jobs.len()),
+            ErrorCode::Service,
+            format!("the copy stopped with {} items unfinished (a worker stopped)", pending.len()),
         ));
     }
-    let mut results = Vec::with_capacity(files.len());
-    for (index, mut done) in parts.into_iter().enumerate() {
-        done.sort_by_key(|(job, _)| job.part);
-        let mut file_refs = std::mem::take(&mut refs[index]);
-        file_refs.sort_by_key(|(n, _)| *n);
-        let mut out = CopiedFile::default();
-        if done.first().is_some_and(|(_, d)| d.vanished) {
-            out.vanished = true;
-        }
-        for (job, d) in done {
-            if d.plain_len == 0 {
-                break;
-            }
-            out.size += d.plain_len;
-            out.chunks.extend(d.chunks);
-            out.page_errors.extend(d.page_errors);
-            if let Some((_, r)) = file_refs.iter().find(|(n, _)| *n == job.part) {
-                out.parts.push(*r);
-            }
-            // A short part means the file was truncated while being copied: it ends here (WAL
-            // replay restores whatever changed after the backup started).
-            if (d.plain_len as usize) < job.len {
-                break;
-            }
-        }
-        out.sha256 = pgstrata_repo_format::digest::file_digest(&out.chunks);
-        results.push(out);
+    Ok(count)
+}
+
+/// One file from its parts (in any order): a part shorter than asked means the file was
+/// truncated while being copied, and it ends there (WAL replay restores what changed after
+/// the backup started).
+fn assemble(mut parts: Vec<(usize, usize, PartDone, Option<PartRef>)>) -> CopiedFile {
+    parts.sort_by_key(|(part, ..)| *part);
+    let mut out = CopiedFile::default();
+    if parts.first().is_some_and(|(_, _, d, _)| d.vanished) {
+        out.vanished = true;
     }
-    Ok(results)
+    for (_, len, d, r) in parts {
+        if d.plain_len == 0 {
+            break;
+        }
+        out.size += d.plain_len;
+        out.chunks.extend(d.chunks);
+        out.page_errors.extend(d.page_errors);
+        out.parts.extend(r);
+        if (d.plain_len as usize) < len {
+            break;
+        }
+    }
+    out.sha256 = pgstrata_repo_format::digest::file_digest(&out.chunks);
+    out
 }

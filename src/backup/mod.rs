@@ -2,27 +2,29 @@
 //! written last and the catalog updated after it.
 
 pub mod copy;
+pub mod plan;
+pub mod server;
+pub mod spool;
 pub mod walk;
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use bytes::Bytes;
 use pgstrata_repo_format::layout::{archive_id, copy_of, parse_wal_object};
-use pgstrata_repo_format::meta::{
-    BackupCatalog, BackupSettings, CatalogEntry, FileData, FileEntry, ManifestEntry, ManifestHeader, ManifestWriter,
-    Ownership,
-};
-use pgstrata_repo_format::pg::{Lsn, TimelineId, WalFileName};
-use pgstrata_repo_format::{BackupLabel, BackupType, BlobEncoder, encode_blob};
+use pgstrata_repo_format::meta::{BackupCatalog, BackupSettings, FileData, FileEntry, Ownership};
+use pgstrata_repo_format::pg::{ControlFile, Lsn, WalFileName};
+use pgstrata_repo_format::{BackupType, BlobEncoder};
 
 use crate::config::Config;
 use crate::error::{CliError, CliResult, ErrorCode};
 use crate::lease::Lease;
-use crate::postgres::{connect, identify, pg_path, read_control};
+use crate::postgres::{pg_path, read_control};
 use crate::repo::{Repo, blob_settings, open_repo, stanza_name};
-use copy::{CopySettings, PackWriter, copy_files};
+use copy::{CopySettings, PackWriter, copy_tree};
+use plan::{BackupPlan, Stored, WalRange};
+use server::{BackupServer, Stopped};
+use spool::ManifestSpool;
+use walk::Walker;
 
 /// Target plaintext per blob and stored size per pack.
 const PART_SIZE: usize = 8 << 20;
@@ -63,10 +65,6 @@ pub fn acquire_lock(config: &Config, stanza: &str, kind: &str) -> CliResult<Comm
             Err(CliError::new(ErrorCode::LockAcquire, format!("unable to lock {}: {e}", path.display())))
         }
     }
-}
-
-fn query_err(what: &str, e: tokio_postgres::Error) -> CliError {
-    CliError::new(ErrorCode::DbQuery, format!("unable to {what}: {e}"))
 }
 
 pub fn run(config: &Config) -> CliResult<()> {
@@ -121,6 +119,9 @@ async fn remove_unlisted_backups(repo: &Repo, catalog: &BackupCatalog) -> CliRes
     Ok(())
 }
 
+/// One backup, carried out as planned: start, copy (streamed into packs and the manifest
+/// spool), stop, the files from the stop, the archive check, then the commit — manifest, then
+/// catalog — only while the lease is still ours.
 async fn take_backup(
     config: &Config,
     repo: &Repo,
@@ -128,250 +129,128 @@ async fn take_backup(
     mut catalog: BackupCatalog,
     requested: BackupType,
 ) -> CliResult<()> {
-    if requested != BackupType::Full {
-        if catalog.backups.is_empty() {
-            tracing::warn!("no prior backup exists, {} backup has been changed to full", requested.as_str());
-        } else {
-            return Err(CliError::new(
-                ErrorCode::NotImplemented,
-                format!("{} backups are not available in this version yet", requested.as_str()),
-            )
-            .hint("run with --type=full"));
-        }
-    }
     let data = pg_path(config)?;
     let control = read_control(&data)?;
-    let db = repo.current_db()?.clone();
-    if db.system_id != control.system_identifier || db.pg_version != control.pg_version {
-        return Err(CliError::new(
-            ErrorCode::DbMismatch,
-            format!(
-                "the cluster in {} (PostgreSQL {}, system id {}) is not the stanza's database (PostgreSQL {}, system id {})",
-                data.display(),
-                control.pg_version,
-                control.system_identifier,
-                db.pg_version,
-                db.system_id
-            ),
-        )
-        .hint("after pg_upgrade, run stanza-upgrade"));
-    }
-    let client = connect(config).await?;
-    let server = identify(&client).await?;
-    if server.system_identifier != control.system_identifier {
-        return Err(CliError::new(ErrorCode::DbMismatch, "the server on pg1 is not the cluster in pg1-path"));
-    }
-    let v15 = server.version_num >= 150_000;
+    let plan = BackupPlan::new(&catalog, repo.current_db()?, &control, requested, unix_now())?;
+    plan.warnings.iter().for_each(|w| tracing::warn!("{w}"));
+    let server = BackupServer::connect(config, &control).await?;
+    let timestamp_start = unix_now();
+    let started = server.start(&plan.label, config.bool("start-fast")).await?;
 
-    let mut start_time = unix_now();
-    let mut label = BackupLabel::full(start_time);
-    while catalog.backups.iter().any(|b| b.label == label) {
-        tokio::time::sleep(Duration::from_millis(1000)).await;
-        start_time = unix_now();
-        label = BackupLabel::full(start_time);
+    let settings = copy_settings(config, repo, &control, started.lsn)?;
+    let mut packs = PackWriter::new(repo.store.clone(), repo.layout.clone(), plan.label.clone(), PACK_SIZE, 0);
+    let mut spool = ManifestSpool::new()?;
+    let walker = Walker::new(&data, control.relseg_size.max(1));
+    tracing::info!("copying with {} workers", settings.workers);
+    let copied = async {
+        let (walker, copied) = copy_tree(walker, &mut packs, settings.clone(), &mut spool).await?;
+        let stopped = server.stop(started.timeline).await?;
+        let late = store_stop_files(&mut packs, &stopped, walker.data_owner(), &settings).await?;
+        Ok::<_, CliError>((walker, copied, stopped, late))
     }
-    let fast = config.bool("start-fast");
-    tracing::info!(
-        "execute {} backup start: backup begins after the {} checkpoint completes",
-        if v15 { "pg_backup_start" } else { "pg_start_backup" },
-        if fast { "requested immediate" } else { "next regular" }
-    );
-    let start_sql = if v15 {
-        "select lsn::text, (select timeline_id from pg_control_checkpoint())::int4 from pg_backup_start($1, $2) as lsn"
-    } else {
-        "select lsn::text, (select timeline_id from pg_control_checkpoint())::int4 from pg_start_backup($1, $2, false) as lsn"
-    };
-    let row = client
-        .query_one(start_sql, &[&format!("pgstrata backup {label}"), &fast])
-        .await
-        .map_err(|e| query_err("start the backup", e))?;
-    let start_lsn: Lsn = row.get::<_, String>(0).parse()?;
-    let timeline = TimelineId(u32::try_from(row.get::<_, i32>(1)).unwrap_or(1));
-    let seg_size = u64::from(control.wal_segment_size);
-    let wal_start = WalFileName::for_lsn(timeline, start_lsn, seg_size)?;
-    tracing::info!("backup start archive = {wal_start}, lsn = {start_lsn}");
-
-    // Walk and copy.
-    let relseg = control.relseg_size.max(1);
-    let mut tree = {
-        let data = data.clone();
-        tokio::task::spawn_blocking(move || walk::walk(&data, relseg))
-            .await
-            .map_err(|e| CliError::new(ErrorCode::FileRead, format!("walk failed: {e}")))??
-    };
-    let settings = blob_settings(config)?;
-    let workers = usize::try_from(config.int("process-max").unwrap_or(1)).unwrap_or(1).max(1);
-    let copy_settings = CopySettings {
-        workers,
-        blob: settings,
-        key: repo.key.clone(),
-        part_size: PART_SIZE.div_ceil(settings.frame_size) * settings.frame_size,
-        pack_size: PACK_SIZE,
-        checksum_pages: control.data_checksum_version > 0,
-        start_lsn,
-    };
-    let files = Arc::new(std::mem::take(&mut tree.files));
-    tracing::info!("copying {} files with {workers} workers", files.len());
-    let mut packs = PackWriter::new(repo.store.clone(), repo.layout.clone(), label.clone(), PACK_SIZE, 0);
-    let copied = match copy_files(&mut packs, Arc::clone(&files), copy_settings).await {
+    .await;
+    let (walker, copied, stopped, late) = match copied {
         Ok(c) => c,
         Err(e) => {
             packs.abort().await;
             return Err(e);
         }
     };
-
-    // Stop the backup without the server waiting for WAL archiving (it would wait without
-    // limit when archiving is broken); our own archive check below is bounded by
-    // archive-timeout. Store backup_label and tablespace_map from the stop.
-    let stop_sql = if v15 {
-        "select lsn::text, labelfile, spcmapfile from pg_backup_stop(false)"
-    } else {
-        "select lsn::text, labelfile, spcmapfile from pg_stop_backup(false, false)"
-    };
-    let row = client.query_one(stop_sql, &[]).await.map_err(|e| query_err("stop the backup", e))?;
-    let stop_lsn: Lsn = row.get::<_, String>(0).parse()?;
-    let label_file: String = row.get(1);
-    let spcmap: Option<String> = row.get(2);
-    let stop_time = unix_now();
-    let wal_stop = WalFileName::for_lsn(timeline, stop_lsn, seg_size)?;
-    tracing::info!("backup stop archive = {wal_stop}, lsn = {stop_lsn}");
-
-    let mut entries: Vec<ManifestEntry> = Vec::with_capacity(tree.dirs.len() + tree.links.len() + files.len() + 2);
-    entries.extend(tree.dirs.iter().cloned().map(ManifestEntry::Dir));
-    entries.extend(tree.links.iter().cloned().map(ManifestEntry::Link));
-    let mut size = 0u64;
-    let mut page_error_files = 0usize;
-    for (f, c) in files.iter().zip(copied) {
-        if c.vanished {
-            continue;
-        }
-        size += c.size;
-        if !c.page_errors.is_empty() {
-            page_error_files += 1;
-            tracing::warn!("invalid page checksums found in {}: pages {:?}", f.path, c.page_errors);
-        }
-        let data = if c.size == 0 { FileData::Empty } else { FileData::Stored { parts: c.parts } };
-        entries.push(ManifestEntry::File(FileEntry {
-            path: f.path.clone(),
-            size: c.size,
-            mtime: f.mtime,
-            owner: f.owner.clone(),
-            sha256: c.sha256,
-            chunks: c.chunks,
-            data,
-            page_errors: c.page_errors,
-        }));
-    }
-    let owner = tree.dirs.first().map(|d| Ownership { mode: 0o600, ..d.owner.clone() }).unwrap_or(Ownership {
-        mode: 0o600,
-        user: None,
-        group: None,
-    });
-    let mut extra = vec![("pg_data/backup_label", label_file.into_bytes())];
-    if let Some(map) = spcmap.filter(|m| !m.is_empty()) {
-        extra.push(("pg_data/tablespace_map", map.into_bytes()));
-    }
-    for (path, content) in extra {
-        let mut enc = BlobEncoder::new(settings, repo.key.as_ref())?;
-        let mut sealed = Vec::new();
-        enc.write(&content, &mut sealed);
-        let summary = enc.finish(&mut sealed);
-        let part = packs.append(&sealed, content.len() as u64).await?;
-        size += content.len() as u64;
-        entries.push(ManifestEntry::File(FileEntry {
-            path: path.to_string(),
-            size: content.len() as u64,
-            mtime: stop_time,
-            owner: owner.clone(),
-            sha256: pgstrata_repo_format::digest::file_digest(&summary.chunk_sha256),
-            chunks: summary.chunk_sha256,
-            data: FileData::Stored { parts: vec![part] },
-            page_errors: vec![],
-        }));
-    }
     let totals = packs.finish().await?;
-    entries.sort_by(|a, b| a.path().cmp(b.path()));
-
     if config.bool("archive-check") {
         let timeout = config.duration("archive-timeout").unwrap_or(Duration::from_secs(60));
-        wait_for_archive(repo, &wal_start, &wal_stop, seg_size, timeout).await?;
+        wait_for_archive(repo, &started.wal, &stopped.wal, server.seg_size(), timeout).await?;
     }
-
-    let header = ManifestHeader {
-        label: label.clone(),
-        backup_type: BackupType::Full,
-        prior: None,
-        references: vec![],
-        pg_version: control.pg_version,
-        system_id: control.system_identifier,
-        db_id: db.id,
-        timeline,
-        lsn_start: start_lsn,
-        lsn_stop: stop_lsn,
-        wal_start: wal_start.to_string(),
-        wal_stop: wal_stop.to_string(),
-        timestamp_start: start_time,
-        timestamp_stop: stop_time,
-        settings: BackupSettings {
-            compress_type: config.get("compress-type").unwrap_or("zst").to_string(),
-            compress_level: config.int("compress-level").and_then(|v| i32::try_from(v).ok()),
-            cipher: if repo.key.is_some() { "aes-256-gcm" } else { "none" }.to_string(),
-            frame_size: settings.frame_size as u64,
-            checksum_page: control.data_checksum_version > 0,
-        },
-        targets: tree.targets.clone(),
-        packs: totals.packs,
+    let wal = WalRange {
+        timeline: started.timeline,
+        lsn_start: started.lsn,
+        lsn_stop: stopped.lsn,
+        wal_start: started.wal.to_string(),
+        wal_stop: stopped.wal.to_string(),
+        timestamp_start,
+        timestamp_stop: unix_now(),
     };
-    // The commit: manifest, then catalog, only while we still hold the lease.
-    lease.check()?;
-    let mut manifest = Vec::new();
-    let mut writer = ManifestWriter::new(&header, &mut manifest)?;
-    for e in &entries {
-        writer.push(e, &mut manifest)?;
-    }
-    let manifest_sha256 = writer.finish(&mut manifest)?;
-    let (sealed, _) = encode_blob(&manifest, settings, repo.key.as_ref())?;
-    let manifest_key = repo.layout.manifest(&label);
-    let sealed = Bytes::from(sealed);
-    repo.store.put(&manifest_key, sealed.clone()).await?;
-    repo.store.put(&copy_of(&manifest_key), sealed.clone()).await?;
+    let header =
+        plan.header(&control, &wal, backup_settings(config, repo, &control), walker.targets().to_vec(), totals.packs);
+    let page_error_files = spool.page_error_files;
+    let size = copied.bytes + late.iter().map(|f| f.size).sum::<u64>();
 
-    let repo_size = totals.stored_bytes + sealed.len() as u64;
-    catalog.backups.push(CatalogEntry {
-        label: label.clone(),
-        backup_type: BackupType::Full,
-        prior: None,
-        references: vec![],
-        db_id: db.id,
-        timeline,
-        timestamp_start: start_time,
-        timestamp_stop: stop_time,
-        lsn_start: start_lsn,
-        lsn_stop: stop_lsn,
-        wal_start: wal_start.to_string(),
-        wal_stop: wal_stop.to_string(),
-        size,
-        delta: size,
-        repo_size,
-        repo_delta: repo_size,
-        error: page_error_files > 0,
-        pgstrata_version: env!("CARGO_PKG_VERSION").to_string(),
-        manifest_sha256,
-    });
     lease.check()?;
-    repo.save_catalog(&catalog, settings).await?;
-    tracing::info!("new backup label = {label}");
+    let manifest_key = repo.layout.manifest(&plan.label);
+    let (manifest_sha256, manifest_len) = spool
+        .publish(&repo.store, [&manifest_key, &copy_of(&manifest_key)], &header, late, settings.blob, repo.key.as_ref())
+        .await?;
+    let stored = Stored { size, repo_size: totals.stored_bytes + manifest_len, packs: totals.packs, page_error_files };
+    catalog.backups.push(plan.catalog_entry(&wal, stored, manifest_sha256));
+    lease.check()?;
+    repo.save_catalog(&catalog, settings.blob).await?;
+    tracing::info!("new backup label = {}", plan.label);
     tracing::info!(
         "full backup size = {}, file total = {}, repository size = {}",
         human(size),
-        files.len(),
-        human(repo_size)
+        copied.files + 2,
+        human(stored.repo_size)
     );
     if page_error_files > 0 {
         tracing::warn!("{page_error_files} files have invalid page checksums; the backup is marked with error=true");
     }
     Ok(())
+}
+
+fn copy_settings(config: &Config, repo: &Repo, control: &ControlFile, start_lsn: Lsn) -> CliResult<CopySettings> {
+    let blob = blob_settings(config)?;
+    Ok(CopySettings {
+        workers: usize::try_from(config.int("process-max").unwrap_or(1)).unwrap_or(1).max(1),
+        blob,
+        key: repo.key.clone(),
+        part_size: PART_SIZE.div_ceil(blob.frame_size) * blob.frame_size,
+        pack_size: PACK_SIZE,
+        checksum_pages: control.data_checksum_version > 0,
+        start_lsn,
+    })
+}
+
+fn backup_settings(config: &Config, repo: &Repo, control: &ControlFile) -> BackupSettings {
+    BackupSettings {
+        compress_type: config.get("compress-type").unwrap_or("zst").to_string(),
+        compress_level: config.int("compress-level").and_then(|v| i32::try_from(v).ok()),
+        cipher: if repo.key.is_some() { "aes-256-gcm" } else { "none" }.to_string(),
+        frame_size: blob_settings(config).map(|b| b.frame_size as u64).unwrap_or(1 << 20),
+        checksum_page: control.data_checksum_version > 0,
+    }
+}
+
+/// Stores `backup_label` and `tablespace_map` from the stop: the entries for their reserved
+/// places in the manifest.
+async fn store_stop_files(
+    packs: &mut PackWriter,
+    stopped: &Stopped,
+    data_owner: Ownership,
+    settings: &CopySettings,
+) -> CliResult<Vec<FileEntry>> {
+    let mut files = vec![("pg_data/backup_label", stopped.backup_label.as_bytes())];
+    if let Some(map) = &stopped.tablespace_map {
+        files.push(("pg_data/tablespace_map", map.as_bytes()));
+    }
+    let mut entries = Vec::new();
+    for (path, content) in files {
+        let mut enc = BlobEncoder::new(settings.blob, settings.key.as_ref())?;
+        let mut sealed = Vec::new();
+        enc.write(content, &mut sealed);
+        let summary = enc.finish(&mut sealed);
+        let part = packs.append(&sealed, content.len() as u64).await?;
+        entries.push(FileEntry {
+            path: path.to_string(),
+            size: content.len() as u64,
+            mtime: unix_now(),
+            owner: Ownership { mode: 0o600, ..data_owner.clone() },
+            sha256: pgstrata_repo_format::digest::file_digest(&summary.chunk_sha256),
+            chunks: summary.chunk_sha256,
+            data: FileData::Stored { parts: vec![part] },
+            page_errors: vec![],
+        });
+    }
+    Ok(entries)
 }
 
 /// `22.5MB`-style sizes, as pgBackRest prints them.

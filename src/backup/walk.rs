@@ -73,14 +73,29 @@ pub struct SourceFile {
     pub first_block: Option<u32>,
 }
 
-/// Everything a backup copies, paths sorted.
-#[derive(Clone, Debug, Default)]
-pub struct SourceTree {
-    pub targets: Vec<Target>,
-    pub dirs: Vec<DirEntry>,
-    pub links: Vec<LinkEntry>,
-    pub files: Vec<SourceFile>,
+/// What the walk finds, one at a time, in manifest order (strictly increasing paths).
+#[derive(Clone, Debug)]
+pub enum Item {
+    Dir(DirEntry),
+    Link(LinkEntry),
+    File(SourceFile),
+    /// The place of a file the backup writes at its end (`backup_label`, `tablespace_map`).
+    Slot(String),
 }
+
+impl Item {
+    pub fn path(&self) -> &str {
+        match self {
+            Self::Dir(d) => &d.path,
+            Self::Link(l) => &l.path,
+            Self::File(f) => &f.path,
+            Self::Slot(p) => p,
+        }
+    }
+}
+
+/// Files of PGDATA's top level written from `pg_backup_stop`'s answer, not copied.
+pub const STOP_FILES: &[&str] = &["backup_label", "tablespace_map"];
 
 /// Maps uids and gids to names from /etc/passwd and /etc/group.
 #[derive(Default)]
@@ -119,139 +134,283 @@ fn io_err(path: &Path, e: std::io::Error) -> CliError {
     CliError::new(ErrorCode::FileRead, format!("unable to read {}: {e}", path.display()))
 }
 
-/// Walks the data directory and every tablespace linked from `pg_tblspc`.
-pub fn walk(pg_data: &Path, relseg_blocks: u32) -> CliResult<SourceTree> {
-    let names = Names::load();
-    let mut tree = SourceTree::default();
-    tree.targets.push(Target {
-        name: "pg_data".into(),
-        path: pg_data.display().to_string(),
-        tablespace_oid: None,
-        tablespace_name: None,
-    });
-    let meta = std::fs::metadata(pg_data).map_err(|e| io_err(pg_data, e))?;
-    tree.dirs.push(DirEntry { path: "pg_data".into(), owner: names.owner(&meta) });
-    let mut tablespaces = BTreeMap::new();
-    walk_dir(pg_data, "pg_data", "", &names, relseg_blocks, &mut tree, &mut tablespaces)?;
-    for (oid, dest) in tablespaces {
-        let name = format!("pg_tblspc/{oid}");
-        tree.targets.push(Target {
-            name: name.clone(),
-            path: dest.display().to_string(),
-            tablespace_oid: oid.parse().ok(),
-            tablespace_name: None,
-        });
-        let meta = std::fs::metadata(&dest).map_err(|e| io_err(&dest, e))?;
-        tree.dirs.push(DirEntry { path: name.clone(), owner: names.owner(&meta) });
-        let mut none = BTreeMap::new();
-        walk_dir(&dest, &name, "", &names, relseg_blocks, &mut tree, &mut none)?;
-    }
-    tree.dirs.sort_by(|a, b| a.path.cmp(&b.path));
-    tree.links.sort_by(|a, b| a.path.cmp(&b.path));
-    tree.files.sort_by(|a, b| a.path.cmp(&b.path));
-    Ok(tree)
+/// What a directory listing holds for one name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    /// The entry itself (file, directory, link), examined when reached.
+    Entry,
+    /// The contents of a directory (or of a linked directory), sorted as `name/`.
+    Subtree,
+    /// A reserved place ([`Item::Slot`]).
+    Slot,
 }
 
-/// `rel` is the path inside the target (`base/5`), `prefix` the manifest root (`pg_data`).
-fn walk_dir(
-    dir: &Path,
-    prefix: &str,
-    rel: &str,
-    names: &Names,
-    relseg_blocks: u32,
-    tree: &mut SourceTree,
-    tablespaces: &mut BTreeMap<String, PathBuf>,
-) -> CliResult<()> {
-    let mut entries: Vec<(String, PathBuf)> = Vec::new();
-    for entry in std::fs::read_dir(dir).map_err(|e| io_err(dir, e))? {
-        let entry = entry.map_err(|e| io_err(dir, e))?;
-        // A name that is not UTF-8 cannot be recorded exactly in the manifest; renaming it
-        // would restore a different cluster, so the backup stops and names it.
-        let name = entry.file_name().into_string().map_err(|raw| {
-            CliError::new(
-                ErrorCode::FileRead,
-                format!("unable to back up {}: the file name {raw:?} is not valid UTF-8", dir.display()),
-            )
-            .hint("rename or remove that file; PostgreSQL itself never creates such names")
-        })?;
-        entries.push((name, entry.path()));
+/// One directory being walked: its names in one string, and the order to visit them in.
+/// Sorting a directory's subtree as `name/` makes a depth-first walk produce exactly the byte
+/// order of whole paths (`1`, `1.5`, `1/2`), which the manifest requires.
+struct Frame {
+    dir: PathBuf,
+    /// Manifest root of the target: `pg_data` or `pg_tblspc/<oid>`.
+    prefix: String,
+    /// Path inside the target (`base/5`), empty at its top.
+    rel: String,
+    names: String,
+    order: Vec<(u32, u32, Kind)>,
+    next: usize,
+    /// Relfilenodes with an init fork (unlogged relations): only the init fork is copied.
+    unlogged: HashSet<String>,
+}
+
+impl Frame {
+    fn name(&self, at: (u32, u32, Kind)) -> &str {
+        &self.names[at.0 as usize..at.1 as usize]
     }
-    // Unlogged relations: a relfilenode with an init fork keeps only the init fork.
-    let unlogged: HashSet<String> = entries
-        .iter()
-        .filter_map(|(n, _)| {
-            relation_info(n).filter(|(_, fork, _)| *fork == Some("init")).map(|(node, _, _)| node.to_string())
-        })
-        .collect();
-    let is_pg_data = prefix == "pg_data";
-    for (name, path) in entries {
-        let child_rel = if rel.is_empty() { name.clone() } else { format!("{rel}/{name}") };
+
+    fn child_rel(&self, name: &str) -> String {
+        if self.rel.is_empty() { name.to_string() } else { format!("{}/{name}", self.rel) }
+    }
+}
+
+/// A streaming walk of the data directory and every tablespace linked from `pg_tblspc`: one
+/// directory listing per level is held, never the whole tree, so memory does not grow with
+/// the number of files.
+pub struct Walker {
+    names: Names,
+    relseg_blocks: u32,
+    stack: Vec<Frame>,
+    /// Tablespaces found in `pg_data/pg_tblspc`, walked after `pg_data` (their paths sort after it).
+    tablespaces: BTreeMap<u32, PathBuf>,
+    targets: Vec<Target>,
+    /// The root entry of the next target, emitted before its frame is pushed.
+    root: Option<(String, PathBuf)>,
+    data_owner: Option<Ownership>,
+}
+
+impl std::fmt::Debug for Walker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Walker").field("depth", &self.stack.len()).field("targets", &self.targets.len()).finish()
+    }
+}
+
+impl Walker {
+    pub fn new(pg_data: &Path, relseg_blocks: u32) -> Self {
+        let targets = vec![Target {
+            name: "pg_data".into(),
+            path: pg_data.display().to_string(),
+            tablespace_oid: None,
+            tablespace_name: None,
+        }];
+        Self {
+            names: Names::load(),
+            relseg_blocks,
+            stack: Vec::new(),
+            tablespaces: BTreeMap::new(),
+            targets,
+            root: Some(("pg_data".into(), pg_data.to_path_buf())),
+            data_owner: None,
+        }
+    }
+
+    /// The data directory and the tablespaces found (complete once the walk has ended).
+    pub fn targets(&self) -> &[Target] {
+        &self.targets
+    }
+
+    /// Owner of the data directory (once the walk has started).
+    pub fn data_owner(&self) -> Ownership {
+        self.data_owner.clone().unwrap_or(Ownership { mode: 0o700, user: None, group: None })
+    }
+
+    /// The next item in path order; `None` at the end.
+    pub fn next_item(&mut self) -> CliResult<Option<Item>> {
+        loop {
+            if let Some((prefix, dir)) = self.root.take() {
+                let meta = std::fs::metadata(&dir).map_err(|e| io_err(&dir, e))?;
+                let entry = DirEntry { path: prefix.clone(), owner: self.names.owner(&meta) };
+                if self.data_owner.is_none() {
+                    self.data_owner = Some(entry.owner.clone());
+                }
+                let frame = self.list(dir, prefix, String::new())?;
+                self.stack.push(frame);
+                return Ok(Some(Item::Dir(entry)));
+            }
+            let Some(frame) = self.stack.last_mut() else {
+                // pg_data is done: the tablespaces, in oid order (`pg_tblspc/<oid>` sorts so).
+                let Some((oid, dest)) = self.tablespaces.pop_first() else { return Ok(None) };
+                let name = format!("pg_tblspc/{oid}");
+                self.targets.push(Target {
+                    name: name.clone(),
+                    path: dest.display().to_string(),
+                    tablespace_oid: Some(oid),
+                    tablespace_name: None,
+                });
+                self.root = Some((name, dest));
+                continue;
+            };
+            let Some(&at) = frame.order.get(frame.next) else {
+                self.stack.pop();
+                continue;
+            };
+            frame.next += 1;
+            let name = frame.name(at).to_string();
+            let child_rel = frame.child_rel(&name);
+            let path = frame.dir.join(&name);
+            let prefix = frame.prefix.clone();
+            match at.2 {
+                Kind::Slot => return Ok(Some(Item::Slot(format!("{prefix}/{child_rel}")))),
+                Kind::Subtree => match self.list(path, prefix, child_rel) {
+                    Ok(frame) => self.stack.push(frame),
+                    // Removed since listed (a dropped database): nothing to copy.
+                    Err(e) if e.code == ErrorCode::FileMissing => {}
+                    Err(e) => return Err(e),
+                },
+                Kind::Entry => {
+                    if let Some(item) = self.entry(&name, path, &prefix, child_rel)? {
+                        return Ok(Some(item));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Examines one entry of the directory on top of the stack.
+    fn entry(&mut self, name: &str, path: PathBuf, prefix: &str, child_rel: String) -> CliResult<Option<Item>> {
         let meta = match std::fs::symlink_metadata(&path) {
             Ok(m) => m,
             // Removed since listed (a dropped table, a recycled WAL file): nothing to copy.
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(io_err(&path, e)),
         };
         let manifest_path = format!("{prefix}/{child_rel}");
-        if is_pg_data && excluded(&child_rel, &name, meta.is_dir()) {
-            continue;
-        }
-        if !is_pg_data && (name.starts_with("pgsql_tmp") || name == "pg_internal.init") {
-            continue;
-        }
+        let owner = self.names.owner(&meta);
         if meta.file_type().is_symlink() {
             let dest = std::fs::read_link(&path).map_err(|e| io_err(&path, e))?;
-            tree.links.push(LinkEntry {
+            if let Some(oid) = tablespace_oid(prefix, &child_rel) {
+                self.tablespaces.insert(oid, dest.clone());
+            }
+            return Ok(Some(Item::Link(LinkEntry {
                 path: manifest_path,
                 destination: dest.display().to_string(),
-                owner: names.owner(&meta),
-            });
-            if is_pg_data && rel == "pg_tblspc" {
-                tablespaces.insert(name, dest);
-            } else if is_pg_data
-                && !EMPTY_DIRS.contains(&child_rel.as_str())
-                && std::fs::metadata(&path).is_ok_and(|m| m.is_dir())
-            {
-                // A linked directory's contents are part of PGDATA (restored through the link).
-                walk_dir(&path, prefix, &child_rel, names, relseg_blocks, tree, tablespaces)?;
-            }
-            continue;
+                owner,
+            })));
         }
         if meta.is_dir() {
-            tree.dirs.push(DirEntry { path: manifest_path, owner: names.owner(&meta) });
-            walk_dir(&path, prefix, &child_rel, names, relseg_blocks, tree, tablespaces)?;
-            continue;
+            return Ok(Some(Item::Dir(DirEntry { path: manifest_path, owner })));
         }
         if !meta.is_file() {
-            continue;
+            return Ok(None);
         }
-        let relation = relation_info(&name);
+        let Some(frame) = self.stack.last() else { return Ok(None) };
+        let relation = relation_info(name);
         if let Some((node, fork, _)) = relation
-            && unlogged.contains(node)
+            && frame.unlogged.contains(node)
             && fork != Some("init")
         {
-            continue;
+            return Ok(None);
         }
-        let in_relation_dir = if is_pg_data {
+        let rel = frame.rel.as_str();
+        let in_relation_dir = if prefix == "pg_data" {
             rel == "global" || (rel.starts_with("base/") && rel.matches('/').count() == 1)
         } else {
             // <tablespace>/PG_<ver>_<catalog>/<db oid>/
             rel.matches('/').count() == 1
         };
         let first_block = match relation {
-            Some((_, _, seg)) if in_relation_dir => Some(seg.saturating_mul(relseg_blocks)),
+            Some((_, _, seg)) if in_relation_dir => Some(seg.saturating_mul(self.relseg_blocks)),
             _ => None,
         };
-        tree.files.push(SourceFile {
+        Ok(Some(Item::File(SourceFile {
             path: manifest_path,
             fs_path: path,
             size: meta.len(),
             mtime: meta.mtime(),
-            owner: names.owner(&meta),
+            owner,
             first_block,
-        });
+        })))
     }
-    Ok(())
+
+    /// Lists one directory into a frame: exclusions applied, visiting order decided.
+    fn list(&self, dir: PathBuf, prefix: String, rel: String) -> CliResult<Frame> {
+        let reader = match std::fs::read_dir(&dir) {
+            Ok(r) => r,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !rel.is_empty() => {
+                return Err(CliError::new(ErrorCode::FileMissing, format!("{} was removed", dir.display())));
+            }
+            Err(e) => return Err(io_err(&dir, e)),
+        };
+        let is_pg_data = prefix == "pg_data";
+        let mut frame =
+            Frame { dir, prefix, rel, names: String::new(), order: Vec::new(), next: 0, unlogged: HashSet::new() };
+        let add = |frame: &mut Frame, name: &str, kind: Kind| {
+            let start = u32::try_from(frame.names.len()).unwrap_or(u32::MAX);
+            frame.names.push_str(name);
+            let end = u32::try_from(frame.names.len()).unwrap_or(u32::MAX);
+            frame.order.push((start, end, kind));
+        };
+        for entry in reader {
+            let entry = entry.map_err(|e| io_err(&frame.dir, e))?;
+            // A name that is not UTF-8 cannot be recorded exactly in the manifest; renaming it
+            // would restore a different cluster, so the backup stops and names it.
+            let name = entry.file_name().into_string().map_err(|raw| {
+                CliError::new(
+                    ErrorCode::FileRead,
+                    format!("unable to back up {}: the file name {raw:?} is not valid UTF-8", frame.dir.display()),
+                )
+                .hint("rename or remove that file; PostgreSQL itself never creates such names")
+            })?;
+            let Ok(file_type) = entry.file_type() else { continue };
+            let child_rel = frame.child_rel(&name);
+            let is_dir = file_type.is_dir();
+            if is_pg_data
+                && (excluded(&child_rel, &name, is_dir)
+                    || (frame.rel.is_empty() && STOP_FILES.contains(&name.as_str())))
+            {
+                continue;
+            }
+            if !is_pg_data && (name.starts_with("pgsql_tmp") || name == "pg_internal.init") {
+                continue;
+            }
+            if let Some((node, Some("init"), _)) = relation_info(&name) {
+                frame.unlogged.insert(node.to_string());
+            }
+            add(&mut frame, &name, Kind::Entry);
+            // Contents of directories, and of linked directories inside PGDATA (restored through
+            // the link) other than tablespaces and the emptied directories.
+            let walk_into = if is_dir {
+                !(is_pg_data && EMPTY_DIRS.contains(&child_rel.as_str()))
+            } else {
+                file_type.is_symlink()
+                    && is_pg_data
+                    && tablespace_oid(&frame.prefix, &child_rel).is_none()
+                    && !EMPTY_DIRS.contains(&child_rel.as_str())
+                    && std::fs::metadata(entry.path()).is_ok_and(|m| m.is_dir())
+            };
+            if walk_into {
+                add(&mut frame, &name, Kind::Subtree);
+            }
+        }
+        if is_pg_data && frame.rel.is_empty() {
+            for name in STOP_FILES {
+                add(&mut frame, name, Kind::Slot);
+            }
+        }
+        let names = std::mem::take(&mut frame.names);
+        let key = |at: &(u32, u32, Kind)| {
+            let name = &names.as_bytes()[at.0 as usize..at.1 as usize];
+            name.iter().copied().chain((at.2 == Kind::Subtree).then_some(b'/'))
+        };
+        frame.order.sort_by(|a, b| key(a).cmp(key(b)));
+        frame.names = names;
+        Ok(frame)
+    }
+}
+
+/// The oid of a tablespace link `pg_data/pg_tblspc/<oid>` (PostgreSQL names them by number).
+fn tablespace_oid(prefix: &str, child_rel: &str) -> Option<u32> {
+    let name = child_rel.strip_prefix("pg_tblspc/")?;
+    (prefix == "pg_data" && !name.is_empty() && name.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| name.parse().ok())
+        .flatten()
 }
 
 #[cfg(test)]
@@ -269,6 +428,78 @@ mod tests {
         assert!(!excluded("base/5/1259", "1259", false));
         assert!(!excluded("postgresql.auto.conf", "postgresql.auto.conf", false));
         assert!(!excluded("global/pg_control", "pg_control", false));
+    }
+
+    fn walk_all(dir: &Path) -> (Vec<String>, Vec<Target>) {
+        let mut w = Walker::new(dir, 131_072);
+        let mut paths = Vec::new();
+        while let Some(item) = w.next_item().expect("walk") {
+            paths.push(item.path().to_string());
+        }
+        (paths, w.targets().to_vec())
+    }
+
+    #[test]
+    fn the_walk_yields_whole_paths_in_byte_order_with_exclusions_and_slots() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let pg = root.path().join("pg");
+        let ts = root.path().join("ts");
+        for d in ["base/1", "base/10", "pg_wal/archive_status", "pg_tblspc", "global"] {
+            std::fs::create_dir_all(pg.join(d)).expect("mkdir");
+        }
+        std::fs::create_dir_all(ts.join("PG_15_1/5")).expect("mkdir");
+        for f in [
+            "PG_VERSION",
+            "base/1.5",
+            "base/1/2",
+            "base/1/16384",
+            "base/1/16384_init",
+            "base/1/16385",
+            "base/1/16385.1",
+            "base/10/3",
+            "pg_wal/000000010000000000000001",
+            "postmaster.pid",
+            "backup_label",
+            "global/pg_internal.init",
+        ] {
+            std::fs::write(pg.join(f), b"x").expect("write");
+        }
+        std::fs::write(ts.join("PG_15_1/5/16400"), b"y").expect("write");
+        std::os::unix::fs::symlink(&ts, pg.join("pg_tblspc/16400")).expect("link");
+        let (paths, targets) = walk_all(&pg);
+        let mut sorted = paths.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(paths, sorted, "strictly increasing");
+        assert_eq!(
+            paths,
+            [
+                "pg_data",
+                "pg_data/PG_VERSION",
+                "pg_data/backup_label",
+                "pg_data/base",
+                "pg_data/base/1",
+                "pg_data/base/1.5",
+                "pg_data/base/1/16384_init",
+                "pg_data/base/1/16385",
+                "pg_data/base/1/16385.1",
+                "pg_data/base/1/2",
+                "pg_data/base/10",
+                "pg_data/base/10/3",
+                "pg_data/global",
+                "pg_data/pg_tblspc",
+                "pg_data/pg_tblspc/16400",
+                "pg_data/pg_wal",
+                "pg_data/tablespace_map",
+                "pg_tblspc/16400",
+                "pg_tblspc/16400/PG_15_1",
+                "pg_tblspc/16400/PG_15_1/5",
+                "pg_tblspc/16400/PG_15_1/5/16400",
+            ]
+        );
+        assert_eq!(targets.len(), 2);
+        assert_eq!(targets[1].name, "pg_tblspc/16400");
+        assert_eq!(targets[1].tablespace_oid, Some(16400));
     }
 
     #[test]

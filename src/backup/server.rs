@@ -1,0 +1,95 @@
+//! The server side of a backup: start and stop, over one connection (a non-exclusive backup
+//! lives as long as the session that started it).
+
+use pgstrata_repo_format::BackupLabel;
+use pgstrata_repo_format::pg::{ControlFile, Lsn, TimelineId, WalFileName};
+
+use crate::config::Config;
+use crate::error::{CliError, CliResult, ErrorCode};
+use crate::postgres::{connect, identify};
+
+fn query_err(what: &str, e: tokio_postgres::Error) -> CliError {
+    CliError::new(ErrorCode::DbQuery, format!("unable to {what}: {e}"))
+}
+
+/// Where the backup starts.
+#[derive(Clone, Debug)]
+pub struct Started {
+    pub lsn: Lsn,
+    pub timeline: TimelineId,
+    pub wal: WalFileName,
+}
+
+/// What `pg_backup_stop` answered.
+#[derive(Clone, Debug)]
+pub struct Stopped {
+    pub lsn: Lsn,
+    pub wal: WalFileName,
+    pub backup_label: String,
+    pub tablespace_map: Option<String>,
+}
+
+/// A connection to the cluster being backed up.
+#[derive(Debug)]
+pub struct BackupServer {
+    client: tokio_postgres::Client,
+    v15: bool,
+    seg_size: u64,
+}
+
+impl BackupServer {
+    /// Connects to pg1 and checks that it is the cluster whose `pg_control` was read.
+    pub async fn connect(config: &Config, control: &ControlFile) -> CliResult<Self> {
+        let client = connect(config).await?;
+        let server = identify(&client).await?;
+        if server.system_identifier != control.system_identifier {
+            return Err(CliError::new(ErrorCode::DbMismatch, "the server on pg1 is not the cluster in pg1-path"));
+        }
+        Ok(Self { client, v15: server.version_num >= 150_000, seg_size: u64::from(control.wal_segment_size) })
+    }
+
+    pub fn seg_size(&self) -> u64 {
+        self.seg_size
+    }
+
+    /// Starts the backup; returns after the checkpoint (immediate with `fast`).
+    pub async fn start(&self, label: &BackupLabel, fast: bool) -> CliResult<Started> {
+        tracing::info!(
+            "execute {} backup start: backup begins after the {} checkpoint completes",
+            if self.v15 { "pg_backup_start" } else { "pg_start_backup" },
+            if fast { "requested immediate" } else { "next regular" }
+        );
+        let sql = if self.v15 {
+            "select lsn::text, (select timeline_id from pg_control_checkpoint())::int4 from pg_backup_start($1, $2) as lsn"
+        } else {
+            "select lsn::text, (select timeline_id from pg_control_checkpoint())::int4 from pg_start_backup($1, $2, false) as lsn"
+        };
+        let row = self
+            .client
+            .query_one(sql, &[&format!("pgstrata backup {label}"), &fast])
+            .await
+            .map_err(|e| query_err("start the backup", e))?;
+        let lsn: Lsn = row.get::<_, String>(0).parse()?;
+        let timeline = TimelineId(u32::try_from(row.get::<_, i32>(1)).unwrap_or(1));
+        let wal = WalFileName::for_lsn(timeline, lsn, self.seg_size)?;
+        tracing::info!("backup start archive = {wal}, lsn = {lsn}");
+        Ok(Started { lsn, timeline, wal })
+    }
+
+    /// Stops the backup without the server waiting for WAL archiving (it would wait without
+    /// limit when archiving is broken); the caller checks the archive, bounded by
+    /// `archive-timeout`.
+    pub async fn stop(&self, timeline: TimelineId) -> CliResult<Stopped> {
+        let sql = if self.v15 {
+            "select lsn::text, labelfile, spcmapfile from pg_backup_stop(false)"
+        } else {
+            "select lsn::text, labelfile, spcmapfile from pg_stop_backup(false, false)"
+        };
+        let row = self.client.query_one(sql, &[]).await.map_err(|e| query_err("stop the backup", e))?;
+        let lsn: Lsn = row.get::<_, String>(0).parse()?;
+        let wal = WalFileName::for_lsn(timeline, lsn, self.seg_size)?;
+        tracing::info!("backup stop archive = {wal}, lsn = {lsn}");
+        let tablespace_map: Option<String> = row.get(2);
+        Ok(Stopped { lsn, wal, backup_label: row.get(1), tablespace_map: tablespace_map.filter(|m| !m.is_empty()) })
+    }
+}
