@@ -25,6 +25,26 @@ pub fn sync_dir(dir: &Path) -> CliResult<()> {
     d.sync_all().map_err(|e| io(dir, "sync directory", e))
 }
 
+/// Syncs every filesystem that holds one of `paths` (`syncfs`, once per filesystem): all data
+/// and metadata written there, files and directories, is on disk when this returns. A restore
+/// writes tens of thousands of files; one sync per filesystem at the end costs a fraction of
+/// one fsync per file, and the restore is not complete (its marker stays) until it succeeded.
+/// Since Linux 5.8 `syncfs` reports write-back errors of the filesystem.
+pub fn sync_filesystems<'a>(paths: impl IntoIterator<Item = &'a Path>) -> CliResult<()> {
+    use std::os::unix::fs::MetadataExt;
+    let mut done = Vec::new();
+    for path in paths {
+        let d = File::open(path).map_err(|e| io(path, "open", e))?;
+        let dev = d.metadata().map_err(|e| io(path, "read", e))?.dev();
+        if done.contains(&dev) {
+            continue;
+        }
+        rustix::fs::syncfs(&d).map_err(|e| io(path, "sync the filesystem of", e.into()))?;
+        done.push(dev);
+    }
+    Ok(())
+}
+
 /// Renames `from` to `to` and syncs the directory holding `to`.
 pub fn rename(from: &Path, to: &Path) -> CliResult<()> {
     std::fs::rename(from, to).map_err(|e| io(to, "rename into", e))?;

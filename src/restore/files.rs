@@ -2,10 +2,12 @@
 //! its one output file open only while it runs, so open descriptors depend on the worker count,
 //! never on the number of files.
 //!
-//! A job (delta: compares the file in place first and keeps it when identical) writes under a
-//! temporary name, fetches and decodes the file's parts ahead in parallel but writes them in
-//! order, checks every frame against the manifest's chunk digests, fsyncs, sets time, mode and
-//! owner, and renames the file into place. Directories are synced once all files are in place.
+//! Small files that lie back to back in a pack are restored in batches, their stored bytes read
+//! with one ranged request; a large file is a job of its own, its parts fetched and decoded
+//! ahead in parallel but written in order. Either way (delta: unless the file in place is
+//! already identical) a file is written under a temporary name, checked frame by frame against
+//! the manifest's chunk digests, given its time, mode and owner, and renamed into place. The
+//! restore syncs each filesystem it wrote once, at the end, before it removes its marker.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -87,8 +89,11 @@ pub fn part_jobs(entry: &FileEntry, frame_size: u64) -> CliResult<Vec<PartJob>> 
     Ok(jobs)
 }
 
-/// Runs the file jobs as they come (streamed from the manifest), `workers` at a time;
-/// `total` bytes are expected (for progress).
+/// Runs the file jobs as they come (streamed from the manifest), small files gathered into
+/// batches read with one ranged request, `workers` x 2 batches or large files at a time (their
+/// decoding and writing run on at most `process-max` x 2 blocking threads); `total` bytes are
+/// expected (for progress). Nothing is fsynced here: the caller syncs the filesystems once
+/// every file is in place.
 pub async fn restore_files(
     repo: &Repo,
     label: &BackupLabel,
@@ -97,23 +102,33 @@ pub async fn restore_files(
     options: FileOptions,
 ) -> CliResult<FilesSummary> {
     let progress = Arc::new(Mutex::new(Progress::new("restore", total)));
-    let results = jobs
-        .map(|job| {
+    let results = batches(jobs)
+        .map(|batch| {
             let progress = Arc::clone(&progress);
-            async move { restore_file(repo, label, job?, options, &progress).await }
+            async move {
+                let mut batch = batch?;
+                if batch.len() == 1 && !is_small(&batch[0].entry) {
+                    let job = batch.pop().ok_or_else(|| CliError::new(ErrorCode::Format, "empty batch"))?;
+                    restore_file(repo, label, job, options, &progress).await.map(|o| vec![o])
+                } else {
+                    restore_batch(repo, label, batch, options, &progress).await
+                }
+            }
         })
-        .buffer_unordered(options.workers.max(1));
+        .buffer_unordered(options.workers.max(1) * 2);
     futures::pin_mut!(results);
     let mut summary = FilesSummary::default();
     while let Some(r) = results.next().await {
-        match r? {
-            Outcome::Unchanged(bytes) => {
-                summary.unchanged += 1;
-                summary.bytes += bytes;
-            }
-            Outcome::Written(bytes) => {
-                summary.restored += 1;
-                summary.bytes += bytes;
+        for outcome in r? {
+            match outcome {
+                Outcome::Unchanged(bytes) => {
+                    summary.unchanged += 1;
+                    summary.bytes += bytes;
+                }
+                Outcome::Written(bytes) => {
+                    summary.restored += 1;
+                    summary.bytes += bytes;
+                }
             }
         }
     }
@@ -121,6 +136,186 @@ pub async fn restore_files(
         p.finish();
     }
     Ok(summary)
+}
+
+/// Stored bytes of a part read as part of a batch, and of a batch's one request.
+const SMALL_PART: u64 = 1 << 20;
+const BATCH_BYTES: u64 = 4 << 20;
+const BATCH_FILES: usize = 256;
+
+/// The one stored part of a small file (`None` for an empty file).
+fn small_part(entry: &FileEntry) -> Option<PartRef> {
+    match &entry.data {
+        FileData::Stored { parts } if parts.len() == 1 && parts[0].len <= SMALL_PART => Some(parts[0]),
+        _ => None,
+    }
+}
+
+/// Empty, or stored in one small part: restored within a batch.
+fn is_small(entry: &FileEntry) -> bool {
+    matches!(entry.data, FileData::Empty) || small_part(entry).is_some()
+}
+
+/// Whether `next` can join a batch whose stored bytes so far are `range` (pack, start, end).
+fn joins(batch: &[FileJob], range: Option<(u32, u64, u64)>, next: &FileEntry) -> bool {
+    if batch.len() >= BATCH_FILES || !is_small(next) || batch.first().is_some_and(|f| !is_small(&f.entry)) {
+        return false;
+    }
+    match (range, small_part(next)) {
+        (Some((pack, start, end)), Some(p)) => {
+            p.pack == pack && p.offset == end && p.offset + p.len - start <= BATCH_BYTES
+        }
+        _ => true,
+    }
+}
+
+/// Gathers consecutive small files whose parts lie back to back in one pack (a backup writes
+/// them so, in path order) into batches; every other file is a batch of its own.
+fn batches(
+    jobs: impl futures::Stream<Item = CliResult<FileJob>>,
+) -> impl futures::Stream<Item = CliResult<Vec<FileJob>>> {
+    let jobs = Box::pin(jobs);
+    futures::stream::unfold((jobs, None::<FileJob>, false), |(mut jobs, carry, ended)| async move {
+        let mut batch: Vec<FileJob> = Vec::new();
+        let mut range: Option<(u32, u64, u64)> = None;
+        let push = |batch: &mut Vec<FileJob>, range: &mut Option<(u32, u64, u64)>, job: FileJob| {
+            if let Some(p) = small_part(&job.entry) {
+                *range = Some(match *range {
+                    Some((pack, start, _)) => (pack, start, p.offset + p.len),
+                    None => (p.pack, p.offset, p.offset + p.len),
+                });
+            }
+            batch.push(job);
+        };
+        if let Some(job) = carry {
+            push(&mut batch, &mut range, job);
+        }
+        if ended {
+            return (!batch.is_empty()).then_some((Ok(batch), (jobs, None, true)));
+        }
+        loop {
+            match jobs.next().await {
+                Some(Ok(job)) if batch.is_empty() || joins(&batch, range, &job.entry) => {
+                    push(&mut batch, &mut range, job);
+                }
+                Some(Ok(job)) => return Some((Ok(batch), (jobs, Some(job), false))),
+                Some(Err(e)) => return Some((Err(e), (jobs, None, true))),
+                None => return (!batch.is_empty()).then_some((Ok(batch), (jobs, None, true))),
+            }
+        }
+    })
+}
+
+/// Restores a batch of small files: (delta: those that differ from the file in place) one
+/// ranged request for their stored bytes, then, on one blocking thread, each file decoded,
+/// checked against the manifest, written under its temporary name and renamed into place.
+async fn restore_batch(
+    repo: &Repo,
+    label: &BackupLabel,
+    batch: Vec<FileJob>,
+    options: FileOptions,
+    progress: &Mutex<Progress>,
+) -> CliResult<Vec<Outcome>> {
+    let mut outcomes = Vec::with_capacity(batch.len());
+    let batch = if options.delta {
+        let frame = usize::try_from(options.frame_size).unwrap_or(1 << 20);
+        let as_root = options.as_root;
+        let (changed, unchanged) = blocking(move || {
+            let mut changed = Vec::new();
+            let mut unchanged = Vec::new();
+            for job in batch {
+                if local_digest(&job.local, frame) == Some((job.entry.size, job.entry.sha256)) {
+                    apply_owner(&job.local, &job.entry.owner, as_root, true)?;
+                    unchanged.push(job.entry.size);
+                } else {
+                    changed.push(job);
+                }
+            }
+            Ok((changed, unchanged))
+        })
+        .await?;
+        for size in unchanged {
+            outcomes.push(Outcome::Unchanged(size));
+            if let Ok(mut p) = progress.lock() {
+                p.add(size);
+            }
+        }
+        changed
+    } else {
+        batch
+    };
+    let parts: Vec<PartRef> = batch.iter().filter_map(|j| small_part(&j.entry)).collect();
+    let (stored, start, key) = match (parts.first(), parts.last()) {
+        (Some(first), Some(last)) => {
+            let key = repo.layout.pack(label, first.pack);
+            (repo.store.get_range(&key, first.offset..last.offset + last.len).await?, first.offset, key)
+        }
+        _ => (bytes::Bytes::new(), 0, String::new()),
+    };
+    let (k, as_root) = (repo.key.clone(), options.as_root);
+    let written = blocking(move || {
+        let mut written = Vec::with_capacity(batch.len());
+        for job in batch {
+            let plain = match small_part(&job.entry) {
+                Some(p) => {
+                    let at = usize::try_from(p.offset - start).unwrap_or(usize::MAX);
+                    let len = usize::try_from(p.len).unwrap_or(usize::MAX);
+                    let sealed = stored.get(at..at.saturating_add(len)).ok_or_else(|| {
+                        CliError::new(
+                            ErrorCode::Format,
+                            format!("{key}: the stored bytes of {} are missing", job.entry.path),
+                        )
+                    })?;
+                    decode_part(&key, &job.entry, PartJob { part: p, offset: 0, first_chunk: 0 }, sealed, k.as_ref())?
+                }
+                None => Vec::new(),
+            };
+            write_whole(&job, &plain, as_root)?;
+            written.push(job.entry.size);
+        }
+        Ok(written)
+    })
+    .await?;
+    for size in written {
+        if let Ok(mut p) = progress.lock() {
+            p.add(size);
+        }
+        outcomes.push(Outcome::Written(size));
+    }
+    Ok(outcomes)
+}
+
+/// Writes a whole file under its temporary name, with its mode, time and owner, and renames
+/// it into place.
+fn write_whole(job: &FileJob, plain: &[u8], as_root: bool) -> CliResult<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = durable::temp_name(&job.local);
+    let result = (|| {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(job.entry.owner.mode)
+            .open(&tmp)
+            .map_err(|e| io(&tmp, "create", e))?;
+        f.write_all(plain).map_err(|e| io(&tmp, "write", e))?;
+        finish_file(f, &tmp, &job.local, &job.entry, as_root)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Sets a written file's time, mode and owner and renames it into place (the filesystems are
+/// synced once at the end of the restore, before it reports success).
+fn finish_file(file: std::fs::File, tmp: &Path, local: &Path, entry: &FileEntry, as_root: bool) -> CliResult<()> {
+    let mtime = SystemTime::UNIX_EPOCH + Duration::from_secs(u64::try_from(entry.mtime).unwrap_or(0));
+    file.set_modified(mtime).map_err(|e| io(tmp, "set the time of", e))?;
+    drop(file);
+    apply_owner(tmp, &entry.owner, as_root, true)?;
+    std::fs::rename(tmp, local).map_err(|e| io(local, "rename into", e))
 }
 
 enum Outcome {
@@ -170,16 +365,7 @@ async fn restore_file(
     let file =
         Arc::try_unwrap(file).map_err(|_| CliError::new(ErrorCode::Format, "a restored file is still in use"))?;
     let (size, as_root) = (entry.size, options.as_root);
-    blocking(move || {
-        file.sync_all().map_err(|e| io(&tmp, "sync", e))?;
-        let mtime = SystemTime::UNIX_EPOCH + Duration::from_secs(u64::try_from(entry.mtime).unwrap_or(0));
-        file.set_modified(mtime).map_err(|e| io(&tmp, "set the time of", e))?;
-        drop(file);
-        apply_owner(&tmp, &entry.owner, as_root, true)?;
-        // The directory is synced once for all its files, after every job (sync_dirs).
-        std::fs::rename(&tmp, &local).map_err(|e| io(&local, "rename into", e))
-    })
-    .await?;
+    blocking(move || finish_file(file, &tmp, &local, &entry, as_root)).await?;
     Ok(Outcome::Written(size))
 }
 
@@ -227,22 +413,27 @@ async fn fetch_part(repo: &Repo, label: &BackupLabel, entry: Arc<FileEntry>, job
     let key = repo.layout.pack(label, job.part.pack);
     let bytes = repo.store.get_range(&key, job.part.offset..job.part.offset + job.part.len).await?;
     let k = repo.key.clone();
-    blocking(move || {
-        let what = format!("{key} (part of {})", entry.path);
-        let (plain, summary) = decode_blob_with_summary(&bytes, &what, k.as_ref())?;
-        let expected = entry.chunks.get(job.first_chunk..job.first_chunk + summary.chunk_sha256.len());
-        if plain.len() as u64 != job.part.plain_len || expected != Some(summary.chunk_sha256.as_slice()) {
-            return Err(CliError::new(
-                ErrorCode::Format,
-                format!(
-                    "{}: restored bytes at offset {} do not match the manifest's checksums",
-                    entry.path, job.offset
-                ),
-            ));
-        }
-        Ok(plain)
-    })
-    .await
+    blocking(move || decode_part(&key, &entry, job, &bytes, k.as_ref())).await
+}
+
+/// Decodes one stored part, checking its length and every frame against the manifest.
+fn decode_part(
+    key: &str,
+    entry: &FileEntry,
+    job: PartJob,
+    sealed: &[u8],
+    data_key: Option<&pgstrata_repo_format::DataKey>,
+) -> CliResult<Vec<u8>> {
+    let what = format!("{key} (part of {})", entry.path);
+    let (plain, summary) = decode_blob_with_summary(sealed, &what, data_key)?;
+    let expected = entry.chunks.get(job.first_chunk..job.first_chunk + summary.chunk_sha256.len());
+    if plain.len() as u64 != job.part.plain_len || expected != Some(summary.chunk_sha256.as_slice()) {
+        return Err(CliError::new(
+            ErrorCode::Format,
+            format!("{}: restored bytes at offset {} do not match the manifest's checksums", entry.path, job.offset),
+        ));
+    }
+    Ok(plain)
 }
 
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> CliResult<T> + Send + 'static) -> CliResult<T> {
@@ -278,14 +469,6 @@ fn local_digest(path: &Path, frame_size: usize) -> Option<(u64, Sha256Digest)> {
     Some((size, pgstrata_repo_format::digest::file_digest(&chunks)))
 }
 
-/// Syncs each restored directory once its files are in place (renames become durable).
-pub fn sync_dirs<'a>(dirs: impl IntoIterator<Item = &'a Path>) -> CliResult<()> {
-    for dir in dirs {
-        durable::sync_dir(dir)?;
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -307,6 +490,32 @@ mod tests {
 
     fn part(plain_len: u64) -> PartRef {
         PartRef { pack: 0, offset: 0, len: 1, plain_len }
+    }
+
+    fn job(name: &str, size: u64, parts: Vec<PartRef>) -> FileJob {
+        FileJob { entry: FileEntry { path: name.into(), ..entry(size, parts) }, local: PathBuf::from(name) }
+    }
+
+    #[test]
+    fn small_files_back_to_back_in_a_pack_are_batched() {
+        let at = |pack, offset, len| PartRef { pack, offset, len, plain_len: len * 3 };
+        let jobs = vec![
+            job("a", 30, vec![at(0, 0, 10)]),
+            job("b", 0, vec![]),
+            job("c", 60, vec![at(0, 10, 20)]),
+            // A gap: not the next bytes of the pack.
+            job("d", 30, vec![at(0, 40, 10)]),
+            // Another pack.
+            job("e", 30, vec![at(1, 0, 10)]),
+            // Large: alone.
+            job("f", 6 << 20, vec![at(1, 10, 2 << 20)]),
+            job("g", 30, vec![at(1, (2 << 20) + 10, 10)]),
+        ];
+        let stream = futures::stream::iter(jobs.into_iter().map(Ok));
+        let got: Vec<Vec<String>> = futures::executor::block_on(
+            batches(stream).map(|b| b.unwrap().into_iter().map(|j| j.entry.path).collect()).collect(),
+        );
+        assert_eq!(got, [vec!["a", "b", "c"], vec!["d"], vec!["e"], vec!["f"], vec!["g"]]);
     }
 
     #[test]

@@ -5,7 +5,8 @@
 //! [`guard`] decides what may be done to the directories (and refuses before anything is
 //! touched); [`plan`] places every manifest path on this host; [`tree`] makes directories and
 //! links and, for `--delta`, removes what the backup lacks; [`files`] restores the files,
-//! `process-max` at a time, each crash-safely; [`recovery`] writes the settings PostgreSQL
+//! small ones in batches, each under a temporary name renamed into place, and every filesystem
+//! written is synced before the restore completes; [`recovery`] writes the settings PostgreSQL
 //! reads. A marker file in the data directory stays until the restore has completed, so an
 //! interrupted restore can be finished with `--delta`.
 
@@ -81,8 +82,8 @@ async fn restore(config: &Config, stanza: &str, data: &Path, workers: usize) -> 
     let options = files::FileOptions { delta, as_root, frame_size: header.settings.frame_size.max(1), workers };
     let jobs = file_jobs(manifest.reopen().await?, &plan);
     let summary = files::restore_files(&repo, &backup.label, jobs, tree.bytes, options).await?;
-    let dirs = tree.dirs.iter().map(|(d, _)| d.as_path()).chain(plan.roots.values().map(PathBuf::as_path));
-    files::sync_dirs(dirs)?;
+    // Every file and directory written, on disk, before the restore can count as done.
+    durable::sync_filesystems(std::iter::once(data).chain(plan.roots.values().map(PathBuf::as_path)))?;
     if delta {
         tracing::info!("delta restore: {} files were already up to date", summary.unchanged);
     }

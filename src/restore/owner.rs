@@ -2,8 +2,10 @@
 //! restore runs as root (otherwise every file belongs to the user running it, as PostgreSQL
 //! needs).
 
+use std::collections::HashMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
+use std::sync::OnceLock;
 
 use pgstrata_repo_format::meta::Ownership;
 
@@ -14,15 +16,28 @@ pub fn io(path: &Path, what: &str, e: std::io::Error) -> CliError {
     CliError::new(ErrorCode::FileRead, format!("unable to {what} {}: {e}", path.display()))
 }
 
+/// User and group names to ids, read once from /etc/passwd and /etc/group.
+fn ids() -> &'static (HashMap<String, u32>, HashMap<String, u32>) {
+    static IDS: OnceLock<(HashMap<String, u32>, HashMap<String, u32>)> = OnceLock::new();
+    IDS.get_or_init(|| {
+        let read = |file: &str| -> HashMap<String, u32> {
+            std::fs::read_to_string(file)
+                .unwrap_or_default()
+                .lines()
+                .filter_map(|l| {
+                    let mut f = l.split(':');
+                    let name = f.next()?.to_string();
+                    Some((name, f.nth(1)?.parse().ok()?))
+                })
+                .collect()
+        };
+        (read("/etc/passwd"), read("/etc/group"))
+    })
+}
+
 fn uid_gid(owner: &Ownership) -> (Option<u32>, Option<u32>) {
-    let lookup = |file: &str, name: &Option<String>| -> Option<u32> {
-        let name = name.as_ref()?;
-        std::fs::read_to_string(file).ok()?.lines().find_map(|l| {
-            let mut f = l.split(':');
-            (f.next()? == name).then(|| f.nth(1)?.parse().ok())?
-        })
-    };
-    (lookup("/etc/passwd", &owner.user), lookup("/etc/group", &owner.group))
+    let (users, groups) = ids();
+    (owner.user.as_ref().and_then(|u| users.get(u).copied()), owner.group.as_ref().and_then(|g| groups.get(g).copied()))
 }
 
 /// Sets the recorded mode (when `follow`: not on a link) and, as root, the recorded owner.
