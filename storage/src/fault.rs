@@ -11,7 +11,6 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::StreamExt;
 use futures::stream::BoxStream;
-use object_store::client::{HttpError, HttpErrorKind};
 use object_store::path::Path;
 use object_store::{
     CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore, PutMultipartOptions,
@@ -172,9 +171,11 @@ impl FaultPlan {
 fn injected(kind: FaultKind, op: FaultOp, path: &Path) -> object_store::Error {
     let what = format!("injected {kind:?} fault on {op:?} {path}");
     match kind {
+        // A reset connection of a store without an HTTP client's retries (as the local
+        // filesystem's errors are): RepoStore's own retry layer handles it.
         FaultKind::Transient => object_store::Error::Generic {
             store: "faulty",
-            source: Box::new(HttpError::new(HttpErrorKind::Connect, std::io::Error::other(what))),
+            source: Box::new(std::io::Error::new(std::io::ErrorKind::ConnectionReset, what)),
         },
         FaultKind::Permanent => object_store::Error::Generic { store: "faulty", source: what.into() },
         FaultKind::Denied => object_store::Error::PermissionDenied { path: path.to_string(), source: what.into() },

@@ -1,12 +1,14 @@
 //! Retries with exponential backoff and full jitter, for retryable failures only, within a
-//! bounded total time.
+//! bounded total time — in one layer per kind of store.
 //!
-//! Two layers retry. The HTTP backends' own request loop (object_store's `RetryConfig`, set from
-//! the same [`RetryPolicy`]) retries 5xx, 429 "slow down", timeouts and connection failures of a
-//! single request and never a 4xx that will not change. Around each [`RepoStore`] call, this
-//! module retries what arrives back as transient anyway — a connection reset in the middle of a
-//! body, a timeout, an injected fault — classified by [`is_transient`]. Both stop at the policy's
-//! total time.
+//! For the HTTP backends the layer is object_store's own request loop (its `RetryConfig`, set
+//! from [`RetryPolicy`]): it retries 5xx, 429 "slow down", timeouts, connection failures and
+//! response bodies cut short, request by request (multipart parts included), and never a 4xx
+//! that will not change; each request gives up after the policy's attempts or total time. An
+//! error that comes back through it is final: [`RepoStore`] does not retry it again (it used to,
+//! nesting up to 25 attempts). Around each [`RepoStore`] call, this module retries only failures
+//! that did not come through an HTTP client — the local filesystem's transient I/O errors and
+//! injected faults — classified by [`is_transient`], within the same policy.
 //!
 //! [`RepoStore`]: crate::RepoStore
 
@@ -76,6 +78,18 @@ fn jitter() -> u64 {
         );
     }
     u64::from_le_bytes(b)
+}
+
+/// True when an HTTP client produced the error: its request loop has retried it already.
+pub fn retried_by_http_client(err: &object_store::Error) -> bool {
+    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = current {
+        if e.downcast_ref::<HttpError>().is_some() {
+            return true;
+        }
+        current = e.source();
+    }
+    false
 }
 
 /// True when an error is worth retrying: a transport failure (connect, request, timeout,
@@ -160,5 +174,7 @@ mod tests {
             source: Box::new(std::io::Error::from(std::io::ErrorKind::ConnectionReset)),
         };
         assert!(is_transient(&reset));
+        // What an HTTP client returns has been retried there; a local I/O error has not.
+        assert!(retried_by_http_client(&transient) && !retried_by_http_client(&reset));
     }
 }

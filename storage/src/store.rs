@@ -11,7 +11,7 @@ use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, WriteMultipart};
 
 use crate::error::{Result, StorageError, describe};
-use crate::retry::{RetryPolicy, is_transient};
+use crate::retry::{RetryPolicy, is_transient, retried_by_http_client};
 
 /// Default part size of streaming uploads: above S3's 5 MiB minimum.
 pub const DEFAULT_PART_SIZE: usize = 8 << 20;
@@ -138,7 +138,10 @@ impl RepoStore {
             match f(attempt).await {
                 Ok(v) => return Ok(v),
                 Err(e) => {
+                    // An HTTP request was already retried by the HTTP client, within the same
+                    // policy: one retry layer, one bounded total time.
                     let give_up = !is_transient(&e)
+                        || retried_by_http_client(&e)
                         || attempt >= self.retry.max_attempts
                         || start.elapsed() >= self.retry.total_timeout;
                     if give_up {
@@ -166,26 +169,23 @@ impl RepoStore {
 
     /// Writes an object only if it does not exist yet.
     ///
-    /// When an attempt failed ambiguously (the request may have reached the store) and a retry
-    /// then finds the object, the object is read back: identical bytes mean our own write landed,
-    /// and the call succeeds; anything else is [`StorageError::AlreadyExists`].
+    /// When the object turns out to exist, it is read back: an attempt may have landed with its
+    /// answer lost and been retried (here or inside the HTTP client), so identical bytes mean our
+    /// own write, and the call succeeds; anything else is [`StorageError::AlreadyExists`].
     pub async fn put_new(&self, key: &str, data: Bytes) -> Result<()> {
         let path = self.path(key);
         let result = self
-            .retrying("create", key, |attempt| {
+            .retrying("create", key, |_| {
                 let payload = PutPayload::from(data.clone());
                 let path = path.clone();
                 async move {
                     let opts = PutOptions { mode: PutMode::Create, ..Default::default() };
                     match self.inner.put_opts(&path, payload, opts).await {
                         Ok(_) => Ok(false),
-                        Err(object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. })
-                            if attempt > 1 =>
-                        {
+                        // Maybe our own earlier attempt: this layer's, or one the HTTP client
+                        // retried after a lost answer (it does not tell). Decided by reading back.
+                        Err(object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. }) => {
                             Ok(true)
-                        }
-                        Err(object_store::Error::Precondition { path, source }) => {
-                            Err(object_store::Error::AlreadyExists { path, source })
                         }
                         Err(e) => Err(e),
                     }
