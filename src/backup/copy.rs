@@ -214,18 +214,20 @@ fn copy_part(
     Ok((Some(sealed), done))
 }
 
-/// The part jobs of a file of `size` bytes. The last part reads up to a whole part, whatever
-/// is there (the file may have grown since it was examined).
+/// What the last part of a file reads beyond the size it had when examined (it may be growing;
+/// what it grows by after the backup started is rewritten by WAL replay anyway).
+const GROWTH: u64 = 1 << 20;
+
+/// The part jobs of a file of `size` bytes. The last part reads what is there, up to `GROWTH`
+/// more than expected (and never more than a part), so a small file needs a small buffer.
 fn part_jobs(seq: u64, file: &Arc<SourceFile>, part_size: usize) -> impl Iterator<Item = PartJob> + use<> {
     let parts = file.size.div_ceil(part_size as u64);
     let (size, file) = (file.size, Arc::clone(file));
     (0..parts).map(move |part| {
         let offset = part * part_size as u64;
-        let len = if part + 1 == parts {
-            part_size
-        } else {
-            part_size.min(usize::try_from(size - offset).unwrap_or(part_size))
-        };
+        let rest = size - offset;
+        let expected = if part + 1 == parts { rest.saturating_add(GROWTH) } else { rest };
+        let len = usize::try_from(expected).unwrap_or(part_size).min(part_size);
         PartJob { seq, part: usize::try_from(part).unwrap_or(usize::MAX), offset, len, file: Arc::clone(&file) }
     })
 }

@@ -80,8 +80,8 @@ impl ManifestSpool {
 
     /// Writes the manifest: the header, the spooled entries with `late` (the files of the
     /// reserved places, those that exist) in their places, and the end line, sealed as one blob
-    /// into `keys` (the manifest and its copy) together. Returns the SHA-256 of the manifest
-    /// text and the stored size of one copy.
+    /// into `keys[0]` and then copied to `keys[1]` (its spare). Returns the SHA-256 of the
+    /// manifest text and its stored size.
     pub async fn publish(
         self,
         store: &RepoStore,
@@ -98,7 +98,7 @@ impl ManifestSpool {
         segments.push(Segment { end: text_len, entries, slot: String::new() });
 
         let mut out = ManifestOut {
-            uploads: [store.upload(keys[0]).await?, store.upload(keys[1]).await?],
+            upload: store.upload(keys[0]).await?,
             enc: Some(BlobEncoder::new(blob, key)?),
             text: Vec::new(),
             sealed: Vec::new(),
@@ -150,24 +150,21 @@ impl ManifestSpool {
         .await;
         match result {
             Ok(sha256) => {
-                let [a, b] = out.uploads;
-                let stored = a.finish().await?;
-                b.finish().await?;
+                let stored = out.upload.finish().await?;
+                store.copy(keys[0], keys[1]).await?;
                 Ok((sha256, stored))
             }
             Err(e) => {
-                for upload in out.uploads {
-                    let _ = upload.abort().await;
-                }
+                let _ = out.upload.abort().await;
                 Err(e)
             }
         }
     }
 }
 
-/// The manifest being sealed and uploaded twice.
+/// The manifest being sealed and uploaded (then copied to its spare key).
 struct ManifestOut {
-    uploads: [Upload; 2],
+    upload: Upload,
     /// Taken when the blob is finished.
     enc: Option<BlobEncoder>,
     text: Vec<u8>,
@@ -186,9 +183,7 @@ impl ManifestOut {
             enc.finish(&mut self.sealed);
         }
         if self.sealed.len() >= FLUSH || last {
-            for upload in &mut self.uploads {
-                upload.write(&self.sealed).await?;
-            }
+            self.upload.write(&self.sealed).await?;
             self.sealed.clear();
         }
         Ok(())

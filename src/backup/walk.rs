@@ -399,8 +399,10 @@ impl Walker {
             let name = &names.as_bytes()[at.0 as usize..at.1 as usize];
             name.iter().copied().chain((at.2 == Kind::Subtree).then_some(b'/'))
         };
-        frame.order.sort_by(|a, b| key(a).cmp(key(b)));
+        frame.order.sort_unstable_by(|a, b| key(a).cmp(key(b)));
+        frame.order.shrink_to_fit();
         frame.names = names;
+        frame.names.shrink_to_fit();
         Ok(frame)
     }
 }

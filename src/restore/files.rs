@@ -140,7 +140,7 @@ pub async fn restore_files(
 
 /// Stored bytes of a part read as part of a batch, and of a batch's one request.
 const SMALL_PART: u64 = 1 << 20;
-const BATCH_BYTES: u64 = 4 << 20;
+const BATCH_BYTES: u64 = 2 << 20;
 const BATCH_FILES: usize = 256;
 
 /// The one stored part of a small file (`None` for an empty file).

@@ -6,9 +6,11 @@
 //! response bodies cut short, request by request (multipart parts included), and never a 4xx
 //! that will not change; each request gives up after the policy's attempts or total time. An
 //! error that comes back through it is final: [`RepoStore`] does not retry it again (it used to,
-//! nesting up to 25 attempts). Around each [`RepoStore`] call, this module retries only failures
-//! that did not come through an HTTP client — the local filesystem's transient I/O errors and
-//! injected faults — classified by [`is_transient`], within the same policy.
+//! nesting up to 25 attempts). Around each [`RepoStore`] call, this module retries only what no
+//! HTTP client retried — the local filesystem's transient I/O errors, injected faults, and a
+//! create-only put whose connection broke after it was sent (the client never repeats those;
+//! `put_new` can, because it reads back what it finds) — classified by [`is_transient`] and
+//! [`retried_by_http_client`], within the same policy.
 //!
 //! [`RepoStore`]: crate::RepoStore
 
@@ -31,9 +33,11 @@ pub struct RetryPolicy {
 
 impl Default for RetryPolicy {
     fn default() -> Self {
+        // A burst of 503s or resets lasting a few seconds is ridden out (backoffs of up to
+        // 0.2 + 0.4 + ... + 5 s, jittered); a store down for longer fails within a minute.
         Self {
-            max_attempts: 5,
-            initial_backoff: Duration::from_millis(100),
+            max_attempts: 8,
+            initial_backoff: Duration::from_millis(200),
             max_backoff: Duration::from_secs(5),
             total_timeout: Duration::from_secs(60),
         }
@@ -80,12 +84,15 @@ fn jitter() -> u64 {
     u64::from_le_bytes(b)
 }
 
-/// True when an HTTP client produced the error: its request loop has retried it already.
-pub fn retried_by_http_client(err: &object_store::Error) -> bool {
+/// True when an HTTP client produced the error and its request loop has retried it already (or
+/// would have, had it been worth it). `idempotent`: whether the client treats the request as
+/// safe to repeat; it does not repeat a non-idempotent request (a create-only put) after a
+/// connection broke mid-request or a timeout, since it cannot know whether the write landed.
+pub fn retried_by_http_client(err: &object_store::Error, idempotent: bool) -> bool {
     let mut current: Option<&(dyn std::error::Error + 'static)> = Some(err);
     while let Some(e) = current {
-        if e.downcast_ref::<HttpError>().is_some() {
-            return true;
+        if let Some(http) = e.downcast_ref::<HttpError>() {
+            return idempotent || !matches!(http.kind(), HttpErrorKind::Timeout | HttpErrorKind::Interrupted);
         }
         current = e.source();
     }
@@ -175,6 +182,13 @@ mod tests {
         };
         assert!(is_transient(&reset));
         // What an HTTP client returns has been retried there; a local I/O error has not.
-        assert!(retried_by_http_client(&transient) && !retried_by_http_client(&reset));
+        assert!(retried_by_http_client(&transient, true) && !retried_by_http_client(&reset, true));
+        // A create whose connection broke after it was sent: the client did not repeat it.
+        let broken = object_store::Error::Generic {
+            store: "x",
+            source: Box::new(HttpError::new(HttpErrorKind::Interrupted, std::io::Error::other("reset"))),
+        };
+        assert!(retried_by_http_client(&broken, true) && !retried_by_http_client(&broken, false));
+        assert!(retried_by_http_client(&transient, false));
     }
 }

@@ -37,8 +37,8 @@ pub struct ObjectInfo {
 /// - `upload` streams a large object in parts with bounded memory; nothing is visible until
 ///   `finish` returns.
 ///
-/// Single-request operations are retried on transient failures (see [`crate::retry`]); listing
-/// streams and upload parts rely on the HTTP layer's per-request retries.
+/// Transient failures are retried in one layer (see [`crate::retry`]): the HTTP client's
+/// per-request loop on the object stores, this type's own for what no HTTP client retried.
 #[derive(Clone, Debug)]
 pub struct RepoStore {
     inner: Arc<dyn ObjectStore>,
@@ -127,7 +127,16 @@ impl RepoStore {
     }
 
     /// Runs `f` until it succeeds, fails for good, or the retry budget is spent.
-    async fn retrying<T, F, Fut>(&self, op: &'static str, key: &str, mut f: F) -> Result<T>
+    async fn retrying<T, F, Fut>(&self, op: &'static str, key: &str, f: F) -> Result<T>
+    where
+        F: FnMut(u32) -> Fut,
+        Fut: Future<Output = std::result::Result<T, object_store::Error>>,
+    {
+        self.retrying_as(op, key, true, f).await
+    }
+
+    /// [`retrying`](Self::retrying) for a request the HTTP client treats as idempotent or not.
+    async fn retrying_as<T, F, Fut>(&self, op: &'static str, key: &str, idempotent: bool, mut f: F) -> Result<T>
     where
         F: FnMut(u32) -> Fut,
         Fut: Future<Output = std::result::Result<T, object_store::Error>>,
@@ -141,7 +150,7 @@ impl RepoStore {
                     // An HTTP request was already retried by the HTTP client, within the same
                     // policy: one retry layer, one bounded total time.
                     let give_up = !is_transient(&e)
-                        || retried_by_http_client(&e)
+                        || retried_by_http_client(&e, idempotent)
                         || attempt >= self.retry.max_attempts
                         || start.elapsed() >= self.retry.total_timeout;
                     if give_up {
@@ -167,6 +176,12 @@ impl RepoStore {
         .await
     }
 
+    /// Copies an object to another key (server-side on the object stores), replacing it.
+    pub async fn copy(&self, from: &str, to: &str) -> Result<()> {
+        let (src, dst) = (self.path(from), self.path(to));
+        self.retrying("copy", from, |_| self.inner.copy(&src, &dst)).await
+    }
+
     /// Writes an object only if it does not exist yet.
     ///
     /// When the object turns out to exist, it is read back: an attempt may have landed with its
@@ -175,7 +190,7 @@ impl RepoStore {
     pub async fn put_new(&self, key: &str, data: Bytes) -> Result<()> {
         let path = self.path(key);
         let result = self
-            .retrying("create", key, |_| {
+            .retrying_as("create", key, false, |_| {
                 let payload = PutPayload::from(data.clone());
                 let path = path.clone();
                 async move {
@@ -385,6 +400,7 @@ impl RepoStore {
             store: self.clone(),
             key: key.to_string(),
             written: 0,
+            started: unix_now(),
         })
     }
 }
@@ -395,6 +411,15 @@ pub struct Upload {
     store: RepoStore,
     key: String,
     written: u64,
+    /// Unix seconds.
+    started: i64,
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
 }
 
 impl std::fmt::Debug for Upload {
@@ -421,10 +446,23 @@ impl Upload {
     }
 
     /// Completes the upload; returns its size.
+    ///
+    /// A commit whose answer was lost may have landed: the HTTP client then repeats it, and
+    /// the repeat fails (Azure's block list names blocks that are no longer uncommitted). When
+    /// the commit fails, an object of exactly the bytes written, written since the upload
+    /// started, means it did land (uploads go to keys only this writer writes: packs and
+    /// manifests of its own backup), and the upload succeeded.
     pub async fn finish(self) -> Result<u64> {
-        let Self { writer, store, key, written } = self;
-        writer.finish().await.map_err(|e| store.error("complete upload of", &key, e, 1))?;
-        Ok(written)
+        let Self { writer, store, key, written, started } = self;
+        let Err(e) = writer.finish().await else { return Ok(written) };
+        let error = store.error("complete upload of", &key, e, 1);
+        match store.head(&key).await {
+            Ok(Some(info)) if info.size == written && info.last_modified >= started - 60 => {
+                tracing::debug!(key, "the upload landed though its completion failed: {error}");
+                Ok(written)
+            }
+            _ => Err(error),
+        }
     }
 
     /// Abandons the upload; nothing becomes visible.

@@ -23,6 +23,20 @@ use pgstrata_storage::{
 
 const AZURITE_KEY: &str = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
 
+/// Reports a skipped server test where it cannot be missed: straight to the terminal (the test
+/// harness captures `eprintln!` of passing tests, not writes to the stderr handle), with the
+/// count so far, so a plain `cargo test` says how much it did not run.
+fn loud_skip(reason: &str) {
+    use std::io::Write;
+    static SKIPPED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = SKIPPED.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+    let test = std::thread::current().name().unwrap_or("?").to_string();
+    let _ = writeln!(
+        std::io::stderr(),
+        "SKIPPED server test {test} ({reason}); {n} skipped so far in this binary: scripts/test.sh runs them all"
+    );
+}
+
 fn endpoint(var: &str) -> Option<String> {
     match std::env::var(var) {
         Ok(v) if !v.is_empty() => Some(v),
@@ -31,7 +45,7 @@ fn endpoint(var: &str) -> Option<String> {
                 !std::env::var("PGSTRATA_REQUIRE_SERVERS").is_ok_and(|v| v == "1"),
                 "{var} is not set but PGSTRATA_REQUIRE_SERVERS=1: the emulator did not start"
             );
-            eprintln!("skipping: {var} not set");
+            loud_skip(&format!("{var} not set"));
             None
         }
     }

@@ -34,13 +34,27 @@ fn required() -> bool {
     std::env::var("PGSTRATA_REQUIRE_SERVERS").is_ok_and(|v| v == "1")
 }
 
+/// Reports a skipped server test where it cannot be missed: straight to the terminal (the test
+/// harness captures `eprintln!` of passing tests, not writes to the stderr handle), with the
+/// count so far, so a plain `cargo test` says how much it did not run.
+fn loud_skip(reason: &str) {
+    use std::io::Write;
+    static SKIPPED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = SKIPPED.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+    let test = std::thread::current().name().unwrap_or("?").to_string();
+    let _ = writeln!(
+        std::io::stderr(),
+        "SKIPPED server test {test} ({reason}); {n} skipped so far in this binary: scripts/test.sh runs them all"
+    );
+}
+
 /// True when PostgreSQL can be used; a skip message otherwise (a failure when required).
 pub fn postgres_available() -> bool {
     if pg_bin().join("initdb").exists() {
         return true;
     }
     assert!(!required(), "PostgreSQL binaries not found in {} but PGSTRATA_REQUIRE_SERVERS=1", pg_bin().display());
-    eprintln!("skipping: no PostgreSQL binaries in {}", pg_bin().display());
+    loud_skip(&format!("no PostgreSQL binaries in {}", pg_bin().display()));
     false
 }
 
@@ -51,7 +65,7 @@ pub fn emulator(var: &str) -> Option<String> {
         Ok(v) if !v.is_empty() => Some(v),
         _ => {
             assert!(!required(), "{var} not set but PGSTRATA_REQUIRE_SERVERS=1: the emulator did not start");
-            eprintln!("skipping: {var} not set");
+            loud_skip(&format!("{var} not set"));
             None
         }
     }
