@@ -181,25 +181,62 @@ pub struct BlobSummary {
     pub frames: u64,
 }
 
-/// Seals single frames of one blob. Reusable across frames; holds the zstd context.
+thread_local! {
+    /// One zstd compression context per thread (with the level it was last set to), and one
+    /// decompression context: a context costs about a megabyte to set up, and a backup seals
+    /// one blob per small file, so making one per blob dominated both time and memory churn.
+    static COMPRESSOR: std::cell::RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> =
+        const { std::cell::RefCell::new(None) };
+    static DECOMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Runs `f` with this thread's zstd compressor set to `level`; `None` when zstd fails.
+fn with_compressor<R>(level: i32, f: impl FnOnce(&mut zstd::bulk::Compressor<'static>) -> R) -> Option<R> {
+    COMPRESSOR.with(|cell| {
+        let mut slot = cell.try_borrow_mut().ok()?;
+        match slot.as_mut() {
+            Some((current, c)) if *current == level => {}
+            Some((current, c)) => {
+                c.set_compression_level(level).ok()?;
+                *current = level;
+            }
+            None => *slot = Some((level, zstd::bulk::Compressor::new(level).ok()?)),
+        }
+        slot.as_mut().map(|(_, c)| f(c))
+    })
+}
+
+/// Decompresses into `out` with this thread's zstd context; the decoded length.
+fn zstd_decompress(compressed: &[u8], out: &mut [u8]) -> std::io::Result<usize> {
+    DECOMPRESSOR.with(|cell| {
+        let mut slot = cell.try_borrow_mut().map_err(std::io::Error::other)?;
+        if slot.is_none() {
+            *slot = Some(zstd::bulk::Decompressor::new()?);
+        }
+        match slot.as_mut() {
+            Some(d) => d.decompress_to_buffer(compressed, out),
+            None => Err(std::io::Error::other("no zstd context")),
+        }
+    })
+}
+
+/// Seals single frames of one blob. Reusable across frames.
 struct FrameSealer {
     header: [u8; BLOB_HEADER_LEN],
     key: Option<DataKey>,
     compression: Compression,
-    zstd: Option<zstd::bulk::Compressor<'static>>,
     scratch: Vec<u8>,
 }
 
 impl FrameSealer {
     fn new(header: BlobHeader, key: Option<DataKey>, compression: Compression) -> Result<Self> {
-        let zstd = match compression {
-            Compression::Zstd(level) => Some(
-                zstd::bulk::Compressor::new(level)
-                    .map_err(|e| FormatError::invalid("zstd level", format!("{level}: {e}")))?,
-            ),
-            _ => None,
-        };
-        Ok(Self { header: header.to_bytes(), key, compression, zstd, scratch: Vec::new() })
+        if let Compression::Zstd(level) = compression
+            && !zstd::compression_level_range().contains(&level)
+        {
+            return Err(FormatError::invalid("zstd level", format!("{level} is outside zstd's range")));
+        }
+        Ok(Self { header: header.to_bytes(), key, compression, scratch: Vec::new() })
     }
 
     /// Appends the sealed frame to `out`.
@@ -244,10 +281,10 @@ impl FrameSealer {
         self.scratch.clear();
         match self.compression {
             Compression::None => return None,
-            Compression::Zstd(_) => {
-                let zstd = self.zstd.as_mut()?;
+            Compression::Zstd(level) => {
                 self.scratch.reserve(zstd::zstd_safe::compress_bound(plain.len()));
-                zstd.compress_to_buffer(plain, &mut self.scratch).ok()?;
+                let scratch = &mut self.scratch;
+                with_compressor(level, |c| c.compress_to_buffer(plain, scratch))?.ok()?;
             }
             Compression::Lz4 => {
                 self.scratch.resize(lz4_flex::block::get_maximum_output_size(plain.len()), 0);
@@ -691,7 +728,7 @@ fn open_frame(
         }
         Codec::Zstd => {
             out.resize(start + plain_len, 0);
-            let n = zstd::bulk::decompress_to_buffer(compressed, &mut out[start..])
+            let n = zstd_decompress(compressed, &mut out[start..])
                 .map_err(|e| corrupt(&format!("zstd: {e}")))?;
             if n != plain_len {
                 return Err(corrupt("decoded length differs from header"));

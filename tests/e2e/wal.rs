@@ -348,6 +348,18 @@ fn async_push_reports_worker_errors_and_drops_past_queue_max() {
     kill_matching(&s, "archive-push:async");
     s.ok(&["--stanza=db", "archive-get", &ready[0], dest.to_str().unwrap()]);
     assert!(std::fs::read(&dest).unwrap() == std::fs::read(wal(&ready[0])).unwrap());
+
+    // A worker that dies before its first result (here: it cannot open the repository, which
+    // holds no stanza): the waiting foreground reports it at once with the worker's reason,
+    // not after archive-timeout (20 s here).
+    let spool_c = format!("--spool-path={}", scratch.path("spool-c").display());
+    let empty = format!("--repo1-path={}", scratch.path("no-stanza-here").display());
+    let started = std::time::Instant::now();
+    let o = s.run(&["--stanza=db", "archive-push", &spool_c, &empty, &wal(&ready[1])]);
+    let took = started.elapsed();
+    assert!(!o.status.success(), "a push whose worker cannot start succeeded: {}", text(&o));
+    assert!(took < std::time::Duration::from_secs(12), "the foreground waited {took:?} for a dead worker");
+    assert!(text(&o).contains("stanza"), "the worker's reason is not reported: {}", text(&o));
 }
 
 /// repo1 unreadable, repo2 fine: archive-get warns and serves from repo2, recovery completes;
