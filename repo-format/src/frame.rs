@@ -728,8 +728,7 @@ fn open_frame(
         }
         Codec::Zstd => {
             out.resize(start + plain_len, 0);
-            let n = zstd_decompress(compressed, &mut out[start..])
-                .map_err(|e| corrupt(&format!("zstd: {e}")))?;
+            let n = zstd_decompress(compressed, &mut out[start..]).map_err(|e| corrupt(&format!("zstd: {e}")))?;
             if n != plain_len {
                 return Err(corrupt("decoded length differs from header"));
             }
