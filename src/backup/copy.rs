@@ -348,6 +348,9 @@ pub async fn copy_tree(
         threads.push(spawned.map_err(spawn_err)?);
     }
     drop(sealed_tx);
+    // Only the workers hold the job queue now: once they have all stopped, a dispatcher
+    // waiting to queue a job is told so instead of waiting forever.
+    drop(job_rx);
 
     let mut progress = crate::progress::Progress::open_ended("backup");
     let result = collect(writer, sink, &window, &mut item_rx, &mut sealed_rx, &mut progress).await;
@@ -509,4 +512,100 @@ fn assemble(mut parts: Vec<(usize, usize, PartDone, Option<PartRef>)>) -> Copied
     }
     out.sha256 = pgstrata_repo_format::digest::file_digest(&out.chunks);
     out
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use pgstrata_repo_format::BlobSettings;
+    use pgstrata_storage::RetryPolicy;
+    use pgstrata_storage::fault::{FaultKind, FaultOp, FaultPlan, FaultyStore};
+
+    /// Records what reaches the manifest, in order.
+    #[derive(Default)]
+    struct Paths(Vec<String>, u64);
+
+    impl ItemSink for Paths {
+        fn dir(&mut self, entry: DirEntry) -> CliResult<()> {
+            self.0.push(entry.path);
+            Ok(())
+        }
+        fn link(&mut self, entry: LinkEntry) -> CliResult<()> {
+            self.0.push(entry.path);
+            Ok(())
+        }
+        fn file(&mut self, file: &SourceFile, copied: CopiedFile) -> CliResult<()> {
+            self.0.push(file.path.clone());
+            self.1 += copied.size;
+            Ok(())
+        }
+        fn slot(&mut self, path: &str) -> CliResult<()> {
+            self.0.push(path.to_string());
+            Ok(())
+        }
+    }
+
+    fn tree(files: usize, size: impl Fn(usize) -> usize) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        for i in 0..files {
+            let sub = dir.path().join(format!("d{}", i % 7));
+            std::fs::create_dir_all(&sub).unwrap();
+            std::fs::write(sub.join(format!("f{i}")), vec![(i % 251) as u8; size(i)]).unwrap();
+        }
+        dir
+    }
+
+    fn copy(dir: &std::path::Path, plan: Arc<FaultPlan>) -> (CliResult<CopyCount>, Paths) {
+        let inner: Arc<dyn object_store::ObjectStore> = Arc::new(object_store::memory::InMemory::new());
+        let store = RepoStore::new(Arc::new(FaultyStore::new(inner, plan)), "", "memory".into(), RetryPolicy::none());
+        let layout = StanzaLayout::new("db").unwrap();
+        let label = BackupLabel::full(1_800_000_000);
+        let mut packs = PackWriter::new(store, layout, label, 1 << 20, 0);
+        let settings = CopySettings {
+            workers: 2,
+            blob: BlobSettings::default(),
+            key: None,
+            part_size: 1 << 20,
+            pack_size: 1 << 20,
+            checksum_pages: false,
+            start_lsn: Lsn(0),
+        };
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        let mut sink = Paths::default();
+        let result = rt.block_on(async {
+            let copy = copy_tree(Walker::new(dir, 131_072), &mut packs, settings, &mut sink);
+            let r = tokio::time::timeout(std::time::Duration::from_secs(30), copy).await.expect("the copy hung");
+            match r {
+                Ok((_, count)) => packs.finish().await.map(|_| count),
+                Err(e) => Err(e),
+            }
+        });
+        (result, sink)
+    }
+
+    #[test]
+    fn every_file_reaches_the_manifest_in_path_order() {
+        let dir = tree(3000, |i| 3000 + i % 5000);
+        let (result, sink) = copy(dir.path(), FaultPlan::new());
+        let count = result.expect("copy");
+        assert_eq!(count.files, 3000);
+        let expected: u64 = (0..3000u64).map(|i| 3000 + i % 5000).sum();
+        assert_eq!((count.bytes, sink.1), (expected, expected));
+        let mut sorted = sink.0.clone();
+        sorted.sort();
+        assert_eq!(sink.0, sorted, "entries out of path order");
+    }
+
+    #[test]
+    fn a_store_failure_stops_the_copy_and_nothing_hangs() {
+        // Files of several parts: the walk is often waiting to queue the rest of a file's parts.
+        let dir = tree(12, |_| 4 << 20);
+        let plan = FaultPlan::new();
+        // The first pack cannot be started: by then the walk waits to queue jobs for busy workers.
+        plan.fail_op(FaultOp::StartUpload, 1, FaultKind::Permanent);
+        let (result, _) = copy(dir.path(), plan.clone());
+        assert!(result.is_err(), "a failed pack upload went unnoticed");
+        assert!(plan.injected() > 0);
+    }
 }
