@@ -6,7 +6,9 @@
 #     per segment the way PostgreSQL's archiver does (.ready renamed to .done after each success);
 # (c) recovery of RECOVERY_GIB of archived WAL through archive-get with archive-async=y: restore
 #     of the same base backup, then replay from the archive to the end, wall time from start to
-#     promotion.
+#     promotion;
+# (d) synchronous archive-get of the SEGMENTS segments archived in (a), one call each as
+#     restore_command makes them: mean wall time per segment (checked byte for byte).
 # Both tools: zst level 3, no encryption. Needs `pgbackrest`, PostgreSQL binaries, GNU time.
 # PARTS=push skips (c). COMPRESS=lz4 (or zst:LEVEL, none) changes the codec of both tools.
 set -euo pipefail
@@ -28,8 +30,9 @@ mkdir -p "$W/sock" "$W/lock" "$W/log" "$W/spool-pgbackrest" "$W/spool-pgstrata"
 if [ "$(id -u)" = 0 ]; then chown -R postgres:postgres "$W"; as_pg() { runuser -u postgres -- "$@"; }; else as_pg() { "$@"; }; fi
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 PORT=$(free_port)
-stop_all() { for d in "$W"/data "$W"/ready "$W"/replay-*; do [ -d "$d" ] && as_pg "$PG_BIN/pg_ctl" -D "$d" -m immediate -w stop > /dev/null 2>&1; done; true; }
-cleanup() { stop_all; rm -rf "$W"; }
+stop_all() { for d in "$W"/data "$W"/ready "$W"/replay-*; do [ -d "$d" ] && { as_pg "$PG_BIN/pg_ctl" -D "$d" -m immediate -w stop > /dev/null 2>&1 || true; }; done; true; }
+# A worker may still be writing to its spool while the directory goes: a second try.
+cleanup() { stop_all; rm -rf "$W" 2> /dev/null || { sleep 1; rm -rf "$W"; } || true; }
 trap cleanup EXIT
 
 conf() { # tool, data dir, port, extra lines -> config file path
@@ -152,6 +155,21 @@ for mode in sync async; do
   done
 done
 
+# ---- (d) synchronous archive-get, one call per segment as restore_command makes it ----
+mkdir -p "$W/got" && [ "$(id -u)" = 0 ] && chown postgres:postgres "$W/got"
+for tool in pgbackrest pgstrata; do
+  c="$W/$tool-ready.conf"
+  sed -i "s|repo1-path=.*|repo1-path=$W/repo-$tool-sync|; s|archive-async=.*|archive-async=n|" "$c"
+  t0=$(now)
+  for s in "${SEGS[@]}"; do
+    as_pg "$(tool_bin $tool)" "--config=$c" --stanza=bench archive-get "$s" "$W/got/$s" > /dev/null
+  done
+  t1=$(now)
+  for s in "${SEGS[@]}"; do cmp -s "$W/got/$s" "$W/ready/pg_wal/$s" || { echo "compare-wal: $tool fetched a different $s" >&2; exit 1; }; done
+  rm -f "$W"/got/*
+  echo "get-sync $tool $(python3 -c "print(round($t1 - $t0, 3))") ${#SEGS[@]}" >> "$RESULTS"
+done
+
 python3 - "$RESULTS" "$wal_bytes" "$COMPRESS" <<'PY'
 import sys
 rows = [l.split() for l in open(sys.argv[1]) if l.strip()]
@@ -169,6 +187,11 @@ for mode in ("sync", "async"):
     bt, st = float(b[0]), float(s[0])
     print(f"archive-push {mode:<5} {n} segments: pgBackRest {bt:.2f} s ({1000*bt/n:.1f} ms/segment, {n/bt:.1f} seg/s)"
           f" | pgstrata {st:.2f} s ({1000*st/n:.1f} ms/segment, {n/st:.1f} seg/s) | speed-up {ratio(bt, st):.2f}x")
+if "get-sync" in r:
+    b, s = r["get-sync"]["pgbackrest"], r["get-sync"]["pgstrata"]
+    n, bt, st = int(b[1]), float(b[0]), float(s[0])
+    print(f"archive-get sync  {n} segments: pgBackRest {1000*bt/n:.1f} ms/segment | pgstrata {1000*st/n:.1f} ms/segment"
+          f" | speed-up {ratio(bt, st):.2f}x")
 if "recovery" in r:
     b, s = r["recovery"]["pgbackrest"], r["recovery"]["pgstrata"]
     print(f"recovery (restore + replay): pgBackRest {float(b[0]):.2f} + {float(b[1]):.2f} s | pgstrata {float(s[0]):.2f} + {float(s[1]):.2f} s"

@@ -90,6 +90,13 @@ proptest! {
         let (whole, summary) = pgstrata_repo_format::decode_blob_with_summary(&blob, "b", key.as_ref()).unwrap();
         prop_assert_eq!(&whole, &data);
         prop_assert_eq!(summary.chunk_sha256.len(), data.len().div_ceil(frame_size));
+        // So does the parallel one, digests included, whatever the thread count.
+        let threads = 1 + (seed % 5) as usize;
+        let (par, par_summary) =
+            pgstrata_repo_format::decode_blob_parallel(&blob, "b", key.as_ref(), threads).unwrap();
+        prop_assert_eq!(&par, &data);
+        prop_assert_eq!(&par_summary.chunk_sha256, &summary.chunk_sha256);
+        prop_assert_eq!(par_summary.frames, summary.frames);
         // Sealed by several sealers in any order (as threads do), then put in index order: the
         // same format, every frame in its place.
         let sealers = 1 + (seed % 4) as usize;
@@ -144,6 +151,10 @@ fn every_flipped_byte_is_detected() {
             let mut bad = blob.clone();
             bad[at] ^= 0x01;
             let Err(err) = decode_blob(&bad, "blob", key) else { panic!("flip at {at} went unnoticed") };
+            assert!(
+                pgstrata_repo_format::decode_blob_parallel(&bad, "blob", key, 3).is_err(),
+                "flip at {at} went unnoticed by the parallel decoder"
+            );
             let in_body = frames.iter().any(|&(start, end)| at >= start + FRAME_HEADER_LEN && at < end);
             if in_body {
                 assert!(matches!(err, FormatError::Corrupt { .. }), "flip in a frame body at {at}: {err}");
@@ -164,6 +175,7 @@ fn swapped_frames_are_detected() {
         swapped.extend_from_slice(&blob[a.0..a.1]);
         swapped.extend_from_slice(&blob[b.1..]);
         let Err(err) = decode_blob(&swapped, "blob", key) else { panic!("swap went unnoticed") };
+        assert!(pgstrata_repo_format::decode_blob_parallel(&swapped, "blob", key, 2).is_err());
         assert!(matches!(err, FormatError::Corrupt { .. }), "{err}");
     }
 }
