@@ -1,5 +1,6 @@
-//! `backup`: a full backup of a running cluster, taken in parallel into packs, with the manifest
-//! written last and the catalog updated after it.
+//! `backup`: a full backup of a running cluster, taken in parallel into packs while the files
+//! are walked, with the manifest written last and the catalog updated after it. Memory does not
+//! grow with the number of files: the walk, the copy and the manifest all stream.
 
 pub mod copy;
 pub mod plan;
@@ -22,7 +23,7 @@ use crate::postgres::{pg_path, read_control};
 use crate::repo::{Repo, blob_settings, open_repo, stanza_name};
 use copy::{CopySettings, PackWriter, copy_tree};
 use plan::{BackupPlan, Stored, WalRange};
-use server::{BackupServer, Stopped};
+use server::{BackupServer, Started, Stopped};
 use spool::ManifestSpool;
 use walk::Walker;
 
@@ -161,19 +162,12 @@ async fn take_backup(
         let timeout = config.duration("archive-timeout").unwrap_or(Duration::from_secs(60));
         wait_for_archive(repo, &started.wal, &stopped.wal, server.seg_size(), timeout).await?;
     }
-    let wal = WalRange {
-        timeline: started.timeline,
-        lsn_start: started.lsn,
-        lsn_stop: stopped.lsn,
-        wal_start: started.wal.to_string(),
-        wal_stop: stopped.wal.to_string(),
-        timestamp_start,
-        timestamp_stop: unix_now(),
-    };
+    let wal = wal_range(&started, &stopped, timestamp_start);
     let header =
         plan.header(&control, &wal, backup_settings(config, repo, &control), walker.targets().to_vec(), totals.packs);
     let page_error_files = spool.page_error_files;
     let size = copied.bytes + late.iter().map(|f| f.size).sum::<u64>();
+    let file_total = copied.files + late.len() as u64;
 
     lease.check()?;
     let manifest_key = repo.layout.manifest(&plan.label);
@@ -184,17 +178,36 @@ async fn take_backup(
     catalog.backups.push(plan.catalog_entry(&wal, stored, manifest_sha256));
     lease.check()?;
     repo.save_catalog(&catalog, settings.blob).await?;
+    report(&plan, &stored, file_total);
+    Ok(())
+}
+
+fn wal_range(started: &Started, stopped: &Stopped, timestamp_start: i64) -> WalRange {
+    WalRange {
+        timeline: started.timeline,
+        lsn_start: started.lsn,
+        lsn_stop: stopped.lsn,
+        wal_start: started.wal.to_string(),
+        wal_stop: stopped.wal.to_string(),
+        timestamp_start,
+        timestamp_stop: unix_now(),
+    }
+}
+
+/// What pgBackRest says at the end of a backup.
+fn report(plan: &BackupPlan, stored: &Stored, file_total: u64) {
     tracing::info!("new backup label = {}", plan.label);
     tracing::info!(
-        "full backup size = {}, file total = {}, repository size = {}",
-        human(size),
-        copied.files + 2,
+        "full backup size = {}, file total = {file_total}, repository size = {}",
+        human(stored.size),
         human(stored.repo_size)
     );
-    if page_error_files > 0 {
-        tracing::warn!("{page_error_files} files have invalid page checksums; the backup is marked with error=true");
+    if stored.page_error_files > 0 {
+        tracing::warn!(
+            "{} files have invalid page checksums; the backup is marked with error=true",
+            stored.page_error_files
+        );
     }
-    Ok(())
 }
 
 fn copy_settings(config: &Config, repo: &Repo, control: &ControlFile, start_lsn: Lsn) -> CliResult<CopySettings> {
