@@ -270,6 +270,12 @@ async fn restore_batch(
                 }
                 None => Vec::new(),
             };
+            if plain.len() as u64 != job.entry.size {
+                return Err(CliError::new(
+                    ErrorCode::Format,
+                    format!("{}: {} bytes stored, the manifest says {}", job.entry.path, plain.len(), job.entry.size),
+                ));
+            }
             write_whole(&job, &plain, as_root)?;
             written.push(job.entry.size);
         }
