@@ -12,6 +12,7 @@
 //!
 //! `docs/architecture.md` maps the rest of the house.
 
+pub mod accounts;
 pub mod archive;
 pub mod backup;
 pub mod commands;

@@ -902,55 +902,19 @@ pub fn decode_blob_parallel(
 
 /// The in-place decoder; per-frame digests only when `digests` is set.
 fn decode_in_place(bytes: &[u8], what: &str, key: Option<&DataKey>, digests: bool) -> Result<(Vec<u8>, DecodeSummary)> {
-    if bytes.len() < BLOB_HEADER_LEN {
-        return Err(FormatError::truncated(what, format!("{} bytes, shorter than a blob header", bytes.len())));
-    }
-    let mut raw = [0u8; BLOB_HEADER_LEN];
-    raw.copy_from_slice(&bytes[..BLOB_HEADER_LEN]);
-    let header = BlobHeader::parse(&raw, what)?;
-    check_key(what, key, &header)?;
+    let (raw, spans) = frame_spans(bytes, what, key)?;
     let ctx = FrameCtx { what, key, raw_header: &raw };
-    let overhead = if key.is_some() { NONCE_LEN + TAG_LEN } else { 0 };
     let mut out = Vec::new();
     let mut chunks = Vec::new();
     let mut scratch = Vec::new();
-    let mut pos = BLOB_HEADER_LEN;
-    let mut index = 0u64;
-    loop {
-        if bytes.len() - pos < FRAME_HEADER_LEN {
-            return Err(FormatError::truncated(
-                what,
-                format!("ends after {index} frames without the last-frame marker"),
-            ));
-        }
-        let mut fh = [0u8; FRAME_HEADER_LEN];
-        fh.copy_from_slice(&bytes[pos..pos + FRAME_HEADER_LEN]);
-        let body_len = u32_at(&fh, 0) as usize;
-        let plain_len = u32_at(&fh, 4) as usize;
-        if plain_len > MAX_FRAME_SIZE || body_len > MAX_FRAME_SIZE + overhead || body_len < overhead {
-            return Err(FormatError::corrupt(what, format!("frame {index}: impossible frame lengths")));
-        }
-        let start = pos + FRAME_HEADER_LEN;
-        if bytes.len() - start < body_len {
-            return Err(FormatError::truncated(
-                what,
-                format!("ends after {index} frames without the last-frame marker"),
-            ));
-        }
+    for span in &spans {
         let before = out.len();
-        let last = open_frame(&ctx, index, &fh, &bytes[start..start + body_len], &mut scratch, &mut out)?;
+        let body = &bytes[span.start..span.start + span.body_len];
+        open_frame(&ctx, span.index, &span.fh, body, &mut scratch, &mut out)?;
         if digests && out.len() > before {
             chunks.push(Sha256Digest::of(&out[before..]));
         }
-        pos = start + body_len;
-        index += 1;
-        if last {
-            break;
-        }
     }
-    if pos != bytes.len() {
-        return Err(FormatError::corrupt(what, format!("{} bytes after the last frame", bytes.len() - pos)));
-    }
-    let summary = DecodeSummary { plain_len: out.len() as u64, chunk_sha256: chunks, frames: index };
+    let summary = DecodeSummary { plain_len: out.len() as u64, chunk_sha256: chunks, frames: spans.len() as u64 };
     Ok((out, summary))
 }

@@ -106,19 +106,9 @@ struct Names {
 
 impl Names {
     fn load() -> Self {
-        let read = |path: &str| -> HashMap<u32, String> {
-            std::fs::read_to_string(path)
-                .unwrap_or_default()
-                .lines()
-                .filter_map(|l| {
-                    let mut f = l.split(':');
-                    let name = f.next()?;
-                    let id = f.nth(1)?.parse().ok()?;
-                    Some((id, name.to_string()))
-                })
-                .collect()
-        };
-        Self { users: read("/etc/passwd"), groups: read("/etc/group") }
+        use crate::accounts::{Db, entries};
+        let by_id = |db| entries(db).into_iter().map(|(name, id)| (id, name)).collect();
+        Self { users: by_id(Db::Users), groups: by_id(Db::Groups) }
     }
 
     fn owner(&self, meta: &std::fs::Metadata) -> Ownership {

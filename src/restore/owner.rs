@@ -20,18 +20,8 @@ pub fn io(path: &Path, what: &str, e: std::io::Error) -> CliError {
 fn ids() -> &'static (HashMap<String, u32>, HashMap<String, u32>) {
     static IDS: OnceLock<(HashMap<String, u32>, HashMap<String, u32>)> = OnceLock::new();
     IDS.get_or_init(|| {
-        let read = |file: &str| -> HashMap<String, u32> {
-            std::fs::read_to_string(file)
-                .unwrap_or_default()
-                .lines()
-                .filter_map(|l| {
-                    let mut f = l.split(':');
-                    let name = f.next()?.to_string();
-                    Some((name, f.nth(1)?.parse().ok()?))
-                })
-                .collect()
-        };
-        (read("/etc/passwd"), read("/etc/group"))
+        use crate::accounts::{Db, entries};
+        (entries(Db::Users).into_iter().collect(), entries(Db::Groups).into_iter().collect())
     })
 }
 
