@@ -4,10 +4,13 @@
 //!
 //! Small files that lie back to back in a pack are restored in batches, their stored bytes read
 //! with one ranged request; a large file is a job of its own, its parts fetched and decoded
-//! ahead in parallel but written in order. Either way (delta: unless the file in place is
-//! already identical) a file is written under a temporary name, checked frame by frame against
-//! the manifest's chunk digests, given its time, mode and owner, and renamed into place. The
-//! restore syncs each filesystem it wrote once, at the end, before it removes its marker.
+//! ahead in parallel but written in order. Every file is checked frame by frame against the
+//! manifest's chunk digests and given its time, mode and owner through its open descriptor.
+//! Into an empty directory a file is written straight under its name (the restore's marker and
+//! the held-back `pg_control` make the whole restore the unit of crash safety, and a second
+//! directory operation per file would double the cost of many small files); with `--delta`, a
+//! file that differs from the one in place is written under a temporary name and renamed over
+//! it. The restore syncs each filesystem it wrote once, at the end, before it completes.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -21,7 +24,7 @@ use crate::durable;
 use crate::error::{CliError, CliResult, ErrorCode};
 use crate::progress::Progress;
 use crate::repo::Repo;
-use crate::restore::owner::{apply_owner, io};
+use crate::restore::owner::{apply_owner, apply_owner_to, io};
 
 /// What the file jobs need besides the file.
 #[derive(Clone, Copy, Debug)]
@@ -252,7 +255,7 @@ async fn restore_batch(
         }
         _ => (bytes::Bytes::new(), 0, String::new()),
     };
-    let (k, as_root) = (repo.key.clone(), options.as_root);
+    let k = repo.key.clone();
     let written = blocking(move || {
         let mut written = Vec::with_capacity(batch.len());
         for job in batch {
@@ -276,7 +279,7 @@ async fn restore_batch(
                     format!("{}: {} bytes stored, the manifest says {}", job.entry.path, plain.len(), job.entry.size),
                 ));
             }
-            write_whole(&job, &plain, as_root)?;
+            write_whole(&job, &plain, options)?;
             written.push(job.entry.size);
         }
         Ok(written)
@@ -291,37 +294,51 @@ async fn restore_batch(
     Ok(outcomes)
 }
 
-/// Writes a whole file under its temporary name, with its mode, time and owner, and renames
-/// it into place.
-fn write_whole(job: &FileJob, plain: &[u8], as_root: bool) -> CliResult<()> {
-    use std::io::Write;
+/// Where a file is written: straight under its name into an empty directory, under a temporary
+/// name beside it when it replaces a file in place (`--delta`).
+fn output_path(local: &Path, delta: bool) -> PathBuf {
+    if delta { durable::temp_name(local) } else { local.to_path_buf() }
+}
+
+/// Creates the output file of a job (truncating a leftover of an interrupted attempt).
+fn create_output(path: &Path, mode: u32) -> CliResult<std::fs::File> {
     use std::os::unix::fs::OpenOptionsExt;
-    let tmp = durable::temp_name(&job.local);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode & 0o777)
+        .open(path)
+        .map_err(|e| io(path, "create", e))
+}
+
+/// Writes a whole small file with its mode, time and owner (see [`output_path`]).
+fn write_whole(job: &FileJob, plain: &[u8], options: FileOptions) -> CliResult<()> {
+    use std::io::Write;
+    let out = output_path(&job.local, options.delta);
     let result = (|| {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(job.entry.owner.mode)
-            .open(&tmp)
-            .map_err(|e| io(&tmp, "create", e))?;
-        f.write_all(plain).map_err(|e| io(&tmp, "write", e))?;
-        finish_file(f, &tmp, &job.local, &job.entry, as_root)
+        let mut f = create_output(&out, job.entry.owner.mode)?;
+        f.write_all(plain).map_err(|e| io(&out, "write", e))?;
+        finish_file(f, &out, &job.local, &job.entry, options.as_root)
     })();
     if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
+        let _ = std::fs::remove_file(&out);
     }
     result
 }
 
-/// Sets a written file's time, mode and owner and renames it into place (the filesystems are
-/// synced once at the end of the restore, before it reports success).
-fn finish_file(file: std::fs::File, tmp: &Path, local: &Path, entry: &FileEntry, as_root: bool) -> CliResult<()> {
+/// Sets a written file's owner, mode and time through its descriptor and, when it was written
+/// under a temporary name, renames it into place (the filesystems are synced once at the end of
+/// the restore, before it reports success).
+fn finish_file(file: std::fs::File, out: &Path, local: &Path, entry: &FileEntry, as_root: bool) -> CliResult<()> {
+    apply_owner_to(&file, out, &entry.owner, as_root)?;
     let mtime = SystemTime::UNIX_EPOCH + Duration::from_secs(u64::try_from(entry.mtime).unwrap_or(0));
-    file.set_modified(mtime).map_err(|e| io(tmp, "set the time of", e))?;
+    file.set_modified(mtime).map_err(|e| io(out, "set the time of", e))?;
     drop(file);
-    apply_owner(tmp, &entry.owner, as_root, true)?;
-    std::fs::rename(tmp, local).map_err(|e| io(local, "rename into", e))
+    if out != local {
+        std::fs::rename(out, local).map_err(|e| io(local, "rename into", e))?;
+    }
+    Ok(())
 }
 
 enum Outcome {
@@ -350,28 +367,28 @@ async fn restore_file(
             return Ok(Outcome::Unchanged(entry.size));
         }
     }
-    let tmp = durable::temp_name(&local);
+    let out = output_path(&local, options.delta);
     let file = {
-        let (tmp, size) = (tmp.clone(), entry.size);
+        let (out, size, mode) = (out.clone(), entry.size, entry.owner.mode);
         Arc::new(
             blocking(move || {
-                let f = std::fs::File::create(&tmp).map_err(|e| io(&tmp, "create", e))?;
-                f.set_len(size).map_err(|e| io(&tmp, "size", e))?;
+                let f = create_output(&out, mode)?;
+                f.set_len(size).map_err(|e| io(&out, "size", e))?;
                 Ok(f)
             })
             .await?,
         )
     };
-    let written = write_parts(repo, label, &entry, &file, &tmp, parts, options.workers, progress).await;
+    let written = write_parts(repo, label, &entry, &file, &out, parts, options.workers, progress).await;
     if let Err(e) = written {
         drop(file);
-        let _ = std::fs::remove_file(&tmp);
+        let _ = std::fs::remove_file(&out);
         return Err(e);
     }
     let file =
         Arc::try_unwrap(file).map_err(|_| CliError::new(ErrorCode::Format, "a restored file is still in use"))?;
     let (size, as_root) = (entry.size, options.as_root);
-    blocking(move || finish_file(file, &tmp, &local, &entry, as_root)).await?;
+    blocking(move || finish_file(file, &out, &local, &entry, as_root)).await?;
     Ok(Outcome::Written(size))
 }
 

@@ -8,7 +8,8 @@
 //! small ones in batches, each under a temporary name renamed into place, and every filesystem
 //! written is synced before the restore completes; [`recovery`] writes the settings PostgreSQL
 //! reads. A marker file in the data directory stays until the restore has completed, so an
-//! interrupted restore can be finished with `--delta`.
+//! interrupted restore can be finished with `--delta`; `global/pg_control` is restored under
+//! another name and put in place last, so PostgreSQL refuses to start an unfinished restore.
 
 use std::path::{Path, PathBuf};
 
@@ -73,6 +74,10 @@ async fn restore(config: &Config, stanza: &str, data: &Path, workers: usize) -> 
     // From here on the directories change: the marker says a restore is under way.
     std::fs::create_dir_all(data).map_err(|e| owner::io(data, "create", e))?;
     durable::write(&data.join(guard::MARKER), backup.label.to_string().as_bytes(), 0o600)?;
+    let control = ControlFile::new(data);
+    if delta {
+        control.withdraw()?;
+    }
     let as_root = owner::am_root();
     tree.build(&plan, as_root)?;
     if delta {
@@ -80,7 +85,7 @@ async fn restore(config: &Config, stanza: &str, data: &Path, workers: usize) -> 
     }
     // Second pass: the files, streamed into the jobs.
     let options = files::FileOptions { delta, as_root, frame_size: header.settings.frame_size.max(1), workers };
-    let jobs = file_jobs(manifest.reopen().await?, &plan);
+    let jobs = file_jobs(manifest.reopen().await?, &plan, &control);
     let summary = files::restore_files(&repo, &backup.label, jobs, tree.bytes, options).await?;
     // Every file and directory written, on disk, before the restore can count as done.
     durable::sync_filesystems(std::iter::once(data).chain(plan.roots.values().map(PathBuf::as_path)))?;
@@ -89,6 +94,7 @@ async fn restore(config: &Config, stanza: &str, data: &Path, workers: usize) -> 
     }
     recovery::rewrite_tablespace_map(&plan, data)?;
     recovery::write_recovery(config, stanza, data, &recovery, preserved)?;
+    control.put_in_place()?;
     let marker = data.join(guard::MARKER);
     std::fs::remove_file(&marker).map_err(|e| owner::io(&marker, "remove", e))?;
     durable::sync_dir(data)?;
@@ -96,17 +102,63 @@ async fn restore(config: &Config, stanza: &str, data: &Path, workers: usize) -> 
     Ok(())
 }
 
+/// `global/pg_control`, restored under another name and put in place when everything else is:
+/// without it PostgreSQL will not start, so an unfinished restore cannot be started by mistake
+/// (pgBackRest does the same).
+struct ControlFile {
+    path: PathBuf,
+    held: PathBuf,
+}
+
+impl ControlFile {
+    const MANIFEST_PATH: &str = "pg_data/global/pg_control";
+
+    fn new(data: &Path) -> Self {
+        let path = data.join("global/pg_control");
+        Self { held: path.with_file_name("pg_control.pgstrata-restore"), path }
+    }
+
+    /// Where a manifest file is written: the held name for `pg_control`.
+    fn place(&self, manifest_path: &str, local: PathBuf) -> PathBuf {
+        if manifest_path == Self::MANIFEST_PATH { self.held.clone() } else { local }
+    }
+
+    /// Delta: the control file in place goes before any other file changes (and the removal
+    /// is made durable), so the directory cannot be started half restored.
+    fn withdraw(&self) -> CliResult<()> {
+        match std::fs::remove_file(&self.path) {
+            Ok(()) => durable::sync_dir(self.path.parent().unwrap_or(Path::new("."))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(owner::io(&self.path, "remove", e)),
+        }
+    }
+
+    /// The last step that makes the directory startable.
+    fn put_in_place(&self) -> CliResult<()> {
+        if !self.held.exists() {
+            return Err(CliError::new(
+                ErrorCode::Format,
+                format!("the backup has no {}: the restored directory cannot be started", Self::MANIFEST_PATH),
+            ));
+        }
+        durable::rename(&self.held, &self.path)
+    }
+}
+
 /// The files of a manifest pass, placed by the plan, as a stream of jobs.
 fn file_jobs<'a>(
     manifest: ManifestStream<'a>,
     plan: &'a RestorePlan,
+    control: &'a ControlFile,
 ) -> impl futures::Stream<Item = CliResult<files::FileJob>> + 'a {
     futures::stream::unfold(Some(manifest), move |state| async move {
         let mut m = state?;
         loop {
             match m.next().await {
                 Ok(Some(ManifestEntry::File(entry))) => {
-                    let job = plan.local(&entry.path).map(|local| files::FileJob { entry, local });
+                    let job = plan
+                        .local(&entry.path)
+                        .map(|local| files::FileJob { local: control.place(&entry.path, local), entry });
                     return Some((job, Some(m)));
                 }
                 Ok(Some(_)) => continue,

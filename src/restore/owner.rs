@@ -45,6 +45,16 @@ pub fn apply_owner(path: &Path, owner: &Ownership, as_root: bool, follow: bool) 
     Ok(())
 }
 
+/// Sets the recorded owner (as root) and mode of a file restore has open, through its
+/// descriptor (no path lookup; the owner first, as a change of owner clears set-id bits).
+pub fn apply_owner_to(file: &std::fs::File, path: &Path, owner: &Ownership, as_root: bool) -> CliResult<()> {
+    if as_root {
+        let (uid, gid) = uid_gid(owner);
+        std::os::unix::fs::fchown(file, uid, gid).map_err(|e| io(path, "set the owner of", e))?;
+    }
+    file.set_permissions(std::fs::Permissions::from_mode(owner.mode)).map_err(|e| io(path, "set permissions of", e))
+}
+
 /// Gives a file restore wrote itself (settings, signal files) the data directory's owner.
 pub fn own_like_data_dir(path: &Path, data: &Path) -> CliResult<()> {
     use std::os::unix::fs::MetadataExt;

@@ -91,6 +91,54 @@ fn restore_guards_refuse_and_touch_nothing() {
     restored.start();
     restored.wait_promoted();
     assert_eq!(restored.sql("select count(*) from in_ts"), "5000");
+    restored.stop();
+
+    // 6. A restore that fails while it writes files (here: the packs cannot be read) leaves a
+    // directory PostgreSQL refuses to start — pg_control is put in place last, and a delta
+    // restore withdraws the one in place first — and --delta finishes it once the repository
+    // is readable again.
+    use std::os::unix::fs::PermissionsExt;
+    let packs: Vec<std::path::PathBuf> =
+        snapshot(&repo).iter().filter(|l| l.ends_with("/pack/")).map(|l| repo.join(l.trim_end_matches('/'))).collect();
+    assert!(!packs.is_empty(), "no pack directory in {}", repo.display());
+    let set_packs = |mode: u32| {
+        packs.iter().for_each(|p| std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap())
+    };
+    let broken = scratch.path("broken");
+    let broken_ts = scratch.path("broken-ts");
+    let broken_map = format!("--tablespace-map={ts_oid}={}", broken_ts.display());
+    let broken_pg1 = format!("--pg1-path={}", broken.display());
+    let control = broken.join("global/pg_control");
+    set_packs(0o000);
+    let o = s.run(&["--stanza=db", "restore", &broken_pg1, &broken_map]);
+    assert!(!o.status.success() && text(&o).contains("pack"), "{}", text(&o));
+    assert!(broken.join("pgstrata.restore").exists(), "the failed restore left no marker");
+    assert!(!control.exists(), "a failed restore put pg_control in place");
+    set_packs(0o755);
+    s.ok(&["--stanza=db", "restore", &broken_pg1, &broken_map, "--delta"]);
+    assert!(control.exists() && !broken.join("pgstrata.restore").exists());
+    set_packs(0o000);
+    let o = s.run(&["--stanza=db", "restore", &broken_pg1, &broken_map, "--delta"]);
+    assert!(!o.status.success(), "{}", text(&o));
+    assert!(!control.exists(), "a failed delta restore left the old pg_control in place");
+    let half_done = Cluster::existing(&scratch, broken.clone(), "broken");
+    half_done.configure("archive_mode = off");
+    let refused = scratch.path("refused-start");
+    let opts = format!("-c listen_addresses='' -c unix_socket_directories='{}'", refused.display());
+    let log = refused.join("server.log");
+    let started = run_as_postgres(
+        &support::pg_bin().join("pg_ctl"),
+        &["-D", broken.to_str().unwrap(), "-l", log.to_str().unwrap(), "-o", &opts, "-w", "-t", "20", "start"],
+        &[],
+    );
+    assert!(!started.status.success(), "PostgreSQL started a half-restored directory");
+    let said = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(said.contains("pg_control"), "PostgreSQL refused for another reason: {said}");
+    set_packs(0o755);
+    s.ok(&["--stanza=db", "restore", &broken_pg1, &broken_map, "--delta"]);
+    half_done.start();
+    half_done.wait_promoted();
+    assert_eq!(half_done.sql("select count(*) from in_ts"), "5000");
 }
 
 #[test]
