@@ -41,6 +41,8 @@ pub enum ErrorCode {
     DbMismatch = 58,
     /// Unable to take a lock.
     LockAcquire = 50,
+    /// A stop file keeps the command from running (`stop`).
+    Stop = 62,
     /// No such backup set.
     BackupSetInvalid = 75,
     /// Timed out waiting for WAL to reach the archive.
@@ -86,6 +88,7 @@ impl ErrorCode {
             Self::DbQuery,
             Self::DbMismatch,
             Self::LockAcquire,
+            Self::Stop,
             Self::BackupSetInvalid,
             Self::ArchiveTimeout,
             Self::CommandInvalid,

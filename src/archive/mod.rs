@@ -150,6 +150,7 @@ fn wal_path_param(config: &Config) -> CliResult<(PathBuf, WalFileName)> {
 pub fn push(config: &Config) -> CliResult<()> {
     let stanza = stanza_name(config)?;
     let (path, name) = wal_path_param(config)?;
+    crate::commands::control::check_not_stopped(config)?;
     if config.bool("archive-async") {
         return push_async::foreground(config, &stanza, &path, &name);
     }

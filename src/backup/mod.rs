@@ -72,6 +72,7 @@ pub fn run(config: &Config) -> CliResult<()> {
     let stanza = stanza_name(config)?;
     let requested = config.get("type").unwrap_or("incr");
     let requested: BackupType = requested.parse()?;
+    crate::commands::control::check_not_stopped(config)?;
     let _lock = acquire_lock(config, &stanza, "backup")?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -2,6 +2,7 @@
 //! an error with its exit code.
 
 mod check;
+pub mod control;
 mod help;
 mod repo;
 mod stanza;
@@ -21,6 +22,9 @@ pub fn dispatch(config: &Config) -> CliResult<()> {
         "repo-get" => repo::get(config),
         "stanza-create" => stanza::create(config),
         "stanza-upgrade" => stanza::upgrade(config),
+        "stanza-delete" => stanza::delete(config),
+        "stop" => control::stop(config),
+        "start" => control::start(config),
         "archive-push" => crate::archive::push(config),
         "archive-push:async" => crate::archive::push_async::worker(config),
         "archive-get" => crate::archive::get(config),

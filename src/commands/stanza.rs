@@ -1,4 +1,5 @@
-//! `stanza-create` and `stanza-upgrade`: record which database a stanza protects.
+//! `stanza-create` and `stanza-upgrade`: record which database a stanza protects;
+//! `stanza-delete`: remove a stanza from a repository, as pgBackRest guards it.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -78,6 +79,7 @@ fn mismatch(index: u32, db: &DbEntry, control: &ControlFile) -> CliError {
 
 pub fn create(config: &Config) -> CliResult<()> {
     let stanza = stanza_name(config)?;
+    super::control::check_not_stopped(config)?;
     super::runtime()?.block_on(async {
         let control = cluster_identity(config).await?;
         for index in repo_indexes(config) {
@@ -159,6 +161,7 @@ async fn create_on(
 
 pub fn upgrade(config: &Config) -> CliResult<()> {
     let stanza = stanza_name(config)?;
+    super::control::check_not_stopped(config)?;
     super::runtime()?.block_on(async {
         let control = cluster_identity(config).await?;
         for index in repo_indexes(config) {
@@ -188,4 +191,93 @@ pub fn upgrade(config: &Config) -> CliResult<()> {
         }
         Ok(())
     })
+}
+
+/// `stanza-delete` on one repository (`--repo`, default repo1), pgBackRest's rules: nothing to
+/// do where the stanza does not exist; otherwise the stanza must be stopped on this host
+/// (`stop`, so no archive-push or backup starts here meanwhile) and, unless `--force`,
+/// PostgreSQL must not be running in `pg1-path`. Under the repository's lease the stanza info
+/// and catalog go first, so every reader sees the stanza gone before its data goes, then the
+/// backups (newest first) and the archive. A delete that is interrupted is
+/// finished by running it again. The lease objects stay, so writer generations keep growing
+/// if the stanza is created again.
+pub fn delete(config: &Config) -> CliResult<()> {
+    let stanza = stanza_name(config)?;
+    let index = config.repo_index();
+    super::runtime()?.block_on(async {
+        let store = config.storage(index)?.open(RetryPolicy::default())?;
+        let layout = StanzaLayout::new(&stanza)?;
+        let root = layout.root();
+        let dirs = store.list_dirs(&root).await?;
+        let present = !store.list_files(&root).await?.is_empty() || dirs.iter().any(|d| d != LOCK_DIR);
+        if !present {
+            tracing::info!("stanza-delete: stanza '{stanza}' does not exist on repo{index}");
+            return Ok(());
+        }
+        let stop = super::control::stop_file(config, Some(&stanza));
+        if !stop.exists() {
+            return Err(CliError::new(
+                ErrorCode::FileMissing,
+                format!("stop file does not exist for stanza '{stanza}' ({})", stop.display()),
+            )
+            .hint(format!("run the stop command for stanza '{stanza}' on this host first")));
+        }
+        if !config.bool("force")
+            && let Ok(data) = pg_path(config)
+            && data.join("postmaster.pid").exists()
+        {
+            return Err(CliError::new(
+                ErrorCode::PgRunning,
+                format!(
+                    "{} exists: PostgreSQL looks to be running; stanza '{stanza}' on repo{index} is not deleted",
+                    data.join("postmaster.pid").display()
+                ),
+            )
+            .hint("shut down PostgreSQL first, or use --force"));
+        }
+        let lease = Lease::acquire(&store, &layout, index, "stanza-delete", crate::lease::lease_time(config)).await?;
+        let deleted = delete_stanza(&store, &layout, &lease).await;
+        lease.release().await;
+        let deleted = deleted?;
+        std::fs::remove_file(&stop)
+            .or_else(|e| if e.kind() == std::io::ErrorKind::NotFound { Ok(()) } else { Err(e) })
+            .map_err(|e| CliError::new(ErrorCode::FileRead, format!("unable to remove {}: {e}", stop.display())))?;
+        tracing::info!("stanza-delete for stanza '{stanza}' on repo{index}: {deleted} objects deleted");
+        Ok(())
+    })
+}
+
+/// The directory of the lease objects in a stanza (`StanzaLayout::lock`).
+const LOCK_DIR: &str = "lock";
+
+/// Deletes a stanza's objects, the stanza info and catalog first; returns how many went.
+async fn delete_stanza(store: &pgstrata_storage::RepoStore, layout: &StanzaLayout, lease: &Lease) -> CliResult<u64> {
+    use pgstrata_repo_format::layout::copy_of;
+    let mut deleted = 0u64;
+    for key in [layout.stanza_info(), layout.backup_catalog()] {
+        lease.check()?;
+        for k in [key.clone(), copy_of(&key)] {
+            store.delete(&k).await?;
+            deleted += 1;
+        }
+    }
+    let backups = format!("{}backup", layout.root());
+    let mut labels = store.list_dirs(&backups).await?;
+    labels.sort_by(|a, b| b.cmp(a));
+    for label in &labels {
+        lease.check()?;
+        deleted += store.delete_prefix(&format!("{backups}/{label}/")).await?;
+    }
+    for dir in store.list_dirs(&layout.root()).await? {
+        if dir == LOCK_DIR {
+            continue;
+        }
+        lease.check()?;
+        deleted += store.delete_prefix(&format!("{}{dir}/", layout.root())).await?;
+    }
+    for leftover in store.list_files(&layout.root()).await? {
+        store.delete(&leftover.key).await?;
+        deleted += 1;
+    }
+    Ok(deleted)
 }

@@ -188,10 +188,10 @@ pub const COMMANDS: &[CommandDef] = &[
     cmd("repo-ls", true, "list objects of the repository"),
     cmd("restore", true, "restore a backup"),
     cmd("stanza-create", true, "create the stanza in the repository"),
-    cmd("stanza-delete", false, "delete the stanza from the repository"),
+    cmd("stanza-delete", true, "delete the stanza from the repository"),
     cmd("stanza-upgrade", true, "record a new database version after pg_upgrade"),
-    cmd("start", false, "allow commands to run again"),
-    cmd("stop", false, "stop commands from running"),
+    cmd("start", true, "allow commands to run again"),
+    cmd("stop", true, "stop commands from running"),
     cmd("verify", false, "verify the repository's contents"),
     cmd("version", true, "show the version"),
 ];

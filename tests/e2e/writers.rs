@@ -30,6 +30,21 @@ fn lease_held(s: &Setup) -> bool {
     info_json(s)[0]["status"]["lock"]["backup"]["held"].as_bool().unwrap()
 }
 
+/// A lease of stanza `db` held by "other-pod" (a writer on another machine), expiring
+/// `expires_in` seconds from now (negative: already expired).
+fn fake_lease(repo: &Path, expires_in: i64) {
+    let lease = repo.join("stanza/db/lock/writer-0000000099");
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    let holder = format!(
+        "{{\"host\":\"other-pod\",\"pid\":7,\"command\":\"backup\",\"acquired\":{},\"expires\":{}}}",
+        now - 10,
+        now + expires_in
+    );
+    std::fs::create_dir_all(lease.parent().unwrap()).unwrap();
+    std::fs::write(&lease, holder).unwrap();
+    support::chown_postgres(repo);
+}
+
 /// Kills a process started through runuser and everything below it.
 fn kill9_tree(pid: u32) {
     let children = std::fs::read_dir(format!("/proc/{pid}/task"))
@@ -149,22 +164,12 @@ fn killed_backups_leave_nothing_and_stale_leases_are_taken_over() {
     }
 
     // A lease held on another machine (not expired) refuses; once expired it is taken over.
-    let lease = repo.join("stanza/db/lock/writer-0000000099");
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
-    let holder = |expires: u64| {
-        format!(
-            "{{\"host\":\"other-pod\",\"pid\":7,\"command\":\"backup\",\"acquired\":{},\"expires\":{expires}}}",
-            now - 10
-        )
-    };
-    std::fs::create_dir_all(lease.parent().unwrap()).unwrap();
-    std::fs::write(&lease, holder(now + 600)).unwrap();
-    support::chown_postgres(&repo);
+    fake_lease(&repo, 600);
     let o = s.run(&["--stanza=db", "backup", "--type=full", "--start-fast"]);
     assert_eq!(o.status.code(), Some(50), "{}", text(&o));
     assert!(text(&o).contains("other-pod"), "{}", text(&o));
     assert_eq!(labels(&s), listed, "a refused backup changed the catalog");
-    std::fs::write(&lease, holder(now - 1)).unwrap();
+    fake_lease(&repo, -1);
     let o = s.ok(&["--stanza=db", "backup", "--type=full", "--start-fast", "--log-level-console=warn"]);
     assert!(text(&o).contains("taking over the expired lease"), "{}", text(&o));
     assert_eq!(labels(&s).len(), listed.len() + 1);
@@ -193,5 +198,85 @@ fn backup_returns_within_archive_timeout_when_archiving_fails() {
     assert!(left.is_empty(), "a failed backup left objects: {left:?}");
     // archive-check=n: the same backup completes (its WAL is then the operator's business).
     s.ok(&["--stanza=db", "backup", "--type=full", "--start-fast", "--no-archive-check"]);
+    assert_eq!(labels(&s).len(), 1);
+}
+
+#[test]
+fn stop_start_and_stanza_delete_are_guarded_as_pgbackrest_guards_them() {
+    if !postgres_available() {
+        return;
+    }
+    let scratch = Scratch::new("pgstrata-stanza-delete-");
+    let repo = scratch.path("repo");
+    let (cluster, s) = archiving_cluster(&scratch, "src", &repo, None);
+    s.ok(&["--stanza=db", "stanza-create"]);
+    s.ok(&["--stanza=db", "backup", "--type=full", "--start-fast"]);
+    cluster.archive_now();
+    let before = support::snapshot(&repo);
+
+    // Not stopped: refused, nothing removed.
+    let o = s.run(&["--stanza=db", "stanza-delete"]);
+    assert_eq!(o.status.code(), Some(55), "{}", text(&o));
+    assert!(text(&o).contains("stop file does not exist"), "{}", text(&o));
+    assert_eq!(support::snapshot(&repo), before, "a refused stanza-delete changed the repository");
+
+    // Stopped: the writers refuse (62) and archive_command fails until start; a second stop warns.
+    s.ok(&["--stanza=db", "stop"]);
+    let o = s.ok(&["--stanza=db", "stop", "--log-level-console=warn"]);
+    assert!(text(&o).contains("already exists"), "{}", text(&o));
+    let o = s.run(&["--stanza=db", "backup", "--type=full", "--start-fast"]);
+    assert_eq!(o.status.code(), Some(62), "{}", text(&o));
+    assert!(text(&o).contains("stop file exists for stanza db"), "{}", text(&o));
+    let failed = |c: &Cluster| c.sql("select failed_count from pg_stat_archiver").parse::<u64>().unwrap();
+    let failed_before = failed(&cluster);
+    cluster.sql("create table while_stopped as select g from generate_series(1, 100) g");
+    let seg = cluster.sql("select pg_walfile_name(pg_switch_wal())");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while failed(&cluster) == failed_before {
+        assert!(Instant::now() < deadline, "archive_command did not fail while stopped");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    // PostgreSQL running in pg1-path: refused, nothing removed.
+    let o = s.run(&["--stanza=db", "stanza-delete"]);
+    assert_eq!(o.status.code(), Some(38), "{}", text(&o));
+    assert!(text(&o).contains("postmaster.pid"), "{}", text(&o));
+    assert_eq!(support::snapshot(&repo), before, "a refused stanza-delete changed the repository");
+
+    // start: archiving catches up.
+    s.ok(&["--stanza=db", "start"]);
+    cluster.sql("create table after_start as select 1 as one");
+    let after = cluster.archive_now();
+    assert!(after > seg, "{after} <= {seg}");
+    let before = support::snapshot(&repo);
+    cluster.stop();
+    s.ok(&["--stanza=db", "stop"]);
+
+    // Another machine's writer holds the lease: refused naming it, nothing removed.
+    fake_lease(&repo, 600);
+    let o = s.run(&["--stanza=db", "stanza-delete"]);
+    assert_eq!(o.status.code(), Some(50), "{}", text(&o));
+    assert!(text(&o).contains("other-pod"), "{}", text(&o));
+    let unchanged: Vec<String> =
+        support::snapshot(&repo).into_iter().filter(|l| !l.contains("writer-0000000099")).collect();
+    assert_eq!(unchanged, before, "a refused stanza-delete changed the repository");
+
+    // Stopped, PostgreSQL down, the lease free: everything of the stanza goes but the lease
+    // objects, and the stop file with it.
+    fake_lease(&repo, -1);
+    s.ok(&["--stanza=db", "stanza-delete"]);
+    let left: Vec<String> = support::snapshot(&repo).into_iter().filter(|l| !l.ends_with('/')).collect();
+    assert!(!left.is_empty() && left.iter().all(|l| l.starts_with("stanza/db/lock/writer-")), "{left:?}");
+    let o = s.run(&["--stanza=db", "info"]);
+    assert!(text(&o).contains("missing stanza path"), "{}", text(&o));
+    let o = s.ok(&["--stanza=db", "start", "--log-level-console=warn"]);
+    assert!(text(&o).contains("stop file does not exist"), "{}", text(&o));
+    // Again: nothing to delete, not an error.
+    s.ok(&["--stanza=db", "stanza-delete"]);
+
+    // The stanza can be created anew and backed up.
+    cluster.start();
+    s.ok(&["--stanza=db", "stanza-create"]);
+    s.ok(&["--stanza=db", "backup", "--type=full", "--start-fast"]);
     assert_eq!(labels(&s).len(), 1);
 }

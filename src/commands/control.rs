@@ -1,0 +1,85 @@
+//! `stop` and `start` (pgBackRest's control commands): a stop file in the lock path keeps the
+//! commands that write to the repository — `backup`, `archive-push`, `stanza-create`,
+//! `stanza-upgrade` — from starting on this host (exit 62), for maintenance and before
+//! `stanza-delete`, which requires it. `archive-get`, `restore` and `info` still run: a
+//! recovery must not be stopped by it. Without `--stanza` the file stops every stanza.
+
+use std::path::PathBuf;
+
+use crate::config::Config;
+use crate::error::{CliError, CliResult, ErrorCode};
+use pgstrata_repo_format::layout::StanzaLayout;
+
+fn lock_path(config: &Config) -> PathBuf {
+    PathBuf::from(config.get("lock-path").unwrap_or("/tmp/pgstrata"))
+}
+
+/// `<lock-path>/<stanza>.stop`, or `<lock-path>/all.stop` for every stanza.
+pub fn stop_file(config: &Config, stanza: Option<&str>) -> PathBuf {
+    lock_path(config).join(format!("{}.stop", stanza.unwrap_or("all")))
+}
+
+fn what(stanza: Option<&str>) -> String {
+    stanza.map_or_else(|| "all stanzas".to_string(), |s| format!("stanza {s}"))
+}
+
+/// Refuses (exit 62) while a stop file exists for the configured stanza or for all stanzas.
+pub fn check_not_stopped(config: &Config) -> CliResult<()> {
+    let stanza = config.get("stanza");
+    for scope in stanza.map(Some).into_iter().chain([None]) {
+        let file = stop_file(config, scope);
+        if file.exists() {
+            return Err(CliError::new(ErrorCode::Stop, format!("stop file exists for {}", what(scope)))
+                .hint(format!("{} was made by the stop command; run start to allow commands again", file.display())));
+        }
+    }
+    Ok(())
+}
+
+fn scope(config: &Config) -> CliResult<Option<&str>> {
+    let stanza = config.get("stanza");
+    if let Some(name) = stanza {
+        StanzaLayout::new(name)?;
+    }
+    Ok(stanza)
+}
+
+pub fn stop(config: &Config) -> CliResult<()> {
+    let stanza = scope(config)?;
+    let file = stop_file(config, stanza);
+    if file.exists() {
+        tracing::warn!("stop file already exists for {}", what(stanza));
+        return Ok(());
+    }
+    let dir = lock_path(config);
+    std::fs::create_dir_all(&dir).map_err(|e| {
+        CliError::new(ErrorCode::LockAcquire, format!("unable to create lock path {}: {e}", dir.display()))
+    })?;
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new().write(true).create(true).truncate(false).mode(0o640).open(&file).map_err(|e| {
+            CliError::new(ErrorCode::FileRead, format!("unable to create stop file {}: {e}", file.display()))
+        })?;
+    }
+    if config.bool("force") {
+        tracing::warn!("--force: commands already running are not terminated by this version; they run to their end");
+    }
+    tracing::info!("stopped {}: {} exists", what(stanza), file.display());
+    Ok(())
+}
+
+pub fn start(config: &Config) -> CliResult<()> {
+    let stanza = scope(config)?;
+    let file = stop_file(config, stanza);
+    match std::fs::remove_file(&file) {
+        Ok(()) => {
+            tracing::info!("started {}", what(stanza));
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            tracing::warn!("stop file does not exist for {}", what(stanza));
+            Ok(())
+        }
+        Err(e) => Err(CliError::new(ErrorCode::FileRead, format!("unable to remove {}: {e}", file.display()))),
+    }
+}
