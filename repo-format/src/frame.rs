@@ -577,6 +577,12 @@ impl BlobDecoder {
         self.done
     }
 
+    /// SHA-256 of each non-empty frame's plaintext decoded so far, in order (the last one is
+    /// the frame [`poll`](Self::poll) returned last, when it was not empty).
+    pub fn chunks(&self) -> &[Sha256Digest] {
+        &self.chunks
+    }
+
     /// The next frame's plaintext, `Ok(None)` when more input is needed (or the blob is done).
     pub fn poll(&mut self) -> Result<Option<Vec<u8>>> {
         if self.header.is_none() {

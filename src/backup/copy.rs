@@ -193,26 +193,38 @@ fn copy_part(
             return Err(CliError::new(ErrorCode::FileRead, format!("unable to open {}: {e}", f.fs_path.display())));
         }
     };
-    buf.resize(job.len, 0);
-    let n = read_at_full(&file, buf, job.offset)
-        .map_err(|e| CliError::new(ErrorCode::FileRead, format!("unable to read {}: {e}", f.fs_path.display())))?;
-    let mut done = PartDone { plain_len: n as u64, ..Default::default() };
-    if n == 0 {
+    let mut enc = BlobEncoder::new(settings.blob, settings.key.as_ref())?.without_plain_digest();
+    let mut sealed = Vec::new();
+    let mut done = PartDone::default();
+    // Read and sealed a piece at a time: a worker's buffer is a piece, not a part.
+    while done.plain_len < job.len as u64 {
+        let offset = job.offset + done.plain_len;
+        let want = (job.len - done.plain_len as usize).min(READ_PIECE);
+        buf.resize(want, 0);
+        let n = read_at_full(&file, buf, offset)
+            .map_err(|e| CliError::new(ErrorCode::FileRead, format!("unable to read {}: {e}", f.fs_path.display())))?;
+        let data = &buf[..n];
+        if settings.checksum_pages
+            && let Some(first_block) = f.first_block
+        {
+            check_pages(&file, data, offset, first_block, settings.start_lsn, &mut done.page_errors);
+        }
+        enc.write(data, &mut sealed);
+        done.plain_len += n as u64;
+        if n < want {
+            break;
+        }
+    }
+    if done.plain_len == 0 {
         return Ok((None, done));
     }
-    let data = &buf[..n];
-    if settings.checksum_pages
-        && let Some(first_block) = f.first_block
-    {
-        check_pages(&file, data, job.offset, first_block, settings.start_lsn, &mut done.page_errors);
-    }
-    let mut enc = BlobEncoder::new(settings.blob, settings.key.as_ref())?.without_plain_digest();
-    let mut sealed = Vec::with_capacity(n / 2 + 64);
-    enc.write(data, &mut sealed);
     let summary = enc.finish(&mut sealed);
     done.chunks = summary.chunk_sha256;
     Ok((Some(sealed), done))
 }
+
+/// Plaintext a worker reads and seals at a time (two frames of the default size).
+const READ_PIECE: usize = 2 << 20;
 
 /// What the last part of a file reads beyond the size it had when examined (it may be growing;
 /// what it grows by after the backup started is rewritten by WAL replay anyway).

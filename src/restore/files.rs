@@ -3,8 +3,9 @@
 //! never on the number of files.
 //!
 //! Small files that lie back to back in a pack are restored in batches, their stored bytes read
-//! with one ranged request; a large file is a job of its own, its parts fetched and decoded
-//! ahead in parallel but written in order. Every file is checked frame by frame against the
+//! with one ranged request; a large file is a job of its own, its parts fetched ahead in
+//! parallel, each decoded and written frame by frame at its offset (a part in flight holds one
+//! frame of plaintext, not eight). Every file is checked frame by frame against the
 //! manifest's chunk digests and given its time, mode and owner through its open descriptor.
 //! Into an empty directory a file is written straight under its name (the restore's marker and
 //! the held-back `pg_control` make the whole restore the unit of crash safety, and a second
@@ -18,7 +19,7 @@ use std::time::{Duration, SystemTime};
 
 use futures::StreamExt;
 use pgstrata_repo_format::meta::{FileData, FileEntry, PartRef};
-use pgstrata_repo_format::{BackupLabel, Sha256Digest, decode_blob_with_summary};
+use pgstrata_repo_format::{BackupLabel, BlobDecoder, Sha256Digest, decode_blob_with_summary};
 
 use crate::durable;
 use crate::error::{CliError, CliResult, ErrorCode};
@@ -146,10 +147,15 @@ const SMALL_PART: u64 = 1 << 20;
 const BATCH_BYTES: u64 = 2 << 20;
 const BATCH_FILES: usize = 256;
 
-/// The one stored part of a small file (`None` for an empty file).
+/// The one stored part of a small file (`None` for an empty file): small stored and small
+/// decoded (a batch holds one file's plaintext at a time).
 fn small_part(entry: &FileEntry) -> Option<PartRef> {
     match &entry.data {
-        FileData::Stored { parts } if parts.len() == 1 && parts[0].len <= SMALL_PART => Some(parts[0]),
+        FileData::Stored { parts }
+            if parts.len() == 1 && parts[0].len <= SMALL_PART && parts[0].plain_len <= SMALL_PART =>
+        {
+            Some(parts[0])
+        }
         _ => None,
     }
 }
@@ -393,50 +399,83 @@ async fn restore_file(
 }
 
 const WRITE_CHUNK: usize = 256 << 10;
+/// Stored bytes handed to a part's decoder at a time.
+const FEED: usize = 256 << 10;
 
-/// Fetches and decodes the parts of one file (up to `ahead` at once) and writes them in order
-/// (concurrent writes to one file contend on its inode lock).
+/// Fetches the parts of one file (up to `ahead` at once) and writes each, frame by frame, at
+/// its place in the file: a part in flight holds its stored bytes and one frame of plaintext,
+/// not the part's whole plaintext.
 #[allow(clippy::too_many_arguments)]
 async fn write_parts(
     repo: &Repo,
     label: &BackupLabel,
     entry: &Arc<FileEntry>,
     file: &Arc<std::fs::File>,
-    tmp: &Path,
+    out: &Path,
     parts: Vec<PartJob>,
     ahead: usize,
     progress: &Mutex<Progress>,
 ) -> CliResult<()> {
-    let mut decoded = futures::stream::iter(parts.into_iter().map(|job| {
-        let entry = Arc::clone(entry);
-        async move { fetch_part(repo, label, entry, job).await.map(|plain| (plain, job.offset)) }
-    }))
-    .buffered(ahead.max(1));
-    while let Some(next) = decoded.next().await {
-        let (plain, offset) = next?;
-        if let Ok(mut p) = progress.lock() {
-            p.add(plain.len() as u64);
+    let mut written = futures::stream::iter(parts.into_iter().map(|job| {
+        let (entry, file, out) = (Arc::clone(entry), Arc::clone(file), out.to_path_buf());
+        async move {
+            let key = repo.layout.pack(label, job.part.pack);
+            let sealed = repo.store.get_range(&key, job.part.offset..job.part.offset + job.part.len).await?;
+            let k = repo.key.clone();
+            blocking(move || write_part(&key, &entry, job, &sealed, k.as_ref(), &file, &out)).await
         }
-        let (file, tmp) = (Arc::clone(file), tmp.to_path_buf());
-        blocking(move || {
-            // Modest writes: one huge write holds the inode lock and page-cache state for long.
-            for (i, piece) in plain.chunks(WRITE_CHUNK).enumerate() {
-                let at = offset + (i * WRITE_CHUNK) as u64;
-                std::os::unix::fs::FileExt::write_all_at(&*file, piece, at).map_err(|e| io(&tmp, "write", e))?;
-            }
-            Ok(())
-        })
-        .await?;
+    }))
+    .buffer_unordered(ahead.max(1));
+    while let Some(part) = written.next().await {
+        let bytes = part?;
+        if let Ok(mut p) = progress.lock() {
+            p.add(bytes);
+        }
     }
     Ok(())
 }
 
-/// Fetches one part and decodes it, checking every frame against the manifest.
-async fn fetch_part(repo: &Repo, label: &BackupLabel, entry: Arc<FileEntry>, job: PartJob) -> CliResult<Vec<u8>> {
-    let key = repo.layout.pack(label, job.part.pack);
-    let bytes = repo.store.get_range(&key, job.part.offset..job.part.offset + job.part.len).await?;
-    let k = repo.key.clone();
-    blocking(move || decode_part(&key, &entry, job, &bytes, k.as_ref())).await
+/// Decodes one stored part frame by frame, checks each frame against the manifest's chunk
+/// digest before it is written, writes it at its offset, and checks the part's length.
+fn write_part(
+    key: &str,
+    entry: &FileEntry,
+    job: PartJob,
+    sealed: &[u8],
+    data_key: Option<&pgstrata_repo_format::DataKey>,
+    file: &std::fs::File,
+    out: &Path,
+) -> CliResult<u64> {
+    let mismatch = || {
+        CliError::new(
+            ErrorCode::Format,
+            format!("{}: restored bytes at offset {} do not match the manifest's checksums", entry.path, job.offset),
+        )
+    };
+    let mut decoder = BlobDecoder::new(format!("{key} (part of {})", entry.path), data_key);
+    let mut at = job.offset;
+    for piece in sealed.chunks(FEED) {
+        decoder.feed(piece);
+        while let Some(plain) = decoder.poll()? {
+            if plain.is_empty() {
+                continue;
+            }
+            let chunk = job.first_chunk + decoder.chunks().len() - 1;
+            if entry.chunks.get(chunk) != decoder.chunks().last() {
+                return Err(mismatch());
+            }
+            // Modest writes: one huge write holds the inode lock and page-cache state for long.
+            for piece in plain.chunks(WRITE_CHUNK) {
+                std::os::unix::fs::FileExt::write_all_at(file, piece, at).map_err(|e| io(out, "write", e))?;
+                at += piece.len() as u64;
+            }
+        }
+    }
+    let summary = decoder.finish()?;
+    if summary.plain_len != job.part.plain_len {
+        return Err(mismatch());
+    }
+    Ok(summary.plain_len)
 }
 
 /// Decodes one stored part, checking its length and every frame against the manifest.
@@ -539,6 +578,39 @@ mod tests {
             batches(stream).map(|b| b.unwrap().into_iter().map(|j| j.entry.path).collect()).collect(),
         );
         assert_eq!(got, [vec!["a", "b", "c"], vec!["d"], vec!["e"], vec!["f"], vec!["g"]]);
+    }
+
+    #[test]
+    fn a_part_is_written_frame_by_frame_and_checked_before_each_write() {
+        use pgstrata_repo_format::{BlobEncoder, BlobSettings};
+        let frame = 64 << 10;
+        let plain: Vec<u8> = (0..(frame * 3 + 1000)).map(|i| (i % 251) as u8).collect();
+        let settings = BlobSettings { frame_size: frame, ..BlobSettings::default() };
+        let mut enc = BlobEncoder::new(settings, None).unwrap();
+        let mut sealed = Vec::new();
+        enc.write(&plain, &mut sealed);
+        let summary = enc.finish(&mut sealed);
+        let offset = 8 * frame as u64;
+        let part = PartRef { pack: 0, offset: 0, len: sealed.len() as u64, plain_len: plain.len() as u64 };
+        let job = PartJob { part, offset, first_chunk: 8 };
+        let mut e = entry(offset + plain.len() as u64, vec![part]);
+        e.chunks = [vec![Sha256Digest::of(b"earlier"); 8], summary.chunk_sha256.clone()].concat();
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("16384");
+        let file = std::fs::File::create(&out).unwrap();
+        assert_eq!(write_part("pack/0", &e, job, &sealed, None, &file, &out).unwrap(), plain.len() as u64);
+        assert_eq!(std::fs::read(&out).unwrap()[offset as usize..], plain[..]);
+
+        // A frame whose digest is not the manifest's is refused before it is written.
+        let mut wrong = e.clone();
+        wrong.chunks[9] = Sha256Digest::of(b"other");
+        let fresh = std::fs::File::create(dir.path().join("fresh")).unwrap();
+        let err = write_part("pack/0", &wrong, job, &sealed, None, &fresh, &out).unwrap_err();
+        assert!(err.message.contains("do not match"), "{}", err.message);
+        assert_eq!(fresh.metadata().unwrap().len(), frame as u64 * 9, "only the frame before it was written");
+        // Cut short: an error, never a short file taken as whole.
+        let err = write_part("pack/0", &e, job, &sealed[..sealed.len() - 10], None, &file, &out).unwrap_err();
+        assert!(!err.message.is_empty());
     }
 
     #[test]
