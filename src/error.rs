@@ -43,6 +43,8 @@ pub enum ErrorCode {
     LockAcquire = 50,
     /// A stop file keeps the command from running (`stop`).
     Stop = 62,
+    /// Terminated by a signal.
+    Term = 63,
     /// No such backup set.
     BackupSetInvalid = 75,
     /// Timed out waiting for WAL to reach the archive.
@@ -89,6 +91,7 @@ impl ErrorCode {
             Self::DbMismatch,
             Self::LockAcquire,
             Self::Stop,
+            Self::Term,
             Self::BackupSetInvalid,
             Self::ArchiveTimeout,
             Self::CommandInvalid,

@@ -27,6 +27,7 @@ pub mod process;
 pub mod progress;
 pub mod repo;
 pub mod restore;
+pub mod termination;
 pub mod wal;
 
 use std::time::Instant;

@@ -94,7 +94,10 @@ pub fn try_worker_lock(path: &Path) -> CliResult<Option<std::fs::File>> {
         .open(path)
         .map_err(|e| io(path, "open the lock file", e))?;
     match f.try_lock() {
-        Ok(()) => Ok(Some(f)),
+        Ok(()) => {
+            crate::commands::control::record_holder(&f);
+            Ok(Some(f))
+        }
         Err(std::fs::TryLockError::WouldBlock) => Ok(None),
         Err(std::fs::TryLockError::Error(e)) => Err(io(path, "lock", e)),
     }

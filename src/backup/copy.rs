@@ -15,6 +15,7 @@ use pgstrata_storage::{RepoStore, Upload};
 
 use super::walk::{Item, SourceFile, Walker};
 use crate::error::{CliError, CliResult, ErrorCode};
+use crate::termination::Termination;
 
 /// How a backup copies.
 #[derive(Clone, Debug)]
@@ -333,6 +334,7 @@ pub async fn copy_tree(
     writer: &mut PackWriter,
     settings: CopySettings,
     sink: &mut impl ItemSink,
+    term: Termination,
 ) -> CliResult<(Walker, CopyCount)> {
     const WINDOW: usize = 1024;
     let window = Window::new(WINDOW);
@@ -383,7 +385,7 @@ pub async fn copy_tree(
     drop(job_rx);
 
     let mut progress = crate::progress::Progress::open_ended("backup");
-    let result = collect(writer, sink, &window, &mut item_rx, &mut sealed_rx, &mut progress).await;
+    let result = collect(writer, sink, &window, &mut item_rx, &mut sealed_rx, &mut progress, term).await;
     progress.finish();
     window.close();
     drop(item_rx);
@@ -510,6 +512,7 @@ async fn collect(
     items: &mut tokio::sync::mpsc::UnboundedReceiver<CliResult<Vec<(Item, usize)>>>,
     sealed: &mut tokio::sync::mpsc::Receiver<Vec<Sealed>>,
     progress: &mut crate::progress::Progress,
+    mut term: Termination,
 ) -> CliResult<CopyCount> {
     let mut pending: VecDeque<Pending> = VecDeque::new();
     let mut first_seq = 0u64;
@@ -527,6 +530,7 @@ async fn collect(
             None => Ok(false),
         };
         tokio::select! {
+            _ = term.requested() => return Err(Termination::error()),
             got = items.recv(), if !walk_done => walk_done = !receive(got, &mut pending)?,
             got = sealed.recv(), if !workers_done => {
                 let Some(answers) = got else {
@@ -669,7 +673,7 @@ mod tests {
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
         let mut sink = Paths::default();
         let result = rt.block_on(async {
-            let copy = copy_tree(Walker::new(dir, 131_072), &mut packs, settings, &mut sink);
+            let copy = copy_tree(Walker::new(dir, 131_072), &mut packs, settings, &mut sink, Termination::never());
             let r = tokio::time::timeout(std::time::Duration::from_secs(30), copy).await.expect("the copy hung");
             match r {
                 Ok((_, count)) => packs.finish().await.map(|_| count),

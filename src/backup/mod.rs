@@ -21,6 +21,7 @@ use crate::error::{CliError, CliResult, ErrorCode};
 use crate::lease::Lease;
 use crate::postgres::{pg_path, read_control};
 use crate::repo::{Repo, blob_settings, open_repo, stanza_name};
+use crate::termination::Termination;
 use copy::{CopySettings, PackWriter, copy_tree};
 use plan::{BackupPlan, Stored, WalRange};
 use server::{BackupServer, Started, Stopped};
@@ -53,7 +54,10 @@ pub fn acquire_lock(config: &Config, stanza: &str, kind: &str) -> CliResult<Comm
         CliError::new(ErrorCode::LockAcquire, format!("unable to open lock file {}: {e}", path.display()))
     })?;
     match file.try_lock() {
-        Ok(()) => Ok(CommandLock { _file: file, path }),
+        Ok(()) => {
+            crate::commands::control::record_holder(&file);
+            Ok(CommandLock { _file: file, path })
+        }
         Err(std::fs::TryLockError::WouldBlock) => Err(CliError::new(
             ErrorCode::LockAcquire,
             format!(
@@ -85,13 +89,14 @@ pub fn run(config: &Config) -> CliResult<()> {
 /// Under the repository's lease: removes what dead backups left, takes the backup, and on
 /// failure removes what this one wrote (nothing of a failed backup stays in the repository).
 async fn backup(config: &Config, stanza: &str, requested: BackupType) -> CliResult<()> {
+    let term = Termination::listen()?;
     let repo = open_repo(config, config.repo_index(), stanza).await?;
     let lease =
         Lease::acquire(&repo.store, &repo.layout, repo.index, "backup", crate::lease::lease_time(config)).await?;
-    let result = async {
+    let work = async {
         let catalog = repo.load_catalog().await?;
         remove_unlisted_backups(&repo, &catalog).await?;
-        let taken = take_backup(config, &repo, &lease, catalog.clone(), requested).await;
+        let taken = take_backup(config, &repo, &lease, catalog.clone(), requested, term.clone()).await;
         // Only while the lease is ours: after a takeover, the unlisted backup is the new holder's.
         if taken.is_err() && lease.check().is_ok() {
             // Best effort: the next backup removes whatever this leaves.
@@ -100,10 +105,20 @@ async fn backup(config: &Config, stanza: &str, requested: BackupType) -> CliResu
             }
         }
         taken
-    }
-    .await;
+    };
+    // A signal stops the copy at once (its upload aborted, its objects removed); outside the
+    // copy (a checkpoint, the archive check) the backup is given up after a short grace.
+    let result = tokio::select! {
+        r = work => r,
+        _ = after_grace(term.clone()) => Err(Termination::error()),
+    };
     lease.release().await;
     result
+}
+
+async fn after_grace(mut term: Termination) {
+    term.requested().await;
+    tokio::time::sleep(Duration::from_secs(10)).await;
 }
 
 /// Removes every backup directory the catalog does not list: the objects of a backup that
@@ -130,6 +145,7 @@ async fn take_backup(
     lease: &Lease,
     mut catalog: BackupCatalog,
     requested: BackupType,
+    term: Termination,
 ) -> CliResult<()> {
     let data = pg_path(config)?;
     let control = read_control(&data)?;
@@ -145,7 +161,7 @@ async fn take_backup(
     let walker = Walker::new(&data, control.relseg_size.max(1));
     tracing::info!("copying with {} workers", settings.workers);
     let copied = async {
-        let (walker, copied) = copy_tree(walker, &mut packs, settings.clone(), &mut spool).await?;
+        let (walker, copied) = copy_tree(walker, &mut packs, settings.clone(), &mut spool, term).await?;
         let stopped = server.stop(started.timeline).await?;
         let late = store_stop_files(&mut packs, &stopped, walker.data_owner(), &settings).await?;
         Ok::<_, CliError>((walker, copied, stopped, late))

@@ -62,7 +62,7 @@ pub fn stop(config: &Config) -> CliResult<()> {
         })?;
     }
     if config.bool("force") {
-        tracing::warn!("--force: commands already running are not terminated by this version; they run to their end");
+        terminate_holders(config, stanza);
     }
     tracing::info!("stopped {}: {} exists", what(stanza), file.display());
     Ok(())
@@ -81,5 +81,42 @@ pub fn start(config: &Config) -> CliResult<()> {
             Ok(())
         }
         Err(e) => Err(CliError::new(ErrorCode::FileRead, format!("unable to remove {}: {e}", file.display()))),
+    }
+}
+
+/// Records this process as the holder of a lock file it has just locked (its pid, for
+/// `stop --force`).
+pub fn record_holder(file: &std::fs::File) {
+    use std::os::unix::fs::FileExt;
+    if file.set_len(0).is_ok() {
+        let _ = file.write_all_at(format!("{}\n", std::process::id()).as_bytes(), 0);
+    }
+}
+
+/// `stop --force`: SIGTERM to every process holding one of the stanza's lock files (every
+/// stanza's without `--stanza`). A lock file nobody holds is left alone.
+fn terminate_holders(config: &Config, stanza: Option<&str>) {
+    let dir = lock_path(config);
+    let Ok(entries) = std::fs::read_dir(&dir) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let ours = stanza.is_none_or(|s| name.starts_with(&format!("{s}-")));
+        if !ours || !name.ends_with(".lock") {
+            continue;
+        }
+        let path = entry.path();
+        let Ok(file) = std::fs::File::open(&path) else { continue };
+        if file.try_lock().is_ok() {
+            continue;
+        }
+        let pid = std::fs::read_to_string(&path).ok().and_then(|t| t.trim().parse::<i32>().ok());
+        let Some(pid) = pid.and_then(rustix::process::Pid::from_raw) else {
+            tracing::warn!("{} is held by a process that did not record its pid", path.display());
+            continue;
+        };
+        match rustix::process::kill_process(pid, rustix::process::Signal::TERM) {
+            Ok(()) => tracing::info!("sent term signal to process {} ({name})", pid.as_raw_nonzero()),
+            Err(e) => tracing::warn!("unable to send term signal to process {}: {e}", pid.as_raw_nonzero()),
+        }
     }
 }

@@ -280,3 +280,107 @@ fn stop_start_and_stanza_delete_are_guarded_as_pgbackrest_guards_them() {
     s.ok(&["--stanza=db", "backup", "--type=full", "--start-fast"]);
     assert_eq!(labels(&s).len(), 1);
 }
+
+/// The first process below `pid` (itself included) whose name is `name`.
+fn descendant_named(pid: u32, name: &str) -> Option<u32> {
+    if std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == name) {
+        return Some(pid);
+    }
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    let children: Vec<u32> = tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("children")).ok())
+        .flat_map(|c| c.split_whitespace().filter_map(|p| p.parse::<u32>().ok()).collect::<Vec<_>>())
+        .collect();
+    children.into_iter().find_map(|c| descendant_named(c, name))
+}
+
+/// Starts a backup and returns it once it is copying files (its log said so).
+fn backup_in_copy(s: &Setup) -> std::process::Child {
+    use std::io::BufRead;
+    let args = s.args(&["--stanza=db", "backup", "--type=full", "--start-fast", "--process-max=1"]);
+    let mut refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    refs.push("--log-level-console=info");
+    let mut child = postgres_command(Path::new(support::bin()), &refs, &[])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let copying = lines.by_ref().map_while(Result::ok).any(|l| l.contains("copying with"));
+    assert!(copying, "the backup ended before it copied");
+    // Keep draining its output so it never blocks on a full pipe.
+    std::thread::spawn(move || lines.for_each(drop));
+    std::thread::sleep(Duration::from_millis(700));
+    child
+}
+
+/// A backup asked to stop — SIGTERM, as Kubernetes sends it, or `stop --force` — ends at once
+/// with exit 63, aborts its open upload, removes what it wrote and releases the lease (another
+/// writer need not wait for it to expire).
+fn terminated_backup(backend: Backend) {
+    if !postgres_available() {
+        return;
+    }
+    let scratch = Scratch::new("pgstrata-term-");
+    let repo = scratch.path("repo");
+    let Some(lines) = repo_options(backend, &repo) else { return };
+    let (cluster, s) = archiving_cluster_on(&scratch, "src", &lines, None);
+    let init = cluster.tool("pgbench", &["-i", "-s", "20", "-q", "postgres"]);
+    assert!(init.status.success(), "pgbench -i: {}", text(&init));
+    s.ok(&["--stanza=db", "stanza-create"]);
+
+    let child = backup_in_copy(&s);
+    let began = Instant::now();
+    match backend {
+        Backend::Local => {
+            s.ok(&["--stanza=db", "stop", "--force"]);
+        }
+        _ => {
+            let pid = descendant_named(child.id(), "pgstrata").expect("the backup process");
+            let _ = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+        }
+    }
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(63), "{}", text(&out));
+    assert!(text(&out).contains("terminated by a signal"), "{}", text(&out));
+    assert!(began.elapsed() < Duration::from_secs(30), "the backup took {:?} to stop", began.elapsed());
+    assert!(!lease_held(&s), "the lease stayed after the backup was terminated");
+    assert!(labels(&s).is_empty());
+    match backend {
+        Backend::Local => {
+            let left = support::snapshot(&repo.join("stanza/db/backup"));
+            assert!(left.is_empty(), "the terminated backup left {left:?}");
+            let o = s.run(&["--stanza=db", "backup", "--type=full", "--start-fast"]);
+            assert_eq!(o.status.code(), Some(62), "{}", text(&o));
+            s.ok(&["--stanza=db", "start"]);
+        }
+        _ => {
+            // The bucket, asked directly: no object of the backup, no multipart upload left open.
+            let endpoint = support::emulator("PGSTRATA_TEST_S3_ENDPOINT").unwrap();
+            let prefix = format!("{}/stanza/db/backup/", repo.display().to_string().trim_start_matches('/'));
+            let ask = |query: &str| {
+                let url = format!("{endpoint}/test-bucket?{query}&prefix={prefix}");
+                let o = std::process::Command::new("curl").args(["-sf", &url]).output().unwrap();
+                assert!(o.status.success(), "curl {url}: {}", text(&o));
+                String::from_utf8_lossy(&o.stdout).into_owned()
+            };
+            let uploads = ask("uploads");
+            assert!(uploads.contains("ListMultipartUploadsResult") && !uploads.contains("<Upload>"), "{uploads}");
+            let objects = ask("list-type=2");
+            assert!(objects.contains("ListBucketResult") && !objects.contains("<Key>"), "{objects}");
+        }
+    }
+    s.ok(&["--stanza=db", "backup", "--type=full", "--start-fast"]);
+    assert_eq!(labels(&s).len(), 1);
+}
+
+#[test]
+fn terminated_backup_cleans_up_at_once_local_with_stop_force() {
+    terminated_backup(Backend::Local);
+}
+
+#[test]
+fn terminated_backup_aborts_its_multipart_upload_s3() {
+    terminated_backup(Backend::S3);
+}
