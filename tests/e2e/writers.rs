@@ -45,18 +45,22 @@ fn fake_lease(repo: &Path, expires_in: i64) {
     support::chown_postgres(repo);
 }
 
-/// Kills a process started through runuser and everything below it.
-fn kill9_tree(pid: u32) {
-    let children = std::fs::read_dir(format!("/proc/{pid}/task"))
+/// The children of a process.
+fn children(pid: u32) -> Vec<u32> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
         .map(|tasks| {
             tasks
                 .flatten()
                 .filter_map(|t| std::fs::read_to_string(t.path().join("children")).ok())
                 .flat_map(|c| c.split_whitespace().filter_map(|p| p.parse::<u32>().ok()).collect::<Vec<_>>())
-                .collect::<Vec<_>>()
+                .collect()
         })
-        .unwrap_or_default();
-    for c in children {
+        .unwrap_or_default()
+}
+
+/// Kills a process started through runuser and everything below it.
+fn kill9_tree(pid: u32) {
+    for c in children(pid) {
         kill9_tree(c);
     }
     let _ = std::process::Command::new("kill").args(["-9", &pid.to_string()]).status();
@@ -286,13 +290,7 @@ fn descendant_named(pid: u32, name: &str) -> Option<u32> {
     if std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == name) {
         return Some(pid);
     }
-    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
-    let children: Vec<u32> = tasks
-        .flatten()
-        .filter_map(|t| std::fs::read_to_string(t.path().join("children")).ok())
-        .flat_map(|c| c.split_whitespace().filter_map(|p| p.parse::<u32>().ok()).collect::<Vec<_>>())
-        .collect();
-    children.into_iter().find_map(|c| descendant_named(c, name))
+    children(pid).into_iter().find_map(|c| descendant_named(c, name))
 }
 
 /// Starts a backup and returns it once it is copying files (its log said so).
