@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use pgstrata_repo_format::pg::{ControlFile, WalFileName, WalPageHeader};
 
-use super::spool::{Spool, spawn_worker, try_worker_lock, worker_lock_path, worker_running};
+use super::spool::{Spool, hold_worker_lock, spawn_worker, worker_lock_path, worker_running};
 use super::{fetch_any, open_readable, write_atomically};
 use crate::config::Config;
 use crate::error::{CliError, CliResult, ErrorCode};
@@ -119,7 +119,7 @@ pub fn foreground(config: &Config, stanza: &str, name: &WalFileName, dest: &Path
 /// The `archive-get:async` worker: keeps the queue filled from `want` on.
 pub fn worker(config: &Config) -> CliResult<()> {
     let stanza = stanza_name(config)?;
-    let Some(_lock) = try_worker_lock(&worker_lock_path(config, &stanza, "archive-get"))? else {
+    let Some(_lock) = hold_worker_lock(&worker_lock_path(config, &stanza, "archive-get"))? else {
         return Ok(());
     };
     let Some(control) = cluster_control(config) else {

@@ -17,7 +17,7 @@ use futures::StreamExt;
 use pgstrata_repo_format::pg::WalFileName;
 
 use super::spool::{
-    Spool, backoff, decode_error, encode_error, spawn_worker, try_worker_lock, worker_lock_path, worker_running,
+    Spool, backoff, decode_error, encode_error, hold_worker_lock, spawn_worker, worker_lock_path, worker_running,
     worker_stderr,
 };
 use super::{open_all, push_file};
@@ -97,7 +97,7 @@ pub fn worker(config: &Config) -> CliResult<()> {
         PathBuf::from(config.params.first().ok_or_else(|| {
             CliError::new(ErrorCode::ParamRequired, "archive-push:async requires the pg_wal directory")
         })?);
-    let Some(_lock) = try_worker_lock(&worker_lock_path(config, &stanza, "archive-push"))? else {
+    let Some(_lock) = hold_worker_lock(&worker_lock_path(config, &stanza, "archive-push"))? else {
         tracing::debug!("another archive-push worker is running");
         return Ok(());
     };

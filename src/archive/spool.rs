@@ -79,7 +79,7 @@ pub fn decode_error(bytes: &[u8]) -> CliError {
 
 /// Path of a worker's lock file.
 pub fn worker_lock_path(config: &Config, stanza: &str, kind: &str) -> PathBuf {
-    Path::new(config.get("lock-path").unwrap_or("/tmp/pgstrata")).join(format!("{stanza}-{kind}-async.lock"))
+    crate::commands::control::lock_path(config).join(format!("{stanza}-{kind}-async.lock"))
 }
 
 /// Takes a worker's lock without waiting: `None` when another worker holds it.
@@ -94,13 +94,20 @@ pub fn try_worker_lock(path: &Path) -> CliResult<Option<std::fs::File>> {
         .open(path)
         .map_err(|e| io(path, "open the lock file", e))?;
     match f.try_lock() {
-        Ok(()) => {
-            crate::commands::control::record_holder(&f);
-            Ok(Some(f))
-        }
+        Ok(()) => Ok(Some(f)),
         Err(std::fs::TryLockError::WouldBlock) => Ok(None),
         Err(std::fs::TryLockError::Error(e)) => Err(io(path, "lock", e)),
     }
+}
+
+/// Takes a worker's lock for the worker's life, recording its pid (`stop --force` signals it);
+/// `None` when another worker holds it.
+pub fn hold_worker_lock(path: &Path) -> CliResult<Option<std::fs::File>> {
+    let lock = try_worker_lock(path)?;
+    if let Some(f) = &lock {
+        crate::commands::control::record_holder(f);
+    }
+    Ok(lock)
 }
 
 /// Whether a worker holds the lock now; an unusable lock path is an error (no worker could run).

@@ -45,7 +45,7 @@ pub struct CommandLock {
 
 /// Takes the stanza's `kind` lock, or fails with `LockAcquire` when another process holds it.
 pub fn acquire_lock(config: &Config, stanza: &str, kind: &str) -> CliResult<CommandLock> {
-    let dir = PathBuf::from(config.get("lock-path").unwrap_or("/tmp/pgstrata"));
+    let dir = crate::commands::control::lock_path(config);
     std::fs::create_dir_all(&dir).map_err(|e| {
         CliError::new(ErrorCode::LockAcquire, format!("unable to create lock path {}: {e}", dir.display()))
     })?;

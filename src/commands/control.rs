@@ -10,7 +10,8 @@ use crate::config::Config;
 use crate::error::{CliError, CliResult, ErrorCode};
 use pgstrata_repo_format::layout::StanzaLayout;
 
-fn lock_path(config: &Config) -> PathBuf {
+/// The directory of this host's lock and stop files (`lock-path`).
+pub fn lock_path(config: &Config) -> PathBuf {
     PathBuf::from(config.get("lock-path").unwrap_or("/tmp/pgstrata"))
 }
 

@@ -446,12 +446,6 @@ fn write_part(
     file: &std::fs::File,
     out: &Path,
 ) -> CliResult<u64> {
-    let mismatch = || {
-        CliError::new(
-            ErrorCode::Format,
-            format!("{}: restored bytes at offset {} do not match the manifest's checksums", entry.path, job.offset),
-        )
-    };
     let mut decoder = BlobDecoder::new(format!("{key} (part of {})", entry.path), data_key);
     let mut at = job.offset;
     for piece in sealed.chunks(FEED) {
@@ -462,7 +456,7 @@ fn write_part(
             }
             let chunk = job.first_chunk + decoder.chunks().len() - 1;
             if entry.chunks.get(chunk) != decoder.chunks().last() {
-                return Err(mismatch());
+                return Err(mismatch(entry, job));
             }
             // Modest writes: one huge write holds the inode lock and page-cache state for long.
             for piece in plain.chunks(WRITE_CHUNK) {
@@ -473,7 +467,7 @@ fn write_part(
     }
     let summary = decoder.finish()?;
     if summary.plain_len != job.part.plain_len {
-        return Err(mismatch());
+        return Err(mismatch(entry, job));
     }
     Ok(summary.plain_len)
 }
@@ -490,12 +484,17 @@ fn decode_part(
     let (plain, summary) = decode_blob_with_summary(sealed, &what, data_key)?;
     let expected = entry.chunks.get(job.first_chunk..job.first_chunk + summary.chunk_sha256.len());
     if plain.len() as u64 != job.part.plain_len || expected != Some(summary.chunk_sha256.as_slice()) {
-        return Err(CliError::new(
-            ErrorCode::Format,
-            format!("{}: restored bytes at offset {} do not match the manifest's checksums", entry.path, job.offset),
-        ));
+        return Err(mismatch(entry, job));
     }
     Ok(plain)
+}
+
+/// A part whose decoded bytes are not what the manifest recorded.
+fn mismatch(entry: &FileEntry, job: PartJob) -> CliError {
+    CliError::new(
+        ErrorCode::Format,
+        format!("{}: restored bytes at offset {} do not match the manifest's checksums", entry.path, job.offset),
+    )
 }
 
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> CliResult<T> + Send + 'static) -> CliResult<T> {

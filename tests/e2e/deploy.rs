@@ -91,4 +91,23 @@ fn symlinked_as_pgbackrest_with_conf_d_and_async_archiving() {
         std::thread::sleep(Duration::from_millis(300));
     }
     assert_eq!(standby.sql("select pg_is_in_recovery()"), "t");
+
+    // stop / start under the same name: the stop file goes into the lock path conf.d gives, and
+    // archiving fails until start (the async worker's lock file names its pid for stop --force).
+    let worker_lock = std::fs::read_to_string(locks.join("db-archive-push-async.lock")).unwrap();
+    assert!(worker_lock.trim().parse::<u32>().is_ok(), "the worker's lock file records no pid: {worker_lock:?}");
+    pgbackrest(&["--stanza=db", "stop"]);
+    assert!(locks.join("db.stop").exists(), "no stop file in the configured lock path");
+    let failed = |c: &Cluster| c.sql("select failed_count from pg_stat_archiver").parse::<u64>().unwrap();
+    let failed_before = failed(&primary);
+    primary.sql("create table while_stopped as select 1 as one");
+    primary.sql("select pg_switch_wal()");
+    let began = Instant::now();
+    while failed(&primary) == failed_before {
+        assert!(began.elapsed() < Duration::from_secs(60), "archive_command did not fail while stopped");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    pgbackrest(&["--stanza=db", "start"]);
+    primary.sql("create table after_start as select 1 as one");
+    primary.archive_now();
 }
