@@ -172,8 +172,15 @@ impl StorageConfig {
                     .with_automatic_cleanup(true);
                 return Ok(RepoStore::new(Arc::new(fs), "", self.describe(), retry).with_local_root(path.clone()));
             }
-            Self::S3(c) => (Arc::new(build_s3(c, retry)?), &c.prefix),
-            Self::Gcs(c) => (Arc::new(build_gcs(c, retry)?), &c.prefix),
+            // S3 and GCS name their uploads (see `crate::upload`); Azure's abort is a no-op.
+            Self::S3(c) => {
+                let s3 = Arc::new(build_s3(c, retry)?);
+                return Ok(RepoStore::new(s3.clone(), &c.prefix, self.describe(), retry).with_multipart(s3));
+            }
+            Self::Gcs(c) => {
+                let gcs = Arc::new(build_gcs(c, retry)?);
+                return Ok(RepoStore::new(gcs.clone(), &c.prefix, self.describe(), retry).with_multipart(gcs));
+            }
             Self::Azure(c) => (Arc::new(build_azure(c, retry)?), &c.prefix),
         };
         Ok(RepoStore::new(inner, prefix, self.describe(), retry))

@@ -9,7 +9,8 @@
 //!   onto it one to one); [`StorageConfig::open`] gives a [`RepoStore`].
 //! - [`RepoStore`] is the contract: atomic `put`, create-only `put_new` (first writer wins),
 //!   `get`, ranged `get_range`, `head`, streaming `list`, `delete` (missing is fine), and a
-//!   streaming [`Upload`] with bounded memory.
+//!   streaming [`Upload`] with bounded memory (on S3 and GCS recorded, so that an upload a
+//!   killed process left open is aborted by the next [`RepoStore::delete_prefix`]).
 //! - [`retry`]: backoff with jitter on retryable failures only, within a total time.
 //! - [`fault`]: a fault-injecting wrapper for tests.
 //! - [`conformance`]: the suite every backend must pass; the tests run it against each one.
@@ -20,8 +21,10 @@ pub mod error;
 pub mod fault;
 pub mod retry;
 pub mod store;
+pub mod upload;
 
 pub use config::{AzureAuth, AzureConfig, GcsAuth, GcsConfig, S3Config, Secret, StorageConfig, UriStyle};
 pub use error::{Result, StorageError};
 pub use retry::RetryPolicy;
-pub use store::{ObjectInfo, RepoStore, Upload};
+pub use store::{ObjectInfo, RepoStore};
+pub use upload::Upload;

@@ -7,11 +7,13 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use futures::stream::{BoxStream, StreamExt};
+use object_store::multipart::MultipartStore;
 use object_store::path::Path;
-use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, WriteMultipart};
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 
 use crate::error::{Result, StorageError, describe};
 use crate::retry::{RetryPolicy, is_transient, retried_by_http_client};
+use crate::upload::{JOURNAL_SUFFIX, NamedUpload, Upload, journal_key};
 
 /// Default part size of streaming uploads: above S3's 5 MiB minimum.
 pub const DEFAULT_PART_SIZE: usize = 8 << 20;
@@ -39,9 +41,11 @@ pub struct ObjectInfo {
 ///
 /// Transient failures are retried in one layer (see [`crate::retry`]): the HTTP client's
 /// per-request loop on the object stores, this type's own for what no HTTP client retried.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct RepoStore {
     inner: Arc<dyn ObjectStore>,
+    /// The same store's multipart API, where it can name (and so later abort) an upload.
+    multipart: Option<Arc<dyn MultipartStore>>,
     prefix: String,
     store: String,
     retry: RetryPolicy,
@@ -51,12 +55,22 @@ pub struct RepoStore {
     local_root: Option<std::path::PathBuf>,
 }
 
+impl std::fmt::Debug for RepoStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RepoStore")
+            .field("store", &self.store)
+            .field("named_uploads", &self.multipart.is_some())
+            .finish()
+    }
+}
+
 impl RepoStore {
     /// Wraps an object_store with a key prefix (`repoN-path` inside a bucket; may be empty).
     pub fn new(inner: Arc<dyn ObjectStore>, prefix: &str, store: String, retry: RetryPolicy) -> Self {
         let prefix = prefix.trim_matches('/').to_string();
         Self {
             inner,
+            multipart: None,
             prefix,
             store,
             retry,
@@ -71,6 +85,13 @@ impl RepoStore {
     /// that a killed process never finished.
     pub fn with_local_root(mut self, root: std::path::PathBuf) -> Self {
         self.local_root = Some(root);
+        self
+    }
+
+    /// Gives the store's multipart API (the same store as `inner`), so that uploads are
+    /// recorded and an upload a killed process left open can be aborted later.
+    pub fn with_multipart(mut self, multipart: Arc<dyn MultipartStore>) -> Self {
+        self.multipart = Some(multipart);
         self
     }
 
@@ -110,7 +131,7 @@ impl RepoStore {
         }
     }
 
-    fn error(&self, op: &'static str, key: &str, err: object_store::Error, attempts: u32) -> StorageError {
+    pub(crate) fn error(&self, op: &'static str, key: &str, err: object_store::Error, attempts: u32) -> StorageError {
         let store = self.store.clone();
         let key = key.to_string();
         match err {
@@ -361,12 +382,17 @@ impl RepoStore {
         }
     }
 
-    /// Deletes every object under `prefix`; returns how many. On the local filesystem a prefix
-    /// ending in `/` is a directory, removed whole with what no listing shows (empty
-    /// directories, staging files of unfinished uploads).
+    /// Deletes every object under `prefix`; returns how many. Uploads recorded there as open
+    /// (their process died) are aborted first. On the local filesystem a prefix ending in `/`
+    /// is a directory, removed whole with what no listing shows (empty directories, staging
+    /// files of unfinished uploads).
     pub async fn delete_prefix(&self, prefix: &str) -> Result<u64> {
+        let listed = self.list_all(prefix).await?;
+        for journal in listed.iter().filter(|o| o.key.ends_with(JOURNAL_SUFFIX)) {
+            self.abort_recorded(&journal.key).await?;
+        }
         let mut n = 0;
-        for info in self.list_all(prefix).await? {
+        for info in listed {
             self.delete(&info.key).await?;
             n += 1;
         }
@@ -392,82 +418,53 @@ impl RepoStore {
     }
 
     /// Starts a streaming upload; the object appears only when [`Upload::finish`] succeeds.
+    ///
+    /// Where the store names its uploads (S3, GCS: [`with_multipart`](Self::with_multipart)),
+    /// the upload's id is recorded next to the key first (see [`crate::upload`]), so that an
+    /// upload whose process was killed is aborted by whoever removes the prefix later. Elsewhere
+    /// nothing needs it: the local filesystem's staging files go with their directory, and Azure
+    /// drops uncommitted blocks after 7 days.
     pub async fn upload(&self, key: &str) -> Result<Upload> {
         let path = self.path(key);
-        let upload = self.retrying("start upload of", key, |_| self.inner.put_multipart(&path)).await?;
-        Ok(Upload {
-            writer: WriteMultipart::new_with_chunk_size(upload, self.part_size),
-            store: self.clone(),
-            key: key.to_string(),
-            written: 0,
-            started: unix_now(),
-        })
+        let started = unix_now();
+        let parts = (self.part_size, self.parts_in_flight);
+        let Some(named) = &self.multipart else {
+            let inner = self.retrying("start upload of", key, |_| self.inner.put_multipart(&path)).await?;
+            return Ok(Upload::new(inner, self.clone(), key, None, parts, started));
+        };
+        let id = self.retrying("start upload of", key, |_| named.create_multipart(&path)).await?;
+        let journal = journal_key(key);
+        if let Err(e) = self.put(&journal, Bytes::from(id.clone())).await {
+            let _ = named.abort_multipart(&path, &id).await;
+            return Err(e);
+        }
+        let inner = Box::new(NamedUpload::new(named.clone(), path, id));
+        Ok(Upload::new(inner, self.clone(), key, Some(journal), parts, started))
+    }
+
+    /// Aborts the upload recorded under `journal` (a key ending in [`JOURNAL_SUFFIX`]); an
+    /// upload that already ended is fine.
+    async fn abort_recorded(&self, journal: &str) -> Result<()> {
+        let (Some(named), Some(key)) = (&self.multipart, journal.strip_suffix(JOURNAL_SUFFIX)) else { return Ok(()) };
+        let id = match self.get(journal).await {
+            Ok(id) => String::from_utf8_lossy(&id).into_owned(),
+            Err(StorageError::NotFound { .. }) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        let path = self.path(key);
+        match self.retrying("abort upload of", key, |_| named.abort_multipart(&path, &id)).await {
+            Ok(()) | Err(StorageError::NotFound { .. }) => {
+                tracing::debug!(key, "aborted an upload left open by a process that ended without it");
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
     }
 }
 
-/// A streaming upload in progress. Memory stays below about `part_size x (in_flight + 1)`.
-pub struct Upload {
-    writer: WriteMultipart,
-    store: RepoStore,
-    key: String,
-    written: u64,
-    /// Unix seconds.
-    started: i64,
-}
-
-fn unix_now() -> i64 {
+pub(crate) fn unix_now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
         .unwrap_or(0)
-}
-
-impl std::fmt::Debug for Upload {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Upload").field("key", &self.key).field("written", &self.written).finish()
-    }
-}
-
-impl Upload {
-    /// Adds bytes, waiting while too many parts are in flight.
-    pub async fn write(&mut self, data: &[u8]) -> Result<()> {
-        self.writer
-            .wait_for_capacity(self.store.parts_in_flight)
-            .await
-            .map_err(|e| self.store.error("upload", &self.key, e, 1))?;
-        self.writer.write(data);
-        self.written += data.len() as u64;
-        Ok(())
-    }
-
-    /// Bytes written so far.
-    pub fn written(&self) -> u64 {
-        self.written
-    }
-
-    /// Completes the upload; returns its size.
-    ///
-    /// A commit whose answer was lost may have landed: the HTTP client then repeats it, and
-    /// the repeat fails (Azure's block list names blocks that are no longer uncommitted). When
-    /// the commit fails, an object of exactly the bytes written, written since the upload
-    /// started, means it did land (uploads go to keys only this writer writes: packs and
-    /// manifests of its own backup), and the upload succeeded.
-    pub async fn finish(self) -> Result<u64> {
-        let Self { writer, store, key, written, started } = self;
-        let Err(e) = writer.finish().await else { return Ok(written) };
-        let error = store.error("complete upload of", &key, e, 1);
-        match store.head(&key).await {
-            Ok(Some(info)) if info.size == written && info.last_modified >= started - 60 => {
-                tracing::debug!(key, "the upload landed though its completion failed: {error}");
-                Ok(written)
-            }
-            _ => Err(error),
-        }
-    }
-
-    /// Abandons the upload; nothing becomes visible.
-    pub async fn abort(self) -> Result<()> {
-        let Self { writer, store, key, .. } = self;
-        writer.abort().await.map_err(|e| store.error("abort upload of", &key, e, 1))
-    }
 }

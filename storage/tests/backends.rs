@@ -274,3 +274,48 @@ async fn an_upload_cut_halfway_leaves_nothing_visible() {
     assert!(s.head("pack/00000001").await.unwrap().is_none(), "a cut upload is visible");
     assert!(s.list_all("pack/").await.unwrap().is_empty());
 }
+
+/// An upload whose process died (here: dropped without finish or abort) stays open in the
+/// store; its record lets the next `delete_prefix` abort it. InMemory names its uploads as S3
+/// and GCS do; a part sent to an aborted upload is refused.
+#[tokio::test]
+async fn an_upload_left_open_by_a_dead_process_is_aborted_by_the_next_cleanup() {
+    use object_store::memory::InMemory;
+    use object_store::multipart::MultipartStore;
+    let mem = Arc::new(InMemory::new());
+    let s = RepoStore::new(mem.clone(), "repo", "memory".into(), quick_retry())
+        .with_multipart(mem.clone())
+        .with_upload_parts(1 << 20, 2);
+
+    // A finished upload leaves its object and no record.
+    let mut up = s.upload("backup/a/pack/1").await.unwrap();
+    up.write(&vec![7u8; 3 << 20]).await.unwrap();
+    assert_eq!(up.finish().await.unwrap(), 3 << 20);
+    let keys: Vec<String> = s.list_all("backup/").await.unwrap().into_iter().map(|o| o.key).collect();
+    assert_eq!(keys, ["backup/a/pack/1"]);
+
+    // A dead one: parts sent, never completed; only its record is listed.
+    let mut up = s.upload("backup/b/pack/1").await.unwrap();
+    up.write(&vec![9u8; 3 << 20]).await.unwrap();
+    drop(up);
+    let listed = s.list_all("backup/b/").await.unwrap();
+    let keys: Vec<&str> = listed.iter().map(|o| o.key.as_str()).collect();
+    assert_eq!(keys, ["backup/b/pack/1.multipart"]);
+    let id = String::from_utf8(s.get("backup/b/pack/1.multipart").await.unwrap().to_vec()).unwrap();
+    let path = object_store::path::Path::from("repo/backup/b/pack/1");
+    let part = object_store::PutPayload::from_static(b"more");
+    assert!(mem.put_part(&path, &id, 9, part.clone()).await.is_ok(), "the dead upload is not open");
+
+    assert_eq!(s.delete_prefix("backup/b/").await.unwrap(), 1);
+    assert!(s.list_all("backup/b/").await.unwrap().is_empty());
+    assert!(mem.put_part(&path, &id, 10, part).await.is_err(), "the dead upload was not aborted");
+    // Running the cleanup again (the record is gone) is fine, and the finished backup is untouched.
+    assert_eq!(s.delete_prefix("backup/b/").await.unwrap(), 0);
+    assert_eq!(s.get("backup/a/pack/1").await.unwrap().len(), 3 << 20);
+
+    // An aborted upload leaves nothing either.
+    let mut up = s.upload("backup/c/pack/1").await.unwrap();
+    up.write(b"x").await.unwrap();
+    up.abort().await.unwrap();
+    assert!(s.list_all("backup/c/").await.unwrap().is_empty());
+}

@@ -315,7 +315,8 @@ fn backup_in_copy(s: &Setup) -> std::process::Child {
 
 /// A backup asked to stop — SIGTERM, as Kubernetes sends it, or `stop --force` — ends at once
 /// with exit 63, aborts its open upload, removes what it wrote and releases the lease (another
-/// writer need not wait for it to expire).
+/// writer need not wait for it to expire). On S3 a backup killed with SIGKILL cannot abort its
+/// upload; the next backup does, from the upload's record.
 fn terminated_backup(backend: Backend) {
     if !postgres_available() {
         return;
@@ -323,10 +324,24 @@ fn terminated_backup(backend: Backend) {
     let scratch = Scratch::new("pgstrata-term-");
     let repo = scratch.path("repo");
     let Some(lines) = repo_options(backend, &repo) else { return };
-    let (cluster, s) = archiving_cluster_on(&scratch, "src", &lines, None);
+    let (cluster, s) = archiving_cluster_on(&scratch, "src", &format!("{lines}lease-time=3\n"), None);
     let init = cluster.tool("pgbench", &["-i", "-s", "20", "-q", "postgres"]);
     assert!(init.status.success(), "pgbench -i: {}", text(&init));
     s.ok(&["--stanza=db", "stanza-create"]);
+    // The bucket, asked directly (S3 only): open multipart uploads and objects of the backups.
+    let ask = |query: &str| {
+        let endpoint = support::emulator("PGSTRATA_TEST_S3_ENDPOINT").unwrap();
+        let prefix = format!("{}/stanza/db/backup/", repo.display().to_string().trim_start_matches('/'));
+        let url = format!("{endpoint}/test-bucket?{query}&prefix={prefix}");
+        let o = std::process::Command::new("curl").args(["-sf", &url]).output().unwrap();
+        assert!(o.status.success(), "curl {url}: {}", text(&o));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let open_uploads = || {
+        let uploads = ask("uploads");
+        assert!(uploads.contains("ListMultipartUploadsResult"), "{uploads}");
+        uploads.matches("<Upload>").count()
+    };
 
     let child = backup_in_copy(&s);
     let began = Instant::now();
@@ -354,23 +369,31 @@ fn terminated_backup(backend: Backend) {
             s.ok(&["--stanza=db", "start"]);
         }
         _ => {
-            // The bucket, asked directly: no object of the backup, no multipart upload left open.
-            let endpoint = support::emulator("PGSTRATA_TEST_S3_ENDPOINT").unwrap();
-            let prefix = format!("{}/stanza/db/backup/", repo.display().to_string().trim_start_matches('/'));
-            let ask = |query: &str| {
-                let url = format!("{endpoint}/test-bucket?{query}&prefix={prefix}");
-                let o = std::process::Command::new("curl").args(["-sf", &url]).output().unwrap();
-                assert!(o.status.success(), "curl {url}: {}", text(&o));
-                String::from_utf8_lossy(&o.stdout).into_owned()
-            };
-            let uploads = ask("uploads");
-            assert!(uploads.contains("ListMultipartUploadsResult") && !uploads.contains("<Upload>"), "{uploads}");
+            assert_eq!(open_uploads(), 0, "the terminated backup left its upload open");
             let objects = ask("list-type=2");
             assert!(objects.contains("ListBucketResult") && !objects.contains("<Key>"), "{objects}");
+            // Killed outright, a backup leaves its upload open (and its lease until it expires).
+            let child = backup_in_copy(&s);
+            kill9_tree(child.id());
+            let _ = child.wait_with_output();
+            assert!(open_uploads() > 0, "the killed backup left no open upload: the check below proves nothing");
+            std::thread::sleep(Duration::from_secs(4));
         }
     }
     s.ok(&["--stanza=db", "backup", "--type=full", "--start-fast"]);
-    assert_eq!(labels(&s).len(), 1);
+    let listed = labels(&s);
+    assert_eq!(listed.len(), 1);
+    if backend != Backend::Local {
+        assert_eq!(open_uploads(), 0, "the next backup did not abort the killed backup's upload");
+        let objects = ask("list-type=2");
+        let foreign: Vec<&str> = objects
+            .split("<Key>")
+            .skip(1)
+            .filter_map(|k| k.split("</Key>").next())
+            .filter(|k| !k.contains(&format!("/backup/{}/", listed[0])))
+            .collect();
+        assert!(foreign.is_empty(), "objects of the killed backup are left: {foreign:?}");
+    }
 }
 
 #[test]
