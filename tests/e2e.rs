@@ -18,6 +18,7 @@ mod wal;
 #[path = "e2e/writers.rs"]
 mod writers;
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use support::{Cluster, Scratch, Setup, postgres_available, run_as_postgres, text};
@@ -221,6 +222,25 @@ fn wrong_passphrase_is_refused_as_such() {
 
 /// Full backup while pgbench writes, more writes, restore into a new directory (tablespace
 /// remapped), start it: recovery reaches the end of the archive and the data equals the source.
+/// Mode bits of every file and directory under `dir`, by relative path.
+fn modes(dir: &Path) -> std::collections::BTreeMap<String, u32> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let m = std::fs::symlink_metadata(e.path()).unwrap();
+            if m.file_type().is_symlink() {
+                continue;
+            }
+            if m.is_dir() {
+                todo.push(e.path());
+            }
+            out.insert(e.path().strip_prefix(dir).unwrap().display().to_string(), m.permissions().mode() & 0o7777);
+        }
+    }
+    out
+}
+
 fn backup_restore_cycle(backend: Backend, encrypted: Option<&str>) {
     if !postgres_available() {
         return;
@@ -236,6 +256,13 @@ fn backup_restore_cycle(backend: Backend, encrypted: Option<&str>) {
     let init = cluster.tool("pgbench", &["-i", "-s", "3", "-q", "postgres"]);
     assert!(init.status.success(), "pgbench -i: {}", text(&init));
     s.ok(&["--stanza=db", "stanza-create"]);
+    // Modes come back as recorded, whether the umask could take bits from them or not.
+    for (name, mode) in [("extra-0640.conf", 0o640), ("extra-0666.conf", 0o666), ("extra-0400.conf", 0o400)] {
+        let path = cluster.data.join(name);
+        std::fs::write(&path, name).unwrap();
+        support::chown_postgres(&path);
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
 
     // pgbench writes during the whole backup.
     let port = cluster.port.to_string();
@@ -267,6 +294,12 @@ fn backup_restore_cycle(backend: Backend, encrypted: Option<&str>) {
     let pg1 = format!("--pg1-path={}", target.display());
     let map = format!("--tablespace-map={ts_oid}={}", new_ts.display());
     s.ok(&["--stanza=db", "restore", &pg1, &map, "--process-max=2"]);
+    let (source_modes, restored_modes) = (modes(&cluster.data), modes(&target));
+    let common: Vec<_> = source_modes.iter().filter(|(k, _)| restored_modes.contains_key(*k)).collect();
+    assert!(common.len() > 500 && common.iter().any(|(k, _)| k.as_str() == "extra-0666.conf"));
+    for (name, mode) in common {
+        assert_eq!(restored_modes[name], *mode, "mode of {name}: {:o} restored as {:o}", mode, restored_modes[name]);
+    }
     let restored = Cluster::existing(&scratch, target.clone(), "restored");
     restored.configure("archive_mode = off");
     restored.start();

@@ -46,13 +46,38 @@ pub fn apply_owner(path: &Path, owner: &Ownership, as_root: bool, follow: bool) 
 }
 
 /// Sets the recorded owner (as root) and mode of a file restore has open, through its
-/// descriptor (no path lookup; the owner first, as a change of owner clears set-id bits).
-pub fn apply_owner_to(file: &std::fs::File, path: &Path, owner: &Ownership, as_root: bool) -> CliResult<()> {
+/// descriptor (no path lookup; the owner first, as a change of owner clears set-id bits). The
+/// mode is left alone when the file was created with it exactly (`mode_exact`, see
+/// [`created_with`]).
+pub fn apply_owner_to(
+    file: &std::fs::File,
+    path: &Path,
+    owner: &Ownership,
+    as_root: bool,
+    mode_exact: bool,
+) -> CliResult<()> {
     if as_root {
         let (uid, gid) = uid_gid(owner);
         std::os::unix::fs::fchown(file, uid, gid).map_err(|e| io(path, "set the owner of", e))?;
     }
+    if mode_exact {
+        return Ok(());
+    }
     file.set_permissions(std::fs::Permissions::from_mode(owner.mode)).map_err(|e| io(path, "set permissions of", e))
+}
+
+/// Whether a file just created with `mode & 0o777` has exactly `mode`: no set-id or sticky
+/// bits asked for, and the process's umask takes none of its bits (PostgreSQL's 0600/0640
+/// under the usual 0022 or 0077). Unknown umask: no.
+pub fn created_with(mode: u32) -> bool {
+    static UMASK: std::sync::OnceLock<Option<u32>> = std::sync::OnceLock::new();
+    // Read where no thread's file creation can race with it (unlike setting and restoring it).
+    let umask = UMASK.get_or_init(|| {
+        let status = std::fs::read_to_string("/proc/self/status").ok()?;
+        let line = status.lines().find_map(|l| l.strip_prefix("Umask:"))?;
+        u32::from_str_radix(line.trim(), 8).ok()
+    });
+    umask.is_some_and(|u| mode & !0o777 == 0 && mode & u == 0)
 }
 
 /// Gives a file restore wrote itself (settings, signal files) the data directory's owner.
