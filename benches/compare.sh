@@ -3,6 +3,8 @@
 #   benches/compare.sh [SCALE]          (default 100 = ~1.5 GB)
 #   TABLES=25000 benches/compare.sh     (instead: that many small tables, ~4 files each: many files)
 #   CODECS="zst 3"                      (codecs to run, comma-separated; default "zst 3,lz4 0")
+#   REPEAT=3                            (restores measured 3 times each, alternating; the median counts)
+#   KEEP=1                              (keep the work directory: dataset and repositories, for profiling)
 # Full backup and restore at zst level 3 and at lz4, process-max=2, start-fast; prints wall time,
 # CPU (user+sys), peak RSS and repository size for both, and the ratios. pgbench data is very
 # compressible, so a table of realistic rows (hashes, numbers, timestamps) is added at 1/4 of the
@@ -11,6 +13,7 @@
 set -euo pipefail
 SCALE="${1:-100}"
 TABLES="${TABLES:-0}"
+REPEAT="${REPEAT:-1}"
 CODECS="${CODECS:-zst 3,lz4 0}"
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 PG_BIN="${PGSTRATA_PG_BIN:-/usr/lib/postgresql/15/bin}"
@@ -26,7 +29,10 @@ cp "$ROOT/target/release/pgstrata" "$W/pgstrata"
 mkdir -p "$W/sock" "$W/lock" "$W/log" "$W/spool"
 if [ "$(id -u)" = 0 ]; then chown -R postgres:postgres "$W"; as_pg() { runuser -u postgres -- "$@"; }; else as_pg() { "$@"; }; fi
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-cleanup() { as_pg "$PG_BIN/pg_ctl" -D "$W/data" -m immediate -w stop > /dev/null 2>&1 || true; rm -rf "$W"; }
+cleanup() {
+  as_pg "$PG_BIN/pg_ctl" -D "$W/data" -m immediate -w stop > /dev/null 2>&1 || true
+  if [ -n "${KEEP:-}" ]; then echo "compare: kept $W" >&2; else rm -rf "$W"; fi
+}
 trap cleanup EXIT
 
 write_configs() { # $1 = suffix of the repo directories
@@ -128,11 +134,15 @@ for comp in "${CODEC_LIST[@]}"; do
   echo "backup-$tag $r1 $s1" >> "$RESULTS"
   echo "backup-$tag $r2 $s2" >> "$RESULTS"
   echo "== $tag: restores" >&2
-  r1=$(measure pgbackrest "${PGB[@]}" restore --pg1-path="$W/restore-pgbackrest-$tag" --process-max=2)
-  r2=$(measure pgstrata "${PGS[@]}" restore --pg1-path="$W/restore-pgstrata-$tag" --process-max=2)
-  echo "restore-$tag $r1 -" >> "$RESULTS"
-  echo "restore-$tag $r2 -" >> "$RESULTS"
-  rm -rf "$W/restore-pgbackrest-$tag" "$W/restore-pgstrata-$tag"
+  # Each run restores into a directory of its own, all kept until the last run: ext4 creates
+  # files more slowly where many were just deleted, which would favour whichever tool ran first.
+  for ((run = 1; run <= REPEAT; run++)); do
+    r1=$(measure pgbackrest "${PGB[@]}" restore --pg1-path="$W/restore-pgbackrest-$tag-$run" --process-max=2)
+    r2=$(measure pgstrata "${PGS[@]}" restore --pg1-path="$W/restore-pgstrata-$tag-$run" --process-max=2)
+    echo "restore-$tag $r1 -" >> "$RESULTS"
+    echo "restore-$tag $r2 -" >> "$RESULTS"
+    [ "$run" -lt "$REPEAT" ] || [ -n "${KEEP:-}" ] || rm -rf "$W/restore-pgbackrest-$tag-"* "$W/restore-pgstrata-$tag-"*
+  done
 done
 
 python3 - "$RESULTS" <<'PY'
@@ -145,9 +155,15 @@ for op, tool, wall, cpu, rss, size in rows:
 print()
 by = {}
 for op, tool, wall, cpu, rss, size in rows:
-    by.setdefault(op, {})[tool] = (float(wall), float(cpu), int(rss))
+    by.setdefault(op, {}).setdefault(tool, []).append((float(wall), float(cpu)))
+def median(xs):
+    xs = sorted(xs)
+    return xs[len(xs) // 2] if len(xs) % 2 else (xs[len(xs) // 2 - 1] + xs[len(xs) // 2]) / 2
 for op, t in by.items():
     if "pgbackrest" in t and "pgstrata" in t:
         b, s = t["pgbackrest"], t["pgstrata"]
-        print(f"{op:<14} speed-up (pgBackRest wall / pgstrata wall) = {b[0]/s[0]:.2f}x   cpu ratio = {b[1]/max(s[1],0.01):.2f}x")
+        bw, sw = median([w for w, _ in b]), median([w for w, _ in s])
+        bc, sc = median([c for _, c in b]), median([c for _, c in s])
+        runs = f" (median of {len(s)})" if len(s) > 1 else ""
+        print(f"{op:<14} speed-up (pgBackRest wall / pgstrata wall) = {bw/sw:.2f}x   cpu ratio = {bc/max(sc,0.01):.2f}x{runs}")
 PY
