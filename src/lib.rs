@@ -22,6 +22,7 @@ pub mod error;
 pub mod info;
 pub mod lease;
 pub mod log;
+pub mod manifest;
 pub mod postgres;
 pub mod process;
 pub mod progress;

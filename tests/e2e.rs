@@ -11,6 +11,8 @@ mod deploy;
 mod faults;
 #[path = "e2e/guards.rs"]
 mod guards;
+#[path = "e2e/incremental.rs"]
+mod incremental;
 #[path = "e2e/pitr.rs"]
 mod pitr;
 #[path = "e2e/wal.rs"]
@@ -59,6 +61,12 @@ fn repo_options(backend: Backend, repo: &Path) -> Option<String> {
             env("PGSTRATA_TEST_GCS_ENDPOINT")?
         ),
     })
+}
+
+/// `info --output=json` of stanza `db`.
+fn info_json(s: &Setup) -> serde_json::Value {
+    let o = s.ok(&["--stanza=db", "info", "--output=json"]);
+    serde_json::from_slice(&o.stdout).unwrap()
 }
 
 fn setup_on(scratch: &Scratch, name: &str, cluster: &Cluster, repo_lines: &str, encrypted: Option<&str>) -> Setup {

@@ -347,6 +347,21 @@ pub struct PageRun {
     pub at: u32,
 }
 
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+impl FileData {
+    /// Bytes stored for the file, in this backup or (for a reference) the one holding it.
+    pub fn stored(&self) -> u64 {
+        match self {
+            Self::Empty => 0,
+            Self::Stored { parts } | Self::Pages { parts, .. } => parts.iter().map(|p| p.len).sum(),
+            Self::Same { stored, .. } => *stored,
+        }
+    }
+}
+
 /// Where a file's content is.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -355,8 +370,13 @@ pub enum FileData {
     Empty,
     /// The whole content, in this backup's blobs, in order.
     Stored { parts: Vec<PartRef> },
-    /// Unchanged: identical to the file in `backup`, which stores it.
-    Same { backup: BackupLabel },
+    /// Unchanged: identical to the file in `backup`, which stores it in `stored` bytes (for
+    /// the repository sizes `info` reports; 0 when not recorded).
+    Same {
+        backup: BackupLabel,
+        #[serde(default, skip_serializing_if = "is_zero")]
+        stored: u64,
+    },
     /// Page-level incremental: the pages this backup stored (in `parts`, concatenated) and the
     /// runs that map every page of the file to a backup and a stored-page index.
     Pages { parts: Vec<PartRef>, runs: Vec<PageRun> },
@@ -729,7 +749,7 @@ mod tests {
                 owner: owner(),
                 sha256: Sha256Digest::of(b"y"),
                 chunks: vec![],
-                data: FileData::Same { backup: "20261120-101500F".parse().expect("label") },
+                data: FileData::Same { backup: "20261120-101500F".parse().expect("label"), stored: 0 },
                 page_errors: vec![],
             }),
             ManifestEntry::Link(LinkEntry {

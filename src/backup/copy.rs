@@ -8,13 +8,15 @@ use std::os::unix::fs::FileExt;
 use std::sync::{Arc, Condvar, Mutex};
 
 use pgstrata_repo_format::layout::StanzaLayout;
-use pgstrata_repo_format::meta::{DirEntry, LinkEntry, PartRef};
+use pgstrata_repo_format::meta::{DirEntry, FileEntry, LinkEntry, PartRef};
 use pgstrata_repo_format::pg::{BLCKSZ, Lsn, PageVerdict, verify_page};
 use pgstrata_repo_format::{BackupLabel, BlobEncoder, BlobSettings, DataKey, Sha256Digest};
 use pgstrata_storage::{RepoStore, Upload};
 
+use super::prior::{PriorFiles, feed};
 use super::walk::{Item, SourceFile, Walker};
 use crate::error::{CliError, CliResult, ErrorCode};
+use crate::manifest::ManifestStream;
 use crate::termination::Termination;
 
 /// How a backup copies.
@@ -51,6 +53,15 @@ pub struct CopiedFile {
 pub struct CopyTotals {
     pub packs: u32,
     pub stored_bytes: u64,
+}
+
+/// The prior backup of a diff or incr, whose files the copy references where unchanged.
+#[derive(Debug)]
+pub struct Prior<'a> {
+    pub label: BackupLabel,
+    /// When it started (unix seconds).
+    pub started: i64,
+    pub manifest: ManifestStream<'a>,
 }
 
 /// Writes pack objects `pack/<n>` one after another.
@@ -314,6 +325,8 @@ pub trait ItemSink {
     fn dir(&mut self, entry: DirEntry) -> CliResult<()>;
     fn link(&mut self, entry: LinkEntry) -> CliResult<()>;
     fn file(&mut self, file: &SourceFile, copied: CopiedFile) -> CliResult<()>;
+    /// A file referenced, not copied (unchanged since the prior backup).
+    fn unchanged(&mut self, entry: FileEntry) -> CliResult<()>;
     fn slot(&mut self, path: &str) -> CliResult<()>;
 }
 
@@ -322,6 +335,11 @@ pub trait ItemSink {
 pub struct CopyCount {
     pub files: u64,
     pub bytes: u64,
+    /// Of these, referenced (unchanged since the prior): files, bytes, and the prior's stored
+    /// bytes for them where its entry says (a reference to a reference does not).
+    pub unchanged_files: u64,
+    pub unchanged_bytes: u64,
+    pub unchanged_stored: u64,
 }
 
 /// Copies what `walker` finds into packs, streaming: a dispatcher thread walks and splits files
@@ -331,6 +349,7 @@ pub struct CopyCount {
 /// Returns the walker (its targets are complete) and the totals.
 pub async fn copy_tree(
     walker: Walker,
+    prior: Option<Prior<'_>>,
     writer: &mut PackWriter,
     settings: CopySettings,
     sink: &mut impl ItemSink,
@@ -338,6 +357,13 @@ pub async fn copy_tree(
 ) -> CliResult<(Walker, CopyCount)> {
     const WINDOW: usize = 1024;
     let window = Window::new(WINDOW);
+    let (prior_feed, prior_files) = match prior {
+        Some(p) => {
+            let (tx, files) = PriorFiles::channel(p.label, p.started);
+            (Some(feed(p.manifest, tx)), Some(files))
+        }
+        None => (None, None),
+    };
     let (item_tx, mut item_rx) = tokio::sync::mpsc::unbounded_channel::<CliResult<Vec<(Item, usize)>>>();
     let (job_tx, job_rx) = std::sync::mpsc::sync_channel::<Vec<PartJob>>(settings.workers * 2);
     let (sealed_tx, mut sealed_rx) = tokio::sync::mpsc::channel::<Vec<Sealed>>(settings.workers * 2);
@@ -347,7 +373,7 @@ pub async fn copy_tree(
         let (window, part_size) = (Arc::clone(&window), settings.part_size);
         std::thread::Builder::new()
             .name("pgstrata-walk".into())
-            .spawn(move || dispatch(walker, &window, part_size, &item_tx, &job_tx))
+            .spawn(move || dispatch(walker, prior_files, &window, part_size, &item_tx, &job_tx))
             .map_err(spawn_err)?
     };
     let job_rx = Arc::new(Mutex::new(job_rx));
@@ -385,11 +411,22 @@ pub async fn copy_tree(
     drop(job_rx);
 
     let mut progress = crate::progress::Progress::open_ended("backup");
-    let result = collect(writer, sink, &window, &mut item_rx, &mut sealed_rx, &mut progress, term).await;
+    let collected = async {
+        let result = collect(writer, sink, &window, &mut item_rx, &mut sealed_rx, &mut progress, term).await;
+        // Whatever waits on the collector learns that it stopped: the dispatcher (window), the
+        // workers (their answers), and through them the prior's feed.
+        window.close();
+        drop(item_rx);
+        drop(sealed_rx);
+        result
+    };
+    let feeding = async {
+        if let Some(feeding) = prior_feed {
+            feeding.await;
+        }
+    };
+    let (result, ()) = tokio::join!(collected, feeding);
     progress.finish();
-    window.close();
-    drop(item_rx);
-    drop(sealed_rx);
     for t in threads {
         let _ = tokio::task::spawn_blocking(move || t.join()).await;
     }
@@ -452,6 +489,7 @@ fn read_ahead(path: &std::path::Path) {
 /// the copy.
 fn dispatch(
     mut walker: Walker,
+    mut prior: Option<PriorFiles>,
     window: &Window,
     part_size: usize,
     items: &tokio::sync::mpsc::UnboundedSender<CliResult<Vec<(Item, usize)>>>,
@@ -460,7 +498,13 @@ fn dispatch(
     let mut seq = 0u64;
     let mut batch = Batch::default();
     loop {
-        let item = match walker.next_item() {
+        let found = walker.next_item().and_then(|item| match (item, prior.as_mut()) {
+            (Some(Item::File(f)), Some(prior)) => {
+                Ok(Some(prior.unchanged(&f)?.map_or(Item::File(f), |entry| Item::Unchanged(Box::new(entry)))))
+            }
+            (item, _) => Ok(item),
+        });
+        let item = match found {
             Ok(Some(item)) => item,
             Ok(None) => break,
             Err(e) => {
@@ -499,6 +543,13 @@ fn dispatch(
             return walker;
         }
         seq += 1;
+    }
+    // The rest of the prior's manifest is read too: its checksum covers all of it.
+    if let Some(Err(e)) = prior.map(PriorFiles::finish) {
+        if batch.flush(items, jobs) {
+            let _ = items.send(Err(e));
+        }
+        return walker;
     }
     batch.flush(items, jobs);
     walker
@@ -568,6 +619,14 @@ async fn collect(
                 Item::Dir(d) => sink.dir(d)?,
                 Item::Link(l) => sink.link(l)?,
                 Item::Slot(path) => sink.slot(&path)?,
+                Item::Unchanged(entry) => {
+                    count.files += 1;
+                    count.bytes += entry.size;
+                    count.unchanged_files += 1;
+                    count.unchanged_bytes += entry.size;
+                    count.unchanged_stored += entry.data.stored();
+                    sink.unchanged(*entry)?;
+                }
                 Item::File(f) => {
                     let copied = assemble(p.done);
                     if !copied.vanished {
@@ -639,6 +698,10 @@ mod tests {
             self.1 += copied.size;
             Ok(())
         }
+        fn unchanged(&mut self, entry: FileEntry) -> CliResult<()> {
+            self.0.push(entry.path);
+            Ok(())
+        }
         fn slot(&mut self, path: &str) -> CliResult<()> {
             self.0.push(path.to_string());
             Ok(())
@@ -673,7 +736,8 @@ mod tests {
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
         let mut sink = Paths::default();
         let result = rt.block_on(async {
-            let copy = copy_tree(Walker::new(dir, 131_072), &mut packs, settings, &mut sink, Termination::never());
+            let copy =
+                copy_tree(Walker::new(dir, 131_072), None, &mut packs, settings, &mut sink, Termination::never());
             let r = tokio::time::timeout(std::time::Duration::from_secs(30), copy).await.expect("the copy hung");
             match r {
                 Ok((_, count)) => packs.finish().await.map(|_| count),

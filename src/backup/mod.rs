@@ -1,9 +1,12 @@
-//! `backup`: a full backup of a running cluster, taken in parallel into packs while the files
-//! are walked, with the manifest written last and the catalog updated after it. Memory does not
-//! grow with the number of files: the walk, the copy and the manifest all stream.
+//! `backup`: a full, diff or incr backup of a running cluster, taken in parallel into packs
+//! while the files are walked (a diff or incr references what did not change since its prior,
+//! see [`prior`]), with the manifest written last and the catalog updated after it. Memory does
+//! not grow with the number of files: the walk, the prior's manifest, the copy and the manifest
+//! all stream.
 
 pub mod copy;
 pub mod plan;
+pub mod prior;
 pub mod server;
 pub mod spool;
 pub mod walk;
@@ -14,15 +17,16 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use pgstrata_repo_format::layout::{archive_id, copy_of, parse_wal_object};
 use pgstrata_repo_format::meta::{BackupCatalog, BackupSettings, FileData, FileEntry, Ownership};
 use pgstrata_repo_format::pg::{ControlFile, Lsn, WalFileName};
-use pgstrata_repo_format::{BackupType, BlobEncoder};
+use pgstrata_repo_format::{BackupType, BlobEncoder, BlobSettings};
 
 use crate::config::Config;
 use crate::error::{CliError, CliResult, ErrorCode};
 use crate::lease::Lease;
+use crate::manifest::ManifestStream;
 use crate::postgres::{pg_path, read_control};
 use crate::repo::{Repo, blob_settings, open_repo, stanza_name};
 use crate::termination::Termination;
-use copy::{CopySettings, PackWriter, copy_tree};
+use copy::{CopySettings, PackWriter, Prior, copy_tree};
 use plan::{BackupPlan, Stored, WalRange};
 use server::{BackupServer, Started, Stopped};
 use spool::ManifestSpool;
@@ -151,17 +155,23 @@ async fn take_backup(
     let control = read_control(&data)?;
     let plan = BackupPlan::new(&catalog, repo.current_db()?, &control, requested, unix_now())?;
     plan.warnings.iter().for_each(|w| tracing::warn!("{w}"));
+    let prior = open_prior(repo, &plan, config.bool("delta")).await?;
+    // A chain keeps its full's frame size: chunk digests are per frame.
+    let mut blob = blob_settings(config)?;
+    if let Some(p) = &prior {
+        blob.frame_size = usize::try_from(p.manifest.header()?.settings.frame_size).unwrap_or(blob.frame_size);
+    }
     let server = BackupServer::connect(config, &control).await?;
     let timestamp_start = unix_now();
     let started = server.start(&plan.label, config.bool("start-fast")).await?;
 
-    let settings = copy_settings(config, repo, &control, started.lsn)?;
+    let settings = copy_settings(config, repo, &control, started.lsn, blob);
     let mut packs = PackWriter::new(repo.store.clone(), repo.layout.clone(), plan.label.clone(), PACK_SIZE, 0);
     let mut spool = ManifestSpool::new()?;
     let walker = Walker::new(&data, control.relseg_size.max(1));
     tracing::info!("copying with {} workers", settings.workers);
     let copied = async {
-        let (walker, copied) = copy_tree(walker, &mut packs, settings.clone(), &mut spool, term).await?;
+        let (walker, copied) = copy_tree(walker, prior, &mut packs, settings.clone(), &mut spool, term).await?;
         let stopped = server.stop(started.timeline).await?;
         let late = store_stop_files(&mut packs, &stopped, walker.data_owner(), &settings).await?;
         Ok::<_, CliError>((walker, copied, stopped, late))
@@ -180,8 +190,13 @@ async fn take_backup(
         wait_for_archive(repo, &started.wal, &stopped.wal, server.seg_size(), timeout).await?;
     }
     let wal = wal_range(&started, &stopped, timestamp_start);
-    let header =
-        plan.header(&control, &wal, backup_settings(config, repo, &control), walker.targets().to_vec(), totals.packs);
+    let header = plan.header(
+        &control,
+        &wal,
+        backup_settings(config, repo, &control, blob),
+        walker.targets().to_vec(),
+        totals.packs,
+    );
     let page_error_files = spool.page_error_files;
     let size = copied.bytes + late.iter().map(|f| f.size).sum::<u64>();
     let file_total = copied.files + late.len() as u64;
@@ -191,7 +206,15 @@ async fn take_backup(
     let (manifest_sha256, manifest_len) = spool
         .publish(&repo.store, [&manifest_key, &copy_of(&manifest_key)], &header, late, settings.blob, repo.key.as_ref())
         .await?;
-    let stored = Stored { size, repo_size: totals.stored_bytes + manifest_len, packs: totals.packs, page_error_files };
+    let repo_delta = totals.stored_bytes + manifest_len;
+    let stored = Stored {
+        size,
+        delta: size - copied.unchanged_bytes,
+        repo_size: repo_delta + copied.unchanged_stored,
+        repo_delta,
+        packs: totals.packs,
+        page_error_files,
+    };
     catalog.backups.push(plan.catalog_entry(&wal, stored, manifest_sha256));
     lease.check()?;
     repo.save_catalog(&catalog, settings.blob).await?;
@@ -215,10 +238,19 @@ fn wal_range(started: &Started, stopped: &Stopped, timestamp_start: i64) -> WalR
 fn report(plan: &BackupPlan, stored: &Stored, file_total: u64) {
     tracing::info!("new backup label = {}", plan.label);
     tracing::info!(
-        "full backup size = {}, file total = {file_total}, repository size = {}",
-        human(stored.size),
-        human(stored.repo_size)
+        "{} backup size = {}, file total = {file_total}, repository size = {}",
+        plan.backup_type.as_str(),
+        human(stored.delta),
+        human(stored.repo_delta)
     );
+    if let Some(prior) = &plan.prior {
+        tracing::info!(
+            "prior {}: {} of {} referenced, not copied",
+            prior.label,
+            human(stored.size - stored.delta),
+            human(stored.size)
+        );
+    }
     if stored.page_error_files > 0 {
         tracing::warn!(
             "{} files have invalid page checksums; the backup is marked with error=true",
@@ -227,9 +259,27 @@ fn report(plan: &BackupPlan, stored: &Stored, file_total: u64) {
     }
 }
 
-fn copy_settings(config: &Config, repo: &Repo, control: &ControlFile, start_lsn: Lsn) -> CliResult<CopySettings> {
-    let blob = blob_settings(config)?;
-    Ok(CopySettings {
+/// The prior's manifest, for the copy to reference what did not change; `None` for a full, or
+/// when every file must be read (`--delta`, or the timeline changed since the prior).
+async fn open_prior<'a>(repo: &'a Repo, plan: &BackupPlan, delta: bool) -> CliResult<Option<Prior<'a>>> {
+    let Some(p) = &plan.prior else { return Ok(None) };
+    if delta || plan.delta {
+        tracing::info!("delta: every file is read and compared, none referenced by size and time");
+        return Ok(None);
+    }
+    tracing::info!("prior backup {}: unchanged files are referenced", p.label);
+    let manifest = ManifestStream::open(repo, p).await?;
+    Ok(Some(Prior { label: p.label.clone(), started: p.timestamp_start, manifest }))
+}
+
+fn copy_settings(
+    config: &Config,
+    repo: &Repo,
+    control: &ControlFile,
+    start_lsn: Lsn,
+    blob: BlobSettings,
+) -> CopySettings {
+    CopySettings {
         workers: usize::try_from(config.int("process-max").unwrap_or(1)).unwrap_or(1).max(1),
         blob,
         key: repo.key.clone(),
@@ -237,15 +287,15 @@ fn copy_settings(config: &Config, repo: &Repo, control: &ControlFile, start_lsn:
         pack_size: PACK_SIZE,
         checksum_pages: control.data_checksum_version > 0,
         start_lsn,
-    })
+    }
 }
 
-fn backup_settings(config: &Config, repo: &Repo, control: &ControlFile) -> BackupSettings {
+fn backup_settings(config: &Config, repo: &Repo, control: &ControlFile, blob: BlobSettings) -> BackupSettings {
     BackupSettings {
         compress_type: config.get("compress-type").unwrap_or("zst").to_string(),
         compress_level: config.int("compress-level").and_then(|v| i32::try_from(v).ok()),
         cipher: if repo.key.is_some() { "aes-256-gcm" } else { "none" }.to_string(),
-        frame_size: blob_settings(config).map(|b| b.frame_size as u64).unwrap_or(1 << 20),
+        frame_size: blob.frame_size as u64,
         checksum_page: control.data_checksum_version > 0,
     }
 }

@@ -217,6 +217,13 @@ impl ItemSink for ManifestSpool {
         }))
     }
 
+    fn unchanged(&mut self, entry: FileEntry) -> CliResult<()> {
+        if !entry.page_errors.is_empty() {
+            self.page_error_files += 1;
+        }
+        self.push(&ManifestEntry::File(entry))
+    }
+
     fn slot(&mut self, path: &str) -> CliResult<()> {
         self.body.reserve(path)?;
         self.segments.push(Segment { end: self.text_len, entries: self.entries, slot: path.to_string() });

@@ -79,6 +79,9 @@ pub enum Item {
     Dir(DirEntry),
     Link(LinkEntry),
     File(SourceFile),
+    /// A file unchanged since the prior backup: its entry, referencing the prior's copy. Not
+    /// found by the walk itself: the copy turns a [`Item::File`] into this (see `super::prior`).
+    Unchanged(Box<pgstrata_repo_format::meta::FileEntry>),
     /// The place of a file the backup writes at its end (`backup_label`, `tablespace_map`).
     Slot(String),
 }
@@ -89,6 +92,7 @@ impl Item {
             Self::Dir(d) => &d.path,
             Self::Link(l) => &l.path,
             Self::File(f) => &f.path,
+            Self::Unchanged(e) => &e.path,
             Self::Slot(p) => p,
         }
     }

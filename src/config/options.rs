@@ -114,7 +114,7 @@ pub const OPTIONS: &[OptionDef] = &[
     ),
     opt("archive-get-queue-max", Kind::Size { min: 0, max: u64::MAX }, Some("128MiB"), "WAL archive-get prefetches"),
     opt("archive-timeout", Kind::Duration, Some("60"), "how long to wait for WAL to reach the archive"),
-    opt("delta", Kind::Bool, Some("n"), "restore only what differs"),
+    opt("delta", Kind::Bool, Some("n"), "restore: rewrite only what differs; backup: compare files by content"),
     opt("force", Kind::Bool, Some("n"), "force the command"),
     opt("type", Kind::Str, None, "backup or recovery type"),
     cli("set", Kind::Str, None, "backup label to restore or show"),

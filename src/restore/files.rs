@@ -39,8 +39,11 @@ pub struct FileOptions {
 /// One file to restore and where it goes.
 #[derive(Debug)]
 pub struct FileJob {
+    /// The manifest's entry, its data as stored in `from` (a reference already resolved).
     pub entry: FileEntry,
     pub local: PathBuf,
+    /// The backup whose packs hold the data.
+    pub from: BackupLabel,
 }
 
 /// What the file jobs did.
@@ -100,7 +103,6 @@ pub fn part_jobs(entry: &FileEntry, frame_size: u64) -> CliResult<Vec<PartJob>> 
 /// every file is in place.
 pub async fn restore_files(
     repo: &Repo,
-    label: &BackupLabel,
     jobs: impl futures::Stream<Item = CliResult<FileJob>>,
     total: u64,
     options: FileOptions,
@@ -113,9 +115,9 @@ pub async fn restore_files(
                 let mut batch = batch?;
                 if batch.len() == 1 && !is_small(&batch[0].entry) {
                     let job = batch.pop().ok_or_else(|| CliError::new(ErrorCode::Format, "empty batch"))?;
-                    restore_file(repo, label, job, options, &progress).await.map(|o| vec![o])
+                    restore_file(repo, job, options, &progress).await.map(|o| vec![o])
                 } else {
-                    restore_batch(repo, label, batch, options, &progress).await
+                    restore_batch(repo, batch, options, &progress).await
                 }
             }
         })
@@ -166,11 +168,15 @@ fn is_small(entry: &FileEntry) -> bool {
 }
 
 /// Whether `next` can join a batch whose stored bytes so far are `range` (pack, start, end).
-fn joins(batch: &[FileJob], range: Option<(u32, u64, u64)>, next: &FileEntry) -> bool {
-    if batch.len() >= BATCH_FILES || !is_small(next) || batch.first().is_some_and(|f| !is_small(&f.entry)) {
+fn joins(batch: &[FileJob], range: Option<(u32, u64, u64)>, next: &FileJob) -> bool {
+    let first = batch.first();
+    if batch.len() >= BATCH_FILES
+        || !is_small(&next.entry)
+        || first.is_some_and(|f| !is_small(&f.entry) || f.from != next.from)
+    {
         return false;
     }
-    match (range, small_part(next)) {
+    match (range, small_part(&next.entry)) {
         (Some((pack, start, end)), Some(p)) => {
             p.pack == pack && p.offset == end && p.offset + p.len - start <= BATCH_BYTES
         }
@@ -204,7 +210,7 @@ fn batches(
         }
         loop {
             match jobs.next().await {
-                Some(Ok(job)) if batch.is_empty() || joins(&batch, range, &job.entry) => {
+                Some(Ok(job)) if batch.is_empty() || joins(&batch, range, &job) => {
                     push(&mut batch, &mut range, job);
                 }
                 Some(Ok(job)) => return Some((Ok(batch), (jobs, Some(job), false))),
@@ -220,7 +226,6 @@ fn batches(
 /// checked against the manifest, written under its temporary name and renamed into place.
 async fn restore_batch(
     repo: &Repo,
-    label: &BackupLabel,
     batch: Vec<FileJob>,
     options: FileOptions,
     progress: &Mutex<Progress>,
@@ -254,9 +259,9 @@ async fn restore_batch(
         batch
     };
     let parts: Vec<PartRef> = batch.iter().filter_map(|j| small_part(&j.entry)).collect();
-    let (stored, start, key) = match (parts.first(), parts.last()) {
-        (Some(first), Some(last)) => {
-            let key = repo.layout.pack(label, first.pack);
+    let (stored, start, key) = match (parts.first(), parts.last(), batch.first()) {
+        (Some(first), Some(last), Some(job)) => {
+            let key = repo.layout.pack(&job.from, first.pack);
             (repo.store.get_range(&key, first.offset..last.offset + last.len).await?, first.offset, key)
         }
         _ => (bytes::Bytes::new(), 0, String::new()),
@@ -368,14 +373,13 @@ enum Outcome {
 
 async fn restore_file(
     repo: &Repo,
-    label: &BackupLabel,
     job: FileJob,
     options: FileOptions,
     progress: &Mutex<Progress>,
 ) -> CliResult<Outcome> {
     let parts = part_jobs(&job.entry, options.frame_size)?;
     let entry = Arc::new(job.entry);
-    let local = job.local;
+    let (local, label) = (job.local, job.from);
     if options.delta {
         let (p, frame) = (local.clone(), usize::try_from(options.frame_size).unwrap_or(1 << 20));
         let current = blocking(move || Ok(local_digest(&p, frame))).await?;
@@ -396,7 +400,7 @@ async fn restore_file(
     })
     .await?;
     let file = Arc::new(file);
-    let written = write_parts(repo, label, &entry, &file, &out, parts, options.workers, progress).await;
+    let written = write_parts(repo, &label, &entry, &file, &out, parts, options.workers, progress).await;
     if let Err(e) = written {
         drop(file);
         let _ = std::fs::remove_file(&out);
@@ -565,7 +569,11 @@ mod tests {
     }
 
     fn job(name: &str, size: u64, parts: Vec<PartRef>) -> FileJob {
-        FileJob { entry: FileEntry { path: name.into(), ..entry(size, parts) }, local: PathBuf::from(name) }
+        FileJob {
+            entry: FileEntry { path: name.into(), ..entry(size, parts) },
+            local: PathBuf::from(name),
+            from: "20270115-080000F".parse().unwrap(),
+        }
     }
 
     #[test]

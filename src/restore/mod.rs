@@ -4,9 +4,10 @@
 //! The steps, each in its own module: [`target`] picks the backup for the recovery target;
 //! [`guard`] decides what may be done to the directories (and refuses before anything is
 //! touched); [`plan`] places every manifest path on this host; [`tree`] makes directories and
-//! links and, for `--delta`, removes what the backup lacks; [`files`] restores the files,
-//! small ones in batches, each under a temporary name renamed into place, and every filesystem
-//! written is synced before the restore completes; [`recovery`] writes the settings PostgreSQL
+//! links and, for `--delta`, removes what the backup lacks; [`chain`] finds the data of the
+//! files a diff or incr references in the backups that store them; [`files`] restores the
+//! files, small ones in batches, and every filesystem written is synced before the restore
+//! completes; [`recovery`] writes the settings PostgreSQL
 //! reads. A marker file in the data directory stays until the restore has completed, so an
 //! interrupted restore can be finished with `--delta`; `global/pg_control` is restored under
 //! another name and put in place last, so PostgreSQL refuses to start an unfinished restore.
@@ -18,13 +19,13 @@ use pgstrata_repo_format::meta::ManifestEntry;
 use crate::config::Config;
 use crate::durable;
 use crate::error::{CliError, CliResult, ErrorCode};
+use crate::manifest::ManifestStream;
 use crate::postgres::pg_path;
 use crate::repo::{open_repo, stanza_name};
-use manifest::ManifestStream;
 
+mod chain;
 mod files;
 mod guard;
-mod manifest;
 mod owner;
 mod plan;
 mod recovery;
@@ -85,8 +86,9 @@ async fn restore(config: &Config, stanza: &str, data: &Path, workers: usize) -> 
     }
     // Second pass: the files, streamed into the jobs.
     let options = files::FileOptions { delta, as_root, frame_size: header.settings.frame_size.max(1), workers };
-    let jobs = file_jobs(manifest.reopen().await?, &plan, &control);
-    let summary = files::restore_files(&repo, &backup.label, jobs, tree.bytes, options).await?;
+    let refs = chain::References::new(&repo, &catalog, backup.label.clone());
+    let jobs = file_jobs(manifest.reopen().await?, refs, &plan, &control);
+    let summary = files::restore_files(&repo, jobs, tree.bytes, options).await?;
     // Every file and directory written, on disk, before the restore can count as done.
     durable::sync_filesystems(std::iter::once(data).chain(plan.roots.values().map(PathBuf::as_path)))?;
     if delta {
@@ -145,25 +147,33 @@ impl ControlFile {
     }
 }
 
-/// The files of a manifest pass, placed by the plan, as a stream of jobs.
+/// The files of a manifest pass, placed by the plan and their references resolved, as a stream
+/// of jobs.
 fn file_jobs<'a>(
     manifest: ManifestStream<'a>,
+    refs: chain::References<'a>,
     plan: &'a RestorePlan,
     control: &'a ControlFile,
 ) -> impl futures::Stream<Item = CliResult<files::FileJob>> + 'a {
-    futures::stream::unfold(Some(manifest), move |state| async move {
-        let mut m = state?;
+    futures::stream::unfold(Some((manifest, refs)), move |state| async move {
+        let (mut m, mut refs) = state?;
         loop {
             match m.next().await {
                 Ok(Some(ManifestEntry::File(entry))) => {
-                    let job = plan
-                        .local(&entry.path)
-                        .map(|local| files::FileJob { local: control.place(&entry.path, local), entry });
-                    return Some((job, Some(m)));
+                    let job = match plan.local(&entry.path) {
+                        Ok(local) => refs.resolve(entry).await.map(|(entry, from)| files::FileJob {
+                            local: control.place(&entry.path, local),
+                            entry,
+                            from,
+                        }),
+                        Err(e) => Err(e),
+                    };
+                    // An error ends the stream.
+                    let next = job.is_ok().then_some((m, refs));
+                    return Some((job, next));
                 }
                 Ok(Some(_)) => continue,
-                Ok(None) => return None,
-                // The error ends the stream.
+                Ok(None) => return refs.finish().await.err().map(|e| (Err(e), None)),
                 Err(e) => return Some((Err(e), None)),
             }
         }

@@ -16,11 +16,6 @@ fn other_machine(scratch: &Scratch, s: &Setup, name: &str) -> Setup {
     Setup { config: scratch.write(&format!("{name}.conf"), &conf), env: vec![] }
 }
 
-fn info_json(s: &Setup) -> serde_json::Value {
-    let o = s.ok(&["--stanza=db", "info", "--output=json"]);
-    serde_json::from_slice(&o.stdout).unwrap()
-}
-
 fn labels(s: &Setup) -> Vec<String> {
     let info = info_json(s);
     info[0]["backup"].as_array().unwrap().iter().map(|b| b["label"].as_str().unwrap().to_string()).collect()

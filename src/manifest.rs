@@ -1,8 +1,9 @@
 //! A backup's manifest read as a stream: ranged reads of the stored object, decoded frame by
 //! frame, parsed line by line. Memory stays at a few frames whatever the number of files, so
 //! restore reads the manifest twice (directories and links first, then files) instead of
-//! holding it. The whole text is checked against the catalog's checksum at the end of each
-//! pass; restore writes nothing before the first pass has ended.
+//! holding it, and a dependent backup reads its prior's alongside its own walk. The whole text
+//! is checked against the catalog's checksum at the end of each pass; restore writes nothing
+//! before the first pass has ended.
 
 use pgstrata_repo_format::digest::Sha256Stream;
 use pgstrata_repo_format::layout::copy_of;
@@ -29,6 +30,12 @@ pub struct ManifestStream<'a> {
     /// The first entry, read while looking for the header.
     pending: Option<ManifestEntry>,
     ended: bool,
+}
+
+impl std::fmt::Debug for ManifestStream<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ManifestStream").field("key", &self.key).field("offset", &self.offset).finish()
+    }
 }
 
 impl<'a> ManifestStream<'a> {

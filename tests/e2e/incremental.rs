@@ -1,0 +1,134 @@
+//! Differential and incremental backups: pgBackRest's types and priors, unchanged files
+//! referenced without being opened, and every backup of a chain restoring to the cluster as it
+//! was when that backup ended.
+
+use super::*;
+
+fn pgbench(cluster: &Cluster, transactions: &str) {
+    let o = cluster.tool("pgbench", &["-t", transactions, "-c", "2", "-n", "postgres"]);
+    assert!(o.status.success(), "pgbench: {}", text(&o));
+}
+
+/// The data file of a table, in the data directory.
+fn relation_file(cluster: &Cluster, table: &str) -> std::path::PathBuf {
+    cluster.data.join(cluster.sql(&format!("select pg_relation_filepath('{table}')")))
+}
+
+#[test]
+fn full_diff_incr_chain_restores_every_backup() {
+    if !postgres_available() {
+        return;
+    }
+    let scratch = Scratch::new("pgstrata-incr-");
+    let repo = scratch.path("repo");
+    let (cluster, s) = archiving_cluster(&scratch, "src", &repo, None);
+    let init = cluster.tool("pgbench", &["-i", "-s", "2", "-q", "postgres"]);
+    assert!(init.status.success(), "pgbench -i: {}", text(&init));
+    cluster.sql("create table cold as select g as id, md5(g::text) as v from generate_series(1, 20000) g");
+    cluster.sql("create table shrinking as select g as id, repeat('x', 200) as v from generate_series(1, 20000) g");
+    cluster.sql("create table recreated as select g as id from generate_series(1, 1000) g");
+    // Settled (hint bits, visibility map), so nothing writes the cold table's file again.
+    cluster.sql("vacuum freeze");
+    cluster.sql("checkpoint");
+    s.ok(&["--stanza=db", "stanza-create"]);
+    // A file written in the second a backup starts is read again by the next one (its time
+    // cannot tell a write before the copy from one after): let the cold file's second pass.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+
+    // No --type: pgBackRest's default is incr, and the first one becomes a full.
+    let o = s.ok(&["--stanza=db", "backup", "--start-fast", "--log-level-console=warn"]);
+    assert!(text(&o).contains("no prior backup exists, incr backup has been changed to full"), "{}", text(&o));
+    let mut dumps = vec![cluster.dumpall()];
+
+    // An unchanged file is not even opened: the cold table's file made unreadable (its size
+    // and time kept) does not trouble an incr, while a full could not read it.
+    let cold = relation_file(&cluster, "cold");
+    std::fs::set_permissions(&cold, std::fs::Permissions::from_mode(0o000)).unwrap();
+    pgbench(&cluster, "300");
+    let o = s.run(&["--stanza=db", "backup", "--type=full", "--start-fast"]);
+    assert_eq!(o.status.code(), Some(42), "a full backup read past an unreadable file: {}", text(&o));
+    assert!(text(&o).contains("Permission denied"), "{}", text(&o));
+    s.ok(&["--stanza=db", "backup", "--type=diff", "--start-fast"]);
+    std::fs::set_permissions(&cold, std::fs::Permissions::from_mode(0o600)).unwrap();
+    dumps.push(cluster.dumpall());
+
+    // Between backups: a table dropped and made again, a relation truncated by VACUUM, a new
+    // database and a tablespace.
+    let ts_dir = scratch.path("ts1");
+    cluster.sql(&format!("create tablespace ts1 location '{}'", ts_dir.display()));
+    cluster
+        .sql("create table in_ts tablespace ts1 as select g as id, md5(g::text) as v from generate_series(1, 5000) g");
+    cluster.sql("drop table recreated");
+    cluster.sql("create table recreated as select g as id, g * 2 as twice from generate_series(1, 3000) g");
+    cluster.sql("delete from shrinking where id > 2000");
+    cluster.sql("vacuum shrinking");
+    cluster.sql("create database second");
+    pgbench(&cluster, "300");
+    s.ok(&["--stanza=db", "backup", "--start-fast"]);
+    dumps.push(cluster.dumpall());
+
+    pgbench(&cluster, "300");
+    cluster.sql("insert into in_ts select g, 'later' from generate_series(5001, 6000) g");
+    s.ok(&["--stanza=db", "backup", "--type=incr", "--start-fast"]);
+    dumps.push(cluster.dumpall());
+    cluster.archive_now();
+
+    // The catalog: types, priors and references as pgBackRest reports them.
+    let info = info_json(&s);
+    let backups = info[0]["backup"].as_array().unwrap();
+    let kinds: Vec<&str> = backups.iter().map(|b| b["type"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["full", "diff", "incr", "incr"]);
+    let labels: Vec<String> = backups.iter().map(|b| b["label"].as_str().unwrap().to_string()).collect();
+    assert!(backups[0]["prior"].is_null() && backups[0]["reference"].is_null());
+    for (i, prior) in [(1, 0), (2, 1), (3, 2)] {
+        assert_eq!(backups[i]["prior"].as_str(), Some(labels[prior].as_str()), "prior of {}", labels[i]);
+        assert!(labels[i].starts_with(&labels[0]), "{} is not named after its full", labels[i]);
+    }
+    let refs: Vec<&str> = backups[3]["reference"].as_array().unwrap().iter().map(|r| r.as_str().unwrap()).collect();
+    assert_eq!(refs, [labels[0].as_str(), labels[1].as_str(), labels[2].as_str()]);
+    for b in &backups[1..] {
+        let (size, delta) = (b["info"]["size"].as_u64().unwrap(), b["info"]["delta"].as_u64().unwrap());
+        let (repo, repo_delta) =
+            (b["info"]["repository"]["size"].as_u64().unwrap(), b["info"]["repository"]["delta"].as_u64().unwrap());
+        eprintln!("{}: copied {delta} of {size} bytes, stored {repo_delta} of {repo}", b["label"]);
+        assert!(delta < size, "{} copied {delta} of {size} bytes", b["label"]);
+        assert!(repo_delta < repo, "{}: repository delta {repo_delta}, size {repo}", b["label"]);
+    }
+
+    // Each backup restores to the cluster as that backup left it.
+    let ts_oid = cluster.sql("select oid from pg_tablespace where spcname = 'ts1'");
+    for (i, label) in labels.iter().enumerate() {
+        let dir = scratch.path(&format!("restored-{i}"));
+        let ts = scratch.path(&format!("ts1-restored-{i}"));
+        let pg1 = format!("--pg1-path={}", dir.display());
+        let map = format!("--tablespace-map={ts_oid}={}", ts.display());
+        let set = format!("--set={label}");
+        let mut args = vec!["--stanza=db", "restore", &pg1, &set, "--type=immediate", "--target-action=promote"];
+        if i >= 2 {
+            args.push(&map);
+        }
+        s.ok(&args);
+        if i == 1 {
+            // The diff recorded the cold file's mode as it was then, and restored it so.
+            let cold_copy = dir.join(cold.strip_prefix(&cluster.data).unwrap());
+            let mode = std::fs::metadata(&cold_copy).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0, "the diff's record of the cold file's mode");
+            std::fs::set_permissions(&cold_copy, std::fs::Permissions::from_mode(0o600)).unwrap();
+        }
+        let restored = Cluster::existing(&scratch, dir, &format!("restored-{i}"));
+        restored.configure("archive_mode = off");
+        restored.start();
+        restored.wait_promoted();
+        let got = restored.dumpall().replace(ts.to_str().unwrap(), ts_dir.to_str().unwrap());
+        assert!(got == dumps[i], "backup {label} ({}) restored differently from the cluster it was taken of", kinds[i]);
+        let checked = restored.tool("pg_amcheck", &["--all", "--install-missing", "--heapallindexed"]);
+        assert!(checked.status.success(), "amcheck after restoring {label}: {}", text(&checked));
+        restored.stop();
+        let sums = run_as_postgres(
+            &support::pg_bin().join("pg_checksums"),
+            &["--check", "-D", restored.data.to_str().unwrap()],
+            &[],
+        );
+        assert!(sums.status.success(), "pg_checksums after restoring {label}: {}", text(&sums));
+    }
+}
