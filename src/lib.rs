@@ -15,6 +15,7 @@
 pub mod accounts;
 pub mod archive;
 pub mod backup;
+pub mod chain;
 pub mod commands;
 pub mod config;
 pub mod durable;
@@ -23,6 +24,7 @@ pub mod info;
 pub mod lease;
 pub mod log;
 pub mod manifest;
+pub mod pages;
 pub mod postgres;
 pub mod process;
 pub mod progress;

@@ -377,9 +377,16 @@ pub enum FileData {
         #[serde(default, skip_serializing_if = "is_zero")]
         stored: u64,
     },
-    /// Page-level incremental: the pages this backup stored (in `parts`, concatenated) and the
-    /// runs that map every page of the file to a backup and a stored-page index.
-    Pages { parts: Vec<PartRef>, runs: Vec<PageRun> },
+    /// Page-level incremental: the pages this backup stored (in `parts`, concatenated), the
+    /// SHA-256 of each frame of each part (the parts' own frames, in order: what verifies the
+    /// stored pages, as the file's `chunks` describe the file as read), and the runs that map
+    /// every page of the file to a backup and a stored-page index.
+    Pages {
+        parts: Vec<PartRef>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        chunks: Vec<Sha256Digest>,
+        runs: Vec<PageRun>,
+    },
 }
 
 /// A regular file.
@@ -735,6 +742,7 @@ mod tests {
                 chunks: vec![Sha256Digest::of(b"x")],
                 data: FileData::Pages {
                     parts: vec![PartRef { pack: 0, offset: 80, len: 300, plain_len: 8192 }],
+                    chunks: vec![Sha256Digest::of(b"page 2")],
                     runs: vec![
                         PageRun { first: 0, count: 2, backup: Some("20261120-101500F".parse().expect("label")), at: 0 },
                         PageRun { first: 2, count: 1, backup: None, at: 0 },

@@ -10,11 +10,14 @@ use std::sync::{Arc, Condvar, Mutex};
 use pgstrata_repo_format::layout::StanzaLayout;
 use pgstrata_repo_format::meta::{DirEntry, FileEntry, LinkEntry, PartRef};
 use pgstrata_repo_format::pg::{BLCKSZ, Lsn, PageVerdict, verify_page};
+
+use crate::pages::must_store;
 use pgstrata_repo_format::{BackupLabel, BlobEncoder, BlobSettings, DataKey, Sha256Digest};
 use pgstrata_storage::{RepoStore, Upload};
 
-use super::prior::{PriorFiles, feed};
+use super::prior::{Decision, PriorFiles, feed};
 use super::walk::{Item, SourceFile, Walker};
+use crate::chain::References;
 use crate::error::{CliError, CliResult, ErrorCode};
 use crate::manifest::ManifestStream;
 use crate::termination::Termination;
@@ -40,10 +43,14 @@ pub struct CopySettings {
 pub struct CopiedFile {
     /// Bytes read (a file may change size while it is copied).
     pub size: u64,
+    /// Of the file as read.
     pub sha256: Sha256Digest,
     pub chunks: Vec<Sha256Digest>,
     pub page_errors: Vec<u32>,
     pub parts: Vec<PartRef>,
+    /// Copied by pages: the page numbers stored in `parts`, and the digests of the parts' frames.
+    pub stored_pages: Vec<u32>,
+    pub page_chunks: Vec<Sha256Digest>,
     /// Removed before it could be read (a dropped table): left out of the backup.
     pub vanished: bool,
 }
@@ -58,10 +65,12 @@ pub struct CopyTotals {
 /// The prior backup of a diff or incr, whose files the copy references where unchanged.
 #[derive(Debug)]
 pub struct Prior<'a> {
-    pub label: BackupLabel,
-    /// When it started (unix seconds).
+    /// When it started (unix seconds, and its start LSN).
     pub started: i64,
+    pub since: Lsn,
     pub manifest: ManifestStream<'a>,
+    /// The backups it references, where the data of its references is.
+    pub refs: References<'a>,
 }
 
 /// Writes pack objects `pack/<n>` one after another.
@@ -175,10 +184,50 @@ struct PartJob {
 /// What a worker reports for one part.
 #[derive(Debug, Default)]
 struct PartDone {
+    /// Bytes read.
     plain_len: u64,
+    /// Bytes sealed into the part's blob (all read, or the stored pages).
+    stored_len: u64,
     chunks: Vec<Sha256Digest>,
     page_errors: Vec<u32>,
+    /// By pages: the pages stored, and the digests of the blob's frames.
+    stored_pages: Vec<u32>,
+    page_chunks: Vec<Sha256Digest>,
     vanished: bool,
+}
+
+/// SHA-256 of each `frame_size` chunk of data fed in pieces.
+struct FrameDigests {
+    frame_size: usize,
+    current: pgstrata_repo_format::digest::Sha256Stream,
+    filled: usize,
+    done: Vec<Sha256Digest>,
+}
+
+impl FrameDigests {
+    fn new(frame_size: usize) -> Self {
+        Self { frame_size: frame_size.max(1), current: Default::default(), filled: 0, done: Vec::new() }
+    }
+
+    fn update(&mut self, mut data: &[u8]) {
+        while !data.is_empty() {
+            let take = (self.frame_size - self.filled).min(data.len());
+            self.current.update(&data[..take]);
+            self.filled += take;
+            data = &data[take..];
+            if self.filled == self.frame_size {
+                self.done.push(std::mem::take(&mut self.current).finish());
+                self.filled = 0;
+            }
+        }
+    }
+
+    fn finish(mut self) -> Vec<Sha256Digest> {
+        if self.filled > 0 {
+            self.done.push(self.current.finish());
+        }
+        self.done
+    }
 }
 
 /// A worker's answer for one part: the sealed blob (none when nothing was read) and what it holds.
@@ -208,6 +257,9 @@ fn copy_part(
     let mut enc = BlobEncoder::new(settings.blob, settings.key.as_ref())?.without_plain_digest();
     let mut sealed = Vec::new();
     let mut done = PartDone::default();
+    // By pages: the file's own frame digests are taken from what is read, the blob's from what
+    // it seals.
+    let mut by_pages = f.pages.as_ref().map(|base| (base, FrameDigests::new(settings.blob.frame_size)));
     // Read and sealed a piece at a time: a worker's buffer is a piece, not a part.
     while done.plain_len < job.len as u64 {
         let offset = job.offset + done.plain_len;
@@ -221,17 +273,41 @@ fn copy_part(
         {
             check_pages(&file, data, offset, first_block, settings.start_lsn, &mut done.page_errors);
         }
-        enc.write(data, &mut sealed);
+        match &mut by_pages {
+            Some((base, digests)) => {
+                digests.update(data);
+                let first = offset / BLCKSZ as u64;
+                for (i, page) in data.chunks(BLCKSZ).enumerate() {
+                    let page_no = u32::try_from(first + i as u64).unwrap_or(u32::MAX);
+                    if must_store(page, page_no, base.prior_pages, base.since) {
+                        enc.write(page, &mut sealed);
+                        done.stored_len += page.len() as u64;
+                        done.stored_pages.push(page_no);
+                    }
+                }
+            }
+            None => {
+                enc.write(data, &mut sealed);
+                done.stored_len += n as u64;
+            }
+        }
         done.plain_len += n as u64;
         if n < want {
             break;
         }
     }
-    if done.plain_len == 0 {
+    if let Some((_, digests)) = by_pages {
+        done.chunks = digests.finish();
+    }
+    if done.stored_len == 0 {
         return Ok((None, done));
     }
     let summary = enc.finish(&mut sealed);
-    done.chunks = summary.chunk_sha256;
+    if f.pages.is_some() {
+        done.page_chunks = summary.chunk_sha256;
+    } else {
+        done.chunks = summary.chunk_sha256;
+    }
     Ok((Some(sealed), done))
 }
 
@@ -335,8 +411,8 @@ pub trait ItemSink {
 pub struct CopyCount {
     pub files: u64,
     pub bytes: u64,
-    /// Of these, referenced (unchanged since the prior): files, bytes, and the prior's stored
-    /// bytes for them where its entry says (a reference to a reference does not).
+    /// Of these, referenced (unchanged since the prior): files, bytes (with the pages of files
+    /// copied by pages that were not stored), and the prior's stored bytes for the files.
     pub unchanged_files: u64,
     pub unchanged_bytes: u64,
     pub unchanged_stored: u64,
@@ -359,8 +435,8 @@ pub async fn copy_tree(
     let window = Window::new(WINDOW);
     let (prior_feed, prior_files) = match prior {
         Some(p) => {
-            let (tx, files) = PriorFiles::channel(p.label, p.started);
-            (Some(feed(p.manifest, tx)), Some(files))
+            let (tx, files) = PriorFiles::channel(p.started, p.since);
+            (Some(feed(p.manifest, p.refs, tx)), Some(files))
         }
         None => (None, None),
     };
@@ -499,9 +575,14 @@ fn dispatch(
     let mut batch = Batch::default();
     loop {
         let found = walker.next_item().and_then(|item| match (item, prior.as_mut()) {
-            (Some(Item::File(f)), Some(prior)) => {
-                Ok(Some(prior.unchanged(&f)?.map_or(Item::File(f), |entry| Item::Unchanged(Box::new(entry)))))
-            }
+            (Some(Item::File(mut f)), Some(prior)) => Ok(Some(match prior.decide(&f)? {
+                Decision::Unchanged(entry) => Item::Unchanged(entry),
+                Decision::Pages(base) => {
+                    f.pages = Some(base);
+                    Item::File(f)
+                }
+                Decision::Read => Item::File(f),
+            })),
             (item, _) => Ok(item),
         });
         let item = match found {
@@ -599,7 +680,7 @@ async fn collect(
                     let r = match part.bytes {
                         Some(bytes) => {
                             progress.add(done.plain_len);
-                            Some(writer.append(&bytes, done.plain_len).await?)
+                            Some(writer.append(&bytes, done.stored_len).await?)
                         }
                         None => None,
                     };
@@ -632,6 +713,10 @@ async fn collect(
                     if !copied.vanished {
                         count.files += 1;
                         count.bytes += copied.size;
+                        if f.pages.is_some() {
+                            let stored = copied.stored_pages.len() as u64 * BLCKSZ as u64;
+                            count.unchanged_bytes += copied.size.saturating_sub(stored);
+                        }
                         sink.file(&f, copied)?;
                     }
                 }
@@ -664,6 +749,8 @@ fn assemble(mut parts: Vec<(usize, usize, PartDone, Option<PartRef>)>) -> Copied
         out.chunks.extend(d.chunks);
         out.page_errors.extend(d.page_errors);
         out.parts.extend(r);
+        out.stored_pages.extend(d.stored_pages);
+        out.page_chunks.extend(d.page_chunks);
         if (d.plain_len as usize) < len {
             break;
         }

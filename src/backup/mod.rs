@@ -19,6 +19,7 @@ use pgstrata_repo_format::meta::{BackupCatalog, BackupSettings, FileData, FileEn
 use pgstrata_repo_format::pg::{ControlFile, Lsn, WalFileName};
 use pgstrata_repo_format::{BackupType, BlobEncoder, BlobSettings};
 
+use crate::chain::References;
 use crate::config::Config;
 use crate::error::{CliError, CliResult, ErrorCode};
 use crate::lease::Lease;
@@ -155,7 +156,7 @@ async fn take_backup(
     let control = read_control(&data)?;
     let plan = BackupPlan::new(&catalog, repo.current_db()?, &control, requested, unix_now())?;
     plan.warnings.iter().for_each(|w| tracing::warn!("{w}"));
-    let prior = open_prior(repo, &plan, config.bool("delta")).await?;
+    let prior = open_prior(repo, &catalog, &plan, config.bool("delta")).await?;
     // A chain keeps its full's frame size: chunk digests are per frame.
     let mut blob = blob_settings(config)?;
     if let Some(p) = &prior {
@@ -261,15 +262,21 @@ fn report(plan: &BackupPlan, stored: &Stored, file_total: u64) {
 
 /// The prior's manifest, for the copy to reference what did not change; `None` for a full, or
 /// when every file must be read (`--delta`, or the timeline changed since the prior).
-async fn open_prior<'a>(repo: &'a Repo, plan: &BackupPlan, delta: bool) -> CliResult<Option<Prior<'a>>> {
+async fn open_prior<'a>(
+    repo: &'a Repo,
+    catalog: &'a BackupCatalog,
+    plan: &BackupPlan,
+    delta: bool,
+) -> CliResult<Option<Prior<'a>>> {
     let Some(p) = &plan.prior else { return Ok(None) };
     if delta || plan.delta {
         tracing::info!("delta: every file is read and compared, none referenced by size and time");
         return Ok(None);
     }
-    tracing::info!("prior backup {}: unchanged files are referenced", p.label);
+    tracing::info!("prior backup {}: unchanged files are referenced, changed relation files copied by page", p.label);
     let manifest = ManifestStream::open(repo, p).await?;
-    Ok(Some(Prior { label: p.label.clone(), started: p.timestamp_start, manifest }))
+    let refs = References::new(repo, catalog, p.label.clone());
+    Ok(Some(Prior { started: p.timestamp_start, since: p.lsn_start, manifest, refs }))
 }
 
 fn copy_settings(

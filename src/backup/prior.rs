@@ -7,23 +7,64 @@
 //! the prior started would have given it a later time). It is referenced, not read: not even
 //! opened. The reference names the backup that stores the bytes, never one that references
 //! them in turn, so a restore looks up one manifest per file, not a chain.
+//!
+//! A changed segment of a relation's main fork is read page by page, and only the pages that
+//! changed since the prior started are stored; the others map to where the prior's page map
+//! says they are (see [`crate::pages`]).
+
+use std::sync::Arc;
 
 use pgstrata_repo_format::BackupLabel;
-use pgstrata_repo_format::meta::{FileData, FileEntry, ManifestEntry};
+use pgstrata_repo_format::meta::{FileData, FileEntry, ManifestEntry, PageRun};
+use pgstrata_repo_format::pg::{BLCKSZ, Lsn};
 
 use super::walk::SourceFile;
+use crate::chain::References;
 use crate::error::CliResult;
 use crate::manifest::ManifestStream;
+use crate::pages::{holder_map, page_count};
 
-/// The prior backup's file entries as the walk thread sees them: received from [`feed`].
+/// A file of the prior, its data resolved to the backup that holds it.
+#[derive(Debug)]
+pub struct PriorFile {
+    /// As the prior's manifest has it.
+    pub entry: FileEntry,
+    /// The backup whose packs hold the data, and its data (stored whole, or as pages).
+    pub holder: BackupLabel,
+    pub data: FileData,
+}
+
+/// How the copy of a changed main-fork file stores its pages.
+#[derive(Debug)]
+pub struct PageBase {
+    /// Pages the prior had; pages past them are new.
+    pub prior_pages: u32,
+    /// When the prior started: pages stamped since changed.
+    pub since: Lsn,
+    /// Where every page of the prior is.
+    pub map: Vec<PageRun>,
+}
+
+/// What the copy does with a file.
+#[derive(Debug)]
+pub enum Decision {
+    /// Unchanged since the prior: this entry, referencing the prior's copy.
+    Unchanged(Box<FileEntry>),
+    /// Changed: store the pages that changed since the prior, map the others.
+    Pages(Arc<PageBase>),
+    /// Read and store it whole.
+    Read,
+}
+
+/// The prior backup's files as the walk thread sees them: received from [`feed`].
 #[derive(Debug)]
 pub struct PriorFiles {
-    rx: tokio::sync::mpsc::Receiver<CliResult<FileEntry>>,
-    next: Option<FileEntry>,
+    rx: tokio::sync::mpsc::Receiver<CliResult<PriorFile>>,
+    next: Option<PriorFile>,
     ended: bool,
-    label: BackupLabel,
-    /// When the prior started (unix seconds).
+    /// When the prior started (unix seconds, and its start LSN).
     started: i64,
+    since: Lsn,
 }
 
 /// Entries read ahead of the walk.
@@ -31,29 +72,29 @@ const AHEAD: usize = 256;
 
 impl PriorFiles {
     /// The receiving end, and the sending end for [`feed`].
-    pub fn channel(label: BackupLabel, started: i64) -> (tokio::sync::mpsc::Sender<CliResult<FileEntry>>, Self) {
+    pub fn channel(started: i64, since: Lsn) -> (tokio::sync::mpsc::Sender<CliResult<PriorFile>>, Self) {
         let (tx, rx) = tokio::sync::mpsc::channel(AHEAD);
-        (tx, Self { rx, next: None, ended: false, label, started })
+        (tx, Self { rx, next: None, ended: false, started, since })
     }
 
-    /// The entry that references the prior's copy of `f` when `f` is unchanged since; `None`
-    /// when it must be read. Calls must come in manifest order. Blocks (the walk thread).
-    pub fn unchanged(&mut self, f: &SourceFile) -> CliResult<Option<FileEntry>> {
+    /// What to do with `f`. Calls must come in manifest order. Blocks (the walk thread).
+    pub fn decide(&mut self, f: &SourceFile) -> CliResult<Decision> {
         loop {
             if self.next.is_none() && !self.ended {
                 match self.rx.blocking_recv() {
-                    Some(Ok(entry)) => self.next = Some(entry),
+                    Some(Ok(prior)) => self.next = Some(prior),
                     Some(Err(e)) => return Err(e),
                     None => self.ended = true,
                 }
             }
             match &self.next {
                 // Gone from the cluster since the prior.
-                Some(entry) if entry.path.as_bytes() < f.path.as_bytes() => self.next = None,
-                Some(entry) if entry.path == f.path => {
-                    return Ok(self.next.take().and_then(|prior| reference(prior, &self.label, self.started, f)));
+                Some(p) if p.entry.path.as_bytes() < f.path.as_bytes() => self.next = None,
+                Some(p) if p.entry.path == f.path => {
+                    let Some(prior) = self.next.take() else { return Ok(Decision::Read) };
+                    return Ok(decide(prior, self.started, self.since, f));
                 }
-                _ => return Ok(None),
+                _ => return Ok(Decision::Read),
             }
         }
     }
@@ -72,45 +113,65 @@ impl PriorFiles {
     }
 }
 
-/// The entry of `f` as a reference to `prior` (the prior backup `label`'s entry for the same
-/// path), or `None` when `f` may have changed since the prior started at `started`.
-pub fn reference(prior: FileEntry, label: &BackupLabel, started: i64, f: &SourceFile) -> Option<FileEntry> {
-    let unchanged = f.size > 0 && prior.size == f.size && prior.mtime == f.mtime && f.mtime < started;
-    if !unchanged {
-        return None;
+/// What to do with `f`, given the prior's copy of the same path (the prior started at
+/// `started`, LSN `since`).
+pub fn decide(prior: PriorFile, started: i64, since: Lsn, f: &SourceFile) -> Decision {
+    let PriorFile { entry, holder, data } = prior;
+    if f.size == 0 || matches!(data, FileData::Empty) {
+        return Decision::Read;
     }
-    let stored = prior.data.stored();
-    let holder = match prior.data {
-        FileData::Empty => return None,
-        FileData::Same { backup, .. } => backup,
-        FileData::Stored { .. } | FileData::Pages { .. } => label.clone(),
-    };
-    Some(FileEntry {
-        path: prior.path,
-        size: prior.size,
-        mtime: f.mtime,
-        owner: f.owner.clone(),
-        sha256: prior.sha256,
-        chunks: prior.chunks,
-        data: FileData::Same { backup: holder, stored },
-        page_errors: prior.page_errors,
-    })
+    if entry.size == f.size && entry.mtime == f.mtime && f.mtime < started {
+        return Decision::Unchanged(Box::new(FileEntry {
+            path: entry.path,
+            size: entry.size,
+            mtime: f.mtime,
+            owner: f.owner.clone(),
+            sha256: entry.sha256,
+            chunks: entry.chunks,
+            data: FileData::Same { stored: data.stored(), backup: holder },
+            page_errors: entry.page_errors,
+        }));
+    }
+    let whole_pages = |size: u64| size.is_multiple_of(BLCKSZ as u64);
+    if !f.main_fork || !whole_pages(entry.size) || !whole_pages(f.size) {
+        return Decision::Read;
+    }
+    match holder_map(&holder, &data, entry.size) {
+        Some(map) => Decision::Pages(Arc::new(PageBase { prior_pages: page_count(entry.size), since, map })),
+        None => Decision::Read,
+    }
 }
 
-/// Sends the file entries of the prior's manifest, in order, until the manifest ends (verified),
-/// an error (sent on), or the receiver is gone.
-pub async fn feed(mut manifest: ManifestStream<'_>, tx: tokio::sync::mpsc::Sender<CliResult<FileEntry>>) {
+/// Sends the file entries of the prior's manifest, in order, each with the data of the backup
+/// holding it (looked up in `refs`, the prior's references), until the manifest ends
+/// (verified), an error (sent on), or the receiver is gone.
+pub async fn feed(
+    mut manifest: ManifestStream<'_>,
+    mut refs: References<'_>,
+    tx: tokio::sync::mpsc::Sender<CliResult<PriorFile>>,
+) {
     loop {
-        let entry = match manifest.next().await {
-            Ok(Some(ManifestEntry::File(file))) => Ok(file),
+        let file = match manifest.next().await {
+            Ok(Some(ManifestEntry::File(file))) => file,
             Ok(Some(_)) => continue,
-            Ok(None) => return,
-            Err(e) => Err(e),
+            Ok(None) => break,
+            Err(e) => {
+                let _ = tx.send(Err(e)).await;
+                return;
+            }
         };
-        let failed = entry.is_err();
-        if tx.send(entry).await.is_err() || failed {
+        let resolved = refs.resolve(file.clone()).await.map(|(stored, holder)| PriorFile {
+            entry: file,
+            holder,
+            data: stored.data,
+        });
+        let failed = resolved.is_err();
+        if tx.send(resolved).await.is_err() || failed {
             return;
         }
+    }
+    if let Err(e) = refs.finish().await {
+        let _ = tx.send(Err(e)).await;
     }
 }
 
@@ -122,30 +183,41 @@ mod tests {
     use pgstrata_repo_format::meta::{Ownership, PartRef};
 
     const STARTED: i64 = 1_800_000_000;
+    const SINCE: Lsn = Lsn(0x1_0000_0000);
 
     fn owner() -> Ownership {
         Ownership { mode: 0o600, user: Some("postgres".into()), group: Some("postgres".into()) }
     }
 
-    fn source(path: &str, size: u64, mtime: i64) -> SourceFile {
-        SourceFile { path: path.into(), fs_path: path.into(), size, mtime, owner: owner(), first_block: None }
+    fn source(path: &str, size: u64, mtime: i64, main_fork: bool) -> SourceFile {
+        SourceFile {
+            path: path.into(),
+            fs_path: path.into(),
+            size,
+            mtime,
+            owner: owner(),
+            first_block: main_fork.then_some(0),
+            main_fork,
+            pages: None,
+        }
     }
 
-    fn prior(path: &str, size: u64, mtime: i64, data: FileData) -> FileEntry {
-        FileEntry {
+    fn stored(size: u64) -> FileData {
+        FileData::Stored { parts: vec![PartRef { pack: 0, offset: 0, len: 10, plain_len: size }] }
+    }
+
+    fn prior(path: &str, size: u64, mtime: i64, holder: &BackupLabel, data: FileData) -> PriorFile {
+        let entry = FileEntry {
             path: path.into(),
             size,
             mtime,
             owner: owner(),
             sha256: Sha256Digest::of(path.as_bytes()),
             chunks: vec![Sha256Digest::of(b"chunk")],
-            data,
+            data: data.clone(),
             page_errors: vec![],
-        }
-    }
-
-    fn stored() -> FileData {
-        FileData::Stored { parts: vec![PartRef { pack: 0, offset: 0, len: 10, plain_len: 8192 }] }
+        };
+        PriorFile { entry, holder: holder.clone(), data }
     }
 
     fn label(text: &str) -> BackupLabel {
@@ -155,39 +227,59 @@ mod tests {
     #[test]
     fn only_a_file_with_the_recorded_size_and_an_older_time_is_referenced() {
         let l = label("20270115-080000F");
-        let p = || prior("pg_data/base/5/1259", 8192, STARTED - 10, stored());
-        let same = reference(p(), &l, STARTED, &source("pg_data/base/5/1259", 8192, STARTED - 10)).unwrap();
+        let p = || prior("pg_data/PG_VERSION", 3, STARTED - 10, &l, stored(3));
+        let Decision::Unchanged(same) =
+            decide(p(), STARTED, SINCE, &source("pg_data/PG_VERSION", 3, STARTED - 10, false))
+        else {
+            panic!("not referenced")
+        };
         assert_eq!(same.data, FileData::Same { backup: l.clone(), stored: 10 });
-        assert_eq!((same.sha256, same.chunks.len()), (p().sha256, 1));
+        assert_eq!((same.sha256, same.chunks.len()), (p().entry.sha256, 1));
         // Grown, touched, or changed while (or after) the prior ran: read.
-        assert!(reference(p(), &l, STARTED, &source("pg_data/base/5/1259", 16384, STARTED - 10)).is_none());
-        assert!(reference(p(), &l, STARTED, &source("pg_data/base/5/1259", 8192, STARTED - 9)).is_none());
-        let during = prior("pg_data/base/5/1259", 8192, STARTED, stored());
-        assert!(reference(during, &l, STARTED, &source("pg_data/base/5/1259", 8192, STARTED)).is_none());
+        for f in
+            [source("pg_data/PG_VERSION", 4, STARTED - 10, false), source("pg_data/PG_VERSION", 3, STARTED - 9, false)]
+        {
+            assert!(matches!(decide(p(), STARTED, SINCE, &f), Decision::Read));
+        }
+        let during = prior("pg_data/PG_VERSION", 3, STARTED, &l, stored(3));
+        assert!(matches!(
+            decide(during, STARTED, SINCE, &source("pg_data/PG_VERSION", 3, STARTED, false)),
+            Decision::Read
+        ));
     }
 
     #[test]
-    fn a_reference_names_the_backup_that_stores_the_bytes() {
-        let (full, incr) = (label("20270115-080000F"), label("20270115-080000F_20270116-080000I"));
-        let referenced =
-            prior("pg_data/PG_VERSION", 3, STARTED - 100, FileData::Same { backup: full.clone(), stored: 7 });
-        let entry = reference(referenced, &incr, STARTED, &source("pg_data/PG_VERSION", 3, STARTED - 100)).unwrap();
-        assert_eq!(entry.data, FileData::Same { backup: full, stored: 7 });
+    fn a_changed_main_fork_is_copied_by_pages_other_files_whole() {
+        let l = label("20270115-080000F");
+        let p = || prior("pg_data/base/5/16384", 3 * 8192, STARTED - 10, &l, stored(3 * 8192));
+        let changed = source("pg_data/base/5/16384", 4 * 8192, STARTED + 5, true);
+        let Decision::Pages(base) = decide(p(), STARTED, SINCE, &changed) else { panic!("not by pages") };
+        assert_eq!((base.prior_pages, base.since), (3, SINCE));
+        assert_eq!(base.map, [PageRun { first: 0, count: 3, backup: Some(l.clone()), at: 0 }]);
+        // An FSM or VM fork, or a file of odd size: whole.
+        let fsm = source("pg_data/base/5/16384", 4 * 8192, STARTED + 5, false);
+        assert!(matches!(decide(p(), STARTED, SINCE, &fsm), Decision::Read));
+        let odd = source("pg_data/base/5/16384", 8192 + 1, STARTED + 5, true);
+        assert!(matches!(decide(p(), STARTED, SINCE, &odd), Decision::Read));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
     async fn the_walk_and_the_prior_are_paired_in_one_pass() {
         let l = label("20270115-080000F");
-        let (tx, mut files) = PriorFiles::channel(l.clone(), STARTED);
+        let (tx, mut files) = PriorFiles::channel(STARTED, SINCE);
         let old = STARTED - 50;
         for path in ["pg_data/a", "pg_data/b-dropped", "pg_data/c", "pg_data/e"] {
-            tx.send(Ok(prior(path, 100, old, stored()))).await.unwrap();
+            tx.send(Ok(prior(path, 100, old, &l, stored(100)))).await.unwrap();
         }
         drop(tx);
         let found = tokio::task::spawn_blocking(move || {
-            let walk =
-                [source("pg_data/a", 100, old), source("pg_data/c", 100, old + 1), source("pg_data/d-new", 100, old)];
-            let found: Vec<bool> = walk.iter().map(|f| files.unchanged(f).unwrap().is_some()).collect();
+            let walk = [
+                source("pg_data/a", 100, old, false),
+                source("pg_data/c", 100, old + 1, false),
+                source("pg_data/d-new", 100, old, false),
+            ];
+            let found: Vec<bool> =
+                walk.iter().map(|f| matches!(files.decide(f).unwrap(), Decision::Unchanged(_))).collect();
             files.finish().unwrap();
             found
         })

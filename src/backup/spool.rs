@@ -204,7 +204,20 @@ impl ItemSink for ManifestSpool {
             self.page_error_files += 1;
             tracing::warn!("invalid page checksums found in {}: pages {:?}", f.path, c.page_errors);
         }
-        let data = if c.size == 0 { FileData::Empty } else { FileData::Stored { parts: c.parts } };
+        let data = match &f.pages {
+            _ if c.size == 0 => FileData::Empty,
+            None => FileData::Stored { parts: c.parts },
+            Some(base) => {
+                let runs = crate::pages::runs(&c.stored_pages, crate::pages::page_count(c.size), &base.map)
+                    .ok_or_else(|| {
+                        CliError::new(
+                            ErrorCode::Service,
+                            format!("{}: a page is neither stored nor in the prior", f.path),
+                        )
+                    })?;
+                FileData::Pages { parts: c.parts, chunks: c.page_chunks, runs }
+            }
+        };
         self.push(&ManifestEntry::File(FileEntry {
             path: f.path.clone(),
             size: c.size,

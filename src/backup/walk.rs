@@ -71,6 +71,11 @@ pub struct SourceFile {
     pub owner: Ownership,
     /// For relation files: the first block number of this segment file.
     pub first_block: Option<u32>,
+    /// A segment of a relation's main fork: every change of its pages is WAL-logged and stamps
+    /// them, so a diff or incr can store only the changed pages (not so the FSM and VM forks).
+    pub main_fork: bool,
+    /// Set by the copy for a changed main-fork file with a prior copy: how to store its pages.
+    pub pages: Option<std::sync::Arc<super::prior::PageBase>>,
 }
 
 /// What the walk finds, one at a time, in manifest order (strictly increasing paths).
@@ -313,6 +318,7 @@ impl Walker {
             Some((_, _, seg)) if in_relation_dir => Some(seg.saturating_mul(self.relseg_blocks)),
             _ => None,
         };
+        let main_fork = first_block.is_some() && relation.is_some_and(|(_, fork, _)| fork.is_none());
         Ok(Some(Item::File(SourceFile {
             path: manifest_path,
             fs_path: path,
@@ -320,6 +326,8 @@ impl Walker {
             mtime: meta.mtime(),
             owner,
             first_block,
+            main_fork,
+            pages: None,
         })))
     }
 

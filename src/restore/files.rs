@@ -23,6 +23,7 @@ use pgstrata_repo_format::{BackupLabel, BlobDecoder, Sha256Digest, decode_blob_w
 
 use crate::durable;
 use crate::error::{CliError, CliResult, ErrorCode};
+use crate::pages::Paged;
 use crate::progress::Progress;
 use crate::repo::Repo;
 use crate::restore::owner::{self, apply_owner, apply_owner_to, io};
@@ -44,6 +45,8 @@ pub struct FileJob {
     pub local: PathBuf,
     /// The backup whose packs hold the data.
     pub from: BackupLabel,
+    /// A page-level file: where each of its pages is.
+    pub paged: Option<Box<Paged>>,
 }
 
 /// What the file jobs did.
@@ -377,9 +380,9 @@ async fn restore_file(
     options: FileOptions,
     progress: &Mutex<Progress>,
 ) -> CliResult<Outcome> {
-    let parts = part_jobs(&job.entry, options.frame_size)?;
+    let parts = if job.paged.is_some() { Vec::new() } else { part_jobs(&job.entry, options.frame_size)? };
     let entry = Arc::new(job.entry);
-    let (local, label) = (job.local, job.from);
+    let (local, label, paged) = (job.local, job.from, job.paged);
     if options.delta {
         let (p, frame) = (local.clone(), usize::try_from(options.frame_size).unwrap_or(1 << 20));
         let current = blocking(move || Ok(local_digest(&p, frame))).await?;
@@ -400,7 +403,13 @@ async fn restore_file(
     })
     .await?;
     let file = Arc::new(file);
-    let written = write_parts(repo, &label, &entry, &file, &out, parts, options.workers, progress).await;
+    let written = match &paged {
+        Some(paged) => {
+            super::paged::write_paged(repo, &entry, paged, &file, &out, options.frame_size, options.workers, progress)
+                .await
+        }
+        None => write_parts(repo, &label, &entry, &file, &out, parts, options.workers, progress).await,
+    };
     if let Err(e) = written {
         drop(file);
         let _ = std::fs::remove_file(&out);
@@ -573,6 +582,7 @@ mod tests {
             entry: FileEntry { path: name.into(), ..entry(size, parts) },
             local: PathBuf::from(name),
             from: "20270115-080000F".parse().unwrap(),
+            paged: None,
         }
     }
 

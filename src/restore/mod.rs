@@ -4,7 +4,7 @@
 //! The steps, each in its own module: [`target`] picks the backup for the recovery target;
 //! [`guard`] decides what may be done to the directories (and refuses before anything is
 //! touched); [`plan`] places every manifest path on this host; [`tree`] makes directories and
-//! links and, for `--delta`, removes what the backup lacks; [`chain`] finds the data of the
+//! links and, for `--delta`, removes what the backup lacks; [`crate::chain`] finds the data of the
 //! files a diff or incr references in the backups that store them; [`files`] restores the
 //! files, small ones in batches, and every filesystem written is synced before the restore
 //! completes; [`recovery`] writes the settings PostgreSQL
@@ -23,10 +23,10 @@ use crate::manifest::ManifestStream;
 use crate::postgres::pg_path;
 use crate::repo::{open_repo, stanza_name};
 
-mod chain;
 mod files;
 mod guard;
 mod owner;
+mod paged;
 mod plan;
 mod recovery;
 mod target;
@@ -86,7 +86,7 @@ async fn restore(config: &Config, stanza: &str, data: &Path, workers: usize) -> 
     }
     // Second pass: the files, streamed into the jobs.
     let options = files::FileOptions { delta, as_root, frame_size: header.settings.frame_size.max(1), workers };
-    let refs = chain::References::new(&repo, &catalog, backup.label.clone());
+    let refs = crate::chain::References::new(&repo, &catalog, backup.label.clone());
     let jobs = file_jobs(manifest.reopen().await?, refs, &plan, &control);
     let summary = files::restore_files(&repo, jobs, tree.bytes, options).await?;
     // Every file and directory written, on disk, before the restore can count as done.
@@ -151,7 +151,7 @@ impl ControlFile {
 /// of jobs.
 fn file_jobs<'a>(
     manifest: ManifestStream<'a>,
-    refs: chain::References<'a>,
+    refs: crate::chain::References<'a>,
     plan: &'a RestorePlan,
     control: &'a ControlFile,
 ) -> impl futures::Stream<Item = CliResult<files::FileJob>> + 'a {
@@ -160,14 +160,13 @@ fn file_jobs<'a>(
         loop {
             match m.next().await {
                 Ok(Some(ManifestEntry::File(entry))) => {
-                    let job = match plan.local(&entry.path) {
-                        Ok(local) => refs.resolve(entry).await.map(|(entry, from)| files::FileJob {
-                            local: control.place(&entry.path, local),
-                            entry,
-                            from,
-                        }),
-                        Err(e) => Err(e),
-                    };
+                    let job = async {
+                        let local = plan.local(&entry.path)?;
+                        let (entry, from) = refs.resolve(entry).await?;
+                        let paged = refs.page_sources(&entry, &from).await?.map(Box::new);
+                        Ok(files::FileJob { local: control.place(&entry.path, local), entry, from, paged })
+                    }
+                    .await;
                     // An error ends the stream.
                     let next = job.is_ok().then_some((m, refs));
                     return Some((job, next));

@@ -91,7 +91,8 @@ fn full_diff_incr_chain_restores_every_backup() {
         let (repo, repo_delta) =
             (b["info"]["repository"]["size"].as_u64().unwrap(), b["info"]["repository"]["delta"].as_u64().unwrap());
         eprintln!("{}: copied {delta} of {size} bytes, stored {repo_delta} of {repo}", b["label"]);
-        assert!(delta < size, "{} copied {delta} of {size} bytes", b["label"]);
+        // Page-level: of the pgbench tables only the pages pgbench changed.
+        assert!(delta * 3 < size, "{} copied {delta} of {size} bytes", b["label"]);
         assert!(repo_delta < repo, "{}: repository delta {repo_delta}, size {repo}", b["label"]);
     }
 

@@ -1,16 +1,19 @@
-//! The backups a diff or incr references, read alongside its own manifest. A file the backup did
-//! not copy names the backup that stores it (references are resolved when the backup is taken,
-//! never chained), so each file needs one lookup, and since every manifest is in path order, one
-//! pass over each referenced manifest serves the whole restore: memory stays at a few frames
-//! per referenced backup, whatever the number of files.
+//! The backups a diff or incr references, read alongside its own manifest (by restore, and by
+//! the next backup for its prior's references). A file the backup did not copy names the backup
+//! that stores it, and the runs of a page-level file name the backups that store its pages
+//! (references are resolved when the backup is taken, never chained), so each file needs one
+//! lookup per holder, and since every manifest is in path order, one pass over each referenced
+//! manifest serves a whole restore: memory stays at a few frames per referenced backup,
+//! whatever the number of files.
 
 use std::collections::BTreeMap;
 
 use pgstrata_repo_format::BackupLabel;
-use pgstrata_repo_format::meta::{BackupCatalog, FileData, FileEntry, ManifestEntry};
+use pgstrata_repo_format::meta::{BackupCatalog, FileData, FileEntry, ManifestEntry, PageRun};
 
 use crate::error::{CliError, CliResult, ErrorCode};
 use crate::manifest::ManifestStream;
+use crate::pages::{PageSource, Paged};
 use crate::repo::Repo;
 
 /// Open cursors over the referenced backups' manifests.
@@ -26,6 +29,7 @@ pub struct References<'a> {
 #[derive(Debug)]
 struct Cursor<'a> {
     stream: ManifestStream<'a>,
+    /// The entry read last (asked for again when several holders' lookups meet at one path).
     next: Option<FileEntry>,
 }
 
@@ -50,8 +54,36 @@ impl<'a> References<'a> {
         Ok((entry, backup))
     }
 
-    /// The entry of `path` in `backup`; paths are asked for in increasing order.
-    async fn stored(&mut self, backup: &BackupLabel, path: &str) -> CliResult<FileEntry> {
+    /// For a page-level file (`entry`, its data held by `holder`): the stored bytes of every
+    /// backup its runs name. `None` for a file that is not page-level.
+    pub async fn page_sources(&mut self, entry: &FileEntry, holder: &BackupLabel) -> CliResult<Option<Paged>> {
+        let FileData::Pages { parts, chunks, runs } = &entry.data else { return Ok(None) };
+        let mut sources = BTreeMap::new();
+        sources.insert(holder.clone(), PageSource { parts: parts.clone(), chunks: chunks.clone() });
+        for backup in runs.iter().filter_map(|r| r.backup.as_ref()) {
+            if sources.contains_key(backup) {
+                continue;
+            }
+            let stored = self.stored(backup, &entry.path).await?;
+            let source = match stored.data {
+                FileData::Stored { parts } => PageSource { parts, chunks: stored.chunks },
+                FileData::Pages { parts, chunks, .. } => PageSource { parts, chunks },
+                FileData::Empty | FileData::Same { .. } => {
+                    return Err(self.broken(backup, &entry.path, "does not store its pages"));
+                }
+            };
+            sources.insert(backup.clone(), source);
+        }
+        let runs = runs
+            .iter()
+            .map(|r| PageRun { backup: Some(r.backup.clone().unwrap_or_else(|| holder.clone())), ..r.clone() })
+            .collect();
+        Ok(Some(Paged { runs, sources }))
+    }
+
+    /// The entry of `path` in `backup`; paths are asked for in increasing order (the same path
+    /// may be asked for again).
+    pub async fn stored(&mut self, backup: &BackupLabel, path: &str) -> CliResult<FileEntry> {
         if !self.cursors.contains_key(backup) {
             let Some(listed) = self.catalog.backups.iter().find(|b| &b.label == backup) else {
                 return Err(CliError::new(
@@ -73,7 +105,7 @@ impl<'a> References<'a> {
             }
             match &cursor.next {
                 Some(f) if f.path.as_bytes() < path.as_bytes() => cursor.next = None,
-                Some(f) if f.path == path => return cursor.next.take().ok_or_else(|| self.broken(backup, path, "")),
+                Some(f) if f.path == path => return Ok(f.clone()),
                 _ => break,
             }
         }
