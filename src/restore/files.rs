@@ -57,6 +57,8 @@ pub struct FilesSummary {
     pub unchanged: usize,
     /// Size of every file of the backup (restored or unchanged).
     pub bytes: u64,
+    /// Bytes written (delta: what differed).
+    pub rewritten: u64,
 }
 
 /// A part of a file: where it is stored, the offset it restores to, its first chunk digest.
@@ -134,9 +136,10 @@ pub async fn restore_files(
                     summary.unchanged += 1;
                     summary.bytes += bytes;
                 }
-                Outcome::Written(bytes) => {
+                Outcome::Written { size, rewritten } => {
                     summary.restored += 1;
-                    summary.bytes += bytes;
+                    summary.bytes += size;
+                    summary.rewritten += rewritten;
                 }
             }
         }
@@ -303,7 +306,7 @@ async fn restore_batch(
         if let Ok(mut p) = progress.lock() {
             p.add(size);
         }
-        outcomes.push(Outcome::Written(size));
+        outcomes.push(Outcome::Written { size, rewritten: size });
     }
     Ok(outcomes)
 }
@@ -371,7 +374,12 @@ fn finish_file(output: Output, out: &Path, local: &Path, entry: &FileEntry, as_r
 
 enum Outcome {
     Unchanged(u64),
-    Written(u64),
+    /// Written: the file's size, and the bytes written (less than the size where a delta
+    /// restore kept chunks already right in place).
+    Written {
+        size: u64,
+        rewritten: u64,
+    },
 }
 
 async fn restore_file(
@@ -383,43 +391,75 @@ async fn restore_file(
     let parts = if job.paged.is_some() { Vec::new() } else { part_jobs(&job.entry, options.frame_size)? };
     let entry = Arc::new(job.entry);
     let (local, label, paged) = (job.local, job.from, job.paged);
+    // Delta: a file partly right in place is rewritten in place, chunk by chunk, where it
+    // differs (the restore's marker and held-back pg_control make the restore, not the file,
+    // the unit of crash safety); a file with nothing right is written anew.
+    let mut kept: Option<Vec<bool>> = None;
     if options.delta {
         let (p, frame) = (local.clone(), usize::try_from(options.frame_size).unwrap_or(1 << 20));
-        let current = blocking(move || Ok(local_digest(&p, frame))).await?;
-        if current == Some((entry.size, entry.sha256)) {
-            apply_owner(&local, &entry.owner, options.as_root, true)?;
-            if let Ok(mut p) = progress.lock() {
-                p.add(entry.size);
+        let current = blocking(move || Ok(local_chunks(&p, frame))).await?;
+        if let Some((size, chunks)) = current {
+            if size == entry.size && pgstrata_repo_format::digest::file_digest(&chunks) == entry.sha256 {
+                apply_owner(&local, &entry.owner, options.as_root, true)?;
+                if let Ok(mut p) = progress.lock() {
+                    p.add(entry.size);
+                }
+                return Ok(Outcome::Unchanged(entry.size));
             }
-            return Ok(Outcome::Unchanged(entry.size));
+            let keep: Vec<bool> = entry.chunks.iter().enumerate().map(|(i, c)| chunks.get(i) == Some(c)).collect();
+            kept = keep.iter().any(|k| *k).then_some(keep);
         }
     }
-    let out = output_path(&local, options.delta);
-    let (out_path, size, mode) = (out.clone(), entry.size, entry.owner.mode);
+    let out = if kept.is_some() { local.clone() } else { output_path(&local, options.delta) };
+    let (out_path, size, mode, in_place) = (out.clone(), entry.size, entry.owner.mode, kept.is_some());
     let Output { file, mode_exact } = blocking(move || {
-        let o = create_output(&out_path, mode)?;
+        let o = if in_place { open_in_place(&out_path)? } else { create_output(&out_path, mode)? };
         o.file.set_len(size).map_err(|e| io(&out_path, "size", e))?;
         Ok(o)
     })
     .await?;
+    let parts = match &kept {
+        Some(keep) => parts.into_iter().filter(|j| !part_kept(j, keep, options.frame_size)).collect(),
+        None => parts,
+    };
     let file = Arc::new(file);
     let written = match &paged {
         Some(paged) => {
-            super::paged::write_paged(repo, &entry, paged, &file, &out, options.frame_size, options.workers, progress)
-                .await
+            let keep = kept.as_deref();
+            super::paged::write_paged(repo, &entry, paged, keep, &file, &out, options, progress).await
         }
         None => write_parts(repo, &label, &entry, &file, &out, parts, options.workers, progress).await,
     };
-    if let Err(e) = written {
-        drop(file);
-        let _ = std::fs::remove_file(&out);
-        return Err(e);
+    let rewritten = match written {
+        Ok(bytes) => bytes,
+        Err(e) => {
+            drop(file);
+            if !in_place {
+                let _ = std::fs::remove_file(&out);
+            }
+            return Err(e);
+        }
+    };
+    if let (Some(_), Ok(mut p)) = (&kept, progress.lock()) {
+        p.add(entry.size - rewritten.min(entry.size));
     }
     let file =
         Arc::try_unwrap(file).map_err(|_| CliError::new(ErrorCode::Format, "a restored file is still in use"))?;
     let (size, as_root) = (entry.size, options.as_root);
     blocking(move || finish_file(Output { file, mode_exact }, &out, &local, &entry, as_root)).await?;
-    Ok(Outcome::Written(size))
+    Ok(Outcome::Written { size, rewritten })
+}
+
+/// Opens a file in place for writing where it differs (a delta restore).
+fn open_in_place(path: &Path) -> CliResult<Output> {
+    let file = std::fs::OpenOptions::new().write(true).open(path).map_err(|e| io(path, "open", e))?;
+    Ok(Output { file, mode_exact: false })
+}
+
+/// Whether every chunk a part restores is already right in place.
+fn part_kept(job: &PartJob, keep: &[bool], frame_size: u64) -> bool {
+    let chunks = usize::try_from(job.part.plain_len.div_ceil(frame_size.max(1))).unwrap_or(usize::MAX);
+    (job.first_chunk..job.first_chunk.saturating_add(chunks)).all(|c| keep.get(c).copied().unwrap_or(false))
 }
 
 const WRITE_CHUNK: usize = 256 << 10;
@@ -439,7 +479,8 @@ async fn write_parts(
     parts: Vec<PartJob>,
     ahead: usize,
     progress: &Mutex<Progress>,
-) -> CliResult<()> {
+) -> CliResult<u64> {
+    let mut total = 0;
     let mut written = futures::stream::iter(parts.into_iter().map(|job| {
         let (entry, file, out) = (Arc::clone(entry), Arc::clone(file), out.to_path_buf());
         async move {
@@ -452,11 +493,12 @@ async fn write_parts(
     .buffer_unordered(ahead.max(1));
     while let Some(part) = written.next().await {
         let bytes = part?;
+        total += bytes;
         if let Ok(mut p) = progress.lock() {
             p.add(bytes);
         }
     }
-    Ok(())
+    Ok(total)
 }
 
 /// Decodes one stored part frame by frame, checks each frame against the manifest's chunk
@@ -530,6 +572,11 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> CliResult<T> + Send + '
 /// Size and manifest digest (hash list of chunk digests) of a local file; `None` when it cannot
 /// be read (it is then rewritten).
 fn local_digest(path: &Path, frame_size: usize) -> Option<(u64, Sha256Digest)> {
+    local_chunks(path, frame_size).map(|(size, chunks)| (size, pgstrata_repo_format::digest::file_digest(&chunks)))
+}
+
+/// Size and chunk digests of a local file; `None` when it cannot be read.
+fn local_chunks(path: &Path, frame_size: usize) -> Option<(u64, Vec<Sha256Digest>)> {
     let mut f = std::fs::File::open(path).ok()?;
     let mut chunks = Vec::new();
     let mut size = 0u64;
@@ -551,7 +598,7 @@ fn local_digest(path: &Path, frame_size: usize) -> Option<(u64, Sha256Digest)> {
             break;
         }
     }
-    Some((size, pgstrata_repo_format::digest::file_digest(&chunks)))
+    Some((size, chunks))
 }
 
 #[cfg(test)]

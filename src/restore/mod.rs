@@ -92,7 +92,13 @@ async fn restore(config: &Config, stanza: &str, data: &Path, workers: usize) -> 
     // Every file and directory written, on disk, before the restore can count as done.
     durable::sync_filesystems(std::iter::once(data).chain(plan.roots.values().map(PathBuf::as_path)))?;
     if delta {
-        tracing::info!("delta restore: {} files were already up to date", summary.unchanged);
+        tracing::info!(
+            "delta restore: {} files were already up to date, {} rewritten: {} written of {}",
+            summary.unchanged,
+            summary.restored,
+            crate::backup::human(summary.rewritten),
+            crate::backup::human(summary.bytes)
+        );
     }
     recovery::rewrite_tablespace_map(&plan, data)?;
     recovery::write_recovery(config, stanza, data, &recovery, preserved)?;

@@ -23,6 +23,7 @@ use crate::error::{CliError, CliResult, ErrorCode};
 use crate::pages::{Paged, first_chunks, locate, page_count};
 use crate::progress::Progress;
 use crate::repo::Repo;
+use crate::restore::files::FileOptions;
 use crate::restore::owner::io;
 
 /// A stretch of a part's plaintext and where it goes in the file.
@@ -44,9 +45,10 @@ struct PartWork {
 }
 
 /// The parts a page-level file of `size` bytes needs, each with the pieces it supplies (sorted,
-/// neighbours merged). Fails when the runs do not cover the file's pages exactly, or name a
-/// page its backup does not store.
-fn plan(entry: &FileEntry, paged: &Paged) -> CliResult<Vec<PartWork>> {
+/// neighbours merged), leaving out the pages of chunks `keep` says are right in place (a delta
+/// restore; chunks of `frame_size` bytes). Fails when the runs do not cover the file's pages
+/// exactly, or name a page its backup does not store.
+fn plan(entry: &FileEntry, paged: &Paged, keep: Option<&[bool]>, frame_size: u64) -> CliResult<Vec<PartWork>> {
     let broken = |what: String| CliError::new(ErrorCode::Format, format!("{}: {what}", entry.path));
     let pages = page_count(entry.size);
     let mut work: BTreeMap<(BackupLabel, usize), Vec<Piece>> = BTreeMap::new();
@@ -61,6 +63,10 @@ fn plan(entry: &FileEntry, paged: &Paged) -> CliResult<Vec<PartWork>> {
         for k in 0..run.count {
             let page = u64::from(run.first + k) * BLCKSZ as u64;
             let len = (BLCKSZ as u64).min(entry.size.saturating_sub(page));
+            let chunk = usize::try_from(page / frame_size.max(1)).unwrap_or(usize::MAX);
+            if keep.is_some_and(|keep| keep.get(chunk).copied().unwrap_or(false)) {
+                continue;
+            }
             let (part, at) = locate(&source.parts, run.at + k)
                 .ok_or_else(|| broken(format!("backup {backup} stores no page {}", run.at + k)))?;
             let pieces = work.entry((backup.clone(), part)).or_default();
@@ -76,19 +82,21 @@ fn plan(entry: &FileEntry, paged: &Paged) -> CliResult<Vec<PartWork>> {
     Ok(work.into_iter().map(|((backup, part), pieces)| PartWork { backup, part, pieces }).collect())
 }
 
-/// Writes every page of `entry` into `file` (already sized).
+/// Writes the pages of `entry` into `file` (already sized), but those of chunks `keep` says
+/// are right in place; returns the bytes written.
 #[allow(clippy::too_many_arguments)]
 pub async fn write_paged(
     repo: &Repo,
     entry: &Arc<FileEntry>,
     paged: &Paged,
+    keep: Option<&[bool]>,
     file: &Arc<std::fs::File>,
     out: &Path,
-    frame_size: u64,
-    ahead: usize,
+    options: FileOptions,
     progress: &Mutex<Progress>,
-) -> CliResult<()> {
-    let work = plan(entry, paged)?;
+) -> CliResult<u64> {
+    let frame_size = options.frame_size;
+    let work = plan(entry, paged, keep, frame_size)?;
     let mut written = futures::stream::iter(work.into_iter().map(|w| {
         let (entry, file, out) = (Arc::clone(entry), Arc::clone(file), out.to_path_buf());
         async move {
@@ -111,14 +119,16 @@ pub async fn write_paged(
             .map_err(|e| CliError::new(ErrorCode::Format, format!("restore task failed: {e}")))?
         }
     }))
-    .buffer_unordered(ahead.max(1));
+    .buffer_unordered(options.workers.max(1));
+    let mut total = 0;
     while let Some(bytes) = written.next().await {
         let bytes = bytes?;
+        total += bytes;
         if let Ok(mut p) = progress.lock() {
             p.add(bytes);
         }
     }
-    Ok(())
+    Ok(total)
 }
 
 /// Decodes one part frame by frame, checks each frame against `digests` (the part's frame
@@ -202,11 +212,13 @@ mod tests {
             page_errors: vec![],
         };
         let run = |first, count, b: &BackupLabel, at| PageRun { first, count, backup: Some(b.clone()), at };
-        let mut sources = BTreeMap::new();
-        sources.insert(full.clone(), PageSource { parts: vec![part(3 * 8192), part(2 * 8192)], chunks: vec![] });
-        sources.insert(incr.clone(), PageSource { parts: vec![part(2 * 8192)], chunks: vec![] });
-        let paged = Paged { runs: vec![run(0, 1, &full, 0), run(1, 2, &incr, 0), run(3, 2, &full, 3)], sources };
-        let work = plan(&entry, &paged).unwrap();
+        let paged = || {
+            let mut sources = BTreeMap::new();
+            sources.insert(full.clone(), PageSource { parts: vec![part(3 * 8192), part(2 * 8192)], chunks: vec![] });
+            sources.insert(incr.clone(), PageSource { parts: vec![part(2 * 8192)], chunks: vec![] });
+            Paged { runs: vec![run(0, 1, &full, 0), run(1, 2, &incr, 0), run(3, 2, &full, 3)], sources }
+        };
+        let work = plan(&entry, &paged(), None, 1 << 20).unwrap();
         let summary: Vec<(String, usize, Vec<Piece>)> =
             work.into_iter().map(|w| (w.backup.to_string(), w.part, w.pieces)).collect();
         assert_eq!(
@@ -217,8 +229,12 @@ mod tests {
                 (incr.to_string(), 0, vec![Piece { at: 0, to: 8192, len: 2 * 8192 }]),
             ]
         );
+        // A delta restore keeping the first chunk (two pages, here) fetches only the rest.
+        let kept = plan(&entry, &paged(), Some(&[true, false, false]), 2 * 8192).unwrap();
+        let pieces: Vec<Piece> = kept.into_iter().flat_map(|w| w.pieces).collect();
+        assert_eq!(pieces, [Piece { at: 0, to: 3 * 8192, len: 2 * 8192 }, Piece { at: 8192, to: 2 * 8192, len: 8192 }]);
         // A map that does not cover the file is refused.
-        let short = Paged { runs: vec![run(0, 1, &full, 0)], sources: paged.sources };
-        assert!(plan(&entry, &short).unwrap_err().message.contains("covers 1 pages"));
+        let short = Paged { runs: vec![run(0, 1, &full, 0)], sources: paged().sources };
+        assert!(plan(&entry, &short, None, 1 << 20).unwrap_err().message.contains("covers 1 pages"));
     }
 }
