@@ -5,6 +5,9 @@
 #   CODECS="zst 3"                      (codecs to run, comma-separated; default "zst 3,lz4 0")
 #   REPEAT=3                            (restores measured 3 times each, alternating; the median counts)
 #   KEEP=1                              (keep the work directory: dataset and repositories, for profiling)
+#   INCR=20000                          (pgbench dataset: then that many pgbench transactions, an incr
+#                                        backup by each tool, an incr with nothing changed, and a delta
+#                                        restore of the incr over each tool's restore of the full)
 # Full backup and restore at zst level 3 and at lz4, process-max=2, start-fast; prints wall time,
 # CPU (user+sys), peak RSS and repository size for both, and the ratios. pgbench data is very
 # compressible, so a table of realistic rows (hashes, numbers, timestamps) is added at 1/4 of the
@@ -14,6 +17,8 @@ set -euo pipefail
 SCALE="${1:-100}"
 TABLES="${TABLES:-0}"
 REPEAT="${REPEAT:-1}"
+INCR="${INCR:-0}"
+[ "$TABLES" -gt 0 ] && INCR=0
 CODECS="${CODECS:-zst 3,lz4 0}"
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 PG_BIN="${PGSTRATA_PG_BIN:-/usr/lib/postgresql/15/bin}"
@@ -141,17 +146,38 @@ for comp in "${CODEC_LIST[@]}"; do
     r2=$(measure pgstrata "${PGS[@]}" restore --pg1-path="$W/restore-pgstrata-$tag-$run" --process-max=2)
     echo "restore-$tag $r1 -" >> "$RESULTS"
     echo "restore-$tag $r2 -" >> "$RESULTS"
-    [ "$run" -lt "$REPEAT" ] || [ -n "${KEEP:-}" ] || rm -rf "$W/restore-pgbackrest-$tag-"* "$W/restore-pgstrata-$tag-"*
+    [ "$run" -lt "$REPEAT" ] || [ -n "${KEEP:-}" ] || [ "$INCR" -gt 0 ] ||
+      rm -rf "$W/restore-pgbackrest-$tag-"* "$W/restore-pgstrata-$tag-"*
   done
+  if [ "$INCR" -gt 0 ]; then
+    echo "== $tag: $INCR pgbench transactions, then incremental backups" >&2
+    as_pg "$PG_BIN/pgbench" -n -t $((INCR / 2)) -c 2 -h "$W/sock" -p "$PORT" -U postgres postgres > /dev/null
+    for kind in incr noop-incr; do
+      drain_archive
+      b1=$(du -sb "$W/repo-pgbackrest-$tag/backup" | cut -f1)
+      r1=$(measure pgbackrest "${PGB[@]}" backup --type=incr "${opts[@]}")
+      drain_archive
+      b2=$(du -sb "$W/repo-pgstrata-$tag/stanza/bench/backup" | cut -f1)
+      r2=$(measure pgstrata "${PGS[@]}" backup --type=incr "${opts[@]}")
+      echo "$kind-$tag $r1 $(($(du -sb "$W/repo-pgbackrest-$tag/backup" | cut -f1) - b1))" >> "$RESULTS"
+      echo "$kind-$tag $r2 $(($(du -sb "$W/repo-pgstrata-$tag/stanza/bench/backup" | cut -f1) - b2))" >> "$RESULTS"
+    done
+    echo "== $tag: delta restores of the incr over the restores of the full" >&2
+    r1=$(measure pgbackrest "${PGB[@]}" restore --delta --pg1-path="$W/restore-pgbackrest-$tag-1" --process-max=2)
+    r2=$(measure pgstrata "${PGS[@]}" restore --delta --pg1-path="$W/restore-pgstrata-$tag-1" --process-max=2)
+    echo "delta-restore-$tag $r1 -" >> "$RESULTS"
+    echo "delta-restore-$tag $r2 -" >> "$RESULTS"
+    [ -n "${KEEP:-}" ] || rm -rf "$W/restore-pgbackrest-$tag-"* "$W/restore-pgstrata-$tag-"*
+  fi
 done
 
 python3 - "$RESULTS" <<'PY'
 import sys
 rows = [l.split() for l in open(sys.argv[1]) if l.strip()]
-print(f"{'operation':<14}{'tool':<12}{'wall s':>8}{'cpu s':>8}{'peak RSS MiB':>14}{'repo MiB':>10}")
+print(f"{'operation':<20}{'tool':<12}{'wall s':>8}{'cpu s':>8}{'peak RSS MiB':>14}{'repo MiB':>10}")
 for op, tool, wall, cpu, rss, size in rows:
     size = f"{int(size)/1048576:.1f}" if size != "-" else "-"
-    print(f"{op:<14}{tool:<12}{float(wall):>8.2f}{float(cpu):>8.2f}{int(rss)/1024:>14.1f}{size:>10}")
+    print(f"{op:<20}{tool:<12}{float(wall):>8.2f}{float(cpu):>8.2f}{int(rss)/1024:>14.1f}{size:>10}")
 print()
 by = {}
 for op, tool, wall, cpu, rss, size in rows:
@@ -165,5 +191,12 @@ for op, t in by.items():
         bw, sw = median([w for w, _ in b]), median([w for w, _ in s])
         bc, sc = median([c for _, c in b]), median([c for _, c in s])
         runs = f" (median of {len(s)})" if len(s) > 1 else ""
-        print(f"{op:<14} speed-up (pgBackRest wall / pgstrata wall) = {bw/sw:.2f}x   cpu ratio = {bc/max(sc,0.01):.2f}x{runs}")
+        print(f"{op:<20} speed-up (pgBackRest wall / pgstrata wall) = {bw/sw:.2f}x   cpu ratio = {bc/max(sc,0.01):.2f}x{runs}")
+sizes = {}
+for op, tool, wall, cpu, rss, size in rows:
+    if size != "-":
+        sizes.setdefault(op, {})[tool] = int(size)
+for op, t in sizes.items():
+    if op.startswith("incr") and t.get("pgbackrest") and "pgstrata" in t:
+        print(f"{op:<20} stored bytes (pgstrata / pgBackRest) = {t['pgstrata'] / t['pgbackrest']:.3f}")
 PY
