@@ -32,9 +32,39 @@ use crate::restore::owner::{self, apply_owner, apply_owner_to, io};
 #[derive(Clone, Copy, Debug)]
 pub struct FileOptions {
     pub delta: bool,
+    /// With `delta`: how a file in place is found to be right already.
+    pub compare: Compare,
     pub as_root: bool,
     pub frame_size: u64,
     pub workers: usize,
+}
+
+/// How a restore into a directory holding a cluster finds a file in place already right.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Compare {
+    /// By its chunk digests (`--delta`).
+    Content,
+    /// By its size and modification time alone (`--delta --force`, pgBackRest's shortcut: fast,
+    /// and wrong where a file changed without its size or time changing); a file that fails it
+    /// is compared by content.
+    SizeAndTime,
+    /// Never: every file is rewritten (`--force` alone).
+    Never,
+}
+
+impl Compare {
+    /// Whether the file at `path` is taken as right without reading it, or is not to be kept.
+    fn settled(self, path: &Path, entry: &FileEntry) -> Option<bool> {
+        match self {
+            Self::Content => None,
+            Self::Never => Some(false),
+            Self::SizeAndTime => {
+                use std::os::unix::fs::MetadataExt;
+                let meta = std::fs::metadata(path).ok()?;
+                (meta.len() == entry.size && meta.mtime() == entry.mtime).then_some(true)
+            }
+        }
+    }
 }
 
 /// One file to restore and where it goes.
@@ -244,7 +274,11 @@ async fn restore_batch(
             let mut changed = Vec::new();
             let mut unchanged = Vec::new();
             for job in batch {
-                if local_digest(&job.local, frame) == Some((job.entry.size, job.entry.sha256)) {
+                let right = options
+                    .compare
+                    .settled(&job.local, &job.entry)
+                    .unwrap_or_else(|| local_digest(&job.local, frame) == Some((job.entry.size, job.entry.sha256)));
+                if right {
                     apply_owner(&job.local, &job.entry.owner, as_root, true)?;
                     unchanged.push(job.entry.size);
                 } else {
@@ -395,7 +429,15 @@ async fn restore_file(
     // differs (the restore's marker and held-back pg_control make the restore, not the file,
     // the unit of crash safety); a file with nothing right is written anew.
     let mut kept: Option<Vec<bool>> = None;
-    if options.delta {
+    let settled = if options.delta { options.compare.settled(&local, &entry) } else { Some(false) };
+    if settled == Some(true) {
+        apply_owner(&local, &entry.owner, options.as_root, true)?;
+        if let Ok(mut p) = progress.lock() {
+            p.add(entry.size);
+        }
+        return Ok(Outcome::Unchanged(entry.size));
+    }
+    if settled.is_none() {
         let (p, frame) = (local.clone(), usize::try_from(options.frame_size).unwrap_or(1 << 20));
         let current = blocking(move || Ok(local_chunks(&p, frame))).await?;
         if let Some((size, chunks)) = current {

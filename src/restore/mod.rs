@@ -85,7 +85,13 @@ async fn restore(config: &Config, stanza: &str, data: &Path, workers: usize) -> 
         tree.remove_extras(&plan)?;
     }
     // Second pass: the files, streamed into the jobs.
-    let options = files::FileOptions { delta, as_root, frame_size: header.settings.frame_size.max(1), workers };
+    let compare = match (config.bool("delta"), config.bool("force")) {
+        (true, true) => files::Compare::SizeAndTime,
+        (false, true) => files::Compare::Never,
+        _ => files::Compare::Content,
+    };
+    let frame_size = header.settings.frame_size.max(1);
+    let options = files::FileOptions { delta, compare, as_root, frame_size, workers };
     let refs = crate::chain::References::new(&repo, &catalog, backup.label.clone());
     let jobs = file_jobs(manifest.reopen().await?, refs, &plan, &control);
     let summary = files::restore_files(&repo, jobs, tree.bytes, options).await?;

@@ -195,6 +195,19 @@ fn full_diff_incr_chain_restores_every_backup() {
         .unwrap_or(f64::MAX);
     assert!(written < 2.0, "a one-page repair wrote more than its chunk: {line}");
     assert_eq!(tree_contents(&clean, &clean_ts), want, "the repaired restore differs from the clean one");
+
+    // pgBackRest's shortcut, `--delta --force`, trusts size and time: a page damaged with both
+    // kept stays damaged (why the docs call it unsafe). `--force` alone rewrites every file.
+    let mtime = std::fs::metadata(&accounts).unwrap().modified().unwrap();
+    std::fs::write(&accounts, &damaged).unwrap();
+    std::fs::File::options().write(true).open(&accounts).unwrap().set_modified(mtime).unwrap();
+    let shortcut = args(&["--delta", "--force"], &clean, &clean_ts);
+    s.ok(&shortcut.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(std::fs::read(&accounts).unwrap(), damaged, "--delta --force read a file of the right size and time");
+    let force = args(&["--force", "--log-level-console=info"], &clean, &clean_ts);
+    let o = s.ok(&force.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(text(&o).contains("delta restore: 0 files were already up to date"), "{}", text(&o));
+    assert_eq!(tree_contents(&clean, &clean_ts), want, "--force did not rewrite the damaged file");
 }
 
 /// Every file under `dir` with a digest of its content and its mode, and every link but the
