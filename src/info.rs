@@ -13,6 +13,39 @@ use crate::config::Config;
 use crate::error::{CliError, CliResult, ErrorCode};
 use crate::repo::{Repo, load_stanza_info, repo_indexes, unlock};
 
+/// What `info --set` adds for the one backup: read from its manifest.
+struct SetDetail {
+    databases: Vec<pgstrata_repo_format::meta::DatabaseRef>,
+    tablespaces: Vec<pgstrata_repo_format::meta::Target>,
+    /// Files: all, stored whole, referenced (unchanged since the prior), copied by page, empty.
+    files: [u64; 5],
+}
+
+/// The manifest of backup `label` in repository `index`, summed up.
+async fn set_detail(config: &Config, index: u32, stanza: &str, label: &str) -> CliResult<Option<SetDetail>> {
+    use pgstrata_repo_format::meta::{FileData, ManifestEntry};
+    let repo = crate::repo::open_repo(config, index, stanza).await?;
+    let catalog = repo.load_catalog().await?;
+    let Some(entry) = catalog.backups.iter().find(|b| b.label.as_str() == label) else { return Ok(None) };
+    let mut manifest = crate::manifest::ManifestStream::open(&repo, entry).await?;
+    let header = manifest.header()?.clone();
+    let mut files = [0u64; 5];
+    while let Some(entry) = manifest.next().await? {
+        if let ManifestEntry::File(f) = entry {
+            files[0] += 1;
+            let kind = match f.data {
+                FileData::Stored { .. } => 1,
+                FileData::Same { .. } => 2,
+                FileData::Pages { .. } => 3,
+                FileData::Empty => 4,
+            };
+            files[kind] += 1;
+        }
+    }
+    let tablespaces = header.targets.into_iter().filter(|t| t.tablespace_oid.is_some()).collect();
+    Ok(Some(SetDetail { databases: header.databases, tablespaces, files }))
+}
+
 /// What one repository says about one stanza.
 struct RepoView {
     index: u32,
@@ -25,6 +58,8 @@ struct RepoView {
     timelines: BTreeMap<(String, u32), (String, String)>,
     /// The writer holding the repository's lease now.
     lease: Option<crate::lease::LeaseHolder>,
+    /// `--set`: the one backup shown, with the details of its manifest.
+    set: Option<(String, SetDetail)>,
 }
 
 fn cipher_name(info: &StanzaInfo) -> &'static str {
@@ -43,6 +78,7 @@ async fn view(config: &Config, index: u32, stanza: &str) -> CliResult<RepoView> 
         archives: vec![],
         timelines: BTreeMap::new(),
         lease: None,
+        set: None,
     };
     let store = config.storage(index)?.open(RetryPolicy::default());
     let store = match store {
@@ -133,22 +169,37 @@ fn stanza_json(stanza: &str, views: &[RepoView]) -> Value {
         }
         for b in &v.catalog.backups {
             let reference: Value = if b.references.is_empty() { Value::Null } else { json!(b.references) };
-            backups.push((
-                b.timestamp_stop,
-                json!({
-                    "archive": {"start": b.wal_start, "stop": b.wal_stop},
-                    "backrest": {"format": 5, "version": env!("CARGO_PKG_VERSION")},
-                    "database": {"id": b.db_id, "repo-key": v.index},
-                    "error": b.error,
-                    "info": {"delta": b.delta, "repository": {"delta": b.repo_delta, "size": b.repo_size}, "size": b.size},
-                    "label": b.label,
-                    "lsn": {"start": b.lsn_start.to_string(), "stop": b.lsn_stop.to_string()},
-                    "prior": b.prior,
-                    "reference": reference,
-                    "timestamp": {"start": b.timestamp_start, "stop": b.timestamp_stop},
-                    "type": b.backup_type.as_str(),
-                }),
-            ));
+            let detail = v.set.as_ref().filter(|(label, _)| label == b.label.as_str()).map(|(_, d)| d);
+            if v.set.is_some() && detail.is_none() {
+                continue;
+            }
+            let mut backup = json!({
+                "archive": {"start": b.wal_start, "stop": b.wal_stop},
+                "backrest": {"format": 5, "version": env!("CARGO_PKG_VERSION")},
+                "database": {"id": b.db_id, "repo-key": v.index},
+                "error": b.error,
+                "info": {"delta": b.delta, "repository": {"delta": b.repo_delta, "size": b.repo_size}, "size": b.size},
+                "label": b.label,
+                "lsn": {"start": b.lsn_start.to_string(), "stop": b.lsn_stop.to_string()},
+                "prior": b.prior,
+                "reference": reference,
+                "timestamp": {"start": b.timestamp_start, "stop": b.timestamp_stop},
+                "type": b.backup_type.as_str(),
+            });
+            if let Some(d) = detail {
+                backup["database-ref"] = json!(d.databases);
+                backup["tablespace"] = json!(
+                    d.tablespaces
+                        .iter()
+                        .map(|t| json!({
+                            "name": t.tablespace_name, "oid": t.tablespace_oid, "path": t.path,
+                        }))
+                        .collect::<Vec<_>>()
+                );
+                let [total, stored, referenced, by_page, empty] = d.files;
+                backup["file"] = json!({"total": total, "stored": stored, "referenced": referenced, "page": by_page, "empty": empty});
+            }
+            backups.push((b.timestamp_stop, backup));
         }
     }
     backups.sort_by_key(|(stop, _)| *stop);
@@ -211,7 +262,10 @@ fn stanza_text(stanza: &str, views: &[RepoView], json: &Value) -> String {
                     }
                 }
             }
-            for b in v.catalog.backups.iter().filter(|b| b.db_id == db.id) {
+            let shown = |b: &&pgstrata_repo_format::meta::CatalogEntry| {
+                v.set.as_ref().is_none_or(|(label, _)| label == b.label.as_str())
+            };
+            for b in v.catalog.backups.iter().filter(|b| b.db_id == db.id).filter(shown) {
                 out.push_str(&format!("\n        {} backup: {}\n", b.backup_type.as_str(), b.label));
                 out.push_str(&format!(
                     "            timestamp start/stop: {} / {}\n",
@@ -232,6 +286,30 @@ fn stanza_text(stanza: &str, views: &[RepoView], json: &Value) -> String {
                 ));
                 if b.error {
                     out.push_str("            error: page checksum errors found (see the backup's manifest)\n");
+                }
+                if let Some((_, d)) = &v.set {
+                    if !b.references.is_empty() {
+                        let refs: Vec<&str> = b.references.iter().map(|r| r.as_str()).collect();
+                        out.push_str(&format!("            backup reference list: {}\n", refs.join(", ")));
+                    }
+                    let dbs: Vec<String> = d.databases.iter().map(|db| format!("{} ({})", db.name, db.oid)).collect();
+                    out.push_str(&format!("            database list: {}\n", dbs.join(", ")));
+                    let [total, stored, referenced, by_page, empty] = d.files;
+                    out.push_str(&format!(
+                        "            file total: {total} (stored whole {stored}, unchanged and referenced {referenced}, \
+                         by page {by_page}, empty {empty})\n"
+                    ));
+                    if !d.tablespaces.is_empty() {
+                        out.push_str("            tablespaces:\n");
+                        for t in &d.tablespaces {
+                            out.push_str(&format!(
+                                "                {} ({}) => {}\n",
+                                t.tablespace_name.as_deref().unwrap_or("?"),
+                                t.tablespace_oid.unwrap_or(0),
+                                t.path
+                            ));
+                        }
+                    }
                 }
             }
         }
@@ -263,7 +341,18 @@ pub fn run(config: &Config) -> CliResult<()> {
         for stanza in stanzas(config).await? {
             let mut views = Vec::new();
             for index in repo_indexes(config) {
-                views.push(view(config, index, &stanza).await?);
+                let mut v = view(config, index, &stanza).await?;
+                if let Some(label) = config.get("set") {
+                    if v.catalog.backups.iter().any(|b| b.label.as_str() == label)
+                        && let Some(d) = set_detail(config, index, &stanza, label).await?
+                    {
+                        v.set = Some((label.to_string(), d));
+                    } else {
+                        // Not in this repository: nothing of it to show.
+                        v.catalog.backups.clear();
+                    }
+                }
+                views.push(v);
             }
             let j = stanza_json(&stanza, &views);
             if !text.is_empty() {

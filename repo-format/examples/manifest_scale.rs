@@ -45,6 +45,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         },
         targets: vec![],
         packs: 1,
+        databases: vec![],
     };
     let mut out = Vec::with_capacity(2 << 20);
     let mut stream = Vec::new(); // what a reader would receive, fed back in 1 MiB pieces below

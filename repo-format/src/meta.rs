@@ -295,6 +295,16 @@ pub struct ManifestHeader {
     pub targets: Vec<Target>,
     /// Number of pack objects (`pack/00000000` ..).
     pub packs: u32,
+    /// The cluster's databases when the backup started (for `info --set`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub databases: Vec<DatabaseRef>,
+}
+
+/// A database of the backed-up cluster.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DatabaseRef {
+    pub name: String,
+    pub oid: u32,
 }
 
 /// Owner and permissions of a path.
@@ -713,6 +723,7 @@ mod tests {
                 tablespace_name: None,
             }],
             packs: 1,
+            databases: vec![DatabaseRef { name: "postgres".into(), oid: 5 }],
         }
     }
 

@@ -112,6 +112,7 @@ fn manifest_header() -> ManifestHeader {
             tablespace_name: None,
         }],
         packs: 1,
+        databases: vec![],
     }
 }
 

@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use pgstrata_repo_format::layout::{archive_id, copy_of, parse_wal_object};
-use pgstrata_repo_format::meta::{BackupCatalog, BackupSettings, FileData, FileEntry, Ownership};
+use pgstrata_repo_format::meta::{BackupCatalog, BackupSettings, FileData, FileEntry, Ownership, Target};
 use pgstrata_repo_format::pg::{ControlFile, Lsn, WalFileName};
 use pgstrata_repo_format::{BackupType, BlobEncoder, BlobSettings};
 
@@ -165,6 +165,7 @@ async fn take_backup(
     let server = BackupServer::connect(config, &control).await?;
     let timestamp_start = unix_now();
     let started = server.start(&plan.label, config.bool("start-fast")).await?;
+    let (databases, tablespace_names) = (server.databases().await?, server.tablespace_names().await?);
 
     let settings = copy_settings(config, repo, &control, started.lsn, blob);
     let mut packs = PackWriter::new(repo.store.clone(), repo.layout.clone(), plan.label.clone(), PACK_SIZE, 0);
@@ -195,8 +196,9 @@ async fn take_backup(
         &control,
         &wal,
         backup_settings(config, repo, &control, blob),
-        walker.targets().to_vec(),
+        named(walker.targets(), &tablespace_names),
         totals.packs,
+        databases,
     );
     let page_error_files = spool.page_error_files;
     let size = copied.bytes + late.iter().map(|f| f.size).sum::<u64>();
@@ -258,6 +260,15 @@ fn report(plan: &BackupPlan, stored: &Stored, file_total: u64) {
             stored.page_error_files
         );
     }
+}
+
+/// The walk's targets with the names of their tablespaces.
+fn named(targets: &[Target], names: &std::collections::HashMap<u32, String>) -> Vec<Target> {
+    let name = |t: &Target| t.tablespace_oid.and_then(|oid| names.get(&oid).cloned());
+    targets
+        .iter()
+        .map(|t| Target { tablespace_name: t.tablespace_name.clone().or_else(|| name(t)), ..t.clone() })
+        .collect()
 }
 
 /// The prior's manifest, for the copy to reference what did not change; `None` for a full, or

@@ -7,7 +7,9 @@
 //! database's backups do not count). With no usable prior, a diff or incr becomes a full, with
 //! pgBackRest's warning.
 
-use pgstrata_repo_format::meta::{BackupCatalog, BackupSettings, CatalogEntry, DbEntry, ManifestHeader, Target};
+use pgstrata_repo_format::meta::{
+    BackupCatalog, BackupSettings, CatalogEntry, DatabaseRef, DbEntry, ManifestHeader, Target,
+};
 
 /// Backups in the order they were taken: by start time, the label breaking ties (labels of one
 /// full's chain sort in time order; names alone would not order across a clock change).
@@ -135,6 +137,7 @@ impl BackupPlan {
         settings: BackupSettings,
         targets: Vec<Target>,
         packs: u32,
+        databases: Vec<DatabaseRef>,
     ) -> ManifestHeader {
         ManifestHeader {
             label: self.label.clone(),
@@ -154,6 +157,7 @@ impl BackupPlan {
             settings,
             targets,
             packs,
+            databases,
         }
     }
 

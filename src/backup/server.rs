@@ -79,6 +79,35 @@ impl BackupServer {
     /// Stops the backup without the server waiting for WAL archiving (it would wait without
     /// limit when archiving is broken); the caller checks the archive, bounded by
     /// `archive-timeout`.
+    /// The cluster's databases (name and oid), for the manifest.
+    pub async fn databases(&self) -> CliResult<Vec<pgstrata_repo_format::meta::DatabaseRef>> {
+        self.rows("select datname::text, oid from pg_database order by oid", "list the databases", |r| {
+            Ok(pgstrata_repo_format::meta::DatabaseRef { name: r.try_get(0)?, oid: r.try_get(1)? })
+        })
+        .await
+    }
+
+    /// Tablespace names by oid, for the manifest's targets.
+    pub async fn tablespace_names(&self) -> CliResult<std::collections::HashMap<u32, String>> {
+        let rows = self
+            .rows("select oid, spcname::text from pg_tablespace", "list the tablespaces", |r| {
+                Ok((r.try_get(0)?, r.try_get(1)?))
+            })
+            .await?;
+        Ok(rows.into_iter().collect())
+    }
+
+    /// Runs a query and turns each row into a `T`.
+    async fn rows<T>(
+        &self,
+        sql: &str,
+        what: &str,
+        each: impl Fn(&tokio_postgres::Row) -> Result<T, tokio_postgres::Error>,
+    ) -> CliResult<Vec<T>> {
+        let rows = self.client.query(sql, &[]).await.map_err(|e| query_err(what, e))?;
+        rows.iter().map(|r| each(r).map_err(|e| query_err(what, e))).collect()
+    }
+
     pub async fn stop(&self, timeline: TimelineId) -> CliResult<Stopped> {
         let sql = if self.v15 {
             "select lsn::text, labelfile, spcmapfile from pg_backup_stop(false)"

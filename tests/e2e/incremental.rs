@@ -96,6 +96,21 @@ fn full_diff_incr_chain_restores_every_backup() {
         assert!(repo_delta < repo, "{}: repository delta {repo_delta}, size {repo}", b["label"]);
     }
 
+    // One backup in detail: its databases, tablespaces and how its files were taken.
+    let set = format!("--set={}", labels[2]);
+    let o = s.ok(&["--stanza=db", "info", &set]);
+    let detail = text(&o);
+    assert!(detail.contains(&labels[2]) && !detail.contains(&format!("backup: {}\n", labels[1])), "{detail}");
+    assert!(detail.contains("database list: ") && detail.contains("second ("), "{detail}");
+    assert!(detail.contains("ts1 (") && detail.contains("backup reference list: "), "{detail}");
+    let o = s.ok(&["--stanza=db", "info", &set, "--output=json"]);
+    let detail: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let only = &detail[0]["backup"];
+    assert_eq!(only.as_array().unwrap().len(), 1, "{only}");
+    let file = &only[0]["file"];
+    assert!(file["page"].as_u64().unwrap() > 0 && file["referenced"].as_u64().unwrap() > 500, "{file}");
+    assert!(only[0]["database-ref"].as_array().unwrap().iter().any(|d| d["name"] == "second"), "{only}");
+
     // Each backup restores to the cluster as that backup left it.
     let ts_oid = cluster.sql("select oid from pg_tablespace where spcname = 'ts1'");
     for (i, label) in labels.iter().enumerate() {
