@@ -10,8 +10,6 @@ use std::sync::{Arc, Condvar, Mutex};
 use pgstrata_repo_format::layout::StanzaLayout;
 use pgstrata_repo_format::meta::{DirEntry, FileEntry, LinkEntry, PartRef};
 use pgstrata_repo_format::pg::{BLCKSZ, Lsn, PageVerdict, verify_page};
-
-use crate::pages::must_store;
 use pgstrata_repo_format::{BackupLabel, BlobEncoder, BlobSettings, DataKey, Sha256Digest};
 use pgstrata_storage::{RepoStore, Upload};
 
@@ -20,6 +18,7 @@ use super::walk::{Item, SourceFile, Walker};
 use crate::chain::References;
 use crate::error::{CliError, CliResult, ErrorCode};
 use crate::manifest::ManifestStream;
+use crate::pages::must_store;
 use crate::termination::Termination;
 
 /// How a backup copies.

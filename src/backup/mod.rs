@@ -221,7 +221,7 @@ async fn take_backup(
     catalog.backups.push(plan.catalog_entry(&wal, stored, manifest_sha256));
     lease.check()?;
     repo.save_catalog(&catalog, settings.blob).await?;
-    report(&plan, &stored, file_total);
+    report(&plan, &stored, file_total, copied.unchanged_files);
     Ok(())
 }
 
@@ -238,7 +238,7 @@ fn wal_range(started: &Started, stopped: &Stopped, timestamp_start: i64) -> WalR
 }
 
 /// What pgBackRest says at the end of a backup.
-fn report(plan: &BackupPlan, stored: &Stored, file_total: u64) {
+fn report(plan: &BackupPlan, stored: &Stored, file_total: u64, unchanged_files: u64) {
     tracing::info!("new backup label = {}", plan.label);
     tracing::info!(
         "{} backup size = {}, file total = {file_total}, repository size = {}",
@@ -248,7 +248,7 @@ fn report(plan: &BackupPlan, stored: &Stored, file_total: u64) {
     );
     if let Some(prior) = &plan.prior {
         tracing::info!(
-            "prior {}: {} of {} referenced, not copied",
+            "prior {}: {unchanged_files} files unchanged and referenced; {} of {} not copied",
             prior.label,
             human(stored.size - stored.delta),
             human(stored.size)
