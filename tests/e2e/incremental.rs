@@ -15,13 +15,23 @@ fn relation_file(cluster: &Cluster, table: &str) -> std::path::PathBuf {
 }
 
 #[test]
-fn full_diff_incr_chain_restores_every_backup() {
+fn full_diff_incr_chain_restores_every_backup_local() {
+    chain(Backend::Local, None);
+}
+
+#[test]
+fn full_diff_incr_chain_restores_every_backup_s3_encrypted() {
+    chain(Backend::S3, Some("incremental passphrase"));
+}
+
+fn chain(backend: Backend, encrypted: Option<&str>) {
     if !postgres_available() {
         return;
     }
     let scratch = Scratch::new("pgstrata-incr-");
     let repo = scratch.path("repo");
-    let (cluster, s) = archiving_cluster(&scratch, "src", &repo, None);
+    let Some(lines) = repo_options(backend, &repo) else { return };
+    let (cluster, s) = archiving_cluster_on(&scratch, "src", &lines, encrypted);
     let init = cluster.tool("pgbench", &["-i", "-s", "2", "-q", "postgres"]);
     assert!(init.status.success(), "pgbench -i: {}", text(&init));
     cluster.sql("create table cold as select g as id, md5(g::text) as v from generate_series(1, 20000) g");
