@@ -65,7 +65,14 @@ fn repo_options(backend: Backend, repo: &Path) -> Option<String> {
 
 /// `info --output=json` of stanza `db`.
 fn info_json(s: &Setup) -> serde_json::Value {
-    let o = s.ok(&["--stanza=db", "info", "--output=json"]);
+    info_json_with(s, &[])
+}
+
+/// `info --output=json` of stanza `db` with more options.
+fn info_json_with(s: &Setup, options: &[&str]) -> serde_json::Value {
+    let mut args = vec!["--stanza=db", "info", "--output=json"];
+    args.extend_from_slice(options);
+    let o = s.ok(&args);
     serde_json::from_slice(&o.stdout).unwrap()
 }
 

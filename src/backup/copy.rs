@@ -50,6 +50,8 @@ pub struct CopiedFile {
     /// Copied by pages: the page numbers stored in `parts`, and the digests of the parts' frames.
     pub stored_pages: Vec<u32>,
     pub page_chunks: Vec<Sha256Digest>,
+    /// Read whole and found the same as the prior's copy (`SourceFile::same_as`).
+    pub same: bool,
     /// Removed before it could be read (a dropped table): left out of the backup.
     pub vanished: bool,
 }
@@ -67,6 +69,8 @@ pub struct Prior<'a> {
     /// When it started (unix seconds, and its start LSN).
     pub started: i64,
     pub since: Lsn,
+    /// Times and LSNs are not trusted (`--delta`, a timeline change): compare content.
+    pub by_content: bool,
     pub manifest: ManifestStream<'a>,
     /// The backups it references, where the data of its references is.
     pub refs: References<'a>,
@@ -192,6 +196,8 @@ struct PartDone {
     /// By pages: the pages stored, and the digests of the blob's frames.
     stored_pages: Vec<u32>,
     page_chunks: Vec<Sha256Digest>,
+    /// The whole file read, and it is the same as the prior's copy (nothing sealed).
+    same: bool,
     vanished: bool,
 }
 
@@ -260,9 +266,14 @@ fn copy_part(
     // it seals.
     let mut by_pages = f.pages.as_ref().map(|base| (base, FrameDigests::new(settings.blob.frame_size)));
     // Read and sealed a piece at a time: a worker's buffer is a piece, not a part.
+    // By content: a frame at a time, so that each is compared with the prior's before its pages
+    // are stored or mapped.
+    let frame = settings.blob.frame_size;
+    let by_frame = f.pages.as_ref().is_some_and(|b| b.chunks.is_some()) && frame.is_multiple_of(BLCKSZ);
+    let piece = if by_frame { frame } else { READ_PIECE };
     while done.plain_len < job.len as u64 {
         let offset = job.offset + done.plain_len;
-        let want = (job.len - done.plain_len as usize).min(READ_PIECE);
+        let want = (job.len - done.plain_len as usize).min(piece);
         buf.resize(want, 0);
         let n = read_at_full(&file, buf, offset)
             .map_err(|e| CliError::new(ErrorCode::FileRead, format!("unable to read {}: {e}", f.fs_path.display())))?;
@@ -276,9 +287,16 @@ fn copy_part(
             Some((base, digests)) => {
                 digests.update(data);
                 let first = offset / BLCKSZ as u64;
+                // By content, a frame that is not whole pages cannot be compared: stored.
+                let chunk = usize::try_from(offset / frame.max(1) as u64).unwrap_or(usize::MAX);
+                let differs = base.chunks.as_ref().map(|c| !by_frame || c.get(chunk) != Some(&Sha256Digest::of(data)));
                 for (i, page) in data.chunks(BLCKSZ).enumerate() {
                     let page_no = u32::try_from(first + i as u64).unwrap_or(u32::MAX);
-                    if must_store(page, page_no, base.prior_pages, base.since) {
+                    let store = match differs {
+                        Some(differs) => differs || page_no >= base.prior_pages,
+                        None => must_store(page, page_no, base.prior_pages, base.since),
+                    };
+                    if store {
                         enc.write(page, &mut sealed);
                         done.stored_len += page.len() as u64;
                         done.stored_pages.push(page_no);
@@ -306,6 +324,15 @@ fn copy_part(
         done.page_chunks = summary.chunk_sha256;
     } else {
         done.chunks = summary.chunk_sha256;
+    }
+    // The whole file in this part, and the same as the prior's copy: referenced, not stored.
+    if let Some(prior) = &f.same_as
+        && job.offset == 0
+        && done.plain_len == prior.size
+        && pgstrata_repo_format::digest::file_digest(&done.chunks) == prior.sha256
+    {
+        done.same = true;
+        return Ok((None, done));
     }
     Ok((Some(sealed), done))
 }
@@ -434,7 +461,7 @@ pub async fn copy_tree(
     let window = Window::new(WINDOW);
     let (prior_feed, prior_files) = match prior {
         Some(p) => {
-            let (tx, files) = PriorFiles::channel(p.started, p.since);
+            let (tx, files) = PriorFiles::channel(p.started, p.since, p.by_content);
             (Some(feed(p.manifest, p.refs, tx)), Some(files))
         }
         None => (None, None),
@@ -580,6 +607,10 @@ fn dispatch(
                     f.pages = Some(base);
                     Item::File(f)
                 }
+                Decision::Compare(entry) => {
+                    f.same_as = Some(entry);
+                    Item::File(f)
+                }
                 Decision::Read => Item::File(f),
             })),
             (item, _) => Ok(item),
@@ -709,7 +740,23 @@ async fn collect(
                 }
                 Item::File(f) => {
                     let copied = assemble(p.done);
-                    if !copied.vanished {
+                    // Read, and the prior's copy serves whole: the content compared the same,
+                    // or by pages nothing needed storing at the prior's size.
+                    let same = match (&f.same_as, &f.pages) {
+                        (Some(entry), _) if copied.same => Some(entry),
+                        (_, Some(base)) if copied.stored_pages.is_empty() && copied.size == base.reference.size => {
+                            Some(&base.reference)
+                        }
+                        _ => None,
+                    };
+                    if let (false, Some(entry)) = (copied.vanished, same) {
+                        count.files += 1;
+                        count.bytes += entry.size;
+                        count.unchanged_files += 1;
+                        count.unchanged_bytes += entry.size;
+                        count.unchanged_stored += entry.data.stored();
+                        sink.unchanged(FileEntry::clone(entry))?;
+                    } else if !copied.vanished {
                         count.files += 1;
                         count.bytes += copied.size;
                         if f.pages.is_some() {
@@ -740,6 +787,7 @@ fn assemble(mut parts: Vec<(usize, usize, PartDone, Option<PartRef>)>) -> Copied
     if parts.first().is_some_and(|(_, _, d, _)| d.vanished) {
         out.vanished = true;
     }
+    out.same = parts.len() == 1 && parts.first().is_some_and(|(_, _, d, _)| d.same);
     for (_, len, d, r) in parts {
         if d.plain_len == 0 {
             break;

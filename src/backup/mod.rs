@@ -280,14 +280,18 @@ async fn open_prior<'a>(
     delta: bool,
 ) -> CliResult<Option<Prior<'a>>> {
     let Some(p) = &plan.prior else { return Ok(None) };
-    if delta || plan.delta {
-        tracing::info!("delta: every file is read and compared, none referenced by size and time");
-        return Ok(None);
+    let by_content = delta || plan.delta;
+    if by_content {
+        tracing::info!("delta: every file is read and compared with prior backup {} by content", p.label);
+    } else {
+        tracing::info!(
+            "prior backup {}: unchanged files are referenced, changed relation files copied by page",
+            p.label
+        );
     }
-    tracing::info!("prior backup {}: unchanged files are referenced, changed relation files copied by page", p.label);
     let manifest = ManifestStream::open(repo, p).await?;
     let refs = References::new(repo, catalog, p.label.clone());
-    Ok(Some(Prior { started: p.timestamp_start, since: p.lsn_start, manifest, refs }))
+    Ok(Some(Prior { started: p.timestamp_start, since: p.lsn_start, by_content, manifest, refs }))
 }
 
 fn copy_settings(

@@ -43,6 +43,12 @@ pub struct PageBase {
     pub since: Lsn,
     /// Where every page of the prior is.
     pub map: Vec<PageRun>,
+    /// By content, not LSN (`--delta`, a timeline change): the chunk digests of the file as the
+    /// prior read it; the pages of a chunk that differs are stored, the others mapped.
+    pub chunks: Option<Vec<pgstrata_repo_format::Sha256Digest>>,
+    /// The entry referencing the prior's copy whole: used when no page needs storing and the
+    /// size is the prior's.
+    pub reference: Arc<FileEntry>,
 }
 
 /// What the copy does with a file.
@@ -52,6 +58,9 @@ pub enum Decision {
     Unchanged(Box<FileEntry>),
     /// Changed: store the pages that changed since the prior, map the others.
     Pages(Arc<PageBase>),
+    /// Read it, and reference the prior's copy with this entry if the content is the same
+    /// (`--delta`, a timeline change: times are not trusted); otherwise store it whole.
+    Compare(Arc<FileEntry>),
     /// Read and store it whole.
     Read,
 }
@@ -65,6 +74,8 @@ pub struct PriorFiles {
     /// When the prior started (unix seconds, and its start LSN).
     started: i64,
     since: Lsn,
+    /// Compare by content, never by size and time.
+    by_content: bool,
 }
 
 /// Entries read ahead of the walk.
@@ -72,9 +83,13 @@ const AHEAD: usize = 256;
 
 impl PriorFiles {
     /// The receiving end, and the sending end for [`feed`].
-    pub fn channel(started: i64, since: Lsn) -> (tokio::sync::mpsc::Sender<CliResult<PriorFile>>, Self) {
+    pub fn channel(
+        started: i64,
+        since: Lsn,
+        by_content: bool,
+    ) -> (tokio::sync::mpsc::Sender<CliResult<PriorFile>>, Self) {
         let (tx, rx) = tokio::sync::mpsc::channel(AHEAD);
-        (tx, Self { rx, next: None, ended: false, started, since })
+        (tx, Self { rx, next: None, ended: false, started, since, by_content })
     }
 
     /// What to do with `f`. Calls must come in manifest order. Blocks (the walk thread).
@@ -92,7 +107,7 @@ impl PriorFiles {
                 Some(p) if p.entry.path.as_bytes() < f.path.as_bytes() => self.next = None,
                 Some(p) if p.entry.path == f.path => {
                     let Some(prior) = self.next.take() else { return Ok(Decision::Read) };
-                    return Ok(decide(prior, self.started, self.since, f));
+                    return Ok(decide(prior, self.started, self.since, self.by_content, f));
                 }
                 _ => return Ok(Decision::Read),
             }
@@ -114,31 +129,40 @@ impl PriorFiles {
 }
 
 /// What to do with `f`, given the prior's copy of the same path (the prior started at
-/// `started`, LSN `since`).
-pub fn decide(prior: PriorFile, started: i64, since: Lsn, f: &SourceFile) -> Decision {
+/// `started`, LSN `since`; `by_content`: times and LSNs are not trusted).
+pub fn decide(prior: PriorFile, started: i64, since: Lsn, by_content: bool, f: &SourceFile) -> Decision {
     let PriorFile { entry, holder, data } = prior;
     if f.size == 0 || matches!(data, FileData::Empty) {
         return Decision::Read;
     }
-    if entry.size == f.size && entry.mtime == f.mtime && f.mtime < started {
-        return Decision::Unchanged(Box::new(FileEntry {
-            path: entry.path,
-            size: entry.size,
-            mtime: f.mtime,
-            owner: f.owner.clone(),
-            sha256: entry.sha256,
-            chunks: entry.chunks,
-            data: FileData::Same { stored: data.stored(), backup: holder },
-            page_errors: entry.page_errors,
-        }));
-    }
+    let map = holder_map(&holder, &data, entry.size);
+    let (prior_size, prior_mtime) = (entry.size, entry.mtime);
+    let unchanged = prior_size == f.size && prior_mtime == f.mtime && f.mtime < started;
+    let reference = Arc::new(FileEntry {
+        path: entry.path,
+        size: entry.size,
+        mtime: f.mtime,
+        owner: f.owner.clone(),
+        sha256: entry.sha256,
+        chunks: entry.chunks,
+        data: FileData::Same { stored: data.stored(), backup: holder },
+        page_errors: entry.page_errors,
+    });
     let whole_pages = |size: u64| size.is_multiple_of(BLCKSZ as u64);
-    if !f.main_fork || !whole_pages(entry.size) || !whole_pages(f.size) {
-        return Decision::Read;
+    if f.main_fork
+        && whole_pages(prior_size)
+        && whole_pages(f.size)
+        && (by_content || !unchanged)
+        && let Some(map) = map
+    {
+        let chunks = by_content.then(|| reference.chunks.clone());
+        let prior_pages = page_count(prior_size);
+        return Decision::Pages(Arc::new(PageBase { prior_pages, since, map, chunks, reference }));
     }
-    match holder_map(&holder, &data, entry.size) {
-        Some(map) => Decision::Pages(Arc::new(PageBase { prior_pages: page_count(entry.size), since, map })),
-        None => Decision::Read,
+    match (by_content, unchanged) {
+        (false, true) => Decision::Unchanged(Box::new(FileEntry::clone(&reference))),
+        (true, _) if reference.size == f.size => Decision::Compare(reference),
+        _ => Decision::Read,
     }
 }
 
@@ -199,6 +223,7 @@ mod tests {
             first_block: main_fork.then_some(0),
             main_fork,
             pages: None,
+            same_as: None,
         }
     }
 
@@ -229,7 +254,7 @@ mod tests {
         let l = label("20270115-080000F");
         let p = || prior("pg_data/PG_VERSION", 3, STARTED - 10, &l, stored(3));
         let Decision::Unchanged(same) =
-            decide(p(), STARTED, SINCE, &source("pg_data/PG_VERSION", 3, STARTED - 10, false))
+            decide(p(), STARTED, SINCE, false, &source("pg_data/PG_VERSION", 3, STARTED - 10, false))
         else {
             panic!("not referenced")
         };
@@ -239,11 +264,11 @@ mod tests {
         for f in
             [source("pg_data/PG_VERSION", 4, STARTED - 10, false), source("pg_data/PG_VERSION", 3, STARTED - 9, false)]
         {
-            assert!(matches!(decide(p(), STARTED, SINCE, &f), Decision::Read));
+            assert!(matches!(decide(p(), STARTED, SINCE, false, &f), Decision::Read));
         }
         let during = prior("pg_data/PG_VERSION", 3, STARTED, &l, stored(3));
         assert!(matches!(
-            decide(during, STARTED, SINCE, &source("pg_data/PG_VERSION", 3, STARTED, false)),
+            decide(during, STARTED, SINCE, false, &source("pg_data/PG_VERSION", 3, STARTED, false)),
             Decision::Read
         ));
     }
@@ -253,20 +278,39 @@ mod tests {
         let l = label("20270115-080000F");
         let p = || prior("pg_data/base/5/16384", 3 * 8192, STARTED - 10, &l, stored(3 * 8192));
         let changed = source("pg_data/base/5/16384", 4 * 8192, STARTED + 5, true);
-        let Decision::Pages(base) = decide(p(), STARTED, SINCE, &changed) else { panic!("not by pages") };
+        let Decision::Pages(base) = decide(p(), STARTED, SINCE, false, &changed) else { panic!("not by pages") };
         assert_eq!((base.prior_pages, base.since), (3, SINCE));
         assert_eq!(base.map, [PageRun { first: 0, count: 3, backup: Some(l.clone()), at: 0 }]);
         // An FSM or VM fork, or a file of odd size: whole.
         let fsm = source("pg_data/base/5/16384", 4 * 8192, STARTED + 5, false);
-        assert!(matches!(decide(p(), STARTED, SINCE, &fsm), Decision::Read));
+        assert!(matches!(decide(p(), STARTED, SINCE, false, &fsm), Decision::Read));
         let odd = source("pg_data/base/5/16384", 8192 + 1, STARTED + 5, true);
-        assert!(matches!(decide(p(), STARTED, SINCE, &odd), Decision::Read));
+        assert!(matches!(decide(p(), STARTED, SINCE, false, &odd), Decision::Read));
+    }
+
+    #[test]
+    fn by_content_every_file_is_read_and_compared() {
+        let l = label("20270115-080000F");
+        let p = || prior("pg_data/PG_VERSION", 3, STARTED - 10, &l, stored(3));
+        // Size and time as recorded, but not trusted: read, and referenced if the content is.
+        let f = source("pg_data/PG_VERSION", 3, STARTED - 10, false);
+        let Decision::Compare(reference) = decide(p(), STARTED, SINCE, true, &f) else { panic!("not compared") };
+        assert_eq!(reference.data, FileData::Same { backup: l.clone(), stored: 10 });
+        // Another size cannot be the same content.
+        let grown = source("pg_data/PG_VERSION", 4, STARTED - 10, false);
+        assert!(matches!(decide(p(), STARTED, SINCE, true, &grown), Decision::Read));
+        // A main fork: by pages, against the chunk digests of the prior's copy.
+        let rel = || prior("pg_data/base/5/16384", 2 * 8192, STARTED - 10, &l, stored(2 * 8192));
+        let f = source("pg_data/base/5/16384", 2 * 8192, STARTED - 10, true);
+        let Decision::Pages(base) = decide(rel(), STARTED, SINCE, true, &f) else { panic!("not by pages") };
+        assert_eq!(base.chunks.as_deref(), Some(rel().entry.chunks.as_slice()));
+        assert_eq!(base.reference.data, FileData::Same { backup: l, stored: 10 });
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
     async fn the_walk_and_the_prior_are_paired_in_one_pass() {
         let l = label("20270115-080000F");
-        let (tx, mut files) = PriorFiles::channel(STARTED, SINCE);
+        let (tx, mut files) = PriorFiles::channel(STARTED, SINCE, false);
         let old = STARTED - 50;
         for path in ["pg_data/a", "pg_data/b-dropped", "pg_data/c", "pg_data/e"] {
             tx.send(Ok(prior(path, 100, old, &l, stored(100)))).await.unwrap();

@@ -76,6 +76,9 @@ pub struct SourceFile {
     pub main_fork: bool,
     /// Set by the copy for a changed main-fork file with a prior copy: how to store its pages.
     pub pages: Option<std::sync::Arc<super::prior::PageBase>>,
+    /// Set by the copy when times are not trusted: the entry referencing the prior's copy, used
+    /// if what is read turns out to be the same.
+    pub same_as: Option<std::sync::Arc<pgstrata_repo_format::meta::FileEntry>>,
 }
 
 /// What the walk finds, one at a time, in manifest order (strictly increasing paths).
@@ -328,6 +331,7 @@ impl Walker {
             first_block,
             main_fork,
             pages: None,
+            same_as: None,
         })))
     }
 

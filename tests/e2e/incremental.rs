@@ -113,8 +113,7 @@ fn chain(backend: Backend, encrypted: Option<&str>) {
     assert!(detail.contains(&labels[2]) && !detail.contains(&format!("backup: {}\n", labels[1])), "{detail}");
     assert!(detail.contains("database list: ") && detail.contains("second ("), "{detail}");
     assert!(detail.contains("ts1 (") && detail.contains("backup reference list: "), "{detail}");
-    let o = s.ok(&["--stanza=db", "info", &set, "--output=json"]);
-    let detail: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let detail = info_json_with(&s, &[&set]);
     let only = &detail[0]["backup"];
     assert_eq!(only.as_array().unwrap().len(), 1, "{only}");
     let file = &only[0]["file"];
@@ -261,4 +260,60 @@ fn tree_contents(dir: &Path, ts: &Path) -> std::collections::BTreeMap<String, St
         }
     }
     out
+}
+
+/// After a promotion the cluster is on a new timeline and file times cannot be trusted (the
+/// files of a restore carry the backup's times): the next incr compares every file by content
+/// with its prior, and still stores only what differs.
+#[test]
+fn an_incr_after_a_timeline_change_compares_by_content() {
+    if !postgres_available() {
+        return;
+    }
+    let scratch = Scratch::new("pgstrata-incr-tli-");
+    let repo = scratch.path("repo");
+    let (cluster, s) = archiving_cluster(&scratch, "src", &repo, None);
+    let init = cluster.tool("pgbench", &["-i", "-s", "2", "-q", "postgres"]);
+    assert!(init.status.success(), "pgbench -i: {}", text(&init));
+    s.ok(&["--stanza=db", "stanza-create"]);
+    s.ok(&["--stanza=db", "backup", "--type=full", "--start-fast"]);
+    cluster.archive_now();
+
+    // The backup restored and promoted: timeline 2, archiving into the same stanza.
+    let dir = scratch.path("promoted");
+    let pg1 = format!("--pg1-path={}", dir.display());
+    s.ok(&["--stanza=db", "restore", &pg1, "--type=immediate", "--target-action=promote"]);
+    let promoted = Cluster::existing(&scratch, dir, "promoted");
+    promoted.start();
+    promoted.wait_promoted();
+    cluster.stop();
+    let p = setup(&scratch, "promoted.conf", &promoted, &repo, None);
+    let o = promoted.tool("pgbench", &["-t", "200", "-c", "2", "-n", "postgres"]);
+    assert!(o.status.success(), "pgbench: {}", text(&o));
+    let o = p.ok(&["--stanza=db", "backup", "--type=incr", "--start-fast", "--log-level-console=warn"]);
+    assert!(text(&o).contains("timeline changed since backup"), "{}", text(&o));
+    let expected = promoted.dumpall();
+    promoted.archive_now();
+
+    let info = info_json(&p);
+    let incr = &info[0]["backup"][1];
+    assert_eq!(incr["type"], "incr");
+    let (size, delta) = (incr["info"]["size"].as_u64().unwrap(), incr["info"]["delta"].as_u64().unwrap());
+    eprintln!("incr after the promotion: copied {delta} of {size} bytes");
+    assert!(delta < size, "compared by content, the incr still copied {delta} of {size} bytes");
+    // Every file was read; those with the prior's content are referenced, not stored.
+    let set = format!("--set={}", incr["label"].as_str().unwrap());
+    let detail = info_json_with(&p, &[&set]);
+    let file = &detail[0]["backup"][0]["file"];
+    assert!(file["referenced"].as_u64().unwrap() > 500, "{file}");
+
+    let target = scratch.path("restored");
+    let label = format!("--set={}", incr["label"].as_str().unwrap());
+    let pg1 = format!("--pg1-path={}", target.display());
+    p.ok(&["--stanza=db", "restore", &pg1, &label, "--type=immediate", "--target-action=promote"]);
+    let restored = Cluster::existing(&scratch, target, "restored");
+    restored.configure("archive_mode = off");
+    restored.start();
+    restored.wait_promoted();
+    assert!(restored.dumpall() == expected, "the incr taken after the promotion restored differently");
 }
