@@ -354,6 +354,14 @@ pub fn run(config: &Config) -> CliResult<()> {
                 }
                 views.push(v);
             }
+            if let Some(label) = config.get("set")
+                && views.iter().all(|v| v.set.is_none())
+            {
+                return Err(CliError::new(
+                    ErrorCode::BackupSetInvalid,
+                    format!("backup set {label} is not in any repository of stanza {stanza}"),
+                ));
+            }
             let j = stanza_json(&stanza, &views);
             if !text.is_empty() {
                 text.push('\n');

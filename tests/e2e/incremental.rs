@@ -113,6 +113,9 @@ fn chain(backend: Backend, encrypted: Option<&str>) {
     assert!(detail.contains(&labels[2]) && !detail.contains(&format!("backup: {}\n", labels[1])), "{detail}");
     assert!(detail.contains("database list: ") && detail.contains("second ("), "{detail}");
     assert!(detail.contains("ts1 (") && detail.contains("backup reference list: "), "{detail}");
+    let o = s.run(&["--stanza=db", "info", "--set=20990101-000000F"]);
+    assert_eq!(o.status.code(), Some(75), "{}", text(&o));
+    assert!(text(&o).contains("backup set 20990101-000000F is not in any repository"), "{}", text(&o));
     let detail = info_json_with(&s, &[&set]);
     let only = &detail[0]["backup"];
     assert_eq!(only.as_array().unwrap().len(), 1, "{only}");
