@@ -271,8 +271,8 @@ fn named(targets: &[Target], names: &std::collections::HashMap<u32, String>) -> 
         .collect()
 }
 
-/// The prior's manifest, for the copy to reference what did not change; `None` for a full, or
-/// when every file must be read (`--delta`, or the timeline changed since the prior).
+/// The prior's manifest, for the copy to reference what did not change (by size and time, or
+/// by content with `--delta` or after a timeline change); `None` for a full.
 async fn open_prior<'a>(
     repo: &'a Repo,
     catalog: &'a BackupCatalog,
