@@ -53,6 +53,15 @@ pub enum Compare {
 }
 
 impl Compare {
+    /// pgBackRest's meaning of `--delta` and `--force`.
+    pub fn chosen(delta: bool, force: bool) -> Self {
+        match (delta, force) {
+            (true, true) => Self::SizeAndTime,
+            (false, true) => Self::Never,
+            _ => Self::Content,
+        }
+    }
+
     /// Whether the file at `path` is taken as right without reading it, or is not to be kept.
     fn settled(self, path: &Path, entry: &FileEntry) -> Option<bool> {
         match self {
@@ -89,6 +98,19 @@ pub struct FilesSummary {
     pub bytes: u64,
     /// Bytes written (delta: what differed).
     pub rewritten: u64,
+}
+
+impl FilesSummary {
+    /// What a delta restore kept and rewrote.
+    pub fn report_delta(&self) {
+        tracing::info!(
+            "delta restore: {} files were already up to date, {} rewritten: {} written of {}",
+            self.unchanged,
+            self.restored,
+            crate::backup::human(self.rewritten),
+            crate::backup::human(self.bytes)
+        );
+    }
 }
 
 /// A part of a file: where it is stored, the offset it restores to, its first chunk digest.

@@ -85,11 +85,7 @@ async fn restore(config: &Config, stanza: &str, data: &Path, workers: usize) -> 
         tree.remove_extras(&plan)?;
     }
     // Second pass: the files, streamed into the jobs.
-    let compare = match (config.bool("delta"), config.bool("force")) {
-        (true, true) => files::Compare::SizeAndTime,
-        (false, true) => files::Compare::Never,
-        _ => files::Compare::Content,
-    };
+    let compare = files::Compare::chosen(config.bool("delta"), config.bool("force"));
     let frame_size = header.settings.frame_size.max(1);
     let options = files::FileOptions { delta, compare, as_root, frame_size, workers };
     let refs = crate::chain::References::new(&repo, &catalog, backup.label.clone());
@@ -98,13 +94,7 @@ async fn restore(config: &Config, stanza: &str, data: &Path, workers: usize) -> 
     // Every file and directory written, on disk, before the restore can count as done.
     durable::sync_filesystems(std::iter::once(data).chain(plan.roots.values().map(PathBuf::as_path)))?;
     if delta {
-        tracing::info!(
-            "delta restore: {} files were already up to date, {} rewritten: {} written of {}",
-            summary.unchanged,
-            summary.restored,
-            crate::backup::human(summary.rewritten),
-            crate::backup::human(summary.bytes)
-        );
+        summary.report_delta();
     }
     recovery::rewrite_tablespace_map(&plan, data)?;
     recovery::write_recovery(config, stanza, data, &recovery, preserved)?;
