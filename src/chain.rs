@@ -9,11 +9,11 @@
 use std::collections::BTreeMap;
 
 use pgstrata_repo_format::BackupLabel;
-use pgstrata_repo_format::meta::{BackupCatalog, FileData, FileEntry, ManifestEntry, PageRun};
+use pgstrata_repo_format::meta::{BackupCatalog, FileData, FileEntry, ManifestEntry};
 
 use crate::error::{CliError, CliResult, ErrorCode};
 use crate::manifest::ManifestStream;
-use crate::pages::{PageSource, Paged};
+use crate::pages::{PageSource, Paged, holder_map};
 use crate::repo::Repo;
 
 /// Open cursors over the referenced backups' manifests.
@@ -74,10 +74,8 @@ impl<'a> References<'a> {
             };
             sources.insert(backup.clone(), source);
         }
-        let runs = runs
-            .iter()
-            .map(|r| PageRun { backup: Some(r.backup.clone().unwrap_or_else(|| holder.clone())), ..r.clone() })
-            .collect();
+        // Every run naming its holder.
+        let runs = holder_map(holder, &entry.data, entry.size).unwrap_or_default();
         Ok(Some(Paged { runs, sources }))
     }
 

@@ -544,8 +544,7 @@ async fn write_parts(
     ahead: usize,
     progress: &Mutex<Progress>,
 ) -> CliResult<u64> {
-    let mut total = 0;
-    let mut written = futures::stream::iter(parts.into_iter().map(|job| {
+    let writes = parts.into_iter().map(|job| {
         let (entry, file, out) = (Arc::clone(entry), Arc::clone(file), out.to_path_buf());
         async move {
             let key = repo.layout.pack(label, job.part.pack);
@@ -553,10 +552,21 @@ async fn write_parts(
             let k = repo.key.clone();
             blocking(move || write_part(&key, &entry, job, &sealed, k.as_ref(), &file, &out)).await
         }
-    }))
-    .buffer_unordered(ahead.max(1));
-    while let Some(part) = written.next().await {
-        let bytes = part?;
+    });
+    run_writes(writes, ahead, progress).await
+}
+
+/// Runs writes of parts `ahead` at a time, adding the bytes each wrote to the progress;
+/// returns the bytes written.
+pub(super) async fn run_writes(
+    writes: impl Iterator<Item = impl std::future::Future<Output = CliResult<u64>>>,
+    ahead: usize,
+    progress: &Mutex<Progress>,
+) -> CliResult<u64> {
+    let mut written = futures::stream::iter(writes).buffer_unordered(ahead.max(1));
+    let mut total = 0;
+    while let Some(bytes) = written.next().await {
+        let bytes = bytes?;
         total += bytes;
         if let Ok(mut p) = progress.lock() {
             p.add(bytes);
@@ -627,7 +637,7 @@ fn mismatch(entry: &FileEntry, job: PartJob) -> CliError {
     )
 }
 
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> CliResult<T> + Send + 'static) -> CliResult<T> {
+pub(super) async fn blocking<T: Send + 'static>(f: impl FnOnce() -> CliResult<T> + Send + 'static) -> CliResult<T> {
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| CliError::new(ErrorCode::Format, format!("restore task failed: {e}")))?

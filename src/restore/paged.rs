@@ -14,7 +14,6 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use futures::StreamExt;
 use pgstrata_repo_format::meta::FileEntry;
 use pgstrata_repo_format::pg::BLCKSZ;
 use pgstrata_repo_format::{BackupLabel, BlobDecoder};
@@ -23,7 +22,7 @@ use crate::error::{CliError, CliResult, ErrorCode};
 use crate::pages::{Paged, first_chunks, locate, page_count};
 use crate::progress::Progress;
 use crate::repo::Repo;
-use crate::restore::files::FileOptions;
+use crate::restore::files::{FileOptions, blocking, run_writes};
 use crate::restore::owner::io;
 
 /// A stretch of a part's plaintext and where it goes in the file.
@@ -97,7 +96,7 @@ pub async fn write_paged(
 ) -> CliResult<u64> {
     let frame_size = options.frame_size;
     let work = plan(entry, paged, keep, frame_size)?;
-    let mut written = futures::stream::iter(work.into_iter().map(|w| {
+    let writes = work.into_iter().map(|w| {
         let (entry, file, out) = (Arc::clone(entry), Arc::clone(file), out.to_path_buf());
         async move {
             let source = paged
@@ -112,23 +111,11 @@ pub async fn write_paged(
             let key = repo.layout.pack(&w.backup, part.pack);
             let sealed = repo.store.get_range(&key, part.offset..part.offset + part.len).await?;
             let data_key = repo.key.clone();
-            tokio::task::spawn_blocking(move || {
-                write_pieces(&key, &entry, &sealed, data_key.as_ref(), &digests, &w.pieces, &file, &out)
-            })
-            .await
-            .map_err(|e| CliError::new(ErrorCode::Format, format!("restore task failed: {e}")))?
+            blocking(move || write_pieces(&key, &entry, &sealed, data_key.as_ref(), &digests, &w.pieces, &file, &out))
+                .await
         }
-    }))
-    .buffer_unordered(options.workers.max(1));
-    let mut total = 0;
-    while let Some(bytes) = written.next().await {
-        let bytes = bytes?;
-        total += bytes;
-        if let Ok(mut p) = progress.lock() {
-            p.add(bytes);
-        }
-    }
-    Ok(total)
+    });
+    run_writes(writes, options.workers, progress).await
 }
 
 /// Decodes one part frame by frame, checks each frame against `digests` (the part's frame

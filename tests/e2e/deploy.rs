@@ -64,6 +64,14 @@ fn symlinked_as_pgbackrest_with_conf_d_and_async_archiving() {
     let worker_log = std::fs::read_to_string(logs.join("db-archive-push-async.log")).unwrap_or_default();
     assert!(worker_log.contains("archive-push:async"), "no async worker log in {}: {worker_log}", logs.display());
 
+    // PGO's scheduled incremental Job: `backup` with the default type, under the same name; the
+    // standby below is restored from it (the latest backup), through its chain.
+    pgbackrest(&["--stanza=db", "backup", "--start-fast"]);
+    let o = pgbackrest(&["--stanza=db", "info", "--output=json"]);
+    let info: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(info[0]["backup"][1]["type"], "incr", "{info}");
+    assert_eq!(info[0]["backup"][1]["prior"], info[0]["backup"][0]["label"], "{info}");
+
     // A standby restored through the same name follows the primary.
     let standby_dir = scratch.path("standby");
     pgbackrest(&["--stanza=db", "restore", &format!("--pg1-path={}", standby_dir.display()), "--type=standby"]);
