@@ -78,6 +78,16 @@ impl StanzaLayout {
         format!("{}pack/{pack:08}", self.backup_dir(label))
     }
 
+    /// Prefix of the checkpoints of a backup in progress, with a trailing `/`.
+    pub fn checkpoint_dir(&self, label: &BackupLabel) -> String {
+        format!("{}resume/", self.backup_dir(label))
+    }
+
+    /// The checkpoint written when `pack` was complete, by the attempt that began at `first_pack`.
+    pub fn checkpoint(&self, label: &BackupLabel, first_pack: u32, pack: u32) -> String {
+        format!("{}{first_pack:08}-{pack:08}", self.checkpoint_dir(label))
+    }
+
     /// Prefix of the WAL archive of one database (`15-1`), with a trailing `/`.
     pub fn archive_dir(&self, archive_id: &str) -> String {
         format!("{}/archive/{archive_id}/", self.root)
@@ -114,6 +124,19 @@ pub fn parse_wal_object(key: &str) -> Option<(WalFileName, Sha256Digest)> {
     Some((name.parse().ok()?, Sha256Digest::from_hex(digest).ok()?))
 }
 
+/// The attempt's first pack and the completed pack of a checkpoint key.
+pub fn parse_checkpoint(key: &str) -> Option<(u32, u32)> {
+    let (first, pack) = key.rsplit('/').next()?.split_once('-')?;
+    let digits = |s: &str| s.len() == 8 && s.bytes().all(|b| b.is_ascii_digit());
+    (digits(first) && digits(pack)).then(|| Some((first.parse().ok()?, pack.parse().ok()?)))?
+}
+
+/// The pack number of a pack key.
+pub fn parse_pack(key: &str) -> Option<u32> {
+    let (dir, name) = key.rsplit_once('/')?;
+    (dir.ends_with("pack") && name.len() == 8 && name.bytes().all(|b| b.is_ascii_digit())).then(|| name.parse().ok())?
+}
+
 /// The key of a metadata object's spare copy.
 pub fn copy_of(key: &str) -> String {
     format!("{key}{COPY_SUFFIX}")
@@ -131,6 +154,15 @@ mod tests {
         assert_eq!(copy_of(&l.backup_catalog()), "stanza/db/backup.catalog.copy");
         assert_eq!(l.manifest(&label), "stanza/db/backup/20261121-101500F/backup.manifest");
         assert_eq!(l.pack(&label, 7), "stanza/db/backup/20261121-101500F/pack/00000007");
+        assert_eq!(parse_pack(&l.pack(&label, 7)), Some(7));
+        let checkpoint = l.checkpoint(&label, 3, 12);
+        assert_eq!(checkpoint, "stanza/db/backup/20261121-101500F/resume/00000003-00000012");
+        assert!(checkpoint.starts_with(&l.checkpoint_dir(&label)));
+        assert_eq!(parse_checkpoint(&checkpoint), Some((3, 12)));
+        for odd in ["resume/3-12", "resume/00000003-0000001x", "resume/00000003", "resume/00000003-00000012.tmp"] {
+            assert_eq!(parse_checkpoint(odd), None, "{odd}");
+        }
+        assert_eq!(parse_pack("backup/x/pack/00000007.multipart"), None);
         let seg: WalFileName = "000000020000000100000003".parse().expect("seg");
         let sha = Sha256Digest::of(b"x");
         let key = l.wal_object(&archive_id(15, 1), &seg, &sha);

@@ -31,6 +31,7 @@ pub enum MetaKind {
     StanzaInfo,
     BackupCatalog,
     Manifest,
+    Checkpoint,
 }
 
 impl MetaKind {
@@ -39,6 +40,7 @@ impl MetaKind {
             Self::StanzaInfo => "stanza-info",
             Self::BackupCatalog => "backup-catalog",
             Self::Manifest => "manifest",
+            Self::Checkpoint => "backup-checkpoint",
         }
     }
 }
@@ -417,6 +419,41 @@ pub struct FileEntry {
     /// Pages whose checksum failed when backed up.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub page_errors: Vec<u32>,
+}
+
+/// One attempt at a backup, as its checkpoints record it: what a later attempt must match to
+/// resume it (reuse its stored files instead of copying them again).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResumeAttempt {
+    pub label: BackupLabel,
+    #[serde(rename = "type")]
+    pub backup_type: BackupType,
+    pub prior: Option<BackupLabel>,
+    pub db_id: u32,
+    /// When this attempt started (unix seconds): a file changed since may differ from its copy.
+    pub timestamp_start: i64,
+    pub settings: BackupSettings,
+    /// The attempt's first pack number (packs below are an earlier attempt's).
+    pub first_pack: u32,
+}
+
+/// A pack object and its size when it was completed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PackObject {
+    pub pack: u32,
+    pub size: u64,
+}
+
+/// Written by a backup in progress each time a pack is complete: the files finished since the
+/// previous checkpoint, all of whose parts are in completed packs. Removed when the backup is
+/// complete; read by the next backup when this one dies.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    pub attempt: ResumeAttempt,
+    /// The packs completed since the previous checkpoint.
+    pub packs: Vec<PackObject>,
+    /// In path order, continuing the previous checkpoint's.
+    pub files: Vec<FileEntry>,
 }
 
 /// One line of a manifest after the header.

@@ -8,12 +8,13 @@ use std::os::unix::fs::FileExt;
 use std::sync::{Arc, Condvar, Mutex};
 
 use pgstrata_repo_format::layout::StanzaLayout;
-use pgstrata_repo_format::meta::{DirEntry, FileEntry, LinkEntry, PartRef};
+use pgstrata_repo_format::meta::{DirEntry, FileData, FileEntry, LinkEntry, PartRef};
 use pgstrata_repo_format::pg::{BLCKSZ, Lsn, PageVerdict, verify_page};
 use pgstrata_repo_format::{BackupLabel, BlobEncoder, BlobSettings, DataKey, Sha256Digest};
 use pgstrata_storage::{RepoStore, Upload};
 
 use super::prior::{Decision, PriorFiles, feed};
+use super::resume::{Journal, Resume, ResumedFiles};
 use super::walk::{Item, SourceFile, Walker};
 use crate::chain::References;
 use crate::error::{CliError, CliResult, ErrorCode};
@@ -57,10 +58,12 @@ pub struct CopiedFile {
 }
 
 /// Totals of a copy.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct CopyTotals {
     pub packs: u32,
     pub stored_bytes: u64,
+    /// Packs named by the files recorded in the journal.
+    pub used: std::collections::BTreeSet<u32>,
 }
 
 /// The prior backup of a diff or incr, whose files the copy references where unchanged.
@@ -76,7 +79,8 @@ pub struct Prior<'a> {
     pub refs: References<'a>,
 }
 
-/// Writes pack objects `pack/<n>` one after another.
+/// Writes pack objects `pack/<n>` one after another, and the checkpoints of the files whose
+/// data is in complete packs (see [`super::resume`]).
 #[derive(Debug)]
 pub struct PackWriter {
     store: RepoStore,
@@ -87,17 +91,43 @@ pub struct PackWriter {
     pack: u32,
     offset: u64,
     total: u64,
+    journal: Option<Journal>,
 }
 
 impl PackWriter {
     pub fn new(store: RepoStore, layout: StanzaLayout, label: BackupLabel, pack_size: u64, first_pack: u32) -> Self {
-        Self { store, layout, label, pack_size, current: None, pack: first_pack, offset: 0, total: 0 }
+        Self { store, layout, label, pack_size, current: None, pack: first_pack, offset: 0, total: 0, journal: None }
+    }
+
+    /// Checkpoints into `journal` as packs are completed.
+    pub fn with_journal(self, journal: Journal) -> Self {
+        Self { journal: Some(journal), ..self }
+    }
+
+    /// A file is finished: its entry goes into the next checkpoint. With many recorded, the
+    /// open pack is completed early, so that the checkpoint is written and memory stays bounded.
+    pub async fn record(&mut self, entry: &FileEntry) -> CliResult<()> {
+        let Some(journal) = self.journal.as_mut() else { return Ok(()) };
+        journal.record(entry);
+        if journal.is_full() {
+            self.close().await?;
+            self.checkpoint().await?;
+        }
+        Ok(())
+    }
+
+    async fn checkpoint(&mut self) -> CliResult<()> {
+        match self.journal.as_mut() {
+            Some(journal) => journal.checkpoint(&self.store, &self.layout).await,
+            None => Ok(()),
+        }
     }
 
     /// Appends one blob; returns where it is.
     pub async fn append(&mut self, bytes: &[u8], plain_len: u64) -> CliResult<PartRef> {
         if self.current.is_some() && self.offset + bytes.len() as u64 > self.pack_size {
             self.close().await?;
+            self.checkpoint().await?;
         }
         if self.current.is_none() {
             self.current = Some(self.store.upload(&self.layout.pack(&self.label, self.pack)).await?);
@@ -115,16 +145,22 @@ impl PackWriter {
 
     async fn close(&mut self) -> CliResult<()> {
         if let Some(upload) = self.current.take() {
-            upload.finish().await?;
+            let size = upload.finish().await?;
+            if let Some(journal) = self.journal.as_mut() {
+                journal.completed(self.pack, size);
+            }
             self.pack += 1;
         }
         Ok(())
     }
 
-    /// Finishes the open pack; returns the number of packs written so far and stored bytes.
+    /// Finishes the open pack (and checkpoints: the manifest is yet to be written); returns one
+    /// past the last pack number, the bytes stored, and the packs the recorded files name.
     pub async fn finish(mut self) -> CliResult<CopyTotals> {
         self.close().await?;
-        Ok(CopyTotals { packs: self.pack, stored_bytes: self.total })
+        self.checkpoint().await?;
+        let used = self.journal.map(|j| j.referenced().clone()).unwrap_or_default();
+        Ok(CopyTotals { packs: self.pack, stored_bytes: self.total, used })
     }
 
     /// Abandons the open pack (nothing half-written becomes visible).
@@ -426,7 +462,8 @@ struct Pending {
 pub trait ItemSink {
     fn dir(&mut self, entry: DirEntry) -> CliResult<()>;
     fn link(&mut self, entry: LinkEntry) -> CliResult<()>;
-    fn file(&mut self, file: &SourceFile, copied: CopiedFile) -> CliResult<()>;
+    /// A file this backup stores (copied now, or by an attempt it resumes).
+    fn file(&mut self, entry: FileEntry) -> CliResult<()>;
     /// A file referenced, not copied (unchanged since the prior backup).
     fn unchanged(&mut self, entry: FileEntry) -> CliResult<()>;
     fn slot(&mut self, path: &str) -> CliResult<()>;
@@ -442,6 +479,11 @@ pub struct CopyCount {
     pub unchanged_files: u64,
     pub unchanged_bytes: u64,
     pub unchanged_stored: u64,
+    /// Of these, stored by an interrupted attempt of this backup and reused: files, bytes,
+    /// and their stored bytes.
+    pub resumed_files: u64,
+    pub resumed_bytes: u64,
+    pub resumed_stored: u64,
 }
 
 /// Copies what `walker` finds into packs, streaming: a dispatcher thread walks and splits files
@@ -452,6 +494,7 @@ pub struct CopyCount {
 pub async fn copy_tree(
     walker: Walker,
     prior: Option<Prior<'_>>,
+    resumed: Option<Resume<'_>>,
     writer: &mut PackWriter,
     settings: CopySettings,
     sink: &mut impl ItemSink,
@@ -466,6 +509,13 @@ pub async fn copy_tree(
         }
         None => (None, None),
     };
+    let (resume_feed, resumed_files) = match resumed {
+        Some(r) => {
+            let (tx, files) = ResumedFiles::channel(r.from.attempt.timestamp_start);
+            (Some(r.from.feed(r.repo, tx)), Some(files))
+        }
+        None => (None, None),
+    };
     let (item_tx, mut item_rx) = tokio::sync::mpsc::unbounded_channel::<CliResult<Vec<(Item, usize)>>>();
     let (job_tx, job_rx) = std::sync::mpsc::sync_channel::<Vec<PartJob>>(settings.workers * 2);
     let (sealed_tx, mut sealed_rx) = tokio::sync::mpsc::channel::<Vec<Sealed>>(settings.workers * 2);
@@ -475,7 +525,10 @@ pub async fn copy_tree(
         let (window, part_size) = (Arc::clone(&window), settings.part_size);
         std::thread::Builder::new()
             .name("pgstrata-walk".into())
-            .spawn(move || dispatch(walker, prior_files, &window, part_size, &item_tx, &job_tx))
+            .spawn(move || {
+                let known = Known { prior: prior_files, resumed: resumed_files };
+                dispatch(walker, known, &window, part_size, &item_tx, &job_tx)
+            })
             .map_err(spawn_err)?
     };
     let job_rx = Arc::new(Mutex::new(job_rx));
@@ -527,7 +580,12 @@ pub async fn copy_tree(
             feeding.await;
         }
     };
-    let (result, ()) = tokio::join!(collected, feeding);
+    let resuming = async {
+        if let Some(feeding) = resume_feed {
+            feeding.await;
+        }
+    };
+    let (result, (), ()) = tokio::join!(collected, feeding, resuming);
     progress.finish();
     for t in threads {
         let _ = tokio::task::spawn_blocking(move || t.join()).await;
@@ -585,13 +643,43 @@ fn read_ahead(path: &std::path::Path) {
     }
 }
 
+/// What the walk looks files up in: the prior backup's manifest, the checkpoints of the
+/// interrupted attempt being resumed.
+struct Known {
+    prior: Option<PriorFiles>,
+    resumed: Option<ResumedFiles>,
+}
+
+impl Known {
+    /// What the copy does with `f`: reuse the resumed attempt's copy, reference the prior's, or
+    /// read it (whole, by pages, or to compare). Blocks (the walk thread).
+    fn file(&mut self, mut f: SourceFile) -> CliResult<Item> {
+        if let Some(entry) = self.resumed.as_mut().map(|r| r.reuse(&f)).transpose()?.flatten() {
+            return Ok(Item::Resumed(Box::new(entry)));
+        }
+        let Some(prior) = self.prior.as_mut() else { return Ok(Item::File(f)) };
+        Ok(match prior.decide(&f)? {
+            Decision::Unchanged(entry) => Item::Unchanged(entry),
+            Decision::Pages(base) => {
+                f.pages = Some(base);
+                Item::File(f)
+            }
+            Decision::Compare(entry) => {
+                f.same_as = Some(entry);
+                Item::File(f)
+            }
+            Decision::Read => Item::File(f),
+        })
+    }
+}
+
 /// The dispatcher: walks, takes a window permit per item, hands items to the collector and
 /// their part jobs to the workers, in batches. It never waits for a permit while holding
 /// jobs the collector may be waiting for. A walk error is sent to the collector, which stops
 /// the copy.
 fn dispatch(
     mut walker: Walker,
-    mut prior: Option<PriorFiles>,
+    mut known: Known,
     window: &Window,
     part_size: usize,
     items: &tokio::sync::mpsc::UnboundedSender<CliResult<Vec<(Item, usize)>>>,
@@ -600,20 +688,9 @@ fn dispatch(
     let mut seq = 0u64;
     let mut batch = Batch::default();
     loop {
-        let found = walker.next_item().and_then(|item| match (item, prior.as_mut()) {
-            (Some(Item::File(mut f)), Some(prior)) => Ok(Some(match prior.decide(&f)? {
-                Decision::Unchanged(entry) => Item::Unchanged(entry),
-                Decision::Pages(base) => {
-                    f.pages = Some(base);
-                    Item::File(f)
-                }
-                Decision::Compare(entry) => {
-                    f.same_as = Some(entry);
-                    Item::File(f)
-                }
-                Decision::Read => Item::File(f),
-            })),
-            (item, _) => Ok(item),
+        let found = walker.next_item().and_then(|item| match item {
+            Some(Item::File(f)) => known.file(f).map(Some),
+            item => Ok(item),
         });
         let item = match found {
             Ok(Some(item)) => item,
@@ -656,7 +733,7 @@ fn dispatch(
         seq += 1;
     }
     // The rest of the prior's manifest is read too: its checksum covers all of it.
-    if let Some(Err(e)) = prior.map(PriorFiles::finish) {
+    if let Some(Err(e)) = known.prior.map(PriorFiles::finish) {
         if batch.flush(items, jobs) {
             let _ = items.send(Err(e));
         }
@@ -730,6 +807,15 @@ async fn collect(
                 Item::Dir(d) => sink.dir(d)?,
                 Item::Link(l) => sink.link(l)?,
                 Item::Slot(path) => sink.slot(&path)?,
+                Item::Resumed(entry) => {
+                    count.files += 1;
+                    count.bytes += entry.size;
+                    count.resumed_files += 1;
+                    count.resumed_bytes += entry.size;
+                    count.resumed_stored += entry.data.stored();
+                    writer.record(&entry).await?;
+                    sink.file(*entry)?;
+                }
                 Item::Unchanged(entry) => {
                     count.files += 1;
                     count.bytes += entry.size;
@@ -763,7 +849,9 @@ async fn collect(
                             let stored = copied.stored_pages.len() as u64 * BLCKSZ as u64;
                             count.unchanged_bytes += copied.size.saturating_sub(stored);
                         }
-                        sink.file(&f, copied)?;
+                        let entry = file_entry(&f, copied)?;
+                        writer.record(&entry).await?;
+                        sink.file(entry)?;
                     }
                 }
             }
@@ -776,6 +864,32 @@ async fn collect(
         ));
     }
     Ok(count)
+}
+
+/// The manifest entry of a file this backup read: stored whole, or (a changed main fork) the
+/// pages stored and the runs mapping every page to where it is.
+fn file_entry(f: &SourceFile, c: CopiedFile) -> CliResult<FileEntry> {
+    let data = match &f.pages {
+        _ if c.size == 0 => FileData::Empty,
+        None => FileData::Stored { parts: c.parts },
+        Some(base) => {
+            let runs =
+                crate::pages::runs(&c.stored_pages, crate::pages::page_count(c.size), &base.map).ok_or_else(|| {
+                    CliError::new(ErrorCode::Service, format!("{}: a page is neither stored nor in the prior", f.path))
+                })?;
+            FileData::Pages { parts: c.parts, chunks: c.page_chunks, runs }
+        }
+    };
+    Ok(FileEntry {
+        path: f.path.clone(),
+        size: c.size,
+        mtime: f.mtime,
+        owner: f.owner.clone(),
+        sha256: c.sha256,
+        chunks: c.chunks,
+        data,
+        page_errors: c.page_errors,
+    })
 }
 
 /// One file from its parts (in any order): a part shorter than asked means the file was
@@ -827,9 +941,9 @@ mod tests {
             self.0.push(entry.path);
             Ok(())
         }
-        fn file(&mut self, file: &SourceFile, copied: CopiedFile) -> CliResult<()> {
-            self.0.push(file.path.clone());
-            self.1 += copied.size;
+        fn file(&mut self, entry: FileEntry) -> CliResult<()> {
+            self.0.push(entry.path);
+            self.1 += entry.size;
             Ok(())
         }
         fn unchanged(&mut self, entry: FileEntry) -> CliResult<()> {
@@ -871,7 +985,7 @@ mod tests {
         let mut sink = Paths::default();
         let result = rt.block_on(async {
             let copy =
-                copy_tree(Walker::new(dir, 131_072), None, &mut packs, settings, &mut sink, Termination::never());
+                copy_tree(Walker::new(dir, 131_072), None, None, &mut packs, settings, &mut sink, Termination::never());
             let r = tokio::time::timeout(std::time::Duration::from_secs(30), copy).await.expect("the copy hung");
             match r {
                 Ok((_, count)) => packs.finish().await.map(|_| count),

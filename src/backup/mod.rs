@@ -7,6 +7,7 @@
 pub mod copy;
 pub mod plan;
 pub mod prior;
+pub mod resume;
 pub mod server;
 pub mod spool;
 pub mod walk;
@@ -17,7 +18,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use pgstrata_repo_format::layout::{archive_id, copy_of, parse_wal_object};
 use pgstrata_repo_format::meta::{BackupCatalog, BackupSettings, FileData, FileEntry, Ownership, Target};
 use pgstrata_repo_format::pg::{ControlFile, Lsn, WalFileName};
-use pgstrata_repo_format::{BackupType, BlobEncoder, BlobSettings};
+use pgstrata_repo_format::{BackupLabel, BackupType, BlobEncoder, BlobSettings};
 
 use crate::chain::References;
 use crate::config::Config;
@@ -27,8 +28,9 @@ use crate::manifest::ManifestStream;
 use crate::postgres::{pg_path, read_control};
 use crate::repo::{Repo, blob_settings, open_repo, stanza_name};
 use crate::termination::Termination;
-use copy::{CopySettings, PackWriter, Prior, copy_tree};
+use copy::{CopyCount, CopySettings, PackWriter, Prior, copy_tree};
 use plan::{BackupPlan, Stored, WalRange};
+use resume::{Journal, Resumable, Resume};
 use server::{BackupServer, Started, Stopped};
 use spool::ManifestSpool;
 use walk::Walker;
@@ -100,12 +102,15 @@ async fn backup(config: &Config, stanza: &str, requested: BackupType) -> CliResu
         Lease::acquire(&repo.store, &repo.layout, repo.index, "backup", crate::lease::lease_time(config)).await?;
     let work = async {
         let catalog = repo.load_catalog().await?;
-        remove_unlisted_backups(&repo, &catalog).await?;
         let taken = take_backup(config, &repo, &lease, catalog.clone(), requested, term.clone()).await;
         // Only while the lease is ours: after a takeover, the unlisted backup is the new holder's.
-        if taken.is_err() && lease.check().is_ok() {
-            // Best effort: the next backup removes whatever this leaves.
-            if let Err(e) = remove_unlisted_backups(&repo, &catalog).await {
+        if let Err(e) = &taken
+            && lease.check().is_ok()
+        {
+            // What a failed backup checkpointed stays for the next one to resume, unless it was
+            // told to stop (a signal) or not to. Best effort: the next backup removes the rest.
+            let resumable = config.bool("resume") && e.code != ErrorCode::Term;
+            if let Err(e) = remove_unlisted_backups(&repo, &catalog, resumable).await {
                 tracing::warn!("unable to remove the objects of the failed backup: {}", e.message);
             }
         }
@@ -126,19 +131,72 @@ async fn after_grace(mut term: Termination) {
     tokio::time::sleep(Duration::from_secs(10)).await;
 }
 
-/// Removes every backup directory the catalog does not list: the objects of a backup that
-/// failed or was killed before its manifest and catalog entry were written. Only the lease
-/// holder calls this, so no live backup is writing there.
-async fn remove_unlisted_backups(repo: &Repo, catalog: &BackupCatalog) -> CliResult<()> {
+/// The labels of the backup directories the catalog does not list: backups that failed or
+/// were killed before their manifest and catalog entry were written.
+async fn unlisted_backups(repo: &Repo, catalog: &BackupCatalog) -> CliResult<Vec<String>> {
     let backup_root = format!("{}backup", repo.layout.root());
-    for dir in repo.store.list_dirs(&backup_root).await? {
-        if catalog.backups.iter().any(|b| b.label.to_string() == dir) {
-            continue;
+    let dirs = repo.store.list_dirs(&backup_root).await?;
+    Ok(dirs.into_iter().filter(|d| !catalog.backups.iter().any(|b| b.label.to_string() == *d)).collect())
+}
+
+async fn remove_backup_dir(repo: &Repo, dir: &str) -> CliResult<()> {
+    let removed = repo.store.delete_prefix(&format!("{}backup/{dir}/", repo.layout.root())).await?;
+    tracing::warn!("removed {removed} objects of the unfinished backup {dir}");
+    Ok(())
+}
+
+/// Removes the unlisted backups, but (`keep_resumable`) those that wrote checkpoints. Only the
+/// lease holder calls this, so no live backup is writing there.
+async fn remove_unlisted_backups(repo: &Repo, catalog: &BackupCatalog, keep_resumable: bool) -> CliResult<()> {
+    for dir in unlisted_backups(repo, catalog).await? {
+        let checkpoints = match dir.parse::<BackupLabel>() {
+            Ok(label) if keep_resumable => repo.store.list_files(&repo.layout.checkpoint_dir(&label)).await?.len(),
+            _ => 0,
+        };
+        if checkpoints > 0 {
+            tracing::info!(
+                "backup {dir} stopped with {checkpoints} checkpoints: the next backup of its type resumes it"
+            );
+        } else {
+            remove_backup_dir(repo, &dir).await?;
         }
-        let removed = repo.store.delete_prefix(&format!("{backup_root}/{dir}/")).await?;
-        tracing::warn!("removed {removed} objects of the unfinished backup {dir}");
     }
     Ok(())
+}
+
+/// Before a backup: the unfinished backup it can resume (adopting its label), with every
+/// other unlisted backup removed. pgBackRest's rules: the same type and prior, and `resume`.
+async fn resume_or_clear(
+    repo: &Repo,
+    catalog: &BackupCatalog,
+    plan: &mut BackupPlan,
+    settings: &BackupSettings,
+    config: &Config,
+    by_content: bool,
+) -> CliResult<Option<Resumable>> {
+    let mut found = None;
+    for dir in unlisted_backups(repo, catalog).await?.into_iter().rev() {
+        let label = dir.parse::<BackupLabel>().ok();
+        let resumable = match &label {
+            Some(label) if found.is_none() && config.bool("resume") => Resumable::find(repo, label).await?,
+            _ => None,
+        };
+        match resumable.map(|r| (resume::refusal(&r.attempt, plan, settings, by_content), r)) {
+            Some((None, r)) => found = Some(r),
+            Some((Some(why), _)) => {
+                tracing::warn!("backup {dir} cannot be resumed: {why}");
+                remove_backup_dir(repo, &dir).await?;
+            }
+            None => remove_backup_dir(repo, &dir).await?,
+        }
+    }
+    if let Some(r) = &found {
+        tracing::info!("resuming backup {}: what it stored and what did not change since is reused", r.attempt.label);
+        plan.label = r.attempt.label.clone();
+        // The upload the dead attempt had open is ended (its pack number is not used again).
+        repo.store.discard_unfinished(&format!("{}pack/", repo.layout.backup_dir(&plan.label))).await?;
+    }
+    Ok(found)
 }
 
 /// One backup, carried out as planned: start, copy (streamed into packs and the manifest
@@ -154,7 +212,7 @@ async fn take_backup(
 ) -> CliResult<()> {
     let data = pg_path(config)?;
     let control = read_control(&data)?;
-    let plan = BackupPlan::new(&catalog, repo.current_db()?, &control, requested, unix_now())?;
+    let mut plan = BackupPlan::new(&catalog, repo.current_db()?, &control, requested, unix_now())?;
     plan.warnings.iter().for_each(|w| tracing::warn!("{w}"));
     let prior = open_prior(repo, &catalog, &plan, config.bool("delta")).await?;
     // A chain keeps its full's frame size: chunk digests are per frame.
@@ -162,18 +220,27 @@ async fn take_backup(
     if let Some(p) = &prior {
         blob.frame_size = usize::try_from(p.manifest.header()?.settings.frame_size).unwrap_or(blob.frame_size);
     }
+    let stored_as = backup_settings(config, repo, &control, blob);
+    let by_content = prior.as_ref().is_some_and(|p| p.by_content);
+    let resumed = resume_or_clear(repo, &catalog, &mut plan, &stored_as, config, by_content).await?;
     let server = BackupServer::connect(config, &control).await?;
     let timestamp_start = unix_now();
     let started = server.start(&plan.label, config.bool("start-fast")).await?;
     let (databases, tablespace_names) = (server.databases().await?, server.tablespace_names().await?);
 
     let settings = copy_settings(config, repo, &control, started.lsn, blob);
-    let mut packs = PackWriter::new(repo.store.clone(), repo.layout.clone(), plan.label.clone(), PACK_SIZE, 0);
+    let first_pack = resumed.as_ref().map_or(0, |r| r.next_pack);
+    let attempt = plan.attempt(timestamp_start, stored_as.clone(), first_pack);
+    let pack_size = config.size(&format!("repo{}-bundle-size", repo.index)).unwrap_or(PACK_SIZE);
+    let mut packs = PackWriter::new(repo.store.clone(), repo.layout.clone(), plan.label.clone(), pack_size, first_pack)
+        .with_journal(Journal::new(attempt, blob, repo.key.clone()));
+    let (was_resumed, resumed) = (resumed.is_some(), resumed.map(|from| Resume { repo, from }));
     let mut spool = ManifestSpool::new()?;
     let walker = Walker::new(&data, control.relseg_size.max(1));
     tracing::info!("copying with {} workers", settings.workers);
     let copied = async {
-        let (walker, copied) = copy_tree(walker, prior, &mut packs, settings.clone(), &mut spool, term).await?;
+        let (walker, copied) =
+            copy_tree(walker, prior, resumed, &mut packs, settings.clone(), &mut spool, term).await?;
         let stopped = server.stop(started.timeline).await?;
         let late = store_stop_files(&mut packs, &stopped, walker.data_owner(), &settings).await?;
         Ok::<_, CliError>((walker, copied, stopped, late))
@@ -192,14 +259,8 @@ async fn take_backup(
         wait_for_archive(repo, &started.wal, &stopped.wal, server.seg_size(), timeout).await?;
     }
     let wal = wal_range(&started, &stopped, timestamp_start);
-    let header = plan.header(
-        &control,
-        &wal,
-        backup_settings(config, repo, &control, blob),
-        named(walker.targets(), &tablespace_names),
-        totals.packs,
-        databases,
-    );
+    let header =
+        plan.header(&control, &wal, stored_as, named(walker.targets(), &tablespace_names), totals.packs, databases);
     let page_error_files = spool.page_error_files;
     let size = copied.bytes + late.iter().map(|f| f.size).sum::<u64>();
     let file_total = copied.files + late.len() as u64;
@@ -209,7 +270,7 @@ async fn take_backup(
     let (manifest_sha256, manifest_len) = spool
         .publish(&repo.store, [&manifest_key, &copy_of(&manifest_key)], &header, late, settings.blob, repo.key.as_ref())
         .await?;
-    let repo_delta = totals.stored_bytes + manifest_len;
+    let repo_delta = totals.stored_bytes + copied.resumed_stored + manifest_len;
     let stored = Stored {
         size,
         delta: size - copied.unchanged_bytes,
@@ -221,7 +282,11 @@ async fn take_backup(
     catalog.backups.push(plan.catalog_entry(&wal, stored, manifest_sha256));
     lease.check()?;
     repo.save_catalog(&catalog, settings.blob).await?;
-    report(&plan, &stored, file_total, copied.unchanged_files);
+    report(&plan, &stored, file_total, &copied);
+    // The backup is complete: what is left is clutter, removed by the next backup if not now.
+    if let Err(e) = resume::clean_up(repo, &plan.label, &totals.used, was_resumed).await {
+        tracing::warn!("unable to remove the checkpoints of backup {}: {}", plan.label, e.message);
+    }
     Ok(())
 }
 
@@ -238,7 +303,7 @@ fn wal_range(started: &Started, stopped: &Stopped, timestamp_start: i64) -> WalR
 }
 
 /// What pgBackRest says at the end of a backup.
-fn report(plan: &BackupPlan, stored: &Stored, file_total: u64, unchanged_files: u64) {
+fn report(plan: &BackupPlan, stored: &Stored, file_total: u64, copied: &CopyCount) {
     tracing::info!("new backup label = {}", plan.label);
     tracing::info!(
         "{} backup size = {}, file total = {file_total}, repository size = {}",
@@ -248,10 +313,19 @@ fn report(plan: &BackupPlan, stored: &Stored, file_total: u64, unchanged_files: 
     );
     if let Some(prior) = &plan.prior {
         tracing::info!(
-            "prior {}: {unchanged_files} files unchanged and referenced; {} of {} not copied",
+            "prior {}: {} files unchanged and referenced; {} of {} not copied",
             prior.label,
+            copied.unchanged_files,
             human(stored.size - stored.delta),
             human(stored.size)
+        );
+    }
+    if copied.resumed_files > 0 {
+        tracing::info!(
+            "resumed: {} files ({}, {} stored) reused from the interrupted attempt, not copied again",
+            copied.resumed_files,
+            human(copied.resumed_bytes),
+            human(copied.resumed_stored)
         );
     }
     if stored.page_error_files > 0 {

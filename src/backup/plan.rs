@@ -8,7 +8,7 @@
 //! pgBackRest's warning.
 
 use pgstrata_repo_format::meta::{
-    BackupCatalog, BackupSettings, CatalogEntry, DatabaseRef, DbEntry, ManifestHeader, Target,
+    BackupCatalog, BackupSettings, CatalogEntry, DatabaseRef, DbEntry, ManifestHeader, ResumeAttempt, Target,
 };
 
 /// Backups in the order they were taken: by start time, the label breaking ties (labels of one
@@ -127,6 +127,19 @@ impl BackupPlan {
         refs.sort();
         refs.dedup();
         refs
+    }
+
+    /// What this attempt at the backup records in its checkpoints (see `super::resume`).
+    pub fn attempt(&self, timestamp_start: i64, settings: BackupSettings, first_pack: u32) -> ResumeAttempt {
+        ResumeAttempt {
+            label: self.label.clone(),
+            backup_type: self.backup_type,
+            prior: self.prior.as_ref().map(|p| p.label.clone()),
+            db_id: self.db_id,
+            timestamp_start,
+            settings,
+            first_pack,
+        }
     }
 
     /// The manifest header of the finished backup.

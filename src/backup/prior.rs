@@ -65,57 +65,63 @@ pub enum Decision {
     Read,
 }
 
-/// The prior backup's files as the walk thread sees them: received from [`feed`].
+/// Entries in path order, received from a feeding task and looked up by the walk thread in
+/// path order: one pass over each, whatever the number of files.
 #[derive(Debug)]
-pub struct PriorFiles {
-    rx: tokio::sync::mpsc::Receiver<CliResult<PriorFile>>,
-    next: Option<PriorFile>,
+pub struct Sorted<T> {
+    rx: tokio::sync::mpsc::Receiver<CliResult<T>>,
+    next: Option<T>,
     ended: bool,
-    /// When the prior started (unix seconds, and its start LSN).
-    started: i64,
-    since: Lsn,
-    /// Compare by content, never by size and time.
-    by_content: bool,
+}
+
+/// What a [`Sorted`] entry is looked up by.
+pub trait Pathed {
+    fn path(&self) -> &str;
+}
+
+impl Pathed for PriorFile {
+    fn path(&self) -> &str {
+        &self.entry.path
+    }
+}
+
+impl Pathed for FileEntry {
+    fn path(&self) -> &str {
+        &self.path
+    }
 }
 
 /// Entries read ahead of the walk.
 const AHEAD: usize = 256;
 
-impl PriorFiles {
-    /// The receiving end, and the sending end for [`feed`].
-    pub fn channel(
-        started: i64,
-        since: Lsn,
-        by_content: bool,
-    ) -> (tokio::sync::mpsc::Sender<CliResult<PriorFile>>, Self) {
+impl<T: Pathed> Sorted<T> {
+    /// The receiving end, and the sending end for the feeding task.
+    pub fn channel() -> (tokio::sync::mpsc::Sender<CliResult<T>>, Self) {
         let (tx, rx) = tokio::sync::mpsc::channel(AHEAD);
-        (tx, Self { rx, next: None, ended: false, started, since, by_content })
+        (tx, Self { rx, next: None, ended: false })
     }
 
-    /// What to do with `f`. Calls must come in manifest order. Blocks (the walk thread).
-    pub fn decide(&mut self, f: &SourceFile) -> CliResult<Decision> {
+    /// The entry of `path`, if there is one; entries before it are passed over (gone from the
+    /// cluster). Calls must come in path order. Blocks (the walk thread).
+    pub fn take(&mut self, path: &str) -> CliResult<Option<T>> {
         loop {
             if self.next.is_none() && !self.ended {
                 match self.rx.blocking_recv() {
-                    Some(Ok(prior)) => self.next = Some(prior),
+                    Some(Ok(entry)) => self.next = Some(entry),
                     Some(Err(e)) => return Err(e),
                     None => self.ended = true,
                 }
             }
             match &self.next {
-                // Gone from the cluster since the prior.
-                Some(p) if p.entry.path.as_bytes() < f.path.as_bytes() => self.next = None,
-                Some(p) if p.entry.path == f.path => {
-                    let Some(prior) = self.next.take() else { return Ok(Decision::Read) };
-                    return Ok(decide(prior, self.started, self.since, self.by_content, f));
-                }
-                _ => return Ok(Decision::Read),
+                Some(e) if e.path().as_bytes() < path.as_bytes() => self.next = None,
+                Some(e) if e.path() == path => return Ok(self.next.take()),
+                _ => return Ok(None),
             }
         }
     }
 
-    /// Reads the prior's manifest to its end, so that its checksum is verified even where the
-    /// walk ended first.
+    /// Receives the rest to the end (a feed that verifies what it read ends with an error when
+    /// the verification fails).
     pub fn finish(mut self) -> CliResult<()> {
         while !self.ended {
             match self.rx.blocking_recv() {
@@ -125,6 +131,43 @@ impl PriorFiles {
             }
         }
         Ok(())
+    }
+}
+
+/// The prior backup's files as the walk thread sees them: received from [`feed`].
+#[derive(Debug)]
+pub struct PriorFiles {
+    files: Sorted<PriorFile>,
+    /// When the prior started (unix seconds, and its start LSN).
+    started: i64,
+    since: Lsn,
+    /// Compare by content, never by size and time.
+    by_content: bool,
+}
+
+impl PriorFiles {
+    /// The receiving end, and the sending end for [`feed`].
+    pub fn channel(
+        started: i64,
+        since: Lsn,
+        by_content: bool,
+    ) -> (tokio::sync::mpsc::Sender<CliResult<PriorFile>>, Self) {
+        let (tx, files) = Sorted::channel();
+        (tx, Self { files, started, since, by_content })
+    }
+
+    /// What to do with `f`. Calls must come in manifest order. Blocks (the walk thread).
+    pub fn decide(&mut self, f: &SourceFile) -> CliResult<Decision> {
+        Ok(match self.files.take(&f.path)? {
+            Some(prior) => decide(prior, self.started, self.since, self.by_content, f),
+            None => Decision::Read,
+        })
+    }
+
+    /// Reads the prior's manifest to its end, so that its checksum is verified even where the
+    /// walk ended first.
+    pub fn finish(self) -> CliResult<()> {
+        self.files.finish()
     }
 }
 

@@ -6,13 +6,12 @@
 use std::io::{Read, Seek, Write};
 
 use pgstrata_repo_format::meta::{
-    DirEntry, FileData, FileEntry, LinkEntry, ManifestBody, ManifestEntry, ManifestHeader, ManifestWriter,
+    DirEntry, FileEntry, LinkEntry, ManifestBody, ManifestEntry, ManifestHeader, ManifestWriter,
 };
 use pgstrata_repo_format::{BlobDecoder, BlobEncoder, BlobSettings, Compression, DataKey, Sha256Digest};
 use pgstrata_storage::{RepoStore, Upload};
 
-use super::copy::{CopiedFile, ItemSink};
-use super::walk::SourceFile;
+use super::copy::ItemSink;
 use crate::error::{CliError, CliResult, ErrorCode};
 
 /// Bytes gathered before they are written on (spool file, repository uploads).
@@ -199,35 +198,12 @@ impl ItemSink for ManifestSpool {
         self.push(&ManifestEntry::Link(entry))
     }
 
-    fn file(&mut self, f: &SourceFile, c: CopiedFile) -> CliResult<()> {
-        if !c.page_errors.is_empty() {
+    fn file(&mut self, entry: FileEntry) -> CliResult<()> {
+        if !entry.page_errors.is_empty() {
             self.page_error_files += 1;
-            tracing::warn!("invalid page checksums found in {}: pages {:?}", f.path, c.page_errors);
+            tracing::warn!("invalid page checksums found in {}: pages {:?}", entry.path, entry.page_errors);
         }
-        let data = match &f.pages {
-            _ if c.size == 0 => FileData::Empty,
-            None => FileData::Stored { parts: c.parts },
-            Some(base) => {
-                let runs = crate::pages::runs(&c.stored_pages, crate::pages::page_count(c.size), &base.map)
-                    .ok_or_else(|| {
-                        CliError::new(
-                            ErrorCode::Service,
-                            format!("{}: a page is neither stored nor in the prior", f.path),
-                        )
-                    })?;
-                FileData::Pages { parts: c.parts, chunks: c.page_chunks, runs }
-            }
-        };
-        self.push(&ManifestEntry::File(FileEntry {
-            path: f.path.clone(),
-            size: c.size,
-            mtime: f.mtime,
-            owner: f.owner.clone(),
-            sha256: c.sha256,
-            chunks: c.chunks,
-            data,
-            page_errors: c.page_errors,
-        }))
+        self.push(&ManifestEntry::File(entry))
     }
 
     fn unchanged(&mut self, entry: FileEntry) -> CliResult<()> {

@@ -90,6 +90,9 @@ pub enum Item {
     /// A file unchanged since the prior backup: its entry, referencing the prior's copy. Not
     /// found by the walk itself: the copy turns a [`Item::File`] into this (see `super::prior`).
     Unchanged(Box<pgstrata_repo_format::meta::FileEntry>),
+    /// A file an interrupted attempt of this backup stored, unchanged since: its entry (see
+    /// `super::resume`).
+    Resumed(Box<pgstrata_repo_format::meta::FileEntry>),
     /// The place of a file the backup writes at its end (`backup_label`, `tablespace_map`).
     Slot(String),
 }
@@ -100,7 +103,7 @@ impl Item {
             Self::Dir(d) => &d.path,
             Self::Link(l) => &l.path,
             Self::File(f) => &f.path,
-            Self::Unchanged(e) => &e.path,
+            Self::Unchanged(e) | Self::Resumed(e) => &e.path,
             Self::Slot(p) => p,
         }
     }

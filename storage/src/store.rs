@@ -404,17 +404,52 @@ impl RepoStore {
             match std::fs::remove_dir_all(&dir) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => {
-                    return Err(StorageError::Other {
-                        store: self.store.clone(),
-                        op: "remove directory",
-                        key: prefix.to_string(),
-                        detail: format!("{}: {e}", dir.display()),
-                    });
+                Err(e) => return Err(self.local_error("remove directory", prefix, &dir, &e)),
+            }
+        }
+        Ok(n)
+    }
+
+    /// Ends the uploads a killed process left unfinished directly in the directory `dir` (with
+    /// a trailing `/`), keeping every complete object: recorded uploads are aborted (and their
+    /// records removed); on the local filesystem the staging files (`<key>#<n>`) are removed.
+    /// Returns how many were ended.
+    pub async fn discard_unfinished(&self, dir: &str) -> Result<u64> {
+        let mut n = 0;
+        for journal in self.list_files(dir).await?.iter().filter(|o| o.key.ends_with(JOURNAL_SUFFIX)) {
+            self.abort_recorded(&journal.key).await?;
+            self.delete(&journal.key).await?;
+            n += 1;
+        }
+        if let Some(root) = &self.local_root
+            && dir.ends_with('/')
+            && !dir.split('/').any(|c| c == "..")
+        {
+            let path = root.join(self.path(dir.trim_end_matches('/')).as_ref());
+            let entries = match std::fs::read_dir(&path) {
+                Ok(entries) => entries,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(n),
+                Err(e) => return Err(self.local_error("list directory", dir, &path, &e)),
+            };
+            for entry in entries {
+                let entry = entry.map_err(|e| self.local_error("list directory", dir, &path, &e))?;
+                if entry.file_name().to_string_lossy().contains('#') {
+                    std::fs::remove_file(entry.path())
+                        .map_err(|e| self.local_error("remove staging file", dir, &entry.path(), &e))?;
+                    n += 1;
                 }
             }
         }
         Ok(n)
+    }
+
+    fn local_error(&self, op: &'static str, key: &str, path: &std::path::Path, e: &std::io::Error) -> StorageError {
+        StorageError::Other {
+            store: self.store.clone(),
+            op,
+            key: key.to_string(),
+            detail: format!("{}: {e}", path.display()),
+        }
     }
 
     /// Starts a streaming upload; the object appears only when [`Upload::finish`] succeeds.

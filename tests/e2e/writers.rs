@@ -400,3 +400,171 @@ fn terminated_backup_cleans_up_at_once_local_with_stop_force() {
 fn terminated_backup_aborts_its_multipart_upload_s3() {
     terminated_backup(Backend::S3);
 }
+
+/// The checkpoints of unfinished backups in a local repository (complete objects only, read
+/// while a backup writes them).
+fn checkpoints(repo: &Path) -> Vec<String> {
+    let names = |dir: &Path| -> Vec<String> {
+        std::fs::read_dir(dir)
+            .map(|rd| rd.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+            .unwrap_or_default()
+    };
+    let complete = |name: &str| name.len() == 17 && name.bytes().enumerate().all(|(i, b)| b.is_ascii_digit() || i == 8);
+    let backups = repo.join("stanza/db/backup");
+    names(&backups)
+        .into_iter()
+        .flat_map(|label| names(&backups.join(&label).join("resume")).into_iter().map(move |c| format!("{label}/{c}")))
+        .filter(|c| c.rsplit('/').next().is_some_and(complete))
+        .collect()
+}
+
+/// Starts a backup and kills it (SIGKILL) once it has written `more` checkpoints beyond those
+/// already there, then waits out its lease.
+fn kill_after_checkpoints(s: &Setup, repo: &Path, args: &[&str], more: usize) {
+    let before = checkpoints(repo).len();
+    let args = s.args(args);
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut child = postgres_command(Path::new(support::bin()), &refs, &[]).spawn().unwrap();
+    let began = Instant::now();
+    while checkpoints(repo).len() < before + more {
+        assert!(child.try_wait().unwrap().is_none(), "the backup ended before {more} checkpoints");
+        assert!(began.elapsed() < Duration::from_secs(60), "no checkpoint within 60 s");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    kill9_tree(child.id());
+    let out = child.wait_with_output().unwrap();
+    assert!(!out.status.success(), "the backup finished before it was killed: {}", text(&out));
+    eprintln!("killed after {} checkpoints: {}", checkpoints(repo).len() - before, text(&out).trim());
+    std::thread::sleep(Duration::from_secs(4));
+}
+
+/// The pack numbers a backup's manifest names as its own, and those in its directory.
+fn packs_named_and_present(
+    repo: &Path,
+    label: &str,
+) -> (std::collections::BTreeSet<u32>, std::collections::BTreeSet<u32>) {
+    use pgstrata_repo_format::meta::{FileData, ManifestEntry, read_manifest};
+    let dir = repo.join("stanza/db/backup").join(label);
+    let stored = std::fs::read(dir.join("backup.manifest")).unwrap();
+    let text = pgstrata_repo_format::frame::decode_blob(&stored, "manifest", None).unwrap();
+    let (_, entries) = read_manifest(&text, "manifest").unwrap();
+    let named = entries
+        .iter()
+        .filter_map(|e| match e {
+            ManifestEntry::File(f) => match &f.data {
+                FileData::Stored { parts } | FileData::Pages { parts, .. } => Some(parts.iter().map(|p| p.pack)),
+                _ => None,
+            },
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    let present = std::fs::read_dir(dir.join("pack"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .map(|n| n.parse::<u32>().unwrap_or_else(|_| panic!("not a pack: {n}")))
+        .collect();
+    (named, present)
+}
+
+/// `resumed: N files (...)` from a backup's output.
+fn resumed_files(out: &str) -> u64 {
+    let at = out.find("resumed: ").unwrap_or_else(|| panic!("nothing was resumed: {out}"));
+    out[at + 9..].split_whitespace().next().unwrap().parse().unwrap()
+}
+
+/// Backups killed with SIGKILL at random points are resumed by the next backup of the same type
+/// and prior: what they stored is reused, the result restores to the cluster's data, the dead
+/// attempts are never listed, and nothing they left stays in the repository.
+#[test]
+fn killed_backups_are_resumed() {
+    if !postgres_available() {
+        return;
+    }
+    let scratch = Scratch::new("pgstrata-resume-");
+    let repo = scratch.path("repo");
+    // Small packs, so checkpoints come often; lz4 keeps the copy fast.
+    let lines = format!("repo1-path={}\nlease-time=3\nrepo1-bundle-size=1MiB\ncompress-type=lz4\n", repo.display());
+    let (cluster, s) = archiving_cluster_on(&scratch, "src", &lines, None);
+    let init = cluster.tool("pgbench", &["-i", "-s", "5", "-q", "postgres"]);
+    assert!(init.status.success(), "pgbench -i: {}", text(&init));
+    // Several tables an incr stores a few MiB of each: a checkpoint after each.
+    let tables = 8;
+    for t in 0..tables {
+        cluster.sql(&format!("create table t{t} as select g, md5(g::text) as v from generate_series(1, 100000) g"));
+    }
+    let change = |parity: u32| {
+        for t in 0..tables {
+            cluster.sql(&format!("update t{t} set v = upper(v) where g % 2 = {parity}"));
+        }
+        cluster.sql("checkpoint");
+        std::thread::sleep(Duration::from_millis(1100));
+    };
+    cluster.sql("checkpoint");
+    s.ok(&["--stanza=db", "stanza-create"]);
+    std::thread::sleep(Duration::from_millis(1100));
+    let seed: u64 = std::env::var("PGSTRATA_TEST_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| u64::from(std::process::id()) ^ 0x5bd1_e995);
+    eprintln!("kill points seed {seed} (PGSTRATA_TEST_SEED replays)");
+    let more = |round: u64| 1 + usize::try_from((seed >> (round * 8)) % 4).unwrap();
+
+    let full = ["--stanza=db", "backup", "--type=full", "--start-fast", "--process-max=1"];
+    kill_after_checkpoints(&s, &repo, &full, more(0));
+    kill_after_checkpoints(&s, &repo, &full, more(1));
+    assert!(labels(&s).is_empty(), "a dead backup is listed");
+    let o = s.ok(&[&full[..], &["--log-level-console=info"]].concat());
+    let out = text(&o);
+    assert!(out.contains("resuming backup"), "{out}");
+    let reused = resumed_files(&out);
+    eprintln!("full: {reused} files reused: {}", out.lines().find(|l| l.contains("resumed: ")).unwrap());
+    assert!(reused > 0);
+    let listed = labels(&s);
+    assert_eq!(listed.len(), 1);
+    assert!(out.contains(&format!("resuming backup {}", listed[0])), "{out}");
+    assert!(checkpoints(&repo).is_empty(), "checkpoints left: {:?}", checkpoints(&repo));
+    let (named, present) = packs_named_and_present(&repo, &listed[0]);
+    assert_eq!(named, present, "packs on disk differ from those the manifest names");
+    let full_dump = cluster.dumpall();
+
+    // An incr killed and resumed; a killed incr is not resumed by a diff (it is removed).
+    change(0);
+    let incr = ["--stanza=db", "backup", "--start-fast", "--process-max=1"];
+    kill_after_checkpoints(&s, &repo, &incr, more(2));
+    let o = s.ok(&["--stanza=db", "backup", "--type=diff", "--start-fast", "--log-level-console=warn"]);
+    assert!(
+        text(&o).contains("cannot be resumed: new backup type 'diff' does not match its type 'incr'"),
+        "{}",
+        text(&o)
+    );
+    assert!(checkpoints(&repo).is_empty(), "the refused backup's checkpoints are left");
+    change(1);
+    kill_after_checkpoints(&s, &repo, &incr, more(3));
+    let o = s.ok(&[&incr[..], &["--log-level-console=info"]].concat());
+    assert!(resumed_files(&text(&o)) > 0, "{}", text(&o));
+    let dump = cluster.dumpall();
+    let listed = labels(&s);
+    assert_eq!(listed.len(), 3, "{listed:?}");
+    let on_disk: Vec<String> = std::fs::read_dir(repo.join("stanza/db/backup"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(on_disk.len(), 3, "{on_disk:?}");
+    let (named, present) = packs_named_and_present(&repo, &listed[2]);
+    assert_eq!(named, present, "packs on disk differ from those the manifest names");
+
+    // The resumed full and the resumed incr restore to the cluster as each left it.
+    for (label, expected) in [(&listed[0], &full_dump), (&listed[2], &dump)] {
+        let dir = scratch.path(&format!("restored-{label}"));
+        let pg1 = format!("--pg1-path={}", dir.display());
+        let set = format!("--set={label}");
+        s.ok(&["--stanza=db", "restore", &pg1, &set, "--type=immediate", "--target-action=promote"]);
+        let restored = Cluster::existing(&scratch, dir, &format!("r-{label}"));
+        restored.configure("archive_mode = off");
+        restored.start();
+        restored.wait_promoted();
+        assert!(restored.dumpall() == *expected, "{label} restored differs from the cluster it was taken of");
+        restored.stop();
+    }
+}
