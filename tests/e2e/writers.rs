@@ -193,11 +193,29 @@ fn backup_returns_within_archive_timeout_when_archiving_fails() {
     assert!(took < Duration::from_secs(5 + 20), "backup took {took:?} with archive-timeout=5");
     assert!(text(&o).contains("was not archived"), "{}", text(&o));
     assert!(labels(&s).is_empty(), "a failed backup is listed");
-    let left = support::snapshot(&repo.join("stanza/db/backup"));
-    assert!(left.is_empty(), "a failed backup left objects: {left:?}");
-    // archive-check=n: the same backup completes (its WAL is then the operator's business).
-    s.ok(&["--stanza=db", "backup", "--type=full", "--start-fast", "--no-archive-check"]);
+    // What it stored stays for the next backup to resume (all of it was checkpointed).
+    assert!(!checkpoints(&repo).is_empty(), "the failed backup left no checkpoint");
+    // archive-check=n: the same backup completes (its WAL is then the operator's business),
+    // reusing what the failed one stored.
+    let o = s.ok(&[
+        "--stanza=db",
+        "backup",
+        "--type=full",
+        "--start-fast",
+        "--no-archive-check",
+        "--log-level-console=info",
+    ]);
+    assert!(text(&o).contains("resuming backup") && resumed_files(&text(&o)) > 0, "{}", text(&o));
     assert_eq!(labels(&s).len(), 1);
+    assert!(checkpoints(&repo).is_empty());
+    // With --no-resume, a failed backup's objects are removed and the next one starts over.
+    let o = s.run(&["--stanza=db", "backup", "--type=full", "--start-fast", "--archive-timeout=2"]);
+    assert_eq!(o.status.code(), Some(82), "{}", text(&o));
+    let o = s.ok(&["--stanza=db", "backup", "--type=full", "--start-fast", "--no-archive-check", "--no-resume"]);
+    assert!(text(&o).contains("objects of the unfinished backup") && !text(&o).contains("resum"), "{}", text(&o));
+    assert_eq!(labels(&s).len(), 2);
+    let dirs = std::fs::read_dir(repo.join("stanza/db/backup")).unwrap().count();
+    assert_eq!(dirs, 2, "a failed backup's objects are left");
 }
 
 #[test]
