@@ -64,6 +64,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             chunks: vec![digest],
             data: FileData::Stored { parts: vec![PartRef { pack: 0, offset: i * 100, len: 100, plain_len: 8192 }] },
             page_errors: vec![],
+            page_digests: Default::default(),
         });
         writer.push(&entry, &mut out)?;
         if out.len() >= 1 << 20 {

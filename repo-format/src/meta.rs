@@ -401,6 +401,50 @@ pub enum FileData {
     },
 }
 
+/// The xxh3-64 of each 8 KiB page of a relation file as the backup read it: what a delta
+/// restore compares the pages in place with, to rewrite only those that differ. Stored as one
+/// hex string, 16 digits per page.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PageDigests(pub Vec<u64>);
+
+impl PageDigests {
+    /// The digest of one page's bytes.
+    pub fn of(page: &[u8]) -> u64 {
+        xxhash_rust::xxh3::xxh3_64(page)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl Serialize for PageDigests {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        let mut text = String::with_capacity(self.0.len() * 16);
+        for d in &self.0 {
+            text.push_str(&crate::hex::encode(&d.to_be_bytes()));
+        }
+        s.serialize_str(&text)
+    }
+}
+
+impl<'de> Deserialize<'de> for PageDigests {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        if !text.len().is_multiple_of(16) {
+            return Err(serde::de::Error::custom("page digests: not 16 hex digits per page"));
+        }
+        let digests = (0..text.len() / 16)
+            .map(|i| {
+                let digits = text.get(i * 16..i * 16 + 16).unwrap_or_default();
+                crate::hex::decode_array::<8>(digits).map(u64::from_be_bytes)
+            })
+            .collect::<Result<Vec<u64>>>()
+            .map_err(serde::de::Error::custom)?;
+        Ok(Self(digests))
+    }
+}
+
 /// A regular file.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileEntry {
@@ -419,6 +463,9 @@ pub struct FileEntry {
     /// Pages whose checksum failed when backed up.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub page_errors: Vec<u32>,
+    /// Of a relation's main fork of whole pages: the digest of each page as read.
+    #[serde(default, skip_serializing_if = "PageDigests::is_empty")]
+    pub page_digests: PageDigests,
 }
 
 /// One attempt at a backup, as its checkpoints record it: what a later attempt must match to
@@ -780,6 +827,7 @@ mod tests {
                 chunks: vec![Sha256Digest::of(b"15\n")],
                 data: FileData::Stored { parts: vec![PartRef { pack: 0, offset: 0, len: 80, plain_len: 3 }] },
                 page_errors: vec![],
+                page_digests: Default::default(),
             }),
             ManifestEntry::File(FileEntry {
                 path: "pg_data/base/5/16384".into(),
@@ -797,6 +845,7 @@ mod tests {
                     ],
                 },
                 page_errors: vec![2],
+                page_digests: Default::default(),
             }),
             ManifestEntry::File(FileEntry {
                 path: "pg_data/global/pg_control".into(),
@@ -807,6 +856,7 @@ mod tests {
                 chunks: vec![],
                 data: FileData::Same { backup: "20261120-101500F".parse().expect("label"), stored: 0 },
                 page_errors: vec![],
+                page_digests: Default::default(),
             }),
             ManifestEntry::Link(LinkEntry {
                 path: "pg_data/pg_tblspc/16400".into(),
@@ -822,6 +872,7 @@ mod tests {
                 chunks: vec![],
                 data: FileData::Empty,
                 page_errors: vec![],
+                page_digests: Default::default(),
             }),
         ]
     }

@@ -129,6 +129,7 @@ fn manifest_entries() -> Vec<ManifestEntry> {
             chunks: vec![Sha256Digest::of(b"15\n")],
             data: FileData::Stored { parts: vec![PartRef { pack: 0, offset: 0, len: 51, plain_len: 3 }] },
             page_errors: vec![],
+            page_digests: Default::default(),
         }),
     ]
 }

@@ -8,7 +8,7 @@ use std::os::unix::fs::FileExt;
 use std::sync::{Arc, Condvar, Mutex};
 
 use pgstrata_repo_format::layout::StanzaLayout;
-use pgstrata_repo_format::meta::{DirEntry, FileData, FileEntry, LinkEntry, PartRef};
+use pgstrata_repo_format::meta::{DirEntry, FileData, FileEntry, LinkEntry, PageDigests, PartRef};
 use pgstrata_repo_format::pg::{BLCKSZ, Lsn, PageVerdict, verify_page};
 use pgstrata_repo_format::{BackupLabel, BlobEncoder, BlobSettings, DataKey, Sha256Digest};
 use pgstrata_storage::{RepoStore, Upload};
@@ -51,6 +51,8 @@ pub struct CopiedFile {
     /// Copied by pages: the page numbers stored in `parts`, and the digests of the parts' frames.
     pub stored_pages: Vec<u32>,
     pub page_chunks: Vec<Sha256Digest>,
+    /// A main fork: the digest of each whole page read.
+    pub page_digests: Vec<u64>,
     /// Read whole and found the same as the prior's copy (`SourceFile::same_as`).
     pub same: bool,
     /// Removed before it could be read (a dropped table): left out of the backup.
@@ -232,6 +234,8 @@ struct PartDone {
     /// By pages: the pages stored, and the digests of the blob's frames.
     stored_pages: Vec<u32>,
     page_chunks: Vec<Sha256Digest>,
+    /// A main fork: the digest of each whole page read.
+    page_digests: Vec<u64>,
     /// The whole file read, and it is the same as the prior's copy (nothing sealed).
     same: bool,
     vanished: bool,
@@ -318,6 +322,9 @@ fn copy_part(
             && let Some(first_block) = f.first_block
         {
             check_pages(&file, data, offset, first_block, settings.start_lsn, &mut done.page_errors);
+        }
+        if f.main_fork {
+            done.page_digests.extend(data.chunks_exact(BLCKSZ).map(PageDigests::of));
         }
         match &mut by_pages {
             Some((base, digests)) => {
@@ -889,6 +896,12 @@ fn file_entry(f: &SourceFile, c: CopiedFile) -> CliResult<FileEntry> {
         chunks: c.chunks,
         data,
         page_errors: c.page_errors,
+        // Only of whole pages, each read: what a delta restore can compare page by page.
+        page_digests: if c.page_digests.len() as u64 * BLCKSZ as u64 == c.size {
+            PageDigests(c.page_digests)
+        } else {
+            PageDigests::default()
+        },
     })
 }
 
@@ -912,6 +925,7 @@ fn assemble(mut parts: Vec<(usize, usize, PartDone, Option<PartRef>)>) -> Copied
         out.parts.extend(r);
         out.stored_pages.extend(d.stored_pages);
         out.page_chunks.extend(d.page_chunks);
+        out.page_digests.extend(d.page_digests);
         if (d.plain_len as usize) < len {
             break;
         }

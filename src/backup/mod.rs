@@ -424,6 +424,7 @@ async fn store_stop_files(
             chunks: summary.chunk_sha256,
             data: FileData::Stored { parts: vec![part] },
             page_errors: vec![],
+            page_digests: Default::default(),
         });
     }
     Ok(entries)

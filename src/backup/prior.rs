@@ -190,6 +190,7 @@ pub fn decide(prior: PriorFile, started: i64, since: Lsn, by_content: bool, f: &
         chunks: entry.chunks,
         data: FileData::Same { stored: data.stored(), backup: holder },
         page_errors: entry.page_errors,
+        page_digests: entry.page_digests,
     });
     let whole_pages = |size: u64| size.is_multiple_of(BLCKSZ as u64);
     if f.main_fork
@@ -284,6 +285,7 @@ mod tests {
             chunks: vec![Sha256Digest::of(b"chunk")],
             data: data.clone(),
             page_errors: vec![],
+            page_digests: Default::default(),
         };
         PriorFile { entry, holder: holder.clone(), data }
     }

@@ -370,6 +370,7 @@ mod tests {
             chunks: vec![],
             data: FileData::Stored { parts: vec![PartRef { pack, offset: 0, len: 10, plain_len: size }] },
             page_errors: vec![],
+            page_digests: Default::default(),
         }
     }
 

@@ -18,7 +18,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use futures::StreamExt;
-use pgstrata_repo_format::meta::{FileData, FileEntry, PartRef};
+use pgstrata_repo_format::meta::{FileData, FileEntry, PageDigests, PartRef};
+use pgstrata_repo_format::pg::BLCKSZ;
 use pgstrata_repo_format::{BackupLabel, BlobDecoder, Sha256Digest, decode_blob_with_summary};
 
 use crate::durable;
@@ -299,7 +300,7 @@ async fn restore_batch(
                 let right = options
                     .compare
                     .settled(&job.local, &job.entry)
-                    .unwrap_or_else(|| local_digest(&job.local, frame) == Some((job.entry.size, job.entry.sha256)));
+                    .unwrap_or_else(|| in_place(&job.local, &job.entry, frame).is_some_and(|p| p.same));
                 if right {
                     apply_owner(&job.local, &job.entry.owner, as_root, true)?;
                     unchanged.push(job.entry.size);
@@ -450,7 +451,7 @@ async fn restore_file(
     // Delta: a file partly right in place is rewritten in place, chunk by chunk, where it
     // differs (the restore's marker and held-back pg_control make the restore, not the file,
     // the unit of crash safety); a file with nothing right is written anew.
-    let mut kept: Option<Vec<bool>> = None;
+    let mut kept: Option<Arc<Keep>> = None;
     let settled = if options.delta { options.compare.settled(&local, &entry) } else { Some(false) };
     if settled == Some(true) {
         apply_owner(&local, &entry.owner, options.as_root, true)?;
@@ -460,18 +461,17 @@ async fn restore_file(
         return Ok(Outcome::Unchanged(entry.size));
     }
     if settled.is_none() {
-        let (p, frame) = (local.clone(), usize::try_from(options.frame_size).unwrap_or(1 << 20));
-        let current = blocking(move || Ok(local_chunks(&p, frame))).await?;
-        if let Some((size, chunks)) = current {
-            if size == entry.size && pgstrata_repo_format::digest::file_digest(&chunks) == entry.sha256 {
+        let (p, e, frame) = (local.clone(), Arc::clone(&entry), usize::try_from(options.frame_size).unwrap_or(1 << 20));
+        let current = blocking(move || Ok(in_place(&p, &e, frame))).await?;
+        if let Some(current) = current {
+            if current.same {
                 apply_owner(&local, &entry.owner, options.as_root, true)?;
                 if let Ok(mut p) = progress.lock() {
                     p.add(entry.size);
                 }
                 return Ok(Outcome::Unchanged(entry.size));
             }
-            let keep: Vec<bool> = entry.chunks.iter().enumerate().map(|(i, c)| chunks.get(i) == Some(c)).collect();
-            kept = keep.iter().any(|k| *k).then_some(keep);
+            kept = current.keep.any().then(|| Arc::new(current.keep));
         }
     }
     let out = if kept.is_some() { local.clone() } else { output_path(&local, options.delta) };
@@ -483,16 +483,15 @@ async fn restore_file(
     })
     .await?;
     let parts = match &kept {
-        Some(keep) => parts.into_iter().filter(|j| !part_kept(j, keep, options.frame_size)).collect(),
+        Some(keep) => parts.into_iter().filter(|j| !keep.covers(j.offset, j.part.plain_len)).collect(),
         None => parts,
     };
     let file = Arc::new(file);
     let written = match &paged {
         Some(paged) => {
-            let keep = kept.as_deref();
-            super::paged::write_paged(repo, &entry, paged, keep, &file, &out, options, progress).await
+            super::paged::write_paged(repo, &entry, paged, kept.as_deref(), &file, &out, options, progress).await
         }
-        None => write_parts(repo, &label, &entry, &file, &out, parts, options.workers, progress).await,
+        None => write_parts(repo, &label, &entry, (&file, &out), parts, kept.clone(), options.workers, progress).await,
     };
     let rewritten = match written {
         Ok(bytes) => bytes,
@@ -520,11 +519,102 @@ fn open_in_place(path: &Path) -> CliResult<Output> {
     Ok(Output { file, mode_exact: false })
 }
 
-/// Whether every chunk a part restores is already right in place.
-fn part_kept(job: &PartJob, keep: &[bool], frame_size: u64) -> bool {
-    let chunks = usize::try_from(job.part.plain_len.div_ceil(frame_size.max(1))).unwrap_or(usize::MAX);
-    (job.first_chunk..job.first_chunk.saturating_add(chunks)).all(|c| keep.get(c).copied().unwrap_or(false))
+/// What a delta restore found right in place, in pieces of `unit` bytes: pages (of a file
+/// whose page digests the manifest has) or chunks of the frame size.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Keep {
+    unit: u64,
+    kept: Vec<bool>,
 }
+
+impl Keep {
+    pub fn new(unit: u64, kept: Vec<bool>) -> Self {
+        Self { unit: unit.max(1), kept }
+    }
+
+    fn any(&self) -> bool {
+        self.kept.iter().any(|k| *k)
+    }
+
+    fn is_kept(&self, piece: u64) -> bool {
+        usize::try_from(piece).ok().and_then(|i| self.kept.get(i)).copied().unwrap_or(false)
+    }
+
+    /// Whether every byte of `len` bytes at `start` is right in place.
+    pub fn covers(&self, start: u64, len: u64) -> bool {
+        len == 0 || (start / self.unit..=(start + len - 1) / self.unit).all(|i| self.is_kept(i))
+    }
+
+    /// The stretches of `len` bytes at `start` that are not right in place, neighbours merged.
+    pub fn missing(&self, start: u64, len: u64) -> Vec<(u64, u64)> {
+        let (end, mut out) = (start + len, Vec::<(u64, u64)>::new());
+        let mut piece = start / self.unit;
+        while piece * self.unit < end {
+            let (from, to) = ((piece * self.unit).max(start), ((piece + 1) * self.unit).min(end));
+            if !self.is_kept(piece) {
+                match out.last_mut() {
+                    Some(last) if last.0 + last.1 == from => last.1 += to - from,
+                    _ => out.push((from, to - from)),
+                }
+            }
+            piece += 1;
+        }
+        out
+    }
+}
+
+/// A file found in place by a delta restore: whether it is the backup's file, and which
+/// pieces of it are.
+#[derive(Debug)]
+struct InPlace {
+    same: bool,
+    keep: Keep,
+}
+
+/// Compares the file at `path` with `entry`: page by page when the manifest has the digests
+/// of its pages, else by chunks of `frame_size`. `None` when it cannot be read.
+fn in_place(path: &Path, entry: &FileEntry, frame_size: usize) -> Option<InPlace> {
+    let by_pages = !entry.page_digests.is_empty();
+    let unit = if by_pages { BLCKSZ } else { frame_size.max(1) };
+    let mut f = std::fs::File::open(path).ok()?;
+    let (mut size, mut found) = (0u64, Vec::new());
+    let mut chunks = Vec::new();
+    let mut buf = vec![0u8; if by_pages { READ_PAGES } else { unit }];
+    loop {
+        let mut n = 0;
+        while n < buf.len() {
+            match std::io::Read::read(&mut f, &mut buf[n..]).ok()? {
+                0 => break,
+                k => n += k,
+            }
+        }
+        for piece in buf[..n].chunks(unit) {
+            let i = found.len();
+            found.push(if by_pages {
+                entry.page_digests.0.get(i) == Some(&PageDigests::of(piece))
+            } else {
+                let digest = Sha256Digest::of(piece);
+                let same = entry.chunks.get(i) == Some(&digest);
+                chunks.push(digest);
+                same
+            });
+        }
+        size += n as u64;
+        if n < buf.len() {
+            break;
+        }
+    }
+    let same = size == entry.size
+        && if by_pages {
+            found.iter().all(|k| *k)
+        } else {
+            pgstrata_repo_format::digest::file_digest(&chunks) == entry.sha256
+        };
+    Some(InPlace { same, keep: Keep::new(unit as u64, found) })
+}
+
+/// Bytes read at a time when comparing a file page by page.
+const READ_PAGES: usize = 1 << 20;
 
 const WRITE_CHUNK: usize = 256 << 10;
 /// Stored bytes handed to a part's decoder at a time.
@@ -538,19 +628,19 @@ async fn write_parts(
     repo: &Repo,
     label: &BackupLabel,
     entry: &Arc<FileEntry>,
-    file: &Arc<std::fs::File>,
-    out: &Path,
+    (file, out): (&Arc<std::fs::File>, &Path),
     parts: Vec<PartJob>,
+    keep: Option<Arc<Keep>>,
     ahead: usize,
     progress: &Mutex<Progress>,
 ) -> CliResult<u64> {
     let writes = parts.into_iter().map(|job| {
-        let (entry, file, out) = (Arc::clone(entry), Arc::clone(file), out.to_path_buf());
+        let (entry, file, out, keep) = (Arc::clone(entry), Arc::clone(file), out.to_path_buf(), keep.clone());
         async move {
             let key = repo.layout.pack(label, job.part.pack);
             let sealed = repo.store.get_range(&key, job.part.offset..job.part.offset + job.part.len).await?;
             let k = repo.key.clone();
-            blocking(move || write_part(&key, &entry, job, &sealed, k.as_ref(), &file, &out)).await
+            blocking(move || write_part(&key, &entry, job, (&sealed, k.as_ref()), keep.as_deref(), (&file, &out))).await
         }
     });
     run_writes(writes, ahead, progress).await
@@ -576,18 +666,18 @@ pub(super) async fn run_writes(
 }
 
 /// Decodes one stored part frame by frame, checks each frame against the manifest's chunk
-/// digest before it is written, writes it at its offset, and checks the part's length.
+/// digest before it is written, writes it at its offset (but what `keep` says is right in
+/// place), and checks the part's length. Returns the bytes written.
 fn write_part(
     key: &str,
     entry: &FileEntry,
     job: PartJob,
-    sealed: &[u8],
-    data_key: Option<&pgstrata_repo_format::DataKey>,
-    file: &std::fs::File,
-    out: &Path,
+    (sealed, data_key): (&[u8], Option<&pgstrata_repo_format::DataKey>),
+    keep: Option<&Keep>,
+    (file, out): (&std::fs::File, &Path),
 ) -> CliResult<u64> {
     let mut decoder = BlobDecoder::new(format!("{key} (part of {})", entry.path), data_key);
-    let mut at = job.offset;
+    let (mut at, mut written) = (job.offset, 0u64);
     for piece in sealed.chunks(FEED) {
         decoder.feed(piece);
         while let Some(plain) = decoder.poll()? {
@@ -598,18 +688,28 @@ fn write_part(
             if entry.chunks.get(chunk) != decoder.chunks().last() {
                 return Err(mismatch(entry, job));
             }
-            // Modest writes: one huge write holds the inode lock and page-cache state for long.
-            for piece in plain.chunks(WRITE_CHUNK) {
-                std::os::unix::fs::FileExt::write_all_at(file, piece, at).map_err(|e| io(out, "write", e))?;
-                at += piece.len() as u64;
+            let stretches = match keep {
+                Some(keep) => keep.missing(at, plain.len() as u64),
+                None => vec![(at, plain.len() as u64)],
+            };
+            for (from, len) in stretches {
+                let start = usize::try_from(from - at).unwrap_or(usize::MAX);
+                let stretch = plain.get(start..start.saturating_add(usize::try_from(len).unwrap_or(usize::MAX)));
+                // Modest writes: one huge write holds the inode lock and page-cache state for long.
+                for (i, piece) in stretch.unwrap_or_default().chunks(WRITE_CHUNK).enumerate() {
+                    let offset = from + (i * WRITE_CHUNK) as u64;
+                    std::os::unix::fs::FileExt::write_all_at(file, piece, offset).map_err(|e| io(out, "write", e))?;
+                    written += piece.len() as u64;
+                }
             }
+            at += plain.len() as u64;
         }
     }
     let summary = decoder.finish()?;
     if summary.plain_len != job.part.plain_len {
         return Err(mismatch(entry, job));
     }
-    Ok(summary.plain_len)
+    Ok(written)
 }
 
 /// Decodes one stored part, checking its length and every frame against the manifest.
@@ -643,38 +743,6 @@ pub(super) async fn blocking<T: Send + 'static>(f: impl FnOnce() -> CliResult<T>
         .map_err(|e| CliError::new(ErrorCode::Format, format!("restore task failed: {e}")))?
 }
 
-/// Size and manifest digest (hash list of chunk digests) of a local file; `None` when it cannot
-/// be read (it is then rewritten).
-fn local_digest(path: &Path, frame_size: usize) -> Option<(u64, Sha256Digest)> {
-    local_chunks(path, frame_size).map(|(size, chunks)| (size, pgstrata_repo_format::digest::file_digest(&chunks)))
-}
-
-/// Size and chunk digests of a local file; `None` when it cannot be read.
-fn local_chunks(path: &Path, frame_size: usize) -> Option<(u64, Vec<Sha256Digest>)> {
-    let mut f = std::fs::File::open(path).ok()?;
-    let mut chunks = Vec::new();
-    let mut size = 0u64;
-    let mut buf = vec![0u8; frame_size.max(1)];
-    loop {
-        let mut n = 0;
-        while n < buf.len() {
-            match std::io::Read::read(&mut f, &mut buf[n..]).ok()? {
-                0 => break,
-                k => n += k,
-            }
-        }
-        if n == 0 {
-            break;
-        }
-        size += n as u64;
-        chunks.push(Sha256Digest::of(&buf[..n]));
-        if n < buf.len() {
-            break;
-        }
-    }
-    Some((size, chunks))
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -691,6 +759,7 @@ mod tests {
             chunks: vec![],
             data: if parts.is_empty() { FileData::Empty } else { FileData::Stored { parts } },
             page_errors: vec![],
+            page_digests: Default::default(),
         }
     }
 
@@ -747,19 +816,65 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("16384");
         let file = std::fs::File::create(&out).unwrap();
-        assert_eq!(write_part("pack/0", &e, job, &sealed, None, &file, &out).unwrap(), plain.len() as u64);
+        assert_eq!(write_part("pack/0", &e, job, (&sealed, None), None, (&file, &out)).unwrap(), plain.len() as u64);
         assert_eq!(std::fs::read(&out).unwrap()[offset as usize..], plain[..]);
+
+        // Delta: what is right in place is not written again.
+        let in_place = std::fs::read(&out).unwrap();
+        let mut damaged = in_place.clone();
+        let page = offset as usize + frame + 3 * 8192;
+        damaged[page..page + 8192].fill(0xee);
+        damaged[offset as usize + 10] ^= 1;
+        std::fs::write(&out, &damaged).unwrap();
+        let mut kept: Vec<bool> = in_place.chunks(8192).zip(damaged.chunks(8192)).map(|(a, b)| a == b).collect();
+        kept.push(false);
+        let keep = Keep::new(8192, kept);
+        let file = std::fs::OpenOptions::new().write(true).open(&out).unwrap();
+        let written = write_part("pack/0", &e, job, (&sealed, None), Some(&keep), (&file, &out)).unwrap();
+        assert_eq!(written, 2 * 8192, "only the two damaged pages are written");
+        assert_eq!(std::fs::read(&out).unwrap(), in_place);
 
         // A frame whose digest is not the manifest's is refused before it is written.
         let mut wrong = e.clone();
         wrong.chunks[9] = Sha256Digest::of(b"other");
         let fresh = std::fs::File::create(dir.path().join("fresh")).unwrap();
-        let err = write_part("pack/0", &wrong, job, &sealed, None, &fresh, &out).unwrap_err();
+        let err = write_part("pack/0", &wrong, job, (&sealed, None), None, (&fresh, &out)).unwrap_err();
         assert!(err.message.contains("do not match"), "{}", err.message);
         assert_eq!(fresh.metadata().unwrap().len(), frame as u64 * 9, "only the frame before it was written");
         // Cut short: an error, never a short file taken as whole.
-        let err = write_part("pack/0", &e, job, &sealed[..sealed.len() - 10], None, &file, &out).unwrap_err();
+        let err = write_part("pack/0", &e, job, (&sealed[..sealed.len() - 10], None), None, (&file, &out)).unwrap_err();
         assert!(!err.message.is_empty());
+    }
+
+    #[test]
+    fn keep_names_what_is_right_in_place_and_what_is_not() {
+        let keep = Keep::new(10, vec![true, false, false, true, false]);
+        assert!(keep.covers(0, 10) && keep.covers(32, 8) && keep.covers(5, 0));
+        assert!(!keep.covers(5, 10) && !keep.covers(40, 1) && !keep.covers(50, 1), "past the end is not kept");
+        assert_eq!(keep.missing(5, 40), [(10, 20), (40, 5)]);
+        assert_eq!(keep.missing(0, 10), []);
+        assert_eq!(keep.missing(45, 20), [(45, 20)]);
+    }
+
+    #[test]
+    fn a_file_in_place_is_compared_page_by_page_when_its_pages_have_digests() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("16384");
+        let content: Vec<u8> = (0..4 * 8192).map(|i| (i / 8192) as u8 + (i % 7) as u8).collect();
+        std::fs::write(&path, &content).unwrap();
+        let mut e = entry(content.len() as u64, vec![]);
+        e.page_digests = PageDigests(content.chunks(8192).map(PageDigests::of).collect());
+        let found = in_place(&path, &e, 1 << 20).unwrap();
+        assert!(found.same && found.keep == Keep::new(8192, vec![true; 4]));
+        let mut changed = content.clone();
+        changed[2 * 8192 + 100] ^= 0xff;
+        std::fs::write(&path, &changed).unwrap();
+        let found = in_place(&path, &e, 1 << 20).unwrap();
+        assert!(!found.same && found.keep == Keep::new(8192, vec![true, true, false, true]));
+        // Grown: the extra page is not the backup's; the file is not the same.
+        std::fs::write(&path, [content.as_slice(), &[0u8; 8192]].concat()).unwrap();
+        let found = in_place(&path, &e, 1 << 20).unwrap();
+        assert!(!found.same && found.keep == Keep::new(8192, vec![true, true, true, true, false]));
     }
 
     #[test]

@@ -22,7 +22,7 @@ use crate::error::{CliError, CliResult, ErrorCode};
 use crate::pages::{Paged, first_chunks, locate, page_count};
 use crate::progress::Progress;
 use crate::repo::Repo;
-use crate::restore::files::{FileOptions, blocking, run_writes};
+use crate::restore::files::{FileOptions, Keep, blocking, run_writes};
 use crate::restore::owner::io;
 
 /// A stretch of a part's plaintext and where it goes in the file.
@@ -47,7 +47,7 @@ struct PartWork {
 /// neighbours merged), leaving out the pages of chunks `keep` says are right in place (a delta
 /// restore; chunks of `frame_size` bytes). Fails when the runs do not cover the file's pages
 /// exactly, or name a page its backup does not store.
-fn plan(entry: &FileEntry, paged: &Paged, keep: Option<&[bool]>, frame_size: u64) -> CliResult<Vec<PartWork>> {
+fn plan(entry: &FileEntry, paged: &Paged, keep: Option<&Keep>) -> CliResult<Vec<PartWork>> {
     let broken = |what: String| CliError::new(ErrorCode::Format, format!("{}: {what}", entry.path));
     let pages = page_count(entry.size);
     let mut work: BTreeMap<(BackupLabel, usize), Vec<Piece>> = BTreeMap::new();
@@ -62,8 +62,7 @@ fn plan(entry: &FileEntry, paged: &Paged, keep: Option<&[bool]>, frame_size: u64
         for k in 0..run.count {
             let page = u64::from(run.first + k) * BLCKSZ as u64;
             let len = (BLCKSZ as u64).min(entry.size.saturating_sub(page));
-            let chunk = usize::try_from(page / frame_size.max(1)).unwrap_or(usize::MAX);
-            if keep.is_some_and(|keep| keep.get(chunk).copied().unwrap_or(false)) {
+            if keep.is_some_and(|keep| keep.covers(page, len)) {
                 continue;
             }
             let (part, at) = locate(&source.parts, run.at + k)
@@ -88,14 +87,14 @@ pub async fn write_paged(
     repo: &Repo,
     entry: &Arc<FileEntry>,
     paged: &Paged,
-    keep: Option<&[bool]>,
+    keep: Option<&Keep>,
     file: &Arc<std::fs::File>,
     out: &Path,
     options: FileOptions,
     progress: &Mutex<Progress>,
 ) -> CliResult<u64> {
     let frame_size = options.frame_size;
-    let work = plan(entry, paged, keep, frame_size)?;
+    let work = plan(entry, paged, keep)?;
     let writes = work.into_iter().map(|w| {
         let (entry, file, out) = (Arc::clone(entry), Arc::clone(file), out.to_path_buf());
         async move {
@@ -197,6 +196,7 @@ mod tests {
             chunks: vec![],
             data: FileData::Empty,
             page_errors: vec![],
+            page_digests: Default::default(),
         };
         let run = |first, count, b: &BackupLabel, at| PageRun { first, count, backup: Some(b.clone()), at };
         let paged = || {
@@ -205,7 +205,7 @@ mod tests {
             sources.insert(incr.clone(), PageSource { parts: vec![part(2 * 8192)], chunks: vec![] });
             Paged { runs: vec![run(0, 1, &full, 0), run(1, 2, &incr, 0), run(3, 2, &full, 3)], sources }
         };
-        let work = plan(&entry, &paged(), None, 1 << 20).unwrap();
+        let work = plan(&entry, &paged(), None).unwrap();
         let summary: Vec<(String, usize, Vec<Piece>)> =
             work.into_iter().map(|w| (w.backup.to_string(), w.part, w.pieces)).collect();
         assert_eq!(
@@ -217,11 +217,11 @@ mod tests {
             ]
         );
         // A delta restore keeping the first chunk (two pages, here) fetches only the rest.
-        let kept = plan(&entry, &paged(), Some(&[true, false, false]), 2 * 8192).unwrap();
+        let kept = plan(&entry, &paged(), Some(&Keep::new(2 * 8192, vec![true, false, false]))).unwrap();
         let pieces: Vec<Piece> = kept.into_iter().flat_map(|w| w.pieces).collect();
         assert_eq!(pieces, [Piece { at: 0, to: 3 * 8192, len: 2 * 8192 }, Piece { at: 8192, to: 2 * 8192, len: 8192 }]);
         // A map that does not cover the file is refused.
         let short = Paged { runs: vec![run(0, 1, &full, 0)], sources: paged().sources };
-        assert!(plan(&entry, &short, None, 1 << 20).unwrap_err().message.contains("covers 1 pages"));
+        assert!(plan(&entry, &short, None).unwrap_err().message.contains("covers 1 pages"));
     }
 }
