@@ -5,20 +5,22 @@
 #   CODECS="zst 3"                      (codecs to run, comma-separated; default "zst 3,lz4 0")
 #   REPEAT=3                            (restores measured 3 times each, alternating; the median counts)
 #   KEEP=1                              (keep the work directory: dataset and repositories, for profiling)
-#   INCR=20000                          (pgbench dataset: then that many transactions — half pgbench's,
-#                                        half updates of random rows of the realistic table — an incr
+#   INCR=20000                          (pgbench dataset: then that many pgbench transactions, an incr
 #                                        backup by each tool, an incr with nothing changed, and a delta
 #                                        restore of the incr over each tool's restore of the full)
+#   INCR_REALISTIC=10000                (with INCR: that many updates of random rows of the realistic
+#                                        table too, as an application makes them; default none)
 # Full backup and restore at zst level 3 and at lz4, process-max=2, start-fast; prints wall time,
 # CPU (user+sys), peak RSS and repository size for both, and the ratios. pgbench data is very
-# compressible, so a table of realistic rows (hashes, numbers, timestamps) is added at 1/4 of the
-# pgbench volume. Needs `pgbackrest` (apt-get install pgbackrest), PostgreSQL binaries, and
+# compressible, so a table of realistic rows (short hashes, timestamps, amounts, a status and a
+# text note; about 3x with zstd-3) is added at 1/4 of the pgbench volume. Needs `pgbackrest` (apt-get install pgbackrest), PostgreSQL binaries, and
 # GNU time (/usr/bin/time).
 set -euo pipefail
 SCALE="${1:-100}"
 TABLES="${TABLES:-0}"
 REPEAT="${REPEAT:-1}"
 INCR="${INCR:-0}"
+INCR_REALISTIC="${INCR_REALISTIC:-0}"
 [ "$TABLES" -gt 0 ] && INCR=0
 CODECS="${CODECS:-zst 3,lz4 0}"
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
@@ -85,9 +87,11 @@ if [ "$TABLES" -gt 0 ]; then
   done
 else
   as_pg "$PG_BIN/pgbench" -i -q -s "$SCALE" -h "$W/sock" -p "$PORT" -U postgres postgres > /dev/null 2>&1
-  psql "create table realistic as select g as id, md5(g::text) as h, now() - g * interval '17 seconds' as ts,
-        (random() * 1e6)::numeric(12,2) as amount, (array['open','paid','shipped','returned'])[1 + g % 4] as status,
-        substr(md5((g * 7)::text), 1, 1 + g % 24) as note
+  psql "create table realistic as select g as id, substr(md5(g::text), 1, 12) as h,
+        now() - g * interval '17 seconds' as ts, (random() * 1e6)::numeric(12,2) as amount,
+        (array['open','paid','shipped','returned'])[1 + g % 4] as status,
+        (array['standard delivery','express','pick up in store','gift wrapped, no invoice','call before delivery',
+               'leave at the door'])[1 + g % 6] || ' ' || substr(md5((g * 7)::text), 1, g % 9) as note
         from generate_series(1, $SCALE * 25000) g"
   psql "alter table realistic add primary key (id)"
 fi
@@ -152,14 +156,15 @@ for comp in "${CODEC_LIST[@]}"; do
       rm -rf "$W/restore-pgbackrest-$tag-"* "$W/restore-pgstrata-$tag-"*
   done
   if [ "$INCR" -gt 0 ]; then
-    echo "== $tag: $INCR pgbench transactions, then incremental backups" >&2
-    # Half pgbench's own transactions (its rows are mostly blank filler), half updates of
-    # random rows of the realistic table (about 3x with zstd-3), as an application makes them.
-    as_pg "$PG_BIN/pgbench" -n -t $((INCR / 4)) -c 2 -h "$W/sock" -p "$PORT" -U postgres postgres > /dev/null
-    printf '\\set id random(1, %d)\nupdate realistic set amount = amount + 1, status = '"'"'paid'"'"' where id = :id;\n' \
-      $((SCALE * 25000)) > "$W/realistic.sql"
-    [ "$(id -u)" = 0 ] && chown postgres:postgres "$W/realistic.sql"
-    as_pg "$PG_BIN/pgbench" -n -t $((INCR / 4)) -c 2 -f "$W/realistic.sql" -h "$W/sock" -p "$PORT" -U postgres postgres > /dev/null
+    echo "== $tag: $INCR pgbench transactions (and $INCR_REALISTIC realistic-row updates), then incremental backups" >&2
+    as_pg "$PG_BIN/pgbench" -n -t $((INCR / 2)) -c 2 -h "$W/sock" -p "$PORT" -U postgres postgres > /dev/null
+    if [ "$INCR_REALISTIC" -gt 0 ]; then
+      # Updates of random rows of the realistic table, as an application makes them.
+      printf '\\set id random(1, %d)\nupdate realistic set amount = amount + 1, status = '"'"'paid'"'"' where id = :id;\n' \
+        $((SCALE * 25000)) > "$W/realistic.sql"
+      [ "$(id -u)" = 0 ] && chown postgres:postgres "$W/realistic.sql"
+      as_pg "$PG_BIN/pgbench" -n -t $((INCR_REALISTIC / 2)) -c 2 -f "$W/realistic.sql" -h "$W/sock" -p "$PORT" -U postgres postgres > /dev/null
+    fi
     for kind in incr noop-incr; do
       drain_archive
       b1=$(du -sb "$W/repo-pgbackrest-$tag/backup" | cut -f1)

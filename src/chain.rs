@@ -51,6 +51,10 @@ impl<'a> References<'a> {
             return Err(self.broken(&backup, &entry.path, "references it in turn"));
         }
         entry.data = stored.data;
+        // A reference does not repeat the page digests; its holder's are of the same content.
+        if entry.page_digests.is_empty() {
+            entry.page_digests = stored.page_digests;
+        }
         Ok((entry, backup))
     }
 

@@ -299,6 +299,15 @@ fn copy_part(
             return Err(CliError::new(ErrorCode::FileRead, format!("unable to open {}: {e}", f.fs_path.display())));
         }
     };
+    if job.len as u64 >= BATCH_BYTES {
+        // A large part is read front to back: twice the kernel's read-ahead.
+        let _ = rustix::fs::fadvise(
+            &file,
+            job.offset,
+            std::num::NonZeroU64::new(job.len as u64),
+            rustix::fs::Advice::Sequential,
+        );
+    }
     let mut enc = BlobEncoder::new(settings.blob, settings.key.as_ref())?.without_plain_digest();
     let mut sealed = Vec::new();
     let mut done = PartDone::default();

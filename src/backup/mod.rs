@@ -178,7 +178,12 @@ async fn resume_or_clear(
     for dir in unlisted_backups(repo, catalog).await?.into_iter().rev() {
         let label = dir.parse::<BackupLabel>().ok();
         let resumable = match &label {
-            Some(label) if found.is_none() && config.bool("resume") => Resumable::find(repo, label).await?,
+            Some(label) if found.is_none() && config.bool("resume") => {
+                Resumable::find(repo, label).await.unwrap_or_else(|e| {
+                    tracing::warn!("backup {dir} cannot be resumed: {}", e.message);
+                    None
+                })
+            }
             _ => None,
         };
         match resumable.map(|r| (resume::refusal(&r.attempt, plan, settings, by_content), r)) {

@@ -190,7 +190,8 @@ pub fn decide(prior: PriorFile, started: i64, since: Lsn, by_content: bool, f: &
         chunks: entry.chunks,
         data: FileData::Same { stored: data.stored(), backup: holder },
         page_errors: entry.page_errors,
-        page_digests: entry.page_digests,
+        // Not repeated in a reference: a restore takes them from the holder's entry.
+        page_digests: Default::default(),
     });
     let whole_pages = |size: u64| size.is_multiple_of(BLCKSZ as u64);
     if f.main_fork

@@ -30,9 +30,11 @@ use super::walk::SourceFile;
 use crate::error::CliResult;
 use crate::repo::Repo;
 
-/// Entries held before a checkpoint is forced (the open pack is completed early): what bounds
-/// the memory of checkpoints when many tiny files fit in one pack.
+/// Entries, and page digests, held before a checkpoint is forced (the open pack is completed
+/// early): what bounds the memory of checkpoints when many files (or many highly compressible
+/// pages) fit in one pack.
 pub const MAX_PENDING: usize = 8192;
+pub const MAX_PENDING_PAGES: usize = 1 << 20;
 
 /// The files a backup in progress has finished, on their way into checkpoints.
 #[derive(Debug)]
@@ -41,6 +43,8 @@ pub struct Journal {
     blob: BlobSettings,
     key: Option<DataKey>,
     files: Vec<FileEntry>,
+    /// Page digests in `files`.
+    pages: usize,
     packs: Vec<PackObject>,
     seq: u32,
     /// Packs of this backup that recorded entries name (resumed ones included).
@@ -49,7 +53,7 @@ pub struct Journal {
 
 impl Journal {
     pub fn new(attempt: ResumeAttempt, blob: BlobSettings, key: Option<DataKey>) -> Self {
-        Self { attempt, blob, key, files: Vec::new(), packs: Vec::new(), seq: 0, referenced: BTreeSet::new() }
+        Self { attempt, blob, key, files: Vec::new(), pages: 0, packs: Vec::new(), seq: 0, referenced: BTreeSet::new() }
     }
 
     /// Records a finished file whose data this backup stores (in a pack, or as pages mapped to
@@ -60,11 +64,12 @@ impl Journal {
             FileData::Empty | FileData::Same { .. } => return,
         };
         self.referenced.extend(parts.iter().map(|p| p.pack));
+        self.pages += entry.page_digests.0.len();
         self.files.push(entry.clone());
     }
 
     pub fn is_full(&self) -> bool {
-        self.files.len() >= MAX_PENDING
+        self.files.len() >= MAX_PENDING || self.pages >= MAX_PENDING_PAGES
     }
 
     /// A pack is complete (`size` stored bytes).
@@ -84,6 +89,7 @@ impl Journal {
             packs: std::mem::take(&mut self.packs),
             files: std::mem::take(&mut self.files),
         };
+        self.pages = 0;
         let sealed = seal_meta(MetaKind::Checkpoint, &body, self.blob, self.key.as_ref())?;
         let key = layout.checkpoint(&self.attempt.label, self.attempt.first_pack, self.seq);
         store.put(&key, Bytes::from(sealed)).await?;
