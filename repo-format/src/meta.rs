@@ -491,16 +491,93 @@ pub struct PackObject {
     pub size: u64,
 }
 
-/// Written by a backup in progress each time a pack is complete: the files finished since the
-/// previous checkpoint, all of whose parts are in completed packs. Removed when the backup is
-/// complete; read by the next backup when this one dies.
+/// The first line of a checkpoint: the attempt, and the packs completed since the previous one.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Checkpoint {
+pub struct CheckpointHeader {
     pub attempt: ResumeAttempt,
-    /// The packs completed since the previous checkpoint.
     pub packs: Vec<PackObject>,
-    /// In path order, continuing the previous checkpoint's.
-    pub files: Vec<FileEntry>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct CheckpointLine {
+    format: u32,
+    kind: String,
+    header: CheckpointHeader,
+}
+
+/// Written by a backup in progress each time a pack is complete: JSON lines like a manifest's
+/// (header, file entries in path order, end line with the count and the SHA-256 of the lines
+/// before it). The entries are those of the files finished since the previous checkpoint, all
+/// of whose parts are in complete packs. Entry lines are written as files finish, so what is
+/// held is their text, not a document tree.
+#[derive(Debug, Default)]
+pub struct CheckpointWriter {
+    lines: Vec<u8>,
+    entries: u64,
+}
+
+impl CheckpointWriter {
+    pub fn push(&mut self, entry: &FileEntry) -> Result<()> {
+        self.entries += 1;
+        write_line(entry, &mut self.lines)
+    }
+
+    pub fn entries(&self) -> u64 {
+        self.entries
+    }
+
+    /// Bytes of entry text held.
+    pub fn len(&self) -> usize {
+        self.lines.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries == 0
+    }
+
+    /// The checkpoint's text with `header` first; the writer is empty again.
+    pub fn finish(&mut self, header: &CheckpointHeader) -> Result<Vec<u8>> {
+        let line = CheckpointLine {
+            format: META_FORMAT,
+            kind: MetaKind::Checkpoint.as_str().to_string(),
+            header: header.clone(),
+        };
+        let mut out = Vec::with_capacity(self.lines.len() + 256);
+        write_line(&line, &mut out)?;
+        out.append(&mut self.lines);
+        let sha256 = Sha256Digest::of(&out);
+        write_line(&EndLine::End(EndInfo { entries: std::mem::take(&mut self.entries), sha256 }), &mut out)?;
+        Ok(out)
+    }
+}
+
+/// Reads what [`CheckpointWriter::finish`] wrote, checking the format, order, count and digest.
+pub fn read_checkpoint(text: &[u8], what: &str) -> Result<(CheckpointHeader, Vec<FileEntry>)> {
+    let mut lines = text.split_inclusive(|&b| b == b'\n');
+    let first = lines.next().ok_or_else(|| FormatError::truncated(what, "empty"))?;
+    let doc: Value =
+        serde_json::from_slice(first).map_err(|e| FormatError::corrupt(what, format!("header line: {e}")))?;
+    check_format(&doc, MetaKind::Checkpoint, what)?;
+    let header: CheckpointLine =
+        serde_json::from_value(doc).map_err(|e| FormatError::corrupt(what, format!("header line: {e}")))?;
+    let (mut entries, mut body_len, mut last) = (Vec::new(), first.len(), None);
+    for line in lines {
+        if line.starts_with(b"{\"end\"") {
+            let EndLine::End(end) =
+                serde_json::from_slice(line).map_err(|e| FormatError::corrupt(what, format!("end line: {e}")))?;
+            let digest = Sha256Digest::of(text.get(..body_len).unwrap_or_default());
+            if end.entries != entries.len() as u64 || end.sha256 != digest || body_len + line.len() != text.len() {
+                return Err(FormatError::corrupt(what, "end line does not match the entries read"));
+            }
+            return Ok((header.header, entries));
+        }
+        let entry: FileEntry = serde_json::from_slice(line)
+            .map_err(|e| FormatError::corrupt(what, format!("entry {}: {e}", entries.len() + 1)))?;
+        check_order(&mut last, &entry.path).map_err(|_| FormatError::corrupt(what, "entries out of order"))?;
+        body_len += line.len();
+        entries.push(entry);
+    }
+    Err(FormatError::truncated(what, "no end line"))
 }
 
 /// One line of a manifest after the header.
@@ -845,7 +922,7 @@ mod tests {
                     ],
                 },
                 page_errors: vec![2],
-                page_digests: Default::default(),
+                page_digests: PageDigests(vec![0, u64::MAX, 0x0123_4567_89ab_cdef]),
             }),
             ManifestEntry::File(FileEntry {
                 path: "pg_data/global/pg_control".into(),
@@ -902,6 +979,44 @@ mod tests {
             assert_eq!(r.finish().expect("finish"), header());
             assert_eq!(got, entries());
         }
+    }
+
+    #[test]
+    fn checkpoint_round_trips_and_damage_is_detected() {
+        let files: Vec<FileEntry> = entries()
+            .into_iter()
+            .filter_map(|e| match e {
+                ManifestEntry::File(f) => Some(f),
+                _ => None,
+            })
+            .collect();
+        let header = CheckpointHeader {
+            attempt: ResumeAttempt {
+                label: "20261120-101500F".parse().expect("label"),
+                backup_type: BackupType::Full,
+                prior: None,
+                db_id: 1,
+                timestamp_start: 1_795_000_000,
+                settings: header().settings,
+                first_pack: 3,
+            },
+            packs: vec![PackObject { pack: 3, size: 1000 }],
+        };
+        let mut w = CheckpointWriter::default();
+        for f in &files {
+            w.push(f).expect("push");
+        }
+        let text = w.finish(&header).expect("finish");
+        assert!(w.is_empty(), "finish empties the writer");
+        assert_eq!(w.len(), 0);
+        let (read_header, read) = read_checkpoint(&text, "cp").expect("read");
+        assert_eq!((read_header, read), (header.clone(), files.clone()));
+        assert_eq!(files[1].page_digests.0[2], 0x0123_4567_89ab_cdef, "page digests survive");
+        let flipped = String::from_utf8(text.clone()).expect("utf8").replacen("16384", "16385", 1);
+        assert!(read_checkpoint(flipped.as_bytes(), "cp").is_err(), "a changed entry is detected");
+        assert!(read_checkpoint(&text[..text.len() - 5], "cp").is_err(), "a cut is detected");
+        let end = text.iter().rposition(|&b| b == b'{').expect("end line");
+        assert!(read_checkpoint(&text[..end], "cp").is_err(), "a missing end line is detected");
     }
 
     #[test]

@@ -110,7 +110,7 @@ impl PackWriter {
     /// open pack is completed early, so that the checkpoint is written and memory stays bounded.
     pub async fn record(&mut self, entry: &FileEntry) -> CliResult<()> {
         let Some(journal) = self.journal.as_mut() else { return Ok(()) };
-        journal.record(entry);
+        journal.record(entry)?;
         if journal.is_full() {
             self.close().await?;
             self.checkpoint().await?;
@@ -332,6 +332,7 @@ fn copy_part(
         {
             check_pages(&file, data, offset, first_block, settings.start_lsn, &mut done.page_errors);
         }
+        let digests_at = done.page_digests.len();
         if f.main_fork {
             done.page_digests.extend(data.chunks_exact(BLCKSZ).map(PageDigests::of));
         }
@@ -344,9 +345,14 @@ fn copy_part(
                 let differs = base.chunks.as_ref().map(|c| !by_frame || c.get(chunk) != Some(&Sha256Digest::of(data)));
                 for (i, page) in data.chunks(BLCKSZ).enumerate() {
                     let page_no = u32::try_from(first + i as u64).unwrap_or(u32::MAX);
-                    let store = match differs {
-                        Some(differs) => differs || page_no >= base.prior_pages,
-                        None => must_store(page, page_no, base.prior_pages, base.since),
+                    let store = match (&base.page_digests, differs) {
+                        // By content, page by page: what the prior read is not what is read now.
+                        (Some(prior), _) => {
+                            let now = done.page_digests.get(digests_at + i);
+                            now.is_none() || prior.get(page_no as usize) != now
+                        }
+                        (None, Some(differs)) => differs || page_no >= base.prior_pages,
+                        (None, None) => must_store(page, page_no, base.prior_pages, base.since),
                     };
                     if store {
                         enc.write(page, &mut sealed);

@@ -43,8 +43,10 @@ pub struct PageBase {
     pub since: Lsn,
     /// Where every page of the prior is.
     pub map: Vec<PageRun>,
-    /// By content, not LSN (`--delta`, a timeline change): the chunk digests of the file as the
-    /// prior read it; the pages of a chunk that differs are stored, the others mapped.
+    /// By content, not LSN (`--delta`, a timeline change): the digests of the pages of the file
+    /// as the prior read it; a page that differs is stored, the others mapped. Or, where the
+    /// prior has no page digests, its chunk digests: the pages of a chunk that differs are stored.
+    pub page_digests: Option<Vec<u64>>,
     pub chunks: Option<Vec<pgstrata_repo_format::Sha256Digest>>,
     /// The entry referencing the prior's copy whole: used when no page needs storing and the
     /// size is the prior's.
@@ -175,6 +177,7 @@ impl PriorFiles {
 /// `started`, LSN `since`; `by_content`: times and LSNs are not trusted).
 pub fn decide(prior: PriorFile, started: i64, since: Lsn, by_content: bool, f: &SourceFile) -> Decision {
     let PriorFile { entry, holder, data } = prior;
+    let prior_digests = entry.page_digests.0;
     if f.size == 0 || matches!(data, FileData::Empty) {
         return Decision::Read;
     }
@@ -200,9 +203,11 @@ pub fn decide(prior: PriorFile, started: i64, since: Lsn, by_content: bool, f: &
         && (by_content || !unchanged)
         && let Some(map) = map
     {
-        let chunks = by_content.then(|| reference.chunks.clone());
         let prior_pages = page_count(prior_size);
-        return Decision::Pages(Arc::new(PageBase { prior_pages, since, map, chunks, reference }));
+        let by_page = by_content && prior_digests.len() == prior_pages as usize;
+        let chunks = (by_content && !by_page).then(|| reference.chunks.clone());
+        let page_digests = by_page.then_some(prior_digests);
+        return Decision::Pages(Arc::new(PageBase { prior_pages, since, map, page_digests, chunks, reference }));
     }
     match (by_content, unchanged) {
         (false, true) => Decision::Unchanged(Box::new(FileEntry::clone(&reference))),
@@ -229,8 +234,9 @@ pub async fn feed(
                 return;
             }
         };
+        // The entry as the prior has it, with the page digests of the holder's (a reference has none).
         let resolved = refs.resolve(file.clone()).await.map(|(stored, holder)| PriorFile {
-            entry: file,
+            entry: FileEntry { page_digests: stored.page_digests, ..file },
             holder,
             data: stored.data,
         });
@@ -350,6 +356,12 @@ mod tests {
         let f = source("pg_data/base/5/16384", 2 * 8192, STARTED - 10, true);
         let Decision::Pages(base) = decide(rel(), STARTED, SINCE, true, &f) else { panic!("not by pages") };
         assert_eq!(base.chunks.as_deref(), Some(rel().entry.chunks.as_slice()));
+        assert!(base.page_digests.is_none());
+        // With the prior's page digests: page by page.
+        let mut with_pages = rel();
+        with_pages.entry.page_digests = pgstrata_repo_format::meta::PageDigests(vec![7, 8]);
+        let Decision::Pages(base) = decide(with_pages, STARTED, SINCE, true, &f) else { panic!("not by pages") };
+        assert_eq!((base.page_digests.as_deref(), base.chunks.is_none()), (Some([7, 8].as_slice()), true));
         assert_eq!(base.reference.data, FileData::Same { backup: l, stored: 10 });
     }
 

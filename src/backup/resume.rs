@@ -18,9 +18,9 @@ use std::collections::{BTreeSet, HashMap};
 use bytes::Bytes;
 use pgstrata_repo_format::layout::{StanzaLayout, parse_checkpoint, parse_pack};
 use pgstrata_repo_format::meta::{
-    BackupSettings, Checkpoint, FileData, FileEntry, MetaKind, PackObject, ResumeAttempt, open_meta, seal_meta,
+    BackupSettings, CheckpointHeader, CheckpointWriter, FileData, FileEntry, PackObject, ResumeAttempt, read_checkpoint,
 };
-use pgstrata_repo_format::{BackupLabel, BlobSettings, DataKey};
+use pgstrata_repo_format::{BackupLabel, BlobSettings, DataKey, decode_blob, encode_blob};
 use pgstrata_storage::RepoStore;
 use pgstrata_storage::upload::JOURNAL_SUFFIX;
 
@@ -30,11 +30,11 @@ use super::walk::SourceFile;
 use crate::error::CliResult;
 use crate::repo::Repo;
 
-/// Entries, and page digests, held before a checkpoint is forced (the open pack is completed
-/// early): what bounds the memory of checkpoints when many files (or many highly compressible
-/// pages) fit in one pack.
-pub const MAX_PENDING: usize = 8192;
-pub const MAX_PENDING_PAGES: usize = 1 << 20;
+/// Entries, and bytes of their text, held before a checkpoint is forced (the open pack is
+/// completed early): what bounds the memory of checkpoints when many files (or files with many
+/// pages, highly compressible) fit in one pack.
+pub const MAX_PENDING: u64 = 8192;
+pub const MAX_PENDING_BYTES: usize = 8 << 20;
 
 /// The files a backup in progress has finished, on their way into checkpoints.
 #[derive(Debug)]
@@ -42,9 +42,7 @@ pub struct Journal {
     attempt: ResumeAttempt,
     blob: BlobSettings,
     key: Option<DataKey>,
-    files: Vec<FileEntry>,
-    /// Page digests in `files`.
-    pages: usize,
+    files: CheckpointWriter,
     packs: Vec<PackObject>,
     seq: u32,
     /// Packs of this backup that recorded entries name (resumed ones included).
@@ -53,23 +51,30 @@ pub struct Journal {
 
 impl Journal {
     pub fn new(attempt: ResumeAttempt, blob: BlobSettings, key: Option<DataKey>) -> Self {
-        Self { attempt, blob, key, files: Vec::new(), pages: 0, packs: Vec::new(), seq: 0, referenced: BTreeSet::new() }
+        Self {
+            attempt,
+            blob,
+            key,
+            files: CheckpointWriter::default(),
+            packs: Vec::new(),
+            seq: 0,
+            referenced: BTreeSet::new(),
+        }
     }
 
     /// Records a finished file whose data this backup stores (in a pack, or as pages mapped to
     /// older backups); files that only reference older backups need no checkpoint.
-    pub fn record(&mut self, entry: &FileEntry) {
+    pub fn record(&mut self, entry: &FileEntry) -> CliResult<()> {
         let parts = match &entry.data {
             FileData::Stored { parts } | FileData::Pages { parts, .. } => parts,
-            FileData::Empty | FileData::Same { .. } => return,
+            FileData::Empty | FileData::Same { .. } => return Ok(()),
         };
         self.referenced.extend(parts.iter().map(|p| p.pack));
-        self.pages += entry.page_digests.0.len();
-        self.files.push(entry.clone());
+        Ok(self.files.push(entry)?)
     }
 
     pub fn is_full(&self) -> bool {
-        self.files.len() >= MAX_PENDING || self.pages >= MAX_PENDING_PAGES
+        self.files.entries() >= MAX_PENDING || self.files.len() >= MAX_PENDING_BYTES
     }
 
     /// A pack is complete (`size` stored bytes).
@@ -84,13 +89,9 @@ impl Journal {
         if self.files.is_empty() {
             return Ok(());
         }
-        let body = Checkpoint {
-            attempt: self.attempt.clone(),
-            packs: std::mem::take(&mut self.packs),
-            files: std::mem::take(&mut self.files),
-        };
-        self.pages = 0;
-        let sealed = seal_meta(MetaKind::Checkpoint, &body, self.blob, self.key.as_ref())?;
+        let header = CheckpointHeader { attempt: self.attempt.clone(), packs: std::mem::take(&mut self.packs) };
+        let text = self.files.finish(&header)?;
+        let sealed = encode_blob(&text, self.blob, self.key.as_ref())?.0;
         let key = layout.checkpoint(&self.attempt.label, self.attempt.first_pack, self.seq);
         store.put(&key, Bytes::from(sealed)).await?;
         self.seq += 1;
@@ -143,9 +144,8 @@ impl Resumable {
         checkpoints.sort();
         let keys: Vec<String> = checkpoints.into_iter().map(|(.., key)| key).collect();
         let Some(first) = keys.first() else { return Ok(None) };
-        let bytes = repo.store.get(first).await?;
-        let checkpoint: Checkpoint = open_meta(&bytes, MetaKind::Checkpoint, first, repo.key.as_ref())?;
-        Ok(Some(Self { attempt: checkpoint.attempt, keys, packs, next_pack }))
+        let (header, _) = read(repo, first).await?;
+        Ok(Some(Self { attempt: header.attempt, keys, packs, next_pack }))
     }
 
     /// Sends the checkpointed entries, in order, whose parts are all in complete packs. A
@@ -153,23 +153,18 @@ impl Resumable {
     pub async fn feed(self, repo: &Repo, tx: tokio::sync::mpsc::Sender<CliResult<FileEntry>>) {
         let mut last: Option<String> = None;
         for key in &self.keys {
-            let checkpoint = match repo.store.get(key).await {
-                Ok(bytes) => open_meta::<Checkpoint>(&bytes, MetaKind::Checkpoint, key, repo.key.as_ref())
-                    .map_err(|e| e.to_string()),
-                Err(e) => Err(e.to_string()),
-            };
-            let checkpoint = match checkpoint {
-                Ok(c) if c.attempt == self.attempt => c,
+            let files = match read(repo, key).await {
+                Ok((header, files)) if header.attempt == self.attempt => files,
                 Ok(_) => {
                     tracing::warn!("{key} belongs to another attempt: the files after it are copied again");
                     return;
                 }
                 Err(e) => {
-                    tracing::warn!("unable to read {key} ({e}): the files after it are copied again");
+                    tracing::warn!("unable to read {key} ({}): the files after it are copied again", e.message);
                     return;
                 }
             };
-            for entry in checkpoint.files {
+            for entry in files {
                 if last.as_deref().is_some_and(|l| entry.path.as_str() <= l) {
                     tracing::warn!("{key}: {} is out of order: the files after it are copied again", entry.path);
                     return;
@@ -190,6 +185,13 @@ impl Resumable {
         };
         parts.iter().all(|p| self.packs.get(&p.pack).is_some_and(|&size| p.offset + p.len <= size))
     }
+}
+
+/// A checkpoint, opened and checked.
+async fn read(repo: &Repo, key: &str) -> CliResult<(CheckpointHeader, Vec<FileEntry>)> {
+    let sealed = repo.store.get(key).await?;
+    let text = decode_blob(&sealed, key, repo.key.as_ref())?;
+    Ok(read_checkpoint(&text, key)?)
 }
 
 /// Why the dead backup's `attempt` cannot be resumed by the backup `plan` with `settings`
