@@ -313,7 +313,9 @@ fn an_incr_after_a_timeline_change_compares_by_content() {
     assert_eq!(incr["type"], "incr");
     let (size, delta) = (incr["info"]["size"].as_u64().unwrap(), incr["info"]["delta"].as_u64().unwrap());
     eprintln!("incr after the promotion: copied {delta} of {size} bytes");
-    assert!(delta < size, "compared by content, the incr still copied {delta} of {size} bytes");
+    // Page by page (the prior's page digests): pgbench's random updates touch every 1 MiB chunk
+    // of pgbench_accounts, but only a few hundred of its pages.
+    assert!(delta * 5 < size, "compared by content, the incr still copied {delta} of {size} bytes");
     // Every file was read; those with the prior's content are referenced, not stored.
     let set = format!("--set={}", incr["label"].as_str().unwrap());
     let detail = info_json_with(&p, &[&set]);
