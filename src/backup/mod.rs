@@ -420,7 +420,7 @@ async fn store_stop_files(
         enc.write(content, &mut sealed);
         let summary = enc.finish(&mut sealed);
         let part = packs.append(&sealed, content.len() as u64).await?;
-        entries.push(FileEntry {
+        let entry = FileEntry {
             path: path.to_string(),
             size: content.len() as u64,
             mtime: unix_now(),
@@ -430,7 +430,10 @@ async fn store_stop_files(
             data: FileData::Stored { parts: vec![part] },
             page_errors: vec![],
             page_digests: Default::default(),
-        });
+        };
+        // Recorded like every stored file: the packs the backup keeps are those recorded.
+        packs.record(&entry).await?;
+        entries.push(entry);
     }
     Ok(entries)
 }
