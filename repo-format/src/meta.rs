@@ -514,10 +514,14 @@ struct CheckpointLine {
 pub struct CheckpointWriter {
     lines: Vec<u8>,
     entries: u64,
+    /// The last path pushed (order continues from one checkpoint to the next).
+    last_path: Option<String>,
 }
 
 impl CheckpointWriter {
+    /// Appends an entry; paths must be strictly increasing across checkpoints.
     pub fn push(&mut self, entry: &FileEntry) -> Result<()> {
+        check_order(&mut self.last_path, &entry.path)?;
         self.entries += 1;
         write_line(entry, &mut self.lines)
     }
@@ -1007,6 +1011,7 @@ mod tests {
             w.push(f).expect("push");
         }
         let text = w.finish(&header).expect("finish");
+        assert!(w.push(&files[0]).is_err(), "order continues across checkpoints");
         assert!(w.is_empty(), "finish empties the writer");
         assert_eq!(w.len(), 0);
         let (read_header, read) = read_checkpoint(&text, "cp").expect("read");

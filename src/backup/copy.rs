@@ -118,6 +118,13 @@ impl PackWriter {
         Ok(())
     }
 
+    /// A file stored but not checkpointed: its packs are kept (see [`Journal::keep_packs`]).
+    pub fn keep_packs(&mut self, entry: &FileEntry) {
+        if let Some(journal) = self.journal.as_mut() {
+            journal.keep_packs(entry);
+        }
+    }
+
     async fn checkpoint(&mut self) -> CliResult<()> {
         match self.journal.as_mut() {
             Some(journal) => journal.checkpoint(&self.store, &self.layout).await,

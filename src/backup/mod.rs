@@ -431,8 +431,8 @@ async fn store_stop_files(
             page_errors: vec![],
             page_digests: Default::default(),
         };
-        // Recorded like every stored file: the packs the backup keeps are those recorded.
-        packs.record(&entry).await?;
+        // Not checkpointed (out of path order, never reused), but its pack is kept.
+        packs.keep_packs(&entry);
         entries.push(entry);
     }
     Ok(entries)

@@ -73,6 +73,14 @@ impl Journal {
         Ok(self.files.push(entry)?)
     }
 
+    /// Keeps the packs of a stored file that is not checkpointed (`backup_label` and
+    /// `tablespace_map`: written at the end, out of path order, and never reused).
+    pub fn keep_packs(&mut self, entry: &FileEntry) {
+        if let FileData::Stored { parts } | FileData::Pages { parts, .. } = &entry.data {
+            self.referenced.extend(parts.iter().map(|p| p.pack));
+        }
+    }
+
     pub fn is_full(&self) -> bool {
         self.files.entries() >= MAX_PENDING || self.files.len() >= MAX_PENDING_BYTES
     }

@@ -153,11 +153,12 @@ impl RepoStore {
         F: FnMut(u32) -> Fut,
         Fut: Future<Output = std::result::Result<T, object_store::Error>>,
     {
-        self.retrying_as(op, key, true, f).await
+        self.retrying_as(op, key, Some(true), f).await
     }
 
-    /// [`retrying`](Self::retrying) for a request the HTTP client treats as idempotent or not.
-    async fn retrying_as<T, F, Fut>(&self, op: &'static str, key: &str, idempotent: bool, mut f: F) -> Result<T>
+    /// [`retrying`](Self::retrying) for a request the HTTP client treats as idempotent or not;
+    /// `None`: one it may not retry at all (retried here whatever failed in transit).
+    async fn retrying_as<T, F, Fut>(&self, op: &'static str, key: &str, idempotent: Option<bool>, mut f: F) -> Result<T>
     where
         F: FnMut(u32) -> Fut,
         Fut: Future<Output = std::result::Result<T, object_store::Error>>,
@@ -171,7 +172,7 @@ impl RepoStore {
                     // An HTTP request was already retried by the HTTP client, within the same
                     // policy: one retry layer, one bounded total time.
                     let give_up = !is_transient(&e)
-                        || retried_by_http_client(&e, idempotent)
+                        || idempotent.is_some_and(|i| retried_by_http_client(&e, i))
                         || attempt >= self.retry.max_attempts
                         || start.elapsed() >= self.retry.total_timeout;
                     if give_up {
@@ -211,7 +212,7 @@ impl RepoStore {
     pub async fn put_new(&self, key: &str, data: Bytes) -> Result<()> {
         let path = self.path(key);
         let result = self
-            .retrying_as("create", key, false, |_| {
+            .retrying_as("create", key, Some(false), |_| {
                 let payload = PutPayload::from(data.clone());
                 let path = path.clone();
                 async move {
@@ -376,7 +377,9 @@ impl RepoStore {
     /// Deletes an object; a missing object is not an error.
     pub async fn delete(&self, key: &str) -> Result<()> {
         let path = self.path(key);
-        match self.retrying("delete", key, |_| self.inner.delete(&path)).await {
+        // S3's delete goes out as a POST of a one-key bulk delete, which the HTTP client does not
+        // retry: a delete is idempotent (a missing object is success), so it is retried here.
+        match self.retrying_as("delete", key, None, |_| self.inner.delete(&path)).await {
             Ok(()) | Err(StorageError::NotFound { .. }) => Ok(()),
             Err(e) => Err(e),
         }
