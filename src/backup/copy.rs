@@ -515,6 +515,26 @@ pub struct CopyCount {
     pub resumed_stored: u64,
 }
 
+impl CopyCount {
+    /// A file referenced, unchanged since the prior.
+    fn referenced(&mut self, entry: &FileEntry) {
+        self.files += 1;
+        self.bytes += entry.size;
+        self.unchanged_files += 1;
+        self.unchanged_bytes += entry.size;
+        self.unchanged_stored += entry.data.stored();
+    }
+
+    /// A file an interrupted attempt stored, reused.
+    fn resumed(&mut self, entry: &FileEntry) {
+        self.files += 1;
+        self.bytes += entry.size;
+        self.resumed_files += 1;
+        self.resumed_bytes += entry.size;
+        self.resumed_stored += entry.data.stored();
+    }
+}
+
 /// Copies what `walker` finds into packs, streaming: a dispatcher thread walks and splits files
 /// into part jobs, `workers` threads read and seal parts, this task appends blobs to packs and
 /// hands each item, in path order, to `sink`. At most `window` items are between the walk and
@@ -837,20 +857,12 @@ async fn collect(
                 Item::Link(l) => sink.link(l)?,
                 Item::Slot(path) => sink.slot(&path)?,
                 Item::Resumed(entry) => {
-                    count.files += 1;
-                    count.bytes += entry.size;
-                    count.resumed_files += 1;
-                    count.resumed_bytes += entry.size;
-                    count.resumed_stored += entry.data.stored();
+                    count.resumed(&entry);
                     writer.record(&entry).await?;
                     sink.file(*entry)?;
                 }
                 Item::Unchanged(entry) => {
-                    count.files += 1;
-                    count.bytes += entry.size;
-                    count.unchanged_files += 1;
-                    count.unchanged_bytes += entry.size;
-                    count.unchanged_stored += entry.data.stored();
+                    count.referenced(&entry);
                     sink.unchanged(*entry)?;
                 }
                 Item::File(f) => {
@@ -865,11 +877,7 @@ async fn collect(
                         _ => None,
                     };
                     if let (false, Some(entry)) = (copied.vanished, same) {
-                        count.files += 1;
-                        count.bytes += entry.size;
-                        count.unchanged_files += 1;
-                        count.unchanged_bytes += entry.size;
-                        count.unchanged_stored += entry.data.stored();
+                        count.referenced(entry);
                         sink.unchanged(FileEntry::clone(entry))?;
                     } else if !copied.vanished {
                         count.files += 1;

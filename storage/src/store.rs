@@ -399,11 +399,7 @@ impl RepoStore {
             self.delete(&info.key).await?;
             n += 1;
         }
-        if let Some(root) = &self.local_root
-            && prefix.ends_with('/')
-            && !prefix.split('/').any(|c| c == "..")
-        {
-            let dir = root.join(self.path(prefix.trim_end_matches('/')).as_ref());
+        if let Some(dir) = self.local_dir(prefix) {
             match std::fs::remove_dir_all(&dir) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -424,11 +420,7 @@ impl RepoStore {
             self.delete(&journal.key).await?;
             n += 1;
         }
-        if let Some(root) = &self.local_root
-            && dir.ends_with('/')
-            && !dir.split('/').any(|c| c == "..")
-        {
-            let path = root.join(self.path(dir.trim_end_matches('/')).as_ref());
+        if let Some(path) = self.local_dir(dir) {
             let entries = match std::fs::read_dir(&path) {
                 Ok(entries) => entries,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(n),
@@ -444,6 +436,13 @@ impl RepoStore {
             }
         }
         Ok(n)
+    }
+
+    /// On the local filesystem, the directory of a prefix ending in `/`.
+    fn local_dir(&self, prefix: &str) -> Option<std::path::PathBuf> {
+        let root = self.local_root.as_ref()?;
+        (prefix.ends_with('/') && !prefix.split('/').any(|c| c == ".."))
+            .then(|| root.join(self.path(prefix.trim_end_matches('/')).as_ref()))
     }
 
     fn local_error(&self, op: &'static str, key: &str, path: &std::path::Path, e: &std::io::Error) -> StorageError {
