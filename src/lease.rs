@@ -83,6 +83,33 @@ pub async fn current_holder(store: &RepoStore, layout: &StanzaLayout) -> CliResu
     Ok(newest(store, &prefix).await?.and_then(|(_, _, h)| h).filter(|h| h.expires > now()))
 }
 
+/// Whether a lease is still held, for the code that writes under it.
+#[derive(Clone, Debug)]
+pub struct LeaseWatch {
+    lost: Arc<AtomicBool>,
+    what: String,
+}
+
+impl LeaseWatch {
+    /// A watch of no real lease, lost or not (tests of the writers that check it).
+    #[cfg(test)]
+    pub fn detached(lost: bool) -> Self {
+        Self { lost: Arc::new(AtomicBool::new(lost)), what: "a test lease".into() }
+    }
+
+    /// Fails when the lease was lost: nothing more may be written or committed (a writer that
+    /// took it over may be resuming this very backup).
+    pub fn check(&self) -> CliResult<()> {
+        if self.lost.load(Ordering::SeqCst) {
+            return Err(CliError::new(
+                ErrorCode::LockAcquire,
+                format!("lost the lease of {}: another writer took it over; nothing was committed", self.what),
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// A held lease; renewed in the background until released.
 #[derive(Debug)]
 pub struct Lease {
@@ -174,13 +201,12 @@ impl Lease {
     /// Fails when the lease was lost (taken over, or not renewed in time): the caller must not
     /// commit anything.
     pub fn check(&self) -> CliResult<()> {
-        if self.lost.load(Ordering::SeqCst) {
-            return Err(CliError::new(
-                ErrorCode::LockAcquire,
-                format!("lost the lease of {}: another writer took it over; nothing was committed", self.what),
-            ));
-        }
-        Ok(())
+        self.watch().check()
+    }
+
+    /// What a writer checks before each object it adds, without holding the lease itself.
+    pub fn watch(&self) -> LeaseWatch {
+        LeaseWatch { lost: Arc::clone(&self.lost), what: self.what.clone() }
     }
 
     /// Stops renewing and marks the lease released (`expires: 0`). The object stays until the

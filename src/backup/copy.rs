@@ -18,6 +18,7 @@ use super::resume::{Journal, Resume, ResumedFiles};
 use super::walk::{Item, SourceFile, Walker};
 use crate::chain::References;
 use crate::error::{CliError, CliResult, ErrorCode};
+use crate::lease::LeaseWatch;
 use crate::manifest::ManifestStream;
 use crate::pages::must_store;
 use crate::termination::Termination;
@@ -94,11 +95,23 @@ pub struct PackWriter {
     offset: u64,
     total: u64,
     journal: Option<Journal>,
+    lease: Option<LeaseWatch>,
 }
 
 impl PackWriter {
     pub fn new(store: RepoStore, layout: StanzaLayout, label: BackupLabel, pack_size: u64, first_pack: u32) -> Self {
-        Self { store, layout, label, pack_size, current: None, pack: first_pack, offset: 0, total: 0, journal: None }
+        let (current, offset, total, journal, lease) = (None, 0, 0, None, None);
+        Self { store, layout, label, pack_size, current, pack: first_pack, offset, total, journal, lease }
+    }
+
+    /// Writes no new pack or checkpoint once `lease` is lost: a writer that took it over may be
+    /// resuming this very backup.
+    pub fn under_lease(self, lease: LeaseWatch) -> Self {
+        Self { lease: Some(lease), ..self }
+    }
+
+    fn check_lease(&self) -> CliResult<()> {
+        self.lease.as_ref().map_or(Ok(()), LeaseWatch::check)
     }
 
     /// Checkpoints into `journal` as packs are completed.
@@ -126,6 +139,7 @@ impl PackWriter {
     }
 
     async fn checkpoint(&mut self) -> CliResult<()> {
+        self.check_lease()?;
         match self.journal.as_mut() {
             Some(journal) => journal.checkpoint(&self.store, &self.layout).await,
             None => Ok(()),
@@ -139,6 +153,7 @@ impl PackWriter {
             self.checkpoint().await?;
         }
         if self.current.is_none() {
+            self.check_lease()?;
             self.current = Some(self.store.upload(&self.layout.pack(&self.label, self.pack)).await?);
             self.offset = 0;
         }
@@ -1037,6 +1052,21 @@ mod tests {
             }
         });
         (result, sink)
+    }
+
+    #[tokio::test]
+    async fn no_pack_is_started_once_the_lease_is_lost() {
+        let inner: Arc<dyn object_store::ObjectStore> = Arc::new(object_store::memory::InMemory::new());
+        let store = RepoStore::new(inner, "", "memory".into(), RetryPolicy::none());
+        let (layout, label) = (StanzaLayout::new("db").unwrap(), BackupLabel::full(1_800_000_000));
+        let writer = || PackWriter::new(store.clone(), layout.clone(), label.clone(), 16, 0);
+        let mut held = writer().under_lease(LeaseWatch::detached(false));
+        held.append(b"0123456789", 10).await.unwrap();
+        held.finish().await.unwrap();
+        let mut lost = writer().under_lease(LeaseWatch::detached(true));
+        let err = lost.append(b"0123456789", 10).await.unwrap_err();
+        assert!(err.message.contains("lost the lease"), "{}", err.message);
+        assert_eq!(store.list_all("").await.unwrap().len(), 1, "only the first writer's pack exists");
     }
 
     #[test]

@@ -238,7 +238,8 @@ async fn take_backup(
     let attempt = plan.attempt(timestamp_start, stored_as.clone(), first_pack);
     let pack_size = config.size(&format!("repo{}-bundle-size", repo.index)).unwrap_or(PACK_SIZE);
     let mut packs = PackWriter::new(repo.store.clone(), repo.layout.clone(), plan.label.clone(), pack_size, first_pack)
-        .with_journal(Journal::new(attempt, blob, repo.key.clone()));
+        .with_journal(Journal::new(attempt, blob, repo.key.clone()))
+        .under_lease(lease.watch());
     let (was_resumed, resumed) = (resumed.is_some(), resumed.map(|from| Resume { repo, from }));
     let mut spool = ManifestSpool::new()?;
     let walker = Walker::new(&data, control.relseg_size.max(1));
