@@ -182,7 +182,8 @@ fn backup_returns_within_archive_timeout_when_archiving_fails() {
     let scratch = Scratch::new("pgstrata-archfail-");
     let repo = scratch.path("repo");
     let cluster = Cluster::init(&scratch, "src");
-    let s = setup(&scratch, "src.conf", &cluster, &repo, None);
+    // Encrypted: the checkpoints a resume reads are sealed with the stanza's key.
+    let s = setup(&scratch, "src.conf", &cluster, &repo, Some(PASS));
     cluster.configure("archive_mode = on\narchive_command = 'false'\nwal_level = replica\n");
     cluster.start();
     s.ok(&["--stanza=db", "stanza-create"]);
