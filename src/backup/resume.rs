@@ -162,9 +162,11 @@ impl Resumable {
         let mut last: Option<String> = None;
         for key in &self.keys {
             let files = match read(repo, key).await {
-                Ok((header, files)) if header.attempt == self.attempt => files,
+                Ok((header, files)) if header.attempt == self.attempt && self.intact(&header.packs) => files,
                 Ok(_) => {
-                    tracing::warn!("{key} belongs to another attempt: the files after it are copied again");
+                    tracing::warn!(
+                        "{key} belongs to another attempt, or a pack it names is not as it was: the files after it are copied again"
+                    );
                     return;
                 }
                 Err(e) => {
@@ -183,6 +185,11 @@ impl Resumable {
                 }
             }
         }
+    }
+
+    /// The packs a checkpoint recorded as completed are listed with the sizes they had.
+    fn intact(&self, packs: &[PackObject]) -> bool {
+        packs.iter().all(|p| self.packs.get(&p.pack) == Some(&p.size))
     }
 
     /// Every part of `entry` is within a complete pack.
@@ -428,5 +435,8 @@ mod tests {
         assert!(resumable.complete(&entry("pg_data/a", 5, 0, 0)));
         assert!(!resumable.complete(&entry("pg_data/a", 5, 0, 1)), "pack 1 is shorter than the part");
         assert!(!resumable.complete(&entry("pg_data/a", 5, 0, 2)), "pack 2 is not complete");
+        assert!(resumable.intact(&[PackObject { pack: 0, size: 10 }, PackObject { pack: 1, size: 5 }]));
+        assert!(!resumable.intact(&[PackObject { pack: 1, size: 6 }]), "pack 1 changed size");
+        assert!(!resumable.intact(&[PackObject { pack: 2, size: 1 }]), "pack 2 is gone");
     }
 }
