@@ -240,7 +240,7 @@ async fn take_backup(
     let mut packs = PackWriter::new(repo.store.clone(), repo.layout.clone(), plan.label.clone(), pack_size, first_pack)
         .with_journal(Journal::new(attempt, blob, repo.key.clone()))
         .under_lease(lease.watch());
-    let (was_resumed, resumed) = (resumed.is_some(), resumed.map(|from| Resume { repo, from }));
+    let resumed = resumed.map(|from| Resume { repo, from });
     let mut spool = ManifestSpool::new()?;
     let walker = Walker::new(&data, control.relseg_size.max(1));
     tracing::info!("copying with {} workers", settings.workers);
@@ -290,7 +290,7 @@ async fn take_backup(
     repo.save_catalog(&catalog, settings.blob).await?;
     report(&plan, &stored, file_total, &copied);
     // The backup is complete: what is left is clutter, removed by the next backup if not now.
-    if let Err(e) = resume::clean_up(repo, &plan.label, &totals.used, was_resumed).await {
+    if let Err(e) = resume::clean_up(repo, &plan.label, &totals.used, first_pack).await {
         tracing::warn!("unable to remove the checkpoints of backup {}: {}", plan.label, e.message);
     }
     Ok(())

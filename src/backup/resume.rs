@@ -260,17 +260,19 @@ impl ResumedFiles {
     }
 }
 
-/// After the backup is complete: removes its checkpoints and the packs no entry names (left by
-/// attempts that died; `used` are the packs the manifest names).
-pub async fn clean_up(repo: &Repo, label: &BackupLabel, used: &BTreeSet<u32>, resumed: bool) -> CliResult<()> {
+/// After the backup is complete: removes its checkpoints and the packs that interrupted
+/// attempts left and no entry names (`used`: the packs the manifest names). Only packs below
+/// `first_pack` (this attempt's first) are candidates: what this attempt wrote is never removed.
+pub async fn clean_up(repo: &Repo, label: &BackupLabel, used: &BTreeSet<u32>, first_pack: u32) -> CliResult<()> {
     repo.store.delete_prefix(&repo.layout.checkpoint_dir(label)).await?;
-    if !resumed {
+    if first_pack == 0 {
         return Ok(());
     }
     let listed = repo.store.list_all(&format!("{}pack/", repo.layout.backup_dir(label))).await?;
     let mut removed = 0u64;
     for o in listed {
         if let Some(pack) = parse_pack(o.key.strip_suffix(JOURNAL_SUFFIX).unwrap_or(&o.key))
+            && pack < first_pack
             && !used.contains(&pack)
         {
             removed += repo.store.delete_prefix(&o.key).await?;
