@@ -186,6 +186,12 @@ fn stanza_json(stanza: &str, views: &[RepoView]) -> Value {
                 "timestamp": {"start": b.timestamp_start, "stop": b.timestamp_stop},
                 "type": b.backup_type.as_str(),
             });
+            if !b.annotation.is_empty() {
+                backup["annotation"] = json!(b.annotation);
+            }
+            if b.keep {
+                backup["keep"] = json!(true);
+            }
             if let Some(d) = detail {
                 backup["database-ref"] = json!(d.databases);
                 backup["tablespace"] = json!(
@@ -286,6 +292,17 @@ fn stanza_text(stanza: &str, views: &[RepoView], json: &Value) -> String {
                 ));
                 if b.error {
                     out.push_str("            error: page checksum errors found (see the backup's manifest)\n");
+                }
+                if b.keep {
+                    out.push_str(
+                        "            keep: expire does not remove this backup (annotate --no-keep to release it)\n",
+                    );
+                }
+                if v.set.is_some() && !b.annotation.is_empty() {
+                    out.push_str("            annotation(s)\n");
+                    for (k, val) in &b.annotation {
+                        out.push_str(&format!("                {k}: {val}\n"));
+                    }
                 }
                 if let Some((_, d)) = &v.set {
                     if !b.references.is_empty() {

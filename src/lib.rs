@@ -20,6 +20,7 @@ pub mod commands;
 pub mod config;
 pub mod durable;
 pub mod error;
+pub mod expire;
 pub mod info;
 pub mod lease;
 pub mod log;

@@ -241,6 +241,12 @@ pub struct CatalogEntry {
     pub pgstrata_version: String,
     /// SHA-256 of the manifest's plaintext, binding the catalog to it.
     pub manifest_sha256: Sha256Digest,
+    /// Kept: `expire` never removes it, nor what it depends on (`backup --keep`, `annotate`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub keep: bool,
+    /// The user's `key=value` annotations (`backup --annotation`, `annotate`).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub annotation: std::collections::BTreeMap<String, String>,
 }
 
 /// The list of complete backups of a stanza, oldest first.

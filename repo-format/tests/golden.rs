@@ -179,6 +179,8 @@ fn write_all() {
             error: false,
             pgstrata_version: "0.1.0".into(),
             manifest_sha256,
+            keep: false,
+            annotation: Default::default(),
         }],
     };
     std::fs::write(out.join("backup.catalog"), seal_meta(MetaKind::BackupCatalog, &catalog, settings, None).unwrap())

@@ -39,7 +39,7 @@ use walk::Walker;
 const PART_SIZE: usize = 8 << 20;
 const PACK_SIZE: u64 = 64 << 20;
 
-fn unix_now() -> i64 {
+pub(crate) fn unix_now() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| i64::try_from(d.as_secs()).unwrap_or(0)).unwrap_or(0)
 }
 
@@ -83,6 +83,7 @@ pub fn run(config: &Config) -> CliResult<()> {
     let stanza = stanza_name(config)?;
     let requested = config.get("type").unwrap_or("incr");
     let requested: BackupType = requested.parse()?;
+    crate::commands::annotate::annotations(config)?;
     crate::commands::control::check_not_stopped(config)?;
     let _lock = acquire_lock(config, &stanza, "backup")?;
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -114,7 +115,14 @@ async fn backup(config: &Config, stanza: &str, requested: BackupType) -> CliResu
                 tracing::warn!("unable to remove the objects of the failed backup: {}", e.message);
             }
         }
-        taken
+        match taken {
+            Ok(label) if config.bool("expire-auto") => {
+                crate::expire::expire(config, &repo, &lease, &crate::expire::Choice::Retention).await.map_err(|e| {
+                    CliError { message: format!("backup {label} completed, but expire failed: {}", e.message), ..e }
+                })
+            }
+            other => other.map(|_| ()),
+        }
     };
     // A signal stops the copy at once (its upload aborted, its objects removed); outside the
     // copy (a checkpoint, the archive check) the backup is given up after a short grace.
@@ -147,7 +155,11 @@ async fn remove_backup_dir(repo: &Repo, dir: &str) -> CliResult<()> {
 
 /// Removes the unlisted backups, but (`keep_resumable`) those that wrote checkpoints. Only the
 /// lease holder calls this, so no live backup is writing there.
-async fn remove_unlisted_backups(repo: &Repo, catalog: &BackupCatalog, keep_resumable: bool) -> CliResult<()> {
+pub(crate) async fn remove_unlisted_backups(
+    repo: &Repo,
+    catalog: &BackupCatalog,
+    keep_resumable: bool,
+) -> CliResult<()> {
     for dir in unlisted_backups(repo, catalog).await? {
         let checkpoints = match dir.parse::<BackupLabel>() {
             Ok(label) if keep_resumable => repo.store.list_files(&repo.layout.checkpoint_dir(&label)).await?.len(),
@@ -214,7 +226,7 @@ async fn take_backup(
     mut catalog: BackupCatalog,
     requested: BackupType,
     term: Termination,
-) -> CliResult<()> {
+) -> CliResult<BackupLabel> {
     let data = pg_path(config)?;
     let control = read_control(&data)?;
     let mut plan = BackupPlan::new(&catalog, repo.current_db()?, &control, requested, unix_now())?;
@@ -285,7 +297,11 @@ async fn take_backup(
         packs: totals.packs,
         page_error_files,
     };
-    catalog.backups.push(plan.catalog_entry(&wal, stored, manifest_sha256));
+    let mut entry = plan.catalog_entry(&wal, stored, manifest_sha256);
+    entry.keep = config.bool("keep");
+    entry.annotation =
+        crate::commands::annotate::annotations(config)?.into_iter().filter(|(_, v)| !v.is_empty()).collect();
+    catalog.backups.push(entry);
     lease.check()?;
     repo.save_catalog(&catalog, settings.blob).await?;
     report(&plan, &stored, file_total, &copied);
@@ -293,7 +309,7 @@ async fn take_backup(
     if let Err(e) = resume::clean_up(repo, &plan.label, &totals.used, first_pack).await {
         tracing::warn!("unable to remove the checkpoints of backup {}: {}", plan.label, e.message);
     }
-    Ok(())
+    Ok(plan.label)
 }
 
 fn wal_range(started: &Started, stopped: &Stopped, timestamp_start: i64) -> WalRange {

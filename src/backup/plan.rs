@@ -196,6 +196,8 @@ impl BackupPlan {
             error: stored.page_error_files > 0,
             pgstrata_version: env!("CARGO_PKG_VERSION").to_string(),
             manifest_sha256,
+            keep: false,
+            annotation: Default::default(),
         }
     }
 }

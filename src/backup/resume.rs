@@ -329,6 +329,8 @@ mod tests {
             error: false,
             pgstrata_version: String::new(),
             manifest_sha256: pgstrata_repo_format::Sha256Digest::of(b""),
+            keep: false,
+            annotation: Default::default(),
         }
     }
 

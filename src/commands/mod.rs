@@ -1,6 +1,7 @@
 //! Command dispatch. Each command takes the resolved [`Config`] and returns what it printed or
 //! an error with its exit code.
 
+pub mod annotate;
 mod check;
 pub mod control;
 mod help;
@@ -33,6 +34,8 @@ pub fn dispatch(config: &Config) -> CliResult<()> {
         "check" => check::run(config),
         "restore" => crate::restore::run(config),
         "info" => crate::info::run(config),
+        "expire" => crate::expire::run(config),
+        "annotate" => annotate::run(config),
         other => Err(CliError::new(
             ErrorCode::NotImplemented,
             format!("command '{other}' is not available in pgstrata {} yet", env!("CARGO_PKG_VERSION")),

@@ -117,6 +117,10 @@ pub const OPTIONS: &[OptionDef] = &[
     opt("resume", Kind::Bool, Some("y"), "backup: resume an interrupted backup of the same type and prior"),
     opt("delta", Kind::Bool, Some("n"), "restore: rewrite only what differs; backup: compare files by content"),
     opt("force", Kind::Bool, Some("n"), "force the command"),
+    opt("expire-auto", Kind::Bool, Some("y"), "backup: expire per the retention after a successful backup"),
+    cli("dry-run", Kind::Bool, Some("n"), "expire: show what would be removed, remove nothing"),
+    cli("annotation", Kind::List, None, "backup, annotate: key=value to record with the backup (empty value: remove)"),
+    cli("keep", Kind::Bool, None, "backup, annotate: expire never removes the backup (or, --no-keep, may again)"),
     opt("type", Kind::Str, None, "backup or recovery type"),
     cli("set", Kind::Str, None, "backup label to restore or show"),
     opt("target", Kind::Str, None, "recovery target"),
@@ -156,7 +160,20 @@ pub const OPTIONS: &[OptionDef] = &[
     repo("azure-endpoint", Kind::Str, None, "Azure blob endpoint (URL, account in the path for emulators)"),
     repo("storage-port", Kind::Int { min: 1, max: 65535 }, None, "port of the storage endpoint"),
     repo("retention-full", Kind::Int { min: 1, max: 9_999_999 }, None, "full backups to keep"),
+    repo("retention-full-type", Kind::Enum(&["count", "time"]), Some("count"), "retention-full is a count or days"),
     repo("retention-diff", Kind::Int { min: 1, max: 9_999_999 }, None, "differential backups to keep"),
+    repo(
+        "retention-archive",
+        Kind::Int { min: 1, max: 9_999_999 },
+        None,
+        "backups (of retention-archive-type) whose continuous WAL is kept",
+    ),
+    repo(
+        "retention-archive-type",
+        Kind::Enum(&["full", "diff", "incr"]),
+        Some("full"),
+        "which backups retention-archive counts",
+    ),
     // PostgreSQL clusters.
     pg("path", Kind::Path, None, "data directory"),
     pg("port", Kind::Int { min: 1, max: 65535 }, Some("5432"), "port"),
@@ -181,14 +198,14 @@ const fn cmd(name: &'static str, implemented: bool, help: &'static str) -> Comma
 
 /// Every command of pgBackRest's interface; those not yet built answer with a clear error.
 pub const COMMANDS: &[CommandDef] = &[
-    cmd("annotate", false, "add or change annotations of a backup"),
+    cmd("annotate", true, "add or change annotations of a backup"),
     cmd("archive-get", true, "fetch a WAL segment from the archive (restore_command)"),
     cmd("archive-get:async", true, "(internal) prefetch WAL into the spool for archive-get"),
     cmd("archive-push", true, "archive a WAL segment (archive_command)"),
     cmd("archive-push:async", true, "(internal) push ready WAL from pg_wal for archive-push"),
     cmd("backup", true, "take a full, diff or incr backup"),
     cmd("check", true, "check the configuration and that archiving works"),
-    cmd("expire", false, "remove backups and WAL past the retention"),
+    cmd("expire", true, "remove backups and WAL past the retention"),
     cmd("help", true, "show help"),
     cmd("info", true, "show backups and archive"),
     cmd("repo-get", true, "print an object of the repository, raw"),

@@ -122,6 +122,14 @@ async fn listing(s: &RepoStore) {
     let a = s.list_all("list/a-").await.unwrap_or_else(|e| panic!("{n}: list: {e}"));
     assert_eq!(a.len(), 525, "{n}: a plain-string prefix selects part of a directory");
     assert!(a.iter().all(|o| o.key.starts_with("list/a-") && o.size == 1));
+    // Bulk delete across more than one batch, a missing key among them.
+    let mut doomed = keys.clone();
+    doomed.insert(7, "list/never-written".to_string());
+    let deleted = s.delete_many(&doomed).await.unwrap_or_else(|e| panic!("{n}: bulk delete: {e}"));
+    assert_eq!(deleted, doomed.len() as u64, "{n}: bulk delete count");
+    let left = s.list_all("list/").await.unwrap_or_else(|e| panic!("{n}: list: {e}"));
+    assert!(left.is_empty(), "{n}: {} objects left after a bulk delete", left.len());
+    assert_eq!(s.list_files("listx/").await.map(|v| v.len()).ok(), Some(1), "{n}: bulk delete took a bystander");
 }
 
 async fn streaming_upload(s: &RepoStore) {

@@ -385,6 +385,30 @@ impl RepoStore {
         }
     }
 
+    /// Deletes many objects with the store's bulk delete (S3's DeleteObjects, 1 000 keys a
+    /// request; concurrent single deletes where a store has no bulk call), in batches so memory
+    /// stays bounded. A key the bulk call did not confirm is deleted again on its own, with
+    /// retries; a missing object is not an error. Returns how many keys were given.
+    pub async fn delete_many(&self, keys: &[String]) -> Result<u64> {
+        const BATCH: usize = 1000;
+        for batch in keys.chunks(BATCH) {
+            let paths: Vec<Path> = batch.iter().map(|k| self.path(k)).collect();
+            let input = futures::stream::iter(paths.into_iter().map(Ok)).boxed();
+            let mut confirmed = std::collections::HashSet::with_capacity(batch.len());
+            let mut out = self.inner.delete_stream(input);
+            while let Some(item) = out.next().await {
+                if let Ok(path) = item {
+                    confirmed.insert(self.key_of(&path));
+                }
+            }
+            drop(out);
+            for key in batch.iter().filter(|k| !confirmed.contains(*k)) {
+                self.delete(key).await?;
+            }
+        }
+        Ok(keys.len() as u64)
+    }
+
     /// Deletes every object under `prefix`; returns how many. Uploads recorded there as open
     /// (their process died) are aborted first. On the local filesystem a prefix ending in `/`
     /// is a directory, removed whole with what no listing shows (empty directories, staging
@@ -394,11 +418,8 @@ impl RepoStore {
         for journal in listed.iter().filter(|o| o.key.ends_with(JOURNAL_SUFFIX)) {
             self.abort_recorded(&journal.key).await?;
         }
-        let mut n = 0;
-        for info in listed {
-            self.delete(&info.key).await?;
-            n += 1;
-        }
+        let keys: Vec<String> = listed.into_iter().map(|o| o.key).collect();
+        let n = self.delete_many(&keys).await?;
         if let Some(dir) = self.local_dir(prefix) {
             match std::fs::remove_dir_all(&dir) {
                 Ok(()) => {}

@@ -1,0 +1,88 @@
+//! `annotate --set=LABEL [--annotation=key=value]... [--keep|--no-keep]`: changes a backup's
+//! annotations (pgBackRest 2.41's command; an empty value removes the key) and its keep mark,
+//! which `expire` honours. Under the repository's lease, in every repository holding the set
+//! (or `--repo`).
+
+use std::collections::BTreeMap;
+
+use pgstrata_repo_format::BackupLabel;
+
+use crate::config::Config;
+use crate::error::{CliError, CliResult, ErrorCode};
+use crate::lease::Lease;
+use crate::repo::{blob_settings, open_repo, repo_indexes, stanza_name};
+
+/// The `--annotation key=value` options, in order (a later one for the same key wins; an empty
+/// value means "remove").
+pub fn annotations(config: &Config) -> CliResult<BTreeMap<String, String>> {
+    let mut out = BTreeMap::new();
+    for item in config.list("annotation") {
+        match item.split_once('=') {
+            Some((key, value)) if !key.trim().is_empty() => {
+                out.insert(key.trim().to_string(), value.to_string());
+            }
+            _ => {
+                return Err(CliError::new(
+                    ErrorCode::OptionInvalidValue,
+                    format!("annotation '{item}' is not key=value"),
+                )
+                .hint("give --annotation=key=value (an empty value removes the key)"));
+            }
+        }
+    }
+    Ok(out)
+}
+
+pub fn run(config: &Config) -> CliResult<()> {
+    let stanza = stanza_name(config)?;
+    let label: BackupLabel = config
+        .require("set")?
+        .parse()
+        .map_err(|e| CliError::new(ErrorCode::OptionInvalidValue, format!("--set is not a backup label: {e}")))?;
+    let changes = annotations(config)?;
+    let keep = config.get("keep").map(|v| v == "y");
+    if changes.is_empty() && keep.is_none() {
+        return Err(CliError::new(
+            ErrorCode::ParamRequired,
+            "annotate needs --annotation=key=value, --keep or --no-keep",
+        ));
+    }
+    super::runtime()?.block_on(async {
+        let mut found = false;
+        for index in repo_indexes(config) {
+            let repo = open_repo(config, index, &stanza).await?;
+            if !repo.load_catalog().await?.backups.iter().any(|b| b.label == label) {
+                continue;
+            }
+            let lease =
+                Lease::acquire(&repo.store, &repo.layout, index, "annotate", crate::lease::lease_time(config)).await?;
+            let saved = async {
+                let mut catalog = repo.load_catalog().await?;
+                let Some(entry) = catalog.backups.iter_mut().find(|b| b.label == label) else { return Ok(()) };
+                for (k, v) in &changes {
+                    if v.is_empty() {
+                        entry.annotation.remove(k);
+                    } else {
+                        entry.annotation.insert(k.clone(), v.clone());
+                    }
+                }
+                if let Some(keep) = keep {
+                    entry.keep = keep;
+                }
+                lease.check()?;
+                repo.save_catalog(&catalog, blob_settings(config)?).await
+            }
+            .await;
+            lease.release().await;
+            saved?;
+            found = true;
+            tracing::info!("repo{index}: backup set {label} annotated");
+        }
+        if found {
+            Ok(())
+        } else {
+            Err(CliError::new(ErrorCode::BackupSetInvalid, format!("backup set {label} does not exist"))
+                .hint("run info to see the backups in the repository"))
+        }
+    })
+}

@@ -1,0 +1,173 @@
+//! `expire`: removes the backups and the archived WAL past a repository's retention, after every
+//! backup (`expire-auto`) or on its own (`--set`, `--dry-run`). What goes is an [`ExpirePlan`];
+//! carrying it out is ordered so a kill at any moment loses nothing and a rerun finishes the
+//! job: under the repository's lease, the catalog without the expired backups is written first
+//! (no reader is left pointing at a removed object), then their directories go, then the WAL.
+//! A rerun removes the directories a killed run left (unlisted, without checkpoints) and
+//! computes the same WAL to remove.
+
+pub mod plan;
+
+use pgstrata_repo_format::BackupLabel;
+
+use crate::config::Config;
+use crate::error::{CliError, CliResult, ErrorCode};
+use crate::lease::Lease;
+use crate::repo::{Repo, blob_settings, open_repo, repo_indexes, stanza_name};
+pub use plan::{Choice, DirVerdict, ExpirePlan, Retention, WalPosition};
+
+/// `expire` on every configured repository (or `--repo`).
+pub fn run(config: &Config) -> CliResult<()> {
+    let stanza = stanza_name(config)?;
+    crate::commands::control::check_not_stopped(config)?;
+    let choice = match config.get("set") {
+        Some(label) => Choice::Set(label.parse::<BackupLabel>().map_err(|e| {
+            CliError::new(ErrorCode::OptionInvalidValue, format!("'{label}' is not a backup label: {e}"))
+        })?),
+        None => Choice::Retention,
+    };
+    crate::commands::runtime()?.block_on(async {
+        let mut failed = None;
+        let mut found = false;
+        for index in repo_indexes(config) {
+            let repo = open_repo(config, index, &stanza).await?;
+            if let Choice::Set(label) = &choice
+                && !repo.load_catalog().await?.backups.iter().any(|b| &b.label == label)
+                && config.get("repo").is_none()
+            {
+                continue;
+            }
+            found = true;
+            let lease =
+                Lease::acquire(&repo.store, &repo.layout, index, "expire", crate::lease::lease_time(config)).await?;
+            let done = expire(config, &repo, &lease, &choice).await;
+            lease.release().await;
+            if let Err(e) = done {
+                tracing::error!("expire of {}: {}", repo.name(), e.message);
+                failed = Some(e);
+            }
+        }
+        if !found && let Choice::Set(label) = &choice {
+            return Err(CliError::new(
+                ErrorCode::BackupSetInvalid,
+                format!("backup set {label} does not exist in any repository"),
+            )
+            .hint("run info to see the backups in the repository"));
+        }
+        failed.map_or(Ok(()), Err)
+    })
+}
+
+/// Expires one repository under `lease` (held by the caller: `expire`, or `backup` after a
+/// successful backup).
+pub async fn expire(config: &Config, repo: &Repo, lease: &Lease, choice: &Choice) -> CliResult<()> {
+    let dry = config.bool("dry-run");
+    let say = if dry { "[DRY-RUN] " } else { "" };
+    let catalog = repo.load_catalog().await?;
+    let retention = Retention::from_config(config, repo.index)?;
+    let plan = ExpirePlan::new(&catalog, &retention, choice, repo.index, crate::backup::unix_now())?;
+    plan.warnings.iter().for_each(|w| tracing::warn!("{w}"));
+    if !plan.expired.is_empty() {
+        let labels: Vec<String> =
+            plan.expired.iter().map(|b| format!("{} ({})", b.label, b.backup_type.as_str())).collect();
+        tracing::info!("{say}repo{}: expire backup set {}", repo.index, labels.join(", "));
+        if !dry {
+            lease.check()?;
+            repo.save_catalog(&plan.retained, blob_settings(config)?).await?;
+        }
+    }
+    if !dry {
+        for b in &plan.expired {
+            lease.check()?;
+            let removed = repo.store.delete_prefix(&repo.layout.backup_dir(&b.label)).await?;
+            tracing::info!("repo{}: removed backup {} ({removed} objects)", repo.index, b.label);
+        }
+        // What an earlier, killed expire (or a backup that died before its first checkpoint) left.
+        lease.check()?;
+        crate::backup::remove_unlisted_backups(repo, &plan.retained, true).await?;
+    }
+    expire_wal(repo, lease, &plan, dry).await
+}
+
+/// Removes the archived WAL the plan no longer needs, directory by directory (memory bounded by
+/// one `<timeline><log>` directory's listing). History files stay.
+async fn expire_wal(repo: &Repo, lease: &Lease, plan: &ExpirePlan, dry: bool) -> CliResult<()> {
+    let say = if dry { "[DRY-RUN] " } else { "" };
+    let Some((_, from, boundary)) = &plan.wal_from else { return Ok(()) };
+    let archive_root = format!("{}archive", repo.layout.root());
+    for archive_id in repo.store.list_dirs(&archive_root).await? {
+        let Some(db_id) = archive_id.rsplit_once('-').and_then(|(_, id)| id.parse::<u32>().ok()) else {
+            tracing::warn!("repo{}: {archive_root}/{archive_id} is not an archive id; left alone", repo.index);
+            continue;
+        };
+        let dir_root = repo.layout.archive_dir(&archive_id);
+        let mut removed = Removed::default();
+        for dir in repo.store.list_dirs(&dir_root).await? {
+            let prefix = format!("{dir_root}{dir}/");
+            let verdict = if dir.len() == 16 && dir.bytes().all(|c| c.is_ascii_hexdigit()) {
+                plan.dir_verdict(db_id, &dir)
+            } else {
+                DirVerdict::KeepAll
+            };
+            let doomed: Vec<String> = match verdict {
+                DirVerdict::KeepAll => continue,
+                DirVerdict::RemoveAll | DirVerdict::Each => repo
+                    .store
+                    .list_files(&prefix)
+                    .await?
+                    .into_iter()
+                    .map(|o| o.key)
+                    .filter(|key| {
+                        let segment = key.rsplit('/').next().and_then(|name| name.get(..24)).unwrap_or("");
+                        verdict == DirVerdict::RemoveAll || !plan.keeps(WalPosition { db_id, segment })
+                    })
+                    .collect(),
+            };
+            if doomed.is_empty() {
+                continue;
+            }
+            removed.note(&doomed);
+            if !dry {
+                lease.check()?;
+                if verdict == DirVerdict::RemoveAll {
+                    repo.store.delete_prefix(&prefix).await?;
+                } else {
+                    repo.store.delete_many(&doomed).await?;
+                }
+            }
+        }
+        match (removed.first, removed.last) {
+            (Some(first), Some(last)) => tracing::info!(
+                "{say}repo{}: remove archive {archive_id}: {} files from {first} to {last} (WAL kept from {from}, backup {boundary}, and each retained backup's own range)",
+                repo.index,
+                removed.count
+            ),
+            _ => tracing::info!("{say}repo{}: no archive to remove in {archive_id}", repo.index),
+        }
+    }
+    Ok(())
+}
+
+/// What was removed from one archive id, for the log.
+#[derive(Default)]
+struct Removed {
+    count: u64,
+    first: Option<String>,
+    last: Option<String>,
+}
+
+impl Removed {
+    fn note(&mut self, keys: &[String]) {
+        let name = |k: &String| k.rsplit('/').next().and_then(|n| n.get(..24)).map(str::to_string);
+        self.count += keys.len() as u64;
+        let (lo, hi) = (keys.iter().filter_map(name).min(), keys.iter().filter_map(name).max());
+        self.first = match (self.first.take(), lo) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        self.last = match (self.last.take(), hi) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        };
+    }
+}
