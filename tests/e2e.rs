@@ -7,6 +7,8 @@ mod support;
 
 #[path = "e2e/deploy.rs"]
 mod deploy;
+#[path = "e2e/expire.rs"]
+mod expire;
 #[path = "e2e/faults.rs"]
 mod faults;
 #[path = "e2e/guards.rs"]

@@ -5,7 +5,7 @@ use super::*;
 
 /// Restores into a fresh directory with `args`, starts it (not archiving) and waits for the
 /// promotion; returns the running cluster.
-fn restore_and_start(scratch: &Scratch, s: &Setup, name: &str, args: &[&str]) -> Cluster {
+pub(super) fn restore_and_start(scratch: &Scratch, s: &Setup, name: &str, args: &[&str]) -> Cluster {
     let dir = scratch.path(name);
     let pg1 = format!("--pg1-path={}", dir.display());
     let mut all = vec!["--stanza=db", "restore", pg1.as_str()];

@@ -16,12 +16,12 @@ fn other_machine(scratch: &Scratch, s: &Setup, name: &str) -> Setup {
     Setup { config: scratch.write(&format!("{name}.conf"), &conf), env: vec![] }
 }
 
-fn labels(s: &Setup) -> Vec<String> {
+pub(super) fn labels(s: &Setup) -> Vec<String> {
     let info = info_json(s);
     info[0]["backup"].as_array().unwrap().iter().map(|b| b["label"].as_str().unwrap().to_string()).collect()
 }
 
-fn lease_held(s: &Setup) -> bool {
+pub(super) fn lease_held(s: &Setup) -> bool {
     info_json(s)[0]["status"]["lock"]["backup"]["held"].as_bool().unwrap()
 }
 
@@ -54,7 +54,7 @@ fn children(pid: u32) -> Vec<u32> {
 }
 
 /// Kills a process started through runuser and everything below it.
-fn kill9_tree(pid: u32) {
+pub(super) fn kill9_tree(pid: u32) {
     for c in children(pid) {
         kill9_tree(c);
     }
@@ -458,7 +458,7 @@ fn kill_after_checkpoints(s: &Setup, repo: &Path, args: &[&str], more: usize) {
 }
 
 /// The pack numbers a backup's manifest names as its own, and those in its directory.
-fn packs_named_and_present(
+pub(super) fn packs_named_and_present(
     repo: &Path,
     label: &str,
 ) -> (std::collections::BTreeSet<u32>, std::collections::BTreeSet<u32>) {
