@@ -32,6 +32,7 @@ pub mod progress;
 pub mod repo;
 pub mod restore;
 pub mod termination;
+pub mod verify;
 pub mod wal;
 
 use std::time::Instant;

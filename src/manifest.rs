@@ -62,7 +62,7 @@ impl<'a> ManifestStream<'a> {
         Self::open_key(self.repo, self.key.clone(), self.expected).await
     }
 
-    async fn open_key(repo: &'a Repo, key: String, expected: Sha256Digest) -> CliResult<Self> {
+    pub(crate) async fn open_key(repo: &'a Repo, key: String, expected: Sha256Digest) -> CliResult<Self> {
         let size = repo
             .store
             .head(&key)

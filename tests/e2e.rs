@@ -17,6 +17,8 @@ mod guards;
 mod incremental;
 #[path = "e2e/pitr.rs"]
 mod pitr;
+#[path = "e2e/verify.rs"]
+mod verify;
 #[path = "e2e/wal.rs"]
 mod wal;
 #[path = "e2e/writers.rs"]

@@ -35,6 +35,7 @@ pub fn dispatch(config: &Config) -> CliResult<()> {
         "restore" => crate::restore::run(config),
         "info" => crate::info::run(config),
         "expire" => crate::expire::run(config),
+        "verify" => crate::verify::run(config),
         "annotate" => annotate::run(config),
         other => Err(CliError::new(
             ErrorCode::NotImplemented,

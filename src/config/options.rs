@@ -216,7 +216,7 @@ pub const COMMANDS: &[CommandDef] = &[
     cmd("stanza-upgrade", true, "record a new database version after pg_upgrade"),
     cmd("start", true, "allow commands to run again"),
     cmd("stop", true, "stop commands from running"),
-    cmd("verify", false, "verify the repository's contents"),
+    cmd("verify", true, "verify the repository's contents"),
     cmd("version", true, "show the version"),
 ];
 
