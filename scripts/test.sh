@@ -2,7 +2,8 @@
 # The whole test suite, as CI runs it: installs and starts the storage emulators (pinned versions,
 # into the checkout), runs every workspace test with PGSTRATA_REQUIRE_SERVERS=1 (a server that
 # cannot start is a failure, never a skip) after fmt and clippy checks, builds the fuzz targets,
-# and stops the emulators by pid.
+# and stops the emulators by pid. Monitoring clients the tests run (check_pgbackrest) are unpacked
+# into .tools/ by scripts/tools.sh.
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$ROOT"
@@ -17,6 +18,9 @@ trap 'scripts/emulators.sh stop' EXIT
 scripts/emulators.sh start
 # shellcheck disable=SC1091
 . .emu/env
+scripts/tools.sh
+# shellcheck disable=SC1091
+. .tools/env
 export PGSTRATA_REQUIRE_SERVERS=1
 
 cargo fmt --all --check

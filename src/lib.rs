@@ -48,11 +48,27 @@ pub fn program_name(flavor: Flavor) -> &'static str {
     }
 }
 
-/// `pgstrata 0.1.0`, noting the compatible mode when run as `pgbackrest`.
-pub fn version_line(flavor: Flavor) -> String {
+/// The pgBackRest release whose command line, configuration and `info` JSON the pgBackRest front
+/// end follows, and which it is compared with side by side.
+pub const PGBACKREST_COMPAT: &str = "2.45";
+
+/// What we are: `pgstrata 0.1.0`, noting the compatible mode when run as `pgbackrest` (help).
+pub fn identity_line(flavor: Flavor) -> String {
     match flavor {
         Flavor::Pgstrata => format!("pgstrata {}", env!("CARGO_PKG_VERSION")),
-        Flavor::Pgbackrest => format!("pgstrata {} (pgBackRest-compatible mode)", env!("CARGO_PKG_VERSION")),
+        Flavor::Pgbackrest => {
+            format!("pgstrata {} (pgBackRest {PGBACKREST_COMPAT} compatible mode)", env!("CARGO_PKG_VERSION"))
+        }
+    }
+}
+
+/// The `version` line: as `pgbackrest`, the line pgBackRest prints (`pgBackRest 2.45`), which
+/// monitoring clients parse (check_pgbackrest refuses anything else); `version --output=json`
+/// and `help` say what this really is.
+pub fn version_line(flavor: Flavor) -> String {
+    match flavor {
+        Flavor::Pgstrata => identity_line(flavor),
+        Flavor::Pgbackrest => format!("pgBackRest {PGBACKREST_COMPAT}"),
     }
 }
 

@@ -101,8 +101,15 @@ fn installed_as_pgbackrest_it_reads_pgbackrest_variables() {
     let o = run_as(&link, &[&cp, "repo-ls"], &[("PGBACKREST_REPO1_PATH", &path), ("PGBACKREST_LOG_LEVEL_FILE", "off")]);
     assert!(o.status.success(), "{:?}", text(&o));
     assert_eq!(text(&o).0.trim(), "compat");
+    // As pgbackrest: the line monitoring clients parse; what it really is in JSON and help.
     let o = run_as(&link, &["version"], &[]);
-    assert!(text(&o).0.contains("pgBackRest-compatible"));
+    assert_eq!(text(&o).0, format!("pgBackRest {}\n", pgstrata::PGBACKREST_COMPAT));
+    let o = run_as(&link, &["version", "--output=json"], &[]);
+    let about: serde_json::Value = serde_json::from_str(&text(&o).0).unwrap();
+    assert_eq!(about["program"], "pgstrata");
+    assert_eq!(about["invoked-as"], "pgbackrest");
+    let o = run_as(&link, &["help"], &[]);
+    assert!(text(&o).0.starts_with("pgstrata ") && text(&o).0.contains("compatible mode"), "{:?}", text(&o));
     // Under its own name, PGBACKREST_* is not ours.
     let o = run(&[&cp, "repo-ls"], &[("PGBACKREST_REPO1_PATH", &path), ("PGSTRATA_LOG_LEVEL_FILE", "off")]);
     assert!(!text(&o).0.contains("compat"));
@@ -157,7 +164,7 @@ fn bad_options_and_values_name_the_problem() {
         (&["version", "--no-process-max"], 31, "cannot be negated"),
         (&["not-a-command"], 48, "invalid command 'not-a-command'"),
         (&[], 30, "no command given"),
-        (&["expire", "--stanza=db"], 124, "'expire' is not available"),
+        (&["server"], 124, "'server' is not available"),
         (&["version", "--config=/nonexistent/pgstrata.conf"], 55, "/nonexistent/pgstrata.conf does not exist"),
         (
             &["repo-ls", "--repo1-path=/nonexistent/repo"],

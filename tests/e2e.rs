@@ -15,6 +15,8 @@ mod faults;
 mod guards;
 #[path = "e2e/incremental.rs"]
 mod incremental;
+#[path = "e2e/monitoring.rs"]
+mod monitoring;
 #[path = "e2e/pitr.rs"]
 mod pitr;
 #[path = "e2e/verify.rs"]

@@ -7,7 +7,7 @@ use crate::error::{CliError, CliResult, ErrorCode};
 pub fn run(config: &Config) -> CliResult<()> {
     let name = crate::program_name(config.flavor);
     let Some(topic) = config.params.first() else {
-        println!("{}\n\nUsage:\n    {name} [options] [command]\n\nCommands:", crate::version_line(config.flavor));
+        println!("{}\n\nUsage:\n    {name} [options] [command]\n\nCommands:", crate::identity_line(config.flavor));
         for c in COMMANDS.iter().filter(|c| !c.name.contains(':')) {
             let note = if c.implemented { "" } else { " (not yet available)" };
             println!("    {:<16}{}{note}", c.name, c.help);
@@ -17,7 +17,7 @@ pub fn run(config: &Config) -> CliResult<()> {
     };
     let c =
         command(topic).ok_or_else(|| CliError::new(ErrorCode::CommandInvalid, format!("invalid command '{topic}'")))?;
-    println!("{} - '{}' command\n\n{}\n\nOptions:", crate::version_line(config.flavor), c.name, c.help);
+    println!("{} - '{}' command\n\n{}\n\nOptions:", crate::identity_line(config.flavor), c.name, c.help);
     for o in OPTIONS {
         let shown = match o.group {
             Group::None => o.name.to_string(),

@@ -14,6 +14,16 @@ use crate::error::{CliError, CliResult, ErrorCode};
 /// Runs the configured command.
 pub fn dispatch(config: &Config) -> CliResult<()> {
     match config.command.name {
+        "version" if config.get("output") == Some("json") => {
+            let about = serde_json::json!({
+                "program": "pgstrata",
+                "version": env!("CARGO_PKG_VERSION"),
+                "invoked-as": crate::program_name(config.flavor),
+                "pgbackrest-compatible": crate::PGBACKREST_COMPAT,
+            });
+            println!("{about}");
+            Ok(())
+        }
         "version" => {
             println!("{}", crate::version_line(config.flavor));
             Ok(())

@@ -1,8 +1,17 @@
 //! `repo-ls` and `repo-get`: look into a repository as stored, on any backend.
+//!
+//! A path under `archive/<stanza>/` is pgBackRest's path of a stanza's WAL archive; it is shown
+//! as pgBackRest shows it (`archive/db/15-1/0000000100000000/<segment>-<digest>`, history files
+//! as `00000002.history`), and `repo-get` of such a path prints the file's content (decrypted,
+//! decompressed), so clients that read pgBackRest's archive through these commands
+//! (check_pgbackrest) work unchanged. `backup/<stanza>/` is pgBackRest's path of the backup
+//! directories (labels), listed as ours. Other paths are our own keys, listed and read raw.
 
+use std::collections::BTreeMap;
 use std::io::Write;
 
 use futures::StreamExt;
+use pgstrata_repo_format::frame::decode_blob;
 
 use crate::config::Config;
 use crate::error::{CliError, CliResult, ErrorCode};
@@ -12,51 +21,157 @@ fn open(config: &Config) -> CliResult<pgstrata_storage::RepoStore> {
     Ok(storage.open(pgstrata_storage::RetryPolicy::default())?)
 }
 
-/// Lists object keys under an optional path, one per line, sorted.
-pub fn ls(config: &Config) -> CliResult<()> {
-    let store = open(config)?;
-    let prefix = config.params.first().map(|p| format!("{}/", p.trim_matches('/'))).unwrap_or_default();
-    let prefix = if prefix == "/" { String::new() } else { prefix };
-    let rt = super::runtime()?;
-    let mut keys = rt.block_on(async {
-        let mut out = Vec::new();
-        let mut stream = store.list(&prefix);
-        while let Some(item) = stream.next().await {
-            out.push(item?);
-        }
-        Ok::<_, CliError>(out)
-    })?;
-    keys.sort_by(|a, b| a.key.cmp(&b.key));
-    let json = config.get("output") == Some("json");
-    let mut stdout = std::io::stdout().lock();
-    let write = |out: &mut std::io::StdoutLock<'_>, line: String| {
-        writeln!(out, "{line}").map_err(|e| CliError::new(ErrorCode::FileRead, format!("unable to write output: {e}")))
-    };
-    if json {
-        let items: Vec<serde_json::Value> = keys
-            .iter()
-            .map(|k| serde_json::json!({"name": &k.key[prefix.len()..], "size": k.size, "time": k.last_modified}))
-            .collect();
-        write(&mut stdout, serde_json::Value::Array(items).to_string())?;
-    } else {
-        for k in &keys {
-            write(&mut stdout, k.key[prefix.len()..].to_string())?;
-        }
-    }
-    Ok(())
+/// Where a `repo-ls`/`repo-get` path points.
+#[derive(Debug, PartialEq, Eq)]
+enum View {
+    /// Our own key (prefix).
+    Native(String),
+    /// pgBackRest's archive path of `stanza`: our key (prefix) of the same place.
+    Archive { stanza: String, key: String },
 }
 
-/// Writes one object's stored bytes to stdout.
+impl View {
+    fn of(path: &str) -> Self {
+        let path = path.trim_matches('/');
+        for top in ["archive", "backup"] {
+            let Some(rest) = path.strip_prefix(top).and_then(|r| r.strip_prefix('/')) else { continue };
+            let (stanza, rest) = rest.split_once('/').unwrap_or((rest, ""));
+            if stanza.is_empty() {
+                continue;
+            }
+            let key = format!("stanza/{stanza}/{top}/{rest}").trim_end_matches('/').to_string();
+            return if top == "archive" {
+                View::Archive { stanza: stanza.to_string(), key }
+            } else {
+                // pgBackRest's backup path: our backup directories, shown and read as stored.
+                View::Native(key)
+            };
+        }
+        View::Native(path.to_string())
+    }
+
+    fn key(&self) -> &str {
+        match self {
+            View::Native(k) | View::Archive { key: k, .. } => k,
+        }
+    }
+
+    /// How a name below the listed path is shown.
+    fn shown(&self, name: &str) -> String {
+        match self {
+            View::Archive { .. } => match name.split_once(".history-") {
+                Some((timeline, _)) => format!("{timeline}.history"),
+                None => name.to_string(),
+            },
+            View::Native(_) => name.to_string(),
+        }
+    }
+}
+
+/// Lists what is under a path: one level, or everything with `--recurse`; as text (one name a
+/// line) or, `--output=json`, pgBackRest's object of `name: {type, size, time}`.
+pub fn ls(config: &Config) -> CliResult<()> {
+    let store = open(config)?;
+    let view = View::of(config.params.first().map(String::as_str).unwrap_or(""));
+    let prefix = if view.key().is_empty() { String::new() } else { format!("{}/", view.key()) };
+    let recurse = config.bool("recurse");
+    // name -> None for a directory, Some((size, time)) for an object.
+    let mut entries: BTreeMap<String, Option<(u64, i64)>> = BTreeMap::new();
+    super::runtime()?.block_on(async {
+        if recurse {
+            let mut stream = store.list(&prefix);
+            while let Some(item) = stream.next().await {
+                let item = item?;
+                let rel = item.key[prefix.len()..].to_string();
+                let mut at = 0;
+                while let Some(i) = rel[at..].find('/') {
+                    entries.insert(rel[..at + i].to_string(), None);
+                    at += i + 1;
+                }
+                entries.insert(view.shown(&rel), Some((item.size, item.last_modified)));
+            }
+        } else {
+            for dir in store.list_dirs(&prefix).await? {
+                entries.insert(dir, None);
+            }
+            for item in store.list_files(&prefix).await? {
+                entries.insert(view.shown(&item.key[prefix.len()..]), Some((item.size, item.last_modified)));
+            }
+        }
+        Ok::<_, CliError>(())
+    })?;
+    let out = if config.get("output") == Some("json") {
+        let mut map = serde_json::Map::new();
+        map.insert(".".into(), serde_json::json!({"type": "path"}));
+        for (name, what) in &entries {
+            let v = match what {
+                None => serde_json::json!({"type": "path"}),
+                Some((size, time)) => serde_json::json!({"type": "file", "size": size, "time": time}),
+            };
+            map.insert(name.clone(), v);
+        }
+        format!("{}\n", serde_json::Value::Object(map))
+    } else {
+        entries.keys().map(|n| format!("{n}\n")).collect()
+    };
+    std::io::stdout()
+        .lock()
+        .write_all(out.as_bytes())
+        .map_err(|e| CliError::new(ErrorCode::FileRead, format!("unable to write output: {e}")))
+}
+
+/// Writes one object to stdout: our keys as stored; a file of pgBackRest's archive path as its
+/// content.
 pub fn get(config: &Config) -> CliResult<()> {
-    let key = config
+    let path = config
         .params
         .first()
         .ok_or_else(|| CliError::new(ErrorCode::ParamRequired, "repo-get requires the object's path"))?;
     let store = open(config)?;
-    let rt = super::runtime()?;
-    let bytes = rt.block_on(store.get(key.trim_start_matches('/')))?;
+    let view = View::of(path);
+    let bytes = super::runtime()?.block_on(async {
+        match &view {
+            View::Native(key) => Ok::<_, CliError>(store.get(key).await?.to_vec()),
+            View::Archive { stanza, key } => {
+                let repo = crate::repo::open_repo(config, config.repo_index(), stanza).await?;
+                // A history file is shown without its digest: find the object it names.
+                let key = if key.ends_with(".history") {
+                    let found = store.list_files(&format!("{key}-")).await?;
+                    found.into_iter().next().map(|o| o.key).unwrap_or_else(|| key.clone())
+                } else {
+                    key.clone()
+                };
+                let sealed = store.get(&key).await?;
+                Ok(decode_blob(&sealed, &key, repo.key.as_ref())?)
+            }
+        }
+    })?;
     std::io::stdout()
         .lock()
         .write_all(&bytes)
         .map_err(|e| CliError::new(ErrorCode::FileRead, format!("unable to write output: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pgbackrest_archive_paths_map_to_ours() {
+        assert_eq!(
+            View::of("archive/db/15-1"),
+            View::Archive { stanza: "db".into(), key: "stanza/db/archive/15-1".into() }
+        );
+        assert_eq!(View::of("/archive/db/"), View::Archive { stanza: "db".into(), key: "stanza/db/archive".into() });
+        assert_eq!(View::of("stanza/db/archive"), View::Native("stanza/db/archive".into()));
+        assert_eq!(View::of("archive"), View::Native("archive".into()));
+        assert_eq!(View::of("backup/db"), View::Native("stanza/db/backup".into()));
+        assert_eq!(View::of("backups/db"), View::Native("backups/db".into()));
+        let v = View::of("archive/db/15-1");
+        assert_eq!(v.shown("00000002.history-ab12"), "00000002.history");
+        assert_eq!(
+            v.shown("0000000100000000/000000010000000000000003-ab12"),
+            "0000000100000000/000000010000000000000003-ab12"
+        );
+    }
 }
