@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use pgstrata_repo_format::BackupType;
 use pgstrata_repo_format::layout::{StanzaLayout, archive_id, parse_wal_object};
 use pgstrata_repo_format::meta::{BackupCatalog, CipherInfo, StanzaInfo};
 use pgstrata_repo_format::pg::WalFileKind;
@@ -60,6 +61,10 @@ struct RepoView {
     lease: Option<crate::lease::LeaseHolder>,
     /// `--set`: the one backup shown, with the details of its manifest.
     set: Option<(String, SetDetail)>,
+    /// When the newest archived segment was stored (unix seconds).
+    newest_archived: Option<i64>,
+    /// The last `verify` and `restore-test` results recorded in the repository.
+    reports: BTreeMap<&'static str, Value>,
 }
 
 fn cipher_name(info: &StanzaInfo) -> &'static str {
@@ -79,6 +84,8 @@ async fn view(config: &Config, index: u32, stanza: &str) -> CliResult<RepoView> 
         timelines: BTreeMap::new(),
         lease: None,
         set: None,
+        newest_archived: None,
+        reports: BTreeMap::new(),
     };
     let store = config.storage(index)?.open(RetryPolicy::default());
     let store = match store {
@@ -122,6 +129,7 @@ async fn view(config: &Config, index: u32, stanza: &str) -> CliResult<RepoView> 
                 if let Some((name, _)) = parse_wal_object(&o.key)
                     && name.kind == WalFileKind::Segment
                 {
+                    v.newest_archived = v.newest_archived.max(Some(o.last_modified));
                     let n = name.to_string();
                     let range =
                         v.timelines.entry((id.clone(), name.timeline.0)).or_insert_with(|| (n.clone(), n.clone()));
@@ -141,6 +149,17 @@ async fn view(config: &Config, index: u32, stanza: &str) -> CliResult<RepoView> 
             }
         }
         v.archives.push((id, db.id, min, max));
+    }
+    for name in ["verify", "restore-test"] {
+        match repo.store.get(&repo.layout.report(&format!("{name}.json"))).await {
+            Ok(bytes) => {
+                if let Ok(report) = serde_json::from_slice::<Value>(&bytes) {
+                    v.reports.insert(name, report);
+                }
+            }
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(e.into()),
+        }
     }
     if v.status.0 == 0 && v.catalog.backups.is_empty() {
         v.status = (2, "no valid backups".into());
@@ -352,9 +371,10 @@ async fn stanzas(config: &Config) -> CliResult<Vec<String>> {
 
 pub fn run(config: &Config) -> CliResult<()> {
     let rt = crate::commands::runtime()?;
-    let (json_out, text_out) = rt.block_on(async {
+    let (json_out, text_out, metrics) = rt.block_on(async {
         let mut arr = Vec::new();
         let mut text = String::new();
+        let mut metrics = Metrics::default();
         for stanza in stanzas(config).await? {
             let mut views = Vec::new();
             for index in repo_indexes(config) {
@@ -385,10 +405,13 @@ pub fn run(config: &Config) -> CliResult<()> {
             }
             text.push_str(&stanza_text(&stanza, &views, &j));
             arr.push(j);
+            metrics.add(&stanza, &views, crate::backup::unix_now());
         }
-        Ok::<_, CliError>((Value::Array(arr), text))
+        Ok::<_, CliError>((Value::Array(arr), text, metrics.render()))
     })?;
-    let rendered = if config.get("output") == Some("json") {
+    let rendered = if config.get("output") == Some("prometheus") {
+        metrics.trim_end().to_string()
+    } else if config.get("output") == Some("json") {
         serde_json::to_string(&json_out).map_err(|e| CliError::new(ErrorCode::Format, e.to_string()))?
     } else if text_out.is_empty() {
         "No stanzas exist in the repository.".to_string()
@@ -398,4 +421,145 @@ pub fn run(config: &Config) -> CliResult<()> {
     use std::io::Write;
     writeln!(std::io::stdout().lock(), "{rendered}")
         .map_err(|e| CliError::new(ErrorCode::FileRead, format!("unable to write output: {e}")))
+}
+
+/// `info --output=prometheus`: the text exposition format, for a textfile collector. The
+/// `ccp_backrest_*` series are those pgMonitor computes from `info --output=json` (same names,
+/// labels and meaning, so its dashboards and alert rules apply); `pgstrata_*` add the archive's
+/// lag and the last recorded `verify` and `restore-test`.
+#[derive(Default)]
+struct Metrics {
+    /// In the order first added.
+    families: Vec<Family>,
+}
+
+/// A metric family: name, help, and its samples as (rendered labels, value).
+type Family = (&'static str, &'static str, Vec<(String, f64)>);
+
+impl Metrics {
+    fn sample(&mut self, name: &'static str, help: &'static str, labels: &[(&str, &str)], value: f64) {
+        let labels: Vec<String> = labels
+            .iter()
+            .map(|(k, v)| format!("{k}=\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")))
+            .collect();
+        let labels = format!("{{{}}}", labels.join(","));
+        match self.families.iter_mut().find(|f| f.0 == name) {
+            Some(f) => f.2.push((labels, value)),
+            None => self.families.push((name, help, vec![(labels, value)])),
+        }
+    }
+
+    fn add(&mut self, stanza: &str, views: &[RepoView], now: i64) {
+        for v in views {
+            let repo = v.index.to_string();
+            let base = [("stanza", stanza), ("repo", repo.as_str())];
+            let backups = &v.catalog.backups;
+            let newest = |types: &[BackupType]| {
+                backups.iter().filter(|b| types.contains(&b.backup_type)).map(|b| b.timestamp_stop).max()
+            };
+            use BackupType::{Diff, Full, Incr};
+            for (name, help, types) in [
+                (
+                    "ccp_backrest_last_full_backup_time_since_completion_seconds",
+                    "Seconds since the last full backup completed.",
+                    &[Full][..],
+                ),
+                (
+                    "ccp_backrest_last_diff_backup_time_since_completion_seconds",
+                    "Seconds since the last full or differential backup completed.",
+                    &[Full, Diff][..],
+                ),
+                (
+                    "ccp_backrest_last_incr_backup_time_since_completion_seconds",
+                    "Seconds since the last backup of any type completed.",
+                    &[Full, Diff, Incr][..],
+                ),
+            ] {
+                if let Some(stop) = newest(types) {
+                    self.sample(name, help, &base, (now - stop) as f64);
+                }
+            }
+            for kind in [Full, Diff, Incr] {
+                let Some(b) = backups.iter().filter(|b| b.backup_type == kind).max_by_key(|b| b.timestamp_stop) else {
+                    continue;
+                };
+                let labels = [base[0], base[1], ("backup_type", kind.as_str())];
+                self.sample(
+                    "ccp_backrest_last_info_backup_runtime_seconds",
+                    "Run time of the latest backup of this type.",
+                    &labels,
+                    (b.timestamp_stop - b.timestamp_start) as f64,
+                );
+                self.sample(
+                    "ccp_backrest_last_info_repo_backup_size_bytes",
+                    "Bytes the latest backup of this type stored in the repository.",
+                    &labels,
+                    b.repo_delta as f64,
+                );
+                self.sample(
+                    "ccp_backrest_last_info_repo_total_size_bytes",
+                    "Repository bytes needed to restore the latest backup of this type.",
+                    &labels,
+                    b.repo_size as f64,
+                );
+                self.sample(
+                    "ccp_backrest_last_info_backup_error",
+                    "1 when the latest backup of this type found page checksum errors.",
+                    &labels,
+                    f64::from(u8::from(b.error)),
+                );
+            }
+            if let Some(oldest) = backups.iter().filter(|b| b.backup_type == Full).map(|b| b.timestamp_stop).min() {
+                self.sample(
+                    "ccp_backrest_oldest_full_backup_time_seconds",
+                    "Completion time of the oldest full backup (unix seconds).",
+                    &base,
+                    oldest as f64,
+                );
+            }
+            self.sample(
+                "pgstrata_repo_status",
+                "The repository's info status code (0 ok, 1 missing stanza, 2 no valid backups, 3 missing stanza data, 99 other).",
+                &base,
+                v.status.0 as f64,
+            );
+            self.sample("pgstrata_backups", "Backups listed in the repository.", &base, backups.len() as f64);
+            if let Some(t) = v.newest_archived {
+                self.sample(
+                    "pgstrata_archive_newest_segment_age_seconds",
+                    "Seconds since the newest WAL segment was archived (archive lag).",
+                    &base,
+                    (now - t).max(0) as f64,
+                );
+            }
+            for (name, report) in &v.reports {
+                let (time, problems) = (report["time"].as_i64(), report["problems"].as_u64());
+                let (Some(time), Some(problems)) = (time, problems) else { continue };
+                let labels = [base[0], base[1], ("check", *name)];
+                self.sample(
+                    "pgstrata_check_last_run_timestamp_seconds",
+                    "When verify or restore-test last ran on the repository (unix seconds).",
+                    &labels,
+                    time as f64,
+                );
+                self.sample(
+                    "pgstrata_check_last_problems",
+                    "Problems the last verify or restore-test found (0: passed).",
+                    &labels,
+                    problems as f64,
+                );
+            }
+        }
+    }
+
+    fn render(&self) -> String {
+        let mut out = String::new();
+        for (name, help, samples) in &self.families {
+            out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} gauge\n"));
+            for (labels, value) in samples {
+                out.push_str(&format!("{name}{labels} {value}\n"));
+            }
+        }
+        out
+    }
 }

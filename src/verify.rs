@@ -134,7 +134,10 @@ pub fn run(config: &Config) -> CliResult<()> {
         let mut reports = Vec::new();
         for index in repo_indexes(config) {
             let repo = open_repo(config, index, &stanza).await?;
-            reports.push(verify_repo(&repo, set.as_ref(), workers).await?);
+            let report = verify_repo(&repo, set.as_ref(), workers).await?;
+            record(&repo, "verify", report.count(), serde_json::json!({"backups": report.backups.len(), "set": set}))
+                .await;
+            reports.push(report);
         }
         Ok::<_, CliError>(reports)
     })?;
@@ -152,6 +155,18 @@ pub fn run(config: &Config) -> CliResult<()> {
         .hint("a backup with a problem may not restore; take a new full backup and look into the storage"));
     }
     Ok(())
+}
+
+/// Records the result of a check in the repository (`report/<name>.json`), for `info
+/// --output=prometheus`; a failure to record is a warning, not the check's failure.
+pub async fn record(repo: &Repo, name: &str, problems: u64, mut detail: serde_json::Value) {
+    detail["time"] = serde_json::json!(crate::backup::unix_now());
+    detail["status"] = serde_json::json!(if problems == 0 { "ok" } else { "error" });
+    detail["problems"] = serde_json::json!(problems);
+    let key = repo.layout.report(&format!("{name}.json"));
+    if let Err(e) = repo.store.put(&key, bytes::Bytes::from(detail.to_string())).await {
+        tracing::warn!("unable to record the {name} result in {key}: {e}");
+    }
 }
 
 /// Verifies one repository: every backup (or `set`), then the archive.

@@ -110,6 +110,11 @@ impl StanzaLayout {
     pub fn lock(&self, name: &str) -> String {
         format!("{}/lock/{name}", self.root)
     }
+
+    /// The last result of a check run on the repository (`verify.json`, `restore-test.json`).
+    pub fn report(&self, name: &str) -> String {
+        format!("{}/report/{name}", self.root)
+    }
 }
 
 /// `<major>-<db id>`, the archive id pgBackRest uses too.

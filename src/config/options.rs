@@ -82,7 +82,12 @@ pub const OPTIONS: &[OptionDef] = &[
     // What to act on.
     cli("stanza", Kind::Str, None, "the stanza (cluster) to act on"),
     cli("repo", Kind::Int { min: 1, max: MAX_INDEX as i64 }, None, "which repository (repoN) to use"),
-    cli("output", Kind::Enum(&["text", "json"]), Some("text"), "output format of info"),
+    cli(
+        "output",
+        Kind::Enum(&["text", "json", "prometheus"]),
+        Some("text"),
+        "output format (info: also prometheus, the text exposition format)",
+    ),
     // Logging.
     opt("log-level-console", Kind::Enum(LOG_LEVELS), Some("warn"), "level of messages on stdout"),
     opt("log-level-stderr", Kind::Enum(LOG_LEVELS), Some("warn"), "level of messages on stderr"),

@@ -87,6 +87,44 @@ fn check_pgbackrest_retention_and_archives_services() {
     assert_eq!(code, 0, "archives: {out}");
     assert!(out.contains("WAL_ARCHIVES") && out.contains("(OK)"), "{out}");
 
+    // Metrics, read by the Prometheus project's own parser: before any verify, then after one.
+    let s = Setup { config: conf.clone(), env: vec![] };
+    let before = metrics(&s);
+    assert!(!before.contains_key("pgstrata_check_last_problems"), "{before:?}");
+    s.ok(&["--stanza=db", "verify"]);
+    let m = metrics(&s);
+    let one = |name: &str, labels: &[(&str, &str)]| -> f64 {
+        let found: Vec<f64> = m
+            .get(name)
+            .unwrap_or_else(|| panic!("no {name} in {m:?}"))
+            .iter()
+            .filter(|(l, _)| labels.iter().all(|(k, v)| l.get(*k).map(String::as_str) == Some(*v)))
+            .map(|(_, v)| *v)
+            .collect();
+        assert_eq!(found.len(), 1, "{name} {labels:?}: {found:?}");
+        found[0]
+    };
+    let info = info_json(&s);
+    let full = &info[0]["backup"][0];
+    let incr = &info[0]["backup"][1];
+    let stop = |b: &serde_json::Value| b["timestamp"]["stop"].as_i64().unwrap();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    let base = [("stanza", "db"), ("repo", "1")];
+    let since_full = one("ccp_backrest_last_full_backup_time_since_completion_seconds", &base);
+    assert!((now - stop(full) - 5) as f64 <= since_full && since_full <= (now - stop(full)) as f64, "{since_full}");
+    let since_incr = one("ccp_backrest_last_incr_backup_time_since_completion_seconds", &base);
+    assert!(since_incr <= since_full && since_incr <= (now - stop(incr)) as f64);
+    let incr_labels = [base[0], base[1], ("backup_type", "incr")];
+    let runtime = one("ccp_backrest_last_info_backup_runtime_seconds", &incr_labels);
+    assert_eq!(runtime, (stop(incr) - incr["timestamp"]["start"].as_i64().unwrap()) as f64);
+    let size = one("ccp_backrest_last_info_repo_backup_size_bytes", &incr_labels);
+    assert_eq!(size, incr["info"]["repository"]["delta"].as_u64().unwrap() as f64);
+    assert_eq!(one("ccp_backrest_last_info_backup_error", &incr_labels), 0.0);
+    assert_eq!(one("ccp_backrest_oldest_full_backup_time_seconds", &base), stop(full) as f64);
+    let lag = one("pgstrata_archive_newest_segment_age_seconds", &base);
+    assert!((0.0..120.0).contains(&lag), "archive lag {lag}");
+    assert_eq!(one("pgstrata_check_last_problems", &[base[0], base[1], ("check", "verify")]), 0.0);
+
     // A segment after the latest backup (recovery to now needs it) removed from the archive.
     let info = info_json(&Setup { config: conf.clone(), env: vec![] });
     let incr_stop = info[0]["backup"][1]["archive"]["stop"].as_str().unwrap().to_string();
@@ -102,4 +140,39 @@ fn check_pgbackrest_retention_and_archives_services() {
     let (code, out) = service(&tool, &link, &conf, &["--service=archives"]);
     assert_eq!(code, 2, "archives after removing {victim}: {out}");
     assert!(out.contains("(CRITICAL)") && out.contains("missing file(s)") && out.contains(&victim[..24]), "{out}");
+    // verify finds it too, and the metrics say so.
+    let o = s.run(&["--stanza=db", "verify"]);
+    assert_eq!(o.status.code(), Some(103), "{}", text(&o));
+    let m = metrics(&s);
+    let problems = &m["pgstrata_check_last_problems"];
+    assert!(problems.iter().any(|(l, v)| l["check"] == "verify" && *v >= 1.0), "{problems:?}");
+}
+
+type Samples = std::collections::BTreeMap<String, Vec<(std::collections::BTreeMap<String, String>, f64)>>;
+
+/// `info --output=prometheus` as the Prometheus Python client's text parser reads it.
+fn metrics(s: &Setup) -> Samples {
+    let python = support::emulator("PGSTRATA_TEST_PROMETHEUS_PYTHON").expect("scripts/tools.sh sets it");
+    let o = s.ok(&["--stanza=db", "info", "--output=prometheus"]);
+    let script = r#"
+import sys, json
+from prometheus_client.parser import text_string_to_metric_families
+out = {}
+for family in text_string_to_metric_families(sys.stdin.read()):
+    for sample in family.samples:
+        out.setdefault(sample.name, []).append([sample.labels, sample.value])
+print(json.dumps(out))
+"#;
+    let mut child = std::process::Command::new(python)
+        .args(["-c", script])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(&o.stdout).unwrap();
+    let parsed = child.wait_with_output().unwrap();
+    assert!(parsed.status.success(), "the Prometheus parser refused the output: {}\n{}", text(&parsed), text(&o));
+    serde_json::from_slice(&parsed.stdout).unwrap()
 }
