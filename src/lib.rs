@@ -31,6 +31,7 @@ pub mod process;
 pub mod progress;
 pub mod repo;
 pub mod restore;
+pub mod restore_test;
 pub mod termination;
 pub mod verify;
 pub mod wal;

@@ -46,6 +46,7 @@ pub fn dispatch(config: &Config) -> CliResult<()> {
         "info" => crate::info::run(config),
         "expire" => crate::expire::run(config),
         "verify" => crate::verify::run(config),
+        "restore-test" => crate::restore_test::run(config),
         "annotate" => annotate::run(config),
         other => Err(CliError::new(
             ErrorCode::NotImplemented,

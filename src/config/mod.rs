@@ -433,6 +433,21 @@ impl Config {
         self.settings.get(name).map(|(_, s)| s.values.as_slice()).unwrap_or(&[])
     }
 
+    /// This configuration for another command, with options set as if given on its command line
+    /// (`restore-test` runs `restore` into its scratch directory).
+    pub fn for_command(&self, command: &str, set: &[(&str, &str)]) -> CliResult<Config> {
+        let mut c = self.clone();
+        c.command = options::command(command)
+            .ok_or_else(|| CliError::new(ErrorCode::CommandInvalid, format!("invalid command '{command}'")))?;
+        for (name, value) in set {
+            let r = options::resolve(name)
+                .ok_or_else(|| CliError::new(ErrorCode::OptionInvalid, format!("invalid option '{name}'")))?;
+            let setting = Setting { values: vec![(*value).to_string()], source: Source::CommandLine };
+            c.settings.insert(r.canonical(), (r, setting));
+        }
+        Ok(c)
+    }
+
     /// The repository selected by `--repo` (1 by default).
     pub fn repo_index(&self) -> u32 {
         self.int("repo").and_then(|v| u32::try_from(v).ok()).unwrap_or(1)

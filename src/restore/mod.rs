@@ -25,7 +25,7 @@ use crate::repo::{open_repo, stanza_name};
 
 mod files;
 mod guard;
-mod owner;
+pub(crate) mod owner;
 mod paged;
 mod plan;
 mod recovery;

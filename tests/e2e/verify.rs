@@ -116,3 +116,55 @@ fn verify_names_each_kind_of_damage_and_passes_a_healthy_repository() {
 
     s.ok(&["--stanza=db", "verify"]);
 }
+
+#[test]
+fn restore_test_passes_a_healthy_backup_and_fails_a_damaged_one() {
+    if !postgres_available() {
+        return;
+    }
+    let scratch = Scratch::new("pgstrata-restore-test-");
+    let repo = scratch.path("repo");
+    let (cluster, s) = archiving_cluster(&scratch, "src", &repo, None);
+    s.ok(&["--stanza=db", "stanza-create"]);
+    let init = cluster.tool("pgbench", &["-i", "-s", "2", "-q", "postgres"]);
+    assert!(init.status.success(), "pgbench -i: {}", text(&init));
+    s.ok(&["--stanza=db", "backup", "--type=full", "--start-fast"]);
+    let o = cluster.tool("pgbench", &["-t", "300", "-c", "2", "-n", "postgres"]);
+    assert!(o.status.success(), "pgbench: {}", text(&o));
+    cluster.sql("create index on pgbench_history (mtime)");
+    s.ok(&["--stanza=db", "backup", "--type=incr", "--start-fast"]);
+    let work = scratch.path("rt");
+    support::chown_postgres(&work);
+    let at = format!("--restore-test-path={}", work.display());
+
+    let o = s.ok(&["--stanza=db", "restore-test", &at, "--output=json"]);
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(report["status"], "ok", "{report}");
+    let steps: Vec<&str> = report["steps"].as_array().unwrap().iter().map(|s| s["step"].as_str().unwrap()).collect();
+    assert_eq!(steps, ["restore", "start", "recovery", "amcheck", "stop", "checksums"], "{report}");
+    assert!(report["steps"][3]["detail"].as_str().unwrap().contains("pg_amcheck"), "{report}");
+    assert!(std::fs::read_dir(&work).unwrap().next().is_none(), "the scratch directory was left behind");
+    let recorded: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(repo.join("stanza/db/report/restore-test.json")).unwrap()).unwrap();
+    assert_eq!((recorded["status"].as_str(), recorded["problems"].as_u64()), (Some("ok"), Some(0)), "{recorded}");
+    // The source is untouched by the test (it ran on a private socket, in its own directory).
+    assert_eq!(cluster.sql("select count(*) > 0 from pgbench_history"), "t");
+
+    // A damaged pack of the latest backup: a clear failure, nothing left behind.
+    let info = info_json(&s);
+    let latest = info[0]["backup"][1]["label"].as_str().unwrap().to_string();
+    let pack = repo.join("stanza/db/backup").join(&latest).join("pack/00000000");
+    let mut bytes = std::fs::read(&pack).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x20;
+    std::fs::write(&pack, &bytes).unwrap();
+    let o = s.run(&["--stanza=db", "restore-test", &at]);
+    assert_eq!(o.status.code(), Some(103), "{}", text(&o));
+    let said = text(&o);
+    assert!(said.contains(&format!("restore-test of backup {latest} failed at restore")), "{said}");
+    assert!(said.contains("restore: FAILED"), "{said}");
+    assert!(std::fs::read_dir(&work).unwrap().next().is_none(), "the scratch directory was left behind");
+    let recorded: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(repo.join("stanza/db/report/restore-test.json")).unwrap()).unwrap();
+    assert_eq!(recorded["status"], "error", "{recorded}");
+}

@@ -1,0 +1,350 @@
+//! `restore-test`: proves a backup restores, as the Job an operator schedules after each backup.
+//! Restores the latest backup (or `--set`) into a scratch directory (`restore-test-path`; its
+//! tablespaces and links mapped inside it), starts PostgreSQL there on a private socket with no
+//! TCP listener and archiving off, lets it recover to consistency (or `--type`/`--target`) and
+//! promote, checks every database with amcheck (`pg_amcheck --all --heapallindexed` where the
+//! program exists, else `bt_index_check` on each B-tree index), stops it, runs
+//! `pg_checksums --check`, reports each step with its time (text or `--output=json`), records the
+//! result in the repository (`info --output=prometheus` shows it), removes the scratch directory,
+//! and exits non-zero when any step failed.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use pgstrata_repo_format::meta::ManifestEntry;
+use serde::Serialize;
+
+use crate::config::Config;
+use crate::error::{CliError, CliResult, ErrorCode};
+use crate::manifest::ManifestStream;
+use crate::repo::{open_repo, stanza_name};
+
+#[derive(Debug, Serialize)]
+struct Step {
+    step: &'static str,
+    ok: bool,
+    seconds: f64,
+    detail: String,
+}
+
+#[derive(Debug, Serialize)]
+struct Report {
+    stanza: String,
+    repo: u32,
+    backup: String,
+    status: &'static str,
+    steps: Vec<Step>,
+}
+
+/// The scratch directory; removed when dropped, whatever happened.
+struct Scratch(PathBuf);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::remove_dir_all(&self.0) {
+            tracing::warn!("unable to remove the scratch directory {}: {e}", self.0.display());
+        }
+    }
+}
+
+pub fn run(config: &Config) -> CliResult<()> {
+    let stanza = stanza_name(config)?;
+    if crate::restore::owner::am_root() {
+        return Err(CliError::new(
+            ErrorCode::CommandInvalid,
+            "restore-test starts PostgreSQL, which does not run as root",
+        )
+        .hint("run it as the database's OS user (postgres), as the backup runs"));
+    }
+    let (repo_index, label, pg_version, maps) = crate::commands::runtime()?.block_on(async {
+        let repo = open_repo(config, config.repo_index(), &stanza).await?;
+        let catalog = repo.load_catalog().await?;
+        let backup = match config.get("set") {
+            Some(set) => catalog.backups.iter().find(|b| b.label.as_str() == set),
+            None => catalog.backups.last(),
+        }
+        .ok_or_else(|| {
+            CliError::new(ErrorCode::BackupSetInvalid, format!("no backup to test in {}", repo.name()))
+                .hint("take a backup first, or name one with --set")
+        })?;
+        let pg_version = repo.info.db_history.iter().find(|d| d.id == backup.db_id).map_or(0, |d| d.pg_version);
+        // Where the backup's tablespaces and links go: inside the scratch directory.
+        let mut stream = ManifestStream::open(&repo, backup).await?;
+        let mut maps: Vec<(&'static str, String)> = stream
+            .header()?
+            .targets
+            .iter()
+            .filter_map(|t| t.tablespace_oid)
+            .map(|oid| ("tablespace-map", oid.to_string()))
+            .collect();
+        while let Some(entry) = stream.next().await? {
+            if let ManifestEntry::Link(l) = entry
+                && !l.path.starts_with("pg_data/pg_tblspc/")
+            {
+                maps.push(("link-map", l.path.trim_start_matches("pg_data/").to_string()));
+            }
+        }
+        Ok::<_, CliError>((repo.index, backup.label.to_string(), pg_version, maps))
+    })?;
+    let bin = config
+        .get("pg-bin")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(format!("/usr/lib/postgresql/{pg_version}/bin")));
+    let base = config.get("restore-test-path").map(PathBuf::from).unwrap_or_else(std::env::temp_dir);
+    let dir = base.join(format!("pgstrata-restore-test-{stanza}-{}", std::process::id()));
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(&dir)
+        .and_then(|()| std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)))
+        .map_err(|e| {
+            CliError::new(ErrorCode::FileRead, format!("unable to create the scratch directory {}: {e}", dir.display()))
+        })?;
+    let scratch = Scratch(dir);
+    let mut report =
+        Report { stanza: stanza.clone(), repo: repo_index, backup: label.clone(), status: "ok", steps: Vec::new() };
+    let test = Test { config, bin, dir: scratch.0.clone(), user: user(config), port: 5432 };
+    test.all(&mut report, &label, &maps);
+    if report.steps.iter().any(|s| !s.ok) {
+        report.status = "error";
+    }
+    drop(scratch);
+    let failed = report.steps.iter().filter(|s| !s.ok).count() as u64;
+    crate::commands::runtime()?.block_on(async {
+        match open_repo(config, repo_index, &stanza).await {
+            Ok(repo) => {
+                let detail = serde_json::json!({"backup": label, "steps": &report.steps});
+                crate::verify::record(&repo, "restore-test", failed, detail).await;
+            }
+            Err(e) => tracing::warn!("unable to record the restore-test result: {}", e.message),
+        }
+    });
+    if config.get("output") == Some("json") {
+        println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+    } else {
+        println!("stanza: {}\n    repo{}: backup {}: {}", report.stanza, report.repo, report.backup, report.status);
+        for s in &report.steps {
+            println!(
+                "        {}: {} ({:.1}s){}",
+                s.step,
+                if s.ok { "ok" } else { "FAILED" },
+                s.seconds,
+                if s.detail.is_empty() { String::new() } else { format!(": {}", s.detail) }
+            );
+        }
+    }
+    if failed > 0 {
+        let first = report.steps.iter().find(|s| !s.ok).map_or(String::new(), |s| format!("{}: {}", s.step, s.detail));
+        return Err(CliError::new(ErrorCode::RepoInvalid, format!("restore-test of backup {label} failed at {first}")));
+    }
+    Ok(())
+}
+
+struct Test<'a> {
+    config: &'a Config,
+    bin: PathBuf,
+    dir: PathBuf,
+    user: String,
+    /// Names the socket in the private directory (no TCP listener), so any port will do.
+    port: u16,
+}
+
+impl Test<'_> {
+    fn data(&self) -> PathBuf {
+        self.dir.join("data")
+    }
+
+    /// Runs the steps in order, stopping at the first that fails (PostgreSQL stopped if started).
+    fn all(&self, report: &mut Report, label: &str, maps: &[(&'static str, String)]) {
+        let mut run = |name: &'static str, f: &dyn Fn() -> Result<String, String>| {
+            let began = Instant::now();
+            let result = f();
+            let seconds = began.elapsed().as_secs_f64();
+            tracing::info!("restore-test {name}: {} in {seconds:.1}s", if result.is_ok() { "ok" } else { "failed" });
+            let ok = result.is_ok();
+            report.steps.push(Step { step: name, ok, seconds, detail: result.unwrap_or_else(|e| e) });
+            ok
+        };
+        if !run("restore", &|| self.restore(label, maps)) || !run("start", &|| self.start()) {
+            let _ = self.pg_ctl(&["stop", "-m", "immediate"]);
+            return;
+        }
+        let recovered = run("recovery", &|| self.recover());
+        let checked = recovered && run("amcheck", &|| self.amcheck());
+        let stopped = run("stop", &|| self.pg_ctl(&["stop", "-m", "fast", "-w"]).map(|_| String::new()));
+        if checked && stopped {
+            run("checksums", &|| self.checksums());
+        }
+    }
+
+    fn restore(&self, label: &str, maps: &[(&'static str, String)]) -> Result<String, String> {
+        let data = self.data().display().to_string();
+        let recovery_type = self.config.get("type").unwrap_or("immediate").to_string();
+        let mapped: Vec<(&str, String)> = maps
+            .iter()
+            .map(|(opt, name)| {
+                (*opt, format!("{name}={}", self.dir.join("mapped").join(name.replace('/', "_")).display()))
+            })
+            .collect();
+        let mut set: Vec<(&str, &str)> = vec![
+            ("pg1-path", data.as_str()),
+            ("set", label),
+            ("type", recovery_type.as_str()),
+            ("target-action", "promote"),
+            ("delta", "n"),
+            ("force", "n"),
+        ];
+        set.extend(mapped.iter().map(|(o, v)| (*o, v.as_str())));
+        let restore = self.config.for_command("restore", &set).map_err(|e| e.message)?;
+        crate::restore::run(&restore).map_err(|e| e.message)?;
+        // Private: no TCP, a socket only this user can reach, no archiving, our own hba.
+        let hba = self.dir.join("pg_hba.conf");
+        std::fs::write(&hba, "local all all trust\n").map_err(|e| e.to_string())?;
+        let settings = format!(
+            "\n# restore-test\nport = {}\nlisten_addresses = ''\nunix_socket_directories = '{}'\narchive_mode = off\n\
+             hba_file = '{}'\n",
+            self.port,
+            self.dir.display(),
+            hba.display()
+        );
+        let auto = self.data().join("postgresql.auto.conf");
+        let mut text = std::fs::read_to_string(&auto).unwrap_or_default();
+        text.push_str(&settings);
+        std::fs::write(&auto, text).map_err(|e| e.to_string())?;
+        Ok(format!("backup {label} into {}", self.data().display()))
+    }
+
+    fn pg_ctl(&self, args: &[&str]) -> Result<Output, String> {
+        let data = self.data().display().to_string();
+        let log = self.dir.join("postgres.log").display().to_string();
+        let o = Command::new(self.bin.join("pg_ctl"))
+            .args(["-D", data.as_str(), "-l", log.as_str()])
+            .args(args)
+            .output()
+            .map_err(|e| format!("unable to run {}: {e}", self.bin.join("pg_ctl").display()))?;
+        if o.status.success() { Ok(o) } else { Err(format!("pg_ctl {}: {}{}", args[0], stderr(&o), self.log_tail())) }
+    }
+
+    fn start(&self) -> Result<String, String> {
+        let timeout = self.timeout().as_secs().to_string();
+        self.pg_ctl(&["start", "-w", "-t", &timeout]).map(|_| format!("port {} on {}", self.port, self.dir.display()))
+    }
+
+    /// Waits until recovery has ended and the cluster was promoted.
+    fn recover(&self) -> Result<String, String> {
+        let began = Instant::now();
+        loop {
+            match self.psql("postgres", "select pg_is_in_recovery()") {
+                Ok(out) if out.trim() == "f" => return Ok(String::new()),
+                Ok(_) | Err(_) if began.elapsed() < self.timeout() => std::thread::sleep(Duration::from_millis(200)),
+                Ok(out) => {
+                    return Err(format!("still in recovery after {:?} ({out}){}", self.timeout(), self.log_tail()));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    fn amcheck(&self) -> Result<String, String> {
+        let program = self.bin.join("pg_amcheck");
+        if program.exists() {
+            let port = self.port.to_string();
+            let host = self.dir.display().to_string();
+            let o = Command::new(&program)
+                .args(["-h", &host, "-p", &port, "-U", &self.user, "--all", "--install-missing", "--heapallindexed"])
+                .output()
+                .map_err(|e| format!("unable to run {}: {e}", program.display()))?;
+            return if o.status.success() {
+                Ok("pg_amcheck --all --heapallindexed".into())
+            } else {
+                Err(format!("pg_amcheck: {}{}", String::from_utf8_lossy(&o.stdout).trim(), stderr(&o)))
+            };
+        }
+        let dbs = self.psql("postgres", "select datname from pg_database where datallowconn order by 1")?;
+        for db in dbs.lines().filter(|l| !l.is_empty()) {
+            self.psql(db, "create extension if not exists amcheck")?;
+            self.psql(
+                db,
+                "select bt_index_check(c.oid, true) from pg_index i join pg_class c on c.oid = i.indexrelid \
+                 join pg_am a on a.oid = c.relam where a.amname = 'btree' and c.relpersistence <> 't' and i.indisvalid",
+            )?;
+        }
+        Ok("bt_index_check on every B-tree index".into())
+    }
+
+    fn checksums(&self) -> Result<String, String> {
+        let program = self.bin.join("pg_checksums");
+        let data = self.data().display().to_string();
+        let o = Command::new(&program)
+            .args(["--check", "-D", data.as_str()])
+            .output()
+            .map_err(|e| format!("unable to run {}: {e}", program.display()))?;
+        let said = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+        if o.status.success() {
+            Ok(said.lines().find(|l| l.contains("Bad checksums")).unwrap_or("").trim().to_string())
+        } else if said.contains("checksums are not enabled") {
+            Ok("skipped: data checksums are not enabled in this cluster".into())
+        } else {
+            Err(format!("pg_checksums: {}", said.trim()))
+        }
+    }
+
+    fn psql(&self, db: &str, sql: &str) -> Result<String, String> {
+        let port = self.port.to_string();
+        let host = self.dir.display().to_string();
+        let o = Command::new(self.bin.join("psql"))
+            .args([
+                "-X",
+                "-A",
+                "-t",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-h",
+                &host,
+                "-p",
+                &port,
+                "-U",
+                &self.user,
+                "-d",
+                db,
+                "-c",
+                sql,
+            ])
+            .output()
+            .map_err(|e| format!("unable to run psql: {e}"))?;
+        if o.status.success() {
+            Ok(String::from_utf8_lossy(&o.stdout).into_owned())
+        } else {
+            Err(format!("{db}: {}", stderr(&o)))
+        }
+    }
+
+    fn timeout(&self) -> Duration {
+        self.config.duration("restore-test-timeout").unwrap_or(Duration::from_secs(3600))
+    }
+
+    fn log_tail(&self) -> String {
+        let log = std::fs::read_to_string(self.dir.join("postgres.log")).unwrap_or_default();
+        // The server's own errors first, else its last words.
+        let errors: Vec<&str> = log.lines().filter(|l| l.contains("FATAL:") || l.contains("PANIC:")).take(3).collect();
+        let tail: Vec<&str> =
+            if errors.is_empty() { log.lines().rev().take(5).collect() } else { errors.into_iter().rev().collect() };
+        if tail.is_empty() {
+            String::new()
+        } else {
+            format!(" (server log: {})", tail.into_iter().rev().collect::<Vec<_>>().join(" | "))
+        }
+    }
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).trim().to_string()
+}
+
+/// The database user: `pg1-user`, else the OS user running the test.
+fn user(config: &Config) -> String {
+    config
+        .get("pg1-user")
+        .map(str::to_string)
+        .or_else(|| std::env::var("USER").ok().filter(|u| !u.is_empty()))
+        .unwrap_or_else(|| "postgres".into())
+}
