@@ -168,6 +168,13 @@ impl BackupLabel {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// When the backup started: its label's last time stamp, as unix seconds.
+    pub fn started_at(&self) -> Option<i64> {
+        let s = self.0.get(self.0.len().checked_sub(16)?..self.0.len() - 1)?;
+        let text = format!("{}-{}-{} {}:{}:{}", &s[0..4], &s[4..6], &s[6..8], &s[9..11], &s[11..13], &s[13..15]);
+        parse_timestamp(&text).map(|(micros, _)| micros.div_euclid(1_000_000))
+    }
 }
 
 fn is_stamp(s: &str) -> bool {
@@ -231,6 +238,10 @@ mod tests {
         }
         let [y, m, d, ..] = civil_time(base);
         assert_eq!(days_from_civil(y, m, d), base.div_euclid(86_400));
+        // A label's own time: the full's, or the dependent's last stamp.
+        let full = BackupLabel::full(base);
+        assert_eq!(full.started_at(), Some(base));
+        assert_eq!(BackupLabel::dependent(&full, BackupType::Incr, base + 3600).started_at(), Some(base + 3600));
     }
 
     use super::*;

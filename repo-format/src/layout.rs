@@ -111,6 +111,15 @@ impl StanzaLayout {
         format!("{}/lock/{name}", self.root)
     }
 
+    /// Where an expired backup's manifest is kept for `repoN-retention-history` days.
+    pub fn history_dir(&self) -> String {
+        format!("{}/history/", self.root)
+    }
+
+    pub fn history(&self, label: &BackupLabel) -> String {
+        format!("{}{label}.manifest", self.history_dir())
+    }
+
     /// The last result of a check run on the repository (`verify.json`, `restore-test.json`).
     pub fn report(&self, name: &str) -> String {
         format!("{}/report/{name}", self.root)

@@ -193,8 +193,8 @@ pub fn upgrade(config: &Config) -> CliResult<()> {
     })
 }
 
-/// `stanza-delete` on one repository (`--repo`, default repo1), pgBackRest's rules: nothing to
-/// do where the stanza does not exist; otherwise the stanza must be stopped on this host
+/// `stanza-delete` on every repository (or `--repo`), pgBackRest's rules: nothing to do where
+/// the stanza does not exist; otherwise the stanza must be stopped on this host
 /// (`stop`, so no archive-push or backup starts here meanwhile) and, unless `--force`,
 /// PostgreSQL must not be running in `pg1-path`. Under the repository's lease the stanza info
 /// and catalog go first, so every reader sees the stanza gone before its data goes, then the
@@ -203,15 +203,21 @@ pub fn upgrade(config: &Config) -> CliResult<()> {
 /// if the stanza is created again.
 pub fn delete(config: &Config) -> CliResult<()> {
     let stanza = stanza_name(config)?;
-    let index = config.repo_index();
+    let layout = StanzaLayout::new(&stanza)?;
     super::runtime()?.block_on(async {
-        let store = config.storage(index)?.open(RetryPolicy::default())?;
-        let layout = StanzaLayout::new(&stanza)?;
-        let root = layout.root();
-        let dirs = store.list_dirs(&root).await?;
-        let present = !store.list_files(&root).await?.is_empty() || dirs.iter().any(|d| d != LOCK_DIR);
-        if !present {
-            tracing::info!("stanza-delete: stanza '{stanza}' does not exist on repo{index}");
+        // Every repository (or --repo) where the stanza has anything but its lease objects.
+        let mut present = Vec::new();
+        for index in crate::repo::repo_indexes(config) {
+            let store = config.storage(index)?.open(RetryPolicy::default())?;
+            let root = layout.root();
+            let dirs = store.list_dirs(&root).await?;
+            if !store.list_files(&root).await?.is_empty() || dirs.iter().any(|d| d != LOCK_DIR) {
+                present.push((index, store));
+            } else {
+                tracing::info!("stanza-delete: stanza '{stanza}' does not exist on repo{index}");
+            }
+        }
+        if present.is_empty() {
             return Ok(());
         }
         let stop = super::control::stop_file(config, Some(&stanza));
@@ -229,20 +235,24 @@ pub fn delete(config: &Config) -> CliResult<()> {
             return Err(CliError::new(
                 ErrorCode::PgRunning,
                 format!(
-                    "{} exists: PostgreSQL looks to be running; stanza '{stanza}' on repo{index} is not deleted",
+                    "{} exists: PostgreSQL looks to be running; stanza '{stanza}' is not deleted",
                     data.join("postmaster.pid").display()
                 ),
             )
             .hint("shut down PostgreSQL first, or use --force"));
         }
-        let lease = Lease::acquire(&store, &layout, index, "stanza-delete", crate::lease::lease_time(config)).await?;
-        let deleted = delete_stanza(&store, &layout, &lease).await;
-        lease.release().await;
-        let deleted = deleted?;
+        for (index, store) in present {
+            let lease =
+                Lease::acquire(&store, &layout, index, "stanza-delete", crate::lease::lease_time(config)).await?;
+            let deleted = delete_stanza(&store, &layout, &lease).await;
+            lease.release().await;
+            let deleted = deleted?;
+            tracing::info!("stanza-delete for stanza '{stanza}' on repo{index}: {deleted} objects deleted");
+        }
+        // Last: a delete killed before this point is finished by running it again.
         std::fs::remove_file(&stop)
             .or_else(|e| if e.kind() == std::io::ErrorKind::NotFound { Ok(()) } else { Err(e) })
             .map_err(|e| CliError::new(ErrorCode::FileRead, format!("unable to remove {}: {e}", stop.display())))?;
-        tracing::info!("stanza-delete for stanza '{stanza}' on repo{index}: {deleted} objects deleted");
         Ok(())
     })
 }

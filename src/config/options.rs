@@ -183,6 +183,12 @@ pub const OPTIONS: &[OptionDef] = &[
         "backups (of retention-archive-type) whose continuous WAL is kept",
     ),
     repo(
+        "retention-history",
+        Kind::Int { min: 0, max: 9_999_999 },
+        Some("365"),
+        "days an expired backup's manifest is kept (0: none)",
+    ),
+    repo(
         "retention-archive-type",
         Kind::Enum(&["full", "diff", "incr"]),
         Some("full"),

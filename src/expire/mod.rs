@@ -76,17 +76,52 @@ pub async fn expire(config: &Config, repo: &Repo, lease: &Lease, choice: &Choice
             repo.save_catalog(&plan.retained, blob_settings(config)?).await?;
         }
     }
+    let history_days = config.int(&format!("repo{}-retention-history", repo.index)).unwrap_or(365);
     if !dry {
         for b in &plan.expired {
             lease.check()?;
+            if history_days > 0 {
+                keep_history(repo, &b.label).await;
+            }
             let removed = repo.store.delete_prefix(&repo.layout.backup_dir(&b.label)).await?;
             tracing::info!("repo{}: removed backup {} ({removed} objects)", repo.index, b.label);
         }
         // What an earlier, killed expire (or a backup that died before its first checkpoint) left.
         lease.check()?;
         crate::backup::remove_unlisted_backups(repo, &plan.retained, true).await?;
+        prune_history(repo, history_days).await?;
     }
     expire_wal(repo, lease, &plan, dry).await
+}
+
+/// Keeps an expired backup's manifest (`history/<label>.manifest`), pgBackRest's backup history.
+async fn keep_history(repo: &Repo, label: &BackupLabel) {
+    let (from, to) = (repo.layout.manifest(label), repo.layout.history(label));
+    if let Err(e) = repo.store.copy(&from, &to).await {
+        tracing::warn!("unable to keep the manifest of backup {label} in {to}: {e}");
+    }
+}
+
+/// Removes kept manifests of backups that started more than `days` ago.
+async fn prune_history(repo: &Repo, days: i64) -> CliResult<()> {
+    let cutoff = crate::backup::unix_now().saturating_sub(days.saturating_mul(86_400));
+    let old: Vec<String> = repo
+        .store
+        .list_files(&repo.layout.history_dir())
+        .await?
+        .into_iter()
+        .map(|o| o.key)
+        .filter(|key| {
+            let name = key.rsplit('/').next().unwrap_or("");
+            let label = name.strip_suffix(".manifest").and_then(|l| l.parse::<BackupLabel>().ok());
+            label.and_then(|l| l.started_at()).is_some_and(|t| t < cutoff)
+        })
+        .collect();
+    if !old.is_empty() {
+        repo.store.delete_many(&old).await?;
+        tracing::info!("repo{}: removed {} kept manifests older than {days} days", repo.index, old.len());
+    }
+    Ok(())
 }
 
 /// Removes the archived WAL the plan no longer needs, directory by directory (memory bounded by

@@ -121,6 +121,10 @@ fn retention_full_expires_after_backup_and_on_its_own_alike() {
     let listed: Vec<String> = after1.iter().map(|b| b.0.clone()).collect();
     assert_eq!(backup_dirs(&r1), listed);
     assert_archive_starts_at(&r1, &after1[0].2);
+    // Their manifests are kept as history (repo1-retention-history, 365 days by default).
+    for expired in &before_f3[0][..2] {
+        assert!(r1.join(format!("stanza/db/history/{}.manifest", expired.0)).exists(), "no history of {}", expired.0);
+    }
 
     // repo2: --dry-run names what would go and changes nothing.
     let untouched = objects(&r2);
@@ -194,6 +198,15 @@ fn retention_full_expires_after_backup_and_on_its_own_alike() {
     let o = s.run(&["--stanza=db", "expire", "--repo=2", &last]);
     assert_eq!(o.status.code(), Some(75), "{}", text(&o));
     assert!(text(&o).contains("at least one full backup must remain"), "{}", text(&o));
+
+    // stanza-delete removes the stanza from both repositories (their lease objects stay).
+    cluster.stop();
+    s.ok(&["--stanza=db", "stop"]);
+    s.ok(&["--stanza=db", "stanza-delete"]);
+    for r in [&r1, &r2] {
+        let left: Vec<String> = support::snapshot(r).into_iter().filter(|l| !l.ends_with('/')).collect();
+        assert!(!left.is_empty() && left.iter().all(|l| l.starts_with("stanza/db/lock/")), "{left:?}");
+    }
 }
 
 /// Kills `expire` once the repository shows `reached`, after a further random 0–2 ms; returns
