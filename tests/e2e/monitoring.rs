@@ -125,6 +125,33 @@ fn check_pgbackrest_retention_and_archives_services() {
     assert!((0.0..120.0).contains(&lag), "archive lag {lag}");
     assert_eq!(one("pgstrata_check_last_problems", &[base[0], base[1], ("check", "verify")]), 0.0);
 
+    // pgMonitor's and PGO's way: `info` JSON pulled into PostgreSQL by COPY FROM PROGRAM with
+    // PGO's exact command (form feeds make the whole output one CSV field, so stdout must be
+    // JSON only), then the ccp_backrest_* values computed in SQL from the fields they read.
+    cluster.sql("create table pgbackrest_info (data jsonb)");
+    cluster.sql(&format!(
+        "copy pgbackrest_info (data) from program 'export LC_ALL=C && printf \"\\f\" && {} --config={} info \
+         --log-level-console=info --log-level-stderr=warn --output=json --stanza=db && printf \"\\f\"' \
+         with (format csv, header false, quote E'\\f')",
+        link.display(),
+        conf.display()
+    ));
+    let row = cluster.sql(
+        "select extract(epoch from now())::bigint - max((b->'timestamp'->>'stop')::bigint) filter (where b->>'type' = 'full'), \
+                min((b->'timestamp'->>'stop')::bigint) filter (where b->>'type' = 'full'), \
+                sum((b->'info'->'repository'->>'delta')::bigint) filter (where b->>'type' = 'incr'), \
+                max((b->'timestamp'->>'stop')::bigint - (b->'timestamp'->>'start')::bigint) filter (where b->>'type' = 'incr'), \
+                count(*) filter (where b->>'error' = 'true'), string_agg(distinct b->'database'->>'repo-key', ',') \
+         from pgbackrest_info, jsonb_array_elements(data) s, jsonb_array_elements(s->'backup') b",
+    );
+    let cols: Vec<&str> = row.split('|').collect();
+    let full_age: f64 = cols[0].parse().unwrap();
+    assert!((full_age - since_full).abs() <= 5.0, "SQL {full_age} vs exposition {since_full}");
+    assert_eq!(cols[1].parse::<f64>().unwrap(), one("ccp_backrest_oldest_full_backup_time_seconds", &base));
+    assert_eq!(cols[2].parse::<f64>().unwrap(), size);
+    assert_eq!(cols[3].parse::<f64>().unwrap(), runtime);
+    assert_eq!((cols[4], cols[5]), ("0", "1"), "{row}");
+
     // A segment after the latest backup (recovery to now needs it) removed from the archive.
     let info = info_json(&Setup { config: conf.clone(), env: vec![] });
     let incr_stop = info[0]["backup"][1]["archive"]["stop"].as_str().unwrap().to_string();
