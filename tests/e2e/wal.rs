@@ -93,9 +93,9 @@ fn check_archive(scratch: &Scratch, s: &Setup, cluster: &Cluster, acknowledged: 
         let want = std::fs::read(cluster.data.join("pg_wal").join(seg)).unwrap();
         assert!(got == want, "{seg} differs in the repository");
     }
-    let listed = s.ok(&["--stanza=db", "repo-ls", "stanza/db/archive/15-1"]);
-    let listed = String::from_utf8_lossy(&listed.stdout).into_owned();
-    for key in listed.lines().filter(|l| !l.ends_with('/')) {
+    let listed = s.ok(&["--stanza=db", "repo-ls", "stanza/db/archive/15-1", "--recurse", "--output=json"]);
+    let listed: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&listed.stdout).unwrap();
+    for key in listed.iter().filter(|(_, v)| v["type"] == "file").map(|(k, _)| k) {
         let file = key.rsplit('/').next().unwrap();
         let (name, sha) = file.split_once('-').unwrap_or_else(|| panic!("stray object {key}"));
         assert!(name.len() == 24 && sha.len() == 64, "stray object {key}");
