@@ -263,11 +263,7 @@ fn expire_killed_at_any_moment_is_finished_by_a_rerun() {
     s.ok(&["--stanza=db", "stanza-create"]);
     let init = cluster.tool("pgbench", &["-i", "-s", "3", "-q", "postgres"]);
     assert!(init.status.success(), "pgbench -i: {}", text(&init));
-    let seed: u64 = std::env::var("PGSTRATA_TEST_SEED")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| u64::from(std::process::id()) ^ 0x2545_f491);
-    eprintln!("kill points seed {seed} (PGSTRATA_TEST_SEED replays)");
+    let seed = support::test_seed(0x2545_f491);
     let mut x = seed | 1;
     let catalog = repo.join("stanza/db/backup.catalog");
     let mut killed = 0;

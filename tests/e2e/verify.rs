@@ -29,6 +29,23 @@ fn fails_naming(s: &Setup, object: &str, problem: &str) -> serde_json::Value {
     report
 }
 
+/// An archiving cluster with pgbench data, a full backup, pgbench, `between` (SQL, if any), and
+/// an incr backup.
+fn full_then_incr(scratch: &Scratch, repo: &Path, encrypted: Option<&str>, between: &str) -> (Cluster, Setup) {
+    let (cluster, s) = archiving_cluster(scratch, "src", repo, encrypted);
+    s.ok(&["--stanza=db", "stanza-create"]);
+    let init = cluster.tool("pgbench", &["-i", "-s", "2", "-q", "postgres"]);
+    assert!(init.status.success(), "pgbench -i: {}", text(&init));
+    s.ok(&["--stanza=db", "backup", "--type=full", "--start-fast"]);
+    let o = cluster.tool("pgbench", &["-t", "300", "-c", "2", "-n", "postgres"]);
+    assert!(o.status.success(), "pgbench: {}", text(&o));
+    if !between.is_empty() {
+        cluster.sql(between);
+    }
+    s.ok(&["--stanza=db", "backup", "--type=incr", "--start-fast"]);
+    (cluster, s)
+}
+
 #[test]
 fn verify_names_each_kind_of_damage_and_passes_a_healthy_repository() {
     if !postgres_available() {
@@ -36,14 +53,7 @@ fn verify_names_each_kind_of_damage_and_passes_a_healthy_repository() {
     }
     let scratch = Scratch::new("pgstrata-verify-");
     let repo = scratch.path("repo");
-    let (cluster, s) = archiving_cluster(&scratch, "src", &repo, Some(PASS));
-    s.ok(&["--stanza=db", "stanza-create"]);
-    let init = cluster.tool("pgbench", &["-i", "-s", "2", "-q", "postgres"]);
-    assert!(init.status.success(), "pgbench -i: {}", text(&init));
-    s.ok(&["--stanza=db", "backup", "--type=full", "--start-fast"]);
-    let o = cluster.tool("pgbench", &["-t", "300", "-c", "2", "-n", "postgres"]);
-    assert!(o.status.success(), "pgbench: {}", text(&o));
-    s.ok(&["--stanza=db", "backup", "--type=incr", "--start-fast"]);
+    let (cluster, s) = full_then_incr(&scratch, &repo, Some(PASS), "");
     // A second timeline: a clone restored from the full, promoted, archiving into the same stanza.
     let clone = scratch.path("clone");
     s.ok(&[
@@ -124,15 +134,7 @@ fn restore_test_passes_a_healthy_backup_and_fails_a_damaged_one() {
     }
     let scratch = Scratch::new("pgstrata-restore-test-");
     let repo = scratch.path("repo");
-    let (cluster, s) = archiving_cluster(&scratch, "src", &repo, None);
-    s.ok(&["--stanza=db", "stanza-create"]);
-    let init = cluster.tool("pgbench", &["-i", "-s", "2", "-q", "postgres"]);
-    assert!(init.status.success(), "pgbench -i: {}", text(&init));
-    s.ok(&["--stanza=db", "backup", "--type=full", "--start-fast"]);
-    let o = cluster.tool("pgbench", &["-t", "300", "-c", "2", "-n", "postgres"]);
-    assert!(o.status.success(), "pgbench: {}", text(&o));
-    cluster.sql("create index on pgbench_history (mtime)");
-    s.ok(&["--stanza=db", "backup", "--type=incr", "--start-fast"]);
+    let (cluster, s) = full_then_incr(&scratch, &repo, None, "create index on pgbench_history (mtime)");
     let work = scratch.path("rt");
     support::chown_postgres(&work);
     let at = format!("--restore-test-path={}", work.display());

@@ -126,11 +126,7 @@ fn killed_backups_leave_nothing_and_stale_leases_are_taken_over() {
     assert!(init.status.success(), "pgbench -i: {}", text(&init));
     s.ok(&["--stanza=db", "stanza-create"]);
 
-    let seed: u64 = std::env::var("PGSTRATA_TEST_SEED")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| u64::from(std::process::id()) ^ 0x9e37_79b9);
-    eprintln!("kill points seed {seed} (PGSTRATA_TEST_SEED replays)");
+    let seed = support::test_seed(0x9e37_79b9);
     let mut x = seed | 1;
     let args = s.args(&["--stanza=db", "backup", "--type=full", "--start-fast", "--process-max=2"]);
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -522,11 +518,7 @@ fn killed_backups_are_resumed() {
     cluster.sql("checkpoint");
     s.ok(&["--stanza=db", "stanza-create"]);
     std::thread::sleep(Duration::from_millis(1100));
-    let seed: u64 = std::env::var("PGSTRATA_TEST_SEED")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| u64::from(std::process::id()) ^ 0x5bd1_e995);
-    eprintln!("kill points seed {seed} (PGSTRATA_TEST_SEED replays)");
+    let seed = support::test_seed(0x5bd1_e995);
     let more = |round: u64| 1 + usize::try_from((seed >> (round * 8)) % 4).unwrap();
 
     let full = ["--stanza=db", "backup", "--type=full", "--start-fast", "--process-max=1"];

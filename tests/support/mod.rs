@@ -414,3 +414,14 @@ pub fn snapshot(dir: &Path) -> Vec<String> {
     out.sort();
     out
 }
+
+/// The seed of a test's random choices: `PGSTRATA_TEST_SEED` (to replay a run), else from the
+/// process id and `salt`; printed so a failure can be replayed.
+pub fn test_seed(salt: u64) -> u64 {
+    let seed = std::env::var("PGSTRATA_TEST_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| u64::from(std::process::id()) ^ salt);
+    eprintln!("random choices seed {seed} (PGSTRATA_TEST_SEED replays)");
+    seed
+}
