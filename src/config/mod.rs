@@ -439,11 +439,22 @@ impl Config {
         let mut c = self.clone();
         c.command = options::command(command)
             .ok_or_else(|| CliError::new(ErrorCode::CommandInvalid, format!("invalid command '{command}'")))?;
+        let mut given = std::collections::BTreeSet::new();
         for (name, value) in set {
             let r = options::resolve(name)
                 .ok_or_else(|| CliError::new(ErrorCode::OptionInvalid, format!("invalid option '{name}'")))?;
-            let setting = Setting { values: vec![(*value).to_string()], source: Source::CommandLine };
-            c.settings.insert(r.canonical(), (r, setting));
+            let key = r.canonical();
+            // A list option given several times here accumulates (replacing what was set before).
+            match c.settings.get_mut(&key) {
+                Some((_, s)) if r.def.kind == options::Kind::List && given.contains(&key) => {
+                    s.values.push((*value).to_string());
+                }
+                _ => {
+                    let setting = Setting { values: vec![(*value).to_string()], source: Source::CommandLine };
+                    c.settings.insert(key.clone(), (r, setting));
+                }
+            }
+            given.insert(key);
         }
         Ok(c)
     }
@@ -567,5 +578,30 @@ impl Config {
                 ));
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn for_command_sets_options_and_accumulates_list_options() {
+        let empty = tempfile::NamedTempFile::new().unwrap();
+        let config = format!("--config={}", empty.path().display());
+        let argv: Vec<String> = ["pgstrata", &config, "restore-test", "--stanza=db", "--tablespace-map=1=/a"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let c = Config::load(&argv, &[]).unwrap();
+        let r = c
+            .for_command("restore", &[("pg1-path", "/x"), ("tablespace-map", "2=/b"), ("tablespace-map", "3=/c")])
+            .unwrap();
+        assert_eq!(r.command.name, "restore");
+        assert_eq!(r.get("pg1-path"), Some("/x"));
+        assert_eq!(r.list("tablespace-map"), ["2=/b", "3=/c"]);
+        assert_eq!(r.get("stanza"), Some("db"));
+        assert!(c.for_command("restore", &[("no-such-option", "1")]).is_err());
     }
 }
