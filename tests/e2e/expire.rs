@@ -312,3 +312,67 @@ fn expire_killed_at_any_moment_is_finished_by_a_rerun() {
     assert_eq!(restored.dumpall(), dump);
     restored.stop();
 }
+
+/// After a promotion the stanza's WAL continues on timeline 2: expiring the timeline-1 backup
+/// removes timeline 1's WAL but not the history file or anything the timeline-2 backup needs,
+/// and `verify` and a point-in-time restore along timeline 2 still work.
+#[test]
+fn expire_across_a_timeline_switch_keeps_what_the_new_timeline_needs() {
+    if !postgres_available() {
+        return;
+    }
+    let scratch = Scratch::new("pgstrata-expire-tli-");
+    let repo = scratch.path("repo");
+    let (cluster, s) = archiving_cluster(&scratch, "src", &repo, None);
+    s.ok(&["--stanza=db", "stanza-create"]);
+    let init = cluster.tool("pgbench", &["-i", "-s", "1", "-q", "postgres"]);
+    assert!(init.status.success(), "pgbench -i: {}", text(&init));
+    s.ok(&["--stanza=db", "backup", "--type=full", "--start-fast"]);
+    pgbench(&cluster, "200");
+    cluster.archive_now();
+    cluster.stop();
+    // The old primary is gone; a clone restored from the archive is promoted to timeline 2 and
+    // archives into the same stanza.
+    let clone_dir = scratch.path("clone");
+    s.ok(&["--stanza=db", "restore", &format!("--pg1-path={}", clone_dir.display()), "--target-action=promote"]);
+    let clone = Cluster::existing(&scratch, clone_dir, "clone");
+    let c = setup(&scratch, "clone.conf", &clone, &repo, None);
+    clone.configure(&format!(
+        "archive_mode = on\narchive_command = '{} archive-push %p'\nwal_level = replica\n",
+        c.command_prefix()
+    ));
+    clone.start();
+    clone.wait_promoted();
+    pgbench(&clone, "200");
+    c.ok(&["--stanza=db", "backup", "--type=full", "--start-fast"]);
+    clone.sql("create table after_f2 as select g from generate_series(1, 4321) g");
+    let wanted = clone.dumpall();
+    std::thread::sleep(Duration::from_millis(1100));
+    let target = clone.sql("select now()");
+    std::thread::sleep(Duration::from_millis(1100));
+    pgbench(&clone, "100");
+    clone.archive_now();
+
+    c.ok(&["--stanza=db", "expire", "--repo1-retention-full=1"]);
+    let left = backups(&c, 1);
+    assert_eq!(left.len(), 1);
+    assert!(left[0].2.starts_with("00000002"), "the kept full is on timeline 2: {left:?}");
+    let names = archived(&repo);
+    assert!(names.iter().all(|n| n.starts_with("00000002")), "timeline 1 WAL left: {names:?}");
+    assert_eq!(names.first(), Some(&left[0].2));
+    assert!(
+        std::fs::read_dir(repo.join("stanza/db/archive/15-1"))
+            .unwrap()
+            .flatten()
+            .any(|e| e.file_name().to_string_lossy().starts_with("00000002.history"))
+    );
+    c.ok(&["--stanza=db", "verify"]);
+    let restored = super::pitr::restore_and_start(
+        &scratch,
+        &c,
+        "pitr",
+        &["--type=time", &format!("--target={target}"), "--target-action=promote"],
+    );
+    assert_eq!(restored.dumpall(), wanted);
+    restored.stop();
+}
