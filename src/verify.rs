@@ -12,11 +12,12 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use pgstrata_repo_format::frame::{decode_blob, decode_blob_with_summary};
+use pgstrata_repo_format::digest::Sha256Stream;
+use pgstrata_repo_format::frame::decode_blob_with_summary;
 use pgstrata_repo_format::layout::{copy_of, parse_wal_object};
 use pgstrata_repo_format::meta::{BackupCatalog, CatalogEntry, FileData, FileEntry, ManifestEntry, PartRef};
 use pgstrata_repo_format::pg::{TimelineId, WalFileKind, WalFileName};
-use pgstrata_repo_format::{BackupLabel, DataKey, Sha256Digest};
+use pgstrata_repo_format::{BackupLabel, BlobDecoder, DataKey, Sha256Digest};
 use serde::Serialize;
 use tokio::task::JoinSet;
 
@@ -442,10 +443,12 @@ async fn verify_archive(
         let mut present: BTreeMap<u32, BTreeSet<u64>> = BTreeMap::new();
         let mut histories = BTreeSet::new();
         let mut tasks: JoinSet<Option<Problem>> = JoinSet::new();
-        let mut keys: Vec<String> = repo.store.list_files(&dir).await?.into_iter().map(|o| o.key).collect();
+        let mut keys: Vec<(String, u64)> =
+            repo.store.list_files(&dir).await?.into_iter().map(|o| (o.key, o.size)).collect();
         for log_dir in repo.store.list_dirs(&dir).await? {
-            keys.extend(repo.store.list_files(&format!("{dir}{log_dir}/")).await?.into_iter().map(|o| o.key));
-            for key in keys.drain(..) {
+            let listed = repo.store.list_files(&format!("{dir}{log_dir}/")).await?;
+            keys.extend(listed.into_iter().map(|o| (o.key, o.size)));
+            for (key, size) in keys.drain(..) {
                 let Some((name, digest)) = parse_wal_object(&key) else {
                     if !key.contains('#') && !key.ends_with(".upload") {
                         report.problems.add(&key, "is not a WAL object name");
@@ -476,7 +479,8 @@ async fn verify_archive(
                 }
                 let (store, data_key) = (repo.store.clone(), repo.key.clone());
                 let expected_len = matches!(name.kind, WalFileKind::Segment).then_some(seg_size);
-                tasks.spawn(async move { check_wal(store, key, digest, expected_len, data_key).await });
+                let object = WalObject { key, size, digest, expected_len };
+                tasks.spawn(async move { check_wal(store, object, data_key).await });
             }
         }
         while let Some(done) = tasks.join_next().await {
@@ -502,29 +506,59 @@ fn needed_by_set(backups: &[&CatalogEntry], set: &BackupLabel, name: &WalFileNam
     })
 }
 
-async fn check_wal(
-    store: pgstrata_storage::RepoStore,
+/// One archived object to check: its key and stored size, the digest its name gives, and the
+/// plaintext length a whole segment has.
+struct WalObject {
     key: String,
+    size: u64,
     digest: Sha256Digest,
     expected_len: Option<u64>,
+}
+
+/// Reads a WAL object in 1 MiB ranges through a streaming decoder (memory: a range and a frame,
+/// not the segment), hashing the plaintext as it comes; decoding runs off the reactor.
+async fn check_wal(
+    store: pgstrata_storage::RepoStore,
+    object: WalObject,
     data_key: Option<DataKey>,
 ) -> Option<Problem> {
-    let bytes = match store.get(&key).await {
-        Ok(b) => b,
-        Err(e) => return Some(Problem { object: key, problem: e.to_string() }),
-    };
-    let what = key.clone();
-    let verdict = tokio::task::spawn_blocking(move || match decode_blob(&bytes, &what, data_key.as_ref()) {
-        Err(e) => Some(e.to_string()),
-        Ok(plain) if Sha256Digest::of(&plain) != digest => Some("content does not match the digest in its name".into()),
-        Ok(plain) if expected_len.is_some_and(|n| plain.len() as u64 != n) => {
-            Some(format!("is {} bytes, not a whole segment", plain.len()))
+    const READ: u64 = 1 << 20;
+    let problem = |problem: String| Some(Problem { object: object.key.clone(), problem });
+    let mut decoder = BlobDecoder::new(object.key.clone(), data_key.as_ref());
+    let mut digest = Sha256Stream::default();
+    let mut plain_len = 0u64;
+    let mut offset = 0u64;
+    loop {
+        let step = tokio::task::block_in_place(|| -> pgstrata_repo_format::Result<bool> {
+            while let Some(plain) = decoder.poll()? {
+                digest.update(&plain);
+                plain_len += plain.len() as u64;
+            }
+            Ok(decoder.is_done())
+        });
+        match step {
+            Err(e) => return problem(e.to_string()),
+            Ok(true) => break,
+            Ok(false) if offset >= object.size => break,
+            Ok(false) => {}
         }
-        Ok(_) => None,
-    })
-    .await
-    .unwrap_or_else(|e| Some(e.to_string()));
-    verdict.map(|problem| Problem { object: key, problem })
+        let end = (offset + READ).min(object.size);
+        match store.get_range(&object.key, offset..end).await {
+            Ok(bytes) => decoder.feed(&bytes),
+            Err(e) => return problem(e.to_string()),
+        }
+        offset = end;
+    }
+    if let Err(e) = decoder.finish() {
+        return problem(e.to_string());
+    }
+    if digest.finish() != object.digest {
+        return problem("content does not match the digest in its name".into());
+    }
+    match object.expected_len {
+        Some(n) if plain_len != n => problem(format!("is {plain_len} bytes, not a whole segment")),
+        _ => None,
+    }
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -1,6 +1,6 @@
 //! `verify`: a healthy repository passes (exit 0); each kind of damage — a flipped byte in a
-//! pack, a missing pack, a missing WAL segment a backup needs, a truncated manifest, a missing
-//! history file — is reported with the object it is in, and a non-zero exit.
+//! pack, a missing pack, a missing WAL segment a backup needs, a flipped byte in an archived
+//! segment, a truncated manifest, a missing history file — is reported with the object it is in, and a non-zero exit.
 
 use super::*;
 
@@ -110,6 +110,14 @@ fn verify_names_each_kind_of_damage_and_passes_a_healthy_repository() {
     std::fs::rename(&seg, &aside).unwrap();
     fails_naming(&s, &wal_start, "needs it to reach consistency");
     std::fs::rename(&aside, &seg).unwrap();
+
+    // A flipped byte in an archived segment.
+    let stored = std::fs::read(&seg).unwrap();
+    let mut flipped = stored.clone();
+    flipped[stored.len() / 2] ^= 0x01;
+    std::fs::write(&seg, &flipped).unwrap();
+    fails_naming(&s, &rel(&seg), "");
+    std::fs::write(&seg, &stored).unwrap();
 
     // A truncated manifest (its copy is whole: restore would still work, verify still says so).
     let manifest = backup_dir(1).join("backup.manifest");
