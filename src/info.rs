@@ -150,7 +150,11 @@ async fn view(config: &Config, index: u32, stanza: &str) -> CliResult<RepoView> 
         }
         v.archives.push((id, db.id, min, max));
     }
-    for name in ["verify", "restore-test"] {
+    // Only the Prometheus output shows them: `info` JSON, which PGO's collector runs from SQL on
+    // a schedule, makes no extra request.
+    let names: &[&'static str] =
+        if config.get("output") == Some("prometheus") { &["verify", "restore-test"] } else { &[] };
+    for &name in names {
         match repo.store.get(&repo.layout.report(&format!("{name}.json"))).await {
             Ok(bytes) => {
                 if let Ok(report) = serde_json::from_slice::<Value>(&bytes) {

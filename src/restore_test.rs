@@ -102,7 +102,7 @@ pub fn run(config: &Config) -> CliResult<()> {
     let scratch = Scratch(dir);
     let mut report =
         Report { stanza: stanza.clone(), repo: repo_index, backup: label.clone(), status: "ok", steps: Vec::new() };
-    let test = Test { config, bin, dir: scratch.0.clone(), user: user(config), port: 5432 };
+    let test = Test { config, bin, dir: scratch.0.clone(), user: user(config) };
     test.all(&mut report, &label, &maps);
     if report.steps.iter().any(|s| !s.ok) {
         report.status = "error";
@@ -144,9 +144,11 @@ struct Test<'a> {
     bin: PathBuf,
     dir: PathBuf,
     user: String,
-    /// Names the socket in the private directory (no TCP listener), so any port will do.
-    port: u16,
 }
+
+/// Names the server's socket in the private directory (there is no TCP listener), so it cannot
+/// collide with another server's.
+const PORT: u16 = 5432;
 
 impl Test<'_> {
     fn data(&self) -> PathBuf {
@@ -202,7 +204,7 @@ impl Test<'_> {
         let settings = format!(
             "\n# restore-test\nport = {}\nlisten_addresses = ''\nunix_socket_directories = '{}'\narchive_mode = off\n\
              hba_file = '{}'\n",
-            self.port,
+            PORT,
             self.dir.display(),
             hba.display()
         );
@@ -226,7 +228,7 @@ impl Test<'_> {
 
     fn start(&self) -> Result<String, String> {
         let timeout = self.timeout().as_secs().to_string();
-        self.pg_ctl(&["start", "-w", "-t", &timeout]).map(|_| format!("port {} on {}", self.port, self.dir.display()))
+        self.pg_ctl(&["start", "-w", "-t", &timeout]).map(|_| format!("port {} on {}", PORT, self.dir.display()))
     }
 
     /// Waits until recovery has ended and the cluster was promoted.
@@ -247,7 +249,7 @@ impl Test<'_> {
     fn amcheck(&self) -> Result<String, String> {
         let program = self.bin.join("pg_amcheck");
         if program.exists() {
-            let port = self.port.to_string();
+            let port = PORT.to_string();
             let host = self.dir.display().to_string();
             let o = Command::new(&program)
                 .args(["-h", &host, "-p", &port, "-U", &self.user, "--all", "--install-missing", "--heapallindexed"])
@@ -289,7 +291,7 @@ impl Test<'_> {
     }
 
     fn psql(&self, db: &str, sql: &str) -> Result<String, String> {
-        let port = self.port.to_string();
+        let port = PORT.to_string();
         let host = self.dir.display().to_string();
         let o = Command::new(self.bin.join("psql"))
             .args([

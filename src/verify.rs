@@ -32,7 +32,7 @@ const MAX_PROBLEMS: usize = 1000;
 /// Largest ranged read of a batch of parts.
 const BATCH_BYTES: u64 = 8 << 20;
 
-#[derive(Clone, Debug, Serialize, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Serialize, PartialEq, Eq)]
 pub struct Problem {
     pub object: String,
     pub problem: String,
@@ -43,21 +43,19 @@ pub struct Problems {
     pub list: Vec<Problem>,
     /// Problems beyond the first [`MAX_PROBLEMS`].
     pub more: u64,
-    #[serde(skip)]
-    seen: BTreeSet<Problem>,
 }
 
 impl Problems {
     fn add(&mut self, object: impl Into<String>, problem: impl Into<String>) {
         let p = Problem { object: object.into(), problem: problem.into() };
-        if self.seen.contains(&p) {
+        // The same problem (a missing pack named by every batch of it) is reported once.
+        if self.list.contains(&p) {
             return;
         }
         if self.list.len() >= MAX_PROBLEMS {
             self.more += 1;
             return;
         }
-        self.seen.insert(p.clone());
         self.list.push(p);
     }
 

@@ -11,6 +11,16 @@ fn pgbench(cluster: &Cluster, transactions: &str) {
     assert!(o.status.success(), "pgbench: {}", text(&o));
 }
 
+/// The cluster's dump now, and a recovery target time that has it all and nothing after (the
+/// next write must follow this call).
+fn moment(cluster: &Cluster) -> (String, String) {
+    let dump = cluster.dumpall();
+    std::thread::sleep(Duration::from_millis(1100));
+    let target = cluster.sql("select now()");
+    std::thread::sleep(Duration::from_millis(1100));
+    (dump, target)
+}
+
 /// (label, type, WAL start) of the backups in repository `repo`, oldest first.
 fn backups(s: &Setup, repo: u32) -> Vec<(String, String, String)> {
     let info = info_json_with(s, &[&format!("--repo={repo}")]);
@@ -102,10 +112,7 @@ fn retention_full_expires_after_backup_and_on_its_own_alike() {
     backup("full");
     pgbench(&cluster, "200");
     cluster.sql("create table between_f2_i2 as select g from generate_series(1, 1234) g");
-    let between = cluster.dumpall();
-    std::thread::sleep(Duration::from_millis(1100));
-    let target = cluster.sql("select now()");
-    std::thread::sleep(Duration::from_millis(1100));
+    let (between, target) = moment(&cluster);
     pgbench(&cluster, "200");
     backup("incr");
     pgbench(&cluster, "200");
@@ -272,11 +279,7 @@ fn expire_killed_at_any_moment_is_finished_by_a_rerun() {
     for stage in 0..3 {
         for _ in 0..2 {
             pgbench(&cluster, "300");
-            for _ in 0..20 {
-                cluster.sql(
-                    "insert into pgbench_history (tid, bid, aid, delta) values (1, 1, 1, 1); select pg_switch_wal()",
-                );
-            }
+            cluster.switch_wal(20);
             s.ok(&["--stanza=db", "backup", "--type=full", "--start-fast"]);
         }
         let stamp = std::fs::metadata(&catalog).unwrap().modified().unwrap();
@@ -346,10 +349,7 @@ fn expire_across_a_timeline_switch_keeps_what_the_new_timeline_needs() {
     pgbench(&clone, "200");
     c.ok(&["--stanza=db", "backup", "--type=full", "--start-fast"]);
     clone.sql("create table after_f2 as select g from generate_series(1, 4321) g");
-    let wanted = clone.dumpall();
-    std::thread::sleep(Duration::from_millis(1100));
-    let target = clone.sql("select now()");
-    std::thread::sleep(Duration::from_millis(1100));
+    let (wanted, target) = moment(&clone);
     pgbench(&clone, "100");
     clone.archive_now();
 

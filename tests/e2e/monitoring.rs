@@ -66,13 +66,9 @@ fn check_pgbackrest_retention_and_archives_services() {
     run(&["backup", "--type=full", "--start-fast"]);
     let o = cluster.tool("pgbench", &["-t", "200", "-c", "2", "-n", "postgres"]);
     assert!(o.status.success(), "pgbench: {}", text(&o));
-    for _ in 0..3 {
-        cluster.sql("insert into pgbench_history (tid, bid, aid, delta) values (1, 1, 1, 1); select pg_switch_wal()");
-    }
+    cluster.switch_wal(3);
     run(&["backup", "--type=incr", "--start-fast"]);
-    for _ in 0..3 {
-        cluster.sql("insert into pgbench_history (tid, bid, aid, delta) values (1, 1, 1, 1); select pg_switch_wal()");
-    }
+    cluster.switch_wal(3);
     cluster.archive_now();
 
     let (code, out) =

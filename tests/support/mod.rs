@@ -265,6 +265,14 @@ impl Cluster {
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 
+    /// Writes a row and switches WAL, `n` times: `n` more segments for the archiver (not waited
+    /// for).
+    pub fn switch_wal(&self, n: usize) {
+        for _ in 0..n {
+            self.sql("insert into pgbench_history (tid, bid, aid, delta) values (1, 1, 1, 1); select pg_switch_wal()");
+        }
+    }
+
     /// Switches WAL and waits until the archiver reports that segment archived.
     pub fn archive_now(&self) -> String {
         let seg = self.sql("select pg_walfile_name(pg_switch_wal())");
