@@ -65,6 +65,10 @@ pub enum ErrorCode {
     Access = 105,
     /// The server does not archive (archive_mode, archive_command, wal_level).
     ArchiveDisabled = 87,
+    /// The other side of a server connection said something this side cannot accept.
+    Protocol = 39,
+    /// A server could not be reached, or refused the TLS handshake.
+    HostConnect = 49,
     /// The command is not available yet.
     NotImplemented = 124,
 }
@@ -101,6 +105,8 @@ impl ErrorCode {
             Self::RepoInvalid,
             Self::Service,
             Self::Access,
+            Self::Protocol,
+            Self::HostConnect,
             Self::NotImplemented,
         ]
         .into_iter()

@@ -29,6 +29,7 @@ pub mod pages;
 pub mod postgres;
 pub mod process;
 pub mod progress;
+pub mod remote;
 pub mod repo;
 pub mod restore;
 pub mod restore_test;

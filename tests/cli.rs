@@ -164,7 +164,19 @@ fn bad_options_and_values_name_the_problem() {
         (&["version", "--no-process-max"], 31, "cannot be negated"),
         (&["not-a-command"], 48, "invalid command 'not-a-command'"),
         (&[], 30, "no command given"),
-        (&["server"], 124, "'server' is not available"),
+        (&["server"], 37, "server command requires option: tls-server-ca-file"),
+        (
+            &[
+                "server",
+                "--tls-server-ca-file=/nonexistent/ca.crt",
+                "--tls-server-cert-file=/x",
+                "--tls-server-key-file=/y",
+            ],
+            32,
+            "unable to load tls-server-ca-file '/nonexistent/ca.crt'",
+        ),
+        (&["repo-ls", "--repo1-host=repo.example"], 32, "repo1-host-type=ssh is not supported"),
+        (&["repo-ls", "--repo1-host=repo.example", "--repo1-host-type=tls"], 37, "requires option: repo1-host-ca-file"),
         (&["version", "--config=/nonexistent/pgstrata.conf"], 55, "/nonexistent/pgstrata.conf does not exist"),
         (
             &["repo-ls", "--repo1-path=/nonexistent/repo"],

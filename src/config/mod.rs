@@ -92,7 +92,13 @@ pub struct Config {
     settings: BTreeMap<String, (Resolved, Setting)>,
     /// Problems worth a warning that did not stop the command.
     pub warnings: Vec<String>,
+    /// The command line and environment it was resolved from, to resolve it again
+    /// ([`reload`](Self::reload): the server on SIGHUP).
+    origin: std::sync::Arc<Origin>,
 }
+
+/// A command line and an environment.
+type Origin = (Vec<String>, Vec<(String, String)>);
 
 impl std::fmt::Debug for Config {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -243,7 +249,8 @@ impl Config {
         let command = command.ok_or_else(|| {
             CliError::new(ErrorCode::CommandRequired, "no command given").hint("run 'help' to list the commands")
         })?;
-        let mut config = Self { flavor, command, params, settings: cli, warnings: Vec::new() };
+        let origin = std::sync::Arc::new((argv.to_vec(), env.to_vec()));
+        let mut config = Self { flavor, command, params, settings: cli, warnings: Vec::new(), origin };
         config.merge_env(env)?;
         config.merge_files()?;
         Ok(config)
@@ -459,6 +466,15 @@ impl Config {
         Ok(c)
     }
 
+    /// The configuration resolved again from the same command line and environment: the
+    /// configuration files as they are now, plus `extra` arguments (`--stanza=db`).
+    pub fn reload(&self, extra: &[String]) -> CliResult<Config> {
+        let (argv, env) = &*self.origin;
+        let mut argv = argv.clone();
+        argv.extend(extra.iter().cloned());
+        Config::load(&argv, env)
+    }
+
     /// The repository selected by `--repo` (1 by default).
     pub fn repo_index(&self) -> u32 {
         self.int("repo").and_then(|v| u32::try_from(v).ok()).unwrap_or(1)
@@ -492,6 +508,9 @@ impl Config {
 
     /// The storage of repository `index`.
     pub fn storage(&self, index: u32) -> CliResult<StorageConfig> {
+        if self.get(&format!("repo{index}-host")).is_some() {
+            return Ok(StorageConfig::Given(crate::remote::repo_store(self, index)?));
+        }
         let opt = |suffix: &str| self.get(&format!("repo{index}-{suffix}")).map(str::to_string);
         let need = |suffix: &str| {
             opt(suffix).ok_or_else(|| {

@@ -104,6 +104,22 @@ pub struct AzureConfig {
     pub endpoint: Option<String>,
 }
 
+/// A store given whole: a repository another pgstrata serves (`repoN-host`), as an object store.
+#[derive(Clone, Debug)]
+pub struct GivenStore {
+    pub store: Arc<dyn ObjectStore>,
+    /// For messages: `tls://host:8432/repo1`.
+    pub describe: String,
+}
+
+impl PartialEq for GivenStore {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.store, &other.store)
+    }
+}
+
+impl Eq for GivenStore {}
+
 /// A repository's storage.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum StorageConfig {
@@ -114,6 +130,7 @@ pub enum StorageConfig {
     S3(S3Config),
     Gcs(GcsConfig),
     Azure(AzureConfig),
+    Given(GivenStore),
 }
 
 fn url_with_scheme(endpoint: &str) -> String {
@@ -136,6 +153,7 @@ impl StorageConfig {
             Self::S3(c) => format!("s3://{}/{}", c.bucket, c.prefix.trim_matches('/')),
             Self::Gcs(c) => format!("gs://{}/{}", c.bucket, c.prefix.trim_matches('/')),
             Self::Azure(c) => format!("azure://{}/{}/{}", c.account, c.container, c.prefix.trim_matches('/')),
+            Self::Given(g) => g.describe.clone(),
         }
     }
 
@@ -182,6 +200,7 @@ impl StorageConfig {
                 return Ok(RepoStore::new(gcs.clone(), &c.prefix, self.describe(), retry).with_multipart(gcs));
             }
             Self::Azure(c) => (Arc::new(build_azure(c, retry)?), &c.prefix),
+            Self::Given(g) => (g.store.clone(), ""),
         };
         Ok(RepoStore::new(inner, prefix, self.describe(), retry))
     }

@@ -46,7 +46,7 @@ impl StorageError {
 pub type Result<T, E = StorageError> = std::result::Result<T, E>;
 
 /// Renders an object_store error with its sources, one `: ` apart, without repeating text.
-pub(crate) fn describe(err: &(dyn std::error::Error + 'static)) -> String {
+pub fn describe(err: &(dyn std::error::Error + 'static)) -> String {
     let mut text = err.to_string();
     let mut source = err.source();
     while let Some(s) = source {

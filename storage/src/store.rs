@@ -109,6 +109,12 @@ impl RepoStore {
         Self { prefix, store: format!("{}/{sub}", self.store.trim_end_matches('/')), ..self.clone() }
     }
 
+    /// The object store underneath and the key prefix of this repository in it, for serving
+    /// the repository to another host (which brings its own retries and uploads).
+    pub fn object_store(&self) -> (Arc<dyn ObjectStore>, &str) {
+        (self.inner.clone(), &self.prefix)
+    }
+
     /// Description for messages (`s3://bucket/prefix`).
     pub fn describe(&self) -> &str {
         &self.store

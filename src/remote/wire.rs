@@ -1,0 +1,183 @@
+//! What travels between a client and a `server`: HTTP/2 requests whose head (a JSON value in
+//! one header) names the stanza, the repository and the operation; bodies stream.
+//!
+//! | operation | request body | answer body |
+//! |---|---|---|
+//! | `get` (also `head`, ranges) | — | the object's bytes; `pgstrata-meta` header: its [`Meta`] |
+//! | `put` (overwrite, create-only, update) | the object | —; `pgstrata-meta`: [`Written`] |
+//! | `upload` (streamed, any size) | the object, streamed | —; `pgstrata-meta`: [`Written`] |
+//! | `list` | — | one [`Meta`] per line (JSON lines), streamed |
+//! | `list-dir` | — | a [`Listing`] |
+//! | `delete` | the keys, a JSON array | one `null` or [`WireError`] per key, a JSON array |
+//! | `copy` | — | — |
+//!
+//! Any failure is answered with a status other than 200 and a [`WireError`] body.
+
+use serde::{Deserialize, Serialize};
+
+/// Version of this protocol; a server refuses other versions with a clear error.
+pub const PROTOCOL_VERSION: u32 = 1;
+/// The request head.
+pub const REQUEST_HEADER: &str = "pgstrata-request";
+/// What the answer says about the object (get, put).
+pub const META_HEADER: &str = "pgstrata-meta";
+/// Keys of one `delete` request, at most (S3's batch size).
+pub const DELETE_BATCH: usize = 1000;
+/// Largest body of a one-piece `put` a server accepts (bigger objects go by `upload`).
+pub const PUT_MAX: usize = 256 << 20;
+
+/// The head of every repository request.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Head {
+    pub version: u32,
+    /// The client's `--stanza`: whose configuration on the server resolves `repo` (none: the
+    /// server's own). Keys are authorized by the stanza they lie in, whatever this says.
+    pub stanza: Option<String>,
+    pub repo: u32,
+    pub op: Op,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Op {
+    Get { key: String, range: Option<(u64, u64)>, head: bool },
+    Put { key: String, mode: Mode },
+    Upload { key: String },
+    List { prefix: Option<String>, offset: Option<String> },
+    ListDir { prefix: Option<String> },
+    Delete,
+    Copy { from: String, to: String, overwrite: bool },
+}
+
+/// How a `put` treats an existing object.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Mode {
+    Overwrite,
+    Create,
+    Update { e_tag: Option<String>, version: Option<String> },
+}
+
+/// An object as listed.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Meta {
+    /// Key relative to the repository.
+    pub key: String,
+    pub size: u64,
+    /// Milliseconds since the epoch.
+    pub modified_ms: i64,
+    pub e_tag: Option<String>,
+    pub version: Option<String>,
+    /// The part of the object this answer holds (`get`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub range: Option<(u64, u64)>,
+}
+
+/// What a write produced.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Written {
+    pub e_tag: Option<String>,
+    pub version: Option<String>,
+}
+
+/// One level of a listing.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Listing {
+    pub objects: Vec<Meta>,
+    pub prefixes: Vec<String>,
+}
+
+/// Why a request failed, by meaning.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum ErrorKind {
+    NotFound,
+    AlreadyExists,
+    Precondition,
+    NotModified,
+    /// The storage behind the server refused.
+    PermissionDenied,
+    /// No client certificate.
+    Unauthenticated,
+    /// The certificate's name is not granted this stanza.
+    Forbidden,
+    /// A request the server cannot make sense of.
+    Invalid,
+    /// Worth retrying: the storage behind the server is unavailable for now.
+    Unavailable,
+    Other,
+}
+
+impl ErrorKind {
+    pub fn status(self) -> http::StatusCode {
+        use http::StatusCode as S;
+        match self {
+            Self::NotFound => S::NOT_FOUND,
+            Self::AlreadyExists => S::CONFLICT,
+            Self::Precondition => S::PRECONDITION_FAILED,
+            Self::NotModified => S::NOT_MODIFIED,
+            Self::PermissionDenied | Self::Forbidden => S::FORBIDDEN,
+            Self::Unauthenticated => S::UNAUTHORIZED,
+            Self::Invalid => S::BAD_REQUEST,
+            Self::Unavailable => S::SERVICE_UNAVAILABLE,
+            Self::Other => S::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+/// A failure as the other side reports it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct WireError {
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+impl WireError {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Self { kind, message: message.into() }
+    }
+}
+
+impl std::fmt::Display for WireError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for WireError {}
+
+/// The answer to `/ping`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Pong {
+    pub name: String,
+    pub version: String,
+    pub protocol: u32,
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn heads_round_trip_and_read_as_documented() {
+        let head = Head {
+            version: PROTOCOL_VERSION,
+            stanza: Some("db".into()),
+            repo: 1,
+            op: Op::Get { key: "archive/db/x".into(), range: Some((0, 10)), head: false },
+        };
+        let text = serde_json::to_string(&head).unwrap();
+        assert_eq!(
+            text,
+            r#"{"version":1,"stanza":"db","repo":1,"op":{"kind":"get","key":"archive/db/x","range":[0,10],"head":false}}"#
+        );
+        let back: Head = serde_json::from_str(&text).unwrap();
+        assert_eq!(back.op, head.op);
+        let put = Op::Put { key: "k".into(), mode: Mode::Update { e_tag: Some("e".into()), version: None } };
+        assert_eq!(serde_json::from_str::<Op>(&serde_json::to_string(&put).unwrap()).unwrap(), put);
+        assert!(
+            serde_json::from_str::<Head>(r#"{"version":1,"stanza":"db","repo":1,"op":{"kind":"format"}}"#).is_err()
+        );
+    }
+}
