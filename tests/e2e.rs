@@ -13,6 +13,8 @@ mod expire;
 mod faults;
 #[path = "e2e/guards.rs"]
 mod guards;
+#[path = "e2e/hosts.rs"]
+mod hosts;
 #[path = "e2e/incremental.rs"]
 mod incremental;
 #[path = "e2e/monitoring.rs"]

@@ -96,6 +96,14 @@ fn tls_cause(e: &(dyn std::error::Error + 'static)) -> Option<String> {
         if let Some(tls) = e.downcast_ref::<rustls::Error>() {
             return Some(tls.to_string());
         }
+        // An io::Error's `source` skips the error it wraps (tokio-rustls wraps rustls's there).
+        if let Some(tls) = e
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        {
+            return Some(tls.to_string());
+        }
         current = e.source();
     }
     None
@@ -146,16 +154,12 @@ impl Connection {
         Ok(sender)
     }
 
-    /// What a failed exchange means: the server refused our certificate (its alert arrives with
-    /// the first request under TLS 1.3), or the connection broke.
+    /// What a failed exchange means: TLS failed (a server answers a certificate it does not
+    /// trust with an HTTP error instead, see `tls::server_config`), or the connection broke.
     fn broken(&self, e: &(dyn std::error::Error + 'static)) -> Failure {
         let at = self.at();
         match tls_cause(e) {
-            Some(cause) => Failure::Refused(format!(
-                "{at} refused this client's certificate ({cause}); \
-                 is {}-cert-file signed by the CA the server trusts (tls-server-ca-file)?",
-                self.endpoint.option
-            )),
+            Some(cause) => Failure::Refused(format!("TLS with {at} failed: {cause}")),
             None => Failure::Broken(format!("connection to {at} failed: {e}")),
         }
     }

@@ -102,7 +102,8 @@ pub fn stanza_of(key: &str) -> Option<&str> {
 
 /// What one reload of the configuration gives.
 struct Settings {
-    tls: tokio_rustls::TlsAcceptor,
+    tls: super::tls::ServerTls,
+    acceptor: tokio_rustls::TlsAcceptor,
     grants: Grants,
     config: Config,
     /// Repositories opened so far, by (stanza whose configuration resolved it, index).
@@ -123,7 +124,8 @@ impl Settings {
         if grants.0.is_empty() {
             tracing::warn!("tls-server-auth is not set: every client will be refused");
         }
-        Ok(Self { tls: tokio_rustls::TlsAcceptor::from(tls), grants, config, stores: Mutex::default() })
+        let acceptor = tokio_rustls::TlsAcceptor::from(tls.config.clone());
+        Ok(Self { tls, acceptor, grants, config, stores: Mutex::default() })
     }
 
     /// Repository `index` as configured for `stanza` on this host.
@@ -214,11 +216,30 @@ fn wire_error(e: &object_store::Error) -> WireError {
     WireError::new(kind, pgstrata_storage::error::describe(e))
 }
 
-/// Who is asking: the peer address and its certificate's common name, if it presented one.
+/// Who is asking: the peer address and, when it presented a certificate the CA signed, its
+/// common name; or why its certificate is not trusted.
 #[derive(Clone, Debug)]
 struct Peer {
     address: SocketAddr,
     name: Option<String>,
+    untrusted: Option<String>,
+}
+
+impl Peer {
+    /// The trusted common name, or the refusal of every request but `/ping`.
+    fn name(&self) -> Result<&str, WireError> {
+        match (&self.name, &self.untrusted) {
+            (Some(name), None) => Ok(name),
+            (_, Some(why)) => Err(WireError::new(
+                ErrorKind::Unauthenticated,
+                format!(
+                    "this server does not trust the client certificate ({why}); \
+                     it serves only certificates signed by the CA of its tls-server-ca-file"
+                ),
+            )),
+            (None, None) => Err(unauthenticated()),
+        }
+    }
 }
 
 type Answer = http::Response<Body>;
@@ -250,7 +271,7 @@ async fn handle(settings: Arc<Settings>, peer: Peer, request: http::Request<Inco
         if matches!(e.kind, ErrorKind::Unauthenticated | ErrorKind::Forbidden | ErrorKind::Invalid) {
             tracing::warn!("refused a request from {}: {}", peer.address, e.message);
         } else {
-            tracing::debug!("request from {} failed: {}", peer.address, e.message);
+            tracing::trace!("request from {} failed: {}", peer.address, e.message);
         }
         answer_error(&e)
     }))
@@ -264,7 +285,7 @@ fn ping_answer() -> Result<Answer, WireError> {
 
 /// Checks that the peer may use every stanza `keys` belong to.
 fn authorize<'a>(settings: &Settings, peer: &Peer, keys: impl IntoIterator<Item = &'a str>) -> Result<(), WireError> {
-    let name = peer.name.as_deref().ok_or_else(unauthenticated)?;
+    let name = peer.name()?;
     for key in keys {
         let stanza = stanza_of(key).ok_or_else(|| {
             WireError::new(
@@ -295,7 +316,7 @@ fn forbidden(name: &str, stanza: &str, grants: &Grants) -> WireError {
 }
 
 async fn repo_request(settings: &Settings, peer: &Peer, request: http::Request<Incoming>) -> Result<Answer, WireError> {
-    let name = peer.name.as_deref().ok_or_else(unauthenticated)?;
+    let name = peer.name()?;
     let head = request
         .headers()
         .get(wire::REQUEST_HEADER)
@@ -313,7 +334,7 @@ async fn repo_request(settings: &Settings, peer: &Peer, request: http::Request<I
     {
         return Err(forbidden(name, stanza, &settings.grants));
     }
-    tracing::debug!("{} ({name}): {:?}", peer.address, head.op);
+    tracing::trace!("{} ({name}): {:?}", peer.address, head.op);
     let served = settings.served(head.stanza.as_deref(), head.repo)?;
     let body = request.into_body();
     match head.op {
@@ -565,7 +586,7 @@ async fn serve(config: Config) -> CliResult<()> {
 
 async fn connection(settings: Arc<Settings>, tcp: tokio::net::TcpStream, address: SocketAddr) {
     let _ = tcp.set_nodelay(true);
-    let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, settings.tls.accept(tcp)).await {
+    let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, settings.acceptor.accept(tcp)).await {
         Ok(Ok(tls)) => tls,
         Ok(Err(e)) => {
             tracing::warn!("TLS handshake with {address} failed: {e}");
@@ -576,14 +597,15 @@ async fn connection(settings: Arc<Settings>, tcp: tokio::net::TcpStream, address
             return;
         }
     };
-    let name = tls
-        .get_ref()
-        .1
-        .peer_certificates()
-        .and_then(|certs| certs.first())
-        .and_then(|cert| super::cert::common_name(cert));
-    tracing::debug!("connection from {address} ({})", name.as_deref().unwrap_or("no client certificate"));
-    let peer = Peer { address, name };
+    let chain = tls.get_ref().1.peer_certificates().unwrap_or_default();
+    let name = chain.first().and_then(|cert| super::cert::common_name(cert));
+    let untrusted = if chain.is_empty() { None } else { settings.tls.check_client(chain).err() };
+    match (&name, &untrusted) {
+        (_, Some(why)) => tracing::warn!("connection from {address}: client certificate not trusted: {why}"),
+        (Some(name), None) => tracing::debug!("connection from {address} (CN '{name}')"),
+        (None, None) => tracing::debug!("connection from {address} (no client certificate)"),
+    }
+    let peer = Peer { address, name, untrusted };
     let service = hyper::service::service_fn(move |request| handle(settings.clone(), peer.clone(), request));
     let served = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
         .initial_stream_window_size(client::STREAM_WINDOW)

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use rustls::crypto::CryptoProvider;
 use rustls::server::WebPkiClientVerifier;
+use rustls::server::danger::ClientCertVerifier;
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
@@ -61,25 +62,97 @@ pub struct ServerFiles<'a> {
     pub key: &'a Path,
 }
 
-/// The server's TLS: its certificate, and client certificates verified against the CA. A
-/// client without a certificate completes the handshake (the liveness probe has none) and is
-/// then refused everything but `/ping`.
-pub fn server_config(files: &ServerFiles<'_>) -> CliResult<Arc<ServerConfig>> {
+/// The server's TLS, and the check of client certificates against `tls-server-ca-file`.
+#[derive(Clone, Debug)]
+pub struct ServerTls {
+    pub config: Arc<ServerConfig>,
+    verifier: Arc<dyn ClientCertVerifier>,
+}
+
+impl ServerTls {
+    /// Checks a client's certificate chain (leaf first) against the CA: `Err` says why it is
+    /// not trusted.
+    pub fn check_client(&self, chain: &[CertificateDer<'_>]) -> Result<(), String> {
+        let (leaf, intermediates) = chain.split_first().ok_or("no certificate")?;
+        self.verifier
+            .verify_client_cert(leaf, intermediates, rustls_pki_types::UnixTime::now())
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// The server's TLS: its certificate, and client certificates asked for but checked after the
+/// handshake ([`ServerTls::check_client`]; the handshake still proves the client holds the
+/// key). A client without a certificate, or with one the CA did not sign, then gets a clear
+/// refusal for every request but `/ping` (the liveness probe has no certificate) instead of a
+/// connection closed without a word, which is all a failed handshake tells an HTTP/2 client.
+pub fn server_config(files: &ServerFiles<'_>) -> CliResult<ServerTls> {
     let roots = roots("tls-server-ca-file", files.ca)?;
     let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
         .allow_unauthenticated()
         .build()
         .map_err(|e| tls_error("client verifier", e))?;
+    let deferred = Arc::new(Deferred(verifier.clone()));
     let certs = certificates("tls-server-cert-file", files.cert)?;
     let key = private_key("tls-server-key-file", files.key)?;
     let mut config = ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| tls_error("protocol versions", e))?
-        .with_client_cert_verifier(verifier)
+        .with_client_cert_verifier(deferred)
         .with_single_cert(certs, key)
         .map_err(|e| bad_file("tls-server-key-file", files.key, e))?;
     config.alpn_protocols = vec![ALPN.to_vec()];
-    Ok(Arc::new(config))
+    Ok(ServerTls { config: Arc::new(config), verifier })
+}
+
+/// Asks for a client certificate and checks the client's handshake signature with it, leaving
+/// the chain's trust to [`ServerTls::check_client`].
+#[derive(Debug)]
+struct Deferred(Arc<dyn ClientCertVerifier>);
+
+impl ClientCertVerifier for Deferred {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        false
+    }
+
+    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
+        self.0.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _now: rustls_pki_types::UnixTime,
+    ) -> Result<rustls::server::danger::ClientCertVerified, rustls::Error> {
+        Ok(rustls::server::danger::ClientCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.supported_verify_schemes()
+    }
 }
 
 /// A client's TLS: the server verified against `ca`, our certificate presented.

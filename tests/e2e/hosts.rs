@@ -1,0 +1,520 @@
+//! Two hosts on loopback as Crunchy PGO deploys them: a database host (the postgres OS user and
+//! its PGDATA) and a repository host (another OS user that cannot read PGDATA, with the
+//! repository only on its side and a `server` on its own loopback address), configured with the
+//! shapes of PGO's files (`pgbackrest_instance.conf`, `pgbackrest_repo.conf`,
+//! `pgbackrest-server.conf`; paths and ports adapted), talking over mutual TLS with certificates
+//! from a test CA made by `openssl`.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use super::*;
+use support::{chown_postgres, free_port, snapshot};
+
+const REPO_HOST: &str = "127.0.0.2";
+const CLIENT_CN: &str = "pgbackrest@cluster-uid";
+
+fn openssl(args: &[&str]) {
+    let o = Command::new("openssl").args(args).output().expect("run openssl");
+    assert!(o.status.success(), "openssl {args:?}: {}", text(&o));
+}
+
+/// A certificate authority in a directory, issuing EC P-256 certificates.
+struct Ca {
+    dir: PathBuf,
+    crt: PathBuf,
+    key: PathBuf,
+}
+
+impl Ca {
+    fn new(dir: &Path, name: &str) -> Self {
+        let (crt, key) = (dir.join(format!("{name}.crt")), dir.join(format!("{name}.key")));
+        let subject = format!("/O=pgstrata tests/CN={name}");
+        openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            &subject,
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+            "-keyout",
+            key.to_str().unwrap(),
+            "-out",
+            crt.to_str().unwrap(),
+        ]);
+        Self { dir: dir.to_path_buf(), crt, key }
+    }
+
+    /// A certificate for `cn` (`alt`: its subjectAltName, for a server), as `<stem>.crt/.key`.
+    fn issue(&self, stem: &str, cn: &str, alt: Option<&str>) -> (PathBuf, PathBuf) {
+        let (crt, key, csr, ext) = (
+            self.dir.join(format!("{stem}.crt")),
+            self.dir.join(format!("{stem}.key")),
+            self.dir.join(format!("{stem}.csr")),
+            self.dir.join(format!("{stem}.ext")),
+        );
+        let mut extensions = String::from("basicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth,clientAuth\n");
+        if let Some(alt) = alt {
+            extensions.push_str(&format!("subjectAltName={alt}\n"));
+        }
+        std::fs::write(&ext, extensions).unwrap();
+        openssl(&[
+            "req",
+            "-new",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-subj",
+            &format!("/O=pgstrata tests/CN={cn}"),
+            "-keyout",
+            key.to_str().unwrap(),
+            "-out",
+            csr.to_str().unwrap(),
+        ]);
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            csr.to_str().unwrap(),
+            "-CA",
+            self.crt.to_str().unwrap(),
+            "-CAkey",
+            self.key.to_str().unwrap(),
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            ext.to_str().unwrap(),
+            "-out",
+            crt.to_str().unwrap(),
+        ]);
+        (crt, key)
+    }
+}
+
+/// The repository host's OS user: `nobody` when the tests run as root (the database host is
+/// `postgres`), else the current user.
+fn as_repo_host(program: &Path, args: &[&str]) -> Command {
+    let mut cmd = if support::is_root() {
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", "--", "env", "-i"]);
+        c
+    } else {
+        let mut c = Command::new("env");
+        c.arg("-i");
+        c
+    };
+    cmd.arg("PATH=/usr/bin:/bin").arg("LC_ALL=C").arg(program).args(args);
+    cmd
+}
+
+fn chown_repo_host(p: &Path) {
+    if support::is_root() {
+        let ok = Command::new("chown").args(["-R", "nobody:nogroup"]).arg(p).status().unwrap().success();
+        assert!(ok, "chown {}", p.display());
+    }
+}
+
+/// A running `pgbackrest server`, killed when dropped.
+struct Server {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Server {
+    fn start(link: &Path, etc: &Path, log: PathBuf) -> Self {
+        let out = std::fs::File::create(&log).unwrap();
+        let child = as_repo_host(link, &[&format!("--config-path={}", etc.display()), "server"])
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .unwrap();
+        let server = Self { child, log };
+        let began = Instant::now();
+        loop {
+            let o = as_repo_host(link, &[&format!("--config-path={}", etc.display()), "server-ping"]).output().unwrap();
+            if o.status.success() {
+                break;
+            }
+            assert!(
+                began.elapsed() < Duration::from_secs(30),
+                "server-ping never succeeded: {}\n{}",
+                text(&o),
+                server.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        server
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn hangup(&self) {
+        let ok = Command::new("kill").args(["-HUP", &self.child.id().to_string()]).status().unwrap().success();
+        assert!(ok, "kill -HUP");
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The subject of the certificate a TLS server presents now (openssl s_client, a new connection).
+fn presented_subject(port: u16, ca: &Path) -> String {
+    let script = format!(
+        "openssl s_client -connect {REPO_HOST}:{port} -CAfile {} </dev/null 2>/dev/null | openssl x509 -noout -subject",
+        ca.display()
+    );
+    let o = Command::new("sh").args(["-c", &script]).output().unwrap();
+    String::from_utf8_lossy(&o.stdout).trim().to_string()
+}
+
+/// A raw request with curl (HTTP/2, our CA): the status and body a client without our code gets.
+fn curl(port: u16, ca: &Path, cert: Option<(&Path, &Path)>, head: &str) -> (String, String) {
+    let mut cmd = Command::new("curl");
+    cmd.args(["-s", "--http2", "-X", "POST", "-w", "\n%{http_code}", "--cacert"]).arg(ca);
+    if let Some((crt, key)) = cert {
+        cmd.arg("--cert").arg(crt).arg("--key").arg(key);
+    }
+    cmd.arg("-H").arg(format!("pgstrata-request: {head}")).arg(format!("https://{REPO_HOST}:{port}/repo"));
+    let o = cmd.output().unwrap();
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    let (body, status) = out.rsplit_once('\n').unwrap_or((&out, ""));
+    (status.to_string(), body.to_string())
+}
+
+fn pgbench(cluster: &Cluster, args: &[&str]) {
+    let mut all = args.to_vec();
+    all.push("postgres");
+    let o = cluster.tool("pgbench", &all);
+    assert!(o.status.success(), "pgbench {args:?}: {}", text(&o));
+}
+
+#[test]
+fn database_host_archives_backs_up_and_restores_through_the_repository_host() {
+    if !postgres_available() {
+        return;
+    }
+    let scratch = Scratch::new("pgstrata-hosts-db-");
+    // The repository host's own directory: its user only (the database host cannot read it).
+    let rh_dir = tempfile::Builder::new().prefix("pgstrata-hosts-repo-").tempdir().unwrap();
+    let rh = rh_dir.path();
+    for d in ["etc/conf.d/~postgres-operator", "server", "repo1", "log", "lock", "pki"] {
+        std::fs::create_dir_all(rh.join(d)).unwrap();
+    }
+    let bindir = scratch.path("bin");
+    let link = bindir.join("pgbackrest");
+    std::os::unix::fs::symlink(support::bin(), &link).unwrap();
+    std::fs::set_permissions(scratch.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+
+    // Certificates: the cluster's CA, the repository host's server certificate, PGO's client
+    // certificate, and the refused ones.
+    let pki = scratch.path("pki");
+    let ca = Ca::new(&pki, "cluster-ca");
+    let (server_crt, server_key) =
+        ca.issue("server-tls", "repo-host-0", Some(&format!("IP:{REPO_HOST},DNS:localhost")));
+    let (client_crt, client_key) = ca.issue("client-tls", CLIENT_CN, None);
+    let (intruder_crt, intruder_key) = ca.issue("intruder", "intruder", None);
+    let (reader_crt, reader_key) = ca.issue("reader", "reader@cluster-uid", None);
+    let other_ca = Ca::new(&pki, "other-ca");
+    let (forged_crt, forged_key) = other_ca.issue("forged", CLIENT_CN, None);
+    let operator_dir = rh.join("etc/conf.d/~postgres-operator");
+    for (from, to) in [(&ca.crt, "tls-ca.crt"), (&client_crt, "client-tls.crt"), (&client_key, "client-tls.key")] {
+        std::fs::copy(from, operator_dir.join(to)).unwrap();
+    }
+    std::fs::copy(&server_crt, rh.join("server/server-tls.crt")).unwrap();
+    std::fs::copy(&server_key, rh.join("server/server-tls.key")).unwrap();
+
+    let primary = Cluster::init(&scratch, "primary");
+    let port = free_port();
+    let pass_line = format!("repo1-cipher-type=aes-256-gcm\nrepo1-cipher-pass={PASS}\n");
+    // pgbackrest_repo.conf and pgbackrest-server.conf on the repository host.
+    std::fs::write(
+        rh.join("etc/conf.d/pgbackrest_repo.conf"),
+        format!(
+            "[global]\nlog-path={rh}/log\nrepo1-path={rh}/repo1\n{pass_line}lock-path={rh}/lock\n\n\
+             [db]\npg1-host=127.0.0.3\npg1-host-ca-file={od}/tls-ca.crt\npg1-host-cert-file={od}/client-tls.crt\n\
+             pg1-host-key-file={od}/client-tls.key\npg1-host-type=tls\npg1-path={data}\npg1-port={pgport}\n\
+             pg1-socket-path={socket}\n",
+            rh = rh.display(),
+            od = operator_dir.display(),
+            data = primary.data.display(),
+            pgport = primary.port,
+            socket = primary.socket.display(),
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        rh.join("etc/conf.d/pgbackrest-server.conf"),
+        format!(
+            "[global]\ntls-server-address={REPO_HOST}\ntls-server-auth={CLIENT_CN}=*\ntls-server-auth=reader@cluster-uid=other\n\
+             tls-server-ca-file={od}/tls-ca.crt\ntls-server-cert-file={rh}/server/server-tls.crt\n\
+             tls-server-key-file={rh}/server/server-tls.key\ntls-server-port={port}\n\n\
+             [global:server]\nlog-level-console=detail\nlog-level-stderr=error\nlog-level-file=off\nlog-timestamp=n\n",
+            od = operator_dir.display(),
+            rh = rh.display(),
+        ),
+    )
+    .unwrap();
+    chown_repo_host(rh);
+    std::fs::set_permissions(rh, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(rh.join("repo1"), std::fs::Permissions::from_mode(0o700)).unwrap();
+
+    // pgbackrest_instance.conf on the database host (its own copies of the client files).
+    let etc = scratch.path("etc");
+    let conf_d = scratch.path("etc/conf.d");
+    let od = scratch.path("etc/conf.d/~postgres-operator");
+    for (from, to) in [(&ca.crt, "tls-ca.crt"), (&client_crt, "client-tls.crt"), (&client_key, "client-tls.key")] {
+        std::fs::copy(from, od.join(to)).unwrap();
+    }
+    std::fs::write(
+        conf_d.join("pgbackrest_instance.conf"),
+        format!(
+            "[global]\narchive-async=y\nlog-path={log}\nrepo1-host={REPO_HOST}\nrepo1-host-ca-file={od}/tls-ca.crt\n\
+             repo1-host-cert-file={od}/client-tls.crt\nrepo1-host-key-file={od}/client-tls.key\nrepo1-host-type=tls\n\
+             repo1-host-user=postgres\nrepo1-host-port={port}\nrepo1-path={rh}/repo1\n{pass_line}spool-path={spool}\n\
+             lock-path={lock}\n\n[db]\npg1-path={data}\npg1-port={pgport}\npg1-socket-path={socket}\n",
+            log = scratch.path("log").display(),
+            od = od.display(),
+            rh = rh.display(),
+            spool = scratch.path("spool").display(),
+            lock = scratch.path("lock").display(),
+            data = primary.data.display(),
+            pgport = primary.port,
+            socket = primary.socket.display(),
+        ),
+    )
+    .unwrap();
+    chown_postgres(&etc);
+    chown_postgres(&pki);
+
+    let server = Server::start(&link, &rh.join("etc"), rh.join("log/server.out"));
+    let path_env = format!("{}:/usr/bin:/bin", bindir.display());
+    let env = [("PATH", path_env.as_str()), ("PGBACKREST_CONFIG_PATH", etc.to_str().unwrap())];
+    let db_host = |args: &[&str]| {
+        run_as_postgres(Path::new("/bin/sh"), &[&["-c", "exec pgbackrest \"$@\"", "pgbackrest"], args].concat(), &env)
+    };
+    let db_ok = |args: &[&str]| {
+        let o = db_host(args);
+        assert!(
+            o.status.success(),
+            "pgbackrest {args:?} on the database host: {}\nserver:\n{}",
+            text(&o),
+            server.log()
+        );
+        o
+    };
+    let repo_host_config = format!("--config-path={}", rh.join("etc").display());
+    let repo_host = |args: &[&str]| -> Output {
+        let all: Vec<&str> = [&[repo_host_config.as_str()], args].concat();
+        as_repo_host(&link, &all).output().unwrap()
+    };
+
+    // Each side sees only its own: PGDATA is not the repository host's, the repository not the
+    // database host's.
+    if support::is_root() {
+        let o = as_repo_host(Path::new("/bin/ls"), &[primary.data.to_str().unwrap()]).output().unwrap();
+        assert!(!o.status.success(), "the repository host can read PGDATA: {}", text(&o));
+        let o = run_as_postgres(Path::new("/bin/ls"), &[rh.join("repo1").to_str().unwrap()], &[]);
+        assert!(!o.status.success(), "the database host can read the repository: {}", text(&o));
+    }
+
+    primary.configure(
+        "archive_mode = on\narchive_command = 'pgbackrest --stanza=db archive-push \"%p\"'\nwal_level = replica\n",
+    );
+    primary.start_with_env(&env);
+    // PGO's stanza creation, run on the database host.
+    db_ok(&["--stanza=db", "stanza-create"]);
+    assert!(rh.join("repo1/stanza/db/stanza.info").is_file(), "no stanza on the repository host");
+    pgbench(&primary, &["-i", "-s", "10", "-q"]);
+    db_ok(&["--stanza=db", "backup", "--type=full", "--start-fast"]);
+    pgbench(&primary, &["-T", "3", "-c", "2", "-n"]);
+    db_ok(&["--stanza=db", "backup", "--type=diff", "--start-fast"]);
+    pgbench(&primary, &["-T", "3", "-c", "2", "-n"]);
+    let at_incr = primary.dumpall();
+    db_ok(&["--stanza=db", "backup", "--type=incr", "--start-fast"]);
+    let target = primary.sql("select clock_timestamp()");
+    std::thread::sleep(Duration::from_millis(1100));
+    primary.sql("create table after_target as select g from generate_series(1, 1000) g");
+    primary.archive_now();
+
+    // info on both sides: the same three backups.
+    let o = db_ok(&["--stanza=db", "info", "--output=json"]);
+    let db_side: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let o = repo_host(&["--stanza=db", "info", "--output=json"]);
+    assert!(o.status.success(), "info on the repository host: {}", text(&o));
+    let repo_side: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let labels = |v: &serde_json::Value| -> Vec<String> {
+        v[0]["backup"].as_array().unwrap().iter().map(|b| b["label"].as_str().unwrap().to_string()).collect()
+    };
+    assert_eq!(labels(&db_side).len(), 3, "{db_side}");
+    assert_eq!(labels(&db_side), labels(&repo_side));
+    assert_eq!(db_side[0]["status"]["code"], 0, "{db_side}");
+
+    // Point-in-time restore on the database host, through the repository host.
+    let pitr_dir = scratch.path("pitr");
+    db_ok(&[
+        "--stanza=db",
+        "restore",
+        &format!("--pg1-path={}", pitr_dir.display()),
+        "--type=time",
+        &format!("--target={target}"),
+        "--target-action=promote",
+    ]);
+    let pitr = Cluster::existing(&scratch, pitr_dir, "pitr");
+    pitr.configure("archive_mode = off");
+    pitr.start_with_env(&env);
+    pitr.wait_promoted();
+    assert_eq!(pitr.dumpall(), at_incr, "the point-in-time restore differs from the source at the target");
+    pitr.stop();
+
+    // A standby built the same way follows the archive through the repository host.
+    let standby_dir = scratch.path("standby");
+    db_ok(&["--stanza=db", "restore", &format!("--pg1-path={}", standby_dir.display()), "--type=standby"]);
+    let standby = Cluster::existing(&scratch, standby_dir, "standby");
+    standby.configure("archive_mode = off\nhot_standby = on\n");
+    standby.start_with_env(&env);
+    primary.sql("create table after_standby as select g from generate_series(1, 4321) g");
+    primary.archive_now();
+    let began = Instant::now();
+    loop {
+        let o = standby.try_sql("select count(*) from after_standby");
+        if o.status.success() && String::from_utf8_lossy(&o.stdout).trim() == "4321" {
+            break;
+        }
+        assert!(
+            began.elapsed() < Duration::from_secs(90),
+            "the standby did not replay through the repository host; its log:\n{}",
+            std::fs::read_to_string(&standby.log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert_eq!(standby.dumpall(), primary.dumpall(), "the standby differs from the primary");
+    standby.stop();
+
+    // Refusals: each a clear error, nothing served and nothing changed.
+    let before = snapshot(&rh.join("repo1"));
+    let with_cert = |crt: &Path, key: &Path| {
+        db_host(&[
+            "--stanza=db",
+            "info",
+            &format!("--repo1-host-cert-file={}", crt.display()),
+            &format!("--repo1-host-key-file={}", key.display()),
+        ])
+    };
+    let o = with_cert(&intruder_crt, &intruder_key);
+    assert_eq!(o.status.code(), Some(105), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("CN 'intruder' is not named in tls-server-auth"),
+        "{}",
+        text(&o)
+    );
+    let o = with_cert(&reader_crt, &reader_key);
+    assert_eq!(o.status.code(), Some(105), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("CN 'reader@cluster-uid' is not granted stanza 'db'"),
+        "{}",
+        text(&o)
+    );
+    let o = with_cert(&forged_crt, &forged_key);
+    assert_eq!(o.status.code(), Some(105), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("this server does not trust the client certificate"),
+        "{}",
+        text(&o)
+    );
+    let get_info = r#"{"version":1,"stanza":"db","repo":1,"op":{"kind":"get","key":"stanza/db/stanza.info","range":null,"head":false}}"#;
+    let (status, body) = curl(port, &ca.crt, None, get_info);
+    assert_eq!(status, "401", "{body}");
+    assert!(body.contains("no client certificate"), "{body}");
+    let (status, body) = curl(
+        port,
+        &ca.crt,
+        Some((&reader_crt, &reader_key)),
+        &get_info.replace(r#""stanza":"db""#, r#""stanza":"other""#),
+    );
+    assert_eq!(status, "403", "a key of another stanza was served: {body}");
+    let escape = get_info.replace("stanza/db/stanza.info", "stanza/db/../../../../etc/passwd");
+    let (status, body) = curl(port, &ca.crt, Some((&client_crt, &client_key)), &escape);
+    assert_eq!(status, "400", "{body}");
+    assert!(body.contains("invalid key"), "{body}");
+    // The granted client gets the object (so the refusals above were about the certificates).
+    let (status, _) = curl(port, &ca.crt, Some((&client_crt, &client_key)), get_info);
+    assert_eq!(status, "200");
+    assert_eq!(snapshot(&rh.join("repo1")), before, "a refused request changed the repository");
+
+    // Certificates replaced and SIGHUP sent while a backup runs: new connections get the new
+    // certificate, the backup completes.
+    pgbench(&primary, &["-T", "2", "-c", "2", "-n"]);
+    assert_eq!(presented_subject(port, &ca.crt), "subject=O = pgstrata tests, CN = repo-host-0");
+    let backup = support::postgres_command(
+        Path::new("/bin/sh"),
+        &["-c", "exec pgbackrest \"$@\"", "pgbackrest", "--stanza=db", "backup", "--type=full", "--start-fast"],
+        &env,
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let backup_root = rh.join("repo1/stanza/db/backup");
+    let began = Instant::now();
+    let already = labels(&db_side);
+    while !std::fs::read_dir(&backup_root)
+        .map(|rd| rd.flatten().any(|e| !already.contains(&e.file_name().to_string_lossy().to_string())))
+        .unwrap_or(false)
+    {
+        assert!(began.elapsed() < Duration::from_secs(60), "the backup never started writing");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (renewed_crt, renewed_key) = ca.issue("server-renewed", "repo-host-renewed", Some(&format!("IP:{REPO_HOST}")));
+    std::fs::copy(&renewed_crt, rh.join("server/server-tls.crt")).unwrap();
+    std::fs::copy(&renewed_key, rh.join("server/server-tls.key")).unwrap();
+    server.hangup();
+    let mut backup = backup;
+    assert!(backup.try_wait().unwrap().is_none(), "the backup finished before the reload; make it longer");
+    let began = Instant::now();
+    while !server.log().contains("reloaded") {
+        assert!(began.elapsed() < Duration::from_secs(30), "no reload logged:\n{}", server.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(presented_subject(port, &ca.crt), "subject=O = pgstrata tests, CN = repo-host-renewed");
+    let finished = backup.wait_with_output().unwrap();
+    assert!(finished.status.success(), "the backup across the reload failed: {}", text(&finished));
+    let o = db_ok(&["--stanza=db", "info", "--output=json"]);
+    let after: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(labels(&after).len(), 4, "{after}");
+    let o = db_ok(&["--stanza=db", "verify"]);
+    assert!(o.status.success(), "{}", text(&o));
+
+    // The storage contract holds through the server, checked in-process as for every backend.
+    let config = pgstrata::config::Config::load(
+        &["pgbackrest".into(), format!("--config-path={}", etc.display()), "--stanza=db".into(), "repo-ls".into()],
+        &[],
+    )
+    .unwrap();
+    let store = config.storage(1).unwrap().open(pgstrata_storage::RetryPolicy::default()).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(pgstrata_storage::conformance::run_all(
+        &store.scoped("stanza/db/conformance"),
+        pgstrata_storage::conformance::Capabilities { atomic_create: true },
+    ));
+    drop(server);
+}
