@@ -25,3 +25,27 @@ pub enum Db {
     Users,
     Groups,
 }
+
+/// User and group names by id, for recording who owns what.
+#[derive(Debug, Default)]
+pub struct Names {
+    users: std::collections::HashMap<u32, String>,
+    groups: std::collections::HashMap<u32, String>,
+}
+
+impl Names {
+    pub fn load() -> Self {
+        let by_id = |db| entries(db).into_iter().map(|(name, id)| (id, name)).collect();
+        Self { users: by_id(Db::Users), groups: by_id(Db::Groups) }
+    }
+
+    /// The owner of a file as the manifest records it: mode bits and names.
+    pub fn owner(&self, meta: &std::fs::Metadata) -> pgstrata_repo_format::meta::Ownership {
+        use std::os::unix::fs::MetadataExt;
+        pgstrata_repo_format::meta::Ownership {
+            mode: meta.mode() & 0o7777,
+            user: self.users.get(&meta.uid()).cloned(),
+            group: self.groups.get(&meta.gid()).cloned(),
+        }
+    }
+}

@@ -21,6 +21,7 @@ use crate::error::{CliError, CliResult, ErrorCode};
 use crate::lease::LeaseWatch;
 use crate::manifest::ManifestStream;
 use crate::pages::must_store;
+use crate::remote::data::{RangeReader, RemoteCluster};
 use crate::termination::Termination;
 
 /// How a backup copies.
@@ -37,6 +38,31 @@ pub struct CopySettings {
     pub checksum_pages: bool,
     /// Pages with an LSN at or past this are being changed during the backup: not verified.
     pub start_lsn: Lsn,
+    /// The cluster is on a database host (`pg1-host`): files are read through its server.
+    pub remote: Option<Arc<RemoteCluster>>,
+}
+
+/// A file being read for one part: here, or a range of it streamed from a database host.
+enum Opened<'a> {
+    Local(std::fs::File),
+    Remote(RangeReader<'a>),
+}
+
+impl Opened<'_> {
+    fn read_at(&mut self, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
+        match self {
+            Self::Local(file) => read_at_full(file, buf, offset),
+            Self::Remote(range) => range.read_at(buf, offset),
+        }
+    }
+
+    /// Reads a page again (a page check's second look), whatever was read before.
+    fn reread(&self, path: &std::path::Path, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        match self {
+            Self::Local(file) => file.read_exact_at(buf, offset),
+            Self::Remote(range) => range.reread(path, buf, offset),
+        }
+    }
 }
 
 /// What was stored for one file.
@@ -212,7 +238,14 @@ fn read_at_full(file: &std::fs::File, buf: &mut [u8], offset: u64) -> std::io::R
 /// Checks the whole pages of `buf` (file offset `offset`); returns page numbers (within the
 /// file) that fail twice. A page changed since the backup started is skipped: WAL replay will
 /// rewrite it.
-fn check_pages(file: &std::fs::File, buf: &[u8], offset: u64, first_block: u32, start_lsn: Lsn, errors: &mut Vec<u32>) {
+fn check_pages(
+    reread: impl Fn(&mut [u8], u64) -> std::io::Result<()>,
+    buf: &[u8],
+    offset: u64,
+    first_block: u32,
+    start_lsn: Lsn,
+    errors: &mut Vec<u32>,
+) {
     for (i, page) in buf.chunks_exact(BLCKSZ).enumerate() {
         let Ok(page) = <&[u8; BLCKSZ]>::try_from(page) else { continue };
         let page_no = u32::try_from(offset / BLCKSZ as u64).unwrap_or(u32::MAX).saturating_add(i as u32);
@@ -227,7 +260,7 @@ fn check_pages(file: &std::fs::File, buf: &[u8], offset: u64, first_block: u32, 
             // Maybe torn by a concurrent write: read it again before reporting.
             let mut again = [0u8; BLCKSZ];
             let at = offset + (i * BLCKSZ) as u64;
-            if file.read_exact_at(&mut again, at).is_err() || bad(&again) {
+            if reread(&mut again, at).is_err() || bad(&again) {
                 errors.push(page_no);
             }
         }
@@ -312,7 +345,11 @@ fn copy_part(
     settings: &CopySettings,
     buf: &mut Vec<u8>,
 ) -> CliResult<(Option<Vec<u8>>, PartDone)> {
-    let file = match std::fs::File::open(&f.fs_path) {
+    let opened = match &settings.remote {
+        None => std::fs::File::open(&f.fs_path).map(Opened::Local),
+        Some(remote) => remote.open_range(&f.fs_path, job.offset, job.len as u64).map(Opened::Remote),
+    };
+    let mut file = match opened {
         Ok(file) => file,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             return Ok((None, PartDone { vanished: true, ..Default::default() }));
@@ -321,10 +358,12 @@ fn copy_part(
             return Err(CliError::new(ErrorCode::FileRead, format!("unable to open {}: {e}", f.fs_path.display())));
         }
     };
-    if job.len as u64 >= BATCH_BYTES {
+    if let Opened::Local(file) = &file
+        && job.len as u64 >= BATCH_BYTES
+    {
         // A large part is read front to back: twice the kernel's read-ahead.
         let _ = rustix::fs::fadvise(
-            &file,
+            file,
             job.offset,
             std::num::NonZeroU64::new(job.len as u64),
             rustix::fs::Advice::Sequential,
@@ -346,13 +385,15 @@ fn copy_part(
         let offset = job.offset + done.plain_len;
         let want = (job.len - done.plain_len as usize).min(piece);
         buf.resize(want, 0);
-        let n = read_at_full(&file, buf, offset)
+        let n = file
+            .read_at(buf, offset)
             .map_err(|e| CliError::new(ErrorCode::FileRead, format!("unable to read {}: {e}", f.fs_path.display())))?;
         let data = &buf[..n];
         if settings.checksum_pages
             && let Some(first_block) = f.first_block
         {
-            check_pages(&file, data, offset, first_block, settings.start_lsn, &mut done.page_errors);
+            let reread = |again: &mut [u8], at: u64| file.reread(&f.fs_path, again, at);
+            check_pages(reread, data, offset, first_block, settings.start_lsn, &mut done.page_errors);
         }
         let digests_at = done.page_digests.len();
         if f.main_fork {
@@ -1039,6 +1080,7 @@ mod tests {
             pack_size: 1 << 20,
             checksum_pages: false,
             start_lsn: Lsn(0),
+            remote: None,
         };
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
         let mut sink = Paths::default();

@@ -25,7 +25,7 @@ use crate::config::Config;
 use crate::error::{CliError, CliResult, ErrorCode};
 use crate::lease::Lease;
 use crate::manifest::ManifestStream;
-use crate::postgres::{pg_path, read_control};
+use crate::postgres::{pg_path, remote_cluster};
 use crate::repo::{Repo, blob_settings, open_repo, stanza_name};
 use crate::termination::Termination;
 use copy::{CopyCount, CopySettings, PackWriter, Prior, copy_tree};
@@ -228,7 +228,8 @@ async fn take_backup(
     term: Termination,
 ) -> CliResult<BackupLabel> {
     let data = pg_path(config)?;
-    let control = read_control(&data)?;
+    let remote = remote_cluster(config)?;
+    let control = crate::postgres::control(config, remote.as_deref()).await?;
     let mut plan = BackupPlan::new(&catalog, repo.current_db()?, &control, requested, unix_now())?;
     plan.warnings.iter().for_each(|w| tracing::warn!("{w}"));
     let prior = open_prior(repo, &catalog, &plan, config.bool("delta")).await?;
@@ -245,7 +246,7 @@ async fn take_backup(
     let started = server.start(&plan.label, config.bool("start-fast")).await?;
     let (databases, tablespace_names) = (server.databases().await?, server.tablespace_names().await?);
 
-    let settings = copy_settings(config, repo, &control, started.lsn, blob);
+    let settings = copy_settings(config, repo, &control, started.lsn, blob, remote.clone());
     let first_pack = resumed.as_ref().map_or(0, |r| r.next_pack);
     let attempt = plan.attempt(timestamp_start, stored_as.clone(), first_pack);
     let pack_size = config.size(&format!("repo{}-bundle-size", repo.index)).unwrap_or(PACK_SIZE);
@@ -254,7 +255,7 @@ async fn take_backup(
         .under_lease(lease.watch());
     let resumed = resumed.map(|from| Resume { repo, from });
     let mut spool = ManifestSpool::new()?;
-    let walker = Walker::new(&data, control.relseg_size.max(1));
+    let walker = Walker::new(&data, control.relseg_size.max(1)).on(remote);
     tracing::info!("copying with {} workers", settings.workers);
     let copied = async {
         let (walker, copied) =
@@ -396,6 +397,7 @@ fn copy_settings(
     control: &ControlFile,
     start_lsn: Lsn,
     blob: BlobSettings,
+    remote: Option<std::sync::Arc<crate::remote::data::RemoteCluster>>,
 ) -> CopySettings {
     CopySettings {
         workers: usize::try_from(config.int("process-max").unwrap_or(1)).unwrap_or(1).max(1),
@@ -405,6 +407,7 @@ fn copy_settings(
         pack_size: PACK_SIZE,
         checksum_pages: control.data_checksum_version > 0,
         start_lsn,
+        remote,
     }
 }
 

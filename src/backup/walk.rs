@@ -7,7 +7,10 @@ use std::path::{Path, PathBuf};
 
 use pgstrata_repo_format::meta::{DirEntry, LinkEntry, Ownership, Target};
 
+use crate::accounts::Names;
 use crate::error::{CliError, CliResult, ErrorCode};
+use crate::remote::data::RemoteCluster;
+use crate::remote::wire::{Found, FoundKind};
 
 /// Directories whose contents are never copied (the directory itself is).
 const EMPTY_DIRS: &[&str] =
@@ -112,29 +115,6 @@ impl Item {
 /// Files of PGDATA's top level written from `pg_backup_stop`'s answer, not copied.
 pub const STOP_FILES: &[&str] = &["backup_label", "tablespace_map"];
 
-/// Maps uids and gids to names from /etc/passwd and /etc/group.
-#[derive(Default)]
-struct Names {
-    users: HashMap<u32, String>,
-    groups: HashMap<u32, String>,
-}
-
-impl Names {
-    fn load() -> Self {
-        use crate::accounts::{Db, entries};
-        let by_id = |db| entries(db).into_iter().map(|(name, id)| (id, name)).collect();
-        Self { users: by_id(Db::Users), groups: by_id(Db::Groups) }
-    }
-
-    fn owner(&self, meta: &std::fs::Metadata) -> Ownership {
-        Ownership {
-            mode: meta.mode() & 0o7777,
-            user: self.users.get(&meta.uid()).cloned(),
-            group: self.groups.get(&meta.gid()).cloned(),
-        }
-    }
-}
-
 fn io_err(path: &Path, e: std::io::Error) -> CliError {
     CliError::new(ErrorCode::FileRead, format!("unable to read {}: {e}", path.display()))
 }
@@ -164,6 +144,62 @@ struct Frame {
     next: usize,
     /// Relfilenodes with an init fork (unlogged relations): only the init fork is copied.
     unlogged: HashSet<String>,
+    /// What a remote listing said of each name not yet visited (empty for a local walk).
+    found: HashMap<String, Found>,
+}
+
+/// One name of a directory listing: local, or as a database host's server listed it.
+enum Listed {
+    Local(std::fs::DirEntry),
+    Found(Found),
+}
+
+/// One entry, examined: locally, or as listed by a database host's server.
+enum Examined {
+    Local(std::fs::Metadata),
+    Found(Found),
+}
+
+impl Examined {
+    fn is_symlink(&self) -> bool {
+        match self {
+            Self::Local(m) => m.file_type().is_symlink(),
+            Self::Found(f) => f.kind == FoundKind::Link,
+        }
+    }
+
+    fn is_dir(&self) -> bool {
+        match self {
+            Self::Local(m) => m.is_dir(),
+            Self::Found(f) => f.kind == FoundKind::Dir,
+        }
+    }
+
+    fn is_file(&self) -> bool {
+        match self {
+            Self::Local(m) => m.is_file(),
+            Self::Found(f) => f.kind == FoundKind::File,
+        }
+    }
+
+    fn len(&self) -> u64 {
+        match self {
+            Self::Local(m) => m.len(),
+            Self::Found(f) => f.size,
+        }
+    }
+
+    fn mtime(&self) -> i64 {
+        match self {
+            Self::Local(m) => m.mtime(),
+            Self::Found(f) => f.mtime,
+        }
+    }
+}
+
+/// The owner as the database host named it.
+fn found_owner(f: &Found) -> Ownership {
+    Ownership { mode: f.mode, user: f.user.clone(), group: f.group.clone() }
 }
 
 impl Frame {
@@ -189,6 +225,8 @@ pub struct Walker {
     /// The root entry of the next target, emitted before its frame is pushed.
     root: Option<(String, PathBuf)>,
     data_owner: Option<Ownership>,
+    /// The cluster is on a database host (`pg1-host`): listed and examined through its server.
+    remote: Option<std::sync::Arc<RemoteCluster>>,
 }
 
 impl std::fmt::Debug for Walker {
@@ -213,7 +251,14 @@ impl Walker {
             targets,
             root: Some(("pg_data".into(), pg_data.to_path_buf())),
             data_owner: None,
+            remote: None,
         }
+    }
+
+    /// Walks the cluster of a database host instead of a local one.
+    pub fn on(mut self, remote: Option<std::sync::Arc<RemoteCluster>>) -> Self {
+        self.remote = remote;
+        self
     }
 
     /// The data directory and the tablespaces found (complete once the walk has ended).
@@ -230,8 +275,11 @@ impl Walker {
     pub fn next_item(&mut self) -> CliResult<Option<Item>> {
         loop {
             if let Some((prefix, dir)) = self.root.take() {
-                let meta = std::fs::metadata(&dir).map_err(|e| io_err(&dir, e))?;
-                let entry = DirEntry { path: prefix.clone(), owner: self.names.owner(&meta) };
+                let owner = match &self.remote {
+                    Some(remote) => found_owner(&remote.stat(&dir).map_err(|e| io_err(&dir, e))?),
+                    None => self.names.owner(&std::fs::metadata(&dir).map_err(|e| io_err(&dir, e))?),
+                };
+                let entry = DirEntry { path: prefix.clone(), owner };
                 if self.data_owner.is_none() {
                     self.data_owner = Some(entry.owner.clone());
                 }
@@ -280,16 +328,26 @@ impl Walker {
 
     /// Examines one entry of the directory on top of the stack.
     fn entry(&mut self, name: &str, path: PathBuf, prefix: &str, child_rel: String) -> CliResult<Option<Item>> {
-        let meta = match std::fs::symlink_metadata(&path) {
-            Ok(m) => m,
-            // Removed since listed (a dropped table, a recycled WAL file): nothing to copy.
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(io_err(&path, e)),
+        let meta = match self.stack.last_mut().and_then(|f| f.found.remove(name)) {
+            Some(found) => Examined::Found(found),
+            None if self.remote.is_some() => return Ok(None),
+            None => match std::fs::symlink_metadata(&path) {
+                Ok(m) => Examined::Local(m),
+                // Removed since listed (a dropped table, a recycled WAL file): nothing to copy.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+                Err(e) => return Err(io_err(&path, e)),
+            },
         };
         let manifest_path = format!("{prefix}/{child_rel}");
-        let owner = self.names.owner(&meta);
-        if meta.file_type().is_symlink() {
-            let dest = std::fs::read_link(&path).map_err(|e| io_err(&path, e))?;
+        let owner = match &meta {
+            Examined::Local(m) => self.names.owner(m),
+            Examined::Found(f) => found_owner(f),
+        };
+        if meta.is_symlink() {
+            let dest = match &meta {
+                Examined::Local(_) => std::fs::read_link(&path).map_err(|e| io_err(&path, e))?,
+                Examined::Found(f) => PathBuf::from(f.link.clone().unwrap_or_default()),
+            };
             if let Some(oid) = tablespace_oid(prefix, &child_rel) {
                 self.tablespaces.insert(oid, dest.clone());
             }
@@ -340,36 +398,62 @@ impl Walker {
 
     /// Lists one directory into a frame: exclusions applied, visiting order decided.
     fn list(&self, dir: PathBuf, prefix: String, rel: String) -> CliResult<Frame> {
-        let reader = match std::fs::read_dir(&dir) {
-            Ok(r) => r,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !rel.is_empty() => {
-                return Err(CliError::new(ErrorCode::FileMissing, format!("{} was removed", dir.display())));
+        let removed = |e: std::io::Error| {
+            if e.kind() == std::io::ErrorKind::NotFound && !rel.is_empty() {
+                CliError::new(ErrorCode::FileMissing, format!("{} was removed", dir.display()))
+            } else {
+                io_err(&dir, e)
             }
-            Err(e) => return Err(io_err(&dir, e)),
+        };
+        let listing: Vec<Listed> = match &self.remote {
+            Some(remote) => remote.list(&dir).map_err(removed)?.into_iter().map(Listed::Found).collect(),
+            None => {
+                let reader = std::fs::read_dir(&dir).map_err(removed)?;
+                let mut local = Vec::new();
+                for entry in reader {
+                    local.push(Listed::Local(entry.map_err(|e| io_err(&dir, e))?));
+                }
+                local
+            }
         };
         let is_pg_data = prefix == "pg_data";
-        let mut frame =
-            Frame { dir, prefix, rel, names: String::new(), order: Vec::new(), next: 0, unlogged: HashSet::new() };
+        let mut frame = Frame {
+            dir,
+            prefix,
+            rel,
+            names: String::new(),
+            order: Vec::new(),
+            next: 0,
+            unlogged: HashSet::new(),
+            found: HashMap::new(),
+        };
         let add = |frame: &mut Frame, name: &str, kind: Kind| {
             let start = u32::try_from(frame.names.len()).unwrap_or(u32::MAX);
             frame.names.push_str(name);
             let end = u32::try_from(frame.names.len()).unwrap_or(u32::MAX);
             frame.order.push((start, end, kind));
         };
-        for entry in reader {
-            let entry = entry.map_err(|e| io_err(&frame.dir, e))?;
-            // A name that is not UTF-8 cannot be recorded exactly in the manifest; renaming it
-            // would restore a different cluster, so the backup stops and names it.
-            let name = entry.file_name().into_string().map_err(|raw| {
-                CliError::new(
-                    ErrorCode::FileRead,
-                    format!("unable to back up {}: the file name {raw:?} is not valid UTF-8", frame.dir.display()),
-                )
-                .hint("rename or remove that file; PostgreSQL itself never creates such names")
-            })?;
-            let Ok(file_type) = entry.file_type() else { continue };
+        for entry in listing {
+            let (name, is_dir, is_symlink) = match &entry {
+                Listed::Local(entry) => {
+                    // A name that is not UTF-8 cannot be recorded exactly in the manifest;
+                    // renaming it would restore a different cluster, so the backup stops.
+                    let name = entry.file_name().into_string().map_err(|raw| {
+                        CliError::new(
+                            ErrorCode::FileRead,
+                            format!(
+                                "unable to back up {}: the file name {raw:?} is not valid UTF-8",
+                                frame.dir.display()
+                            ),
+                        )
+                        .hint("rename or remove that file; PostgreSQL itself never creates such names")
+                    })?;
+                    let Ok(file_type) = entry.file_type() else { continue };
+                    (name, file_type.is_dir(), file_type.is_symlink())
+                }
+                Listed::Found(f) => (f.name.clone(), f.kind == FoundKind::Dir, f.kind == FoundKind::Link),
+            };
             let child_rel = frame.child_rel(&name);
-            let is_dir = file_type.is_dir();
             if is_pg_data
                 && (excluded(&child_rel, &name, is_dir)
                     || (frame.rel.is_empty() && STOP_FILES.contains(&name.as_str())))
@@ -388,14 +472,20 @@ impl Walker {
             let walk_into = if is_dir {
                 !(is_pg_data && EMPTY_DIRS.contains(&child_rel.as_str()))
             } else {
-                file_type.is_symlink()
+                is_symlink
                     && is_pg_data
                     && tablespace_oid(&frame.prefix, &child_rel).is_none()
                     && !EMPTY_DIRS.contains(&child_rel.as_str())
-                    && std::fs::metadata(entry.path()).is_ok_and(|m| m.is_dir())
+                    && match &entry {
+                        Listed::Local(entry) => std::fs::metadata(entry.path()).is_ok_and(|m| m.is_dir()),
+                        Listed::Found(f) => f.link_dir,
+                    }
             };
             if walk_into {
                 add(&mut frame, &name, Kind::Subtree);
+            }
+            if let Listed::Found(f) = entry {
+                frame.found.insert(name, f);
             }
         }
         if is_pg_data && frame.rel.is_empty() {

@@ -12,7 +12,7 @@ use pgstrata_storage::RetryPolicy;
 use crate::config::Config;
 use crate::error::{CliError, CliResult, ErrorCode};
 use crate::lease::Lease;
-use crate::postgres::{connect, identify, pg_path, read_control};
+use crate::postgres::{connect, control, identify, pg_path, remote_cluster};
 use crate::repo::{Repo, blob_settings, load_stanza_info, passphrase, repo_indexes, save_stanza_info, stanza_name};
 
 fn now() -> i64 {
@@ -22,11 +22,16 @@ fn now() -> i64 {
 /// Reads `pg_control` and, when `online`, checks the running server agrees with it.
 async fn cluster_identity(config: &Config) -> CliResult<ControlFile> {
     let path = pg_path(config)?;
-    let control = read_control(&path)?;
+    let remote = remote_cluster(config)?;
+    let control = control(config, remote.as_deref()).await?;
     if config.bool("online") {
         let client = connect(config).await?;
         let server = identify(&client).await?;
-        let same_dir = std::fs::canonicalize(&server.data_directory).ok() == std::fs::canonicalize(&path).ok();
+        let same_dir = match remote {
+            // On a database host: as its server reports it, which is how pg1-path names it there.
+            Some(_) => std::path::Path::new(&server.data_directory) == path,
+            None => std::fs::canonicalize(&server.data_directory).ok() == std::fs::canonicalize(&path).ok(),
+        };
         if server.system_identifier != control.system_identifier
             || server.version_num / 10_000 != control.pg_version
             || !same_dir

@@ -6,6 +6,7 @@ use pgstrata_repo_format::pg::ControlFile;
 
 use crate::config::Config;
 use crate::error::{CliError, CliResult, ErrorCode};
+use crate::remote::data::RemoteCluster;
 
 /// `pg1-path`, which must be set and absolute.
 pub fn pg_path(config: &Config) -> CliResult<PathBuf> {
@@ -29,6 +30,34 @@ pub fn read_control(data_dir: &Path) -> CliResult<ControlFile> {
     Ok(ControlFile::parse(&bytes, &file.display().to_string())?)
 }
 
+/// The cluster of pg1 when it is on a database host (`pg1-host`), read through its server.
+/// Call inside the runtime that will carry its reads.
+pub fn remote_cluster(config: &Config) -> CliResult<Option<std::sync::Arc<RemoteCluster>>> {
+    match config.get("pg1-host") {
+        Some(_) => Ok(Some(std::sync::Arc::new(RemoteCluster::new(config)?))),
+        None => Ok(None),
+    }
+}
+
+/// `global/pg_control` of pg1's data directory, here or on its database host.
+pub async fn control(config: &Config, remote: Option<&RemoteCluster>) -> CliResult<ControlFile> {
+    let data = pg_path(config)?;
+    match remote {
+        None => read_control(&data),
+        Some(remote) => {
+            let file = data.join("global/pg_control");
+            let bytes = remote.read_all(&file, 8192).await.map_err(|e| {
+                CliError::new(
+                    ErrorCode::FileMissing,
+                    format!("unable to read {} on {}: {e}", file.display(), remote.describe()),
+                )
+                .hint("is pg1-path the data directory of the cluster on pg1-host?")
+            })?;
+            Ok(ControlFile::parse(&bytes, &format!("{}:{}", remote.describe(), file.display()))?)
+        }
+    }
+}
+
 /// What the running server says about itself.
 #[derive(Clone, Debug)]
 pub struct ServerIdentity {
@@ -44,29 +73,46 @@ pub async fn connect(config: &Config) -> CliResult<tokio_postgres::Client> {
         Some(dir) => pg.host_path(dir),
         None => pg.host_path("/var/run/postgresql"),
     };
-    if let Some(host) = config.get("pg1-host") {
-        pg.host(host);
-    }
     let port = config.int("pg1-port").and_then(|p| u16::try_from(p).ok()).unwrap_or(5432);
     pg.port(port);
+    let remote = config.get("pg1-host").is_some();
     let user = match config.get("pg1-user") {
         Some(u) => u.to_string(),
+        // Through a database host's server, the session is that host's: PostgreSQL's own user.
+        None if remote => "postgres".to_string(),
         None => default_user(),
     };
     pg.user(&user);
     pg.dbname(config.get("pg1-database").unwrap_or("postgres"));
     pg.application_name("pgstrata");
     pg.connect_timeout(std::time::Duration::from_secs(30));
-    let (client, connection) = pg.connect(tokio_postgres::NoTls).await.map_err(|e| {
+    let failed = |e: tokio_postgres::Error| {
         CliError::new(ErrorCode::DbConnect, format!("unable to connect to PostgreSQL on port {port} as '{user}': {e}"))
             .hint("is PostgreSQL running, and are pg1-socket-path, pg1-port and pg1-user right?")
-    })?;
+    };
+    let client = if remote {
+        let endpoint = crate::remote::endpoint(config, "pg1")?;
+        let stream = RemoteCluster::sql_stream(endpoint, config.get("stanza")).await?;
+        let (client, connection) = pg.connect_raw(stream, tokio_postgres::NoTls).await.map_err(failed)?;
+        spawn_connection(connection);
+        client
+    } else {
+        let (client, connection) = pg.connect(tokio_postgres::NoTls).await.map_err(failed)?;
+        spawn_connection(connection);
+        client
+    };
+    Ok(client)
+}
+
+fn spawn_connection<T>(connection: T)
+where
+    T: std::future::Future<Output = Result<(), tokio_postgres::Error>> + Send + 'static,
+{
     tokio::spawn(async move {
         if let Err(e) = connection.await {
             tracing::debug!("PostgreSQL connection ended: {e}");
         }
     });
-    Ok(client)
 }
 
 fn default_user() -> String {

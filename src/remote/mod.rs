@@ -11,6 +11,7 @@
 
 pub mod cert;
 pub mod client;
+pub mod data;
 pub mod server;
 pub mod tls;
 pub mod wire;

@@ -27,7 +27,9 @@ use object_store::{
 use pgstrata_storage::RetryPolicy;
 
 use super::client::{self, Body};
+use super::data::{self, ServedCluster};
 use super::wire::{self, ErrorKind, Head, Listing, Meta, Mode, Op, Pong, WireError, Written};
+use crate::accounts::Names;
 use crate::config::Config;
 use crate::error::{CliError, CliResult, ErrorCode};
 
@@ -108,6 +110,9 @@ struct Settings {
     config: Config,
     /// Repositories opened so far, by (stanza whose configuration resolved it, index).
     stores: Mutex<HashMap<(Option<String>, u32), Served>>,
+    /// Clusters served so far, by stanza.
+    clusters: Mutex<HashMap<String, Arc<ServedCluster>>>,
+    names: Names,
 }
 
 impl Settings {
@@ -125,7 +130,32 @@ impl Settings {
             tracing::warn!("tls-server-auth is not set: every client will be refused");
         }
         let acceptor = tokio_rustls::TlsAcceptor::from(tls.config.clone());
-        Ok(Self { tls, acceptor, grants, config, stores: Mutex::default() })
+        Ok(Self {
+            tls,
+            acceptor,
+            grants,
+            config,
+            stores: Mutex::default(),
+            clusters: Mutex::default(),
+            names: Names::load(),
+        })
+    }
+
+    /// The cluster of `stanza` as configured on this host.
+    fn cluster(&self, stanza: &str) -> Result<Arc<ServedCluster>, WireError> {
+        if let Ok(clusters) = self.clusters.lock()
+            && let Some(c) = clusters.get(stanza)
+        {
+            return Ok(c.clone());
+        }
+        let config = self.config.reload(&[format!("--stanza={stanza}")]).map_err(|e| {
+            WireError::new(ErrorKind::Other, format!("configuration for stanza '{stanza}': {}", e.message))
+        })?;
+        let cluster = Arc::new(ServedCluster::from_config(&config)?);
+        if let Ok(mut clusters) = self.clusters.lock() {
+            clusters.insert(stanza.to_string(), cluster.clone());
+        }
+        Ok(cluster)
     }
 
     /// Repository `index` as configured for `stanza` on this host.
@@ -265,6 +295,7 @@ async fn handle(settings: Arc<Settings>, peer: Peer, request: http::Request<Inco
     let result = match request.uri().path() {
         "/ping" => ping_answer(),
         "/repo" => repo_request(&settings, &peer, request).await,
+        "/data" => data_request(&settings, &peer, request).await,
         other => Err(WireError::new(ErrorKind::Invalid, format!("unknown request path '{other}'"))),
     };
     Ok(result.unwrap_or_else(|e| {
@@ -315,7 +346,12 @@ fn forbidden(name: &str, stanza: &str, grants: &Grants) -> WireError {
     )
 }
 
-async fn repo_request(settings: &Settings, peer: &Peer, request: http::Request<Incoming>) -> Result<Answer, WireError> {
+/// The request's head, once its certificate is trusted and the stanza it names is granted.
+fn head_of<'a>(
+    settings: &Settings,
+    peer: &'a Peer,
+    request: &http::Request<Incoming>,
+) -> Result<(Head, &'a str), WireError> {
     let name = peer.name()?;
     let head = request
         .headers()
@@ -335,6 +371,23 @@ async fn repo_request(settings: &Settings, peer: &Peer, request: http::Request<I
         return Err(forbidden(name, stanza, &settings.grants));
     }
     tracing::trace!("{} ({name}): {:?}", peer.address, head.op);
+    Ok((head, name))
+}
+
+/// A request for the cluster of a stanza (`pg1-host` clients).
+async fn data_request(settings: &Settings, peer: &Peer, request: http::Request<Incoming>) -> Result<Answer, WireError> {
+    let (head, _) = head_of(settings, peer, &request)?;
+    if !data::is_data(&head.op) {
+        return Err(WireError::new(ErrorKind::Invalid, "not a data operation"));
+    }
+    let stanza =
+        head.stanza.ok_or_else(|| WireError::new(ErrorKind::Invalid, "a data request must name its stanza"))?;
+    let cluster = settings.cluster(&stanza)?;
+    data::serve(&cluster, &settings.names, head.op, request.into_body()).await
+}
+
+async fn repo_request(settings: &Settings, peer: &Peer, request: http::Request<Incoming>) -> Result<Answer, WireError> {
+    let (head, name) = head_of(settings, peer, &request)?;
     let served = settings.served(head.stanza.as_deref(), head.repo)?;
     let body = request.into_body();
     match head.op {
@@ -353,6 +406,9 @@ async fn repo_request(settings: &Settings, peer: &Peer, request: http::Request<I
         Op::List { prefix, offset } => list(settings, name, &served, prefix, offset),
         Op::ListDir { prefix } => list_dir(settings, name, &served, prefix).await,
         Op::Delete => delete(settings, peer, &served, body).await,
+        Op::DataList { .. } | Op::DataStat { .. } | Op::DataRead { .. } | Op::Sql => {
+            Err(WireError::new(ErrorKind::Invalid, "a data operation is not a repository request"))
+        }
         Op::Copy { from, to, overwrite } => {
             authorize(settings, peer, [from.as_str(), to.as_str()])?;
             let mode = if overwrite { CopyMode::Overwrite } else { CopyMode::Create };

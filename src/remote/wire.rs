@@ -10,6 +10,9 @@
 //! | `list-dir` | — | a [`Listing`] |
 //! | `delete` | the keys, a JSON array | one `null` or [`WireError`] per key, a JSON array |
 //! | `copy` | — | — |
+//! | `data-list`, `data-stat` | — | [`Found`] entries (a JSON array), or one |
+//! | `data-read` | — | the file's bytes in the range, streamed |
+//! | `sql` | the client's side of a PostgreSQL session | the server's side |
 //!
 //! Any failure is answered with a status other than 200 and a [`WireError`] body.
 
@@ -40,13 +43,74 @@ pub struct Head {
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum Op {
-    Get { key: String, range: Option<(u64, u64)>, head: bool },
-    Put { key: String, mode: Mode },
-    Upload { key: String },
-    List { prefix: Option<String>, offset: Option<String> },
-    ListDir { prefix: Option<String> },
+    Get {
+        key: String,
+        range: Option<(u64, u64)>,
+        head: bool,
+    },
+    Put {
+        key: String,
+        mode: Mode,
+    },
+    Upload {
+        key: String,
+    },
+    List {
+        prefix: Option<String>,
+        offset: Option<String>,
+    },
+    ListDir {
+        prefix: Option<String>,
+    },
     Delete,
-    Copy { from: String, to: String, overwrite: bool },
+    Copy {
+        from: String,
+        to: String,
+        overwrite: bool,
+    },
+    /// A directory of the served cluster: each entry with its metadata ([`Found`] list).
+    DataList {
+        path: String,
+    },
+    /// One path of the served cluster, links followed ([`Found`]).
+    DataStat {
+        path: String,
+    },
+    /// Up to `len` bytes of a file of the served cluster from `offset`, streamed (fewer at its end).
+    DataRead {
+        path: String,
+        offset: u64,
+        len: u64,
+    },
+    /// A byte stream to the served cluster's PostgreSQL socket, both ways.
+    Sql,
+}
+
+/// What a data directory listing says about one name.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Found {
+    pub name: String,
+    pub kind: FoundKind,
+    pub size: u64,
+    /// Seconds since the epoch.
+    pub mtime: i64,
+    /// Permission bits.
+    pub mode: u32,
+    /// Owner names on the host the file is on.
+    pub user: Option<String>,
+    pub group: Option<String>,
+    /// A link's destination, and whether it leads to a directory.
+    pub link: Option<String>,
+    pub link_dir: bool,
+}
+
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum FoundKind {
+    File,
+    Dir,
+    Link,
+    Other,
 }
 
 /// How a `put` treats an existing object.

@@ -14,6 +14,7 @@ use super::*;
 use support::{chown_postgres, free_port, snapshot};
 
 const REPO_HOST: &str = "127.0.0.2";
+const DB_HOST: &str = "127.0.0.3";
 const CLIENT_CN: &str = "pgbackrest@cluster-uid";
 
 fn openssl(args: &[&str]) {
@@ -105,20 +106,40 @@ impl Ca {
     }
 }
 
-/// The repository host's OS user: `nobody` when the tests run as root (the database host is
-/// `postgres`), else the current user.
-fn as_repo_host(program: &Path, args: &[&str]) -> Command {
+/// The two hosts' OS users when the tests run as root (else both are the current user).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Host {
+    /// `postgres`, owner of PGDATA.
+    Database,
+    /// `nobody`, who cannot read PGDATA.
+    Repository,
+}
+
+/// `program args` as `host`'s user with exactly `env` (exec'd, so the pid is the program's).
+fn as_host(host: Host, program: &Path, args: &[&str], env: &[(&str, &str)]) -> Command {
     let mut cmd = if support::is_root() {
+        let (user, group) = match host {
+            Host::Database => ("postgres", "postgres"),
+            Host::Repository => ("nobody", "nogroup"),
+        };
         let mut c = Command::new("setpriv");
-        c.args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", "--", "env", "-i"]);
+        c.args([&format!("--reuid={user}"), &format!("--regid={group}"), "--init-groups", "--", "env", "-i"]);
         c
     } else {
         let mut c = Command::new("env");
         c.arg("-i");
         c
     };
-    cmd.arg("PATH=/usr/bin:/bin").arg("LC_ALL=C").arg(program).args(args);
+    cmd.arg("PATH=/usr/bin:/bin").arg("LC_ALL=C");
+    for (k, v) in env {
+        cmd.arg(format!("{k}={v}"));
+    }
+    cmd.arg(program).args(args);
     cmd
+}
+
+fn as_repo_host(program: &Path, args: &[&str]) -> Command {
+    as_host(Host::Repository, program, args, &[])
 }
 
 fn chown_repo_host(p: &Path) {
@@ -135,9 +156,10 @@ struct Server {
 }
 
 impl Server {
-    fn start(link: &Path, etc: &Path, log: PathBuf) -> Self {
+    fn start(host: Host, link: &Path, etc: &Path, log: PathBuf) -> Self {
         let out = std::fs::File::create(&log).unwrap();
-        let child = as_repo_host(link, &[&format!("--config-path={}", etc.display()), "server"])
+        let config = format!("--config-path={}", etc.display());
+        let child = as_host(host, link, &[&config, "server"], &[])
             .stdout(out.try_clone().unwrap())
             .stderr(out)
             .spawn()
@@ -145,7 +167,7 @@ impl Server {
         let server = Self { child, log };
         let began = Instant::now();
         loop {
-            let o = as_repo_host(link, &[&format!("--config-path={}", etc.display()), "server-ping"]).output().unwrap();
+            let o = as_host(host, link, &[&config, "server-ping"], &[]).output().unwrap();
             if o.status.success() {
                 break;
             }
@@ -178,9 +200,9 @@ impl Drop for Server {
 }
 
 /// The subject of the certificate a TLS server presents now (openssl s_client, a new connection).
-fn presented_subject(port: u16, ca: &Path) -> String {
+fn presented_subject(at: &str, ca: &Path) -> String {
     let script = format!(
-        "openssl s_client -connect {REPO_HOST}:{port} -CAfile {} </dev/null 2>/dev/null | openssl x509 -noout -subject",
+        "openssl s_client -connect {at} -CAfile {} </dev/null 2>/dev/null | openssl x509 -noout -subject",
         ca.display()
     );
     let o = Command::new("sh").args(["-c", &script]).output().unwrap();
@@ -188,13 +210,13 @@ fn presented_subject(port: u16, ca: &Path) -> String {
 }
 
 /// A raw request with curl (HTTP/2, our CA): the status and body a client without our code gets.
-fn curl(port: u16, ca: &Path, cert: Option<(&Path, &Path)>, head: &str) -> (String, String) {
+fn curl(url: &str, ca: &Path, cert: Option<(&Path, &Path)>, head: &str) -> (String, String) {
     let mut cmd = Command::new("curl");
     cmd.args(["-s", "--http2", "-X", "POST", "-w", "\n%{http_code}", "--cacert"]).arg(ca);
     if let Some((crt, key)) = cert {
         cmd.arg("--cert").arg(crt).arg("--key").arg(key);
     }
-    cmd.arg("-H").arg(format!("pgstrata-request: {head}")).arg(format!("https://{REPO_HOST}:{port}/repo"));
+    cmd.arg("-H").arg(format!("pgstrata-request: {head}")).arg(url);
     let o = cmd.output().unwrap();
     let out = String::from_utf8_lossy(&o.stdout).into_owned();
     let (body, status) = out.rsplit_once('\n').unwrap_or((&out, ""));
@@ -209,7 +231,7 @@ fn pgbench(cluster: &Cluster, args: &[&str]) {
 }
 
 #[test]
-fn database_host_archives_backs_up_and_restores_through_the_repository_host() {
+fn backups_through_pg1_host_and_archive_and_restore_through_repo1_host() {
     if !postgres_available() {
         return;
     }
@@ -217,7 +239,7 @@ fn database_host_archives_backs_up_and_restores_through_the_repository_host() {
     // The repository host's own directory: its user only (the database host cannot read it).
     let rh_dir = tempfile::Builder::new().prefix("pgstrata-hosts-repo-").tempdir().unwrap();
     let rh = rh_dir.path();
-    for d in ["etc/conf.d/~postgres-operator", "server", "repo1", "log", "lock", "pki"] {
+    for d in ["etc/conf.d/~postgres-operator", "server", "repo1", "log", "lock"] {
         std::fs::create_dir_all(rh.join(d)).unwrap();
     }
     let bindir = scratch.path("bin");
@@ -225,88 +247,99 @@ fn database_host_archives_backs_up_and_restores_through_the_repository_host() {
     std::os::unix::fs::symlink(support::bin(), &link).unwrap();
     std::fs::set_permissions(scratch.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
 
-    // Certificates: the cluster's CA, the repository host's server certificate, PGO's client
-    // certificate, and the refused ones.
+    // Certificates: the cluster's CA, each host's server certificate, PGO's client certificate
+    // (both hosts use it), and the refused ones.
     let pki = scratch.path("pki");
     let ca = Ca::new(&pki, "cluster-ca");
-    let (server_crt, server_key) =
-        ca.issue("server-tls", "repo-host-0", Some(&format!("IP:{REPO_HOST},DNS:localhost")));
+    let (repo_crt, repo_key) = ca.issue("repo-server", "repo-host-0", Some(&format!("IP:{REPO_HOST},DNS:localhost")));
+    let (db_crt, db_key) = ca.issue("db-server", "db-host-0", Some(&format!("IP:{DB_HOST},DNS:localhost")));
     let (client_crt, client_key) = ca.issue("client-tls", CLIENT_CN, None);
     let (intruder_crt, intruder_key) = ca.issue("intruder", "intruder", None);
     let (reader_crt, reader_key) = ca.issue("reader", "reader@cluster-uid", None);
     let other_ca = Ca::new(&pki, "other-ca");
     let (forged_crt, forged_key) = other_ca.issue("forged", CLIENT_CN, None);
-    let operator_dir = rh.join("etc/conf.d/~postgres-operator");
-    for (from, to) in [(&ca.crt, "tls-ca.crt"), (&client_crt, "client-tls.crt"), (&client_key, "client-tls.key")] {
-        std::fs::copy(from, operator_dir.join(to)).unwrap();
+    let client_files = [(&ca.crt, "tls-ca.crt"), (&client_crt, "client-tls.crt"), (&client_key, "client-tls.key")];
+    let rh_operator = rh.join("etc/conf.d/~postgres-operator");
+    for (from, to) in client_files {
+        std::fs::copy(from, rh_operator.join(to)).unwrap();
     }
-    std::fs::copy(&server_crt, rh.join("server/server-tls.crt")).unwrap();
-    std::fs::copy(&server_key, rh.join("server/server-tls.key")).unwrap();
+    std::fs::copy(&repo_crt, rh.join("server/server-tls.crt")).unwrap();
+    std::fs::copy(&repo_key, rh.join("server/server-tls.key")).unwrap();
+    let etc = scratch.path("etc");
+    let conf_d = scratch.path("etc/conf.d");
+    let db_operator = scratch.path("etc/conf.d/~postgres-operator");
+    for (from, to) in client_files {
+        std::fs::copy(from, db_operator.join(to)).unwrap();
+    }
+    let db_server_dir = scratch.path("server");
+    std::fs::copy(&db_crt, db_server_dir.join("server-tls.crt")).unwrap();
+    std::fs::copy(&db_key, db_server_dir.join("server-tls.key")).unwrap();
 
     let primary = Cluster::init(&scratch, "primary");
-    let port = free_port();
+    let (repo_port, db_port) = (free_port(), free_port());
     let pass_line = format!("repo1-cipher-type=aes-256-gcm\nrepo1-cipher-pass={PASS}\n");
-    // pgbackrest_repo.conf and pgbackrest-server.conf on the repository host.
+    // pgbackrest-server.conf, the same on both hosts but for the address (and, here, port).
+    let server_conf = |address: &str, port: u16, operator: &Path, server: &Path| {
+        format!(
+            "[global]\ntls-server-address={address}\ntls-server-auth={CLIENT_CN}=*\ntls-server-auth=reader@cluster-uid=other\n\
+             tls-server-ca-file={od}/tls-ca.crt\ntls-server-cert-file={sd}/server-tls.crt\n\
+             tls-server-key-file={sd}/server-tls.key\ntls-server-port={port}\n\n\
+             [global:server]\nlog-level-console=detail\nlog-level-stderr=error\nlog-level-file=off\nlog-timestamp=n\n",
+            od = operator.display(),
+            sd = server.display(),
+        )
+    };
+    let db_section = format!(
+        "[db]\npg1-path={}\npg1-port={}\npg1-socket-path={}\n",
+        primary.data.display(),
+        primary.port,
+        primary.socket.display()
+    );
+    // pgbackrest_repo.conf on the repository host: the cluster through pg1-host.
     std::fs::write(
         rh.join("etc/conf.d/pgbackrest_repo.conf"),
         format!(
-            "[global]\nlog-path={rh}/log\nrepo1-path={rh}/repo1\n{pass_line}lock-path={rh}/lock\n\n\
-             [db]\npg1-host=127.0.0.3\npg1-host-ca-file={od}/tls-ca.crt\npg1-host-cert-file={od}/client-tls.crt\n\
-             pg1-host-key-file={od}/client-tls.key\npg1-host-type=tls\npg1-path={data}\npg1-port={pgport}\n\
-             pg1-socket-path={socket}\n",
+            "[global]\nlog-path={rh}/log\nrepo1-path={rh}/repo1\n{pass_line}lock-path={rh}/lock\nprocess-max=2\n\n\
+             {db_section}pg1-host={DB_HOST}\npg1-host-ca-file={od}/tls-ca.crt\npg1-host-cert-file={od}/client-tls.crt\n\
+             pg1-host-key-file={od}/client-tls.key\npg1-host-type=tls\npg1-host-port={db_port}\n",
             rh = rh.display(),
-            od = operator_dir.display(),
-            data = primary.data.display(),
-            pgport = primary.port,
-            socket = primary.socket.display(),
+            od = rh_operator.display(),
         ),
     )
     .unwrap();
     std::fs::write(
         rh.join("etc/conf.d/pgbackrest-server.conf"),
-        format!(
-            "[global]\ntls-server-address={REPO_HOST}\ntls-server-auth={CLIENT_CN}=*\ntls-server-auth=reader@cluster-uid=other\n\
-             tls-server-ca-file={od}/tls-ca.crt\ntls-server-cert-file={rh}/server/server-tls.crt\n\
-             tls-server-key-file={rh}/server/server-tls.key\ntls-server-port={port}\n\n\
-             [global:server]\nlog-level-console=detail\nlog-level-stderr=error\nlog-level-file=off\nlog-timestamp=n\n",
-            od = operator_dir.display(),
-            rh = rh.display(),
-        ),
+        server_conf(REPO_HOST, repo_port, &rh_operator, &rh.join("server")),
     )
     .unwrap();
     chown_repo_host(rh);
     std::fs::set_permissions(rh, std::fs::Permissions::from_mode(0o755)).unwrap();
     std::fs::set_permissions(rh.join("repo1"), std::fs::Permissions::from_mode(0o700)).unwrap();
-
-    // pgbackrest_instance.conf on the database host (its own copies of the client files).
-    let etc = scratch.path("etc");
-    let conf_d = scratch.path("etc/conf.d");
-    let od = scratch.path("etc/conf.d/~postgres-operator");
-    for (from, to) in [(&ca.crt, "tls-ca.crt"), (&client_crt, "client-tls.crt"), (&client_key, "client-tls.key")] {
-        std::fs::copy(from, od.join(to)).unwrap();
-    }
+    // pgbackrest_instance.conf and pgbackrest-server.conf on the database host.
     std::fs::write(
         conf_d.join("pgbackrest_instance.conf"),
         format!(
             "[global]\narchive-async=y\nlog-path={log}\nrepo1-host={REPO_HOST}\nrepo1-host-ca-file={od}/tls-ca.crt\n\
              repo1-host-cert-file={od}/client-tls.crt\nrepo1-host-key-file={od}/client-tls.key\nrepo1-host-type=tls\n\
-             repo1-host-user=postgres\nrepo1-host-port={port}\nrepo1-path={rh}/repo1\n{pass_line}spool-path={spool}\n\
-             lock-path={lock}\n\n[db]\npg1-path={data}\npg1-port={pgport}\npg1-socket-path={socket}\n",
+             repo1-host-user=postgres\nrepo1-host-port={repo_port}\nrepo1-path={rh}/repo1\n{pass_line}spool-path={spool}\n\
+             lock-path={lock}\n\n{db_section}",
             log = scratch.path("log").display(),
-            od = od.display(),
+            od = db_operator.display(),
             rh = rh.display(),
             spool = scratch.path("spool").display(),
             lock = scratch.path("lock").display(),
-            data = primary.data.display(),
-            pgport = primary.port,
-            socket = primary.socket.display(),
         ),
     )
     .unwrap();
+    std::fs::write(conf_d.join("pgbackrest-server.conf"), server_conf(DB_HOST, db_port, &db_operator, &db_server_dir))
+        .unwrap();
     chown_postgres(&etc);
     chown_postgres(&pki);
+    chown_postgres(&db_server_dir);
 
-    let server = Server::start(&link, &rh.join("etc"), rh.join("log/server.out"));
+    let repo_server = Server::start(Host::Repository, &link, &rh.join("etc"), rh.join("log/server.out"));
+    let db_server = Server::start(Host::Database, &link, &etc, scratch.dir.path().join("server.out"));
+    let logs = || format!("repository host server:\n{}\ndatabase host server:\n{}", repo_server.log(), db_server.log());
     let path_env = format!("{}:/usr/bin:/bin", bindir.display());
     let env = [("PATH", path_env.as_str()), ("PGBACKREST_CONFIG_PATH", etc.to_str().unwrap())];
     let db_host = |args: &[&str]| {
@@ -314,18 +347,18 @@ fn database_host_archives_backs_up_and_restores_through_the_repository_host() {
     };
     let db_ok = |args: &[&str]| {
         let o = db_host(args);
-        assert!(
-            o.status.success(),
-            "pgbackrest {args:?} on the database host: {}\nserver:\n{}",
-            text(&o),
-            server.log()
-        );
+        assert!(o.status.success(), "pgbackrest {args:?} on the database host: {}\n{}", text(&o), logs());
         o
     };
     let repo_host_config = format!("--config-path={}", rh.join("etc").display());
     let repo_host = |args: &[&str]| -> Output {
         let all: Vec<&str> = [&[repo_host_config.as_str()], args].concat();
         as_repo_host(&link, &all).output().unwrap()
+    };
+    let repo_ok = |args: &[&str]| {
+        let o = repo_host(args);
+        assert!(o.status.success(), "pgbackrest {args:?} on the repository host: {}\n{}", text(&o), logs());
+        o
     };
 
     // Each side sees only its own: PGDATA is not the repository host's, the repository not the
@@ -341,26 +374,29 @@ fn database_host_archives_backs_up_and_restores_through_the_repository_host() {
         "archive_mode = on\narchive_command = 'pgbackrest --stanza=db archive-push \"%p\"'\nwal_level = replica\n",
     );
     primary.start_with_env(&env);
-    // PGO's stanza creation, run on the database host.
+    // PGO's stanza creation, run on the database host through the repository host.
     db_ok(&["--stanza=db", "stanza-create"]);
     assert!(rh.join("repo1/stanza/db/stanza.info").is_file(), "no stanza on the repository host");
+    // Backups as PGO's Jobs take them: on the repository host, the cluster through pg1-host.
     pgbench(&primary, &["-i", "-s", "10", "-q"]);
-    db_ok(&["--stanza=db", "backup", "--type=full", "--start-fast"]);
+    repo_ok(&["--stanza=db", "backup", "--type=full", "--start-fast"]);
     pgbench(&primary, &["-T", "3", "-c", "2", "-n"]);
-    db_ok(&["--stanza=db", "backup", "--type=diff", "--start-fast"]);
+    repo_ok(&["--stanza=db", "backup", "--type=diff", "--start-fast"]);
     pgbench(&primary, &["-T", "3", "-c", "2", "-n"]);
     let at_incr = primary.dumpall();
-    db_ok(&["--stanza=db", "backup", "--type=incr", "--start-fast"]);
+    repo_ok(&["--stanza=db", "backup", "--type=incr", "--start-fast"]);
     let target = primary.sql("select clock_timestamp()");
     std::thread::sleep(Duration::from_millis(1100));
     primary.sql("create table after_target as select g from generate_series(1, 1000) g");
     primary.archive_now();
+    // check from both sides.
+    repo_ok(&["--stanza=db", "check"]);
+    db_ok(&["--stanza=db", "check"]);
 
     // info on both sides: the same three backups.
     let o = db_ok(&["--stanza=db", "info", "--output=json"]);
     let db_side: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    let o = repo_host(&["--stanza=db", "info", "--output=json"]);
-    assert!(o.status.success(), "info on the repository host: {}", text(&o));
+    let o = repo_ok(&["--stanza=db", "info", "--output=json"]);
     let repo_side: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let labels = |v: &serde_json::Value| -> Vec<String> {
         v[0]["backup"].as_array().unwrap().iter().map(|b| b["label"].as_str().unwrap().to_string()).collect()
@@ -420,60 +456,60 @@ fn database_host_archives_backs_up_and_restores_through_the_repository_host() {
             &format!("--repo1-host-key-file={}", key.display()),
         ])
     };
-    let o = with_cert(&intruder_crt, &intruder_key);
-    assert_eq!(o.status.code(), Some(105), "{}", text(&o));
-    assert!(
-        String::from_utf8_lossy(&o.stderr).contains("CN 'intruder' is not named in tls-server-auth"),
-        "{}",
-        text(&o)
-    );
-    let o = with_cert(&reader_crt, &reader_key);
-    assert_eq!(o.status.code(), Some(105), "{}", text(&o));
-    assert!(
-        String::from_utf8_lossy(&o.stderr).contains("CN 'reader@cluster-uid' is not granted stanza 'db'"),
-        "{}",
-        text(&o)
-    );
-    let o = with_cert(&forged_crt, &forged_key);
-    assert_eq!(o.status.code(), Some(105), "{}", text(&o));
-    assert!(
-        String::from_utf8_lossy(&o.stderr).contains("this server does not trust the client certificate"),
-        "{}",
-        text(&o)
-    );
+    let refused = |o: &Output, expected: &str| {
+        assert_eq!(o.status.code(), Some(105), "{}", text(o));
+        assert!(String::from_utf8_lossy(&o.stderr).contains(expected), "wanted {expected:?}: {}", text(o));
+    };
+    refused(&with_cert(&intruder_crt, &intruder_key), "CN 'intruder' is not named in tls-server-auth");
+    refused(&with_cert(&reader_crt, &reader_key), "CN 'reader@cluster-uid' is not granted stanza 'db'");
+    refused(&with_cert(&forged_crt, &forged_key), "this server does not trust the client certificate");
+    let repo_url = format!("https://{REPO_HOST}:{repo_port}/repo");
     let get_info = r#"{"version":1,"stanza":"db","repo":1,"op":{"kind":"get","key":"stanza/db/stanza.info","range":null,"head":false}}"#;
-    let (status, body) = curl(port, &ca.crt, None, get_info);
+    let (status, body) = curl(&repo_url, &ca.crt, None, get_info);
     assert_eq!(status, "401", "{body}");
     assert!(body.contains("no client certificate"), "{body}");
-    let (status, body) = curl(
-        port,
-        &ca.crt,
-        Some((&reader_crt, &reader_key)),
-        &get_info.replace(r#""stanza":"db""#, r#""stanza":"other""#),
-    );
+    let other = get_info.replace(r#""stanza":"db""#, r#""stanza":"other""#);
+    let (status, body) = curl(&repo_url, &ca.crt, Some((&reader_crt, &reader_key)), &other);
     assert_eq!(status, "403", "a key of another stanza was served: {body}");
     let escape = get_info.replace("stanza/db/stanza.info", "stanza/db/../../../../etc/passwd");
-    let (status, body) = curl(port, &ca.crt, Some((&client_crt, &client_key)), &escape);
+    let (status, body) = curl(&repo_url, &ca.crt, Some((&client_crt, &client_key)), &escape);
     assert_eq!(status, "400", "{body}");
     assert!(body.contains("invalid key"), "{body}");
     // The granted client gets the object (so the refusals above were about the certificates).
-    let (status, _) = curl(port, &ca.crt, Some((&client_crt, &client_key)), get_info);
+    let (status, _) = curl(&repo_url, &ca.crt, Some((&client_crt, &client_key)), get_info);
     assert_eq!(status, "200");
     assert_eq!(snapshot(&rh.join("repo1")), before, "a refused request changed the repository");
+    // The database host's server serves PGDATA and its tablespaces only, to granted clients.
+    let data_url = format!("https://{DB_HOST}:{db_port}/data");
+    let read = |path: &str| {
+        format!(
+            r#"{{"version":1,"stanza":"db","repo":0,"op":{{"kind":"data-read","path":"{path}","offset":0,"len":100}}}}"#
+        )
+    };
+    let version = read(&primary.data.join("PG_VERSION").display().to_string());
+    let (status, body) = curl(&data_url, &ca.crt, Some((&client_crt, &client_key)), &version);
+    assert_eq!((status.as_str(), body.trim()), ("200", "15"));
+    let (status, body) = curl(&data_url, &ca.crt, None, &version);
+    assert_eq!(status, "401", "{body}");
+    let (status, body) = curl(&data_url, &ca.crt, Some((&intruder_crt, &intruder_key)), &version);
+    assert_eq!(status, "403", "{body}");
+    let (status, body) = curl(&data_url, &ca.crt, Some((&client_crt, &client_key)), &read("/etc/passwd"));
+    assert_eq!(status, "403", "a file outside PGDATA was served: {body}");
+    let sneaky = read(&format!("{}/../../etc/passwd", primary.data.display()));
+    let (status, body) = curl(&data_url, &ca.crt, Some((&client_crt, &client_key)), &sneaky);
+    assert_eq!(status, "400", "{body}");
 
-    // Certificates replaced and SIGHUP sent while a backup runs: new connections get the new
-    // certificate, the backup completes.
+    // Certificates replaced and SIGHUP sent to both servers while a backup runs through them:
+    // new connections get the new certificates, the backup completes.
     pgbench(&primary, &["-T", "2", "-c", "2", "-n"]);
-    assert_eq!(presented_subject(port, &ca.crt), "subject=O = pgstrata tests, CN = repo-host-0");
-    let backup = support::postgres_command(
-        Path::new("/bin/sh"),
-        &["-c", "exec pgbackrest \"$@\"", "pgbackrest", "--stanza=db", "backup", "--type=full", "--start-fast"],
-        &env,
-    )
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped())
-    .spawn()
-    .unwrap();
+    let (repo_at, db_at) = (format!("{REPO_HOST}:{repo_port}"), format!("{DB_HOST}:{db_port}"));
+    assert_eq!(presented_subject(&repo_at, &ca.crt), "subject=O = pgstrata tests, CN = repo-host-0");
+    assert_eq!(presented_subject(&db_at, &ca.crt), "subject=O = pgstrata tests, CN = db-host-0");
+    let backup = as_repo_host(&link, &[&repo_host_config, "--stanza=db", "backup", "--type=full", "--start-fast"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     let backup_root = rh.join("repo1/stanza/db/backup");
     let began = Instant::now();
     let already = labels(&db_side);
@@ -484,25 +520,45 @@ fn database_host_archives_backs_up_and_restores_through_the_repository_host() {
         assert!(began.elapsed() < Duration::from_secs(60), "the backup never started writing");
         std::thread::sleep(Duration::from_millis(20));
     }
-    let (renewed_crt, renewed_key) = ca.issue("server-renewed", "repo-host-renewed", Some(&format!("IP:{REPO_HOST}")));
-    std::fs::copy(&renewed_crt, rh.join("server/server-tls.crt")).unwrap();
-    std::fs::copy(&renewed_key, rh.join("server/server-tls.key")).unwrap();
-    server.hangup();
+    let (crt, key) = ca.issue("repo-renewed", "repo-host-renewed", Some(&format!("IP:{REPO_HOST}")));
+    std::fs::copy(&crt, rh.join("server/server-tls.crt")).unwrap();
+    std::fs::copy(&key, rh.join("server/server-tls.key")).unwrap();
+    let (crt, key) = ca.issue("db-renewed", "db-host-renewed", Some(&format!("IP:{DB_HOST}")));
+    std::fs::copy(&crt, db_server_dir.join("server-tls.crt")).unwrap();
+    std::fs::copy(&key, db_server_dir.join("server-tls.key")).unwrap();
+    repo_server.hangup();
+    db_server.hangup();
     let mut backup = backup;
     assert!(backup.try_wait().unwrap().is_none(), "the backup finished before the reload; make it longer");
     let began = Instant::now();
-    while !server.log().contains("reloaded") {
-        assert!(began.elapsed() < Duration::from_secs(30), "no reload logged:\n{}", server.log());
+    while !(repo_server.log().contains("reloaded") && db_server.log().contains("reloaded")) {
+        assert!(began.elapsed() < Duration::from_secs(30), "no reload logged:\n{}", logs());
         std::thread::sleep(Duration::from_millis(50));
     }
-    assert_eq!(presented_subject(port, &ca.crt), "subject=O = pgstrata tests, CN = repo-host-renewed");
+    assert_eq!(presented_subject(&repo_at, &ca.crt), "subject=O = pgstrata tests, CN = repo-host-renewed");
+    assert_eq!(presented_subject(&db_at, &ca.crt), "subject=O = pgstrata tests, CN = db-host-renewed");
     let finished = backup.wait_with_output().unwrap();
-    assert!(finished.status.success(), "the backup across the reload failed: {}", text(&finished));
+    assert!(finished.status.success(), "the backup across the reload failed: {}\n{}", text(&finished), logs());
     let o = db_ok(&["--stanza=db", "info", "--output=json"]);
     let after: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(labels(&after).len(), 4, "{after}");
-    let o = db_ok(&["--stanza=db", "verify"]);
-    assert!(o.status.success(), "{}", text(&o));
+    db_ok(&["--stanza=db", "verify"]);
+    // The backup taken across the reload restores to a cluster equal to the source.
+    let source = primary.dumpall();
+    let latest_dir = scratch.path("latest");
+    db_ok(&[
+        "--stanza=db",
+        "restore",
+        &format!("--pg1-path={}", latest_dir.display()),
+        "--type=immediate",
+        "--target-action=promote",
+    ]);
+    let latest = Cluster::existing(&scratch, latest_dir, "latest");
+    latest.configure("archive_mode = off");
+    latest.start_with_env(&env);
+    latest.wait_promoted();
+    assert_eq!(latest.dumpall(), source, "the backup taken through pg1-host differs from the source");
+    latest.stop();
 
     // The storage contract holds through the server, checked in-process as for every backend.
     let config = pgstrata::config::Config::load(
@@ -516,5 +572,4 @@ fn database_host_archives_backs_up_and_restores_through_the_repository_host() {
         &store.scoped("stanza/db/conformance"),
         pgstrata_storage::conformance::Capabilities { atomic_create: true },
     ));
-    drop(server);
 }

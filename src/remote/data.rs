@@ -1,0 +1,472 @@
+//! A database host's cluster served to the repository host (`pg1-host`): the data directory and
+//! its tablespaces (listings with metadata, ranged reads) and a byte stream to PostgreSQL's
+//! socket, over which the backup's SQL runs as if local.
+//!
+//! Served paths: absolute, no `.` or `..`, and inside `pg1-path` or a tablespace linked from its
+//! `pg_tblspc` — nothing else of the host can be read.
+
+use std::os::unix::fs::MetadataExt;
+use std::path::{Component, Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use bytes::{Bytes, BytesMut};
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::{Frame, Incoming};
+use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+
+use super::client::{self, Body, Connection, Failure};
+use super::wire::{self, ErrorKind, Found, FoundKind, Head, Op, WireError};
+use crate::accounts::Names;
+use crate::config::Config;
+use crate::error::{CliError, CliResult, ErrorCode};
+
+/// Bytes a `data-read` answer carries per frame.
+const READ_CHUNK: usize = 256 << 10;
+
+fn found(name: String, meta: &std::fs::Metadata, link: Option<(String, bool)>, names: &Names) -> Found {
+    let kind = if meta.file_type().is_symlink() {
+        FoundKind::Link
+    } else if meta.is_dir() {
+        FoundKind::Dir
+    } else if meta.is_file() {
+        FoundKind::File
+    } else {
+        FoundKind::Other
+    };
+    let (link, link_dir) = match link {
+        Some((to, dir)) => (Some(to), dir),
+        None => (None, false),
+    };
+    let owner = names.owner(meta);
+    Found {
+        name,
+        kind,
+        size: meta.len(),
+        mtime: meta.mtime(),
+        mode: owner.mode,
+        user: owner.user,
+        group: owner.group,
+        link,
+        link_dir,
+    }
+}
+
+/// The cluster of one stanza as this server serves it.
+#[derive(Debug)]
+pub struct ServedCluster {
+    data: PathBuf,
+    socket: PathBuf,
+    /// Tablespace directories linked from `pg_tblspc` (looked up again when a path is not
+    /// inside any known one: a tablespace created since).
+    tablespaces: Mutex<Vec<PathBuf>>,
+}
+
+fn invalid(message: String) -> WireError {
+    WireError::new(ErrorKind::Invalid, message)
+}
+
+fn io_error(what: &str, path: &Path, e: &std::io::Error) -> WireError {
+    let kind = match e.kind() {
+        std::io::ErrorKind::NotFound => ErrorKind::NotFound,
+        std::io::ErrorKind::PermissionDenied => ErrorKind::PermissionDenied,
+        _ => ErrorKind::Other,
+    };
+    WireError::new(kind, format!("unable to {what} {}: {e}", path.display()))
+}
+
+impl ServedCluster {
+    /// `pg1-path`, `pg1-socket-path` and `pg1-port` of a stanza's configuration on this host.
+    pub fn from_config(config: &Config) -> Result<Self, WireError> {
+        let data = crate::postgres::pg_path(config).map_err(|e| invalid(e.message))?;
+        if config.get("pg1-host").is_some() {
+            return Err(invalid(
+                "pg1 is itself behind a database host on this server; it is not served from here".into(),
+            ));
+        }
+        let dir = config.get("pg1-socket-path").unwrap_or("/var/run/postgresql");
+        let port = config.int("pg1-port").unwrap_or(5432);
+        let socket = Path::new(dir).join(format!(".s.PGSQL.{port}"));
+        Ok(Self { data, socket, tablespaces: Mutex::default() })
+    }
+
+    fn linked_tablespaces(&self) -> Vec<PathBuf> {
+        let Ok(dir) = std::fs::read_dir(self.data.join("pg_tblspc")) else { return Vec::new() };
+        dir.flatten().filter_map(|e| std::fs::read_link(e.path()).ok()).filter(|p| p.is_absolute()).collect()
+    }
+
+    /// The path if it may be served: plain, absolute, inside the data directory or a tablespace.
+    fn allowed(&self, path: &str) -> Result<PathBuf, WireError> {
+        let p = PathBuf::from(path);
+        if !p.is_absolute() || p.components().any(|c| !matches!(c, Component::RootDir | Component::Normal(_))) {
+            return Err(invalid(format!("invalid path '{path}': it must be absolute, without '.' or '..'")));
+        }
+        if p.starts_with(&self.data) {
+            return Ok(p);
+        }
+        let inside = |list: &[PathBuf]| list.iter().any(|t| p.starts_with(t));
+        let mut known = self.tablespaces.lock().map_err(|_| invalid("lock poisoned".into()))?;
+        if !inside(&known) {
+            *known = self.linked_tablespaces();
+        }
+        if inside(&known) {
+            return Ok(p);
+        }
+        Err(WireError::new(
+            ErrorKind::Forbidden,
+            format!("'{path}' is outside the data directory and tablespaces this server serves"),
+        ))
+    }
+}
+
+/// Handles the data operations of one request.
+pub async fn serve(
+    cluster: &ServedCluster,
+    names: &Names,
+    op: Op,
+    body: Incoming,
+) -> Result<http::Response<Body>, WireError> {
+    match op {
+        Op::DataList { path } => {
+            let dir = cluster.allowed(&path)?;
+            let mut out = Vec::new();
+            let entries = std::fs::read_dir(&dir).map_err(|e| io_error("list", &dir, &e))?;
+            for entry in entries {
+                let entry = entry.map_err(|e| io_error("list", &dir, &e))?;
+                let name = entry.file_name().into_string().map_err(|raw| {
+                    invalid(format!("unable to back up {}: the file name {raw:?} is not valid UTF-8", dir.display()))
+                })?;
+                let path = entry.path();
+                let meta = match std::fs::symlink_metadata(&path) {
+                    Ok(m) => m,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(io_error("examine", &path, &e)),
+                };
+                let link = if meta.file_type().is_symlink() {
+                    let to = std::fs::read_link(&path).map_err(|e| io_error("read link", &path, &e))?;
+                    Some((to.display().to_string(), std::fs::metadata(&path).is_ok_and(|m| m.is_dir())))
+                } else {
+                    None
+                };
+                out.push(found(name, &meta, link, names));
+            }
+            json(&out)
+        }
+        Op::DataStat { path } => {
+            let p = cluster.allowed(&path)?;
+            let meta = std::fs::metadata(&p).map_err(|e| io_error("examine", &p, &e))?;
+            json(&found(String::new(), &meta, None, names))
+        }
+        Op::DataRead { path, offset, len } => {
+            let p = cluster.allowed(&path)?;
+            let mut file = tokio::fs::File::open(&p).await.map_err(|e| io_error("open", &p, &e))?;
+            file.seek(std::io::SeekFrom::Start(offset)).await.map_err(|e| io_error("read", &p, &e))?;
+            let stream = futures::stream::unfold((file, len), move |(mut file, left)| async move {
+                if left == 0 {
+                    return None;
+                }
+                let want = usize::try_from(left).unwrap_or(READ_CHUNK).min(READ_CHUNK);
+                let mut buf = BytesMut::zeroed(want);
+                match file.read(&mut buf).await {
+                    Ok(0) => None,
+                    Ok(n) => {
+                        buf.truncate(n);
+                        Some((Ok(Frame::data(buf.freeze())), (file, left - n as u64)))
+                    }
+                    Err(e) => Some((Err(e), (file, 0))),
+                }
+            });
+            Ok(http::Response::new(BodyExt::boxed_unsync(StreamBody::new(stream))))
+        }
+        Op::Sql => sql_tunnel(cluster, body).await,
+        _ => Err(invalid("not a data operation".into())),
+    }
+}
+
+fn json(value: &impl serde::Serialize) -> Result<http::Response<Body>, WireError> {
+    let body = serde_json::to_vec(value).map_err(|e| invalid(e.to_string()))?;
+    Ok(http::Response::new(client::full(Bytes::from(body))))
+}
+
+/// Connects to PostgreSQL's socket and joins it to the request (client to server) and the
+/// answer (server to client).
+async fn sql_tunnel(cluster: &ServedCluster, mut body: Incoming) -> Result<http::Response<Body>, WireError> {
+    let socket = tokio::net::UnixStream::connect(&cluster.socket).await.map_err(|e| {
+        WireError::new(
+            ErrorKind::Unavailable,
+            format!("unable to connect to PostgreSQL at {}: {e}", cluster.socket.display()),
+        )
+    })?;
+    let (from_pg, mut to_pg) = socket.into_split();
+    tokio::spawn(async move {
+        while let Some(Ok(frame)) = body.frame().await {
+            if let Some(data) = frame.data_ref()
+                && to_pg.write_all(data).await.is_err()
+            {
+                return;
+            }
+        }
+        let _ = to_pg.shutdown().await;
+    });
+    let stream = futures::stream::unfold((from_pg, BytesMut::new()), |(mut from_pg, mut buf)| async move {
+        buf.resize(64 << 10, 0);
+        match from_pg.read(&mut buf).await {
+            Ok(0) | Err(_) => None,
+            Ok(n) => {
+                let chunk = buf.split_to(n).freeze();
+                Some((Ok::<_, std::io::Error>(Frame::data(chunk)), (from_pg, buf)))
+            }
+        }
+    });
+    Ok(http::Response::new(BodyExt::boxed_unsync(StreamBody::new(stream))))
+}
+
+/// The client side: the cluster on `pg1-host`, read from threads (the walk, the copy workers)
+/// over `process-max` connections.
+#[derive(Debug)]
+pub struct RemoteCluster {
+    connections: Vec<Arc<Connection>>,
+    next: std::sync::atomic::AtomicUsize,
+    stanza: Option<String>,
+    runtime: tokio::runtime::Handle,
+}
+
+fn failure_io(f: Failure) -> std::io::Error {
+    match f {
+        Failure::Answered(e) if e.kind == ErrorKind::NotFound => {
+            std::io::Error::new(std::io::ErrorKind::NotFound, e.message)
+        }
+        Failure::Answered(e) if matches!(e.kind, ErrorKind::Forbidden | ErrorKind::Unauthenticated) => {
+            std::io::Error::new(std::io::ErrorKind::PermissionDenied, e.message)
+        }
+        other => std::io::Error::other(other.to_string()),
+    }
+}
+
+impl RemoteCluster {
+    /// The cluster of `pg1-host`; must be made inside the runtime its reads will use.
+    pub fn new(config: &Config) -> CliResult<Self> {
+        let endpoint = super::endpoint(config, "pg1")?;
+        let workers = usize::try_from(config.int("process-max").unwrap_or(1)).unwrap_or(1).max(1);
+        let connections = (0..workers).map(|_| Arc::new(Connection::new(endpoint.clone()))).collect();
+        let runtime = tokio::runtime::Handle::try_current()
+            .map_err(|e| CliError::new(ErrorCode::Service, format!("no I/O runtime for pg1-host: {e}")))?;
+        Ok(Self { connections, next: 0.into(), stanza: config.get("stanza").map(str::to_string), runtime })
+    }
+
+    fn connection(&self) -> &Arc<Connection> {
+        let i = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % self.connections.len();
+        &self.connections[i]
+    }
+
+    pub fn describe(&self) -> String {
+        let e = &self.connections[0].endpoint;
+        format!("{}:{}", e.host, e.port)
+    }
+
+    fn request(&self, op: Op, body: Body) -> std::io::Result<http::Request<Body>> {
+        let endpoint = &self.connections[0].endpoint;
+        let head = Head { version: wire::PROTOCOL_VERSION, stanza: self.stanza.clone(), repo: 0, op };
+        let head = serde_json::to_vec(&head).map_err(std::io::Error::other)?;
+        http::Request::builder()
+            .method(http::Method::POST)
+            .uri(format!("https://{}:{}/data", endpoint.host, endpoint.port))
+            .header(wire::REQUEST_HEADER, http::HeaderValue::from_bytes(&head).map_err(std::io::Error::other)?)
+            .body(body)
+            .map_err(std::io::Error::other)
+    }
+
+    async fn call(&self, op: Op) -> std::io::Result<http::Response<Incoming>> {
+        let request = self.request(op, client::empty())?;
+        self.connection().send(request).await.map_err(failure_io)
+    }
+
+    async fn json<T: serde::de::DeserializeOwned>(&self, op: Op) -> std::io::Result<T> {
+        let response = self.call(op).await?;
+        let body = client::read_body(response.into_body(), 256 << 20).await.map_err(std::io::Error::other)?;
+        serde_json::from_slice(&body).map_err(std::io::Error::other)
+    }
+
+    /// A directory's entries (blocking: call from a thread outside the runtime).
+    pub fn list(&self, dir: &Path) -> std::io::Result<Vec<Found>> {
+        self.runtime.block_on(self.json(Op::DataList { path: dir.display().to_string() }))
+    }
+
+    /// A path's metadata, links followed (blocking).
+    pub fn stat(&self, path: &Path) -> std::io::Result<Found> {
+        self.runtime.block_on(self.json(Op::DataStat { path: path.display().to_string() }))
+    }
+
+    /// A whole small file (async).
+    pub async fn read_all(&self, path: &Path, max: u64) -> std::io::Result<Vec<u8>> {
+        let response = self.call(Op::DataRead { path: path.display().to_string(), offset: 0, len: max }).await?;
+        client::read_body(response.into_body(), usize::try_from(max).unwrap_or(usize::MAX))
+            .await
+            .map_err(std::io::Error::other)
+    }
+
+    /// A range of a file, read front to back (blocking reads).
+    pub fn open_range(&self, path: &Path, offset: u64, len: u64) -> std::io::Result<RangeReader<'_>> {
+        let op = Op::DataRead { path: path.display().to_string(), offset, len };
+        let response = self.runtime.block_on(self.call(op))?;
+        Ok(RangeReader { cluster: self, body: response.into_body(), pending: Bytes::new(), at: offset })
+    }
+
+    /// A PostgreSQL session through the server: a stream tokio-postgres can run its protocol on.
+    pub async fn sql_stream(
+        endpoint: super::client::Endpoint,
+        stanza: Option<&str>,
+    ) -> CliResult<tokio::io::DuplexStream> {
+        let connection = Connection::new(endpoint);
+        let (ours, theirs) = tokio::io::duplex(64 << 10);
+        let (mut theirs_read, mut theirs_write) = tokio::io::split(theirs);
+        let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(16);
+        let outgoing = futures::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|b| (Ok::<_, std::io::Error>(Frame::data(b)), rx))
+        });
+        let head = Head { version: wire::PROTOCOL_VERSION, stanza: stanza.map(str::to_string), repo: 0, op: Op::Sql };
+        let head = serde_json::to_vec(&head).map_err(|e| CliError::new(ErrorCode::Protocol, e.to_string()))?;
+        let request = http::Request::builder()
+            .method(http::Method::POST)
+            .uri(format!("https://{}:{}/data", connection.endpoint.host, connection.endpoint.port))
+            .header(
+                wire::REQUEST_HEADER,
+                http::HeaderValue::from_bytes(&head).map_err(|e| CliError::new(ErrorCode::Protocol, e.to_string()))?,
+            )
+            .body(BodyExt::boxed_unsync(StreamBody::new(outgoing)))
+            .map_err(|e| CliError::new(ErrorCode::Protocol, e.to_string()))?;
+        // Our side's bytes go out as they are written.
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 64 << 10];
+            loop {
+                match theirs_read.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        if tx.send(Bytes::copy_from_slice(&buf[..n])).await.is_err() {
+                            break;
+                        }
+                    }
+                }
+            }
+        });
+        let at = format!("{}:{}", connection.endpoint.host, connection.endpoint.port);
+        let response = connection.send(request).await.map_err(|f| {
+            let code = match &f {
+                Failure::Answered(e) if matches!(e.kind, ErrorKind::Forbidden | ErrorKind::Unauthenticated) => {
+                    ErrorCode::Access
+                }
+                _ => ErrorCode::DbConnect,
+            };
+            CliError::new(code, format!("unable to reach PostgreSQL through the server at {at}: {f}"))
+        })?;
+        let mut body = response.into_body();
+        tokio::spawn(async move {
+            // The connection lives as long as this task holds it.
+            let _connection = connection;
+            while let Some(Ok(frame)) = body.frame().await {
+                if let Some(data) = frame.data_ref()
+                    && theirs_write.write_all(data).await.is_err()
+                {
+                    return;
+                }
+            }
+            let _ = theirs_write.shutdown().await;
+        });
+        Ok(ours)
+    }
+}
+
+/// A range of a remote file, read front to back.
+pub struct RangeReader<'a> {
+    cluster: &'a RemoteCluster,
+    body: Incoming,
+    pending: Bytes,
+    at: u64,
+}
+
+impl std::fmt::Debug for RangeReader<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RangeReader").field("at", &self.at).finish()
+    }
+}
+
+impl RangeReader<'_> {
+    /// Fills `buf` from `offset` (the next unread byte) until it is full or the range ends;
+    /// returns how much was read.
+    pub fn read_at(&mut self, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
+        if offset != self.at {
+            return Err(std::io::Error::other(format!(
+                "remote reads go front to back ({offset} asked, at {})",
+                self.at
+            )));
+        }
+        let mut n = 0;
+        while n < buf.len() {
+            if self.pending.is_empty() {
+                let next = self.cluster.runtime.block_on(self.body.frame());
+                match next {
+                    None => break,
+                    Some(Ok(frame)) => {
+                        if let Ok(data) = frame.into_data() {
+                            self.pending = data;
+                        }
+                    }
+                    Some(Err(e)) => {
+                        return Err(std::io::Error::new(std::io::ErrorKind::ConnectionAborted, e.to_string()));
+                    }
+                }
+                continue;
+            }
+            let take = self.pending.len().min(buf.len() - n);
+            buf[n..n + take].copy_from_slice(&self.pending.split_to(take));
+            n += take;
+        }
+        self.at += n as u64;
+        Ok(n)
+    }
+}
+
+impl RangeReader<'_> {
+    /// Reads `buf.len()` bytes at `offset` of the file again, in a request of its own
+    /// (blocking), for a page re-check.
+    pub fn reread(&self, path: &Path, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        let mut reader = self.cluster.open_range(path, offset, buf.len() as u64)?;
+        let n = reader.read_at(buf, offset)?;
+        if n < buf.len() {
+            return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "short read"));
+        }
+        Ok(())
+    }
+}
+
+/// Data operations of a streamed kind: the server dispatches on these.
+pub fn is_data(op: &Op) -> bool {
+    matches!(op, Op::DataList { .. } | Op::DataStat { .. } | Op::DataRead { .. } | Op::Sql)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn only_the_data_directory_and_its_tablespaces_are_served() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("pgdata");
+        let ts = dir.path().join("ts");
+        std::fs::create_dir_all(data.join("pg_tblspc")).unwrap();
+        std::fs::create_dir_all(&ts).unwrap();
+        let cluster = ServedCluster { data: data.clone(), socket: dir.path().join("s"), tablespaces: Mutex::default() };
+        assert!(cluster.allowed(&data.join("base/5/1259").display().to_string()).is_ok());
+        for bad in ["relative/path", "/etc/../etc/passwd"] {
+            assert_eq!(cluster.allowed(bad).unwrap_err().kind, ErrorKind::Invalid, "{bad}");
+        }
+        let escape = format!("{}/../ts/x", data.display());
+        assert_eq!(cluster.allowed(&escape).unwrap_err().kind, ErrorKind::Invalid);
+        let outside = ts.join("PG_15_1/5/16400").display().to_string();
+        assert_eq!(cluster.allowed(&outside).unwrap_err().kind, ErrorKind::Forbidden);
+        assert_eq!(cluster.allowed("/etc/passwd").unwrap_err().kind, ErrorKind::Forbidden);
+        // Once linked as a tablespace, it is served.
+        std::os::unix::fs::symlink(&ts, data.join("pg_tblspc/16400")).unwrap();
+        assert!(cluster.allowed(&outside).is_ok());
+    }
+}
