@@ -98,6 +98,7 @@ pub fn run(config: &Config) -> CliResult<()> {
 /// failure removes what this one wrote (nothing of a failed backup stays in the repository).
 async fn backup(config: &Config, stanza: &str, requested: BackupType) -> CliResult<()> {
     let term = Termination::listen()?;
+    let config = &crate::postgres::primary_first(config).await?;
     let repo = open_repo(config, config.repo_index(), stanza).await?;
     let lease =
         Lease::acquire(&repo.store, &repo.layout, repo.index, "backup", crate::lease::lease_time(config)).await?;

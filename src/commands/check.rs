@@ -18,9 +18,10 @@ fn query_err(what: &str, e: tokio_postgres::Error) -> CliError {
 
 pub fn run(config: &Config) -> CliResult<()> {
     let stanza = stanza_name(config)?;
-    let data = pg_path(config)?;
     let timeout = config.duration("archive-timeout").unwrap_or(Duration::from_secs(60));
     super::runtime()?.block_on(async {
+        let config = &crate::postgres::primary_first(config).await?;
+        let data = pg_path(config)?;
         let client = connect(config).await?;
         let server = identify(&client).await?;
         if std::path::Path::new(&server.data_directory) != data {

@@ -21,6 +21,7 @@ fn now() -> i64 {
 
 /// Reads `pg_control` and, when `online`, checks the running server agrees with it.
 async fn cluster_identity(config: &Config) -> CliResult<ControlFile> {
+    let config = &if config.bool("online") { crate::postgres::primary_first(config).await? } else { config.clone() };
     let path = pg_path(config)?;
     let remote = remote_cluster(config)?;
     let control = control(config, remote.as_deref()).await?;

@@ -494,6 +494,37 @@ impl Config {
         found
     }
 
+    /// Indexes of the clusters that have any `pgN-*` option set, ascending.
+    pub fn pg_indexes_set(&self) -> Vec<u32> {
+        let mut found: Vec<u32> =
+            self.settings.values().filter(|(r, _)| r.def.group == options::Group::Pg).map(|(r, _)| r.index).collect();
+        found.sort_unstable();
+        found.dedup();
+        found
+    }
+
+    /// This configuration with cluster `n`'s `pgN-*` options as pg1's (pg1's own dropped): the
+    /// commands that work on "the cluster" work on pg1.
+    pub fn with_pg_first(&self, n: u32) -> Config {
+        let mut c = self.clone();
+        if n == 1 {
+            return c;
+        }
+        c.settings.retain(|_, (r, _)| !(r.def.group == options::Group::Pg && r.index == 1));
+        let moved: Vec<(Resolved, Setting)> = c
+            .settings
+            .values()
+            .filter(|(r, _)| r.def.group == options::Group::Pg && r.index == n)
+            .map(|(r, s)| {
+                (Resolved { def: r.def, index: 1 }, Setting { values: s.values.clone(), source: s.source.clone() })
+            })
+            .collect();
+        for (r, s) in moved {
+            c.settings.insert(r.canonical(), (r, s));
+        }
+        c
+    }
+
     /// Every option that was set, as `--name=value`, secrets redacted (for the log).
     pub fn summary(&self) -> String {
         let mut parts = Vec::new();
@@ -604,6 +635,35 @@ impl Config {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn another_cluster_takes_pg1s_place_whole() {
+        let empty = tempfile::NamedTempFile::new().unwrap();
+        let config = format!("--config={}", empty.path().display());
+        let argv: Vec<String> = [
+            "pgstrata",
+            &config,
+            "backup",
+            "--stanza=db",
+            "--pg1-path=/a",
+            "--pg1-host=h1",
+            "--pg1-port=5433",
+            "--pg2-path=/b",
+            "--pg2-socket-path=/s",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let c = Config::load(&argv, &[]).unwrap();
+        assert_eq!(c.pg_indexes_set(), vec![1, 2]);
+        let second = c.with_pg_first(2);
+        assert_eq!(second.get("pg1-path"), Some("/b"));
+        assert_eq!(second.get("pg1-socket-path"), Some("/s"));
+        // pg1's own options are gone, defaults apply.
+        assert_eq!(second.get("pg1-host"), None);
+        assert_eq!(second.get("pg1-port"), Some("5432"));
+        assert_eq!(c.with_pg_first(1).get("pg1-host"), Some("h1"));
+    }
 
     #[test]
     fn for_command_sets_options_and_accumulates_list_options() {

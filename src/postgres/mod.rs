@@ -58,6 +58,40 @@ pub async fn control(config: &Config, remote: Option<&RemoteCluster>) -> CliResu
     }
 }
 
+/// The configuration with the primary as pg1. With several clusters (`pg1-*`, `pg2-*`, ...: PGO
+/// lists every instance), the first in index order that answers and is not in recovery, as
+/// pgBackRest chooses; each one passed over is a warning, none found an error.
+pub async fn primary_first(config: &Config) -> CliResult<Config> {
+    let indexes = config.pg_indexes_set();
+    if indexes.len() <= 1 {
+        return Ok(config.clone());
+    }
+    let mut passed = Vec::new();
+    for n in indexes {
+        let candidate = config.with_pg_first(n);
+        let answer = match connect(&candidate).await {
+            Ok(client) => client.query_one("select pg_is_in_recovery()", &[]).await.map_err(|e| e.to_string()),
+            Err(e) => Err(e.message),
+        };
+        match answer {
+            Ok(row) if !row.get::<_, bool>(0) => {
+                for p in &passed {
+                    tracing::warn!("{p}");
+                }
+                tracing::info!("pg{n} is the primary");
+                return Ok(candidate);
+            }
+            Ok(_) => passed.push(format!("pg{n} is a standby")),
+            Err(e) => passed.push(format!("pg{n}: {e}")),
+        }
+    }
+    Err(CliError::new(
+        ErrorCode::DbConnect,
+        format!("unable to find a primary cluster - cannot proceed: {}", passed.join("; ")),
+    )
+    .hint("is the primary among the pgN-* clusters configured, and running?"))
+}
+
 /// What the running server says about itself.
 #[derive(Clone, Debug)]
 pub struct ServerIdentity {

@@ -295,15 +295,27 @@ fn backups_through_pg1_host_and_archive_and_restore_through_repo1_host() {
         primary.port,
         primary.socket.display()
     );
-    // pgbackrest_repo.conf on the repository host: the cluster through pg1-host.
+    // pgbackrest_repo.conf on the repository host: every instance as pgN-host, as PGO lists
+    // them; pg1's host does not answer (an instance down), pg2 is the database host.
+    let instance = |n: u32, host: &str| {
+        format!(
+            "pg{n}-host={host}\npg{n}-host-ca-file={od}/tls-ca.crt\npg{n}-host-cert-file={od}/client-tls.crt\n\
+             pg{n}-host-key-file={od}/client-tls.key\npg{n}-host-type=tls\npg{n}-host-port={db_port}\n\
+             pg{n}-path={data}\npg{n}-port={port}\npg{n}-socket-path={socket}\n",
+            od = rh_operator.display(),
+            data = primary.data.display(),
+            port = primary.port,
+            socket = primary.socket.display(),
+        )
+    };
     std::fs::write(
         rh.join("etc/conf.d/pgbackrest_repo.conf"),
         format!(
             "[global]\nlog-path={rh}/log\nrepo1-path={rh}/repo1\n{pass_line}lock-path={rh}/lock\nprocess-max=2\n\n\
-             {db_section}pg1-host={DB_HOST}\npg1-host-ca-file={od}/tls-ca.crt\npg1-host-cert-file={od}/client-tls.crt\n\
-             pg1-host-key-file={od}/client-tls.key\npg1-host-type=tls\npg1-host-port={db_port}\n",
+             [db]\n{}{}",
+            instance(1, "127.0.0.4"),
+            instance(2, DB_HOST),
             rh = rh.display(),
-            od = rh_operator.display(),
         ),
     )
     .unwrap();
@@ -379,7 +391,12 @@ fn backups_through_pg1_host_and_archive_and_restore_through_repo1_host() {
     assert!(rh.join("repo1/stanza/db/stanza.info").is_file(), "no stanza on the repository host");
     // Backups as PGO's Jobs take them: on the repository host, the cluster through pg1-host.
     pgbench(&primary, &["-i", "-s", "10", "-q"]);
-    repo_ok(&["--stanza=db", "backup", "--type=full", "--start-fast"]);
+    let o = repo_ok(&["--stanza=db", "backup", "--type=full", "--start-fast"]);
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("pg1: unable to reach PostgreSQL through the server at 127.0.0.4"),
+        "{}",
+        text(&o)
+    );
     pgbench(&primary, &["-T", "3", "-c", "2", "-n"]);
     repo_ok(&["--stanza=db", "backup", "--type=diff", "--start-fast"]);
     pgbench(&primary, &["-T", "3", "-c", "2", "-n"]);
