@@ -2,7 +2,7 @@
 # The whole test suite, as CI runs it: installs and starts the storage emulators (pinned versions,
 # into the checkout), runs every workspace test with PGSTRATA_REQUIRE_SERVERS=1 (a server that
 # cannot start is a failure, never a skip) after fmt and clippy checks, builds the fuzz targets,
-# and stops the emulators by pid. Monitoring clients the tests run (check_pgbackrest) are unpacked
+# builds and smoke-tests the container image (scripts/image.sh), and stops the emulators by pid. Monitoring clients the tests run (check_pgbackrest) are unpacked
 # into .tools/ by scripts/tools.sh.
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
@@ -26,4 +26,6 @@ export PGSTRATA_REQUIRE_SERVERS=1
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --all-targets --locked
+# The container image, with the binary the tests ran, smoke-tested from its root filesystem.
+PGSTRATA_BIN="$ROOT/target/debug/pgstrata" scripts/image.sh
 scripts/fuzz.sh build
