@@ -33,6 +33,9 @@ pub type Body = UnsyncBoxBody<Bytes, std::io::Error>;
 pub const STREAM_WINDOW: u32 = 4 << 20;
 pub const CONNECTION_WINDOW: u32 = 16 << 20;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Both sides ping an idle connection this often and drop it when a ping goes unanswered this
+/// long: a host that died or a link that broke ends the requests on it instead of hanging them.
+pub const KEEP_ALIVE: Duration = Duration::from_secs(30);
 
 pub fn empty() -> Body {
     Full::new(Bytes::new()).map_err(|never| match never {}).boxed_unsync()
@@ -140,6 +143,10 @@ impl Connection {
                 }
             })?;
         let (sender, connection) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+            .timer(hyper_util::rt::TokioTimer::new())
+            .keep_alive_interval(KEEP_ALIVE)
+            .keep_alive_timeout(KEEP_ALIVE)
+            .keep_alive_while_idle(true)
             .initial_stream_window_size(STREAM_WINDOW)
             .initial_connection_window_size(CONNECTION_WINDOW)
             .max_frame_size(1 << 20)

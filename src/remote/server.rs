@@ -37,6 +37,9 @@ use crate::error::{CliError, CliResult, ErrorCode};
 const UPLOAD_PART: usize = 8 << 20;
 const UPLOAD_PARTS_IN_FLIGHT: usize = 2;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Requests one connection may have open at once (a client uses about `process-max` of them),
+/// which bounds what one connection can make the server hold.
+const MAX_STREAMS: u32 = 64;
 
 /// Which stanzas each client common name may use (`tls-server-auth`).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -210,12 +213,7 @@ impl Served {
     }
 
     fn key_of(&self, path: &Path) -> String {
-        let full = path.as_ref();
-        if self.prefix.is_empty() {
-            full.to_string()
-        } else {
-            full.strip_prefix(&self.prefix).map(|k| k.trim_start_matches('/')).unwrap_or(full).to_string()
-        }
+        pgstrata_storage::store::key_under(&self.prefix, path)
     }
 
     fn meta(&self, m: &ObjectMeta) -> Meta {
@@ -664,6 +662,10 @@ async fn connection(settings: Arc<Settings>, tcp: tokio::net::TcpStream, address
     let peer = Peer { address, name, untrusted };
     let service = hyper::service::service_fn(move |request| handle(settings.clone(), peer.clone(), request));
     let served = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+        .timer(hyper_util::rt::TokioTimer::new())
+        .keep_alive_interval(Some(client::KEEP_ALIVE))
+        .keep_alive_timeout(client::KEEP_ALIVE)
+        .max_concurrent_streams(MAX_STREAMS)
         .initial_stream_window_size(client::STREAM_WINDOW)
         .initial_connection_window_size(client::CONNECTION_WINDOW)
         .max_frame_size(1 << 20)

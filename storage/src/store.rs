@@ -20,6 +20,16 @@ pub const DEFAULT_PART_SIZE: usize = 8 << 20;
 /// Default number of parts of one upload in flight at once.
 pub const DEFAULT_PARTS_IN_FLIGHT: usize = 4;
 
+/// The key of `path` relative to a repository root at `prefix` in its store.
+pub fn key_under(prefix: &str, path: &Path) -> String {
+    let full = path.as_ref();
+    if prefix.is_empty() {
+        full.to_string()
+    } else {
+        full.strip_prefix(prefix).map(|k| k.trim_start_matches('/')).unwrap_or(full).to_string()
+    }
+}
+
 /// What a listing or `head` says about an object.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ObjectInfo {
@@ -129,12 +139,7 @@ impl RepoStore {
     }
 
     fn key_of(&self, path: &Path) -> String {
-        let full = path.as_ref();
-        if self.prefix.is_empty() {
-            full.to_string()
-        } else {
-            full.strip_prefix(&self.prefix).map(|k| k.trim_start_matches('/')).unwrap_or(full).to_string()
-        }
+        key_under(&self.prefix, path)
     }
 
     pub(crate) fn error(&self, op: &'static str, key: &str, err: object_store::Error, attempts: u32) -> StorageError {

@@ -85,19 +85,7 @@ fn symlinked_as_pgbackrest_with_conf_d_and_async_archiving() {
     standby.start_with_env(&env);
     primary.sql("create table after_standby as select g from generate_series(1, 1234) g");
     primary.archive_now();
-    let began = Instant::now();
-    loop {
-        let o = standby.try_sql("select count(*) from after_standby");
-        if o.status.success() && String::from_utf8_lossy(&o.stdout).trim() == "1234" {
-            break;
-        }
-        assert!(
-            began.elapsed() < Duration::from_secs(90),
-            "the standby did not replay the new table; its log:\n{}",
-            std::fs::read_to_string(&standby.log).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(300));
-    }
+    standby.wait_for("select count(*) from after_standby", "1234", "the standby did not replay the new table");
     assert_eq!(standby.sql("select pg_is_in_recovery()"), "t");
 
     // stop / start under the same name: the stop file goes into the lock path conf.d gives, and

@@ -447,19 +447,11 @@ fn backups_through_pg1_host_and_archive_and_restore_through_repo1_host() {
     standby.start_with_env(&env);
     primary.sql("create table after_standby as select g from generate_series(1, 4321) g");
     primary.archive_now();
-    let began = Instant::now();
-    loop {
-        let o = standby.try_sql("select count(*) from after_standby");
-        if o.status.success() && String::from_utf8_lossy(&o.stdout).trim() == "4321" {
-            break;
-        }
-        assert!(
-            began.elapsed() < Duration::from_secs(90),
-            "the standby did not replay through the repository host; its log:\n{}",
-            std::fs::read_to_string(&standby.log).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(300));
-    }
+    standby.wait_for(
+        "select count(*) from after_standby",
+        "4321",
+        "the standby did not replay through the repository host",
+    );
     assert_eq!(standby.dumpall(), primary.dumpall(), "the standby differs from the primary");
     standby.stop();
 

@@ -379,6 +379,23 @@ impl Cluster {
             .join("\n")
     }
 
+    /// Waits until `sql` answers `expected` (a standby replaying what the primary wrote).
+    pub fn wait_for(&self, sql: &str, expected: &str, what: &str) {
+        let start = Instant::now();
+        loop {
+            let out = self.try_sql(sql);
+            if out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == expected {
+                return;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(90),
+                "{what} in 90 s; server log:\n{}",
+                std::fs::read_to_string(&self.log).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    }
+
     /// Waits until recovery has finished and the cluster accepts writes.
     pub fn wait_promoted(&self) {
         let start = Instant::now();
