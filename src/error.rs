@@ -69,6 +69,8 @@ pub enum ErrorCode {
     Protocol = 39,
     /// A server could not be reached, or refused the TLS handshake.
     HostConnect = 49,
+    /// The command must run on another host (restore with `pg1-host` set).
+    HostInvalid = 72,
     /// The command is not available yet.
     NotImplemented = 124,
 }
@@ -107,6 +109,7 @@ impl ErrorCode {
             Self::Access,
             Self::Protocol,
             Self::HostConnect,
+            Self::HostInvalid,
             Self::NotImplemented,
         ]
         .into_iter()

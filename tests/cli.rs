@@ -176,6 +176,11 @@ fn bad_options_and_values_name_the_problem() {
             "unable to load tls-server-ca-file '/nonexistent/ca.crt'",
         ),
         (&["repo-ls", "--repo1-host=repo.example"], 32, "repo1-host-type=ssh is not supported"),
+        (
+            &["restore", "--stanza=db", "--pg1-path=/nonexistent/pgdata", "--pg1-host=db.example"],
+            72,
+            "restore command must be run on the PostgreSQL host",
+        ),
         (&["repo-ls", "--repo1-host=repo.example", "--repo1-host-type=tls"], 37, "requires option: repo1-host-ca-file"),
         (&["version", "--config=/nonexistent/pgstrata.conf"], 55, "/nonexistent/pgstrata.conf does not exist"),
         (

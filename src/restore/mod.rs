@@ -40,6 +40,13 @@ pub use target::{Goal, Recovery, TimelineChoice};
 pub fn run(config: &Config) -> CliResult<()> {
     let stanza = stanza_name(config)?;
     let data = pg_path(config)?;
+    if let Some(host) = config.get("pg1-host") {
+        return Err(CliError::new(
+            ErrorCode::HostInvalid,
+            format!("restore command must be run on the PostgreSQL host: pg1-host is set ({host})"),
+        )
+        .hint("run restore on the database host, with the repository reached through repoN-host"));
+    }
     let workers = usize::try_from(config.int("process-max").unwrap_or(1)).unwrap_or(1).max(1);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
