@@ -55,6 +55,7 @@ pg1-path=$W/data
 pg1-socket-path=$W/sock
 pg1-port=$PORT"
 common="lock-path=$W/lock
+repo1-retention-full=9999999
 log-level-console=warn
 log-level-file=off
 start-fast=y
@@ -77,10 +78,14 @@ start_server() {
   for _ in $(seq 1 100); do as_pg "$W/pgstrata" --config="$W/server.conf" server-ping > /dev/null 2>&1 && return 0; sleep 0.1; done
   echo "hosts: the server did not start" >&2; exit 1
 }
-measure() { # config, process-max: prints "wall rss_kib"
+measure() { # config, process-max: prints "wall rss_kib cpu_s"
   sync; echo 3 > /proc/sys/vm/drop_caches 2> /dev/null || true
-  as_pg /usr/bin/time -f "%e %M" -o "$W/time.out" "$W/pgstrata" --config="$W/$1" --stanza=bench backup --type=full --process-max="$2" > /dev/null
-  cat "$W/time.out"
+  as_pg /usr/bin/time -f "%e %M %U %S" -o "$W/time.out" "$W/pgstrata" --config="$W/$1" --stanza=bench backup --type=full --process-max="$2" 2> /dev/null > /dev/null
+  read -r wall rss user sys < "$W/time.out"
+  echo "$wall $rss $(python3 -c "print(round($user + $sys, 2))")"
+}
+server_cpu() { # seconds of CPU the server has used
+  awk -v hz="$(getconf CLK_TCK)" '{ print ($14 + $15) / hz }' "/proc/$SERVER/stat"
 }
 start_server
 as_pg "$W/pgstrata" --config="$W/local.conf" --stanza=bench stanza-create > /dev/null
@@ -90,14 +95,18 @@ echo "data directory: $((DATA_BYTES / 1048576)) MiB (pgbench scale $SCALE); zst-
 printf '%-12s %10s %10s %10s %12s %12s %9s\n' process-max local_s pg1host_s ratio local_MiB/s pg1host_MiB/s server_rss
 for pm in $PROCESS_MAX; do
   start_server
-  read -r lw lrss < <(measure local.conf "$pm")
-  read -r rw rrss < <(measure remote.conf "$pm")
+  read -r lw lrss lcpu < <(measure local.conf "$pm")
+  before=$(server_cpu)
+  read -r rw rrss rcpu < <(measure remote.conf "$pm")
+  scpu=$(python3 -c "print(round($(server_cpu) - $before, 2))")
   srss=$(awk '/VmHWM/ {print $2}' "/proc/$SERVER/status")
-  python3 - "$pm" "$lw" "$rw" "$DATA_BYTES" "$srss" "$lrss" "$rrss" <<'PY'
+  python3 - "$pm" "$lw" "$rw" "$DATA_BYTES" "$srss" "$lrss" "$rrss" "$lcpu" "$rcpu" "$scpu" <<'PY'
 import sys
 pm, lw, rw, size, srss, lrss, rrss = sys.argv[1], float(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6]), int(sys.argv[7])
+lcpu, rcpu, scpu = float(sys.argv[8]), float(sys.argv[9]), float(sys.argv[10])
 mib = size / 1048576
 print(f"{pm:<12} {lw:>10.2f} {rw:>10.2f} {lw / rw:>10.2f} {mib / lw:>12.1f} {mib / rw:>12.1f} {srss / 1024:>7.1f}MiB"
-      f"   (backup RSS local {lrss / 1024:.1f} MiB, pg1-host {rrss / 1024:.1f} MiB)")
+      f"   (backup RSS local {lrss / 1024:.1f} MiB, pg1-host {rrss / 1024:.1f} MiB;"
+      f" CPU local {lcpu:.2f} s, pg1-host {rcpu:.2f} s + server {scpu:.2f} s)")
 PY
 done

@@ -12,16 +12,18 @@ use std::sync::{Arc, Mutex};
 use bytes::{Bytes, BytesMut};
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::{Frame, Incoming};
-use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+use std::io::Seek;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::client::{self, Body, Connection, Failure};
-use super::wire::{self, ErrorKind, Found, FoundKind, Head, Op, WireError};
+use super::wire::{self, Chunk, ErrorKind, Found, FoundKind, Head, Op, WireError};
 use crate::accounts::Names;
 use crate::config::Config;
 use crate::error::{CliError, CliResult, ErrorCode};
 
-/// Bytes a `data-read` answer carries per frame.
-const READ_CHUNK: usize = 256 << 10;
+/// Plaintext a `data-read` answer carries per chunk.
+const READ_CHUNK: usize = Chunk::MAX_PLAIN as usize;
 
 fn found(name: String, meta: &std::fs::Metadata, link: Option<(String, bool)>, names: &Names) -> Found {
     let kind = if meta.file_type().is_symlink() {
@@ -156,30 +158,53 @@ pub async fn serve(
             let meta = std::fs::metadata(&p).map_err(|e| io_error("examine", &p, &e))?;
             json(&found(String::new(), &meta, None, names))
         }
-        Op::DataRead { path, offset, len } => {
+        Op::DataRead { path, offset, len, lz4 } => {
             let p = cluster.allowed(&path)?;
-            let mut file = tokio::fs::File::open(&p).await.map_err(|e| io_error("open", &p, &e))?;
-            file.seek(std::io::SeekFrom::Start(offset)).await.map_err(|e| io_error("read", &p, &e))?;
-            let stream = futures::stream::unfold((file, len), move |(mut file, left)| async move {
-                if left == 0 {
-                    return None;
-                }
-                let want = usize::try_from(left).unwrap_or(READ_CHUNK).min(READ_CHUNK);
-                let mut buf = BytesMut::zeroed(want);
-                match file.read(&mut buf).await {
-                    Ok(0) => None,
-                    Ok(n) => {
-                        buf.truncate(n);
-                        Some((Ok(Frame::data(buf.freeze())), (file, left - n as u64)))
-                    }
-                    Err(e) => Some((Err(e), (file, 0))),
-                }
+            let mut file = std::fs::File::open(&p).map_err(|e| io_error("open", &p, &e))?;
+            file.seek(std::io::SeekFrom::Start(offset)).map_err(|e| io_error("read", &p, &e))?;
+            let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(2);
+            tokio::task::spawn_blocking(move || read_chunks(file, len, lz4, &tx));
+            let stream = futures::stream::unfold(rx, |mut rx| async move {
+                rx.recv().await.map(|chunk| (chunk.map(Frame::data), rx))
             });
             Ok(http::Response::new(BodyExt::boxed_unsync(StreamBody::new(stream))))
         }
         Op::Sql => sql_tunnel(cluster, body).await,
         _ => Err(invalid("not a data operation".into())),
     }
+}
+
+/// Reads `len` bytes (fewer at the end of the file) a chunk at a time and sends them, framed and
+/// compressed when `lz4`; stops when the answer is dropped.
+fn read_chunks(file: std::fs::File, len: u64, lz4: bool, tx: &tokio::sync::mpsc::Sender<std::io::Result<Bytes>>) {
+    use std::io::Read;
+    let mut source = file.take(len);
+    loop {
+        let mut plain = Vec::with_capacity(READ_CHUNK);
+        match (&mut source).take(READ_CHUNK as u64).read_to_end(&mut plain) {
+            Ok(0) => return,
+            Ok(_) => {}
+            Err(e) => {
+                let _ = tx.blocking_send(Err(e));
+                return;
+            }
+        }
+        let chunk = if lz4 { framed(&plain) } else { Bytes::from(plain) };
+        if tx.blocking_send(Ok(chunk)).is_err() {
+            return;
+        }
+    }
+}
+
+/// One [`Chunk`]: LZ4 when that is smaller, else the bytes as they are.
+fn framed(plain: &[u8]) -> Bytes {
+    let compressed = lz4_flex::block::compress(plain);
+    let body: &[u8] = if compressed.len() < plain.len() { &compressed } else { plain };
+    let head = Chunk { stored: body.len() as u32, plain: plain.len() as u32 };
+    let mut out = BytesMut::with_capacity(Chunk::HEAD + body.len());
+    out.extend_from_slice(&head.encode());
+    out.extend_from_slice(body);
+    out.freeze()
 }
 
 fn json(value: &impl serde::Serialize) -> Result<http::Response<Body>, WireError> {
@@ -298,7 +323,8 @@ impl RemoteCluster {
 
     /// A whole small file (async).
     pub async fn read_all(&self, path: &Path, max: u64) -> std::io::Result<Vec<u8>> {
-        let response = self.call(Op::DataRead { path: path.display().to_string(), offset: 0, len: max }).await?;
+        let op = Op::DataRead { path: path.display().to_string(), offset: 0, len: max, lz4: false };
+        let response = self.call(op).await?;
         client::read_body(response.into_body(), usize::try_from(max).unwrap_or(usize::MAX))
             .await
             .map_err(std::io::Error::other)
@@ -306,9 +332,15 @@ impl RemoteCluster {
 
     /// A range of a file, read front to back (blocking reads).
     pub fn open_range(&self, path: &Path, offset: u64, len: u64) -> std::io::Result<RangeReader<'_>> {
-        let op = Op::DataRead { path: path.display().to_string(), offset, len };
+        let op = Op::DataRead { path: path.display().to_string(), offset, len, lz4: true };
         let response = self.runtime.block_on(self.call(op))?;
-        Ok(RangeReader { cluster: self, body: response.into_body(), pending: Bytes::new(), at: offset })
+        Ok(RangeReader {
+            cluster: self,
+            body: response.into_body(),
+            pending: Bytes::new(),
+            framed: Bytes::new(),
+            at: offset,
+        })
     }
 
     /// A PostgreSQL session through the server: a stream tokio-postgres can run its protocol on.
@@ -375,11 +407,20 @@ impl RemoteCluster {
     }
 }
 
+/// A chunk taken: decompressed into the caller's buffer, or plaintext to copy from.
+enum Next {
+    Into(usize),
+    Pending(Bytes),
+}
+
 /// A range of a remote file, read front to back.
 pub struct RangeReader<'a> {
     cluster: &'a RemoteCluster,
     body: Incoming,
+    /// Plaintext not yet read.
     pending: Bytes,
+    /// Received bytes not yet taken as chunks.
+    framed: Bytes,
     at: u64,
 }
 
@@ -402,12 +443,33 @@ impl RangeReader<'_> {
         let mut n = 0;
         while n < buf.len() {
             if self.pending.is_empty() {
+                match self.next_chunk(&mut buf[n..])? {
+                    Some(Next::Into(len)) => {
+                        n += len;
+                        continue;
+                    }
+                    Some(Next::Pending(plain)) => {
+                        self.pending = plain;
+                        continue;
+                    }
+                    None => {}
+                }
                 let next = self.cluster.runtime.block_on(self.body.frame());
                 match next {
-                    None => break,
+                    None if self.framed.is_empty() => break,
+                    None => return Err(std::io::Error::other("the server's answer ended inside a chunk")),
                     Some(Ok(frame)) => {
                         if let Ok(data) = frame.into_data() {
-                            self.pending = data;
+                            // Usually whole chunks: taken as they are, copied only to join a
+                            // chunk split across frames.
+                            self.framed = if self.framed.is_empty() {
+                                data
+                            } else {
+                                let mut joined = BytesMut::with_capacity(self.framed.len() + data.len());
+                                joined.extend_from_slice(&self.framed);
+                                joined.extend_from_slice(&data);
+                                joined.freeze()
+                            };
                         }
                     }
                     Some(Err(e)) => {
@@ -426,6 +488,34 @@ impl RangeReader<'_> {
 }
 
 impl RangeReader<'_> {
+    /// The next whole chunk received: decompressed straight into `room` when it fits there,
+    /// else as plaintext to take from; `None` until a whole chunk has arrived.
+    fn next_chunk(&mut self, room: &mut [u8]) -> std::io::Result<Option<Next>> {
+        let invalid = |m: String| std::io::Error::new(std::io::ErrorKind::InvalidData, m);
+        let Some(chunk) = Chunk::decode(&self.framed).map_err(invalid)? else { return Ok(None) };
+        let whole = Chunk::HEAD + chunk.stored as usize;
+        if self.framed.len() < whole {
+            return Ok(None);
+        }
+        let stored = self.framed.split_to(whole).slice(Chunk::HEAD..);
+        if chunk.stored == chunk.plain {
+            return Ok(Some(Next::Pending(stored)));
+        }
+        let plain = chunk.plain as usize;
+        let broken =
+            |e: lz4_flex::block::DecompressError| invalid(format!("a chunk from the server does not decompress: {e}"));
+        let short = |got: usize| invalid(format!("a chunk from the server holds {got} bytes, not {plain}"));
+        if room.len() >= plain {
+            let got = lz4_flex::block::decompress_into(&stored, &mut room[..plain]).map_err(broken)?;
+            return if got == plain { Ok(Some(Next::Into(got))) } else { Err(short(got)) };
+        }
+        let out = lz4_flex::block::decompress(&stored, plain).map_err(broken)?;
+        if out.len() != plain {
+            return Err(short(out.len()));
+        }
+        Ok(Some(Next::Pending(Bytes::from(out))))
+    }
+
     /// Reads `buf.len()` bytes at `offset` of the file again, in a request of its own
     /// (blocking), for a page re-check.
     pub fn reread(&self, path: &Path, buf: &mut [u8], offset: u64) -> std::io::Result<()> {

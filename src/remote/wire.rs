@@ -76,14 +76,53 @@ pub enum Op {
     DataStat {
         path: String,
     },
-    /// Up to `len` bytes of a file of the served cluster from `offset`, streamed (fewer at its end).
+    /// Up to `len` bytes of a file of the served cluster from `offset`, streamed (fewer at its
+    /// end); with `lz4`, as [`Chunk`]s compressed for the trip.
     DataRead {
         path: String,
         offset: u64,
         len: u64,
+        #[serde(default)]
+        lz4: bool,
     },
     /// A byte stream to the served cluster's PostgreSQL socket, both ways.
     Sql,
+}
+
+/// A chunk of a `data-read` answer with `lz4`: an 8-byte head (stored length, plain length,
+/// both u32 little-endian) and the stored bytes, LZ4-compressed (a block) unless both lengths
+/// are equal. Compressing on the database host costs it less CPU than TLS and HTTP/2 spend on
+/// the bytes it saves (relation files typically shrink 2-5x).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Chunk {
+    pub stored: u32,
+    pub plain: u32,
+}
+
+impl Chunk {
+    pub const HEAD: usize = 8;
+    /// Plaintext of one chunk, at most.
+    pub const MAX_PLAIN: u32 = 1 << 20;
+
+    pub fn encode(self) -> [u8; 8] {
+        let mut head = [0u8; 8];
+        head[..4].copy_from_slice(&self.stored.to_le_bytes());
+        head[4..].copy_from_slice(&self.plain.to_le_bytes());
+        head
+    }
+
+    /// The head at the start of `bytes`, checked against the limits; `Ok(None)`: too few bytes.
+    pub fn decode(bytes: &[u8]) -> Result<Option<Self>, String> {
+        let (Some(stored), Some(plain)) = (bytes.get(..4), bytes.get(4..8)) else { return Ok(None) };
+        let read = |b: &[u8]| u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+        let chunk = Self { stored: read(stored), plain: read(plain) };
+        let bound =
+            u32::try_from(lz4_flex::block::get_maximum_output_size(Self::MAX_PLAIN as usize)).unwrap_or(u32::MAX);
+        if chunk.plain > Self::MAX_PLAIN || chunk.stored > bound || chunk.stored == 0 && chunk.plain != 0 {
+            return Err(format!("invalid chunk head (stored {}, plain {})", chunk.stored, chunk.plain));
+        }
+        Ok(Some(chunk))
+    }
 }
 
 /// What a data directory listing says about one name.
@@ -222,6 +261,16 @@ pub struct Pong {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn chunk_heads_round_trip_and_refuse_what_no_server_sends() {
+        let c = Chunk { stored: 1000, plain: 4096 };
+        assert_eq!(Chunk::decode(&c.encode()).unwrap(), Some(c));
+        assert_eq!(Chunk::decode(&c.encode()[..7]).unwrap(), None);
+        assert!(Chunk::decode(&Chunk { stored: 10, plain: Chunk::MAX_PLAIN + 1 }.encode()).is_err());
+        assert!(Chunk::decode(&Chunk { stored: u32::MAX, plain: 10 }.encode()).is_err());
+        assert!(Chunk::decode(&Chunk { stored: 0, plain: 10 }.encode()).is_err());
+    }
 
     #[test]
     fn heads_round_trip_and_read_as_documented() {
