@@ -405,16 +405,11 @@ impl Walker {
                 io_err(&dir, e)
             }
         };
-        let listing: Vec<Listed> = match &self.remote {
-            Some(remote) => remote.list(&dir).map_err(removed)?.into_iter().map(Listed::Found).collect(),
-            None => {
-                let reader = std::fs::read_dir(&dir).map_err(removed)?;
-                let mut local = Vec::new();
-                for entry in reader {
-                    local.push(Listed::Local(entry.map_err(|e| io_err(&dir, e))?));
-                }
-                local
-            }
+        // Local entries are taken one at a time as the directory is read (only names are kept);
+        // a remote listing arrives whole.
+        let listing: Box<dyn Iterator<Item = std::io::Result<Listed>>> = match &self.remote {
+            Some(remote) => Box::new(remote.list(&dir).map_err(removed)?.into_iter().map(|f| Ok(Listed::Found(f)))),
+            None => Box::new(std::fs::read_dir(&dir).map_err(removed)?.map(|e| e.map(Listed::Local))),
         };
         let is_pg_data = prefix == "pg_data";
         let mut frame = Frame {
@@ -434,6 +429,7 @@ impl Walker {
             frame.order.push((start, end, kind));
         };
         for entry in listing {
+            let entry = entry.map_err(|e| io_err(&frame.dir, e))?;
             let (name, is_dir, is_symlink) = match &entry {
                 Listed::Local(entry) => {
                     // A name that is not UTF-8 cannot be recorded exactly in the manifest;

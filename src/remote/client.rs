@@ -138,7 +138,12 @@ impl Connection {
         let tls =
             tokio_rustls::TlsConnector::from(self.endpoint.tls.clone()).connect(name, tcp).await.map_err(|e| {
                 match tls_cause(&e) {
-                    Some(cause) => Failure::Refused(format!("TLS with {at} failed: {cause}")),
+                    Some(cause) => Failure::Refused(format!(
+                        "TLS with {at} failed: {cause}; is {option}-ca-file the CA that signed the server's \
+                         certificate, and does that certificate name {host}?",
+                        option = self.endpoint.option,
+                        host = self.endpoint.host
+                    )),
                     None => Failure::Unreachable(std::io::Error::new(e.kind(), format!("{at}: {e}"))),
                 }
             })?;
