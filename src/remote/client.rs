@@ -68,6 +68,17 @@ impl std::fmt::Display for Failure {
     }
 }
 
+/// A request to `path` (`/repo`, `/data`) of the server at `endpoint`, with its head.
+pub fn post(endpoint: &Endpoint, path: &str, head: &Head, body: Body) -> Result<http::Request<Body>, String> {
+    let head = serde_json::to_vec(head).map_err(|e| e.to_string())?;
+    http::Request::builder()
+        .method(http::Method::POST)
+        .uri(format!("https://{}:{}{path}", endpoint.host, endpoint.port))
+        .header(wire::REQUEST_HEADER, http::HeaderValue::from_bytes(&head).map_err(|e| e.to_string())?)
+        .body(body)
+        .map_err(|e| e.to_string())
+}
+
 /// Where a server is and how to talk to it.
 #[derive(Clone)]
 pub struct Endpoint {
@@ -271,14 +282,7 @@ impl RemoteStore {
 
     fn request(&self, op: Op, body: Body) -> object_store::Result<http::Request<Body>> {
         let head = Head { version: wire::PROTOCOL_VERSION, stanza: self.stanza.clone(), repo: self.repo, op };
-        let head = serde_json::to_vec(&head).map_err(|e| generic(e.to_string()))?;
-        let value = http::HeaderValue::from_bytes(&head).map_err(|e| generic(e.to_string()))?;
-        http::Request::builder()
-            .method(http::Method::POST)
-            .uri(format!("https://{}:{}/repo", self.connection.endpoint.host, self.connection.endpoint.port))
-            .header(wire::REQUEST_HEADER, value)
-            .body(body)
-            .map_err(|e| generic(e.to_string()))
+        post(&self.connection.endpoint, "/repo", &head, body).map_err(generic)
     }
 
     async fn call(&self, op: Op, body: Body, path: &str) -> object_store::Result<http::Response<Incoming>> {

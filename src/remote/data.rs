@@ -289,15 +289,8 @@ impl RemoteCluster {
     }
 
     fn request(&self, op: Op, body: Body) -> std::io::Result<http::Request<Body>> {
-        let endpoint = &self.connections[0].endpoint;
         let head = Head { version: wire::PROTOCOL_VERSION, stanza: self.stanza.clone(), repo: 0, op };
-        let head = serde_json::to_vec(&head).map_err(std::io::Error::other)?;
-        http::Request::builder()
-            .method(http::Method::POST)
-            .uri(format!("https://{}:{}/data", endpoint.host, endpoint.port))
-            .header(wire::REQUEST_HEADER, http::HeaderValue::from_bytes(&head).map_err(std::io::Error::other)?)
-            .body(body)
-            .map_err(std::io::Error::other)
+        client::post(&self.connections[0].endpoint, "/data", &head, body).map_err(std::io::Error::other)
     }
 
     async fn call(&self, op: Op) -> std::io::Result<http::Response<Incoming>> {
@@ -356,16 +349,9 @@ impl RemoteCluster {
             rx.recv().await.map(|b| (Ok::<_, std::io::Error>(Frame::data(b)), rx))
         });
         let head = Head { version: wire::PROTOCOL_VERSION, stanza: stanza.map(str::to_string), repo: 0, op: Op::Sql };
-        let head = serde_json::to_vec(&head).map_err(|e| CliError::new(ErrorCode::Protocol, e.to_string()))?;
-        let request = http::Request::builder()
-            .method(http::Method::POST)
-            .uri(format!("https://{}:{}/data", connection.endpoint.host, connection.endpoint.port))
-            .header(
-                wire::REQUEST_HEADER,
-                http::HeaderValue::from_bytes(&head).map_err(|e| CliError::new(ErrorCode::Protocol, e.to_string()))?,
-            )
-            .body(BodyExt::boxed_unsync(StreamBody::new(outgoing)))
-            .map_err(|e| CliError::new(ErrorCode::Protocol, e.to_string()))?;
+        let request =
+            client::post(&connection.endpoint, "/data", &head, BodyExt::boxed_unsync(StreamBody::new(outgoing)))
+                .map_err(|e| CliError::new(ErrorCode::Protocol, e))?;
         // Our side's bytes go out as they are written.
         tokio::spawn(async move {
             let mut buf = vec![0u8; 64 << 10];

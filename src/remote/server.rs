@@ -144,6 +144,13 @@ impl Settings {
         })
     }
 
+    /// This host's configuration as a command for `stanza` sees it (its `[stanza]` section).
+    fn stanza_config(&self, stanza: &str) -> Result<Config, WireError> {
+        self.config.reload(&[format!("--stanza={stanza}")]).map_err(|e| {
+            WireError::new(ErrorKind::Other, format!("configuration for stanza '{stanza}': {}", e.message))
+        })
+    }
+
     /// The cluster of `stanza` as configured on this host.
     fn cluster(&self, stanza: &str) -> Result<Arc<ServedCluster>, WireError> {
         if let Ok(clusters) = self.clusters.lock()
@@ -151,10 +158,7 @@ impl Settings {
         {
             return Ok(c.clone());
         }
-        let config = self.config.reload(&[format!("--stanza={stanza}")]).map_err(|e| {
-            WireError::new(ErrorKind::Other, format!("configuration for stanza '{stanza}': {}", e.message))
-        })?;
-        let cluster = Arc::new(ServedCluster::from_config(&config)?);
+        let cluster = Arc::new(ServedCluster::from_config(&self.stanza_config(stanza)?)?);
         if let Ok(mut clusters) = self.clusters.lock() {
             clusters.insert(stanza.to_string(), cluster.clone());
         }
@@ -170,9 +174,7 @@ impl Settings {
             return Ok(s.clone());
         }
         let config = match stanza {
-            Some(s) => self.config.reload(&[format!("--stanza={s}")]).map_err(|e| {
-                WireError::new(ErrorKind::Other, format!("configuration for stanza '{s}': {}", e.message))
-            })?,
+            Some(s) => self.stanza_config(s)?,
             None => self.config.clone(),
         };
         if index != 1 && !config.repo_indexes_set().contains(&index) {

@@ -117,25 +117,10 @@ enum Host {
 
 /// `program args` as `host`'s user with exactly `env` (exec'd, so the pid is the program's).
 fn as_host(host: Host, program: &Path, args: &[&str], env: &[(&str, &str)]) -> Command {
-    let mut cmd = if support::is_root() {
-        let (user, group) = match host {
-            Host::Database => ("postgres", "postgres"),
-            Host::Repository => ("nobody", "nogroup"),
-        };
-        let mut c = Command::new("setpriv");
-        c.args([&format!("--reuid={user}"), &format!("--regid={group}"), "--init-groups", "--", "env", "-i"]);
-        c
-    } else {
-        let mut c = Command::new("env");
-        c.arg("-i");
-        c
-    };
-    cmd.arg("PATH=/usr/bin:/bin").arg("LC_ALL=C");
-    for (k, v) in env {
-        cmd.arg(format!("{k}={v}"));
+    match host {
+        Host::Database => support::command_as("postgres", "postgres", program, args, env),
+        Host::Repository => support::command_as("nobody", "nogroup", program, args, env),
     }
-    cmd.arg(program).args(args);
-    cmd
 }
 
 fn as_repo_host(program: &Path, args: &[&str]) -> Command {

@@ -82,16 +82,26 @@ pub fn run_as_postgres(program: &Path, args: &[&str], env: &[(&str, &str)]) -> O
 
 /// The command [`run_as_postgres`] runs, to spawn it instead.
 pub fn postgres_command(program: &Path, args: &[&str], env: &[(&str, &str)]) -> Command {
-    let mut cmd = if is_root() {
-        let mut c = Command::new("runuser");
-        c.args(["-u", "postgres", "--", "env", "-i"]);
-        c
-    } else {
-        let mut c = Command::new("env");
-        c.arg("-i");
-        c
-    };
-    cmd.arg("PATH=/usr/bin:/bin").arg("LC_ALL=C");
+    let mut cmd = Command::new("runuser");
+    cmd.args(["-u", "postgres", "--"]);
+    in_clean_env(if is_root() { cmd } else { Command::new("env") }, program, args, env)
+}
+
+/// `program args` as `user:group` (exec'd through setpriv, so the pid is the program's: it can
+/// be signalled) when we are root, else as ourselves; with exactly `env`.
+pub fn command_as(user: &str, group: &str, program: &Path, args: &[&str], env: &[(&str, &str)]) -> Command {
+    let mut cmd = Command::new("setpriv");
+    cmd.args([&format!("--reuid={user}"), &format!("--regid={group}"), "--init-groups", "--"]);
+    in_clean_env(if is_root() { cmd } else { Command::new("env") }, program, args, env)
+}
+
+/// `prefix` then `env -i PATH=/usr/bin:/bin LC_ALL=C <env> program args` (a bare `env` prefix
+/// needs no second `env`).
+fn in_clean_env(mut cmd: Command, program: &Path, args: &[&str], env: &[(&str, &str)]) -> Command {
+    if cmd.get_program() != "env" {
+        cmd.arg("env");
+    }
+    cmd.arg("-i").arg("PATH=/usr/bin:/bin").arg("LC_ALL=C");
     for (k, v) in env {
         cmd.arg(format!("{k}={v}"));
     }
