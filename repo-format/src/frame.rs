@@ -37,7 +37,7 @@ const CIPHER_NONE: u8 = 0;
 const CIPHER_AES_256_GCM: u8 = 1;
 
 /// How frames are compressed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Compression {
     /// Stored as is.
     None,
@@ -88,7 +88,7 @@ impl Codec {
 }
 
 /// Settings for writing blobs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct BlobSettings {
     pub compression: Compression,
     pub frame_size: usize,
@@ -246,25 +246,14 @@ impl FrameSealer {
             Some(codec) => (codec, &self.scratch),
             None => (Codec::Stored, plain),
         };
-        let overhead = if self.key.is_some() { NONCE_LEN + TAG_LEN } else { 0 };
         let mut fh = [0u8; FRAME_HEADER_LEN];
-        fh[0..4].copy_from_slice(&len_u32(body.len() + overhead).to_le_bytes());
         fh[4..8].copy_from_slice(&len_u32(plain.len()).to_le_bytes());
         fh[8] = codec as u8;
         fh[9] = if last { FLAG_LAST } else { 0 };
         match &self.key {
-            Some(key) => {
-                out.extend_from_slice(&fh);
-                let mut nonce = [0u8; NONCE_LEN];
-                random_bytes(&mut nonce);
-                out.extend_from_slice(&nonce);
-                let start = out.len();
-                out.extend_from_slice(body);
-                let aad = frame_aad(&self.header, index, &fh);
-                let tag = key.seal(&nonce, &aad, &mut out[start..]);
-                out.extend_from_slice(&tag);
-            }
+            Some(key) => seal_encrypted(key, &self.header, index, fh, body, out),
             None => {
+                fh[0..4].copy_from_slice(&len_u32(body.len()).to_le_bytes());
                 let sum = frame_sum(&self.header, index, &fh, body);
                 fh[12..16].copy_from_slice(&sum.to_le_bytes());
                 out.extend_from_slice(&fh);
@@ -298,6 +287,61 @@ impl FrameSealer {
         };
         (self.scratch.len() < plain.len()).then_some(codec)
     }
+}
+
+/// Appends one frame sealed under `key`: its header (`fh`, lengths and flags set but for the
+/// stored length), a fresh nonce, the encrypted (compressed) body and the tag.
+fn seal_encrypted(
+    key: &DataKey,
+    header: &[u8; BLOB_HEADER_LEN],
+    index: u64,
+    mut fh: [u8; FRAME_HEADER_LEN],
+    body: &[u8],
+    out: &mut Vec<u8>,
+) {
+    fh[0..4].copy_from_slice(&len_u32(body.len() + NONCE_LEN + TAG_LEN).to_le_bytes());
+    fh[12..16].fill(0);
+    out.extend_from_slice(&fh);
+    let mut nonce = [0u8; NONCE_LEN];
+    random_bytes(&mut nonce);
+    out.extend_from_slice(&nonce);
+    let start = out.len();
+    out.extend_from_slice(body);
+    let aad = frame_aad(header, index, &fh);
+    let tag = key.seal(&nonce, &aad, &mut out[start..]);
+    out.extend_from_slice(&tag);
+}
+
+/// Checks an unencrypted blob made elsewhere (every frame's sum, codec and flags, the last-frame
+/// marker, nothing after it) and, given a key, seals it under that key: the compressed frame
+/// bodies are kept as they are, so a blob compressed on another host is encrypted here without
+/// being decompressed. The result is what [`BlobEncoder`] would have written with the key (same
+/// blob id); without a key, the blob itself.
+pub fn seal_compressed(blob: Vec<u8>, what: &str, key: Option<&DataKey>) -> Result<Vec<u8>> {
+    let (raw, spans) = frame_spans(&blob, what, None)?;
+    for span in &spans {
+        let fh = &span.fh;
+        let corrupt = |detail: &str| FormatError::corrupt(what, format!("frame {}: {detail}", span.index));
+        let body = &blob[span.start..span.start + span.body_len];
+        if fh[10..12] != [0, 0] || fh[9] & !FLAG_LAST != 0 || Codec::from_byte(fh[8]).is_none() {
+            return Err(corrupt("unknown codec, flags or reserved bytes"));
+        }
+        if frame_sum(&raw, span.index, fh, body) != u32_at(fh, 12) {
+            return Err(corrupt("checksum mismatch (altered, moved or reordered)"));
+        }
+    }
+    let Some(key) = key else { return Ok(blob) };
+    let mut header = BlobHeader::parse(&raw, what)?;
+    header.encrypted = true;
+    header.key_id = Some(key.id());
+    let header = header.to_bytes();
+    let mut out = Vec::with_capacity(blob.len() + spans.len() * (NONCE_LEN + TAG_LEN));
+    out.extend_from_slice(&header);
+    for span in &spans {
+        let body = &blob[span.start..span.start + span.body_len];
+        seal_encrypted(key, &header, span.index, span.fh, body, &mut out);
+    }
+    Ok(out)
 }
 
 fn len_u32(n: usize) -> u32 {

@@ -102,8 +102,17 @@ proptest! {
         let sealers = 1 + (seed % 4) as usize;
         let parallel = seal_out_of_order(&data, settings, key.as_ref(), sealers);
         prop_assert_eq!(decode_in_chunks(&parallel, key.as_ref(), read_chunk).unwrap(), data.clone());
-        prop_assert_eq!(pgstrata_repo_format::decode_blob(&parallel, "p", key.as_ref()).unwrap(), data);
+        prop_assert_eq!(pgstrata_repo_format::decode_blob(&parallel, "p", key.as_ref()).unwrap(), data.clone());
         prop_assert_eq!(frame_offsets(&parallel).len(), frame_offsets(&blob).len());
+        // Compressed without a key (on a database host), sealed under the key afterwards: the
+        // same data and frame digests, and a blob the same size as one encoded with the key.
+        let plain_blob = encode_in_chunks(&data, settings, None, write_chunk);
+        let sealed = pgstrata_repo_format::seal_compressed(plain_blob, "s", key.as_ref()).unwrap();
+        let (resealed, resealed_summary) =
+            pgstrata_repo_format::decode_blob_with_summary(&sealed, "s", key.as_ref()).unwrap();
+        prop_assert_eq!(&resealed, &data);
+        prop_assert_eq!(&resealed_summary.chunk_sha256, &summary.chunk_sha256);
+        prop_assert_eq!(sealed.len(), blob.len());
     }
 }
 
@@ -155,6 +164,14 @@ fn every_flipped_byte_is_detected() {
                 pgstrata_repo_format::decode_blob_parallel(&bad, "blob", key, 3).is_err(),
                 "flip at {at} went unnoticed by the parallel decoder"
             );
+            if key.is_none() {
+                // An unencrypted blob from another host is checked before it is sealed here.
+                let key = DataKey::generate();
+                assert!(
+                    pgstrata_repo_format::seal_compressed(bad.clone(), "blob", Some(&key)).is_err(),
+                    "flip at {at} went unnoticed when sealing"
+                );
+            }
             let in_body = frames.iter().any(|&(start, end)| at >= start + FRAME_HEADER_LEN && at < end);
             if in_body {
                 assert!(matches!(err, FormatError::Corrupt { .. }), "flip in a frame body at {at}: {err}");

@@ -4,15 +4,15 @@
 //! the part size, never on the size of the database.
 
 use std::collections::VecDeque;
-use std::os::unix::fs::FileExt;
 use std::sync::{Arc, Condvar, Mutex};
 
 use pgstrata_repo_format::layout::StanzaLayout;
 use pgstrata_repo_format::meta::{DirEntry, FileData, FileEntry, LinkEntry, PageDigests, PartRef};
-use pgstrata_repo_format::pg::{BLCKSZ, Lsn, PageVerdict, verify_page};
-use pgstrata_repo_format::{BackupLabel, BlobEncoder, BlobSettings, DataKey, Sha256Digest};
+use pgstrata_repo_format::pg::{BLCKSZ, Lsn};
+use pgstrata_repo_format::{BackupLabel, BlobSettings, DataKey, Sha256Digest};
 use pgstrata_storage::{RepoStore, Upload};
 
+use super::part::{self, PartDone, PartSpec};
 use super::prior::{Decision, PriorFiles, feed};
 use super::resume::{Journal, Resume, ResumedFiles};
 use super::walk::{Item, SourceFile, Walker};
@@ -20,8 +20,7 @@ use crate::chain::References;
 use crate::error::{CliError, CliResult, ErrorCode};
 use crate::lease::LeaseWatch;
 use crate::manifest::ManifestStream;
-use crate::pages::must_store;
-use crate::remote::data::{RangeReader, RemoteCluster};
+use crate::remote::data::RemoteCluster;
 use crate::termination::Termination;
 
 /// How a backup copies.
@@ -40,29 +39,6 @@ pub struct CopySettings {
     pub start_lsn: Lsn,
     /// The cluster is on a database host (`pg1-host`): files are read through its server.
     pub remote: Option<Arc<RemoteCluster>>,
-}
-
-/// A file being read for one part: here, or a range of it streamed from a database host.
-enum Opened<'a> {
-    Local(std::fs::File),
-    Remote(RangeReader<'a>),
-}
-
-impl Opened<'_> {
-    fn read_at(&mut self, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
-        match self {
-            Self::Local(file) => read_at_full(file, buf, offset),
-            Self::Remote(range) => range.read_at(buf, offset),
-        }
-    }
-
-    /// Reads a page again (a page check's second look), whatever was read before.
-    fn reread(&self, path: &std::path::Path, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
-        match self {
-            Self::Local(file) => file.read_exact_at(buf, offset),
-            Self::Remote(range) => range.reread(path, buf, offset),
-        }
-    }
 }
 
 /// What was stored for one file.
@@ -221,52 +197,6 @@ impl PackWriter {
     }
 }
 
-/// Reads up to `buf.len()` bytes at `offset`; fewer only at the end of the file.
-fn read_at_full(file: &std::fs::File, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match file.read_at(&mut buf[n..], offset + n as u64) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(n)
-}
-
-/// Checks the whole pages of `buf` (file offset `offset`); returns page numbers (within the
-/// file) that fail twice. A page changed since the backup started is skipped: WAL replay will
-/// rewrite it.
-fn check_pages(
-    reread: impl Fn(&mut [u8], u64) -> std::io::Result<()>,
-    buf: &[u8],
-    offset: u64,
-    first_block: u32,
-    start_lsn: Lsn,
-    errors: &mut Vec<u32>,
-) {
-    for (i, page) in buf.chunks_exact(BLCKSZ).enumerate() {
-        let Ok(page) = <&[u8; BLCKSZ]>::try_from(page) else { continue };
-        let page_no = u32::try_from(offset / BLCKSZ as u64).unwrap_or(u32::MAX).saturating_add(i as u32);
-        let blkno = first_block.saturating_add(page_no);
-        let bad = |p: &[u8; BLCKSZ]| match verify_page(p, blkno, true) {
-            PageVerdict::New | PageVerdict::Valid(_) => false,
-            PageVerdict::ChecksumMismatch { .. } | PageVerdict::BadHeader => {
-                pgstrata_repo_format::pg::PageHeader::parse(p).lsn < start_lsn
-            }
-        };
-        if bad(page) {
-            // Maybe torn by a concurrent write: read it again before reporting.
-            let mut again = [0u8; BLCKSZ];
-            let at = offset + (i * BLCKSZ) as u64;
-            if reread(&mut again, at).is_err() || bad(&again) {
-                errors.push(page_no);
-            }
-        }
-    }
-}
-
 /// One part of one file: what a worker does.
 #[derive(Clone, Debug)]
 struct PartJob {
@@ -275,59 +205,6 @@ struct PartJob {
     offset: u64,
     len: usize,
     file: Arc<SourceFile>,
-}
-
-/// What a worker reports for one part.
-#[derive(Debug, Default)]
-struct PartDone {
-    /// Bytes read.
-    plain_len: u64,
-    /// Bytes sealed into the part's blob (all read, or the stored pages).
-    stored_len: u64,
-    chunks: Vec<Sha256Digest>,
-    page_errors: Vec<u32>,
-    /// By pages: the pages stored, and the digests of the blob's frames.
-    stored_pages: Vec<u32>,
-    page_chunks: Vec<Sha256Digest>,
-    /// A main fork: the digest of each whole page read.
-    page_digests: Vec<u64>,
-    /// The whole file read, and it is the same as the prior's copy (nothing sealed).
-    same: bool,
-    vanished: bool,
-}
-
-/// SHA-256 of each `frame_size` chunk of data fed in pieces.
-struct FrameDigests {
-    frame_size: usize,
-    current: pgstrata_repo_format::digest::Sha256Stream,
-    filled: usize,
-    done: Vec<Sha256Digest>,
-}
-
-impl FrameDigests {
-    fn new(frame_size: usize) -> Self {
-        Self { frame_size: frame_size.max(1), current: Default::default(), filled: 0, done: Vec::new() }
-    }
-
-    fn update(&mut self, mut data: &[u8]) {
-        while !data.is_empty() {
-            let take = (self.frame_size - self.filled).min(data.len());
-            self.current.update(&data[..take]);
-            self.filled += take;
-            data = &data[take..];
-            if self.filled == self.frame_size {
-                self.done.push(std::mem::take(&mut self.current).finish());
-                self.filled = 0;
-            }
-        }
-    }
-
-    fn finish(mut self) -> Vec<Sha256Digest> {
-        if self.filled > 0 {
-            self.done.push(self.current.finish());
-        }
-        self.done
-    }
 }
 
 /// A worker's answer for one part: the sealed blob (none when nothing was read) and what it holds.
@@ -339,127 +216,36 @@ struct Sealed {
     done: CliResult<PartDone>,
 }
 
-fn copy_part(
-    f: &SourceFile,
-    job: &PartJob,
-    settings: &CopySettings,
-    buf: &mut Vec<u8>,
-) -> CliResult<(Option<Vec<u8>>, PartDone)> {
-    let opened = match &settings.remote {
-        None => std::fs::File::open(&f.fs_path).map(Opened::Local),
-        Some(remote) => remote.open_range(&f.fs_path, job.offset, job.len as u64).map(Opened::Remote),
+/// Seals a batch of parts: here, or by the database host's server (`pg1-host`) in one request,
+/// its compressed blobs then encrypted here (the key never leaves the repository side).
+fn seal_jobs(jobs: Vec<PartJob>, settings: &CopySettings, buf: &mut Vec<u8>) -> Vec<Sealed> {
+    let specs: Vec<PartSpec> = jobs.iter().map(|j| PartSpec::of(&j.file, j.offset, j.len, settings)).collect();
+    let key = settings.key.as_ref();
+    let results = match &settings.remote {
+        None => specs.iter().map(|spec| part::seal_part(spec, key, buf)).collect(),
+        Some(remote) => remote.seal_parts(&specs),
     };
-    let mut file = match opened {
-        Ok(file) => file,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Ok((None, PartDone { vanished: true, ..Default::default() }));
-        }
-        Err(e) => {
-            return Err(CliError::new(ErrorCode::FileRead, format!("unable to open {}: {e}", f.fs_path.display())));
+    let seal_here = |(blob, done): part::SealedPart, spec: &PartSpec| -> CliResult<_> {
+        match (blob, &settings.remote) {
+            (Some(blob), Some(_)) => {
+                let what = spec.path.display().to_string();
+                Ok((Some(pgstrata_repo_format::seal_compressed(blob, &what, key)?), done))
+            }
+            (blob, _) => Ok((blob, done)),
         }
     };
-    if let Opened::Local(file) = &file
-        && job.len as u64 >= BATCH_BYTES
-    {
-        // A large part is read front to back: twice the kernel's read-ahead.
-        let _ = rustix::fs::fadvise(
-            file,
-            job.offset,
-            std::num::NonZeroU64::new(job.len as u64),
-            rustix::fs::Advice::Sequential,
-        );
-    }
-    let mut enc = BlobEncoder::new(settings.blob, settings.key.as_ref())?.without_plain_digest();
-    let mut sealed = Vec::new();
-    let mut done = PartDone::default();
-    // By pages: the file's own frame digests are taken from what is read, the blob's from what
-    // it seals.
-    let mut by_pages = f.pages.as_ref().map(|base| (base, FrameDigests::new(settings.blob.frame_size)));
-    // Read and sealed a piece at a time: a worker's buffer is a piece, not a part.
-    // By content: a frame at a time, so that each is compared with the prior's before its pages
-    // are stored or mapped.
-    let frame = settings.blob.frame_size;
-    let by_frame = f.pages.as_ref().is_some_and(|b| b.chunks.is_some()) && frame.is_multiple_of(BLCKSZ);
-    let piece = if by_frame { frame } else { READ_PIECE };
-    while done.plain_len < job.len as u64 {
-        let offset = job.offset + done.plain_len;
-        let want = (job.len - done.plain_len as usize).min(piece);
-        buf.resize(want, 0);
-        let n = file
-            .read_at(buf, offset)
-            .map_err(|e| CliError::new(ErrorCode::FileRead, format!("unable to read {}: {e}", f.fs_path.display())))?;
-        let data = &buf[..n];
-        if settings.checksum_pages
-            && let Some(first_block) = f.first_block
-        {
-            let reread = |again: &mut [u8], at: u64| file.reread(&f.fs_path, again, at);
-            check_pages(reread, data, offset, first_block, settings.start_lsn, &mut done.page_errors);
-        }
-        let digests_at = done.page_digests.len();
-        if f.main_fork {
-            done.page_digests.extend(data.chunks_exact(BLCKSZ).map(PageDigests::of));
-        }
-        match &mut by_pages {
-            Some((base, digests)) => {
-                digests.update(data);
-                let first = offset / BLCKSZ as u64;
-                // By content, a frame that is not whole pages cannot be compared: stored.
-                let chunk = usize::try_from(offset / frame.max(1) as u64).unwrap_or(usize::MAX);
-                let differs = base.chunks.as_ref().map(|c| !by_frame || c.get(chunk) != Some(&Sha256Digest::of(data)));
-                for (i, page) in data.chunks(BLCKSZ).enumerate() {
-                    let page_no = u32::try_from(first + i as u64).unwrap_or(u32::MAX);
-                    let store = match (&base.page_digests, differs) {
-                        // By content, page by page: what the prior read is not what is read now.
-                        (Some(prior), _) => {
-                            let now = done.page_digests.get(digests_at + i);
-                            now.is_none() || prior.get(page_no as usize) != now
-                        }
-                        (None, Some(differs)) => differs || page_no >= base.prior_pages,
-                        (None, None) => must_store(page, page_no, base.prior_pages, base.since),
-                    };
-                    if store {
-                        enc.write(page, &mut sealed);
-                        done.stored_len += page.len() as u64;
-                        done.stored_pages.push(page_no);
-                    }
-                }
-            }
-            None => {
-                enc.write(data, &mut sealed);
-                done.stored_len += n as u64;
-            }
-        }
-        done.plain_len += n as u64;
-        if n < want {
-            break;
-        }
-    }
-    if let Some((_, digests)) = by_pages {
-        done.chunks = digests.finish();
-    }
-    if done.stored_len == 0 {
-        return Ok((None, done));
-    }
-    let summary = enc.finish(&mut sealed);
-    if f.pages.is_some() {
-        done.page_chunks = summary.chunk_sha256;
-    } else {
-        done.chunks = summary.chunk_sha256;
-    }
-    // The whole file in this part, and the same as the prior's copy: referenced, not stored.
-    if let Some(prior) = &f.same_as
-        && job.offset == 0
-        && done.plain_len == prior.size
-        && pgstrata_repo_format::digest::file_digest(&done.chunks) == prior.sha256
-    {
-        done.same = true;
-        return Ok((None, done));
-    }
-    Ok((Some(sealed), done))
+    jobs.into_iter()
+        .zip(results)
+        .zip(&specs)
+        .map(|((job, result), spec)| {
+            let (bytes, done) = match result.and_then(|r| seal_here(r, spec)) {
+                Ok((bytes, done)) => (bytes, Ok(done)),
+                Err(e) => (None, Err(e)),
+            };
+            Sealed { seq: job.seq, part: job.part, len: job.len, bytes, done }
+        })
+        .collect()
 }
-
-/// Plaintext a worker reads and seals at a time (two frames of the default size).
-const READ_PIECE: usize = 2 << 20;
 
 /// What the last part of a file reads beyond the size it had when examined (it may be growing;
 /// what it grows by after the backup started is rewritten by WAL replay anyway).
@@ -627,12 +413,12 @@ pub async fn copy_tree(
     let spawn_err = |e: std::io::Error| CliError::new(ErrorCode::Service, format!("unable to start a thread: {e}"));
 
     let dispatcher = {
-        let (window, part_size) = (Arc::clone(&window), settings.part_size);
+        let (window, part_size, local) = (Arc::clone(&window), settings.part_size, settings.remote.is_none());
         std::thread::Builder::new()
             .name("pgstrata-walk".into())
             .spawn(move || {
                 let known = Known { prior: prior_files, resumed: resumed_files };
-                dispatch(walker, known, &window, part_size, &item_tx, &job_tx)
+                dispatch(walker, known, &window, (part_size, local), &item_tx, &job_tx)
             })
             .map_err(spawn_err)?
     };
@@ -648,17 +434,7 @@ pub async fn copy_tree(
                     Err(_) => break,
                 };
                 let Ok(jobs) = job else { break };
-                let answers = jobs
-                    .into_iter()
-                    .map(|job| {
-                        let (bytes, done) = match copy_part(&job.file, &job, &settings, &mut buf) {
-                            Ok((bytes, done)) => (bytes, Ok(done)),
-                            Err(e) => (None, Err(e)),
-                        };
-                        Sealed { seq: job.seq, part: job.part, len: job.len, bytes, done }
-                    })
-                    .collect();
-                if tx.blocking_send(answers).is_err() {
+                if tx.blocking_send(seal_jobs(jobs, &settings, &mut buf)).is_err() {
                     break;
                 }
             }
@@ -738,16 +514,6 @@ impl Batch {
     }
 }
 
-/// Asks the kernel to start reading a small file now: the walk runs ahead of the workers, so
-/// the worker that copies it finds it in memory. Read on demand, one small file after another,
-/// the workers spent a good part of a many-file backup waiting for the disk. Advice only: a
-/// file that cannot be opened here is dealt with by its worker.
-fn read_ahead(path: &std::path::Path) {
-    if let Ok(f) = std::fs::File::open(path) {
-        let _ = rustix::fs::fadvise(&f, 0, None, rustix::fs::Advice::WillNeed);
-    }
-}
-
 /// What the walk looks files up in: the prior backup's manifest, the checkpoints of the
 /// interrupted attempt being resumed.
 struct Known {
@@ -786,7 +552,7 @@ fn dispatch(
     mut walker: Walker,
     mut known: Known,
     window: &Window,
-    part_size: usize,
+    (part_size, local): (usize, bool),
     items: &tokio::sync::mpsc::UnboundedSender<CliResult<Vec<(Item, usize)>>>,
     jobs: &std::sync::mpsc::SyncSender<Vec<PartJob>>,
 ) -> Walker {
@@ -825,7 +591,9 @@ fn dispatch(
         for job in file.iter().flat_map(|f| part_jobs(seq, f, part_size)) {
             let expected = (job.file.size - job.offset).min(part_size as u64);
             if expected < BATCH_BYTES {
-                read_ahead(&job.file.fs_path);
+                if local {
+                    part::read_ahead(&job.file.fs_path, expected);
+                }
                 batch.bytes += expected;
                 batch.jobs.push(job);
             } else if !batch.flush(items, jobs) || jobs.send(vec![job]).is_err() {

@@ -5,6 +5,7 @@
 //! all stream.
 
 pub mod copy;
+pub mod part;
 pub mod plan;
 pub mod prior;
 pub mod resume;

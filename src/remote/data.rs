@@ -17,13 +17,21 @@ use std::io::Seek;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::client::{self, Body, Connection, Failure};
-use super::wire::{self, Chunk, ErrorKind, Found, FoundKind, Head, Op, WireError};
+use super::wire::{self, ErrorKind, Found, FoundKind, Head, Op, Record, WireError};
 use crate::accounts::Names;
+use crate::backup::part::{self, MAX_PART, PartDone, PartSpec};
 use crate::config::Config;
 use crate::error::{CliError, CliResult, ErrorCode};
 
-/// Plaintext a `data-read` answer carries per chunk.
-const READ_CHUNK: usize = Chunk::MAX_PLAIN as usize;
+/// Bytes a `data-read` answer carries per chunk.
+const READ_CHUNK: usize = 1 << 20;
+
+/// A `data-seal` request's list of parts, at most.
+const MAX_SEAL_REQUEST: usize = 16 << 20;
+
+/// Frames smaller than pgBackRest's smallest `buffer-size` are not sealed for a client: their
+/// headers would outweigh their data.
+const MIN_FRAME: usize = 16 << 10;
 
 fn found(name: String, meta: &std::fs::Metadata, link: Option<(String, bool)>, names: &Names) -> Found {
     let kind = if meta.file_type().is_symlink() {
@@ -158,30 +166,54 @@ pub async fn serve(
             let meta = std::fs::metadata(&p).map_err(|e| io_error("examine", &p, &e))?;
             json(&found(String::new(), &meta, None, names))
         }
-        Op::DataRead { path, offset, len, lz4 } => {
+        Op::DataRead { path, offset, len } => {
             let p = cluster.allowed(&path)?;
             let mut file = std::fs::File::open(&p).map_err(|e| io_error("open", &p, &e))?;
             file.seek(std::io::SeekFrom::Start(offset)).map_err(|e| io_error("read", &p, &e))?;
             let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(2);
-            tokio::task::spawn_blocking(move || read_chunks(file, len, lz4, &tx));
-            let stream = futures::stream::unfold(rx, |mut rx| async move {
-                rx.recv().await.map(|chunk| (chunk.map(Frame::data), rx))
-            });
-            Ok(http::Response::new(BodyExt::boxed_unsync(StreamBody::new(stream))))
+            tokio::task::spawn_blocking(move || read_chunks(file, len, &tx));
+            Ok(streamed(rx))
+        }
+        Op::DataSeal => {
+            let asked = client::read_body(body, MAX_SEAL_REQUEST)
+                .await
+                .map_err(|e| invalid(format!("unable to read the parts asked for: {e}")))?;
+            let specs: Vec<PartSpec> =
+                serde_json::from_slice(&asked).map_err(|e| invalid(format!("invalid list of parts: {e}")))?;
+            for spec in &specs {
+                let path = spec.path.to_str().ok_or_else(|| invalid(format!("invalid path {:?}", spec.path)))?;
+                cluster.allowed(path)?;
+                if spec.len > MAX_PART || spec.blob.frame_size < MIN_FRAME {
+                    return Err(invalid(format!(
+                        "a part of {} bytes in frames of {} is outside what is served (parts up to {MAX_PART} \
+                         bytes, frames of at least {MIN_FRAME})",
+                        spec.len, spec.blob.frame_size
+                    )));
+                }
+            }
+            let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(4);
+            tokio::task::spawn_blocking(move || seal_records(&specs, &tx));
+            Ok(streamed(rx))
         }
         Op::Sql => sql_tunnel(cluster, body).await,
         _ => Err(invalid("not a data operation".into())),
     }
 }
 
-/// Reads `len` bytes (fewer at the end of the file) a chunk at a time and sends them, framed and
-/// compressed when `lz4`; stops when the answer is dropped.
-fn read_chunks(file: std::fs::File, len: u64, lz4: bool, tx: &tokio::sync::mpsc::Sender<std::io::Result<Bytes>>) {
+/// The answer streaming what a blocking reader sends.
+fn streamed(rx: tokio::sync::mpsc::Receiver<std::io::Result<Bytes>>) -> http::Response<Body> {
+    let stream = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (b.map(Frame::data), rx)) });
+    http::Response::new(BodyExt::boxed_unsync(StreamBody::new(stream)))
+}
+
+/// Reads `len` bytes (fewer at the end of the file) a chunk at a time and sends them; stops when
+/// the answer is dropped.
+fn read_chunks(file: std::fs::File, len: u64, tx: &tokio::sync::mpsc::Sender<std::io::Result<Bytes>>) {
     use std::io::Read;
     let mut source = file.take(len);
     loop {
-        let mut plain = Vec::with_capacity(READ_CHUNK);
-        match (&mut source).take(READ_CHUNK as u64).read_to_end(&mut plain) {
+        let mut chunk = Vec::with_capacity(READ_CHUNK);
+        match (&mut source).take(READ_CHUNK as u64).read_to_end(&mut chunk) {
             Ok(0) => return,
             Ok(_) => {}
             Err(e) => {
@@ -189,22 +221,44 @@ fn read_chunks(file: std::fs::File, len: u64, lz4: bool, tx: &tokio::sync::mpsc:
                 return;
             }
         }
-        let chunk = if lz4 { framed(&plain) } else { Bytes::from(plain) };
-        if tx.blocking_send(Ok(chunk)).is_err() {
+        if tx.blocking_send(Ok(Bytes::from(chunk))).is_err() {
             return;
         }
     }
 }
 
-/// One [`Chunk`]: LZ4 when that is smaller, else the bytes as they are.
-fn framed(plain: &[u8]) -> Bytes {
-    let compressed = lz4_flex::block::compress(plain);
-    let body: &[u8] = if compressed.len() < plain.len() { &compressed } else { plain };
-    let head = Chunk { stored: body.len() as u32, plain: plain.len() as u32 };
-    let mut out = BytesMut::with_capacity(Chunk::HEAD + body.len());
-    out.extend_from_slice(&head.encode());
-    out.extend_from_slice(body);
-    out.freeze()
+/// How a part the server was asked to seal turned out.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+enum Outcome {
+    Done(PartDone),
+    Failed { code: i32, message: String },
+}
+
+/// Seals each part where the data is (page checks, digests, compression; no key here) and
+/// sends one [`Record`] per part, in order; stops when the answer is dropped.
+fn seal_records(specs: &[PartSpec], tx: &tokio::sync::mpsc::Sender<std::io::Result<Bytes>>) {
+    for spec in specs {
+        part::read_ahead(&spec.path, spec.len as u64);
+    }
+    let mut buf = Vec::new();
+    for spec in specs {
+        let (blob, outcome) = match part::seal_part(spec, None, &mut buf) {
+            Ok((blob, done)) => (blob.unwrap_or_default(), Outcome::Done(done)),
+            Err(e) => (Vec::new(), Outcome::Failed { code: i32::from(e.code as u8), message: e.message }),
+        };
+        let outcome = serde_json::to_vec(&outcome).unwrap_or_default();
+        let head = Record { outcome: len_u32(outcome.len()), blob: len_u32(blob.len()) };
+        let mut front = BytesMut::with_capacity(Record::HEAD + outcome.len());
+        front.extend_from_slice(&head.encode());
+        front.extend_from_slice(&outcome);
+        if tx.blocking_send(Ok(front.freeze())).is_err() || tx.blocking_send(Ok(Bytes::from(blob))).is_err() {
+            return;
+        }
+    }
+}
+
+fn len_u32(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
 }
 
 fn json(value: &impl serde::Serialize) -> Result<http::Response<Body>, WireError> {
@@ -316,24 +370,62 @@ impl RemoteCluster {
 
     /// A whole small file (async).
     pub async fn read_all(&self, path: &Path, max: u64) -> std::io::Result<Vec<u8>> {
-        let op = Op::DataRead { path: path.display().to_string(), offset: 0, len: max, lz4: false };
+        let op = Op::DataRead { path: path.display().to_string(), offset: 0, len: max };
         let response = self.call(op).await?;
         client::read_body(response.into_body(), usize::try_from(max).unwrap_or(usize::MAX))
             .await
             .map_err(std::io::Error::other)
     }
 
-    /// A range of a file, read front to back (blocking reads).
-    pub fn open_range(&self, path: &Path, offset: u64, len: u64) -> std::io::Result<RangeReader<'_>> {
-        let op = Op::DataRead { path: path.display().to_string(), offset, len, lz4: true };
-        let response = self.runtime.block_on(self.call(op))?;
-        Ok(RangeReader {
-            cluster: self,
-            body: response.into_body(),
-            pending: Bytes::new(),
-            framed: Bytes::new(),
-            at: offset,
-        })
+    /// Parts sealed by the server where the data is, in one request (blocking: call from a
+    /// copy worker): for each, in order, the compressed and unencrypted blob (none when nothing
+    /// is stored) and what was found.
+    pub fn seal_parts(&self, specs: &[PartSpec]) -> Vec<CliResult<part::SealedPart>> {
+        let mut out = Vec::with_capacity(specs.len());
+        if let Err(e) = self.runtime.block_on(self.sealed(specs, &mut out)) {
+            let failed = |spec: &PartSpec| {
+                let message = format!("unable to read {} through {}: {e}", spec.path.display(), self.describe());
+                Err(CliError::new(ErrorCode::FileRead, message))
+            };
+            out.extend(specs[out.len()..].iter().map(failed));
+        }
+        out
+    }
+
+    async fn sealed(&self, specs: &[PartSpec], out: &mut Vec<CliResult<part::SealedPart>>) -> Result<(), String> {
+        let asked = serde_json::to_vec(specs).map_err(|e| e.to_string())?;
+        let request = self.request(Op::DataSeal, client::full(Bytes::from(asked))).map_err(|e| e.to_string())?;
+        let mut body = self.connection().send(request).await.map_err(|f| f.to_string())?.into_body();
+        let mut received = BytesMut::new();
+        while out.len() < specs.len() {
+            if let Some(head) = Record::decode(&received)? {
+                let (outcome, blob) = (head.outcome as usize, head.blob as usize);
+                if received.len() >= Record::HEAD + outcome + blob {
+                    let _ = received.split_to(Record::HEAD);
+                    let outcome = received.split_to(outcome);
+                    let blob = received.split_to(blob);
+                    let outcome: Outcome = serde_json::from_slice(&outcome)
+                        .map_err(|e| format!("the server's account of a part is not valid: {e}"))?;
+                    out.push(match outcome {
+                        Outcome::Done(done) => Ok(((!blob.is_empty()).then(|| blob.to_vec()), done)),
+                        Outcome::Failed { code, message } => {
+                            Err(CliError::new(ErrorCode::from_number(code).unwrap_or(ErrorCode::FileRead), message))
+                        }
+                    });
+                    continue;
+                }
+            }
+            match body.frame().await {
+                Some(Ok(frame)) => {
+                    if let Ok(data) = frame.into_data() {
+                        received.extend_from_slice(&data);
+                    }
+                }
+                Some(Err(e)) => return Err(e.to_string()),
+                None => return Err(format!("the answer ended after {} of {} parts", out.len(), specs.len())),
+            }
+        }
+        Ok(())
     }
 
     /// A PostgreSQL session through the server: a stream tokio-postgres can run its protocol on.
@@ -393,130 +485,9 @@ impl RemoteCluster {
     }
 }
 
-/// A chunk taken: decompressed into the caller's buffer, or plaintext to copy from.
-enum Next {
-    Into(usize),
-    Pending(Bytes),
-}
-
-/// A range of a remote file, read front to back.
-pub struct RangeReader<'a> {
-    cluster: &'a RemoteCluster,
-    body: Incoming,
-    /// Plaintext not yet read.
-    pending: Bytes,
-    /// Received bytes not yet taken as chunks.
-    framed: Bytes,
-    at: u64,
-}
-
-impl std::fmt::Debug for RangeReader<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RangeReader").field("at", &self.at).finish()
-    }
-}
-
-impl RangeReader<'_> {
-    /// Fills `buf` from `offset` (the next unread byte) until it is full or the range ends;
-    /// returns how much was read.
-    pub fn read_at(&mut self, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
-        if offset != self.at {
-            return Err(std::io::Error::other(format!(
-                "remote reads go front to back ({offset} asked, at {})",
-                self.at
-            )));
-        }
-        let mut n = 0;
-        while n < buf.len() {
-            if self.pending.is_empty() {
-                match self.next_chunk(&mut buf[n..])? {
-                    Some(Next::Into(len)) => {
-                        n += len;
-                        continue;
-                    }
-                    Some(Next::Pending(plain)) => {
-                        self.pending = plain;
-                        continue;
-                    }
-                    None => {}
-                }
-                let next = self.cluster.runtime.block_on(self.body.frame());
-                match next {
-                    None if self.framed.is_empty() => break,
-                    None => return Err(std::io::Error::other("the server's answer ended inside a chunk")),
-                    Some(Ok(frame)) => {
-                        if let Ok(data) = frame.into_data() {
-                            // Usually whole chunks: taken as they are, copied only to join a
-                            // chunk split across frames.
-                            self.framed = if self.framed.is_empty() {
-                                data
-                            } else {
-                                let mut joined = BytesMut::with_capacity(self.framed.len() + data.len());
-                                joined.extend_from_slice(&self.framed);
-                                joined.extend_from_slice(&data);
-                                joined.freeze()
-                            };
-                        }
-                    }
-                    Some(Err(e)) => {
-                        return Err(std::io::Error::new(std::io::ErrorKind::ConnectionAborted, e.to_string()));
-                    }
-                }
-                continue;
-            }
-            let take = self.pending.len().min(buf.len() - n);
-            buf[n..n + take].copy_from_slice(&self.pending.split_to(take));
-            n += take;
-        }
-        self.at += n as u64;
-        Ok(n)
-    }
-}
-
-impl RangeReader<'_> {
-    /// The next whole chunk received: decompressed straight into `room` when it fits there,
-    /// else as plaintext to take from; `None` until a whole chunk has arrived.
-    fn next_chunk(&mut self, room: &mut [u8]) -> std::io::Result<Option<Next>> {
-        let invalid = |m: String| std::io::Error::new(std::io::ErrorKind::InvalidData, m);
-        let Some(chunk) = Chunk::decode(&self.framed).map_err(invalid)? else { return Ok(None) };
-        let whole = Chunk::HEAD + chunk.stored as usize;
-        if self.framed.len() < whole {
-            return Ok(None);
-        }
-        let stored = self.framed.split_to(whole).slice(Chunk::HEAD..);
-        if chunk.stored == chunk.plain {
-            return Ok(Some(Next::Pending(stored)));
-        }
-        let plain = chunk.plain as usize;
-        let broken =
-            |e: lz4_flex::block::DecompressError| invalid(format!("a chunk from the server does not decompress: {e}"));
-        let short = |got: usize| invalid(format!("a chunk from the server holds {got} bytes, not {plain}"));
-        if room.len() >= plain {
-            let got = lz4_flex::block::decompress_into(&stored, &mut room[..plain]).map_err(broken)?;
-            return if got == plain { Ok(Some(Next::Into(got))) } else { Err(short(got)) };
-        }
-        let out = lz4_flex::block::decompress(&stored, plain).map_err(broken)?;
-        if out.len() != plain {
-            return Err(short(out.len()));
-        }
-        Ok(Some(Next::Pending(Bytes::from(out))))
-    }
-
-    /// Reads `buf.len()` bytes at `offset` of the file again, in a request of its own
-    /// (blocking), for a page re-check.
-    pub fn reread(&self, path: &Path, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
-        let mut reader = self.cluster.open_range(path, offset, buf.len() as u64)?;
-        let n = reader.read_at(buf, offset)?;
-        if n < buf.len() {
-            return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "short read"));
-        }
-        Ok(())
-    }
-}
-
 /// Data operations of a streamed kind: the server dispatches on these.
 pub fn is_data(op: &Op) -> bool {
-    matches!(op, Op::DataList { .. } | Op::DataStat { .. } | Op::DataRead { .. } | Op::Sql)
+    matches!(op, Op::DataList { .. } | Op::DataStat { .. } | Op::DataRead { .. } | Op::DataSeal | Op::Sql)
 }
 
 #[cfg(test)]

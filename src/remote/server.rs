@@ -406,7 +406,7 @@ async fn repo_request(settings: &Settings, peer: &Peer, request: http::Request<I
         Op::List { prefix, offset } => list(settings, name, &served, prefix, offset),
         Op::ListDir { prefix } => list_dir(settings, name, &served, prefix).await,
         Op::Delete => delete(settings, peer, &served, body).await,
-        Op::DataList { .. } | Op::DataStat { .. } | Op::DataRead { .. } | Op::Sql => {
+        Op::DataList { .. } | Op::DataStat { .. } | Op::DataRead { .. } | Op::DataSeal | Op::Sql => {
             Err(WireError::new(ErrorKind::Invalid, "a data operation is not a repository request"))
         }
         Op::Copy { from, to, overwrite } => {

@@ -12,6 +12,7 @@
 //! | `copy` | — | — |
 //! | `data-list`, `data-stat` | — | [`Found`] entries (a JSON array), or one |
 //! | `data-read` | — | the file's bytes in the range, streamed |
+//! | `data-seal` | the parts to seal (JSON) | one [`Record`] per part: outcome and compressed blob |
 //! | `sql` | the client's side of a PostgreSQL session | the server's side |
 //!
 //! Any failure is answered with a status other than 200 and a [`WireError`] body.
@@ -77,51 +78,51 @@ pub enum Op {
         path: String,
     },
     /// Up to `len` bytes of a file of the served cluster from `offset`, streamed (fewer at its
-    /// end); with `lz4`, as [`Chunk`]s compressed for the trip.
+    /// end).
     DataRead {
         path: String,
         offset: u64,
         len: u64,
-        #[serde(default)]
-        lz4: bool,
     },
+    /// Parts of files of the served cluster read, checked and compressed by the server: the
+    /// request body is the list of parts (`backup::part::PartSpec`, JSON), the answer one
+    /// [`Record`] per part, in order.
+    DataSeal,
     /// A byte stream to the served cluster's PostgreSQL socket, both ways.
     Sql,
 }
 
-/// A chunk of a `data-read` answer with `lz4`: an 8-byte head (stored length, plain length,
-/// both u32 little-endian) and the stored bytes, LZ4-compressed (a block) unless both lengths
-/// are equal. Compressing on the database host costs it less CPU than TLS and HTTP/2 spend on
-/// the bytes it saves (relation files typically shrink 2-5x).
+/// One part of a `data-seal` answer: an 8-byte head (the lengths of the outcome and of the
+/// blob, both u32 little-endian), the outcome (JSON) and the compressed, unencrypted blob.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Chunk {
-    pub stored: u32,
-    pub plain: u32,
+pub struct Record {
+    pub outcome: u32,
+    pub blob: u32,
 }
 
-impl Chunk {
+impl Record {
     pub const HEAD: usize = 8;
-    /// Plaintext of one chunk, at most.
-    pub const MAX_PLAIN: u32 = 1 << 20;
+    /// An outcome's JSON, at most (a part's page digests and frame digests).
+    pub const MAX_OUTCOME: u32 = 16 << 20;
+    /// A blob, at most: a whole part stored raw with its frame headers.
+    pub const MAX_BLOB: u32 = 160 << 20;
 
     pub fn encode(self) -> [u8; 8] {
         let mut head = [0u8; 8];
-        head[..4].copy_from_slice(&self.stored.to_le_bytes());
-        head[4..].copy_from_slice(&self.plain.to_le_bytes());
+        head[..4].copy_from_slice(&self.outcome.to_le_bytes());
+        head[4..].copy_from_slice(&self.blob.to_le_bytes());
         head
     }
 
     /// The head at the start of `bytes`, checked against the limits; `Ok(None)`: too few bytes.
     pub fn decode(bytes: &[u8]) -> Result<Option<Self>, String> {
-        let (Some(stored), Some(plain)) = (bytes.get(..4), bytes.get(4..8)) else { return Ok(None) };
+        let (Some(outcome), Some(blob)) = (bytes.get(..4), bytes.get(4..8)) else { return Ok(None) };
         let read = |b: &[u8]| u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
-        let chunk = Self { stored: read(stored), plain: read(plain) };
-        let bound =
-            u32::try_from(lz4_flex::block::get_maximum_output_size(Self::MAX_PLAIN as usize)).unwrap_or(u32::MAX);
-        if chunk.plain > Self::MAX_PLAIN || chunk.stored > bound || chunk.stored == 0 && chunk.plain != 0 {
-            return Err(format!("invalid chunk head (stored {}, plain {})", chunk.stored, chunk.plain));
+        let record = Self { outcome: read(outcome), blob: read(blob) };
+        if record.outcome > Self::MAX_OUTCOME || record.blob > Self::MAX_BLOB {
+            return Err(format!("invalid record head (outcome {}, blob {})", record.outcome, record.blob));
         }
-        Ok(Some(chunk))
+        Ok(Some(record))
     }
 }
 
@@ -263,13 +264,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn chunk_heads_round_trip_and_refuse_what_no_server_sends() {
-        let c = Chunk { stored: 1000, plain: 4096 };
-        assert_eq!(Chunk::decode(&c.encode()).unwrap(), Some(c));
-        assert_eq!(Chunk::decode(&c.encode()[..7]).unwrap(), None);
-        assert!(Chunk::decode(&Chunk { stored: 10, plain: Chunk::MAX_PLAIN + 1 }.encode()).is_err());
-        assert!(Chunk::decode(&Chunk { stored: u32::MAX, plain: 10 }.encode()).is_err());
-        assert!(Chunk::decode(&Chunk { stored: 0, plain: 10 }.encode()).is_err());
+    fn record_heads_round_trip_and_refuse_what_no_server_sends() {
+        let r = Record { outcome: 1000, blob: 4096 };
+        assert_eq!(Record::decode(&r.encode()).unwrap(), Some(r));
+        assert_eq!(Record::decode(&r.encode()[..7]).unwrap(), None);
+        assert!(Record::decode(&Record { outcome: Record::MAX_OUTCOME + 1, blob: 0 }.encode()).is_err());
+        assert!(Record::decode(&Record { outcome: 10, blob: u32::MAX }.encode()).is_err());
     }
 
     #[test]

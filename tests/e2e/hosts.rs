@@ -554,6 +554,21 @@ fn backups_through_pg1_host_and_archive_and_restore_through_repo1_host() {
     assert_eq!(latest.dumpall(), source, "the backup taken through pg1-host differs from the source");
     latest.stop();
 
+    // Pages are checked where the data is: a relation file with a damaged page on the database
+    // host is named by a backup through pg1-host (the file is a stray one, so the cluster itself
+    // stays sound).
+    let rel = primary.sql("select pg_relation_filepath('pgbench_branches')");
+    let stray_rel = format!("{}/999999", Path::new(&rel).parent().unwrap().display());
+    let mut page = std::fs::read(primary.data.join(&rel)).unwrap()[..8192].to_vec();
+    page[5000] ^= 0x5a;
+    let stray = primary.data.join(&stray_rel);
+    std::fs::write(&stray, &page).unwrap();
+    support::chown_postgres(&stray);
+    let o = repo_ok(&["--stanza=db", "backup", "--type=incr", "--start-fast"]);
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(err.contains("invalid page checksums") && err.contains(&stray_rel) && err.contains("[0]"), "{err}");
+    std::fs::remove_file(&stray).unwrap();
+
     // The storage contract holds through the server, checked in-process as for every backend.
     let config = pgstrata::config::Config::load(
         &["pgbackrest".into(), format!("--config-path={}", etc.display()), "--stanza=db".into(), "repo-ls".into()],
