@@ -25,7 +25,9 @@ export PGSTRATA_REQUIRE_SERVERS=1
 
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
-cargo test --workspace --all-targets --locked
+# Three test threads on two cores: the end-to-end tests spend most of their time waiting on
+# PostgreSQL (start, checkpoints, recovery), not computing.
+RUST_TEST_THREADS="${RUST_TEST_THREADS:-3}" cargo test --workspace --all-targets --locked
 # The container image, with the binary the tests ran, smoke-tested from its root filesystem.
 PGSTRATA_BIN="$ROOT/target/debug/pgstrata" scripts/image.sh
 scripts/fuzz.sh build
