@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Fuzz targets of the parsers (blob decoder, pg_control / WAL header, manifest reader).
-#   scripts/fuzz.sh build            build every target (what CI does)
+#   scripts/fuzz.sh build            build every target, unoptimized (what CI does: it checks they build)
 #   scripts/fuzz.sh run [SECONDS]    run each target for SECONDS (default 60) from fixtures/ seeds
 # cargo-fuzz needs nightly compiler features; this machine has one stable toolchain, so the
 # build runs with RUSTC_BOOTSTRAP=1. cargo-fuzz is installed into the checkout if missing.
@@ -18,7 +18,7 @@ export PATH="$TOOLS/bin:$PATH"
 TARGETS="blob_decoder pg_control manifest_reader"
 case "${1:-build}" in
   build)
-    for t in $TARGETS; do cargo fuzz build --fuzz-dir fuzz "$t"; done
+    for t in $TARGETS; do cargo fuzz build --dev --fuzz-dir fuzz "$t"; done
     ;;
   run)
     secs="${2:-60}"

@@ -36,6 +36,7 @@ pub mod restore_test;
 pub mod termination;
 pub mod verify;
 pub mod wal;
+pub mod walg;
 
 use std::time::Instant;
 
@@ -47,6 +48,7 @@ pub fn program_name(flavor: Flavor) -> &'static str {
     match flavor {
         Flavor::Pgstrata => "pgstrata",
         Flavor::Pgbackrest => "pgbackrest",
+        Flavor::WalG => "wal-g",
     }
 }
 
@@ -61,6 +63,7 @@ pub fn identity_line(flavor: Flavor) -> String {
         Flavor::Pgbackrest => {
             format!("pgstrata {} (pgBackRest {PGBACKREST_COMPAT} compatible mode)", env!("CARGO_PKG_VERSION"))
         }
+        Flavor::WalG => format!("pgstrata {} (WAL-G front end)", env!("CARGO_PKG_VERSION")),
     }
 }
 
@@ -69,7 +72,7 @@ pub fn identity_line(flavor: Flavor) -> String {
 /// and `help` say what this really is.
 pub fn version_line(flavor: Flavor) -> String {
     match flavor {
-        Flavor::Pgstrata => identity_line(flavor),
+        Flavor::Pgstrata | Flavor::WalG => identity_line(flavor),
         Flavor::Pgbackrest => format!("pgBackRest {PGBACKREST_COMPAT}"),
     }
 }
@@ -78,6 +81,9 @@ pub fn version_line(flavor: Flavor) -> String {
 pub fn run(argv: &[String], env: &[(String, String)]) -> u8 {
     if let Some(argv0) = argv.first() {
         process::remember_argv0(argv0);
+        if Flavor::from_argv0(argv0) == Flavor::WalG {
+            return walg::run(argv, env);
+        }
     }
     let config = match Config::load(argv, env) {
         Ok(c) => c,

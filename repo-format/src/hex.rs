@@ -26,6 +26,15 @@ pub fn decode_array<const N: usize>(text: &str) -> Result<[u8; N]> {
     Ok(out)
 }
 
+/// Decodes hex (either case) of any even length; `None` when it is not hex.
+pub fn decode(text: &str) -> Option<Vec<u8>> {
+    let bytes = text.as_bytes();
+    if !bytes.len().is_multiple_of(2) {
+        return None;
+    }
+    bytes.chunks_exact(2).map(|pair| Some((nibble(pair[0]).ok()? << 4) | nibble(pair[1]).ok()?)).collect()
+}
+
 fn nibble(c: u8) -> Result<u8> {
     match c {
         b'0'..=b'9' => Ok(c - b'0'),

@@ -6,7 +6,7 @@ mod check;
 pub mod control;
 mod help;
 mod repo;
-mod stanza;
+pub mod stanza;
 
 use crate::config::Config;
 use crate::error::{CliError, CliResult, ErrorCode};

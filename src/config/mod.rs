@@ -27,31 +27,38 @@ pub enum Flavor {
     Pgstrata,
     /// Installed as `pgbackrest`: a drop-in for operators that call pgBackRest.
     Pgbackrest,
+    /// Installed as `wal-g`: WAL-G's command line (`crate::walg`), configured by its environment
+    /// variables only, which it passes on as `PGSTRATA_*` (no configuration file is read).
+    WalG,
 }
 
 impl Flavor {
     pub fn from_argv0(argv0: &str) -> Self {
         let base = Path::new(argv0).file_name().and_then(|s| s.to_str()).unwrap_or("");
-        if base == "pgbackrest" { Self::Pgbackrest } else { Self::Pgstrata }
+        match base {
+            "pgbackrest" => Self::Pgbackrest,
+            "wal-g" => Self::WalG,
+            _ => Self::Pgstrata,
+        }
     }
 
     pub fn env_prefix(self) -> &'static str {
         match self {
-            Self::Pgstrata => "PGSTRATA_",
+            Self::Pgstrata | Self::WalG => "PGSTRATA_",
             Self::Pgbackrest => "PGBACKREST_",
         }
     }
 
     fn config_dir(self) -> &'static str {
         match self {
-            Self::Pgstrata => "/etc/pgstrata",
+            Self::Pgstrata | Self::WalG => "/etc/pgstrata",
             Self::Pgbackrest => "/etc/pgbackrest",
         }
     }
 
     fn config_file_name(self) -> &'static str {
         match self {
-            Self::Pgstrata => "pgstrata.conf",
+            Self::Pgstrata | Self::WalG => "pgstrata.conf",
             Self::Pgbackrest => "pgbackrest.conf",
         }
     }
@@ -284,6 +291,9 @@ impl Config {
     }
 
     fn config_files(&self) -> CliResult<Vec<PathBuf>> {
+        if self.flavor == Flavor::WalG {
+            return Ok(Vec::new());
+        }
         let explicit = self.get("config").map(PathBuf::from);
         let base =
             self.get("config-path").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(self.flavor.config_dir()));

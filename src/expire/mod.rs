@@ -18,20 +18,26 @@ pub use plan::{Choice, DirVerdict, ExpirePlan, Retention, WalPosition};
 
 /// `expire` on every configured repository (or `--repo`).
 pub fn run(config: &Config) -> CliResult<()> {
-    let stanza = stanza_name(config)?;
-    crate::commands::control::check_not_stopped(config)?;
     let choice = match config.get("set") {
         Some(label) => Choice::Set(label.parse::<BackupLabel>().map_err(|e| {
             CliError::new(ErrorCode::OptionInvalidValue, format!("'{label}' is not a backup label: {e}"))
         })?),
         None => Choice::Retention,
     };
+    run_choice(config, &choice)
+}
+
+/// Expires what `choice` names on every configured repository (or `--repo`), each under its
+/// lease.
+pub fn run_choice(config: &Config, choice: &Choice) -> CliResult<()> {
+    let stanza = stanza_name(config)?;
+    crate::commands::control::check_not_stopped(config)?;
     crate::commands::runtime()?.block_on(async {
         let mut failed = None;
         let mut found = false;
         for index in repo_indexes(config) {
             let repo = open_repo(config, index, &stanza).await?;
-            if let Choice::Set(label) = &choice
+            if let Choice::Set(label) = choice
                 && !repo.load_catalog().await?.backups.iter().any(|b| &b.label == label)
                 && config.get("repo").is_none()
             {
@@ -40,14 +46,14 @@ pub fn run(config: &Config) -> CliResult<()> {
             found = true;
             let lease =
                 Lease::acquire(&repo.store, &repo.layout, index, "expire", crate::lease::lease_time(config)).await?;
-            let done = expire(config, &repo, &lease, &choice).await;
+            let done = expire(config, &repo, &lease, choice).await;
             lease.release().await;
             if let Err(e) = done {
                 tracing::error!("expire of {}: {}", repo.name(), e.message);
                 failed = Some(e);
             }
         }
-        if !found && let Choice::Set(label) = &choice {
+        if !found && let Choice::Set(label) = choice {
             return Err(CliError::new(
                 ErrorCode::BackupSetInvalid,
                 format!("backup set {label} does not exist in any repository"),
@@ -129,6 +135,10 @@ async fn prune_history(repo: &Repo, days: i64) -> CliResult<()> {
 async fn expire_wal(repo: &Repo, lease: &Lease, plan: &ExpirePlan, dry: bool) -> CliResult<()> {
     let say = if dry { "[DRY-RUN] " } else { "" };
     let Some((_, from, boundary)) = &plan.wal_from else { return Ok(()) };
+    let kept = match boundary {
+        Some(label) => format!("WAL kept from {from}, backup {label}, and each retained backup's own range"),
+        None => "no backup left to keep WAL from but those marked keep, whose own ranges stay".to_string(),
+    };
     let archive_root = format!("{}archive", repo.layout.root());
     for archive_id in repo.store.list_dirs(&archive_root).await? {
         let Some(db_id) = archive_id.rsplit_once('-').and_then(|(_, id)| id.parse::<u32>().ok()) else {
@@ -173,7 +183,7 @@ async fn expire_wal(repo: &Repo, lease: &Lease, plan: &ExpirePlan, dry: bool) ->
         }
         match (removed.first, removed.last) {
             (Some(first), Some(last)) => tracing::info!(
-                "{say}repo{}: remove archive {archive_id}: {} files from {first} to {last} (WAL kept from {from}, backup {boundary}, and each retained backup's own range)",
+                "{say}repo{}: remove archive {archive_id}: {} files from {first} to {last} ({kept})",
                 repo.index,
                 removed.count
             ),

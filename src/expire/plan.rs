@@ -83,11 +83,14 @@ enum WalDepth {
     OldestFull,
 }
 
-/// Which backups to remove: by the retention options, or one set (`--set`) with its dependents.
+/// Which backups to remove: by the retention options, one set (`--set`) with its dependents, or
+/// the backups a caller chose (WAL-G's `delete`), whose WAL rule is WAL-G's: continuous WAL from
+/// the oldest backup that remains outside `keep`, and none when no such backup remains.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Choice {
     Retention,
     Set(BackupLabel),
+    Labels(BTreeSet<BackupLabel>),
 }
 
 /// One archived file as the WAL rules see it: its database and the segment it belongs to (the
@@ -123,8 +126,8 @@ pub struct ExpirePlan {
     /// The catalog after: every backup not expired.
     pub retained: BackupCatalog,
     /// Where continuous WAL starts (database, segment) — the oldest backup of the archive
-    /// retention; `None`: WAL is not expired.
-    pub wal_from: Option<(u32, String, BackupLabel)>,
+    /// retention (none: no continuous WAL is kept); `None`: WAL is not expired.
+    pub wal_from: Option<(u32, String, Option<BackupLabel>)>,
     consistency: Vec<Consistency>,
     /// Warnings for the log (an option not set, the latest backup expired).
     pub warnings: Vec<String>,
@@ -155,6 +158,7 @@ impl ExpirePlan {
                 by_retention(&order, retention, now)
             }
             Choice::Set(label) => set_candidates(&order, label)?,
+            Choice::Labels(labels) => order.iter().map(|b| &b.label).filter(|l| labels.contains(*l)).collect(),
         };
         // What a kept backup needs stays; what depends on a removed backup goes with it (a kept
         // backup's needs are all protected, so nothing retained loses what it depends on).
@@ -171,9 +175,14 @@ impl ExpirePlan {
         let retained =
             BackupCatalog { backups: catalog.backups.iter().filter(|b| !doomed.contains(&b.label)).cloned().collect() };
         let kept: Vec<&CatalogEntry> = order.iter().copied().filter(|b| !doomed.contains(&b.label)).collect();
-        let wal_from = match retention.wal_depth(index) {
-            Ok(depth) => wal_boundary(&kept, depth).map(|b| (b.db_id, b.wal_start.clone(), b.label.clone())),
-            Err(why) => {
+        let from = |b: &CatalogEntry| (b.db_id, b.wal_start.clone(), Some(b.label.clone()));
+        let wal_from = match (choice, retention.wal_depth(index)) {
+            (Choice::Labels(_), _) => Some(
+                wal_boundary(&kept, WalDepth::Count(u64::MAX, BackupType::Incr))
+                    .map_or((u32::MAX, String::new(), None), from),
+            ),
+            (_, Ok(depth)) => wal_boundary(&kept, depth).map(from),
+            (_, Err(why)) => {
                 warnings.push(why);
                 None
             }
@@ -452,13 +461,13 @@ mod tests {
         assert!(plan.expired.is_empty());
         // The two newest fulls-or-diffs are F3 and F2: continuous WAL from F2; F1 and D1 keep
         // only their own start..stop.
-        assert_eq!(plan.wal_from.as_ref().map(|w| w.2.to_string()), Some(F2.to_string()));
+        assert_eq!(plan.wal_from.as_ref().and_then(|w| w.2.as_ref()).map(|l| l.to_string()), Some(F2.to_string()));
         let kept: Vec<u32> = (0x0F..0x32).filter(|&n| keeps(&plan, n)).collect();
         assert_eq!(kept, [0x10, 0x11, 0x20, 0x21, 0x30, 0x31]);
         // Counting incrementals too (retention-archive-type=incr): from I2.
         let r = Retention { archive_type: BackupType::Incr, ..r };
         let plan = ExpirePlan::new(&five(), &r, &Choice::Retention, 1, NOW).expect("plan");
-        assert_eq!(plan.wal_from.map(|w| w.2.to_string()), Some(I2.to_string()));
+        assert_eq!(plan.wal_from.and_then(|w| w.2).map(|l| l.to_string()), Some(I2.to_string()));
     }
 
     #[test]
