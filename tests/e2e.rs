@@ -25,6 +25,8 @@ mod pitr;
 mod verify;
 #[path = "e2e/wal.rs"]
 mod wal;
+#[path = "e2e/walg.rs"]
+mod walg;
 #[path = "e2e/writers.rs"]
 mod writers;
 

@@ -43,6 +43,9 @@ pub fn run(argv: &[String], env: &[(String, String)]) -> u8 {
     let fetching = command == "wal-fetch";
     let fail = |e: &CliError| -> u8 {
         eprintln!("ERROR: {e}");
+        if e.code == ErrorCode::Crypto {
+            eprintln!("HINT: as wal-g, the passphrase is WALG_LIBSODIUM_KEY (or WALG_PGP_KEY and its passphrase)");
+        }
         match e.code {
             ErrorCode::NotInArchive if fetching => 1,
             _ if fetching => 255,
