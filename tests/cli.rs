@@ -116,6 +116,43 @@ fn installed_as_pgbackrest_it_reads_pgbackrest_variables() {
 }
 
 #[test]
+fn installed_as_wal_g_it_reads_wal_g_variables_only() {
+    let t = tempfile::tempdir().unwrap();
+    let link = t.path().join("wal-g");
+    std::os::unix::fs::symlink(BIN, &link).unwrap();
+    let code = |o: &Output| o.status.code();
+    // No storage: named; wal-fetch fails above 125 (PostgreSQL must not end recovery on it).
+    let o = run_as(&link, &["backup-list"], &[("PGSTRATA_REPO1_PATH", "/tmp")]);
+    assert_eq!(code(&o), Some(1), "{:?}", text(&o));
+    assert!(text(&o).1.contains("no storage is configured") && text(&o).1.contains("WALG_S3_PREFIX"), "{:?}", text(&o));
+    let o = run_as(&link, &["wal-fetch", "000000010000000000000001", "/tmp/x"], &[]);
+    assert_eq!(code(&o), Some(255), "{:?}", text(&o));
+    let prefix = t.path().join("repo").display().to_string();
+    let env = [("WALG_FILE_PREFIX", prefix.as_str()), ("WALG_SOMETHING", "1")];
+    // Nothing there yet: an empty list, and the unknown variable warned about.
+    let o = run_as(&link, &["backup-list"], &env);
+    assert_eq!(code(&o), Some(0), "{:?}", text(&o));
+    assert!(text(&o).0.is_empty() && text(&o).1.contains("WALG_SOMETHING"), "{:?}", text(&o));
+    // A prefix nothing was ever written to is more likely a mistake than an empty archive:
+    // fatal to recovery, not "not found".
+    let o = run_as(&link, &["wal-fetch", "000000010000000000000001", "/tmp/x"], &env);
+    assert_eq!(code(&o), Some(255), "{:?}", text(&o));
+    assert!(text(&o).1.contains("repository directory not found"), "{:?}", text(&o));
+    for (args, says) in [
+        (&["backup-fetch", "/tmp/x"][..], "backup-fetch takes"),
+        (&["delete", "retain", "zero"], "usage: delete"),
+        (&["backup-pull"], "not a WAL-G command"),
+    ] {
+        let o = run_as(&link, args, &env);
+        assert_eq!(code(&o), Some(1), "{args:?}: {:?}", text(&o));
+        assert!(text(&o).1.contains(says), "{args:?}: {:?}", text(&o));
+    }
+    let o = run_as(&link, &["backup-list"], &[("WALG_FILE_PREFIX", &prefix), ("WALG_COMPRESSION_METHOD", "brotli")]);
+    assert!(code(&o) == Some(1) && text(&o).1.contains("brotli"), "{:?}", text(&o));
+    assert!(!t.path().join("repo").exists(), "nothing was written");
+}
+
+#[test]
 fn secrets_are_refused_on_the_command_line_and_never_logged() {
     let t = tempfile::tempdir().unwrap();
     let repo = marked_repo(t.path(), "r");

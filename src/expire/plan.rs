@@ -346,7 +346,7 @@ fn wal_boundary<'a>(retained: &[&'a CatalogEntry], depth: WalDepth) -> Option<&'
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use pgstrata_repo_format::Sha256Digest;
     use pgstrata_repo_format::pg::{Lsn, TimelineId};
@@ -354,7 +354,7 @@ mod tests {
     const NOW: i64 = 1_800_000_000;
 
     /// A backup that stopped `age_days` before [`NOW`], its WAL in segment `seg` (timeline 1).
-    fn backup(label: &str, prior: Option<&str>, age_days: f64, seg: u32) -> CatalogEntry {
+    pub(crate) fn backup(label: &str, prior: Option<&str>, age_days: f64, seg: u32) -> CatalogEntry {
         let label: BackupLabel = label.parse().expect("label");
         let prior: Option<BackupLabel> = prior.map(|p| p.parse().expect("prior"));
         let stop = NOW - (age_days * DAY as f64) as i64;

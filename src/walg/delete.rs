@@ -164,49 +164,24 @@ pub fn doomed<'a>(catalog: &'a BackupCatalog, what: &Delete) -> CliResult<Vec<&'
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-    use pgstrata_repo_format::Sha256Digest;
-    use pgstrata_repo_format::pg::{Lsn, TimelineId};
 
     /// Backups one hour apart, starting in segments 1, 2, 3…: `F` full, `D` a delta from the
     /// previous one, `P` a permanent full.
     fn catalog(kinds: &str) -> BackupCatalog {
         let mut backups: Vec<CatalogEntry> = Vec::new();
+        let n = kinds.len();
         for (i, kind) in kinds.chars().enumerate() {
             let hour = 10 + i;
-            let full: BackupLabel = format!("20270101-{hour:02}0000F").parse().unwrap();
-            let prior = backups.last().map(|b: &CatalogEntry| b.label.clone());
+            let prior = backups.last().map(|b| b.label.to_string());
             let label = match (kind, &prior) {
-                ('D', Some(p)) => {
-                    let base = p.to_string();
-                    let base = base.split('_').next().unwrap().to_string();
-                    format!("{base}_20270101-{hour:02}0000I").parse().unwrap()
-                }
-                _ => full,
+                ('D', Some(p)) => format!("{}_20270101-{hour:02}0000I", p.split('_').next().unwrap()),
+                _ => format!("20270101-{hour:02}0000F"),
             };
-            let start = 1_798_000_000 + i as i64 * 3600;
-            backups.push(CatalogEntry {
-                backup_type: label.backup_type(),
-                references: if kind == 'D' { prior.iter().cloned().collect() } else { vec![] },
-                prior: if kind == 'D' { prior } else { None },
-                label,
-                db_id: 1,
-                timeline: TimelineId(1),
-                timestamp_start: start,
-                timestamp_stop: start + 60,
-                lsn_start: Lsn(1),
-                lsn_stop: Lsn(2),
-                wal_start: format!("0000000100000000{:08X}", i + 1),
-                wal_stop: format!("0000000100000000{:08X}", i + 1),
-                size: 0,
-                delta: 0,
-                repo_size: 0,
-                repo_delta: 0,
-                error: false,
-                pgstrata_version: String::new(),
-                manifest_sha256: Sha256Digest::of(b""),
-                keep: kind == 'P',
-                annotation: Default::default(),
-            });
+            let prior = prior.filter(|_| kind == 'D');
+            let age_days = (n - i) as f64 / 24.0;
+            let mut b = crate::expire::plan::tests::backup(&label, prior.as_deref(), age_days, i as u32 + 1);
+            b.keep = kind == 'P';
+            backups.push(b);
         }
         BackupCatalog { backups }
     }
@@ -235,8 +210,9 @@ mod tests {
         let delta = "base_000000010000000000000005_D_000000010000000000000004";
         assert!(gone("FDDFDD", &["before", delta]).unwrap_err().message.contains("is a delta from"));
         assert_eq!(gone("FDDFDD", &["before", "FIND_FULL", delta]).unwrap(), "123");
-        // The 4th started at that time and finished a minute later: the first at or after it.
-        let t = chrono::DateTime::from_timestamp(1_798_000_000 + 3 * 3600, 0).unwrap().to_rfc3339();
+        // Just before the 4th finished: it is the first at or after that time.
+        let stop = catalog("FDDFDD").backups[3].timestamp_stop;
+        let t = chrono::DateTime::from_timestamp(stop - 1, 0).unwrap().to_rfc3339();
         assert_eq!(gone("FDDFDD", &["before", &t]).unwrap(), "123");
         assert!(gone("FDDFDD", &["before", "base_00000001000000000000000F"]).is_err());
     }

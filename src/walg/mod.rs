@@ -229,10 +229,15 @@ impl Front {
     /// Full, or a delta (`WALG_DELTA_MAX_STEPS`, `WALG_DELTA_ORIGIN`): incremental from the latest
     /// backup, differential from the latest full, until the chain reaches the steps allowed.
     fn delta_kind(&self) -> CliResult<BackupType> {
-        if self.settings.delta_max_steps == 0 || !self.stanza_exists()? {
+        if self.settings.delta_max_steps == 0 {
             return Ok(BackupType::Full);
         }
-        let catalog = self.catalog()?;
+        let catalog = match self.catalog() {
+            Ok(catalog) => catalog,
+            // No stanza yet (or no storage directory): the first backup, full.
+            Err(e) if e.code == ErrorCode::FileMissing => return Ok(BackupType::Full),
+            Err(e) => return Err(e),
+        };
         let named = names::named(&catalog);
         let Some((_, latest)) = named.last() else { return Ok(BackupType::Full) };
         // Deltas in the latest backup's chain, and so in the next one's.

@@ -246,6 +246,8 @@ fn spilo_s_wal_g_commands_run_unchanged_against_pgstrata() {
     latest.start_with_env(&env);
     latest.wait_promoted();
     assert_eq!(latest.dumpall(), dump_latest, "backup-fetch LATEST differs from the source");
+    // WALG_DOWNLOAD_CONCURRENCY=4: segments were prefetched into the spool in pg_wal.
+    assert!(latest_dir.join("pg_wal/.pgstrata").is_dir(), "no prefetch spool in the restored pg_wal");
     latest.stop();
 
     // clone_with_wale.py: the backup before a time (the full one), to that time.
