@@ -84,9 +84,12 @@ pub fn run(argv: &[String], env: &[(String, String)]) -> u8 {
         "backup-list" => front.backup_list(&args[1..]),
         "backup-mark" => front.backup_mark(&args[1..]),
         "delete" => front.delete(&args[1..]),
-        // The engine's own workers, started by the commands above under this program's name.
-        "archive-get:async" | "archive-push:async" => {
-            front.config(command, &args[1..], &[]).and_then(|c| crate::commands::dispatch(&c))
+        // The engine's prefetch worker, started by wal-fetch under this program's name: the
+        // same options as the wal-fetch that started it.
+        "archive-get:async" => {
+            let set = front.fetch_options();
+            let set: Vec<(&str, &str)> = set.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            front.config(command, &args[1..], &set).and_then(|c| crate::commands::dispatch(&c))
         }
         other => {
             Err(CliError::new(ErrorCode::CommandInvalid, format!("'{other}' is not a WAL-G command pgstrata knows"))
@@ -182,15 +185,21 @@ impl Front {
 
     fn wal_fetch(&self, args: &[&str]) -> CliResult<()> {
         let [name, dest] = args else { return Err(args_error("wal-fetch takes a WAL file name and a destination")) };
+        let set = self.fetch_options();
+        let set: Vec<(&str, &str)> = set.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        crate::commands::dispatch(&self.config("archive-get", &[name, dest], &set)?)
+    }
+
+    /// `WALG_DOWNLOAD_CONCURRENCY` parallel downloads and, above one with a data directory,
+    /// prefetch as WAL-G does: that many segments fetched ahead into the spool in `pg_wal`.
+    fn fetch_options(&self) -> Vec<(&'static str, String)> {
         let n = self.settings.download_concurrency;
-        let mut set: Vec<(&str, String)> = vec![("process-max", n.to_string())];
-        // Prefetch as WAL-G does: the next segments are fetched ahead into the spool.
+        let mut set = vec![("process-max", n.to_string())];
         if n > 1 && self.pgdata().is_some() {
             set.push(("archive-async", "y".into()));
             set.push(("archive-get-queue-max", format!("{}", u64::from(n) * (16 << 20))));
         }
-        let set: Vec<(&str, &str)> = set.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        crate::commands::dispatch(&self.config("archive-get", &[name, dest], &set)?)
+        set
     }
 
     fn backup_push(&self, args: &[&str]) -> CliResult<()> {
