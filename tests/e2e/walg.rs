@@ -318,6 +318,9 @@ fn spilo_s_wal_g_commands_run_unchanged_against_pgstrata() {
     assert_eq!(first_wal.status.code(), Some(1), "WAL before the oldest backup is gone: {}", text(&first_wal));
     // backup-mark: F2 permanent survives both kinds of delete; D3 (before F3) goes.
     ok("wal-g", &["backup-mark", &five[3]], &main_env);
+    let o = ok("wal-g", &["backup-list", "--detail", "--json"], &main_env);
+    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(doc[0]["is_permanent"], true, "{doc}");
     ok("wal-g", &["backup-push", "--full", primary.data.to_str().unwrap()], &main_env);
     let now = all(&main_env);
     assert_eq!(now.len(), 3, "{now:?}");
@@ -330,6 +333,15 @@ fn spilo_s_wal_g_commands_run_unchanged_against_pgstrata() {
     ok("wal-g", &["backup-mark", "-i", &now[0]], &main_env);
     ok("wal-g", &["delete", "retain", "FULL", "1", "--confirm"], &main_env);
     assert_eq!(all(&main_env), vec![now[2].clone()], "unmarked, it goes");
+    // backup-push --permanent: a delta marked as it is taken.
+    ok("wal-g", &["backup-push", "--permanent", primary.data.to_str().unwrap()], &main_env);
+    let o = ok("wal-g", &["backup-list", "--detail", "--json"], &main_env);
+    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        (doc[1]["backup_type"].as_str(), doc[1]["is_permanent"].as_bool()),
+        (Some("delta"), Some(true)),
+        "{doc}"
+    );
 
     // The pgBackRest front end reads the same repository: stanza `main` under the prefix's path.
     let conf = scratch.write(
@@ -349,6 +361,7 @@ fn spilo_s_wal_g_commands_run_unchanged_against_pgstrata() {
     );
     assert!(o.status.success(), "{}", text(&o));
     let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    assert_eq!(doc[0]["backup"].as_array().map(Vec::len), Some(1), "{doc}");
+    assert_eq!(doc[0]["backup"].as_array().map(Vec::len), Some(2), "{doc}");
+    assert_eq!(doc[0]["backup"][1]["type"], "incr", "{doc}");
     primary.stop();
 }
