@@ -208,18 +208,20 @@ pub fn translate(env: &[(String, String)]) -> CliResult<WalgSettings> {
         set("repo1-cipher-pass", &pass);
     }
 
-    let count = |name: &str, default: u32| -> CliResult<u32> {
+    let count = |name: &str, default: &dyn Fn() -> u32| -> CliResult<u32> {
         match get(name) {
-            None => Ok(default),
+            None => Ok(default()),
             Some(v) => v.parse::<u32>().map_err(|_| {
                 CliError::new(ErrorCode::OptionInvalidValue, format!("{name} '{v}' is not a whole number"))
             }),
         }
     };
-    let cpus = std::thread::available_parallelism().map_or(1, |n| u32::try_from(n.get()).unwrap_or(1)).min(10);
-    let upload_concurrency = count("WALG_UPLOAD_CONCURRENCY", cpus)?.clamp(1, 999);
-    let download_concurrency = count("WALG_DOWNLOAD_CONCURRENCY", cpus)?.clamp(1, 999);
-    let delta_max_steps = count("WALG_DELTA_MAX_STEPS", 0)?;
+    // Spilo's default, the CPU count up to 10; looked up only when a variable is unset (it reads
+    // the cgroup files, and wal-push / wal-fetch start once per segment).
+    let cpus = || std::thread::available_parallelism().map_or(1, |n| u32::try_from(n.get()).unwrap_or(1)).min(10);
+    let upload_concurrency = count("WALG_UPLOAD_CONCURRENCY", &cpus)?.clamp(1, 999);
+    let download_concurrency = count("WALG_DOWNLOAD_CONCURRENCY", &cpus)?.clamp(1, 999);
+    let delta_max_steps = count("WALG_DELTA_MAX_STEPS", &|| 0)?;
     let delta_origin = match get("WALG_DELTA_ORIGIN").unwrap_or("LATEST") {
         "LATEST" => DeltaOrigin::Latest,
         "LATEST_FULL" => DeltaOrigin::LatestFull,
