@@ -15,8 +15,15 @@ fn io(path: &Path, what: &str, e: std::io::Error) -> CliError {
 /// The temporary name a file is written under before it is renamed into place: a hidden
 /// sibling on the same filesystem (a delta restore removes leftovers: the backup lacks them).
 pub fn temp_name(path: &Path) -> PathBuf {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "file".into());
-    path.with_file_name(format!(".{name}.pgstrata.tmp"))
+    path.with_file_name(temp_file_name(path.file_name().unwrap_or(std::ffi::OsStr::new("file"))))
+}
+
+/// [`temp_name`] of a bare file name.
+pub fn temp_file_name(name: &std::ffi::OsStr) -> std::ffi::OsString {
+    let mut tmp = std::ffi::OsString::from(".");
+    tmp.push(name);
+    tmp.push(".pgstrata.tmp");
+    tmp
 }
 
 /// Syncs a directory, so that renames and creations inside it survive a crash.
@@ -56,9 +63,16 @@ pub fn rename(from: &Path, to: &Path) -> CliResult<()> {
 pub fn write(path: &Path, bytes: &[u8], mode: u32) -> CliResult<()> {
     use std::os::unix::fs::PermissionsExt;
     let tmp = temp_name(path);
-    let mode = std::fs::metadata(path).map(|m| m.permissions().mode() & 0o7777).unwrap_or(mode);
+    let mode = std::fs::symlink_metadata(path)
+        .ok()
+        .filter(|m| m.is_file())
+        .map(|m| m.permissions().mode() & 0o7777)
+        .unwrap_or(mode);
     let result = (|| {
-        let mut f = File::create(&tmp).map_err(|e| io(&tmp, "create", e))?;
+        // Created new and never through a link: a leftover (or something planted) at the
+        // temporary name is removed first (unlink removes a link itself, not its target).
+        let _ = std::fs::remove_file(&tmp);
+        let mut f = create_new(&tmp, mode)?;
         f.write_all(bytes).map_err(|e| io(&tmp, "write", e))?;
         f.set_permissions(std::fs::Permissions::from_mode(mode)).map_err(|e| io(&tmp, "set permissions of", e))?;
         f.sync_all().map_err(|e| io(&tmp, "sync", e))?;
@@ -69,6 +83,18 @@ pub fn write(path: &Path, bytes: &[u8], mode: u32) -> CliResult<()> {
         let _ = std::fs::remove_file(&tmp);
     }
     result
+}
+
+/// Creates a new file, failing when anything (a link included) is at the name.
+fn create_new(path: &Path, mode: u32) -> CliResult<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode & 0o777)
+        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+        .open(path)
+        .map_err(|e| io(path, "create", e))
 }
 
 #[cfg(test)]

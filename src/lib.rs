@@ -13,6 +13,7 @@
 //! `docs/architecture.md` maps the rest of the house.
 
 pub mod accounts;
+pub mod anchor;
 pub mod archive;
 pub mod backup;
 pub mod chain;

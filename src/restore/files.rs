@@ -22,16 +22,20 @@ use pgstrata_repo_format::meta::{FileData, FileEntry, PageDigests, PartRef};
 use pgstrata_repo_format::pg::BLCKSZ;
 use pgstrata_repo_format::{BackupLabel, BlobDecoder, Sha256Digest, decode_blob_with_summary};
 
+use crate::anchor::{Anchors, Parent};
 use crate::durable;
 use crate::error::{CliError, CliResult, ErrorCode};
 use crate::pages::Paged;
 use crate::progress::Progress;
 use crate::repo::Repo;
-use crate::restore::owner::{self, apply_owner, apply_owner_to, io};
+use crate::restore::owner::{self, apply_owner_to, io};
+use rustix::fs::OFlags;
 
 /// What the file jobs need besides the file.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct FileOptions {
+    /// The directories every file is reached from, never through a link.
+    pub anchors: Arc<Anchors>,
     pub delta: bool,
     /// With `delta`: how a file in place is found to be right already.
     pub compare: Compare,
@@ -63,15 +67,16 @@ impl Compare {
         }
     }
 
-    /// Whether the file at `path` is taken as right without reading it, or is not to be kept.
-    fn settled(self, path: &Path, entry: &FileEntry) -> Option<bool> {
+    /// Whether the file at `at` is taken as right without reading it, or is not to be kept.
+    fn settled(self, at: &Parent, entry: &FileEntry) -> Option<bool> {
         match self {
             Self::Content => None,
             Self::Never => Some(false),
             Self::SizeAndTime => {
-                use std::os::unix::fs::MetadataExt;
-                let meta = std::fs::metadata(path).ok()?;
-                (meta.len() == entry.size && meta.mtime() == entry.mtime).then_some(true)
+                let st = at.kind().ok()??;
+                let regular = rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::RegularFile;
+                (regular && u64::try_from(st.st_size).ok() == Some(entry.size) && st.st_mtime == entry.mtime)
+                    .then_some(true)
             }
         }
     }
@@ -166,9 +171,11 @@ pub async fn restore_files(
     options: FileOptions,
 ) -> CliResult<FilesSummary> {
     let progress = Arc::new(Mutex::new(Progress::new("restore", total)));
+    let workers = options.workers;
     let results = batches(jobs)
         .map(|batch| {
             let progress = Arc::clone(&progress);
+            let options = options.clone();
             async move {
                 let mut batch = batch?;
                 if batch.len() == 1 && !is_small(&batch[0].entry) {
@@ -179,7 +186,7 @@ pub async fn restore_files(
                 }
             }
         })
-        .buffer_unordered(options.workers.max(1) * 2);
+        .buffer_unordered(workers.max(1) * 2);
     futures::pin_mut!(results);
     let mut summary = FilesSummary::default();
     while let Some(r) = results.next().await {
@@ -292,17 +299,19 @@ async fn restore_batch(
     let mut outcomes = Vec::with_capacity(batch.len());
     let batch = if options.delta {
         let frame = usize::try_from(options.frame_size).unwrap_or(1 << 20);
-        let as_root = options.as_root;
+        let (as_root, compare, anchors) = (options.as_root, options.compare, Arc::clone(&options.anchors));
         let (changed, unchanged) = blocking(move || {
             let mut changed = Vec::new();
             let mut unchanged = Vec::new();
             for job in batch {
-                let right = options
-                    .compare
-                    .settled(&job.local, &job.entry)
-                    .unwrap_or_else(|| in_place(&job.local, &job.entry, frame).is_some_and(|p| p.same));
+                let at = place(&anchors, &job.local)?;
+                let right = compare.settled(&at, &job.entry).unwrap_or_else(|| {
+                    open_in_place(&at, OFlags::RDONLY)
+                        .and_then(|f| in_place(f, &job.entry, frame))
+                        .is_some_and(|p| p.same)
+                });
                 if right {
-                    apply_owner(&job.local, &job.entry.owner, as_root, true)?;
+                    keep_in_place(&at, &job.local, &job.entry, as_root)?;
                     unchanged.push(job.entry.size);
                 } else {
                     changed.push(job);
@@ -330,6 +339,7 @@ async fn restore_batch(
         _ => (bytes::Bytes::new(), 0, String::new()),
     };
     let k = repo.key.clone();
+    let options = options.clone();
     let written = blocking(move || {
         let mut written = Vec::with_capacity(batch.len());
         for job in batch {
@@ -353,7 +363,7 @@ async fn restore_batch(
                     format!("{}: {} bytes stored, the manifest says {}", job.entry.path, plain.len(), job.entry.size),
                 ));
             }
-            write_whole(&job, &plain, options)?;
+            write_whole(&job, &plain, &options)?;
             written.push(job.entry.size);
         }
         Ok(written)
@@ -368,10 +378,18 @@ async fn restore_batch(
     Ok(outcomes)
 }
 
+/// The directory a file goes in, reached without following a link, and its name.
+fn place(anchors: &Anchors, local: &Path) -> CliResult<Parent> {
+    anchors.parent(local).map_err(|e| io(local, "reach", e))
+}
+
 /// Where a file is written: straight under its name into an empty directory, under a temporary
 /// name beside it when it replaces a file in place (`--delta`).
-fn output_path(local: &Path, delta: bool) -> PathBuf {
-    if delta { durable::temp_name(local) } else { local.to_path_buf() }
+fn output_at(at: &Parent, delta: bool) -> CliResult<Parent> {
+    if !delta {
+        return at.sibling(at.name.clone()).map_err(|e| io(Path::new(&at.name), "open", e));
+    }
+    at.sibling(durable::temp_file_name(&at.name)).map_err(|e| io(Path::new(&at.name), "open", e))
 }
 
 /// A file restore created and holds open.
@@ -382,51 +400,76 @@ struct Output {
     mode_exact: bool,
 }
 
-/// Creates the output file of a job (truncating a leftover of an interrupted attempt).
-fn create_output(path: &Path, mode: u32) -> CliResult<Output> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let open = |new: bool| {
-        let mut o = std::fs::OpenOptions::new();
-        o.write(true).mode(mode & 0o777);
-        if new { o.create_new(true) } else { o.create(true).truncate(true) }.open(path)
-    };
-    match open(true) {
+/// Creates the output file of a job (truncating a leftover of an interrupted attempt; never
+/// through a link at the name).
+fn create_output(out: &Parent, local: &Path, mode: u32) -> CliResult<Output> {
+    let create = OFlags::WRONLY | OFlags::CREATE;
+    match out.open(create | OFlags::EXCL, mode & 0o777) {
         Ok(file) => Ok(Output { file, mode_exact: owner::created_with(mode) }),
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            Ok(Output { file: open(false).map_err(|e| io(path, "create", e))?, mode_exact: false })
+            let file = out.open(create | OFlags::TRUNC, mode & 0o777).map_err(|e| io(local, "create", e))?;
+            Ok(Output { file: regular(file, local)?, mode_exact: false })
         }
-        Err(e) => Err(io(path, "create", e)),
+        Err(e) => Err(io(local, "create", e)),
     }
 }
 
-/// Writes a whole small file with its mode, time and owner (see [`output_path`]).
-fn write_whole(job: &FileJob, plain: &[u8], options: FileOptions) -> CliResult<()> {
+/// A file opened for writing must be a regular file (not a device or pipe planted there).
+fn regular(file: std::fs::File, local: &Path) -> CliResult<std::fs::File> {
+    let meta = file.metadata().map_err(|e| io(local, "read", e))?;
+    if !meta.is_file() {
+        return Err(CliError::new(
+            ErrorCode::FileRead,
+            format!("{} is not a regular file: remove it and restore again", local.display()),
+        ));
+    }
+    Ok(file)
+}
+
+/// Writes a whole small file with its mode, time and owner (see [`output_at`]).
+fn write_whole(job: &FileJob, plain: &[u8], options: &FileOptions) -> CliResult<()> {
     use std::io::Write;
-    let out = output_path(&job.local, options.delta);
+    let at = place(&options.anchors, &job.local)?;
+    let out = output_at(&at, options.delta)?;
     let result = (|| {
-        let mut f = create_output(&out, job.entry.owner.mode)?;
-        f.file.write_all(plain).map_err(|e| io(&out, "write", e))?;
-        finish_file(f, &out, &job.local, &job.entry, options.as_root)
+        let mut f = create_output(&out, &job.local, job.entry.owner.mode)?;
+        f.file.write_all(plain).map_err(|e| io(&job.local, "write", e))?;
+        finish_file(f, (&out, &at), &job.local, &job.entry, options.as_root)
     })();
     if result.is_err() {
-        let _ = std::fs::remove_file(&out);
+        let _ = out.remove_name(&out.name);
     }
     result
 }
 
 /// Sets a written file's owner, mode and time through its descriptor and, when it was written
-/// under a temporary name, renames it into place (the filesystems are synced once at the end of
-/// the restore, before it reports success).
-fn finish_file(output: Output, out: &Path, local: &Path, entry: &FileEntry, as_root: bool) -> CliResult<()> {
+/// under a temporary name, renames it into place within the directory it was reached in (the
+/// filesystems are synced once at the end of the restore, before it reports success).
+fn finish_file(
+    output: Output,
+    (out, at): (&Parent, &Parent),
+    local: &Path,
+    entry: &FileEntry,
+    as_root: bool,
+) -> CliResult<()> {
     let Output { file, mode_exact } = output;
-    apply_owner_to(&file, out, &entry.owner, as_root, mode_exact)?;
+    apply_owner_to(&file, local, &entry.owner, as_root, mode_exact)?;
     let mtime = SystemTime::UNIX_EPOCH + Duration::from_secs(u64::try_from(entry.mtime).unwrap_or(0));
-    file.set_modified(mtime).map_err(|e| io(out, "set the time of", e))?;
+    file.set_modified(mtime).map_err(|e| io(local, "set the time of", e))?;
     drop(file);
-    if out != local {
-        std::fs::rename(out, local).map_err(|e| io(local, "rename into", e))?;
+    if out.name != at.name {
+        at.rename_from(&out.name).map_err(|e| io(local, "rename into", e))?;
     }
     Ok(())
+}
+
+/// A file found right in place keeps its bytes and gets its recorded owner and mode, through
+/// a descriptor (never through a link).
+fn keep_in_place(at: &Parent, local: &Path, entry: &FileEntry, as_root: bool) -> CliResult<()> {
+    let file = open_in_place(at, OFlags::RDONLY).ok_or_else(|| {
+        CliError::new(ErrorCode::FileRead, format!("unable to open {}: it changed during the restore", local.display()))
+    })?;
+    apply_owner_to(&file, local, &entry.owner, as_root, false)
 }
 
 enum Outcome {
@@ -448,24 +491,27 @@ async fn restore_file(
     let parts = if job.paged.is_some() { Vec::new() } else { part_jobs(&job.entry, options.frame_size)? };
     let entry = Arc::new(job.entry);
     let (local, label, paged) = (job.local, job.from, job.paged);
+    let at = Arc::new(place(&options.anchors, &local)?);
     // Delta: a file partly right in place is rewritten in place, chunk by chunk, where it
     // differs (the restore's marker and held-back pg_control make the restore, not the file,
     // the unit of crash safety); a file with nothing right is written anew.
     let mut kept: Option<Arc<Keep>> = None;
-    let settled = if options.delta { options.compare.settled(&local, &entry) } else { Some(false) };
+    let settled = if options.delta { options.compare.settled(&at, &entry) } else { Some(false) };
     if settled == Some(true) {
-        apply_owner(&local, &entry.owner, options.as_root, true)?;
+        keep_in_place(&at, &local, &entry, options.as_root)?;
         if let Ok(mut p) = progress.lock() {
             p.add(entry.size);
         }
         return Ok(Outcome::Unchanged(entry.size));
     }
     if settled.is_none() {
-        let (p, e, frame) = (local.clone(), Arc::clone(&entry), usize::try_from(options.frame_size).unwrap_or(1 << 20));
-        let current = blocking(move || Ok(in_place(&p, &e, frame))).await?;
+        let (a, e, frame) =
+            (Arc::clone(&at), Arc::clone(&entry), usize::try_from(options.frame_size).unwrap_or(1 << 20));
+        let current =
+            blocking(move || Ok(open_in_place(&a, OFlags::RDONLY).and_then(|f| in_place(f, &e, frame)))).await?;
         if let Some(current) = current {
             if current.same {
-                apply_owner(&local, &entry.owner, options.as_root, true)?;
+                keep_in_place(&at, &local, &entry, options.as_root)?;
                 if let Ok(mut p) = progress.lock() {
                     p.add(entry.size);
                 }
@@ -474,11 +520,25 @@ async fn restore_file(
             kept = current.keep.any().then(|| Arc::new(current.keep));
         }
     }
-    let out = if kept.is_some() { local.clone() } else { output_path(&local, options.delta) };
-    let (out_path, size, mode, in_place) = (out.clone(), entry.size, entry.owner.mode, kept.is_some());
+    let out = Arc::new(if kept.is_some() {
+        at.sibling(at.name.clone()).map_err(|e| io(&local, "open", e))?
+    } else {
+        output_at(&at, options.delta)?
+    });
+    let (o, l, size, mode, in_place) = (Arc::clone(&out), local.clone(), entry.size, entry.owner.mode, kept.is_some());
     let Output { file, mode_exact } = blocking(move || {
-        let o = if in_place { open_in_place(&out_path)? } else { create_output(&out_path, mode)? };
-        o.file.set_len(size).map_err(|e| io(&out_path, "size", e))?;
+        let o = if in_place {
+            let file = open_in_place(&o, OFlags::WRONLY).ok_or_else(|| {
+                CliError::new(
+                    ErrorCode::FileRead,
+                    format!("unable to open {}: it changed during the restore", l.display()),
+                )
+            })?;
+            Output { file, mode_exact: false }
+        } else {
+            create_output(&o, &l, mode)?
+        };
+        o.file.set_len(size).map_err(|e| io(&l, "size", e))?;
         Ok(o)
     })
     .await?;
@@ -489,16 +549,18 @@ async fn restore_file(
     let file = Arc::new(file);
     let written = match &paged {
         Some(paged) => {
-            super::paged::write_paged(repo, &entry, paged, kept.as_deref(), &file, &out, options, progress).await
+            super::paged::write_paged(repo, &entry, paged, kept.as_deref(), &file, &local, &options, progress).await
         }
-        None => write_parts(repo, &label, &entry, (&file, &out), parts, kept.clone(), options.workers, progress).await,
+        None => {
+            write_parts(repo, &label, &entry, (&file, &local), parts, kept.clone(), options.workers, progress).await
+        }
     };
     let rewritten = match written {
         Ok(bytes) => bytes,
         Err(e) => {
             drop(file);
             if !in_place {
-                let _ = std::fs::remove_file(&out);
+                let _ = out.remove_name(&out.name);
             }
             return Err(e);
         }
@@ -509,14 +571,16 @@ async fn restore_file(
     let file =
         Arc::try_unwrap(file).map_err(|_| CliError::new(ErrorCode::Format, "a restored file is still in use"))?;
     let (size, as_root) = (entry.size, options.as_root);
-    blocking(move || finish_file(Output { file, mode_exact }, &out, &local, &entry, as_root)).await?;
+    blocking(move || finish_file(Output { file, mode_exact }, (&out, &at), &local, &entry, as_root)).await?;
     Ok(Outcome::Written { size, rewritten })
 }
 
-/// Opens a file in place for writing where it differs (a delta restore).
-fn open_in_place(path: &Path) -> CliResult<Output> {
-    let file = std::fs::OpenOptions::new().write(true).open(path).map_err(|e| io(path, "open", e))?;
-    Ok(Output { file, mode_exact: false })
+/// Opens the regular file in place (a delta restore), never through a link and without
+/// blocking on a pipe planted there; `None` when there is none.
+fn open_in_place(at: &Parent, flags: OFlags) -> Option<std::fs::File> {
+    let file = at.open(flags | OFlags::NONBLOCK, 0).ok()?;
+    let meta = file.metadata().ok()?;
+    meta.is_file().then_some(file)
 }
 
 /// What a delta restore found right in place, in pieces of `unit` bytes: pages (of a file
@@ -573,10 +637,9 @@ struct InPlace {
 
 /// Compares the file at `path` with `entry`: page by page when the manifest has the digests
 /// of its pages, else by chunks of `frame_size`. `None` when it cannot be read.
-fn in_place(path: &Path, entry: &FileEntry, frame_size: usize) -> Option<InPlace> {
+fn in_place(mut f: std::fs::File, entry: &FileEntry, frame_size: usize) -> Option<InPlace> {
     let by_pages = !entry.page_digests.is_empty();
     let unit = if by_pages { BLCKSZ } else { frame_size.max(1) };
-    let mut f = std::fs::File::open(path).ok()?;
     // Read front to back: twice the kernel's read-ahead (a cold 1 GiB segment was read 4x
     // faster on the test VM's virtio disk).
     let _ = rustix::fs::fadvise(&f, 0, None, rustix::fs::Advice::Sequential);
@@ -867,16 +930,16 @@ mod tests {
         std::fs::write(&path, &content).unwrap();
         let mut e = entry(content.len() as u64, vec![]);
         e.page_digests = PageDigests(content.chunks(8192).map(PageDigests::of).collect());
-        let found = in_place(&path, &e, 1 << 20).unwrap();
+        let found = in_place(std::fs::File::open(&path).unwrap(), &e, 1 << 20).unwrap();
         assert!(found.same && found.keep == Keep::new(8192, vec![true; 4]));
         let mut changed = content.clone();
         changed[2 * 8192 + 100] ^= 0xff;
         std::fs::write(&path, &changed).unwrap();
-        let found = in_place(&path, &e, 1 << 20).unwrap();
+        let found = in_place(std::fs::File::open(&path).unwrap(), &e, 1 << 20).unwrap();
         assert!(!found.same && found.keep == Keep::new(8192, vec![true, true, false, true]));
         // Grown: the extra page is not the backup's; the file is not the same.
         std::fs::write(&path, [content.as_slice(), &[0u8; 8192]].concat()).unwrap();
-        let found = in_place(&path, &e, 1 << 20).unwrap();
+        let found = in_place(std::fs::File::open(&path).unwrap(), &e, 1 << 20).unwrap();
         assert!(!found.same && found.keep == Keep::new(8192, vec![true, true, true, true, false]));
     }
 

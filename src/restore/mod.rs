@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 
 use pgstrata_repo_format::meta::ManifestEntry;
 
+use crate::anchor::Anchors;
 use crate::config::Config;
 use crate::durable;
 use crate::error::{CliError, CliResult, ErrorCode};
@@ -84,17 +85,19 @@ async fn restore(config: &Config, stanza: &str, data: &Path, workers: usize) -> 
     durable::write(&data.join(guard::MARKER), backup.label.to_string().as_bytes(), 0o600)?;
     let control = ControlFile::new(data);
     if delta {
-        control.withdraw()?;
+        control.withdraw(data)?;
     }
     let as_root = owner::am_root();
-    tree.build(&plan, as_root)?;
+    // From here on every path is reached from these directories without following a link.
+    let anchors = std::sync::Arc::new(tree.build(&plan, as_root)?);
     if delta {
-        tree.remove_extras(&plan)?;
+        tree.remove_extras(&plan, &anchors)?;
     }
     // Second pass: the files, streamed into the jobs.
     let compare = files::Compare::chosen(config.bool("delta"), config.bool("force"));
     let frame_size = header.settings.frame_size.max(1);
-    let options = files::FileOptions { delta, compare, as_root, frame_size, workers };
+    let options =
+        files::FileOptions { anchors: std::sync::Arc::clone(&anchors), delta, compare, as_root, frame_size, workers };
     let refs = crate::chain::References::new(&repo, &catalog, backup.label.clone());
     let jobs = file_jobs(manifest.reopen().await?, refs, &plan, &control);
     let summary = files::restore_files(&repo, jobs, tree.bytes, options).await?;
@@ -105,7 +108,7 @@ async fn restore(config: &Config, stanza: &str, data: &Path, workers: usize) -> 
     }
     recovery::rewrite_tablespace_map(&plan, data)?;
     recovery::write_recovery(config, stanza, data, &recovery, preserved)?;
-    control.put_in_place()?;
+    control.put_in_place(&anchors)?;
     let marker = data.join(guard::MARKER);
     std::fs::remove_file(&marker).map_err(|e| owner::io(&marker, "remove", e))?;
     durable::sync_dir(data)?;
@@ -135,24 +138,31 @@ impl ControlFile {
     }
 
     /// Delta: the control file in place goes before any other file changes (and the removal
-    /// is made durable), so the directory cannot be started half restored.
-    fn withdraw(&self) -> CliResult<()> {
-        match std::fs::remove_file(&self.path) {
-            Ok(()) => durable::sync_dir(self.path.parent().unwrap_or(Path::new("."))),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(owner::io(&self.path, "remove", e)),
+    /// is made durable), so the directory cannot be started half restored. Reached without
+    /// following a link: a `global` that is a link is no cluster's directory (the restore
+    /// replaces it with a real one).
+    fn withdraw(&self, data: &Path) -> CliResult<()> {
+        let anchors = Anchors::open([data]).map_err(|e| owner::io(data, "open", e))?;
+        let Ok(at) = anchors.parent(&self.path) else { return Ok(()) };
+        match at.kind() {
+            Ok(Some(st)) if rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::RegularFile => {
+                at.remove_name(&at.name).and_then(|()| at.sync()).map_err(|e| owner::io(&self.path, "remove", e))
+            }
+            _ => Ok(()),
         }
     }
 
     /// The last step that makes the directory startable.
-    fn put_in_place(&self) -> CliResult<()> {
-        if !self.held.exists() {
+    fn put_in_place(&self, anchors: &Anchors) -> CliResult<()> {
+        let at = anchors.parent(&self.path).map_err(|e| owner::io(&self.path, "reach", e))?;
+        let held = self.held.file_name().unwrap_or_default();
+        if !matches!(at.sibling(held.to_os_string()).and_then(|h| h.kind()), Ok(Some(_))) {
             return Err(CliError::new(
                 ErrorCode::Format,
                 format!("the backup has no {}: the restored directory cannot be started", Self::MANIFEST_PATH),
             ));
         }
-        durable::rename(&self.held, &self.path)
+        at.rename_from(held).and_then(|()| at.sync()).map_err(|e| owner::io(&self.path, "rename into", e))
     }
 }
 

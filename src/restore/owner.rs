@@ -30,21 +30,6 @@ fn uid_gid(owner: &Ownership) -> (Option<u32>, Option<u32>) {
     (owner.user.as_ref().and_then(|u| users.get(u).copied()), owner.group.as_ref().and_then(|g| groups.get(g).copied()))
 }
 
-/// Sets the recorded mode (when `follow`: not on a link) and, as root, the recorded owner.
-pub fn apply_owner(path: &Path, owner: &Ownership, as_root: bool, follow: bool) -> CliResult<()> {
-    if follow {
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(owner.mode))
-            .map_err(|e| io(path, "set permissions of", e))?;
-    }
-    if as_root {
-        let (uid, gid) = uid_gid(owner);
-        let r =
-            if follow { std::os::unix::fs::chown(path, uid, gid) } else { std::os::unix::fs::lchown(path, uid, gid) };
-        r.map_err(|e| io(path, "set the owner of", e))?;
-    }
-    Ok(())
-}
-
 /// Sets the recorded owner (as root) and mode of a file restore has open, through its
 /// descriptor (no path lookup; the owner first, as a change of owner clears set-id bits). The
 /// mode is left alone when the file was created with it exactly (`mode_exact`, see
@@ -87,7 +72,9 @@ pub fn own_like_data_dir(path: &Path, data: &Path) -> CliResult<()> {
         return Ok(());
     }
     let meta = std::fs::metadata(data).map_err(|e| io(data, "read", e))?;
-    std::os::unix::fs::chown(path, Some(meta.uid()), Some(meta.gid())).map_err(|e| io(path, "set the owner of", e))
+    // Through a descriptor opened without following a link (one planted at the name is refused).
+    let file = crate::anchor::create_nofollow(path, 0o600, true).map_err(|e| io(path, "open", e))?;
+    std::os::unix::fs::fchown(&file, Some(meta.uid()), Some(meta.gid())).map_err(|e| io(path, "set the owner of", e))
 }
 
 pub fn am_root() -> bool {

@@ -90,7 +90,7 @@ pub async fn write_paged(
     keep: Option<&Keep>,
     file: &Arc<std::fs::File>,
     out: &Path,
-    options: FileOptions,
+    options: &FileOptions,
     progress: &Mutex<Progress>,
 ) -> CliResult<u64> {
     let frame_size = options.frame_size;

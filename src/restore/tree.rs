@@ -3,13 +3,15 @@
 //! (in a tablespace location, only inside this cluster's own directory).
 
 use std::collections::HashSet;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::path::{Path, PathBuf};
 
 use pgstrata_repo_format::meta::{ManifestEntry, Ownership};
 
+use crate::anchor::{self, Anchors};
 use crate::error::CliResult;
 use crate::restore::guard::MARKER;
-use crate::restore::owner::{apply_owner, io};
+use crate::restore::owner::{apply_owner_to, io};
 use crate::restore::plan::{RestorePlan, check_manifest_path};
 
 /// The directories and links of the backup, placed on this host, gathered in the first pass
@@ -91,74 +93,70 @@ impl RestoreTree {
         Ok(())
     }
 
-    /// Creates the roots, directories and links.
-    pub fn build(&self, plan: &RestorePlan, as_root: bool) -> CliResult<()> {
-        for root in plan.roots.values() {
-            std::fs::create_dir_all(root).map_err(|e| io(root, "create", e))?;
-        }
+    /// Creates the roots and link destinations (directories given by the caller or recorded by
+    /// the backup, trusted as given), opens them as the [`Anchors`] every later write goes
+    /// through, then makes the directories and links of the backup below them: a link the
+    /// backup does not record where it has a directory is removed and a real directory made,
+    /// never followed.
+    pub fn build(&self, plan: &RestorePlan, as_root: bool) -> CliResult<Anchors> {
         let data = plan.data();
-        let links =
-            plan.links.iter().map(|(link, dest)| (data.join(link.trim_start_matches("pg_data/")), dest.clone()));
-        for (local, dest) in links.chain(self.tablespace_links.iter().cloned()) {
-            std::fs::create_dir_all(&dest).map_err(|e| io(&dest, "create", e))?;
-            replace_with_symlink(&local, &dest)?;
+        let links: Vec<(PathBuf, PathBuf)> = plan
+            .links
+            .iter()
+            .map(|(link, dest)| (data.join(link.trim_start_matches("pg_data/")), dest.clone()))
+            .chain(self.tablespace_links.iter().cloned())
+            .collect();
+        let tops: Vec<&Path> =
+            plan.roots.values().map(PathBuf::as_path).chain(links.iter().map(|(_, d)| d.as_path())).collect();
+        for top in &tops {
+            std::fs::create_dir_all(top).map_err(|e| io(top, "create", e))?;
         }
-        for (local, owner) in &self.dirs {
-            std::fs::create_dir_all(local).map_err(|e| io(local, "create", e))?;
-            apply_owner(local, owner, as_root, true)?;
+        let anchors = Anchors::open(tops.iter().copied()).map_err(|e| io(data, "open", e))?;
+        // Parents before children, whatever order the manifest listed them in.
+        let mut dirs: Vec<&(PathBuf, Ownership)> = self.dirs.iter().collect();
+        dirs.sort_by_key(|(p, _)| p.components().count());
+        for (local, owner) in dirs {
+            let dir = match anchors.root(local) {
+                Some(fd) => std::fs::File::from(fd.try_clone_to_owned().map_err(|e| io(local, "open", e))?),
+                None => anchors.parent(local).and_then(|p| p.make_dir(0o700)).map_err(|e| io(local, "create", e))?,
+            };
+            apply_owner_to(&dir, local, owner, as_root, false)?;
         }
-        Ok(())
+        for (local, dest) in &links {
+            anchors.parent(local).and_then(|p| p.make_link(dest)).map_err(|e| io(local, "create link", e))?;
+        }
+        Ok(anchors)
     }
 
     /// Delta: removes what the backup does not have. In the data directory everything is
     /// examined; in a tablespace location only what the backup has there (this cluster's own
-    /// directory), never another cluster's; link destinations are not descended into.
-    pub fn remove_extras(&self, plan: &RestorePlan) -> CliResult<()> {
+    /// directory), never another cluster's; link destinations are not descended into, nor is
+    /// any link (a link the backup lacks is removed itself).
+    pub fn remove_extras(&self, plan: &RestorePlan, anchors: &Anchors) -> CliResult<()> {
         let stop: HashSet<PathBuf> = plan.roots.values().chain(plan.links.values()).cloned().collect();
         for (name, root) in &plan.roots {
-            self.visit(root, &stop, name != "pg_data")?;
+            if let Some(fd) = anchors.root(root) {
+                self.visit(fd, root, &stop, name != "pg_data")?;
+            }
         }
         Ok(())
     }
 
-    fn visit(&self, dir: &Path, stop: &HashSet<PathBuf>, keep_unknown: bool) -> CliResult<()> {
-        let rd = match std::fs::read_dir(dir) {
-            Ok(rd) => rd,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(io(dir, "read", e)),
-        };
-        for entry in rd {
-            let p = entry.map_err(|e| io(dir, "read", e))?.path();
+    fn visit(&self, dir: BorrowedFd<'_>, path: &Path, stop: &HashSet<PathBuf>, keep_unknown: bool) -> CliResult<()> {
+        for (name, kind) in anchor::entries(dir).map_err(|e| io(path, "read", e))? {
+            let p = path.join(&name);
             if stop.contains(&p) {
                 continue;
             }
-            let meta = std::fs::symlink_metadata(&p).map_err(|e| io(&p, "read", e))?;
             if self.is_wanted(&p) {
-                if meta.is_dir() {
-                    self.visit(&p, stop, false)?;
+                if kind == rustix::fs::FileType::Directory {
+                    let sub = anchor::open_dir_at(dir, &name).map_err(|e| io(&p, "open", e))?;
+                    self.visit(sub.as_fd(), &p, stop, false)?;
                 }
             } else if !keep_unknown {
-                let r = if meta.is_dir() { std::fs::remove_dir_all(&p) } else { std::fs::remove_file(&p) };
-                r.map_err(|e| io(&p, "remove", e))?;
+                anchor::remove_at(dir, &name).map_err(|e| io(&p, "remove", e))?;
             }
         }
         Ok(())
     }
-}
-
-fn replace_with_symlink(local: &Path, dest: &Path) -> CliResult<()> {
-    if let Ok(existing) = std::fs::read_link(local) {
-        if existing == dest {
-            return Ok(());
-        }
-        std::fs::remove_file(local).map_err(|e| io(local, "remove", e))?;
-    } else if local.is_dir() {
-        std::fs::remove_dir_all(local).map_err(|e| io(local, "remove", e))?;
-    } else if local.exists() {
-        std::fs::remove_file(local).map_err(|e| io(local, "remove", e))?;
-    }
-    if let Some(parent) = local.parent() {
-        std::fs::create_dir_all(parent).map_err(|e| io(parent, "create", e))?;
-    }
-    std::os::unix::fs::symlink(dest, local).map_err(|e| io(local, "create link", e))
 }

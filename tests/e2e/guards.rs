@@ -208,3 +208,74 @@ fn a_file_name_that_is_not_utf8_stops_the_backup_and_is_named() {
     let info = s.ok(&["--stanza=db", "info", "--output=json"]);
     assert!(String::from_utf8_lossy(&info.stdout).contains("\"backup\":[]"), "a failed backup is listed");
 }
+
+/// A root `restore --delta` into a data directory where its owner planted links: a directory
+/// link (base/1 → a root-owned directory) and file links (to a root-owned file) where the
+/// backup has a directory and files. The links are replaced by what the backup has; their
+/// targets keep their content, owner and mode (pgBackRest 2.59.1 does the same).
+#[test]
+fn a_root_delta_restore_replaces_planted_links_and_leaves_their_targets_alone() {
+    use std::os::unix::fs::MetadataExt;
+    if !postgres_available() {
+        return;
+    }
+    let scratch = Scratch::new("pgstrata-planted-");
+    let repo = scratch.path("repo");
+    let (cluster, s) = archiving_cluster(&scratch, "src", &repo, None);
+    cluster.sql("create table t as select g as id, md5(g::text) as v from generate_series(1, 20000) g");
+    s.ok(&["--stanza=db", "stanza-create"]);
+    s.ok(&["--stanza=db", "backup", "--type=full", "--start-fast"]);
+    cluster.archive_now();
+    let relation = cluster.sql("select pg_relation_filepath('t')");
+    let target = scratch.path("restored");
+    let pg1 = format!("--pg1-path={}", target.display());
+    s.ok(&["--stanza=db", "restore", &pg1]);
+
+    // Root's: a directory with one file, and a file; both 0644/0755 root.
+    let victim_dir = scratch.dir.path().join("root-dir");
+    std::fs::create_dir(&victim_dir).unwrap();
+    std::fs::write(victim_dir.join("keep"), "root's").unwrap();
+    let victim_file = scratch.dir.path().join("root-file");
+    std::fs::write(&victim_file, "root's file\n").unwrap();
+    let state = |p: &Path| {
+        let m = std::fs::metadata(p).unwrap();
+        (m.uid(), m.gid(), m.mode(), std::fs::read_dir(p).map(|d| d.count()).unwrap_or(0))
+    };
+    let (dir_before, file_before) = (state(&victim_dir), state(&victim_file));
+
+    // Planted by the directory's owner (postgres), as links.
+    let plant = |link: &Path, dest: &Path| {
+        let script = format!("rm -rf '{}' && ln -s '{}' '{}'", link.display(), dest.display(), link.display());
+        let o = run_as_postgres(Path::new("/bin/sh"), &["-c", &script], &[]);
+        assert!(o.status.success(), "plant {}: {}", link.display(), text(&o));
+    };
+    plant(&target.join("base/1"), &victim_dir);
+    plant(&target.join(&relation), &victim_file);
+    plant(&target.join("PG_VERSION"), &victim_file);
+    plant(&target.join("postgresql.conf"), &victim_file);
+
+    // The restore as root (restore Jobs run as root).
+    let args = s.args(&["--stanza=db", "restore", &pg1, "--delta"]);
+    let o = std::process::Command::new(support::bin())
+        .args(&args)
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .envs(s.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "root restore --delta: {}", text(&o));
+
+    assert_eq!(state(&victim_dir), dir_before, "the planted directory link's target was changed");
+    assert_eq!(std::fs::read_dir(&victim_dir).unwrap().count(), 1, "files were written into the link's target");
+    assert_eq!(state(&victim_file), file_before, "the planted file link's target was changed");
+    assert_eq!(std::fs::read_to_string(&victim_file).unwrap(), "root's file\n");
+    for p in ["base/1", relation.as_str(), "PG_VERSION", "postgresql.conf"] {
+        let m = std::fs::symlink_metadata(target.join(p)).unwrap();
+        assert!(!m.file_type().is_symlink(), "{p} is still a link");
+    }
+    let restored = Cluster::existing(&scratch, target.clone(), "restored");
+    restored.configure("archive_mode = off");
+    restored.start();
+    restored.wait_promoted();
+    assert_eq!(restored.sql("select count(*) from t"), "20000");
+}
