@@ -80,6 +80,7 @@ pub fn version_line(flavor: Flavor) -> String {
 
 /// Runs one command line; returns the process exit code.
 pub fn run(argv: &[String], env: &[(String, String)]) -> u8 {
+    process::restrict_umask();
     if let Some(argv0) = argv.first() {
         process::remember_argv0(argv0);
         if Flavor::from_argv0(argv0) == Flavor::WalG {

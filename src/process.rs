@@ -10,6 +10,16 @@ use crate::error::{CliError, CliResult, ErrorCode};
 
 static ARGV0: OnceLock<String> = OnceLock::new();
 
+/// What this process creates is never readable or writable by others, nor writable by the
+/// group, whatever umask it inherited (a shell's 022 included): directories at most 0750, files
+/// 0640, as pgBackRest creates them. Called once at start, before any thread. Restored files
+/// get the modes their backup recorded, set explicitly.
+pub fn restrict_umask() {
+    use rustix::fs::Mode;
+    let inherited = rustix::process::umask(Mode::from_bits_truncate(0o027));
+    rustix::process::umask(inherited | Mode::from_bits_truncate(0o027));
+}
+
 /// Records argv[0]; called once at start.
 pub fn remember_argv0(argv0: &str) {
     let _ = ARGV0.set(argv0.to_string());

@@ -21,6 +21,8 @@ mod incremental;
 mod monitoring;
 #[path = "e2e/pitr.rs"]
 mod pitr;
+#[path = "e2e/security.rs"]
+mod security;
 #[path = "e2e/verify.rs"]
 mod verify;
 #[path = "e2e/wal.rs"]
