@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -253,9 +253,24 @@ struct Peer {
     address: SocketAddr,
     name: Option<String>,
     untrusted: Option<String>,
+    /// The certificates it presented, checked again when the settings change (a reload with
+    /// another CA).
+    chain: Arc<Vec<rustls_pki_types::CertificateDer<'static>>>,
 }
 
 impl Peer {
+    fn new(address: SocketAddr, chain: Vec<rustls_pki_types::CertificateDer<'static>>, settings: &Settings) -> Self {
+        let name = chain.first().and_then(|cert| super::cert::common_name(cert));
+        let untrusted = if chain.is_empty() { None } else { settings.tls.check_client(&chain).err() };
+        Self { address, name, untrusted, chain: Arc::new(chain) }
+    }
+
+    /// The same peer judged by other settings (after a reload): its certificate against their CA.
+    fn judged_by(&self, settings: &Settings) -> Self {
+        let untrusted = if self.chain.is_empty() { None } else { settings.tls.check_client(&self.chain).err() };
+        Self { untrusted, ..self.clone() }
+    }
+
     /// The trusted common name, or the refusal of every request but `/ping`.
     fn name(&self) -> Result<&str, WireError> {
         match (&self.name, &self.untrusted) {
@@ -595,7 +610,9 @@ async fn serve(config: Config) -> CliResult<()> {
     use tokio::signal::unix::{SignalKind, signal};
     let address = config.get("tls-server-address").unwrap_or("localhost").to_string();
     let port = config.int("tls-server-port").and_then(|p| u16::try_from(p).ok()).unwrap_or(8432);
-    let settings = RwLock::new(Arc::new(Settings::load(config.clone())?));
+    // Connections read the settings of the moment for every request: a reload that revokes a
+    // grant (or replaces the CA) applies to connections already open too.
+    let (publish, settings) = tokio::sync::watch::channel(Arc::new(Settings::load(config.clone())?));
     let listener = tokio::net::TcpListener::bind((address.as_str(), port)).await.map_err(|e| {
         CliError::new(ErrorCode::HostConnect, format!("unable to listen on {address}:{port}: {e}"))
             .hint("is another server already listening there (tls-server-address, tls-server-port)?")
@@ -616,17 +633,12 @@ async fn serve(config: Config) -> CliResult<()> {
                         continue;
                     }
                 };
-                let current = settings.read().map(|s| s.clone()).map_err(|_| {
-                    CliError::new(ErrorCode::Service, "server settings lock poisoned")
-                })?;
-                tokio::spawn(connection(current, tcp, address));
+                tokio::spawn(connection(settings.clone(), tcp, address));
             }
             _ = hangup.recv() => {
                 match config.reload(&[]).and_then(Settings::load) {
                     Ok(new) => {
-                        if let Ok(mut s) = settings.write() {
-                            *s = Arc::new(new);
-                        }
+                        publish.send_replace(Arc::new(new));
                         tracing::info!("configuration and certificates reloaded");
                     }
                     Err(e) => tracing::error!("reload failed, keeping the previous settings: {}", e.message),
@@ -640,8 +652,13 @@ async fn serve(config: Config) -> CliResult<()> {
     Ok(())
 }
 
-async fn connection(settings: Arc<Settings>, tcp: tokio::net::TcpStream, address: SocketAddr) {
+async fn connection(
+    current: tokio::sync::watch::Receiver<Arc<Settings>>,
+    tcp: tokio::net::TcpStream,
+    address: SocketAddr,
+) {
     let _ = tcp.set_nodelay(true);
+    let settings = current.borrow().clone();
     let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, settings.acceptor.accept(tcp)).await {
         Ok(Ok(tls)) => tls,
         Ok(Err(e)) => {
@@ -653,16 +670,20 @@ async fn connection(settings: Arc<Settings>, tcp: tokio::net::TcpStream, address
             return;
         }
     };
-    let chain = tls.get_ref().1.peer_certificates().unwrap_or_default();
-    let name = chain.first().and_then(|cert| super::cert::common_name(cert));
-    let untrusted = if chain.is_empty() { None } else { settings.tls.check_client(chain).err() };
-    match (&name, &untrusted) {
+    let chain =
+        tls.get_ref().1.peer_certificates().unwrap_or_default().iter().map(|c| c.clone().into_owned()).collect();
+    let peer = Peer::new(address, chain, &settings);
+    match (&peer.name, &peer.untrusted) {
         (_, Some(why)) => tracing::warn!("connection from {address}: client certificate not trusted: {why}"),
         (Some(name), None) => tracing::debug!("connection from {address} (CN '{name}')"),
         (None, None) => tracing::debug!("connection from {address} (no client certificate)"),
     }
-    let peer = Peer { address, name, untrusted };
-    let service = hyper::service::service_fn(move |request| handle(settings.clone(), peer.clone(), request));
+    let service = hyper::service::service_fn(move |request| {
+        // Every request is judged by the settings of the moment, not those of the handshake.
+        let now = current.borrow().clone();
+        let peer = if Arc::ptr_eq(&now, &settings) { peer.clone() } else { peer.judged_by(&now) };
+        handle(now, peer, request)
+    });
     let served = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
         .timer(hyper_util::rt::TokioTimer::new())
         .keep_alive_interval(Some(client::KEEP_ALIVE))

@@ -582,3 +582,83 @@ fn backups_through_pg1_host_and_archive_and_restore_through_repo1_host() {
         pgstrata_storage::conformance::Capabilities { atomic_create: true },
     ));
 }
+
+/// A client whose grant is removed (configuration edited, SIGHUP) is refused on the HTTP/2
+/// connection it already has open, not only on new ones; and so is a client whose CA is no longer
+/// trusted after a reload.
+#[test]
+fn a_revoked_client_is_refused_on_its_open_connection() {
+    use pgstrata::remote::{client, wire};
+    let scratch = Scratch::new("pgstrata-revoke-");
+    std::fs::set_permissions(scratch.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let bindir = scratch.path("bin");
+    let link = bindir.join("pgbackrest");
+    std::os::unix::fs::symlink(support::bin(), &link).unwrap();
+    let pki = scratch.path("pki");
+    let ca = Ca::new(&pki, "revoke-ca");
+    let other_ca = Ca::new(&pki, "revoke-other-ca");
+    let (server_crt, server_key) = ca.issue("server", "repo-host", Some(&format!("IP:{REPO_HOST},DNS:localhost")));
+    let (client_crt, client_key) = ca.issue("client", "backup-job", None);
+    let repo = scratch.path("repo");
+    std::fs::create_dir_all(repo.join("stanza/db")).unwrap();
+    std::fs::write(repo.join("stanza/db/probe"), "served").unwrap();
+    let (etc, port) = (scratch.path("etc"), free_port());
+    let conf = |grant: &str, ca_file: &Path| {
+        format!(
+            "[global]\nrepo1-path={}\ntls-server-address={REPO_HOST}\ntls-server-port={port}\ntls-server-auth={grant}\n\
+             tls-server-ca-file={}\ntls-server-cert-file={}\ntls-server-key-file={}\n\
+             log-level-console=detail\nlog-level-stderr=error\nlog-level-file=off\nlog-timestamp=n\n",
+            repo.display(),
+            ca_file.display(),
+            server_crt.display(),
+            server_key.display()
+        )
+    };
+    let write_conf = |text: String| std::fs::write(etc.join("pgbackrest.conf"), text).unwrap();
+    write_conf(conf("backup-job=db", &ca.crt));
+    chown_repo_host(scratch.dir.path());
+    let server = Server::start(Host::Repository, &link, &etc, scratch.dir.path().join("server.log"));
+    let reloaded = |times: usize| {
+        let began = Instant::now();
+        while server.log().matches("reloaded").count() < times {
+            assert!(began.elapsed() < Duration::from_secs(30), "no reload logged:\n{}", server.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let tls = pgstrata::remote::tls::client_config("repo1-host", &ca.crt, &client_crt, &client_key).unwrap();
+    let endpoint = client::Endpoint { option: "repo1-host".into(), host: REPO_HOST.into(), port, tls };
+    let connection = client::Connection::new(endpoint.clone());
+    let head: wire::Head = serde_json::from_str(
+        r#"{"version":1,"stanza":"db","repo":1,"op":{"kind":"get","key":"stanza/db/probe","range":null,"head":false}}"#,
+    )
+    .unwrap();
+    let get = || {
+        rt.block_on(async {
+            let request = client::post(&endpoint, "/repo", &head, client::empty()).unwrap();
+            match connection.send(request).await {
+                Ok(r) => Ok(client::read_body(r.into_body(), 1 << 10).await.unwrap()),
+                Err(client::Failure::Answered(e)) => Err(e.message),
+                Err(other) => panic!("not an answer: {other}"),
+            }
+        })
+    };
+    assert_eq!(get().unwrap(), b"served");
+    // The grant goes; the same connection is refused from the next request on.
+    write_conf(conf("someone-else=db", &ca.crt));
+    server.hangup();
+    reloaded(1);
+    let refused = get().unwrap_err();
+    assert!(refused.contains("CN 'backup-job'") && refused.contains("not"), "{refused}");
+    // Granted again, then the CA replaced: the client's certificate is no longer trusted.
+    write_conf(conf("backup-job=db", &ca.crt));
+    server.hangup();
+    reloaded(2);
+    assert_eq!(get().unwrap(), b"served");
+    write_conf(conf("backup-job=db", &other_ca.crt));
+    server.hangup();
+    reloaded(3);
+    let refused = get().unwrap_err();
+    assert!(refused.contains("does not trust the client certificate"), "{refused}");
+}
