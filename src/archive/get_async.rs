@@ -79,7 +79,7 @@ fn prefetch_from(config: &Config, stanza: &str, spool: &Spool, next: &WalFileNam
         } else {
             // Prefetch is an optimisation: a worker that dies only costs speed (fetches go
             // direct), and its stderr stays in the spool for whoever looks.
-            spawn_worker("archive-get:async", &[], &spool.path(".archive-get-worker.stderr")).map(drop)
+            spawn_worker(config, "archive-get:async", &[], &spool.path(".archive-get-worker.stderr")).map(drop)
         }
     });
     if let Err(e) = started {

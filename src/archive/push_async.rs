@@ -72,7 +72,7 @@ pub fn foreground(config: &Config, stanza: &str, path: &Path, name: &WalFileName
             }
         }
         if spawned.is_none_or(|t| t.elapsed() > Duration::from_millis(500)) && !worker_running(&lock)? {
-            worker = Some(spawn_worker("archive-push:async", &[wal_dir], &stderr_file)?);
+            worker = Some(spawn_worker(config, "archive-push:async", &[wal_dir], &stderr_file)?);
             spawned = Some(Instant::now());
         }
         if start.elapsed() > timeout {

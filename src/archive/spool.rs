@@ -122,11 +122,16 @@ pub fn worker_running(path: &Path) -> CliResult<bool> {
 /// It runs under the name we were invoked by (a `pgbackrest` symlink stays `pgbackrest`) and
 /// inherits our environment, so it reads the same configuration. Its stderr goes to
 /// `stderr_file`, so that a worker dying before it could report anything still says why.
-pub fn spawn_worker(command: &str, params: &[&str], stderr_file: &Path) -> CliResult<std::process::Child> {
+pub fn spawn_worker(
+    config: &Config,
+    command: &str,
+    params: &[&str],
+    stderr_file: &Path,
+) -> CliResult<std::process::Child> {
     use std::os::unix::process::CommandExt;
     let exe = crate::process::invoked_exe()?;
-    let options: Vec<String> = std::env::args().skip(1).filter(|a| a.starts_with("--")).collect();
-    let stderr = std::fs::File::create(stderr_file).map_err(|e| io(stderr_file, "create", e))?;
+    let options = config.command_line_args();
+    let stderr = crate::anchor::create_nofollow(stderr_file, 0o640, false).map_err(|e| io(stderr_file, "create", e))?;
     Command::new(&exe)
         .args(options)
         .arg(command)

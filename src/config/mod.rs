@@ -485,6 +485,18 @@ impl Config {
         Config::load(&argv, env)
     }
 
+    /// The options given on the command line as `--name=value` arguments, whatever form they
+    /// were given in (`--name value`, `--name=value`, `--flag`, `--no-flag`): a process this one
+    /// starts (an async worker) resolves the same configuration from them. Secrets are never
+    /// among them (refused on the command line).
+    pub fn command_line_args(&self) -> Vec<String> {
+        self.settings
+            .iter()
+            .filter(|(_, (_, s))| s.source == Source::CommandLine)
+            .flat_map(|(name, (_, s))| s.values.iter().map(move |v| format!("--{name}={v}")))
+            .collect()
+    }
+
     /// The repository selected by `--repo` (1 by default).
     pub fn repo_index(&self) -> u32 {
         self.int("repo").and_then(|v| u32::try_from(v).ok()).unwrap_or(1)

@@ -65,3 +65,36 @@ fn what_pgstrata_writes_is_not_readable_by_others_under_umask_022() {
         assert!(loose.is_empty(), "readable by others or writable by the group: {loose:#?}");
     }
 }
+
+/// `archive_command` as a pgBackRest user writes it, values after a space (`--config /path`),
+/// through a `pgbackrest` link with asynchronous archiving: the worker it starts must get the
+/// same options, or every push fails and archiving stalls.
+#[test]
+fn the_async_worker_gets_options_given_as_name_space_value() {
+    if !postgres_available() {
+        return;
+    }
+    let scratch = Scratch::new("pgstrata-spaced-");
+    let bindir = scratch.path("bin");
+    let link = bindir.join("pgbackrest");
+    std::os::unix::fs::symlink(support::bin(), &link).unwrap();
+    let (repo, spool) = (scratch.path("repo"), scratch.path("spool"));
+    let cluster = Cluster::init(&scratch, "src");
+    let s = setup(&scratch, "src.conf", &cluster, &repo, Some(PASS));
+    let command = format!(
+        "{} --config {} --stanza db --archive-async --spool-path {} --archive-timeout 20 --process-max 2 \
+         archive-push %p",
+        link.display(),
+        s.config.display(),
+        spool.display()
+    );
+    cluster.configure(&format!("archive_mode = on\narchive_command = '{command}'\nwal_level = replica\n"));
+    cluster.start();
+    s.ok(&["--stanza=db", "stanza-create"]);
+    cluster.sql("create table t as select g from generate_series(1, 1000) g");
+    let seg = cluster.archive_now();
+    let listed = list_archive(&s);
+    assert!(listed.iter().any(|k| k.starts_with(&format!("{seg}-"))), "{seg} not in {listed:?}");
+    // Asynchronously, through the spool the spaced --spool-path named.
+    assert!(!support::snapshot(&spool).is_empty(), "nothing in the spool {}", spool.display());
+}
