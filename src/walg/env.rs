@@ -292,8 +292,7 @@ fn truthy(v: &str) -> bool {
 }
 
 /// The passphrase of pgstrata's encryption from WAL-G's key variables: the libsodium key
-/// (decoded per `WALG_LIBSODIUM_KEY_TRANSFORM`, then hex), or the PGP key's text with its
-/// passphrase. pgstrata encrypts with AES-256-GCM under a key wrapped by this passphrase; a
+/// (decoded per `WALG_LIBSODIUM_KEY_TRANSFORM`, then hex); a PGP key is refused. pgstrata encrypts with AES-256-GCM under a key wrapped by this passphrase; a
 /// repository written this way is pgstrata's, not readable by WAL-G itself.
 fn encryption_pass<'a>(get: &impl Fn(&str) -> Option<&'a str>) -> CliResult<Option<String>> {
     let read = |var: &str, path: &str| {
@@ -301,6 +300,19 @@ fn encryption_pass<'a>(get: &impl Fn(&str) -> Option<&'a str>) -> CliResult<Opti
             CliError::new(ErrorCode::FileRead, format!("unable to read the key file {var} names ({path}): {e}"))
         })
     };
+    // WAL-G's PGP keys are asymmetric: pushing hosts hold the public key only, fetching hosts
+    // the private one. pgstrata's encryption is symmetric (its manifests and resume checkpoints
+    // are read back by the host that writes them), so a PGP key cannot be honoured; taking its
+    // text as a passphrase would let anyone holding the public key read the repository.
+    if let Some(var) =
+        ["WALG_PGP_KEY", "WALG_PGP_KEY_PATH", "WALG_PGP_KEY_PASSPHRASE"].into_iter().find(|v| get(v).is_some())
+    {
+        return Err(CliError::new(
+            ErrorCode::OptionInvalid,
+            format!("{var} is set: PGP encryption (a public key to push, a private key to fetch) is not supported"),
+        )
+        .hint("encrypt with WALG_LIBSODIUM_KEY (a secret key every host holds), and unset WALG_PGP_KEY*"));
+    }
     let sodium = match (get("WALG_LIBSODIUM_KEY"), get("WALG_LIBSODIUM_KEY_PATH")) {
         (Some(key), _) => Some(key.to_string()),
         (None, Some(path)) => Some(read("WALG_LIBSODIUM_KEY_PATH", path)?.trim().to_string()),
@@ -339,15 +351,7 @@ fn encryption_pass<'a>(get: &impl Fn(&str) -> Option<&'a str>) -> CliResult<Opti
         }
         return Ok(Some(pgstrata_repo_format::hex::encode(&bytes)));
     }
-    let pgp = match (get("WALG_PGP_KEY"), get("WALG_PGP_KEY_PATH")) {
-        (Some(key), _) => Some(key.to_string()),
-        (None, Some(path)) => Some(read("WALG_PGP_KEY_PATH", path)?),
-        (None, None) => None,
-    };
-    Ok(pgp.map(|key| match get("WALG_PGP_KEY_PASSPHRASE") {
-        Some(pass) => format!("{}:{pass}", key.trim()),
-        None => key.trim().to_string(),
-    }))
+    Ok(None)
 }
 
 #[cfg(test)]
@@ -428,6 +432,16 @@ mod tests {
         assert!(err(&[("WALG_FILE_PREFIX", "/b"), ("PGHOST", "db.example")]).contains("socket directory"));
         assert!(err(&[("WALG_FILE_PREFIX", "/b"), ("WALG_DELTA_ORIGIN", "SOMETIME")]).contains("WALG_DELTA_ORIGIN"));
         assert!(err(&[("WALG_FILE_PREFIX", "/b"), ("WALG_LIBSODIUM_KEY", "short")]).contains("at least 25"));
+        // A PGP key is never taken as a passphrase, alone or beside a libsodium key.
+        let sodium = ("WALG_LIBSODIUM_KEY", "0123456789abcdef0123456789abcdef");
+        for var in ["WALG_PGP_KEY", "WALG_PGP_KEY_PATH", "WALG_PGP_KEY_PASSPHRASE"] {
+            for pairs in
+                [&[("WALG_FILE_PREFIX", "/b"), (var, "x")][..], &[("WALG_FILE_PREFIX", "/b"), (var, "x"), sodium]]
+            {
+                let e = err(pairs);
+                assert!(e.contains(var) && e.contains("not supported"), "{e}");
+            }
+        }
     }
 
     #[test]

@@ -44,7 +44,7 @@ pub fn run(argv: &[String], env: &[(String, String)]) -> u8 {
     let fail = |e: &CliError| -> u8 {
         eprintln!("ERROR: {e}");
         if e.code == ErrorCode::Crypto {
-            eprintln!("HINT: as wal-g, the passphrase is WALG_LIBSODIUM_KEY (or WALG_PGP_KEY and its passphrase)");
+            eprintln!("HINT: as wal-g, the key is WALG_LIBSODIUM_KEY");
         }
         match e.code {
             ErrorCode::NotInArchive if fetching => 1,
