@@ -182,7 +182,7 @@ impl From<pgstrata_repo_format::FormatError> for CliError {
     fn from(e: pgstrata_repo_format::FormatError) -> Self {
         use pgstrata_repo_format::FormatError as F;
         let code = match &e {
-            F::WrongPassphrase | F::KeyRequired { .. } | F::KeyMismatch { .. } => ErrorCode::Crypto,
+            F::WrongPassphrase | F::KeyRequired { .. } => ErrorCode::Crypto,
             F::Invalid { .. } => ErrorCode::OptionInvalidValue,
             _ => ErrorCode::Format,
         };

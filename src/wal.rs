@@ -23,6 +23,9 @@ pub async fn copies(repo: &Repo, archive: &str, name: &WalFileName) -> CliResult
         .collect())
 }
 
+/// The largest file of a WAL archive: PostgreSQL's largest segment size (1 GiB).
+const MAX_WAL_FILE: u64 = 1 << 30;
+
 /// Fetches `name`, decrypted, decompressed and checked against the digest its key carries.
 /// `None` when the archive does not have it.
 pub async fn fetch(repo: &Repo, archive: &str, name: &WalFileName) -> CliResult<Option<Vec<u8>>> {
@@ -39,7 +42,7 @@ pub async fn fetch(repo: &Repo, archive: &str, name: &WalFileName) -> CliResult<
     let (key, sha, data_key) = (key.clone(), *sha, repo.key.clone());
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get()).min(8);
     tokio::task::spawn_blocking(move || {
-        let (plain, _) = decode_blob_parallel(&stored, &key, data_key.as_ref(), threads)?;
+        let (plain, _) = decode_blob_parallel(&stored, &key, data_key.as_ref(), threads, MAX_WAL_FILE)?;
         if Sha256Digest::of(&plain) != sha {
             return Err(CliError::new(ErrorCode::Format, format!("{key}: content does not match its checksum")));
         }

@@ -399,22 +399,44 @@ fn backup_restore_cycle(backend: Backend, encrypted: Option<&str>) {
             "{auto}"
         );
 
-        // A damaged pack: the restore names it and fails; the repository is left as it was.
+        // A damaged pack: the restore names it and fails with 29 (never as a wrong passphrase);
+        // the repository is left as it was. Chosen places of the pack's first part: its header
+        // (magic, key id), a frame header, a frame body, the tag at the end of the first frame,
+        // and the last frame's flags.
         let packs = repo.join("stanza/db/backup");
         let label = std::fs::read_dir(&packs).unwrap().next().unwrap().unwrap().path();
         let pack = label.join("pack/00000000");
-        let mut bytes = std::fs::read(&pack).unwrap();
-        let at = bytes.len() / 3;
-        bytes[at] ^= 0x20;
-        std::fs::write(&pack, &bytes).unwrap();
-        let fresh = scratch.path("restored-from-damaged");
-        // Its own tablespace location: the one in use holds this cluster's directory already.
-        let fresh_map = format!("--tablespace-map={ts_oid}={}", scratch.path("ts1-from-damaged").display());
-        let o = s.run(&["--stanza=db", "restore", &format!("--pg1-path={}", fresh.display()), &fresh_map]);
-        assert_eq!(o.status.code(), Some(29), "{}", text(&o));
-        let err = String::from_utf8_lossy(&o.stderr).into_owned();
-        assert!(err.contains("pack/00000000") && err.contains("corrupt"), "{err}");
-        assert_eq!(std::fs::read(&pack).unwrap(), bytes, "restore changed the repository");
+        let good = std::fs::read(&pack).unwrap();
+        let frame_len = |at: usize| 16 + u32::from_le_bytes(good[at..at + 4].try_into().unwrap()) as usize;
+        let mut last = 32;
+        while good[last + 9] & 1 == 0 {
+            last += frame_len(last);
+        }
+        let places = [
+            ("header magic", 1),
+            ("key id", 27),
+            ("frame header", 32 + 8),
+            ("frame body", 32 + 16 + 20),
+            ("end of the first frame (tag)", 32 + frame_len(32) - 1),
+            ("last frame's flags", last + 9),
+        ];
+        for (i, (place, at)) in places.into_iter().enumerate() {
+            let mut bytes = good.clone();
+            bytes[at] ^= 0x20;
+            std::fs::write(&pack, &bytes).unwrap();
+            let fresh = scratch.path(&format!("restored-from-damaged-{i}"));
+            // Its own tablespace location: the one in use holds this cluster's directory already.
+            let fresh_map =
+                format!("--tablespace-map={ts_oid}={}", scratch.path(&format!("ts1-damaged-{i}")).display());
+            let o = s.run(&["--stanza=db", "restore", &format!("--pg1-path={}", fresh.display()), &fresh_map]);
+            assert_eq!(o.status.code(), Some(29), "{place}: {}", text(&o));
+            let err = String::from_utf8_lossy(&o.stderr).into_owned();
+            assert!(err.contains("pack/00000000"), "{place}: {err}");
+            assert!(err.contains("corrupt") || err.contains("not a pgstrata object"), "{place}: {err}");
+            assert!(!err.contains("cipher-pass"), "{place}: damage sent the user to their passphrase: {err}");
+            assert_eq!(std::fs::read(&pack).unwrap(), bytes, "restore changed the repository");
+        }
+        std::fs::write(&pack, &good).unwrap();
     }
 }
 

@@ -5,7 +5,7 @@ use thiserror::Error;
 /// A failure to encode or decode repository bytes.
 ///
 /// Variants are split by what the caller should do about them: a wrong passphrase is the user's
-/// to fix, a key mismatch means the object belongs to another repository or stanza, corruption and
+/// to fix, a key mismatch means the object is damaged or belongs to another repository, corruption and
 /// truncation mean the object is damaged, and an unknown version means this build is too old.
 #[derive(Debug, Error)]
 pub enum FormatError {
@@ -17,8 +17,10 @@ pub enum FormatError {
     #[error("{what} is encrypted and no passphrase was given (set repo1-cipher-pass)")]
     KeyRequired { what: String },
 
-    /// The object was sealed with a different data key than the one supplied.
-    #[error("{what} was encrypted with a different key (key id {found}, expected {expected})")]
+    /// The object was sealed with a different data key than the one supplied. The supplied key
+    /// was unwrapped by the passphrase, so the passphrase is right: the object is damaged or was
+    /// put there from another repository.
+    #[error("{what} is corrupt or not this repository's: sealed under key id {found}, the repository's is {expected}")]
     KeyMismatch { what: String, found: String, expected: String },
 
     /// The bytes do not start like an object of the expected kind.

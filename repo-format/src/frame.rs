@@ -882,15 +882,31 @@ fn frame_spans(bytes: &[u8], what: &str, key: Option<&DataKey>) -> Result<([u8; 
 
 /// Decodes a whole blob held in memory with up to `threads` threads opening frames at once
 /// (a WAL segment is 16 frames: `archive-get` answers recovery faster), with the per-frame
-/// digests. The same checks as [`decode_blob_with_summary`], the same result.
+/// digests. The same checks as [`decode_blob_with_summary`], the same result. The frames' claimed
+/// plain lengths are checked against `max_plain` (what the caller knows the blob can hold: a WAL
+/// segment is at most 1 GiB) before anything is allocated for them: a damaged or hostile blob
+/// is refused as corrupt, never an abort.
 pub fn decode_blob_parallel(
     bytes: &[u8],
     what: &str,
     key: Option<&DataKey>,
     threads: usize,
+    max_plain: u64,
 ) -> Result<(Vec<u8>, DecodeSummary)> {
     let (raw, spans) = frame_spans(bytes, what, key)?;
-    let total: usize = spans.iter().map(|f| f.plain_len).sum();
+    let overhead = if key.is_some() { NONCE_LEN + TAG_LEN } else { 0 };
+    let mut total: u64 = 0;
+    for span in &spans {
+        // A stored frame holds its plaintext; a compressed one is bounded by `max_plain` below.
+        if Codec::from_byte(span.fh[8]) == Some(Codec::Stored) && span.plain_len != span.body_len - overhead {
+            return Err(FormatError::corrupt(what, format!("frame {}: stored length differs from header", span.index)));
+        }
+        total = total.saturating_add(span.plain_len as u64);
+    }
+    if total > max_plain {
+        return Err(FormatError::corrupt(what, format!("claims {total} bytes, more than it can hold ({max_plain})")));
+    }
+    let total = usize::try_from(total).map_err(|_| FormatError::corrupt(what, "too large for this machine"))?;
     let mut out = vec![0u8; total];
     let mut slices: Vec<(&FrameSpan, &mut [u8])> = Vec::with_capacity(spans.len());
     let mut rest = out.as_mut_slice();

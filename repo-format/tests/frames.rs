@@ -93,7 +93,7 @@ proptest! {
         // So does the parallel one, digests included, whatever the thread count.
         let threads = 1 + (seed % 5) as usize;
         let (par, par_summary) =
-            pgstrata_repo_format::decode_blob_parallel(&blob, "b", key.as_ref(), threads).unwrap();
+            pgstrata_repo_format::decode_blob_parallel(&blob, "b", key.as_ref(), threads, u64::MAX).unwrap();
         prop_assert_eq!(&par, &data);
         prop_assert_eq!(&par_summary.chunk_sha256, &summary.chunk_sha256);
         prop_assert_eq!(par_summary.frames, summary.frames);
@@ -161,7 +161,7 @@ fn every_flipped_byte_is_detected() {
             bad[at] ^= 0x01;
             let Err(err) = decode_blob(&bad, "blob", key) else { panic!("flip at {at} went unnoticed") };
             assert!(
-                pgstrata_repo_format::decode_blob_parallel(&bad, "blob", key, 3).is_err(),
+                pgstrata_repo_format::decode_blob_parallel(&bad, "blob", key, 3, u64::MAX).is_err(),
                 "flip at {at} went unnoticed by the parallel decoder"
             );
             if key.is_none() {
@@ -192,7 +192,7 @@ fn swapped_frames_are_detected() {
         swapped.extend_from_slice(&blob[a.0..a.1]);
         swapped.extend_from_slice(&blob[b.1..]);
         let Err(err) = decode_blob(&swapped, "blob", key) else { panic!("swap went unnoticed") };
-        assert!(pgstrata_repo_format::decode_blob_parallel(&swapped, "blob", key, 2).is_err());
+        assert!(pgstrata_repo_format::decode_blob_parallel(&swapped, "blob", key, 2, u64::MAX).is_err());
         assert!(matches!(err, FormatError::Corrupt { .. }), "{err}");
     }
 }
@@ -265,4 +265,25 @@ fn unknown_version_is_named() {
     let err = decode_blob(&blob, "pack 3", None).unwrap_err();
     assert!(matches!(err, FormatError::UnsupportedVersion { found: 9, .. }), "{err}");
     assert!(err.to_string().contains("pack 3"));
+}
+
+#[test]
+fn claimed_lengths_are_bounded_before_anything_is_allocated() {
+    let key = DataKey::generate();
+    for key in [None, Some(&key)] {
+        let (blob, plain) = multi_frame_blob(key);
+        // Every frame claims the largest plain length: refused as damage (a WAL segment's bound).
+        let mut bad = blob.clone();
+        for (start, _) in frame_offsets(&blob) {
+            bad[start + 4..start + 8].copy_from_slice(&(16u32 << 20).to_le_bytes());
+        }
+        let err = pgstrata_repo_format::decode_blob_parallel(&bad, "blob", key, 2, 1 << 30).unwrap_err();
+        assert!(matches!(err, FormatError::Corrupt { .. }), "{err}");
+        // What the caller knows the blob holds at most.
+        let max = plain.len() as u64 - 1;
+        let err = pgstrata_repo_format::decode_blob_parallel(&blob, "blob", key, 2, max).unwrap_err();
+        assert!(matches!(err, FormatError::Corrupt { .. }) && err.to_string().contains("more than"), "{err}");
+        let (decoded, _) = pgstrata_repo_format::decode_blob_parallel(&blob, "blob", key, 2, max + 1).unwrap();
+        assert_eq!(decoded, plain);
+    }
 }
