@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use pgstrata_repo_format::digest::Sha256Stream;
 use pgstrata_repo_format::frame::decode_blob_with_summary;
-use pgstrata_repo_format::layout::{copy_of, parse_wal_object};
+use pgstrata_repo_format::layout::{copy_of, is_wal_claim, parse_wal_object};
 use pgstrata_repo_format::meta::{BackupCatalog, CatalogEntry, FileData, FileEntry, ManifestEntry, PartRef};
 use pgstrata_repo_format::pg::{TimelineId, WalFileKind, WalFileName};
 use pgstrata_repo_format::{BackupLabel, BlobDecoder, DataKey, Sha256Digest};
@@ -448,7 +448,7 @@ async fn verify_archive(
             keys.extend(listed.into_iter().map(|o| (o.key, o.size)));
             for (key, size) in keys.drain(..) {
                 let Some((name, digest)) = parse_wal_object(&key) else {
-                    if !key.contains('#') && !key.ends_with(".upload") {
+                    if !key.contains('#') && !key.ends_with(".upload") && !is_wal_claim(&key) {
                         report.problems.add(&key, "is not a WAL object name");
                     }
                     continue;

@@ -125,9 +125,10 @@ fn archiving_cluster_on(scratch: &Scratch, name: &str, repo_lines: &str, encrypt
     (cluster, s)
 }
 
+/// The WAL objects of the first log directory (not the claims of their names).
 fn list_archive(s: &Setup) -> Vec<String> {
     let o = s.ok(&["--stanza=db", "repo-ls", "stanza/db/archive/15-1/0000000100000000"]);
-    String::from_utf8_lossy(&o.stdout).lines().map(str::to_string).collect()
+    String::from_utf8_lossy(&o.stdout).lines().filter(|k| !k.ends_with("-claim")).map(str::to_string).collect()
 }
 
 fn archive_round_trip(encrypted: Option<&str>) {
@@ -545,7 +546,7 @@ fn two_repositories_and_stanza_upgrade() {
         let names: Vec<String> =
             std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
         assert!(
-            names.iter().any(|n| n.starts_with(&format!("{seg}-"))),
+            names.iter().any(|n| n.starts_with(&format!("{seg}-")) && !n.ends_with("-claim")),
             "{seg} missing from {}: {names:?}",
             dir.display()
         );

@@ -107,6 +107,16 @@ impl StanzaLayout {
         format!("{}{sha256}", self.wal_prefix(archive_id, name))
     }
 
+    /// The claim of a WAL file's name: a small object created only if absent, holding the hex
+    /// digest of the plaintext whose push claimed the name first. Concurrent pushes of different
+    /// bytes under one name (two primaries on one timeline) race on it: exactly one wins. A
+    /// claim whose object never arrived (its pusher died) reads as "not archived"; the same bytes
+    /// may be pushed again, different bytes stay refused. Parsed by no WAL reader
+    /// ([`parse_wal_object`] refuses its name) and expired with its segment.
+    pub fn wal_claim(&self, archive_id: &str, name: &WalFileName) -> String {
+        format!("{}{WAL_CLAIM}", self.wal_prefix(archive_id, name))
+    }
+
     pub fn lock(&self, name: &str) -> String {
         format!("{}/lock/{name}", self.root)
     }
@@ -132,6 +142,17 @@ pub fn archive_id(pg_version: u32, db_id: u32) -> String {
 }
 
 /// Splits the last path component of a WAL object key into file name and digest.
+/// The last part of a WAL claim's key (after `<name>-`).
+pub const WAL_CLAIM: &str = "claim";
+
+/// Whether `key` is a WAL file's claim ([`StanzaLayout::wal_claim`]).
+pub fn is_wal_claim(key: &str) -> bool {
+    key.rsplit('/')
+        .next()
+        .and_then(|b| b.rsplit_once('-'))
+        .is_some_and(|(n, c)| c == WAL_CLAIM && n.parse::<WalFileName>().is_ok())
+}
+
 pub fn parse_wal_object(key: &str) -> Option<(WalFileName, Sha256Digest)> {
     let base = key.rsplit('/').next()?;
     let (name, digest) = base.rsplit_once('-')?;

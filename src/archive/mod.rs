@@ -123,6 +123,25 @@ async fn push_file(repos: &[Repo], settings: BlobSettings, name: &WalFileName, p
             )
             .hint("this is often a sign of two clusters archiving into the same stanza"));
         }
+        // The name first: of concurrent pushes of different bytes exactly one gets it (the same
+        // bytes read back as our own claim), and the others are refused with nothing written.
+        let claim = repo.layout.wal_claim(&archive, name);
+        match repo.store.put_new(&claim, Bytes::from(sha.to_string())).await {
+            Ok(()) => {}
+            Err(e) if e.is_already_exists() => {
+                let held = repo.store.get(&claim).await.map(|b| String::from_utf8_lossy(&b).trim().to_string());
+                return Err(CliError::new(
+                    ErrorCode::ArchiveDuplicate,
+                    format!(
+                        "WAL file {name} is claimed in the {} archive by a push of different content ({}; this one is {sha})",
+                        repo.name(),
+                        held.unwrap_or_else(|e| format!("unreadable: {e}"))
+                    ),
+                )
+                .hint("this is often a sign of two clusters archiving into the same stanza; this segment stays in pg_wal"));
+            }
+            Err(e) => return Err(e.into()),
+        }
         let key = repo.layout.wal_object(&archive, name, &sha);
         match repo.store.put_new(&key, Bytes::from(sealed.blob)).await {
             Ok(()) => tracing::info!("pushed WAL file {name} to the {} archive", repo.name()),

@@ -98,3 +98,65 @@ fn the_async_worker_gets_options_given_as_name_space_value() {
     // Asynchronously, through the spool the spaced --spool-path named.
     assert!(!support::snapshot(&spool).is_empty(), "nothing in the spool {}", spool.display());
 }
+
+/// Two `archive-push` processes with different bytes under one segment name (a split brain: two
+/// primaries on one timeline archiving into one stanza), started together, 20 times: exactly one
+/// wins each time, the other fails with 45 naming the conflict (its PostgreSQL keeps the segment),
+/// and `archive-get` returns the winner's bytes.
+fn racing_pushes_of_different_bytes(backend: Backend) {
+    if !postgres_available() {
+        return;
+    }
+    let scratch = Scratch::new("pgstrata-race-");
+    let repo = scratch.path("repo");
+    let Some(lines) = repo_options(backend, &repo) else { return };
+    let (cluster, s) = archiving_cluster_on(&scratch, "src", &lines, Some(PASS));
+    s.ok(&["--stanza=db", "stanza-create"]);
+    let seg = cluster.archive_now();
+    let ours = std::fs::read(cluster.data.join("pg_wal").join(&seg)).unwrap();
+    let mut theirs = ours.clone();
+    let last = theirs.len() - 1;
+    theirs[last] ^= 0xff;
+    let (dir_a, dir_b) = (scratch.path("a"), scratch.path("b"));
+    for round in 0..20u32 {
+        let name = format!("0000000100000001000000{:02X}", round);
+        let (a, b) = (dir_a.join(&name), dir_b.join(&name));
+        std::fs::write(&a, &ours).unwrap();
+        std::fs::write(&b, &theirs).unwrap();
+        support::chown_postgres(&a);
+        support::chown_postgres(&b);
+        let env: Vec<(&str, &str)> = s.env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let push = |wal: &Path| {
+            let args = s.args(&["--stanza=db", "archive-push", wal.to_str().unwrap()]);
+            let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+            support::postgres_command(Path::new(support::bin()), &refs, &env)
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        };
+        let (pa, pb) = (push(&a), push(&b));
+        let (oa, ob) = (pa.wait_with_output().unwrap(), pb.wait_with_output().unwrap());
+        let (won, lost, winner) = match (oa.status.success(), ob.status.success()) {
+            (true, false) => (oa, ob, &ours),
+            (false, true) => (ob, oa, &theirs),
+            _ => panic!("round {round}: not exactly one winner:\n{}\n{}", text(&oa), text(&ob)),
+        };
+        assert_eq!(lost.status.code(), Some(45), "round {round}: {}", text(&lost));
+        assert!(text(&lost).contains(&name) && text(&lost).contains("different"), "round {round}: {}", text(&lost));
+        drop(won);
+        let fetched = scratch.path("fetched").join(&name);
+        s.ok(&["--stanza=db", "archive-get", &name, fetched.to_str().unwrap()]);
+        assert!(std::fs::read(&fetched).unwrap() == *winner, "round {round}: archive-get returned the loser's bytes");
+    }
+}
+
+#[test]
+fn racing_pushes_of_different_bytes_local() {
+    racing_pushes_of_different_bytes(Backend::Local);
+}
+
+#[test]
+fn racing_pushes_of_different_bytes_s3() {
+    racing_pushes_of_different_bytes(Backend::S3);
+}

@@ -10,7 +10,10 @@ fn find(dir: &Path, prefix: &str) -> std::path::PathBuf {
         .unwrap()
         .flatten()
         .map(|e| e.path())
-        .find(|p| p.file_name().unwrap().to_string_lossy().starts_with(prefix))
+        .find(|p| {
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            name.starts_with(prefix) && !name.ends_with("-claim")
+        })
         .unwrap_or_else(|| panic!("no {prefix}* in {}", dir.display()))
 }
 
