@@ -31,6 +31,11 @@ pub enum FormatError {
     #[error("{what} has format version {found}; this build reads versions up to {supported}")]
     UnsupportedVersion { what: String, found: u32, supported: u32 },
 
+    /// Well-formed, but describes something this build does not handle (a PostgreSQL built
+    /// with another page size, say).
+    #[error("{what}: {detail}")]
+    Unsupported { what: String, detail: String },
+
     /// The bytes were altered, reordered or damaged: a checksum or authentication tag failed.
     #[error("{what} is corrupt: {detail}")]
     Corrupt { what: String, detail: String },

@@ -317,6 +317,14 @@ fn seal_encrypted(
 /// bodies are kept as they are, so a blob compressed on another host is encrypted here without
 /// being decompressed. The result is what [`BlobEncoder`] would have written with the key (same
 /// blob id); without a key, the blob itself.
+/// What an unencrypted blob holds by its frame headers alone: the sum of its frames' plain
+/// lengths and the number of frames that hold any (what a writer's chunk digests count).
+pub fn compressed_shape(blob: &[u8], what: &str) -> Result<(u64, usize)> {
+    let (_, spans) = frame_spans(blob, what, None)?;
+    let plain = spans.iter().map(|s| s.plain_len as u64).sum();
+    Ok((plain, spans.iter().filter(|s| s.plain_len > 0).count()))
+}
+
 pub fn seal_compressed(blob: Vec<u8>, what: &str, key: Option<&DataKey>) -> Result<Vec<u8>> {
     let (raw, spans) = frame_spans(&blob, what, None)?;
     for span in &spans {

@@ -50,6 +50,6 @@ pub use digest::Sha256Digest;
 pub use error::{FormatError, Result};
 pub use frame::{
     BlobDecoder, BlobEncoder, BlobSettings, BlobSummary, Compression, DecodeSummary, FrameSealerHandle, ParallelBlob,
-    decode_blob, decode_blob_parallel, decode_blob_with_summary, encode_blob, seal_compressed,
+    compressed_shape, decode_blob, decode_blob_parallel, decode_blob_with_summary, encode_blob, seal_compressed,
 };
 pub use label::{BackupLabel, BackupType};

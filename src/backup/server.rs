@@ -6,6 +6,7 @@ use pgstrata_repo_format::pg::{ControlFile, Lsn, TimelineId, WalFileName};
 
 use crate::config::Config;
 use crate::error::{CliError, CliResult, ErrorCode};
+use crate::postgres::column;
 use crate::postgres::{connect, identify};
 
 fn query_err(what: &str, e: tokio_postgres::Error) -> CliError {
@@ -69,8 +70,8 @@ impl BackupServer {
             .query_one(sql, &[&format!("pgstrata backup {label}"), &fast])
             .await
             .map_err(|e| query_err("start the backup", e))?;
-        let lsn: Lsn = row.get::<_, String>(0).parse()?;
-        let timeline = TimelineId(u32::try_from(row.get::<_, i32>(1)).unwrap_or(1));
+        let lsn: Lsn = column::<String>(&row, 0)?.parse()?;
+        let timeline = TimelineId(u32::try_from(column::<i32>(&row, 1)?).unwrap_or(1));
         let wal = WalFileName::for_lsn(timeline, lsn, self.seg_size)?;
         tracing::info!("backup start archive = {wal}, lsn = {lsn}");
         Ok(Started { lsn, timeline, wal })
@@ -115,10 +116,15 @@ impl BackupServer {
             "select lsn::text, labelfile, spcmapfile from pg_stop_backup(false, false)"
         };
         let row = self.client.query_one(sql, &[]).await.map_err(|e| query_err("stop the backup", e))?;
-        let lsn: Lsn = row.get::<_, String>(0).parse()?;
+        let lsn: Lsn = column::<String>(&row, 0)?.parse()?;
         let wal = WalFileName::for_lsn(timeline, lsn, self.seg_size)?;
         tracing::info!("backup stop archive = {wal}, lsn = {lsn}");
-        let tablespace_map: Option<String> = row.get(2);
-        Ok(Stopped { lsn, wal, backup_label: row.get(1), tablespace_map: tablespace_map.filter(|m| !m.is_empty()) })
+        let tablespace_map: Option<String> = column(&row, 2)?;
+        Ok(Stopped {
+            lsn,
+            wal,
+            backup_label: column(&row, 1)?,
+            tablespace_map: tablespace_map.filter(|m| !m.is_empty()),
+        })
     }
 }

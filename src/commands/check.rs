@@ -9,6 +9,7 @@ use pgstrata_repo_format::pg::WalFileName;
 
 use crate::config::Config;
 use crate::error::{CliError, CliResult, ErrorCode};
+use crate::postgres::column;
 use crate::postgres::{connect, identify, pg_path};
 use crate::repo::{open_repo, repo_indexes, stanza_name};
 
@@ -40,7 +41,7 @@ pub fn run(config: &Config) -> CliResult<()> {
             .await
             .map_err(|e| query_err("read the archive settings", e))?;
         let (mode, command, level, standby): (String, String, String, bool) =
-            (row.get(0), row.get(1), row.get(2), row.get(3));
+            (column(&row, 0)?, column(&row, 1)?, column(&row, 2)?, column(&row, 3)?);
         let mut problems = Vec::new();
         if mode == "off" {
             problems.push("archive_mode is off: set archive_mode = on (a restart is needed)".to_string());
@@ -104,7 +105,7 @@ pub fn run(config: &Config) -> CliResult<()> {
             .query_one("select pg_walfile_name(pg_switch_wal())", &[])
             .await
             .map_err(|e| query_err("switch WAL", e))?;
-        let segment: String = row.get(0);
+        let segment: String = column(&row, 0)?;
         let name: WalFileName = segment.parse()?;
         let start = Instant::now();
         for repo in &repos {
@@ -116,14 +117,15 @@ pub fn run(config: &Config) -> CliResult<()> {
                     break;
                 }
                 if start.elapsed() > timeout {
-                    let failed = client
+                    let failed: (String, String, String) = client
                         .query_one(
                             "select coalesce(last_failed_wal, ''), coalesce(last_failed_time::text, ''), \
                              coalesce(last_archived_wal, '') from pg_stat_archiver",
                             &[],
                         )
                         .await
-                        .map(|r| (r.get::<_, String>(0), r.get::<_, String>(1), r.get::<_, String>(2)))
+                        .ok()
+                        .and_then(|r| Some((column(&r, 0).ok()?, column(&r, 1).ok()?, column(&r, 2).ok()?)))
                         .unwrap_or_default();
                     let detail = if failed.0.is_empty() {
                         format!("the archiver reports no failure (last archived: '{}')", failed.2)

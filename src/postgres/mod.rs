@@ -74,7 +74,7 @@ pub async fn primary_first(config: &Config) -> CliResult<Config> {
             Err(e) => Err(e.message),
         };
         match answer {
-            Ok(row) if !row.get::<_, bool>(0) => {
+            Ok(row) if !column::<bool>(&row, 0).unwrap_or(true) => {
                 for p in &passed {
                     tracing::warn!("{p}");
                 }
@@ -171,13 +171,20 @@ pub async fn identify(client: &tokio_postgres::Client) -> CliResult<ServerIdenti
         )
         .await
         .map_err(|e| CliError::new(ErrorCode::DbQuery, format!("unable to identify the server: {e}")))?;
-    let version: i32 = row.get(0);
-    let sysid: String = row.get(1);
+    let version: i32 = column(&row, 0)?;
+    let sysid: String = column(&row, 1)?;
     Ok(ServerIdentity {
         version_num: u32::try_from(version).unwrap_or(0),
         system_identifier: sysid
             .parse()
             .map_err(|_| CliError::new(ErrorCode::DbQuery, format!("unexpected system identifier '{sysid}'")))?,
-        data_directory: row.get(2),
+        data_directory: column(&row, 2)?,
     })
+}
+
+/// Column `i` of a row the server sent, as `T`: an answer of another type (a server that is not
+/// the PostgreSQL we expect, or a tunnel in between) is an error naming the column, never a panic.
+pub fn column<'a, T: tokio_postgres::types::FromSql<'a>>(row: &'a tokio_postgres::Row, i: usize) -> CliResult<T> {
+    row.try_get(i)
+        .map_err(|e| CliError::new(ErrorCode::DbQuery, format!("unexpected answer from PostgreSQL (column {i}): {e}")))
 }

@@ -112,6 +112,23 @@ impl ControlFile {
                 ));
             }
         };
+        // The engine reads pages of 8 KiB and WAL in PostgreSQL's segment sizes: a cluster built
+        // otherwise is refused here, before any value is used (pgBackRest refuses it too).
+        let (blcksz, xlog_blcksz, relseg_size, wal_segment_size) = (u32_at(216), u32_at(224), u32_at(220), u32_at(228));
+        let unsupported = |detail: String| FormatError::Unsupported { what: what.to_string(), detail };
+        if blcksz != 8192 || xlog_blcksz != 8192 {
+            return Err(unsupported(format!(
+                "page size {blcksz} and WAL page size {xlog_blcksz} are not supported (only 8192: PostgreSQL's default)"
+            )));
+        }
+        if !wal_segment_size.is_power_of_two() || !(1 << 20..=1 << 30).contains(&wal_segment_size) {
+            return Err(unsupported(format!(
+                "WAL segment size {wal_segment_size} is not a power of two from 1 MiB to 1 GiB"
+            )));
+        }
+        if relseg_size == 0 || u64::from(relseg_size) * 8192 > 1 << 40 {
+            return Err(unsupported(format!("relation segment size {relseg_size} pages is not supported")));
+        }
         Ok(Self {
             system_identifier: u64_at(0),
             control_version,
@@ -123,10 +140,10 @@ impl ControlFile {
             timeline: TimelineId(u32_at(48)),
             prev_timeline: TimelineId(u32_at(52)),
             min_recovery_point: Lsn(u64_at(136)),
-            blcksz: u32_at(216),
-            relseg_size: u32_at(220),
-            xlog_blcksz: u32_at(224),
-            wal_segment_size: u32_at(228),
+            blcksz,
+            relseg_size,
+            xlog_blcksz,
+            wal_segment_size,
             data_checksum_version: u32_at(252),
         })
     }
@@ -169,12 +186,19 @@ mod tests {
     }
 
     fn synthetic(control_version: u32, catalog: u32) -> Vec<u8> {
+        synthetic_with(control_version, catalog, 8192, 131_072, 16 << 20)
+    }
+
+    fn synthetic_with(control_version: u32, catalog: u32, blcksz: u32, relseg: u32, wal_seg: u32) -> Vec<u8> {
         let mut b = vec![0u8; PG_CONTROL_SIZE];
         b[0..8].copy_from_slice(&7_000_000_000_000_000_001u64.to_le_bytes());
         b[8..12].copy_from_slice(&control_version.to_le_bytes());
         b[12..16].copy_from_slice(&catalog.to_le_bytes());
         b[16..20].copy_from_slice(&6u32.to_le_bytes());
-        b[228..232].copy_from_slice(&(16u32 << 20).to_le_bytes());
+        b[216..220].copy_from_slice(&blcksz.to_le_bytes());
+        b[220..224].copy_from_slice(&relseg.to_le_bytes());
+        b[224..228].copy_from_slice(&blcksz.to_le_bytes());
+        b[228..232].copy_from_slice(&wal_seg.to_le_bytes());
         let crc = crc32c(&b[..CRC_OFFSET]);
         b[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_le_bytes());
         b
@@ -199,6 +223,19 @@ mod tests {
             ControlFile::parse(&synthetic(1201, 201_909_212), "pg_control"),
             Err(FormatError::UnsupportedVersion { .. })
         ));
+    }
+
+    #[test]
+    fn sizes_the_engine_does_not_handle_are_refused() {
+        let parse =
+            |blcksz, relseg, wal| ControlFile::parse(&synthetic_with(1300, 202_209_061, blcksz, relseg, wal), "c");
+        assert!(parse(8192, 131_072, 64 << 20).is_ok());
+        for (blcksz, relseg, wal) in
+            [(16384, 131_072, 16 << 20), (8192, 131_072, 3 << 20), (8192, 131_072, 2 << 30), (8192, 0, 16 << 20)]
+        {
+            let e = parse(blcksz, relseg, wal).expect_err("refused");
+            assert!(matches!(e, FormatError::Unsupported { .. }), "{e}");
+        }
     }
 
     #[test]
