@@ -37,6 +37,20 @@ struct Report {
     steps: Vec<Step>,
 }
 
+/// A PostgreSQL program to run on the restored cluster, without the secrets of our environment
+/// (passphrases, storage credentials): it needs none of them.
+fn child(program: impl AsRef<std::ffi::OsStr>) -> Command {
+    let mut cmd = Command::new(program);
+    for (key, _) in std::env::vars_os() {
+        let k = key.to_string_lossy();
+        if ["PGSTRATA_", "PGBACKREST_", "WALG_", "WALE_", "AWS_", "AZURE_", "GOOGLE_"].iter().any(|p| k.starts_with(p))
+        {
+            cmd.env_remove(&key);
+        }
+    }
+    cmd
+}
+
 /// The scratch directory; removed when dropped, whatever happened.
 struct Scratch(PathBuf);
 
@@ -92,13 +106,17 @@ pub fn run(config: &Config) -> CliResult<()> {
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(format!("/usr/lib/postgresql/{pg_version}/bin")));
     let base = config.get("restore-test-path").map(PathBuf::from).unwrap_or_else(std::env::temp_dir);
-    let dir = base.join(format!("pgstrata-restore-test-{stanza}-{}", std::process::id()));
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::create_dir_all(&dir)
-        .and_then(|()| std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)))
+    // A name no one can guess or plant in advance, created 0700 (by mkdir, which never follows
+    // a link at the name).
+    let dir = std::fs::create_dir_all(&base)
+        .and_then(|()| tempfile::Builder::new().prefix(&format!("pgstrata-restore-test-{stanza}-")).tempdir_in(&base))
         .map_err(|e| {
-            CliError::new(ErrorCode::FileRead, format!("unable to create the scratch directory {}: {e}", dir.display()))
-        })?;
+            CliError::new(
+                ErrorCode::FileRead,
+                format!("unable to create a scratch directory in {}: {e}", base.display()),
+            )
+        })?
+        .keep();
     let scratch = Scratch(dir);
     let mut report =
         Report { stanza: stanza.clone(), repo: repo_index, backup: label.clone(), status: "ok", steps: Vec::new() };
@@ -218,7 +236,7 @@ impl Test<'_> {
     fn pg_ctl(&self, args: &[&str]) -> Result<Output, String> {
         let data = self.data().display().to_string();
         let log = self.dir.join("postgres.log").display().to_string();
-        let o = Command::new(self.bin.join("pg_ctl"))
+        let o = child(self.bin.join("pg_ctl"))
             .args(["-D", data.as_str(), "-l", log.as_str()])
             .args(args)
             .output()
@@ -251,7 +269,7 @@ impl Test<'_> {
         if program.exists() {
             let port = PORT.to_string();
             let host = self.dir.display().to_string();
-            let o = Command::new(&program)
+            let o = child(&program)
                 .args(["-h", &host, "-p", &port, "-U", &self.user, "--all", "--install-missing", "--heapallindexed"])
                 .output()
                 .map_err(|e| format!("unable to run {}: {e}", program.display()))?;
@@ -276,7 +294,7 @@ impl Test<'_> {
     fn checksums(&self) -> Result<String, String> {
         let program = self.bin.join("pg_checksums");
         let data = self.data().display().to_string();
-        let o = Command::new(&program)
+        let o = child(&program)
             .args(["--check", "-D", data.as_str()])
             .output()
             .map_err(|e| format!("unable to run {}: {e}", program.display()))?;
@@ -293,7 +311,7 @@ impl Test<'_> {
     fn psql(&self, db: &str, sql: &str) -> Result<String, String> {
         let port = PORT.to_string();
         let host = self.dir.display().to_string();
-        let o = Command::new(self.bin.join("psql"))
+        let o = child(self.bin.join("psql"))
             .args([
                 "-X",
                 "-A",

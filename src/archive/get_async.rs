@@ -191,7 +191,7 @@ pub fn worker(config: &Config) -> CliResult<()> {
             while let Some((n, result)) = fetched.next().await {
                 match result {
                     Ok(Some((plain, _))) if entry_is_valid(&plain, plain.len() as u64, &n, &control) => {
-                        spool.write(&n.to_string(), &plain)?;
+                        spool.write_durable(&n.to_string(), &plain)?;
                     }
                     Ok(Some(_)) => {
                         tracing::warn!("archived {n} does not belong to this cluster: not queued");

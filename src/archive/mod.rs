@@ -289,7 +289,10 @@ fn write_atomically(dest: &Path, data: &[u8]) -> CliResult<()> {
         |e: std::io::Error| CliError::new(ErrorCode::FileRead, format!("unable to write {}: {e}", dest.display()));
     let tmp =
         dest.with_file_name(format!(".{}.pgstrata.tmp", dest.file_name().and_then(|n| n.to_str()).unwrap_or("wal")));
-    let mut f = std::fs::File::create(&tmp).map_err(fail)?;
+    // Never through a link planted at the temporary name (removed first: unlink removes the
+    // link itself).
+    let _ = std::fs::remove_file(&tmp);
+    let mut f = crate::anchor::create_nofollow(&tmp, 0o600, false).map_err(fail)?;
     f.write_all(data).and_then(|()| f.sync_all()).map_err(fail)?;
     drop(f);
     std::fs::rename(&tmp, dest).map_err(fail)

@@ -353,11 +353,14 @@ fn unauthenticated() -> WireError {
     )
 }
 
+/// The refusal a client sees: the same whether or not its name appears in `tls-server-auth`
+/// (the server's log says which).
 fn forbidden(name: &str, stanza: &str, grants: &Grants) -> WireError {
     let why = if grants.knows(name) { "is not granted" } else { "is not named in tls-server-auth, so not granted" };
+    tracing::debug!("client certificate CN '{name}' {why} stanza '{stanza}'");
     WireError::new(
         ErrorKind::Forbidden,
-        format!("client certificate CN '{name}' {why} stanza '{stanza}' on this server (tls-server-auth)"),
+        format!("client certificate CN '{name}' is not granted stanza '{stanza}' on this server (tls-server-auth)"),
     )
 }
 

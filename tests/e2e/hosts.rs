@@ -454,7 +454,7 @@ fn backups_through_pg1_host_and_archive_and_restore_through_repo1_host() {
         assert_eq!(o.status.code(), Some(105), "{}", text(o));
         assert!(String::from_utf8_lossy(&o.stderr).contains(expected), "wanted {expected:?}: {}", text(o));
     };
-    refused(&with_cert(&intruder_crt, &intruder_key), "CN 'intruder' is not named in tls-server-auth");
+    refused(&with_cert(&intruder_crt, &intruder_key), "CN 'intruder' is not granted stanza 'db'");
     refused(&with_cert(&reader_crt, &reader_key), "CN 'reader@cluster-uid' is not granted stanza 'db'");
     refused(&with_cert(&forged_crt, &forged_key), "this server does not trust the client certificate");
     let repo_url = format!("https://{REPO_HOST}:{repo_port}/repo");
