@@ -168,6 +168,7 @@ impl From<pgstrata_storage::StorageError> for CliError {
         use pgstrata_storage::StorageError as S;
         let code = match &e {
             S::NotFound { .. } => ErrorCode::FileMissing,
+            S::Changed { .. } => ErrorCode::LockAcquire,
             S::PermissionDenied { .. } => ErrorCode::Access,
             S::Unavailable { .. } => ErrorCode::Service,
             S::Config(_) => ErrorCode::OptionInvalidValue,

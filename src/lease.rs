@@ -11,7 +11,7 @@
 //! time (a killed or partitioned writer) is taken over by the next writer.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -87,6 +87,10 @@ pub async fn current_holder(store: &RepoStore, layout: &StanzaLayout) -> CliResu
 #[derive(Clone, Debug)]
 pub struct LeaseWatch {
     lost: Arc<AtomicBool>,
+    /// Unix seconds: the expiry of the last renewal. Past it the lease counts as lost even
+    /// before the renewer says so — a process stopped (SIGSTOP, a stall) past its lease resumes
+    /// with its renewer as late as itself, and must not commit on the strength of a stale flag.
+    expires: Arc<AtomicI64>,
     what: String,
 }
 
@@ -94,12 +98,19 @@ impl LeaseWatch {
     /// A watch of no real lease, lost or not (tests of the writers that check it).
     #[cfg(test)]
     pub fn detached(lost: bool) -> Self {
-        Self { lost: Arc::new(AtomicBool::new(lost)), what: "a test lease".into() }
+        Self {
+            lost: Arc::new(AtomicBool::new(lost)),
+            expires: Arc::new(AtomicI64::new(i64::MAX)),
+            what: "a test lease".into(),
+        }
     }
 
     /// Fails when the lease was lost: nothing more may be written or committed (a writer that
     /// took it over may be resuming this very backup).
     pub fn check(&self) -> CliResult<()> {
+        if now() >= self.expires.load(Ordering::SeqCst) {
+            self.lost.store(true, Ordering::SeqCst);
+        }
         if self.lost.load(Ordering::SeqCst) {
             return Err(CliError::new(
                 ErrorCode::LockAcquire,
@@ -116,6 +127,7 @@ pub struct Lease {
     store: RepoStore,
     key: String,
     lost: Arc<AtomicBool>,
+    expires: Arc<AtomicI64>,
     renewer: tokio::task::JoinHandle<()>,
     what: String,
     holder: LeaseHolder,
@@ -176,6 +188,7 @@ impl Lease {
                         }
                     }
                     let lost = Arc::new(AtomicBool::new(false));
+                    let expires = Arc::new(AtomicI64::new(holder.expires));
                     let renewer = tokio::spawn(renew(
                         store.clone(),
                         prefix.clone(),
@@ -183,9 +196,9 @@ impl Lease {
                         next,
                         holder.clone(),
                         time,
-                        Arc::clone(&lost),
+                        (Arc::clone(&lost), Arc::clone(&expires)),
                     ));
-                    return Ok(Lease { store: store.clone(), key, lost, renewer, what, holder });
+                    return Ok(Lease { store: store.clone(), key, lost, expires, renewer, what, holder });
                 }
                 // Another writer took this generation first: look again (it holds it now).
                 Err(e) if e.is_already_exists() => continue,
@@ -206,7 +219,7 @@ impl Lease {
 
     /// What a writer checks before each object it adds, without holding the lease itself.
     pub fn watch(&self) -> LeaseWatch {
-        LeaseWatch { lost: Arc::clone(&self.lost), what: self.what.clone() }
+        LeaseWatch { lost: Arc::clone(&self.lost), expires: Arc::clone(&self.expires), what: self.what.clone() }
     }
 
     /// Stops renewing and marks the lease released (`expires: 0`). The object stays until the
@@ -214,7 +227,7 @@ impl Lease {
     /// expiry can never mistake a later holder's lower number for its own lease still standing.
     pub async fn release(self) {
         self.renewer.abort();
-        if self.lost.load(Ordering::SeqCst) {
+        if self.check().is_err() {
             return;
         }
         let released = LeaseHolder { expires: 0, ..self.holder.clone() };
@@ -241,7 +254,7 @@ async fn renew(
     generation: u64,
     mut holder: LeaseHolder,
     time: Duration,
-    lost: Arc<AtomicBool>,
+    (lost, expires): (Arc<AtomicBool>, Arc<AtomicI64>),
 ) {
     let secs = i64::try_from(time.as_secs()).unwrap_or(60);
     loop {
@@ -260,6 +273,7 @@ async fn renew(
                 Err(_) => false,
             };
             if ok {
+                expires.store(next.expires, Ordering::SeqCst);
                 holder = next;
             }
             ok

@@ -69,11 +69,66 @@ impl Repo {
         })
     }
 
-    pub async fn save_catalog(&self, catalog: &BackupCatalog, settings: BlobSettings) -> CliResult<()> {
-        let bytes = seal_meta(MetaKind::BackupCatalog, catalog, settings, self.key.as_ref())?;
-        save_twin(&self.store, &self.layout.backup_catalog(), Bytes::from(bytes)).await
+    /// The catalog and the version of it a writer read, for [`save_catalog`](Self::save_catalog):
+    /// only a catalog nobody else wrote since is replaced.
+    pub async fn load_catalog_for_update(&self) -> CliResult<(BackupCatalog, CatalogVersion)> {
+        let key = self.layout.backup_catalog();
+        let decode = |bytes: &[u8], what: &str| {
+            open_meta(bytes, MetaKind::BackupCatalog, what, self.key.as_ref()).map_err(CliError::from)
+        };
+        match self.store.get_versioned(&key).await {
+            Ok((bytes, version)) => match decode(&bytes, &key) {
+                Ok(catalog) => return Ok((catalog, CatalogVersion(Some(version)))),
+                Err(e) if e.code == ErrorCode::Crypto => return Err(e),
+                Err(_) => {}
+            },
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(e.into()),
+        }
+        // The main object is missing or damaged: read as readers do (the copy), and rewrite
+        // the main object without a condition.
+        Ok((self.load_catalog().await?, CatalogVersion(None)))
+    }
+
+    /// Writes the catalog (main object, then copy). With the version it was read at, only if
+    /// nobody wrote it since: a writer paused past its lease (another took it over and wrote)
+    /// is refused (50) and commits nothing. Returns the version written.
+    pub async fn save_catalog(
+        &self,
+        catalog: &BackupCatalog,
+        settings: BlobSettings,
+        read: &CatalogVersion,
+    ) -> CliResult<CatalogVersion> {
+        let bytes = Bytes::from(seal_meta(MetaKind::BackupCatalog, catalog, settings, self.key.as_ref())?);
+        let key = self.layout.backup_catalog();
+        let written = match &read.0 {
+            None => {
+                self.store.put(&key, bytes.clone()).await?;
+                None
+            }
+            Some(version) => match self.store.put_if(&key, bytes.clone(), version.clone()).await {
+                Ok(v) => Some(v),
+                Err(e) if e.is_changed() => {
+                    return Err(CliError::new(
+                        ErrorCode::LockAcquire,
+                        format!(
+                            "{}: the backup catalog changed since this command read it: another writer took \
+                             over the repository's lease; nothing was committed",
+                            self.name()
+                        ),
+                    ));
+                }
+                Err(e) => return Err(e.into()),
+            },
+        };
+        self.store.put(&copy_of(&key), bytes).await?;
+        Ok(CatalogVersion(written))
     }
 }
+
+/// The version of the backup catalog a writer read (`None`: write without a condition).
+#[derive(Clone, Debug, Default)]
+pub struct CatalogVersion(Option<pgstrata_storage::store::ObjectVersion>);
 
 /// Opens repository `index` for `stanza`, which must exist there, and unlocks its key.
 pub async fn open_repo(config: &Config, index: u32, stanza: &str) -> CliResult<Repo> {

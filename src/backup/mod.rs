@@ -27,6 +27,7 @@ use crate::error::{CliError, CliResult, ErrorCode};
 use crate::lease::Lease;
 use crate::manifest::ManifestStream;
 use crate::postgres::{pg_path, remote_cluster};
+use crate::repo::CatalogVersion;
 use crate::repo::{Repo, blob_settings, open_repo, stanza_name};
 use crate::termination::Termination;
 use copy::{CopyCount, CopySettings, PackWriter, Prior, copy_tree};
@@ -104,8 +105,8 @@ async fn backup(config: &Config, stanza: &str, requested: BackupType) -> CliResu
     let lease =
         Lease::acquire(&repo.store, &repo.layout, repo.index, "backup", crate::lease::lease_time(config)).await?;
     let work = async {
-        let catalog = repo.load_catalog().await?;
-        let taken = take_backup(config, &repo, &lease, catalog.clone(), requested, term.clone()).await;
+        let (catalog, read) = repo.load_catalog_for_update().await?;
+        let taken = take_backup(config, &repo, &lease, (catalog.clone(), read), requested, term.clone()).await;
         // Only while the lease is ours: after a takeover, the unlisted backup is the new holder's.
         if let Err(e) = &taken
             && lease.check().is_ok()
@@ -225,7 +226,7 @@ async fn take_backup(
     config: &Config,
     repo: &Repo,
     lease: &Lease,
-    mut catalog: BackupCatalog,
+    (mut catalog, read): (BackupCatalog, CatalogVersion),
     requested: BackupType,
     term: Termination,
 ) -> CliResult<BackupLabel> {
@@ -306,7 +307,7 @@ async fn take_backup(
         crate::commands::annotate::annotations(config)?.into_iter().filter(|(_, v)| !v.is_empty()).collect();
     catalog.backups.push(entry);
     lease.check()?;
-    repo.save_catalog(&catalog, settings.blob).await?;
+    repo.save_catalog(&catalog, settings.blob, &read).await?;
     report(&plan, &stored, file_total, &copied);
     // The backup is complete: what is left is clutter, removed by the next backup if not now.
     if let Err(e) = resume::clean_up(repo, &plan.label, &totals.used, first_pack).await {

@@ -57,7 +57,7 @@ pub fn run(config: &Config) -> CliResult<()> {
             let lease =
                 Lease::acquire(&repo.store, &repo.layout, index, "annotate", crate::lease::lease_time(config)).await?;
             let saved = async {
-                let mut catalog = repo.load_catalog().await?;
+                let (mut catalog, read) = repo.load_catalog_for_update().await?;
                 let Some(entry) = catalog.backups.iter_mut().find(|b| b.label == label) else { return Ok(()) };
                 for (k, v) in &changes {
                     if v.is_empty() {
@@ -70,7 +70,7 @@ pub fn run(config: &Config) -> CliResult<()> {
                     entry.keep = keep;
                 }
                 lease.check()?;
-                repo.save_catalog(&catalog, blob_settings(config)?).await
+                repo.save_catalog(&catalog, blob_settings(config)?, &read).await.map(drop)
             }
             .await;
             lease.release().await;

@@ -124,7 +124,7 @@ async fn create_on(
         match repo.load_catalog().await {
             Ok(_) => {}
             Err(e) if e.code == ErrorCode::FileMissing => {
-                repo.save_catalog(&BackupCatalog::default(), blob_settings(config)?).await?;
+                repo.save_catalog(&BackupCatalog::default(), blob_settings(config)?, &Default::default()).await?;
             }
             Err(e) => return Err(e),
         }
@@ -155,7 +155,7 @@ async fn create_on(
         StanzaInfo { stanza: stanza.to_string(), created: now(), cipher, db_history: vec![db_entry(1, control)] };
     let repo = Repo { index, store, layout, info, key };
     // The catalog first: a stanza info never exists without one.
-    repo.save_catalog(&BackupCatalog::default(), blob_settings(config)?).await?;
+    repo.save_catalog(&BackupCatalog::default(), blob_settings(config)?, &Default::default()).await?;
     save_stanza_info(&repo.store, &repo.layout, &repo.info).await?;
     tracing::info!(
         "stanza-create for stanza '{stanza}' on repo{index}: created for PostgreSQL {} (system id {})",

@@ -69,7 +69,7 @@ pub fn run_choice(config: &Config, choice: &Choice) -> CliResult<()> {
 pub async fn expire(config: &Config, repo: &Repo, lease: &Lease, choice: &Choice) -> CliResult<()> {
     let dry = config.bool("dry-run");
     let say = if dry { "[DRY-RUN] " } else { "" };
-    let catalog = repo.load_catalog().await?;
+    let (catalog, read) = repo.load_catalog_for_update().await?;
     let retention = Retention::from_config(config, repo.index)?;
     let plan = ExpirePlan::new(&catalog, &retention, choice, repo.index, crate::backup::unix_now())?;
     plan.warnings.iter().for_each(|w| tracing::warn!("{w}"));
@@ -79,7 +79,7 @@ pub async fn expire(config: &Config, repo: &Repo, lease: &Lease, choice: &Choice
         tracing::info!("{say}repo{}: expire backup set {}", repo.index, labels.join(", "));
         if !dry {
             lease.check()?;
-            repo.save_catalog(&plan.retained, blob_settings(config)?).await?;
+            repo.save_catalog(&plan.retained, blob_settings(config)?, &read).await?;
         }
     }
     let history_days = config.int(&format!("repo{}-retention-history", repo.index)).unwrap_or(365);

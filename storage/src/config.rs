@@ -188,6 +188,7 @@ impl StorageConfig {
                     .map_err(invalid)?
                     .with_fsync(true)
                     .with_automatic_cleanup(true);
+                let fs = crate::local::LocalStore::new(fs, path.clone());
                 return Ok(RepoStore::new(Arc::new(fs), "", self.describe(), retry).with_local_root(path.clone()));
             }
             // S3 and GCS name their uploads (see `crate::upload`); Azure's abort is a no-op.

@@ -37,6 +37,7 @@ pub async fn run_all(store: &RepoStore, caps: Capabilities) {
     streaming_upload(store).await;
     aborted_upload(store).await;
     atomic_overwrite(store).await;
+    conditional_update(store).await;
     if caps.atomic_create {
         create_race(store).await;
     }
@@ -44,6 +45,32 @@ pub async fn run_all(store: &RepoStore, caps: Capabilities) {
     assert!(left > 0, "{name}: cleanup found nothing to delete");
     let after = store.list_all("").await.unwrap_or_else(|e| panic!("{name}: list after cleanup: {e}"));
     assert!(after.is_empty(), "{name}: objects left after cleanup: {after:?}");
+}
+
+/// An update on condition of the version read: applied when the object is unchanged, refused
+/// (`Changed`, nothing written) when another write came in between.
+async fn conditional_update(s: &RepoStore) {
+    let n = s.describe();
+    s.put("cas/catalog", payload(100, 1)).await.unwrap_or_else(|e| panic!("{n}: put: {e}"));
+    let (read, v1) = s.get_versioned("cas/catalog").await.unwrap_or_else(|e| panic!("{n}: get_versioned: {e}"));
+    assert_eq!(read, payload(100, 1), "{n}: get_versioned content");
+    assert!(v1.e_tag.is_some() || v1.version.is_some(), "{n}: no version reported");
+    let v2 = s
+        .put_if("cas/catalog", payload(120, 2), v1.clone())
+        .await
+        .unwrap_or_else(|e| panic!("{n}: update at the version read: {e}"));
+    assert_ne!(v2, v1, "{n}: the version did not change with the content");
+    let stale = s.put_if("cas/catalog", payload(140, 3), v1).await;
+    assert!(matches!(stale, Err(StorageError::Changed { .. })), "{n}: an update at a stale version: {stale:?}");
+    assert_eq!(s.get("cas/catalog").await.unwrap_or_else(|e| panic!("{n}: get: {e}")), payload(120, 2));
+    let (_, v3) = s.get_versioned("cas/catalog").await.unwrap_or_else(|e| panic!("{n}: get_versioned: {e}"));
+    assert_eq!(v3, v2, "{n}: the version read is not the one written");
+    // A plain overwrite in between also makes the version stale.
+    s.put("cas/catalog", payload(160, 4)).await.unwrap_or_else(|e| panic!("{n}: put: {e}"));
+    let stale = s.put_if("cas/catalog", payload(180, 5), v3).await;
+    assert!(matches!(stale, Err(StorageError::Changed { .. })), "{n}: an update after an overwrite: {stale:?}");
+    let listed = s.list_all("cas/").await.unwrap_or_else(|e| panic!("{n}: list: {e}"));
+    assert_eq!(listed.len(), 1, "{n}: an update left more than the object: {listed:?}");
 }
 
 async fn round_trip(s: &RepoStore) {

@@ -13,6 +13,10 @@ pub enum StorageError {
     #[error("{key} already exists in {store}")]
     AlreadyExists { store: String, key: String },
 
+    /// A conditional write found the object changed since the version it was read at.
+    #[error("{key} in {store} changed since it was read")]
+    Changed { store: String, key: String },
+
     /// The credentials were refused or lack permission.
     #[error(
         "access to {key} in {store} denied: {detail}\nHINT: check the repository credentials and their permissions"
@@ -35,6 +39,10 @@ pub enum StorageError {
 impl StorageError {
     pub fn is_not_found(&self) -> bool {
         matches!(self, Self::NotFound { .. })
+    }
+
+    pub fn is_changed(&self) -> bool {
+        matches!(self, Self::Changed { .. })
     }
 
     pub fn is_already_exists(&self) -> bool {

@@ -19,6 +19,7 @@ pub mod config;
 pub mod conformance;
 pub mod error;
 pub mod fault;
+pub mod local;
 pub mod retry;
 pub mod store;
 pub mod upload;

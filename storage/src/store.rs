@@ -30,6 +30,9 @@ pub fn key_under(prefix: &str, path: &Path) -> String {
     }
 }
 
+/// The version of an object a conditional update compares (`object_store`'s own type).
+pub type ObjectVersion = object_store::UpdateVersion;
+
 /// What a listing or `head` says about an object.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ObjectInfo {
@@ -258,6 +261,46 @@ impl RepoStore {
             async move { self.inner.get(&path).await?.bytes().await }
         })
         .await
+    }
+
+    /// Reads a whole object and its version (what [`put_if`](Self::put_if) compares: the
+    /// e-tag, and the generation where the store has one, as GCS does).
+    pub async fn get_versioned(&self, key: &str) -> Result<(Bytes, ObjectVersion)> {
+        let path = self.path(key);
+        self.retrying("read", key, |_| {
+            let path = path.clone();
+            async move {
+                let got = self.inner.get(&path).await?;
+                let version = ObjectVersion { e_tag: got.meta.e_tag.clone(), version: got.meta.version.clone() };
+                Ok((got.bytes().await?, version))
+            }
+        })
+        .await
+    }
+
+    /// Replaces an object only if it is still at `version` (from
+    /// [`get_versioned`](Self::get_versioned)); else [`StorageError::Changed`]. Returns the new
+    /// version. S3, GCS and Azure compare on the server; the local filesystem under a lock (see
+    /// [`crate::local`]).
+    pub async fn put_if(&self, key: &str, data: Bytes, version: ObjectVersion) -> Result<ObjectVersion> {
+        let path = self.path(key);
+        let result = self
+            .retrying_as("update", key, Some(false), |_| {
+                let payload = PutPayload::from(data.clone());
+                let path = path.clone();
+                let mode = PutMode::Update(version.clone());
+                async move {
+                    match self.inner.put_opts(&path, payload, PutOptions { mode, ..Default::default() }).await {
+                        Ok(done) => Ok(Ok(ObjectVersion { e_tag: done.e_tag, version: done.version })),
+                        Err(object_store::Error::Precondition { .. } | object_store::Error::NotFound { .. }) => {
+                            Ok(Err(()))
+                        }
+                        Err(e) => Err(e),
+                    }
+                }
+            })
+            .await?;
+        result.map_err(|()| StorageError::Changed { store: self.store.clone(), key: key.to_string() })
     }
 
     /// Reads `range` of an object; a range past the end is an error.
