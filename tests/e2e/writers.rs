@@ -183,6 +183,14 @@ fn backup_returns_within_archive_timeout_when_archiving_fails() {
     cluster.configure("archive_mode = on\narchive_command = 'false'\nwal_level = replica\n");
     cluster.start();
     s.ok(&["--stanza=db", "stanza-create"]);
+    // A resume reuses a file only when its time is before the attempt's start (to the second):
+    // a cluster made the same second as the first attempt would have nothing to reuse, by luck.
+    let aged = std::process::Command::new("find")
+        .arg(&cluster.data)
+        .args(["-type", "f", "-exec", "touch", "-d", "1 hour ago", "{}", "+"])
+        .status()
+        .unwrap();
+    assert!(aged.success());
     let began = Instant::now();
     let o = s.run(&["--stanza=db", "backup", "--type=full", "--start-fast", "--archive-timeout=5"]);
     let took = began.elapsed();
@@ -578,4 +586,96 @@ fn killed_backups_are_resumed() {
         assert!(restored.dumpall() == *expected, "{label} restored differs from the cluster it was taken of");
         restored.stop();
     }
+}
+
+/// A backup stopped (SIGSTOP) past its lease, just before it commits, while another writer takes
+/// the lease over and completes a backup: resumed, it must commit nothing — no manifest over
+/// the other's, no catalog without the other's backup — and fail with 50.
+#[test]
+fn a_writer_stopped_past_its_lease_commits_nothing_when_resumed() {
+    if !postgres_available() {
+        return;
+    }
+    let scratch = Scratch::new("pgstrata-sigstop-");
+    let repo = scratch.path("repo");
+    let cluster = Cluster::init(&scratch, "src");
+    let s = setup(&scratch, "src.conf", &cluster, &repo, None);
+    // Archiving through a gate the test opens and closes: closed, a backup waits for its WAL.
+    let gate = scratch.path("gate").join("open");
+    std::fs::write(&gate, "").unwrap();
+    cluster.configure(&format!(
+        "archive_mode = on\narchive_command = 'test -f {} && {} archive-push %p'\nwal_level = replica\n",
+        gate.display(),
+        s.command_prefix()
+    ));
+    cluster.start();
+    s.ok(&["--stanza=db", "stanza-create"]);
+    s.ok(&["--stanza=db", "backup", "--type=full", "--start-fast"]);
+    std::fs::remove_file(&gate).unwrap();
+
+    // W1: a backup with a 3 s lease, stopped once it waits for its WAL (after its data, before
+    // its manifest and catalog entry).
+    let log = scratch.path("w1-log");
+    let args = s.args(&[
+        "--stanza=db",
+        "backup",
+        "--type=full",
+        "--start-fast",
+        "--lease-time=3",
+        "--archive-timeout=120",
+        "--log-level-file=info",
+    ]);
+    let mut refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let log_path = format!("--log-path={}", log.display());
+    refs.push(&log_path);
+    let w1 = support::command_as("postgres", "postgres", Path::new(support::bin()), &refs, &[])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = w1.id().to_string();
+    let log_file = log.join("db-backup.log");
+    let began = Instant::now();
+    while !std::fs::read_to_string(&log_file).unwrap_or_default().contains("backup stop archive") {
+        assert!(began.elapsed() < Duration::from_secs(60), "W1 never reached its WAL wait");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(std::process::Command::new("kill").args(["-STOP", &pid]).status().unwrap().success());
+    // Its lease runs out (read from the lease object itself).
+    let lease_expiry = || {
+        let dir = repo.join("stanza/db/lock");
+        let newest = std::fs::read_dir(&dir).unwrap().flatten().map(|e| e.path()).max().unwrap();
+        let holder: serde_json::Value = serde_json::from_slice(&std::fs::read(newest).unwrap()).unwrap();
+        holder["expires"].as_i64().unwrap()
+    };
+    let now = || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    while now() <= lease_expiry() {
+        assert!(began.elapsed() < Duration::from_secs(90), "W1's lease never expired");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // W2, on another machine (its own lock directory), takes the lease over and completes a
+    // backup.
+    std::fs::write(&gate, "").unwrap();
+    other_machine(&scratch, &s, "w2").ok(&["--stanza=db", "backup", "--type=full", "--start-fast"]);
+    let after_w2 = labels(&s);
+    assert_eq!(after_w2.len(), 2, "{after_w2:?}");
+    let manifests = support::snapshot(&repo.join("stanza/db/backup"));
+
+    // W1 resumes: it finds its WAL archived and must not commit.
+    assert!(std::process::Command::new("kill").args(["-CONT", &pid]).status().unwrap().success());
+    let o = w1.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(50), "W1 after SIGCONT: {}", text(&o));
+    assert!(text(&o).contains("lease"), "{}", text(&o));
+    assert_eq!(labels(&s), after_w2, "W1 changed the catalog after losing its lease");
+    let listed: Vec<String> = support::snapshot(&repo.join("stanza/db/backup"))
+        .into_iter()
+        .filter(|l| l.ends_with("backup.manifest") || l.ends_with("backup.manifest.copy"))
+        .collect();
+    let before: Vec<String> = manifests
+        .into_iter()
+        .filter(|l| l.ends_with("backup.manifest") || l.ends_with("backup.manifest.copy"))
+        .collect();
+    assert_eq!(listed, before, "W1 wrote a manifest after losing its lease");
+    // What the catalog lists restores.
+    s.ok(&["--stanza=db", "verify"]);
 }
