@@ -68,6 +68,21 @@ impl std::fmt::Display for Failure {
     }
 }
 
+/// A stream of chunks as DATA frames, empty chunks dropped: h2 counts empty DATA frames a peer
+/// receives and ends the connection after 100 (GOAWAY ENHANCE_YOUR_CALM, "too many empty data
+/// frames"), for the whole life of the connection.
+pub fn data_frames<E>(
+    chunks: impl futures::Stream<Item = Result<Bytes, E>>,
+) -> impl futures::Stream<Item = Result<Frame<Bytes>, E>> {
+    use futures::StreamExt;
+    chunks.filter_map(|c| {
+        futures::future::ready(match c {
+            Ok(b) if b.is_empty() => None,
+            other => Some(other.map(Frame::data)),
+        })
+    })
+}
+
 /// A request to `path` (`/repo`, `/data`) of the server at `endpoint`, with its head.
 pub fn post(endpoint: &Endpoint, path: &str, head: &Head, body: Body) -> Result<http::Request<Body>, String> {
     let head = serde_json::to_vec(head).map_err(|e| e.to_string())?;
@@ -415,14 +430,19 @@ impl ObjectStore for RemoteStore {
         let key = location.to_string();
         let (tx, rx) = mpsc::unbounded_channel::<Chunk>();
         let stream = futures::stream::unfold(rx, |mut rx| async move {
-            match rx.recv().await? {
-                Chunk::Data(bytes, ack) => {
-                    if let Some(ack) = ack {
-                        let _ = ack.send(());
+            loop {
+                match rx.recv().await? {
+                    Chunk::Data(bytes, ack) => {
+                        if let Some(ack) = ack {
+                            let _ = ack.send(());
+                        }
+                        // No empty DATA frames (see `data_frames`).
+                        if !bytes.is_empty() {
+                            return Some((Ok(Frame::data(bytes)), rx));
+                        }
                     }
-                    Some((Ok(Frame::data(bytes)), rx))
+                    Chunk::Abort => return Some((Err(std::io::Error::other("upload aborted")), rx)),
                 }
-                Chunk::Abort => Some((Err(std::io::Error::other("upload aborted")), rx)),
             }
         });
         let request = self.request(Op::Upload { key: key.clone() }, BodyExt::boxed_unsync(StreamBody::new(stream)))?;

@@ -200,10 +200,11 @@ pub async fn serve(
     }
 }
 
-/// The answer streaming what a blocking reader sends.
+/// The answer streaming what a blocking reader sends (never an empty DATA frame, see
+/// [`client::data_frames`]).
 fn streamed(rx: tokio::sync::mpsc::Receiver<std::io::Result<Bytes>>) -> http::Response<Body> {
-    let stream = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (b.map(Frame::data), rx)) });
-    http::Response::new(BodyExt::boxed_unsync(StreamBody::new(stream)))
+    let stream = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (b, rx)) });
+    http::Response::new(BodyExt::boxed_unsync(StreamBody::new(client::data_frames(stream))))
 }
 
 /// Reads `len` bytes (fewer at the end of the file) a chunk at a time and sends them; stops when
@@ -251,7 +252,12 @@ fn seal_records(specs: &[PartSpec], tx: &tokio::sync::mpsc::Sender<std::io::Resu
         let mut front = BytesMut::with_capacity(Record::HEAD + outcome.len());
         front.extend_from_slice(&head.encode());
         front.extend_from_slice(&outcome);
-        if tx.blocking_send(Ok(front.freeze())).is_err() || tx.blocking_send(Ok(Bytes::from(blob))).is_err() {
+        // Nothing stored, nothing sent: an empty DATA frame counts against the peer's h2 limit
+        // (100 per connection, then GOAWAY ENHANCE_YOUR_CALM), and an incremental has many parts
+        // with nothing to store.
+        if tx.blocking_send(Ok(front.freeze())).is_err()
+            || (!blob.is_empty() && tx.blocking_send(Ok(Bytes::from(blob))).is_err())
+        {
             return;
         }
     }

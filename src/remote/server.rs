@@ -451,7 +451,7 @@ async fn get(served: &Served, key: &str, range: Option<(u64, u64)>, head: bool) 
     if head {
         return answer(client::empty(), Some(&meta));
     }
-    let stream = result.into_stream().map(|r| r.map(Frame::data).map_err(std::io::Error::other));
+    let stream = client::data_frames(result.into_stream().map(|r| r.map_err(std::io::Error::other)));
     answer(BodyExt::boxed_unsync(StreamBody::new(stream)), Some(&meta))
 }
 
