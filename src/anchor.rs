@@ -252,19 +252,26 @@ pub fn entries(dir: impl AsFd) -> std::io::Result<Vec<(OsString, FileType)>> {
     Ok(out)
 }
 
+/// `options` made to refuse a link at the file's name (`O_NOFOLLOW`): for the files pgstrata
+/// opens as root in directories others may write to (logs, locks, the spool, stop files).
+pub fn no_follow(options: &mut std::fs::OpenOptions) -> &mut std::fs::OpenOptions {
+    use std::os::unix::fs::OpenOptionsExt;
+    options.custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+}
+
 /// Opens a file to create it, never through a link at its name: `O_CREAT | O_NOFOLLOW`, and
 /// created new with `mode` (a leftover at the name is removed first when `replace`). For files
 /// pgstrata writes as root into directories others may write to (logs, locks, spool).
 pub fn create_nofollow(path: &Path, mode: u32, append: bool) -> std::io::Result<File> {
     use std::os::unix::fs::OpenOptionsExt;
     let mut o = std::fs::OpenOptions::new();
-    o.create(true).mode(mode).custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32);
+    o.create(true).mode(mode);
     if append {
         o.append(true);
     } else {
         o.write(true).truncate(true);
     }
-    o.open(path).map_err(|e| {
+    no_follow(&mut o).open(path).map_err(|e| {
         if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) {
             std::io::Error::other(format!("{} is a link: not followed", path.display()))
         } else {

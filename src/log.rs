@@ -147,8 +147,8 @@ pub fn init(config: &Config, with_file: bool) {
     {
         let name = format!("{}-{}.log", config.get("stanza").unwrap_or("all"), config.command.name.replace(':', "-"));
         let path = PathBuf::from(dir).join(name);
-        let opened =
-            std::fs::create_dir_all(dir).and_then(|()| OpenOptions::new().create(true).append(true).open(&path));
+        let opened = std::fs::create_dir_all(dir)
+            .and_then(|()| crate::anchor::no_follow(OpenOptions::new().create(true).append(true)).open(&path));
         match opened {
             Ok(mut f) => {
                 let _ = f.write_all(b"-------------------PROCESS START-------------------\n");

@@ -80,8 +80,8 @@ pub fn runs(stored: &[u32], pages: u32, prior: &[PageRun]) -> Option<Vec<PageRun
     let mut push = |page: u32, backup: Option<BackupLabel>, at: u32| {
         if let Some(last) = out.last_mut()
             && last.backup == backup
-            && last.first + last.count == page
-            && last.at + last.count == at
+            && last.first.checked_add(last.count) == Some(page)
+            && last.at.checked_add(last.count) == Some(at)
         {
             last.count += 1;
             return;
@@ -95,11 +95,11 @@ pub fn runs(stored: &[u32], pages: u32, prior: &[PageRun]) -> Option<Vec<PageRun
             next_stored += 1;
             continue;
         }
-        while prior.get(prior_run).is_some_and(|r| r.first + r.count <= page) {
+        while prior.get(prior_run).is_some_and(|r| u64::from(r.first) + u64::from(r.count) <= u64::from(page)) {
             prior_run += 1;
         }
         let run = prior.get(prior_run).filter(|r| r.first <= page)?;
-        push(page, run.backup.clone(), run.at + (page - run.first));
+        push(page, run.backup.clone(), run.at.checked_add(page - run.first)?);
     }
     Some(out)
 }
@@ -182,6 +182,9 @@ mod tests {
         assert_eq!(r, [run(0, 1, Some(&full), 0), run(1, 1, Some(&incr), 0), run(2, 1, None, 0)]);
         // A page the prior does not cover and this backup did not store: no map.
         assert!(runs(&[], 5, &prior).is_none());
+        // A prior map from a damaged manifest whose runs wrap: no map, and no overflow.
+        assert!(runs(&[], 3, &[run(0, u32::MAX, Some(&full), u32::MAX)]).is_none());
+        assert!(runs(&[], 3, &[run(u32::MAX, u32::MAX, Some(&full), 0)]).is_none());
     }
 
     #[test]

@@ -277,7 +277,7 @@ async fn verify_backup(
         }
         for check in part_checks(&entry, frame_size) {
             let key = repo.layout.pack(&holder, check.part.pack);
-            let end = check.part.offset + check.part.len;
+            let end = check.part.offset.saturating_add(check.part.len);
             match &mut batch {
                 Some(bt) if bt.key == key && bt.end == check.part.offset && end - bt.start <= BATCH_BYTES => {
                     bt.end = end;

@@ -26,9 +26,9 @@ pub async fn copies(repo: &Repo, archive: &str, name: &WalFileName) -> CliResult
 /// The largest file of a WAL archive: PostgreSQL's largest segment size (1 GiB).
 const MAX_WAL_FILE: u64 = 1 << 30;
 
-/// Fetches `name`, decrypted, decompressed and checked against the digest its key carries.
-/// `None` when the archive does not have it.
-pub async fn fetch(repo: &Repo, archive: &str, name: &WalFileName) -> CliResult<Option<Vec<u8>>> {
+/// Fetches `name`, decrypted, decompressed and checked against the digest its key carries, its
+/// frames opened on up to `threads` threads. `None` when the archive does not have it.
+pub async fn fetch(repo: &Repo, archive: &str, name: &WalFileName, threads: usize) -> CliResult<Option<Vec<u8>>> {
     let found = copies(repo, archive, name).await?;
     let Some((key, sha)) = found.first() else { return Ok(None) };
     if found.iter().any(|(_, s)| s != sha) {
@@ -40,7 +40,6 @@ pub async fn fetch(repo: &Repo, archive: &str, name: &WalFileName) -> CliResult<
     let stored = repo.store.get(key).await?;
     // Off the runtime's threads, the frames opened in parallel (a segment is 16 of them).
     let (key, sha, data_key) = (key.clone(), *sha, repo.key.clone());
-    let threads = std::thread::available_parallelism().map_or(2, |n| n.get()).min(8);
     tokio::task::spawn_blocking(move || {
         let (plain, _) = decode_blob_parallel(&stored, &key, data_key.as_ref(), threads, MAX_WAL_FILE)?;
         if Sha256Digest::of(&plain) != sha {
@@ -58,7 +57,7 @@ pub async fn history(repo: &Repo, archive: &str, timeline: TimelineId) -> CliRes
         return Ok(TimelineHistory::first());
     }
     let name = WalFileName::history(timeline);
-    let text = fetch(repo, archive, &name).await?.ok_or_else(|| {
+    let text = fetch(repo, archive, &name, 1).await?.ok_or_else(|| {
         CliError::new(
             ErrorCode::FileMissing,
             format!("timeline {timeline} has no history file ({name}) in the {} archive", repo.name()),

@@ -742,6 +742,9 @@ pub struct ManifestReader {
     what: String,
     buf: Vec<u8>,
     pos: usize,
+    /// How many bytes past `pos` are known to hold no newline: each byte is searched once, however
+    /// the input is cut (a long line fed in small pieces is not rescanned on every poll).
+    scanned: usize,
     hasher: CountingHasher,
     header: Option<ManifestHeader>,
     entries: u64,
@@ -755,6 +758,7 @@ impl ManifestReader {
             what: what.into(),
             buf: Vec::new(),
             pos: 0,
+            scanned: 0,
             hasher: CountingHasher::default(),
             header: None,
             entries: 0,
@@ -785,13 +789,16 @@ impl ManifestReader {
                 }
                 return Ok(None);
             }
-            let Some(nl) = self.buf[self.pos..].iter().position(|&b| b == b'\n') else {
-                if self.buf.len() - self.pos > MAX_LINE {
+            let from = self.pos + self.scanned;
+            let Some(nl) = self.buf[from..].iter().position(|&b| b == b'\n') else {
+                self.scanned = self.buf.len() - self.pos;
+                if self.scanned > MAX_LINE {
                     return Err(FormatError::corrupt(&self.what, "line too long"));
                 }
                 return Ok(None);
             };
-            let line_end = self.pos + nl + 1;
+            self.scanned = 0;
+            let line_end = from + nl + 1;
             let line = self.buf[self.pos..line_end].to_vec();
             self.pos = line_end;
             if self.header.is_none() {

@@ -186,7 +186,7 @@ pub fn worker(config: &Config) -> CliResult<()> {
             idle = 0;
             let repos = &repos;
             let mut fetched =
-                futures::stream::iter(todo.into_iter().map(|n| async move { (n, fetch_any(repos, &n).await) }))
+                futures::stream::iter(todo.into_iter().map(|n| async move { (n, fetch_any(repos, &n, 1).await) }))
                     .buffered(workers);
             while let Some((n, result)) = fetched.next().await {
                 match result {

@@ -89,8 +89,16 @@ async fn open_all(config: &Config, stanza: &str) -> CliResult<Vec<Repo>> {
 /// Pushes one WAL file into every repository, create-only: returns when it is durable in all
 /// of them. The same content already there is a success (with a warning); different content
 /// is refused (45) and nothing is overwritten.
-async fn push_file(repos: &[Repo], settings: BlobSettings, name: &WalFileName, path: &Path) -> CliResult<()> {
-    let threads = std::thread::available_parallelism().map_or(2, |n| n.get()).min(8);
+/// `threads`: threads compressing and encrypting its frames (`process-max` for one file; one
+/// each when a worker pushes `process-max` files at once).
+async fn push_file(
+    repos: &[Repo],
+    settings: BlobSettings,
+    name: &WalFileName,
+    path: &Path,
+    threads: usize,
+) -> CliResult<()> {
+    let threads = threads.max(1);
     let mut first: Option<Sha256Digest> = None;
     for repo in repos {
         let db = repo.current_db()?;
@@ -176,7 +184,7 @@ pub fn push(config: &Config) -> CliResult<()> {
     let settings = blob_settings(config)?;
     crate::commands::runtime()?.block_on(async {
         let repos = open_all(config, &stanza).await?;
-        push_file(&repos, settings, &name, &path).await
+        push_file(&repos, settings, &name, &path, process_max(config)).await
     })
 }
 
@@ -191,16 +199,21 @@ fn get_params(config: &Config) -> CliResult<(WalFileName, PathBuf)> {
 }
 
 /// `name` from one repository: `None` when it does not have it.
-async fn fetch_from(repo: &Repo, name: &WalFileName) -> CliResult<Option<Vec<u8>>> {
+/// Threads one command may use at once: `process-max`.
+fn process_max(config: &Config) -> usize {
+    config.int("process-max").and_then(|n| usize::try_from(n).ok()).unwrap_or(1).max(1)
+}
+
+async fn fetch_from(repo: &Repo, name: &WalFileName, threads: usize) -> CliResult<Option<Vec<u8>>> {
     let db = repo.current_db()?;
-    crate::wal::fetch(repo, &archive_id(db.pg_version, db.id), name).await
+    crate::wal::fetch(repo, &archive_id(db.pg_version, db.id), name, threads).await
 }
 
 /// Fetches `name` from the first repository that has it, by [`RepoSearch`]'s rule.
-async fn fetch_any(repos: &[Repo], name: &WalFileName) -> CliResult<Option<(Vec<u8>, u32)>> {
+async fn fetch_any(repos: &[Repo], name: &WalFileName, threads: usize) -> CliResult<Option<(Vec<u8>, u32)>> {
     let mut search = RepoSearch::default();
     for repo in repos {
-        if let Some(plain) = search.answer(repo.index, fetch_from(repo, name).await) {
+        if let Some(plain) = search.answer(repo.index, fetch_from(repo, name, threads).await) {
             return Ok(Some((plain, repo.index)));
         }
     }
@@ -271,7 +284,8 @@ fn get_sync(config: &Config, stanza: &str, name: &WalFileName, dest: &Path) -> C
         // unwrapped) only when the earlier ones lack the file.
         let mut search = RepoSearch::default();
         for index in repo_indexes(config) {
-            let attempt = async { fetch_from(&open_repo(config, index, stanza).await?, name).await };
+            let attempt =
+                async { fetch_from(&open_repo(config, index, stanza).await?, name, process_max(config)).await };
             if let Some(plain) = search.answer(index, attempt.await) {
                 write_atomically(dest, &plain)?;
                 tracing::info!("found {name} in the repo{index} archive");

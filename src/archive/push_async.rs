@@ -190,7 +190,7 @@ fn run(config: &Config, stanza: &str, wal_dir: &Path, spool: &Spool) -> CliResul
             let mut results = futures::stream::iter(todo.into_iter().map(|file| async move {
                 let outcome = async {
                     let name: WalFileName = file.parse()?;
-                    push_file(repos, settings, &name, &wal_dir.join(&file)).await
+                    push_file(repos, settings, &name, &wal_dir.join(&file), 1).await
                 }
                 .await;
                 (file, outcome)

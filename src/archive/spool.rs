@@ -101,10 +101,7 @@ pub fn try_worker_lock(path: &Path) -> CliResult<Option<std::fs::File>> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(|e| io(dir, "create the lock directory", e))?;
     }
-    let f = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
+    let f = crate::anchor::no_follow(std::fs::OpenOptions::new().create(true).truncate(false).write(true))
         .open(path)
         .map_err(|e| io(path, "open the lock file", e))?;
     match f.try_lock() {

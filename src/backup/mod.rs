@@ -59,9 +59,11 @@ pub fn acquire_lock(config: &Config, stanza: &str, kind: &str) -> CliResult<Comm
         CliError::new(ErrorCode::LockAcquire, format!("unable to create lock path {}: {e}", dir.display()))
     })?;
     let path = dir.join(format!("{stanza}-{kind}.lock"));
-    let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path).map_err(|e| {
-        CliError::new(ErrorCode::LockAcquire, format!("unable to open lock file {}: {e}", path.display()))
-    })?;
+    let file = crate::anchor::no_follow(std::fs::OpenOptions::new().create(true).truncate(false).write(true))
+        .open(&path)
+        .map_err(|e| {
+            CliError::new(ErrorCode::LockAcquire, format!("unable to open lock file {}: {e}", path.display()))
+        })?;
     match file.try_lock() {
         Ok(()) => {
             crate::commands::control::record_holder(&file);

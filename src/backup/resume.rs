@@ -198,7 +198,9 @@ impl Resumable {
             FileData::Stored { parts } | FileData::Pages { parts, .. } => parts,
             FileData::Empty | FileData::Same { .. } => return false,
         };
-        parts.iter().all(|p| self.packs.get(&p.pack).is_some_and(|&size| p.offset + p.len <= size))
+        parts.iter().all(|p| {
+            self.packs.get(&p.pack).is_some_and(|&size| p.offset.checked_add(p.len).is_some_and(|end| end <= size))
+        })
     }
 }
 

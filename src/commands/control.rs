@@ -58,9 +58,11 @@ pub fn stop(config: &Config) -> CliResult<()> {
     })?;
     {
         use std::os::unix::fs::OpenOptionsExt;
-        std::fs::OpenOptions::new().write(true).create(true).truncate(false).mode(0o640).open(&file).map_err(|e| {
-            CliError::new(ErrorCode::FileRead, format!("unable to create stop file {}: {e}", file.display()))
-        })?;
+        crate::anchor::no_follow(std::fs::OpenOptions::new().write(true).create(true).truncate(false).mode(0o640))
+            .open(&file)
+            .map_err(|e| {
+                CliError::new(ErrorCode::FileRead, format!("unable to create stop file {}: {e}", file.display()))
+            })?;
     }
     if config.bool("force") {
         terminate_holders(config, stanza);

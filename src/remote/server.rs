@@ -40,6 +40,8 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Requests one connection may have open at once (a client uses about `process-max` of them),
 /// which bounds what one connection can make the server hold.
 const MAX_STREAMS: u32 = 64;
+/// Repositories and clusters kept open per stanza, at most.
+const CACHED_STANZAS: usize = 64;
 
 /// Which stanzas each client common name may use (`tls-server-auth`).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -160,6 +162,10 @@ impl Settings {
         }
         let cluster = Arc::new(ServedCluster::from_config(&self.stanza_config(stanza)?)?);
         if let Ok(mut clusters) = self.clusters.lock() {
+            // Bounded whatever stanza names clients send (`*` grants): start over when full.
+            if clusters.len() >= CACHED_STANZAS {
+                clusters.clear();
+            }
             clusters.insert(stanza.to_string(), cluster.clone());
         }
         Ok(cluster)
@@ -191,6 +197,9 @@ impl Settings {
         let (store, prefix) = store.object_store();
         let served = Served { store, prefix: prefix.to_string() };
         if let Ok(mut stores) = self.stores.lock() {
+            if stores.len() >= CACHED_STANZAS {
+                stores.clear();
+            }
             stores.insert(cache_key, served.clone());
         }
         Ok(served)
@@ -346,6 +355,17 @@ fn authorize<'a>(settings: &Settings, peer: &Peer, keys: impl IntoIterator<Item 
     Ok(())
 }
 
+/// A write request must name its stanza, and every key it writes must lie in it.
+fn writes_in_stanza(stanza: Option<&str>, keys: &[&str]) -> Result<(), WireError> {
+    let Some(stanza) = stanza else {
+        return Err(WireError::new(ErrorKind::Invalid, "a write must name its stanza"));
+    };
+    match keys.iter().find(|k| stanza_of(k) != Some(stanza)) {
+        Some(key) => Err(WireError::new(ErrorKind::Forbidden, format!("'{key}' is not inside stanza '{stanza}'"))),
+        None => Ok(()),
+    }
+}
+
 fn unauthenticated() -> WireError {
     WireError::new(
         ErrorKind::Unauthenticated,
@@ -406,6 +426,22 @@ async fn data_request(settings: &Settings, peer: &Peer, request: http::Request<I
 
 async fn repo_request(settings: &Settings, peer: &Peer, request: http::Request<Incoming>) -> Result<Answer, WireError> {
     let (head, name) = head_of(settings, peer, &request)?;
+    // Nothing is opened (a local repository directory would be created) for a client no grant
+    // names.
+    if !settings.grants.knows(name) {
+        return Err(forbidden(name, head.stanza.as_deref().unwrap_or("(none)"), &settings.grants));
+    }
+    // A write names its stanza and stays inside it: it goes to that stanza's repository as this
+    // host configures it, never to another stanza's through the global one.
+    let written: Option<Vec<&str>> = match &head.op {
+        Op::Put { key, .. } | Op::Upload { key } => Some(vec![key.as_str()]),
+        Op::Copy { to, .. } => Some(vec![to.as_str()]),
+        Op::Delete => Some(Vec::new()),
+        _ => None,
+    };
+    if let Some(keys) = &written {
+        writes_in_stanza(head.stanza.as_deref(), keys)?;
+    }
     let served = settings.served(head.stanza.as_deref(), head.repo)?;
     let body = request.into_body();
     match head.op {
@@ -423,7 +459,7 @@ async fn repo_request(settings: &Settings, peer: &Peer, request: http::Request<I
         }
         Op::List { prefix, offset } => list(settings, name, &served, prefix, offset),
         Op::ListDir { prefix } => list_dir(settings, name, &served, prefix).await,
-        Op::Delete => delete(settings, peer, &served, body).await,
+        Op::Delete => delete(settings, peer, (&served, head.stanza.as_deref()), body).await,
         Op::DataList { .. } | Op::DataStat { .. } | Op::DataRead { .. } | Op::DataSeal | Op::Sql => {
             Err(WireError::new(ErrorKind::Invalid, "a data operation is not a repository request"))
         }
@@ -573,7 +609,12 @@ async fn list_dir(
     answer(client::full(Bytes::from(body)), None::<&()>)
 }
 
-async fn delete(settings: &Settings, peer: &Peer, served: &Served, body: Incoming) -> Result<Answer, WireError> {
+async fn delete(
+    settings: &Settings,
+    peer: &Peer,
+    (served, stanza): (&Served, Option<&str>),
+    body: Incoming,
+) -> Result<Answer, WireError> {
     let bytes = Limited::new(body, 16 << 20)
         .collect()
         .await
@@ -585,6 +626,7 @@ async fn delete(settings: &Settings, peer: &Peer, served: &Served, body: Incomin
         return Err(WireError::new(ErrorKind::Invalid, format!("more than {} keys in one delete", wire::DELETE_BATCH)));
     }
     authorize(settings, peer, keys.iter().map(String::as_str))?;
+    writes_in_stanza(stanza, &keys.iter().map(String::as_str).collect::<Vec<_>>())?;
     let results: Vec<Option<WireError>> = stream::iter(keys)
         .map(|key| async move {
             let path = served.path(&key).map_err(Some)?;

@@ -244,7 +244,7 @@ fn joins(batch: &[FileJob], range: Option<(u32, u64, u64)>, next: &FileJob) -> b
     }
     match (range, small_part(&next.entry)) {
         (Some((pack, start, end)), Some(p)) => {
-            p.pack == pack && p.offset == end && p.offset + p.len - start <= BATCH_BYTES
+            p.pack == pack && p.offset == end && p.offset.saturating_add(p.len).saturating_sub(start) <= BATCH_BYTES
         }
         _ => true,
     }
@@ -262,8 +262,8 @@ fn batches(
         let push = |batch: &mut Vec<FileJob>, range: &mut Option<(u32, u64, u64)>, job: FileJob| {
             if let Some(p) = small_part(&job.entry) {
                 *range = Some(match *range {
-                    Some((pack, start, _)) => (pack, start, p.offset + p.len),
-                    None => (p.pack, p.offset, p.offset + p.len),
+                    Some((pack, start, _)) => (pack, start, p.offset.saturating_add(p.len)),
+                    None => (p.pack, p.offset, p.offset.saturating_add(p.len)),
                 });
             }
             batch.push(job);
@@ -334,7 +334,7 @@ async fn restore_batch(
     let (stored, start, key) = match (parts.first(), parts.last(), batch.first()) {
         (Some(first), Some(last), Some(job)) => {
             let key = repo.layout.pack(&job.from, first.pack);
-            (repo.store.get_range(&key, first.offset..last.offset + last.len).await?, first.offset, key)
+            (repo.store.get_range(&key, first.offset..last.offset.saturating_add(last.len)).await?, first.offset, key)
         }
         _ => (bytes::Bytes::new(), 0, String::new()),
     };
@@ -704,7 +704,8 @@ async fn write_parts(
         let (entry, file, out, keep) = (Arc::clone(entry), Arc::clone(file), out.to_path_buf(), keep.clone());
         async move {
             let key = repo.layout.pack(label, job.part.pack);
-            let sealed = repo.store.get_range(&key, job.part.offset..job.part.offset + job.part.len).await?;
+            let sealed =
+                repo.store.get_range(&key, job.part.offset..job.part.offset.saturating_add(job.part.len)).await?;
             let k = repo.key.clone();
             blocking(move || write_part(&key, &entry, job, (&sealed, k.as_ref()), keep.as_deref(), (&file, &out))).await
         }

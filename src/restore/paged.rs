@@ -56,17 +56,27 @@ fn plan(entry: &FileEntry, paged: &Paged, keep: Option<&Keep>) -> CliResult<Vec<
         if run.first != next {
             return Err(broken(format!("the page map skips or repeats page {next}")));
         }
-        next = run.first.saturating_add(run.count);
+        // Checked before the run is walked: a damaged map must not loop over 4 billion pages.
+        next = match run.first.checked_add(run.count) {
+            Some(end) if end <= pages && run.at.checked_add(run.count).is_some() => end,
+            _ => {
+                return Err(broken(format!(
+                    "a page run ({} pages from {}) goes past the file's {pages} pages",
+                    run.count, run.first
+                )));
+            }
+        };
         let backup = run.backup.as_ref().ok_or_else(|| broken("a page run names no backup".into()))?;
         let source = paged.sources.get(backup).ok_or_else(|| broken(format!("no stored bytes of backup {backup}")))?;
         for k in 0..run.count {
-            let page = u64::from(run.first + k) * BLCKSZ as u64;
+            let page = (u64::from(run.first) + u64::from(k)) * BLCKSZ as u64;
             let len = (BLCKSZ as u64).min(entry.size.saturating_sub(page));
             if keep.is_some_and(|keep| keep.covers(page, len)) {
                 continue;
             }
-            let (part, at) = locate(&source.parts, run.at + k)
-                .ok_or_else(|| broken(format!("backup {backup} stores no page {}", run.at + k)))?;
+            let index = run.at.saturating_add(k);
+            let (part, at) = locate(&source.parts, index)
+                .ok_or_else(|| broken(format!("backup {backup} stores no page {index}")))?;
             let pieces = work.entry((backup.clone(), part)).or_default();
             match pieces.last_mut() {
                 Some(last) if last.at + last.len == at && last.to + last.len == page => last.len += len,
@@ -108,7 +118,7 @@ pub async fn write_paged(
             let first_chunk = first_chunks(&source.parts, frame_size).get(w.part).copied().unwrap_or(usize::MAX);
             let digests = source.chunks.get(first_chunk..).unwrap_or_default().to_vec();
             let key = repo.layout.pack(&w.backup, part.pack);
-            let sealed = repo.store.get_range(&key, part.offset..part.offset + part.len).await?;
+            let sealed = repo.store.get_range(&key, part.offset..part.offset.saturating_add(part.len)).await?;
             let data_key = repo.key.clone();
             blocking(move || write_pieces(&key, &entry, &sealed, data_key.as_ref(), &digests, &w.pieces, &file, &out))
                 .await
@@ -223,5 +233,16 @@ mod tests {
         // A map that does not cover the file is refused.
         let short = Paged { runs: vec![run(0, 1, &full, 0)], sources: paged().sources };
         assert!(plan(&entry, &short, None).unwrap_err().message.contains("covers 1 pages"));
+        // Runs from a damaged or hostile manifest: past the file, wrapping, or with an index that
+        // wraps — refused at once, before any page is walked (a count of 4 billion would loop).
+        for runs in [
+            vec![run(0, u32::MAX, &full, 0)],
+            vec![run(0, 1, &full, 0), run(1, u32::MAX, &full, 0)],
+            vec![run(0, 5, &full, u32::MAX - 1)],
+        ] {
+            let bad = Paged { runs, sources: paged().sources };
+            let e = plan(&entry, &bad, None).unwrap_err();
+            assert!(e.message.contains("goes past"), "{}", e.message);
+        }
     }
 }

@@ -160,3 +160,33 @@ fn racing_pushes_of_different_bytes_local() {
 fn racing_pushes_of_different_bytes_s3() {
     racing_pushes_of_different_bytes(Backend::S3);
 }
+
+/// Files pgstrata writes as root where others can write (the log directory here) are never
+/// opened through a link planted at their name.
+#[test]
+fn a_root_command_does_not_write_its_log_through_a_planted_link() {
+    if !postgres_available() || !support::is_root() {
+        return;
+    }
+    let scratch = Scratch::new("pgstrata-loglink-");
+    let repo = scratch.path("repo");
+    let (cluster, s) = archiving_cluster(&scratch, "src", &repo, None);
+    s.ok(&["--stanza=db", "stanza-create"]);
+    drop(cluster);
+    let log = scratch.path("log");
+    let victim = scratch.dir.path().join("root-file");
+    std::fs::write(&victim, "root's\n").unwrap();
+    // Planted by the directory's owner.
+    let script = format!("ln -s '{}' '{}'", victim.display(), log.join("db-info.log").display());
+    let o = run_as_postgres(Path::new("/bin/sh"), &["-c", &script], &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    let args = s.args(&["--stanza=db", "info", "--log-level-file=info", &format!("--log-path={}", log.display())]);
+    let o = std::process::Command::new(support::bin())
+        .args(&args)
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "info as root: {}", text(&o));
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "root's\n", "the log was written through the link");
+}
