@@ -24,9 +24,6 @@ const READ_PIECE: usize = 2 << 20;
 /// A part at least this long is read front to back: the kernel is told so.
 const SEQUENTIAL: u64 = 1 << 20;
 
-/// The largest part a server seals for a client (the backup's parts are 8 MiB).
-pub const MAX_PART: usize = 64 << 20;
-
 /// One part of one file to read and seal.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct PartSpec {

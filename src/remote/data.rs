@@ -19,12 +19,20 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use super::client::{self, Body, Connection, Failure};
 use super::wire::{self, ErrorKind, Found, FoundKind, Head, Op, Record, WireError};
 use crate::accounts::Names;
-use crate::backup::part::{self, MAX_PART, PartDone, PartSpec};
+use crate::backup::part::{self, PartDone, PartSpec};
 use crate::config::Config;
 use crate::error::{CliError, CliResult, ErrorCode};
 
 /// Bytes a `data-read` answer carries per chunk.
 const READ_CHUNK: usize = 1 << 20;
+
+/// A part a client may ask to be sealed, at most: a backup's parts are 8 MiB (a frame size
+/// above that rounds them up, to 16 MiB with pgBackRest's largest `buffer-size`).
+const SERVED_PART: usize = 16 << 20;
+
+/// Requests that hold sealed parts or upload buffers (`data-seal`, uploads) at once, server-wide:
+/// what the server buffers is bounded by this times a part or two, whatever clients ask for.
+pub static HEAVY_REQUESTS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(8);
 
 /// A `data-seal` request's list of parts, at most.
 const MAX_SEAL_REQUEST: usize = 16 << 20;
@@ -104,13 +112,39 @@ impl ServedCluster {
         dir.flatten().filter_map(|e| std::fs::read_link(e.path()).ok()).filter(|p| p.is_absolute()).collect()
     }
 
+    /// Refuses a path inside the data directory that passes through a link PostgreSQL did not
+    /// make: only `pg_wal` (`initdb -X`, operators' WAL volumes) and `pg_tblspc/<oid>` are
+    /// followed, so a link planted in PGDATA cannot serve what lies elsewhere on this host.
+    fn no_foreign_link(&self, rest: &Path) -> Result<(), WireError> {
+        let mut at = self.data.clone();
+        for (depth, c) in rest.components().enumerate() {
+            at.push(c);
+            let own = match depth {
+                0 => at.ends_with("pg_wal"),
+                1 => at.parent().is_some_and(|d| d == self.data.join("pg_tblspc")),
+                _ => false,
+            };
+            if !own && std::fs::symlink_metadata(&at).is_ok_and(|m| m.file_type().is_symlink()) {
+                return Err(WireError::new(
+                    ErrorKind::Forbidden,
+                    format!(
+                        "'{}' is a link; this server follows only pg_wal and tablespace links in the data directory",
+                        at.strip_prefix(&self.data).unwrap_or(&at).display()
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// The path if it may be served: plain, absolute, inside the data directory or a tablespace.
     fn allowed(&self, path: &str) -> Result<PathBuf, WireError> {
         let p = PathBuf::from(path);
         if !p.is_absolute() || p.components().any(|c| !matches!(c, Component::RootDir | Component::Normal(_))) {
             return Err(invalid(format!("invalid path '{path}': it must be absolute, without '.' or '..'")));
         }
-        if p.starts_with(&self.data) {
+        if let Ok(rest) = p.strip_prefix(&self.data) {
+            self.no_foreign_link(rest)?;
             return Ok(p);
         }
         let inside = |list: &[PathBuf]| list.iter().any(|t| p.starts_with(t));
@@ -183,16 +217,22 @@ pub async fn serve(
             for spec in &specs {
                 let path = spec.path.to_str().ok_or_else(|| invalid(format!("invalid path {:?}", spec.path)))?;
                 cluster.allowed(path)?;
-                if spec.len > MAX_PART || spec.blob.frame_size < MIN_FRAME {
+                if spec.len > SERVED_PART || spec.blob.frame_size < MIN_FRAME {
                     return Err(invalid(format!(
-                        "a part of {} bytes in frames of {} is outside what is served (parts up to {MAX_PART} \
+                        "a part of {} bytes in frames of {} is outside what is served (parts up to {SERVED_PART} \
                          bytes, frames of at least {MIN_FRAME})",
                         spec.len, spec.blob.frame_size
                     )));
                 }
             }
-            let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(4);
-            tokio::task::spawn_blocking(move || seal_records(&specs, &tx));
+            // Held until the last record is handed over: one sealed part in the channel, one
+            // being sealed.
+            let permit = HEAVY_REQUESTS.acquire().await.map_err(|e| invalid(e.to_string()))?;
+            let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(1);
+            tokio::task::spawn_blocking(move || {
+                seal_records(&specs, &tx);
+                drop(permit);
+            });
             Ok(streamed(rx))
         }
         Op::Sql => sql_tunnel(cluster, body).await,

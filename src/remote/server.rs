@@ -36,7 +36,12 @@ use crate::error::{CliError, CliResult, ErrorCode};
 /// Part size and parts in flight of an upload the server writes for a client.
 const UPLOAD_PART: usize = 8 << 20;
 const UPLOAD_PARTS_IN_FLIGHT: usize = 2;
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Connections open at once, at most; more are closed as they come (with a warning).
+const MAX_CONNECTIONS: usize = 256;
+/// How long a connection whose certificate is missing or untrusted stays open: long enough for
+/// `server-ping` and the refusal it is given, not for holding a connection slot.
+const UNTRUSTED_LIFE: Duration = Duration::from_secs(10);
 /// Requests one connection may have open at once (a client uses about `process-max` of them),
 /// which bounds what one connection can make the server hold.
 const MAX_STREAMS: u32 = 64;
@@ -515,6 +520,8 @@ async fn put(served: &Served, key: &str, mode: Mode, body: Incoming) -> Result<A
 /// aborted, or died) aborts the upload, so nothing half-written becomes visible.
 async fn upload(served: &Served, key: &str, mut body: Incoming) -> Result<Answer, WireError> {
     let path = served.path(key)?;
+    // Its parts in flight count against the server-wide bound.
+    let _permit = super::data::HEAVY_REQUESTS.acquire().await.map_err(|e| store_error(&e.to_string()))?;
     let multipart = served.store.put_multipart(&path).await.map_err(|e| wire_error(&e))?;
     let mut writer = WriteMultipart::new_with_chunk_size(multipart, UPLOAD_PART);
     loop {
@@ -658,6 +665,7 @@ async fn serve(config: Config) -> CliResult<()> {
     // Connections read the settings of the moment for every request: a reload that revokes a
     // grant (or replaces the CA) applies to connections already open too.
     let (publish, settings) = tokio::sync::watch::channel(Arc::new(Settings::load(config.clone())?));
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     let listener = tokio::net::TcpListener::bind((address.as_str(), port)).await.map_err(|e| {
         CliError::new(ErrorCode::HostConnect, format!("unable to listen on {address}:{port}: {e}"))
             .hint("is another server already listening there (tls-server-address, tls-server-port)?")
@@ -678,7 +686,15 @@ async fn serve(config: Config) -> CliResult<()> {
                         continue;
                     }
                 };
-                tokio::spawn(connection(settings.clone(), tcp, address));
+                let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+                    tracing::warn!("refused a connection from {address}: {MAX_CONNECTIONS} are open already");
+                    continue;
+                };
+                let current = settings.clone();
+                tokio::spawn(async move {
+                    connection(current, tcp, address).await;
+                    drop(slot);
+                });
             }
             _ = hangup.recv() => {
                 match config.reload(&[]).and_then(Settings::load) {
@@ -723,6 +739,7 @@ async fn connection(
         (Some(name), None) => tracing::debug!("connection from {address} (CN '{name}')"),
         (None, None) => tracing::debug!("connection from {address} (no client certificate)"),
     }
+    let trusted = peer.name().is_ok();
     let service = hyper::service::service_fn(move |request| {
         // Every request is judged by the settings of the moment, not those of the handshake.
         let now = current.borrow().clone();
@@ -737,8 +754,18 @@ async fn connection(
         .initial_stream_window_size(client::STREAM_WINDOW)
         .initial_connection_window_size(client::CONNECTION_WINDOW)
         .max_frame_size(1 << 20)
-        .serve_connection(TokioIo::new(tls), service)
-        .await;
+        .serve_connection(TokioIo::new(tls), service);
+    let served = if trusted {
+        served.await
+    } else {
+        match tokio::time::timeout(UNTRUSTED_LIFE, served).await {
+            Ok(r) => r,
+            Err(_) => {
+                tracing::debug!("closed the connection from {address}: no trusted certificate");
+                return;
+            }
+        }
+    };
     if let Err(e) = served {
         tracing::debug!("connection from {address} ended: {e}");
     }

@@ -492,6 +492,14 @@ fn backups_through_pg1_host_and_archive_and_restore_through_repo1_host() {
     let sneaky = read(&format!("{}/../../etc/passwd", primary.data.display()));
     let (status, body) = curl(&data_url, &ca.crt, Some((&client_crt, &client_key)), &sneaky);
     assert_eq!(status, "400", "{body}");
+    // A link planted in PGDATA is not followed (only pg_wal and tablespace links are).
+    let planted = primary.data.join("escape");
+    std::os::unix::fs::symlink("/etc", &planted).unwrap();
+    let through = read(&planted.join("passwd").display().to_string());
+    let (status, body) = curl(&data_url, &ca.crt, Some((&client_crt, &client_key)), &through);
+    assert_eq!(status, "403", "a file through a planted link was served: {body}");
+    assert!(body.contains("follows only pg_wal and tablespace links"), "{body}");
+    std::fs::remove_file(&planted).unwrap();
 
     // Certificates replaced and SIGHUP sent to both servers while a backup runs through them:
     // new connections get the new certificates, the backup completes.
@@ -677,4 +685,19 @@ fn a_revoked_client_is_refused_on_its_open_connection() {
     reloaded(3);
     let refused = get().unwrap_err();
     assert!(refused.contains("does not trust the client certificate"), "{refused}");
+    // A connection without a certificate is not kept open: the server ends it (10 s) though
+    // its client would hold it forever.
+    let mut idle = std::process::Command::new("openssl")
+        .args(["s_client", "-quiet", "-connect", &format!("{REPO_HOST}:{port}"), "-CAfile"])
+        .arg(&ca.crt)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let began = Instant::now();
+    while idle.try_wait().unwrap().is_none() {
+        assert!(began.elapsed() < Duration::from_secs(40), "an unauthenticated connection stayed open");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
