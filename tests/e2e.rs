@@ -305,7 +305,12 @@ fn backup_restore_cycle(backend: Backend, encrypted: Option<&str>) {
             )
         })
     };
-    std::thread::sleep(std::time::Duration::from_millis(500));
+    // The backup starts once pgbench's sessions are running (not after a guess of how long it takes).
+    let began = std::time::Instant::now();
+    while cluster.sql("select count(*) from pg_stat_activity where application_name = 'pgbench'") == "0" {
+        assert!(began.elapsed() < std::time::Duration::from_secs(30), "pgbench never connected");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
     s.ok(&["--stanza=db", "backup", "--type=full", "--start-fast", "--process-max=2"]);
     let bench = bench.join().unwrap();
     assert!(bench.status.success(), "pgbench: {}", text(&bench));

@@ -25,6 +25,15 @@ pub(super) fn lease_held(s: &Setup) -> bool {
     info_json(s)[0]["status"]["lock"]["backup"]["held"].as_bool().unwrap()
 }
 
+/// Waits until the lease a killed writer left has expired, as `info` reports it.
+fn wait_lease_free(s: &Setup) {
+    let began = Instant::now();
+    while lease_held(s) {
+        assert!(began.elapsed() < Duration::from_secs(30), "the dead writer's lease never expired");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 /// A lease of stanza `db` held by "other-pod" (a writer on another machine), expiring
 /// `expires_in` seconds from now (negative: already expired).
 fn fake_lease(repo: &Path, expires_in: i64) {
@@ -141,7 +150,7 @@ fn killed_backups_leave_nothing_and_stale_leases_are_taken_over() {
         let out = child.wait_with_output().unwrap();
         eprintln!("round {round}: killed after {delay:?} ({:?})", out.status);
         // The dead backup's lease expires by itself.
-        std::thread::sleep(Duration::from_secs(4));
+        wait_lease_free(&s);
     }
     s.ok(&["--stanza=db", "backup", "--type=full", "--start-fast"]);
     let listed = labels(&s);
@@ -395,7 +404,7 @@ fn terminated_backup(backend: Backend) {
             kill9_tree(child.id());
             let _ = child.wait_with_output();
             assert!(open_uploads() > 0, "the killed backup left no open upload: the check below proves nothing");
-            std::thread::sleep(Duration::from_secs(4));
+            wait_lease_free(&s);
         }
     }
     s.ok(&["--stanza=db", "backup", "--type=full", "--start-fast"]);
@@ -458,7 +467,7 @@ fn kill_after_checkpoints(s: &Setup, repo: &Path, args: &[&str], more: usize) {
     let out = child.wait_with_output().unwrap();
     assert!(!out.status.success(), "the backup finished before it was killed: {}", text(&out));
     eprintln!("killed after {} checkpoints: {}", checkpoints(repo).len() - before, text(&out).trim());
-    std::thread::sleep(Duration::from_secs(4));
+    wait_lease_free(s);
 }
 
 /// The pack numbers a backup's manifest names as its own, and those in its directory.
