@@ -149,6 +149,12 @@ fn installed_as_wal_g_it_reads_wal_g_variables_only() {
     }
     let o = run_as(&link, &["backup-list"], &[("WALG_FILE_PREFIX", &prefix), ("WALG_COMPRESSION_METHOD", "brotli")]);
     assert!(code(&o) == Some(1) && text(&o).1.contains("brotli"), "{:?}", text(&o));
+    // A PGP key is refused, never taken as a passphrase (wal-fetch: 255, recovery stops).
+    let pgp = [("WALG_FILE_PREFIX", prefix.as_str()), ("WALG_PGP_KEY", "-----BEGIN PGP PUBLIC KEY BLOCK-----")];
+    let o = run_as(&link, &["wal-push", "/nonexistent/000000010000000000000001"], &pgp);
+    assert!(code(&o) == Some(1) && text(&o).1.contains("WALG_LIBSODIUM_KEY"), "{:?}", text(&o));
+    let o = run_as(&link, &["wal-fetch", "000000010000000000000001", "/nonexistent/x"], &pgp);
+    assert!(code(&o) == Some(255) && text(&o).1.contains("WALG_PGP_KEY"), "{:?}", text(&o));
     assert!(!t.path().join("repo").exists(), "nothing was written");
 }
 

@@ -215,8 +215,11 @@ async fn resume_or_clear(
     if let Some(r) = &found {
         tracing::info!("resuming backup {}: what it stored and what did not change since is reused", r.attempt.label);
         plan.label = r.attempt.label.clone();
-        // The upload the dead attempt had open is ended (its pack number is not used again).
-        repo.store.discard_unfinished(&format!("{}pack/", repo.layout.backup_dir(&plan.label))).await?;
+        // The upload the dead attempt had open is ended (its pack number is not used again), and
+        // a manifest it was writing when it died (a staging file beside the manifest's key).
+        let dir = repo.layout.backup_dir(&plan.label);
+        repo.store.discard_unfinished(&format!("{dir}pack/")).await?;
+        repo.store.discard_unfinished(&dir).await?;
     }
     Ok(found)
 }

@@ -56,6 +56,12 @@ impl View {
         }
     }
 
+    /// Whether a key is left out: pgBackRest's archive holds WAL files only, not the claims of
+    /// their names (a claim whose segment never arrived must not read as the segment).
+    fn hides(&self, key: &str) -> bool {
+        matches!(self, View::Archive { .. }) && pgstrata_repo_format::layout::is_wal_claim(key)
+    }
+
     /// How a name below the listed path is shown.
     fn shown(&self, name: &str) -> String {
         match self {
@@ -82,6 +88,9 @@ pub fn ls(config: &Config) -> CliResult<()> {
             let mut stream = store.list(&prefix);
             while let Some(item) = stream.next().await {
                 let item = item?;
+                if view.hides(&item.key) {
+                    continue;
+                }
                 let rel = item.key[prefix.len()..].to_string();
                 let mut at = 0;
                 while let Some(i) = rel[at..].find('/') {
@@ -94,7 +103,7 @@ pub fn ls(config: &Config) -> CliResult<()> {
             for dir in store.list_dirs(&prefix).await? {
                 entries.insert(dir, None);
             }
-            for item in store.list_files(&prefix).await? {
+            for item in store.list_files(&prefix).await?.into_iter().filter(|i| !view.hides(&i.key)) {
                 entries.insert(view.shown(&item.key[prefix.len()..]), Some((item.size, item.last_modified)));
             }
         }

@@ -300,7 +300,15 @@ impl RepoStore {
                 }
             })
             .await?;
-        result.map_err(|()| StorageError::Changed { store: self.store.clone(), key: key.to_string() })
+        match result {
+            Ok(v) => Ok(v),
+            // Maybe our own write, whose answer was lost and whose retry then found it: the
+            // same bytes in place are ours (as `put_new` decides).
+            Err(()) => match self.get_versioned(key).await {
+                Ok((now, v)) if now == data => Ok(v),
+                _ => Err(StorageError::Changed { store: self.store.clone(), key: key.to_string() }),
+            },
+        }
     }
 
     /// Reads `range` of an object; a range past the end is an error.

@@ -255,14 +255,7 @@ fn a_root_delta_restore_replaces_planted_links_and_leaves_their_targets_alone() 
     plant(&target.join("postgresql.conf"), &victim_file);
 
     // The restore as root (restore Jobs run as root).
-    let args = s.args(&["--stanza=db", "restore", &pg1, "--delta"]);
-    let o = std::process::Command::new(support::bin())
-        .args(&args)
-        .env_clear()
-        .env("PATH", "/usr/bin:/bin")
-        .envs(s.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .output()
-        .unwrap();
+    let o = s.run_as_self(&["--stanza=db", "restore", &pg1, "--delta"]);
     assert!(o.status.success(), "root restore --delta: {}", text(&o));
 
     assert_eq!(state(&victim_dir), dir_before, "the planted directory link's target was changed");

@@ -156,7 +156,7 @@ fn check_pgbackrest_retention_and_archives_services() {
         .unwrap()
         .flatten()
         .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.len() > 24 && n.as_bytes()[24] == b'-' && n[..24] > *incr_stop)
+        .filter(|n| n.len() > 24 && n.as_bytes()[24] == b'-' && n[..24] > *incr_stop && !n.ends_with("-claim"))
         .min()
         .expect("a segment after the incr");
     std::fs::rename(dir.join(&victim), scratch.path("aside").join("segment")).unwrap();

@@ -180,13 +180,7 @@ fn a_root_command_does_not_write_its_log_through_a_planted_link() {
     let script = format!("ln -s '{}' '{}'", victim.display(), log.join("db-info.log").display());
     let o = run_as_postgres(Path::new("/bin/sh"), &["-c", &script], &[]);
     assert!(o.status.success(), "{}", text(&o));
-    let args = s.args(&["--stanza=db", "info", "--log-level-file=info", &format!("--log-path={}", log.display())]);
-    let o = std::process::Command::new(support::bin())
-        .args(&args)
-        .env_clear()
-        .env("PATH", "/usr/bin:/bin")
-        .output()
-        .unwrap();
+    let o = s.run_as_self(&["--stanza=db", "info", "--log-level-file=info", &format!("--log-path={}", log.display())]);
     assert!(o.status.success(), "info as root: {}", text(&o));
     assert_eq!(std::fs::read_to_string(&victim).unwrap(), "root's\n", "the log was written through the link");
 }

@@ -673,8 +673,9 @@ fn a_writer_stopped_past_its_lease_commits_nothing_when_resumed() {
     // W1 resumes: it finds its WAL archived and must not commit.
     assert!(std::process::Command::new("kill").args(["-CONT", &pid]).status().unwrap().success());
     let o = w1.wait_with_output().unwrap();
-    assert_eq!(o.status.code(), Some(50), "W1 after SIGCONT: {}", text(&o));
-    assert!(text(&o).contains("lease"), "{}", text(&o));
+    // 50 — or, when a write was in flight at the stop (a checkpoint into the directory W2 took
+    // over), that write's failure; either way it says it lost the lease.
+    assert!(!o.status.success() && text(&o).contains("lost the"), "W1 after SIGCONT: {}", text(&o));
     assert_eq!(labels(&s), after_w2, "W1 changed the catalog after losing its lease");
     let listed: Vec<String> = support::snapshot(&repo.join("stanza/db/backup"))
         .into_iter()

@@ -347,6 +347,18 @@ impl Setup {
         run_as_postgres(Path::new(bin()), &refs, &env)
     }
 
+    /// Runs pgstrata as the user running the tests (root in CI: as restore Jobs run), with this
+    /// setup and nothing else of our environment.
+    pub fn run_as_self(&self, args: &[&str]) -> Output {
+        Command::new(bin())
+            .args(self.args(args))
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .output()
+            .unwrap_or_else(|e| panic!("run {}: {e}", bin()))
+    }
+
     /// Runs pgstrata as postgres with at most `nofile` open descriptors (`ulimit -n`).
     pub fn run_limited(&self, nofile: u32, args: &[&str]) -> Output {
         let all = self.args(args);
