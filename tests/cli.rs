@@ -419,3 +419,122 @@ fn a_second_backup_of_a_stanza_is_refused_while_one_runs() {
     assert!(err.contains("another backup is running"), "{err}");
     drop(held);
 }
+
+/// Damaged WAL objects in a repository made without PostgreSQL (a data directory holding only
+/// the fixture `pg_control`, a segment whose first page is the fixture WAL page): each is refused
+/// by `archive-get` with 255 and a message naming the object — never read as "missing" (1), never
+/// a panic or an abort.
+#[test]
+fn damaged_wal_objects_are_named_and_never_read_as_missing() {
+    let t = tempfile::tempdir().unwrap();
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/pg");
+    let data = t.path().join("data");
+    std::fs::create_dir_all(data.join("global")).unwrap();
+    std::fs::copy(fixtures.join("pg_control-15"), data.join("global/pg_control")).unwrap();
+    std::fs::write(data.join("PG_VERSION"), "15\n").unwrap();
+    let repo = t.path().join("repo");
+    let opts = [
+        format!("--repo1-path={}", repo.display()),
+        format!("--pg1-path={}", data.display()),
+        format!("--lock-path={}", t.path().join("lock").display()),
+        "--stanza=db".to_string(),
+        "--log-level-file=off".to_string(),
+    ];
+    let pgstrata = |args: &[&str]| {
+        let all: Vec<&str> = opts.iter().map(String::as_str).chain(args.iter().copied()).collect();
+        run(&all, &[])
+    };
+    let o = pgstrata(&["--no-online", "stanza-create"]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    let name = "000000010000000000000001";
+    let mut segment = std::fs::read(fixtures.join("wal-first-page-15")).unwrap();
+    segment.resize(16 << 20, 0);
+    segment[100_000] = 1;
+    let wal = t.path().join(name);
+    std::fs::write(&wal, &segment).unwrap();
+    let o = pgstrata(&["archive-push", wal.to_str().unwrap()]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    let dir = repo.join("stanza/db/archive/15-1/0000000100000000");
+    let object = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            let file = p.file_name().unwrap().to_string_lossy().into_owned();
+            file.starts_with(&format!("{name}-")) && !file.ends_with("-claim")
+        })
+        .expect("the segment's object");
+    let good = std::fs::read(&object).unwrap();
+    let fetched = t.path().join("fetched");
+    let get = || pgstrata(&["archive-get", name, fetched.to_str().unwrap()]);
+    let o = get();
+    assert!(o.status.success(), "{:?}", text(&o));
+    assert!(std::fs::read(&fetched).unwrap() == segment);
+    std::fs::remove_file(&fetched).unwrap();
+
+    let frame_at = 32; // the first frame header, after the blob header
+    let frames = {
+        let mut at = frame_at;
+        let mut v = Vec::new();
+        while at + 16 <= good.len() {
+            v.push(at);
+            at += 16 + u32::from_le_bytes(good[at..at + 4].try_into().unwrap()) as usize;
+        }
+        v
+    };
+    let other_digest = format!("{name}-{}", "0".repeat(64));
+    let cases: Vec<(&str, Box<dyn Fn() -> std::path::PathBuf>, &str)> = vec![
+        (
+            "a wrong digest in its name",
+            Box::new(|| {
+                let to = dir.join(&other_digest);
+                std::fs::write(&to, &good).unwrap();
+                std::fs::remove_file(&object).unwrap();
+                to
+            }),
+            "checksum",
+        ),
+        (
+            "truncated",
+            Box::new(|| {
+                std::fs::write(&object, &good[..good.len() / 2]).unwrap();
+                object.clone()
+            }),
+            "truncated",
+        ),
+        (
+            "every frame claiming the largest plain length",
+            Box::new(|| {
+                let mut bad = good.clone();
+                for &at in &frames {
+                    bad[at + 4..at + 8].copy_from_slice(&(16u32 << 20).to_le_bytes());
+                }
+                std::fs::write(&object, &bad).unwrap();
+                object.clone()
+            }),
+            "corrupt",
+        ),
+        (
+            "a flipped byte in a frame body",
+            Box::new(|| {
+                let mut bad = good.clone();
+                bad[frame_at + 16 + 3] ^= 0x40;
+                std::fs::write(&object, &bad).unwrap();
+                object.clone()
+            }),
+            "corrupt",
+        ),
+    ];
+    for (what, damage, says) in cases {
+        let damaged = damage();
+        let o = get();
+        let (_, err) = text(&o);
+        let key = damaged.file_name().unwrap().to_string_lossy().into_owned();
+        assert_eq!(o.status.code(), Some(255), "{what}: {err}");
+        assert!(err.contains(&key) && err.contains(says), "{what}: {err}");
+        assert!(!err.contains("panicked") && !fetched.exists(), "{what}: {err}");
+        std::fs::remove_file(&damaged).unwrap();
+        std::fs::write(&object, &good).unwrap();
+    }
+    assert!(get().status.success(), "the repaired object is fetched again");
+}
