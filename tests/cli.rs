@@ -483,7 +483,8 @@ fn damaged_wal_objects_are_named_and_never_read_as_missing() {
         v
     };
     let other_digest = format!("{name}-{}", "0".repeat(64));
-    let cases: Vec<(&str, Box<dyn Fn() -> std::path::PathBuf>, &str)> = vec![
+    type Damage<'a> = Box<dyn Fn() -> PathBuf + 'a>;
+    let cases: Vec<(&str, Damage, &str)> = vec![
         (
             "a wrong digest in its name",
             Box::new(|| {
