@@ -231,7 +231,7 @@ fn seal_jobs(jobs: Vec<PartJob>, settings: &CopySettings, buf: &mut Vec<u8>) -> 
         }
         let what = spec.path.display().to_string();
         let shape = blob.as_deref().map(|b| pgstrata_repo_format::compressed_shape(b, &what)).transpose()?;
-        check_remote_part(spec, &done, shape)?;
+        part::check_received(spec, &done, shape)?;
         Ok((blob.map(|b| pgstrata_repo_format::seal_compressed(b, &what, key)).transpose()?, done))
     };
     jobs.into_iter()
@@ -245,41 +245,6 @@ fn seal_jobs(jobs: Vec<PartJob>, settings: &CopySettings, buf: &mut Vec<u8>) -> 
             Sealed { seq: job.seq, part: job.part, len: job.len, bytes, done }
         })
         .collect()
-}
-
-/// Checks what the database host says it read and sealed against what was asked and the blob it
-/// sent (`shape`: its frames' plain bytes and count), before any of it goes into a manifest.
-fn check_remote_part(spec: &PartSpec, done: &PartDone, shape: Option<(u64, usize)>) -> CliResult<()> {
-    let page = BLCKSZ as u64;
-    let by_pages = spec.pages.is_some();
-    let problem = if done.plain_len > spec.len as u64 {
-        Some(format!("read {} bytes of a part of {}", done.plain_len, spec.len))
-    } else if done.stored_len > done.plain_len {
-        Some(format!("stored {} bytes of {} read", done.stored_len, done.plain_len))
-    } else if done.page_digests.len() as u64 != if spec.main_fork { done.plain_len / page } else { 0 } {
-        Some(format!("{} page digests for {} bytes", done.page_digests.len(), done.plain_len))
-    } else if done.page_errors.len() as u64 > done.plain_len.div_ceil(page) {
-        Some(format!("{} damaged pages in {} bytes", done.page_errors.len(), done.plain_len))
-    } else if by_pages && done.stored_pages.len() as u64 * page != done.stored_len {
-        Some(format!("{} pages stored in {} bytes", done.stored_pages.len(), done.stored_len))
-    } else {
-        let digests = if by_pages { done.page_chunks.len() } else { done.chunks.len() };
-        match shape {
-            Some((plain, frames)) if plain != done.stored_len || frames != digests => Some(format!(
-                "its blob holds {plain} bytes in {frames} frames, it says {} bytes and {digests} digests",
-                done.stored_len
-            )),
-            None if done.stored_len > 0 && !done.same => Some(format!("{} bytes stored but no blob", done.stored_len)),
-            _ => None,
-        }
-    };
-    match problem {
-        None => Ok(()),
-        Some(why) => Err(CliError::new(
-            ErrorCode::Protocol,
-            format!("the database host's account of {} at {} is inconsistent: {why}", spec.path.display(), spec.offset),
-        )),
-    }
 }
 
 /// What the last part of a file reads beyond the size it had when examined (it may be growing;

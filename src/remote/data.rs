@@ -268,6 +268,29 @@ fn read_chunks(file: std::fs::File, len: u64, tx: &tokio::sync::mpsc::Sender<std
     }
 }
 
+/// The next whole record of a `data-seal` answer, taken off the front of what was `received`
+/// (`Ok(None)`: more bytes needed; the head's lengths are bounded by [`Record::decode`], so what
+/// is buffered waiting for a record is too): the part's blob (none when nothing was stored) and
+/// what was found, or the server's error for that part.
+pub fn take_record(received: &mut BytesMut) -> Result<Option<CliResult<part::SealedPart>>, String> {
+    let Some(head) = Record::decode(received)? else { return Ok(None) };
+    let (outcome, blob) = (head.outcome as usize, head.blob as usize);
+    if received.len() < Record::HEAD + outcome + blob {
+        return Ok(None);
+    }
+    let _ = received.split_to(Record::HEAD);
+    let outcome = received.split_to(outcome);
+    let blob = received.split_to(blob);
+    let outcome: Outcome =
+        serde_json::from_slice(&outcome).map_err(|e| format!("the server's account of a part is not valid: {e}"))?;
+    Ok(Some(match outcome {
+        Outcome::Done(done) => Ok(((!blob.is_empty()).then(|| blob.to_vec()), done)),
+        Outcome::Failed { code, message } => {
+            Err(CliError::new(ErrorCode::from_number(code).unwrap_or(ErrorCode::FileRead), message))
+        }
+    }))
+}
+
 /// How a part the server was asked to seal turned out.
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
 enum Outcome {
@@ -444,22 +467,9 @@ impl RemoteCluster {
         let mut body = self.connection().send(request).await.map_err(|f| f.to_string())?.into_body();
         let mut received = BytesMut::new();
         while out.len() < specs.len() {
-            if let Some(head) = Record::decode(&received)? {
-                let (outcome, blob) = (head.outcome as usize, head.blob as usize);
-                if received.len() >= Record::HEAD + outcome + blob {
-                    let _ = received.split_to(Record::HEAD);
-                    let outcome = received.split_to(outcome);
-                    let blob = received.split_to(blob);
-                    let outcome: Outcome = serde_json::from_slice(&outcome)
-                        .map_err(|e| format!("the server's account of a part is not valid: {e}"))?;
-                    out.push(match outcome {
-                        Outcome::Done(done) => Ok(((!blob.is_empty()).then(|| blob.to_vec()), done)),
-                        Outcome::Failed { code, message } => {
-                            Err(CliError::new(ErrorCode::from_number(code).unwrap_or(ErrorCode::FileRead), message))
-                        }
-                    });
-                    continue;
-                }
+            if let Some(part) = take_record(&mut received)? {
+                out.push(part);
+                continue;
             }
             match body.frame().await {
                 Some(Ok(frame)) => {

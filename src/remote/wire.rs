@@ -104,8 +104,9 @@ impl Record {
     pub const HEAD: usize = 8;
     /// An outcome's JSON, at most (a part's page digests and frame digests).
     pub const MAX_OUTCOME: u32 = 16 << 20;
-    /// A blob, at most: a whole part stored raw with its frame headers.
-    pub const MAX_BLOB: u32 = 160 << 20;
+    /// A blob, at most: a whole part (16 MiB at most, see `data::SERVED_PART`) stored raw with
+    /// its frame headers.
+    pub const MAX_BLOB: u32 = 20 << 20;
 
     pub fn encode(self) -> [u8; 8] {
         let mut head = [0u8; 8];
