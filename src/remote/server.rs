@@ -198,9 +198,16 @@ impl Settings {
             ));
         }
         let storage = config.storage(index).map_err(|e| WireError::new(ErrorKind::Invalid, e.message))?;
-        let store = storage.open_creating(RetryPolicy::default()).map_err(|e| store_error(&e.to_string()))?;
+        let local = match &storage {
+            pgstrata_storage::StorageConfig::Posix { path } => Some(path.display().to_string()),
+            _ => None,
+        };
+        let store = storage.open_creating(RetryPolicy::default()).map_err(|e| {
+            let message = e.to_string();
+            store_error(&local.as_deref().map_or(message.clone(), |l| message.replace(l, "<repository>")))
+        })?;
         let (store, prefix) = store.object_store();
-        let served = Served { store, prefix: prefix.to_string() };
+        let served = Served { store, prefix: prefix.to_string(), local };
         if let Ok(mut stores) = self.stores.lock() {
             if stores.len() >= CACHED_STANZAS {
                 stores.clear();
@@ -220,12 +227,23 @@ fn store_error(message: &str) -> WireError {
 struct Served {
     store: Arc<dyn ObjectStore>,
     prefix: String,
+    /// The repository's directory on this host (a filesystem repository): left out of what
+    /// clients are told.
+    local: Option<String>,
 }
 
 impl Served {
     fn path(&self, key: &str) -> Result<Path, WireError> {
         let full = if self.prefix.is_empty() { key.to_string() } else { format!("{}/{key}", self.prefix) };
         Path::parse(&full).map_err(|e| WireError::new(ErrorKind::Invalid, format!("invalid key '{key}': {e}")))
+    }
+
+    /// An error as a client sees it: this host's repository directory replaced by its name.
+    fn scrub(&self, mut e: WireError) -> WireError {
+        if let Some(local) = &self.local {
+            e.message = e.message.replace(local.trim_end_matches('/'), "<repository>");
+        }
+        e
     }
 
     fn key_of(&self, path: &Path) -> String {
@@ -449,7 +467,7 @@ async fn repo_request(settings: &Settings, peer: &Peer, request: http::Request<I
     }
     let served = settings.served(head.stanza.as_deref(), head.repo)?;
     let body = request.into_body();
-    match head.op {
+    let answered = match head.op {
         Op::Get { key, range, head } => {
             authorize(settings, peer, [key.as_str()])?;
             get(&served, &key, range, head).await
@@ -479,7 +497,8 @@ async fn repo_request(settings: &Settings, peer: &Peer, request: http::Request<I
                 .map_err(|e| wire_error(&e))?;
             answer(client::empty(), None::<&()>)
         }
-    }
+    };
+    answered.map_err(|e| served.scrub(e))
 }
 
 async fn get(served: &Served, key: &str, range: Option<(u64, u64)>, head: bool) -> Result<Answer, WireError> {
@@ -827,7 +846,8 @@ mod tests {
 
     #[test]
     fn keys_stay_under_the_served_root() {
-        let served = Served { store: Arc::new(object_store::memory::InMemory::new()), prefix: "repo".into() };
+        let served =
+            Served { store: Arc::new(object_store::memory::InMemory::new()), prefix: "repo".into(), local: None };
         assert_eq!(served.path("stanza/db/x").unwrap().as_ref(), "repo/stanza/db/x");
         for bad in ["stanza/db/../../etc/passwd", "stanza/db//x", "../x", "stanza/./db"] {
             let e = served.path(bad).unwrap_err();

@@ -472,6 +472,11 @@ fn backups_through_pg1_host_and_archive_and_restore_through_repo1_host() {
     // The granted client gets the object (so the refusals above were about the certificates).
     let (status, _) = curl(&repo_url, &ca.crt, Some((&client_crt, &client_key)), get_info);
     assert_eq!(status, "200");
+    // An error names the key, never where the repository lies on the server's host.
+    let missing = get_info.replace("stanza/db/stanza.info", "stanza/db/no-such-object");
+    let (status, body) = curl(&repo_url, &ca.crt, Some((&client_crt, &client_key)), &missing);
+    assert_eq!(status, "404", "{body}");
+    assert!(body.contains("no-such-object") && !body.contains(&rh.display().to_string()), "{body}");
     assert_eq!(snapshot(&rh.join("repo1")), before, "a refused request changed the repository");
     // The database host's server serves PGDATA and its tablespaces only, to granted clients.
     let data_url = format!("https://{DB_HOST}:{db_port}/data");
