@@ -108,11 +108,6 @@ impl Anchors {
         Ok(Parent { dir, name: name.to_os_string() })
     }
 
-    /// Whether `path` is one of the roots.
-    pub fn is_root(&self, path: &Path) -> bool {
-        self.roots.iter().any(|(r, _)| r == path)
-    }
-
     /// The root `path`'s descriptor (a directory given by the caller).
     pub fn root(&self, path: &Path) -> Option<BorrowedFd<'_>> {
         self.roots.iter().find(|(r, _)| r == path).map(|(_, fd)| fd.as_fd())
@@ -207,14 +202,28 @@ impl Parent {
     }
 }
 
+/// Levels of a directory tree [`remove_at`] descends, at most: one directory descriptor is open
+/// per level, and a planted tree can be arbitrarily deep (PostgreSQL's are a few levels).
+const MAX_DEPTH: usize = 64;
+
 /// Removes `name` inside `dir`: a file or link itself, or a directory tree, descending only
 /// through directories opened with `O_NOFOLLOW` (a link inside is removed, its target untouched).
+/// A tree deeper than [`MAX_DEPTH`] is an error, left for a person to look at.
 pub fn remove_at(dir: impl AsFd, name: &OsStr) -> std::io::Result<()> {
-    let dir = dir.as_fd();
+    remove_below(dir.as_fd(), name, 0)
+}
+
+fn remove_below(dir: BorrowedFd<'_>, name: &OsStr, depth: usize) -> std::io::Result<()> {
     match rustix::fs::unlinkat(dir, name, AtFlags::empty()) {
         Ok(()) | Err(rustix::io::Errno::NOENT) => return Ok(()),
         Err(rustix::io::Errno::ISDIR) | Err(rustix::io::Errno::PERM) => {}
         Err(e) => return Err(e.into()),
+    }
+    if depth >= MAX_DEPTH {
+        return Err(std::io::Error::other(format!(
+            "{} holds directories more than {MAX_DEPTH} levels deep: not removed",
+            name.to_string_lossy()
+        )));
     }
     let sub = open_dir_at(dir, name)?;
     for entry in rustix::fs::Dir::read_from(&sub)? {
@@ -223,7 +232,7 @@ pub fn remove_at(dir: impl AsFd, name: &OsStr) -> std::io::Result<()> {
         if n == "." || n == ".." {
             continue;
         }
-        remove_at(&sub, n)?;
+        remove_below(sub.as_fd(), n, depth + 1)?;
     }
     match rustix::fs::unlinkat(dir, name, AtFlags::REMOVEDIR) {
         Ok(()) | Err(rustix::io::Errno::NOENT) => Ok(()),
@@ -310,6 +319,11 @@ mod tests {
         // A tree holding a link is removed without touching the link's target.
         std::os::unix::fs::symlink(&outside, root.join("base/1/in")).unwrap();
         anchors.parent(&root.join("base")).unwrap().remove().unwrap();
+        // A planted tree deeper than the bound is refused, not walked down without end.
+        let deep: PathBuf = (0..MAX_DEPTH + 1).fold(root.join("deep"), |p, i| p.join(i.to_string()));
+        std::fs::create_dir_all(&deep).unwrap();
+        assert!(anchors.parent(&root.join("deep")).unwrap().remove().is_err());
+        assert!(root.join("deep").exists());
         assert!(!root.join("base").exists());
         assert_eq!(std::fs::read(outside.join("victim")).unwrap(), b"keep");
         // Outside every root: refused.

@@ -14,7 +14,7 @@ fn io(path: &Path, what: &str, e: std::io::Error) -> CliError {
 
 /// The temporary name a file is written under before it is renamed into place: a hidden
 /// sibling on the same filesystem (a delta restore removes leftovers: the backup lacks them).
-pub fn temp_name(path: &Path) -> PathBuf {
+fn temp_name(path: &Path) -> PathBuf {
     path.with_file_name(temp_file_name(path.file_name().unwrap_or(std::ffi::OsStr::new("file"))))
 }
 
@@ -53,7 +53,7 @@ pub fn sync_filesystems<'a>(paths: impl IntoIterator<Item = &'a Path>) -> CliRes
 }
 
 /// Renames `from` to `to` and syncs the directory holding `to`.
-pub fn rename(from: &Path, to: &Path) -> CliResult<()> {
+fn rename(from: &Path, to: &Path) -> CliResult<()> {
     std::fs::rename(from, to).map_err(|e| io(to, "rename into", e))?;
     sync_dir(to.parent().unwrap_or(Path::new(".")))
 }
