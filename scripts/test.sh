@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it: installs and starts the storage emulators (pinned versions,
-# into the checkout), runs every workspace test with PGSTRATA_REQUIRE_SERVERS=1 (a server that
+# into the checkout), installs a PostgreSQL server of every major 13-18 (scripts/postgres.sh), runs every workspace test with PGSTRATA_REQUIRE_SERVERS=1 (a server that
 # cannot start is a failure, never a skip) after fmt and clippy checks, builds the fuzz targets,
 # builds and smoke-tests the container image (scripts/image.sh), and stops the emulators by pid. Monitoring clients the tests run (check_pgbackrest) are unpacked
 # into .tools/ by scripts/tools.sh.
@@ -21,6 +21,10 @@ scripts/emulators.sh start
 scripts/tools.sh
 # shellcheck disable=SC1091
 . .tools/env
+# A server of every supported major (13-18): the matrix in tests/e2e/majors.rs needs them all.
+scripts/postgres.sh
+# shellcheck disable=SC1091
+. .pg/env
 export PGSTRATA_REQUIRE_SERVERS=1
 
 cargo fmt --all --check

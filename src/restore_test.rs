@@ -2,9 +2,10 @@
 //! Restores the latest backup (or `--set`) into a scratch directory (`restore-test-path`; its
 //! tablespaces and links mapped inside it), starts PostgreSQL there on a private socket with no
 //! TCP listener and archiving off, lets it recover to consistency (or `--type`/`--target`) and
-//! promote, checks every database with amcheck (`pg_amcheck --all --heapallindexed` where the
-//! program exists, else `bt_index_check` on each B-tree index), stops it, runs
-//! `pg_checksums --check`, reports each step with its time (text or `--output=json`), records the
+//! promote, checks every database with amcheck through SQL (`bt_index_check` with
+//! `heapallindexed` on every B-tree index, `verify_heapam` on every heap where amcheck has it),
+//! stops it, checks every page of every relation file with pgstrata's own page code (as
+//! `pg_checksums --check` does), reports each step with its time (text or `--output=json`), records the
 //! result in the repository (`info --output=prometheus` shows it), removes the scratch directory,
 //! and exits non-zero when any step failed.
 
@@ -253,8 +254,11 @@ impl Test<'_> {
     fn recover(&self) -> Result<String, String> {
         let began = Instant::now();
         loop {
-            match self.psql("postgres", "select pg_is_in_recovery()") {
-                Ok(out) if out.trim() == "f" => return Ok(String::new()),
+            let answer = self
+                .sql("postgres", "select pg_is_in_recovery()")
+                .map(|rows| rows.first().and_then(|r| r.first()).cloned().unwrap_or_default());
+            match answer {
+                Ok(out) if out == "f" => return Ok(String::new()),
                 Ok(_) | Err(_) if began.elapsed() < self.timeout() => std::thread::sleep(Duration::from_millis(200)),
                 Ok(out) => {
                     return Err(format!("still in recovery after {:?} ({out}){}", self.timeout(), self.log_tail()));
@@ -264,78 +268,92 @@ impl Test<'_> {
         }
     }
 
+    /// amcheck through SQL in every database that takes connections: `bt_index_check` with
+    /// `heapallindexed` on each valid B-tree index and, where amcheck has it (14 and later),
+    /// `verify_heapam` on each table, materialized view and TOAST table. No client program is
+    /// needed: a server alone is enough on every major.
     fn amcheck(&self) -> Result<String, String> {
-        let program = self.bin.join("pg_amcheck");
-        if program.exists() {
-            let port = PORT.to_string();
-            let host = self.dir.display().to_string();
-            let o = child(&program)
-                .args(["-h", &host, "-p", &port, "-U", &self.user, "--all", "--install-missing", "--heapallindexed"])
-                .output()
-                .map_err(|e| format!("unable to run {}: {e}", program.display()))?;
-            return if o.status.success() {
-                Ok("pg_amcheck --all --heapallindexed".into())
-            } else {
-                Err(format!("pg_amcheck: {}{}", String::from_utf8_lossy(&o.stdout).trim(), stderr(&o)))
-            };
-        }
-        let dbs = self.psql("postgres", "select datname from pg_database where datallowconn order by 1")?;
-        for db in dbs.lines().filter(|l| !l.is_empty()) {
-            self.psql(db, "create extension if not exists amcheck")?;
-            self.psql(
+        let dbs = self.sql("postgres", "select datname from pg_database where datallowconn order by 1")?;
+        let (mut indexes, mut heaps) = (0u64, 0u64);
+        for db in dbs.iter().filter_map(|row| row.first()) {
+            self.sql(db, "create extension if not exists amcheck")?;
+            let checked = self.sql(
                 db,
-                "select bt_index_check(c.oid, true) from pg_index i join pg_class c on c.oid = i.indexrelid \
-                 join pg_am a on a.oid = c.relam where a.amname = 'btree' and c.relpersistence <> 't' and i.indisvalid",
+                "select count(bt_index_check(c.oid, true)) from pg_index i join pg_class c on c.oid = i.indexrelid \
+                 join pg_am a on a.oid = c.relam \
+                 where a.amname = 'btree' and c.relpersistence <> 't' and i.indisvalid and i.indisready",
             )?;
+            indexes += first_number(&checked);
+            let has_heapam = self.sql(db, "select exists (select 1 from pg_proc where proname = 'verify_heapam')")?;
+            if has_heapam.first().and_then(|r| r.first()).map(String::as_str) == Some("t") {
+                let problems = self.sql(
+                    db,
+                    "select c.relname, v.blkno, v.offnum, v.msg from pg_class c, \
+                     lateral verify_heapam(c.oid, on_error_stop => false) v \
+                     where c.relkind in ('r', 'm', 't') and c.relpersistence <> 't' limit 5",
+                )?;
+                if let Some(row) = problems.first() {
+                    return Err(format!("{db}: verify_heapam found corruption: {}", row.join(" ")));
+                }
+                heaps += first_number(&self.sql(
+                    db,
+                    "select count(*) from pg_class where relkind in ('r', 'm', 't') and relpersistence <> 't'",
+                )?);
+            }
         }
-        Ok("bt_index_check on every B-tree index".into())
+        Ok(format!("{indexes} B-tree indexes (heapallindexed) and {heaps} heaps checked in {} databases", dbs.len()))
     }
 
+    /// Every page of every relation file of the stopped cluster checked by pgstrata's own page
+    /// code (header and data checksum), as `pg_checksums --check` would, without needing it.
     fn checksums(&self) -> Result<String, String> {
-        let program = self.bin.join("pg_checksums");
-        let data = self.data().display().to_string();
-        let o = child(&program)
-            .args(["--check", "-D", data.as_str()])
-            .output()
-            .map_err(|e| format!("unable to run {}: {e}", program.display()))?;
-        let said = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
-        if o.status.success() {
-            Ok(said.lines().find(|l| l.contains("Bad checksums")).unwrap_or("").trim().to_string())
-        } else if said.contains("checksums are not enabled") {
-            Ok("skipped: data checksums are not enabled in this cluster".into())
+        let data = self.data();
+        let control = crate::postgres::read_control(&data).map_err(|e| e.message)?;
+        if control.data_checksum_version == 0 {
+            return Ok("skipped: data checksums are not enabled in this cluster".into());
+        }
+        let mut walker = crate::backup::walk::Walker::new(&data, control.relseg_size.max(1));
+        let (mut files, mut pages, mut bad) = (0u64, 0u64, Vec::new());
+        while let Some(item) = walker.next_item().map_err(|e| e.message)? {
+            let crate::backup::walk::Item::File(file) = item else { continue };
+            let Some(first_block) = file.first_block else { continue };
+            files += 1;
+            let (checked, failed) = check_pages(&file.fs_path, first_block)?;
+            pages += checked;
+            bad.extend(failed.into_iter().map(|(block, why)| format!("{} block {block}: {why}", file.path)));
+        }
+        if bad.is_empty() {
+            Ok(format!("{pages} pages in {files} relation files, 0 bad"))
         } else {
-            Err(format!("pg_checksums: {}", said.trim()))
+            let shown: Vec<&str> = bad.iter().take(5).map(String::as_str).collect();
+            Err(format!("{} bad pages of {pages}: {}", bad.len(), shown.join("; ")))
         }
     }
 
-    fn psql(&self, db: &str, sql: &str) -> Result<String, String> {
-        let port = PORT.to_string();
-        let host = self.dir.display().to_string();
-        let o = child(self.bin.join("psql"))
-            .args([
-                "-X",
-                "-A",
-                "-t",
-                "-v",
-                "ON_ERROR_STOP=1",
-                "-h",
-                &host,
-                "-p",
-                &port,
-                "-U",
-                &self.user,
-                "-d",
-                db,
-                "-c",
-                sql,
-            ])
-            .output()
-            .map_err(|e| format!("unable to run psql: {e}"))?;
-        if o.status.success() {
-            Ok(String::from_utf8_lossy(&o.stdout).into_owned())
-        } else {
-            Err(format!("{db}: {}", stderr(&o)))
-        }
+    /// Runs one statement in `db` through pgstrata's own client (no psql), on the private
+    /// socket; the rows as text.
+    fn sql(&self, db: &str, sql: &str) -> Result<Vec<Vec<String>>, String> {
+        let mut pg = tokio_postgres::Config::new();
+        pg.host_path(&self.dir).port(PORT).user(&self.user).dbname(db).application_name("pgstrata restore-test");
+        let runtime = crate::commands::runtime().map_err(|e| e.message)?;
+        runtime.block_on(async {
+            let (client, connection) =
+                pg.connect(tokio_postgres::NoTls).await.map_err(|e| format!("{db}: unable to connect: {e}"))?;
+            let task = tokio::spawn(connection);
+            let messages = client.simple_query(sql).await.map_err(|e| format!("{db}: {e}"));
+            drop(client);
+            let _ = task.await;
+            let rows = messages?
+                .into_iter()
+                .filter_map(|m| match m {
+                    tokio_postgres::SimpleQueryMessage::Row(row) => {
+                        Some((0..row.len()).map(|i| row.get(i).unwrap_or("").to_string()).collect())
+                    }
+                    _ => None,
+                })
+                .collect();
+            Ok(rows)
+        })
     }
 
     fn timeout(&self) -> Duration {
@@ -352,6 +370,53 @@ impl Test<'_> {
             String::new()
         } else {
             format!(" (server log: {})", tail.into_iter().rev().collect::<Vec<_>>().join(" | "))
+        }
+    }
+}
+
+/// The number in the first column of the first row (0 when there is none).
+fn first_number(rows: &[Vec<String>]) -> u64 {
+    rows.first().and_then(|r| r.first()).and_then(|v| v.parse().ok()).unwrap_or(0)
+}
+
+/// Reads a relation file page by page; the pages checked and each bad one (block number, why).
+/// A short last page is bad (a relation file is whole pages).
+fn check_pages(path: &std::path::Path, first_block: u32) -> Result<(u64, Vec<(u64, String)>), String> {
+    use pgstrata_repo_format::pg::{BLCKSZ, PageVerdict, verify_page};
+    use std::io::Read;
+    let mut file = std::fs::File::open(path).map_err(|e| format!("unable to read {}: {e}", path.display()))?;
+    let mut page = [0u8; BLCKSZ];
+    let (mut checked, mut bad) = (0u64, Vec::new());
+    loop {
+        let mut filled = 0;
+        while filled < BLCKSZ {
+            match file.read(&mut page[filled..]) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(format!("unable to read {}: {e}", path.display())),
+            }
+        }
+        if filled == 0 {
+            return Ok((checked, bad));
+        }
+        let block = u64::from(first_block) + checked;
+        checked += 1;
+        if filled < BLCKSZ {
+            bad.push((block, format!("a partial page of {filled} bytes")));
+            return Ok((checked, bad));
+        }
+        // Block numbers of a relation fit in 32 bits; a file claiming more is itself bad.
+        let Ok(blkno) = u32::try_from(block) else {
+            bad.push((block, "block number beyond any relation".into()));
+            return Ok((checked, bad));
+        };
+        match verify_page(&page, blkno, true) {
+            PageVerdict::New | PageVerdict::Valid(_) => {}
+            PageVerdict::BadHeader => bad.push((block, "page header is not valid".into())),
+            PageVerdict::ChecksumMismatch { stored, computed } => {
+                bad.push((block, format!("checksum {stored:#06x}, computed {computed:#06x}")));
+            }
         }
     }
 }

@@ -17,6 +17,8 @@ mod guards;
 mod hosts;
 #[path = "e2e/incremental.rs"]
 mod incremental;
+#[path = "e2e/majors.rs"]
+mod majors;
 #[path = "e2e/monitoring.rs"]
 mod monitoring;
 #[path = "e2e/pitr.rs"]

@@ -8,7 +8,7 @@
 //!   returns a [`BlobSummary`]; [`BlobDecoder`] is feed/poll.
 //! - [`crypto`]: the per-stanza [`DataKey`] and its argon2id-wrapped record [`WrappedKey`].
 //! - [`pg`]: PostgreSQL's types — [`pg::Lsn`], [`pg::TimelineId`], [`pg::WalFileName`], page
-//!   header and checksum, `pg_control`, the WAL long page header (13 to 17).
+//!   header and checksum, `pg_control`, the WAL long page header (13 to 18).
 //! - [`layout`]: every object key, in one module.
 //! - [`meta`]: the versioned stanza info, backup catalog (checksummed envelopes) and the
 //!   streaming JSON-lines backup manifest.

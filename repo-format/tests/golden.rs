@@ -231,3 +231,33 @@ fn recorded_pg15_control_file_and_wal_page_parse() {
     let wal = WalPageHeader::parse(&std::fs::read(pg.join("wal-first-page-15")).unwrap(), "wal").unwrap();
     assert_eq!(wal.system_identifier, control.system_identifier);
 }
+
+/// `pg_control` and the first WAL page written by a real server of each other major 13–18
+/// (`initdb --data-checksums`, a checkpoint), checked against what that server's own SQL
+/// functions said (`control-values.txt`).
+#[test]
+fn recorded_control_files_and_wal_pages_of_every_major_parse() {
+    let pg = dir().join("pg");
+    let values = std::fs::read_to_string(pg.join("control-values.txt")).unwrap();
+    let mut seen = Vec::new();
+    for line in values.lines().filter(|l| !l.starts_with('#') && !l.is_empty()) {
+        let f: Vec<&str> = line.split('|').collect();
+        let major: u32 = f[0].parse().unwrap();
+        let control =
+            ControlFile::parse(&std::fs::read(pg.join(format!("pg_control-{major}"))).unwrap(), "pg_control").unwrap();
+        assert_eq!(control.pg_version, major);
+        assert_eq!(control.system_identifier.to_string(), f[1], "{major}");
+        assert_eq!(control.control_version.to_string(), f[2], "{major}");
+        assert_eq!(control.catalog_version.to_string(), f[3], "{major}");
+        assert_eq!(control.checkpoint.to_string(), f[4], "{major}");
+        assert_eq!(control.redo.to_string(), f[5], "{major}");
+        assert_eq!(control.timeline.0.to_string(), f[6], "{major}");
+        assert_eq!(control.data_checksum_version.to_string(), f[7], "{major}");
+        let wal =
+            WalPageHeader::parse(&std::fs::read(pg.join(format!("wal-first-page-{major}"))).unwrap(), "wal").unwrap();
+        assert_eq!(wal.system_identifier, control.system_identifier, "{major}");
+        assert_eq!(wal.pg_version, major);
+        seen.push(major);
+    }
+    assert_eq!(seen, [13, 14, 16, 17, 18]);
+}

@@ -30,6 +30,38 @@ pub fn pg_bin() -> PathBuf {
     PathBuf::from(std::env::var("PGSTRATA_PG_BIN").unwrap_or_else(|_| "/usr/lib/postgresql/15/bin".into()))
 }
 
+/// The server programs (`initdb`, `pg_ctl`, `postgres`) of a major version:
+/// `PGSTRATA_PG_BIN_<major>` (written by scripts/postgres.sh into .pg/env), for 15 also
+/// `PGSTRATA_PG_BIN`. `None` (a skip) when not installed; a failure when servers are required.
+pub fn server_bin(major: u32) -> Option<PathBuf> {
+    let found = std::env::var(format!("PGSTRATA_PG_BIN_{major}"))
+        .ok()
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| (major == 15).then(pg_bin))
+        .filter(|bin| bin.join("initdb").exists());
+    if found.is_none() {
+        assert!(
+            !required(),
+            "PostgreSQL {major} not installed (PGSTRATA_PG_BIN_{major}) but PGSTRATA_REQUIRE_SERVERS=1: run scripts/postgres.sh"
+        );
+        loud_skip(&format!("PostgreSQL {major} not installed: scripts/postgres.sh installs it"));
+    }
+    found
+}
+
+/// The server programs for a data directory: those of the major its `PG_VERSION` names (a
+/// restored cluster runs on the server that wrote it), else PostgreSQL 15's.
+fn server_bin_for(data: &Path) -> PathBuf {
+    std::fs::read_to_string(data.join("PG_VERSION"))
+        .ok()
+        .and_then(|v| v.trim().parse::<u32>().ok())
+        .filter(|major| *major != 15)
+        .and_then(|major| std::env::var(format!("PGSTRATA_PG_BIN_{major}")).ok())
+        .map(PathBuf::from)
+        .unwrap_or_else(pg_bin)
+}
+
 fn required() -> bool {
     std::env::var("PGSTRATA_REQUIRE_SERVERS").is_ok_and(|v| v == "1")
 }
@@ -175,11 +207,16 @@ impl Cluster {
 
     /// `initdb --data-checksums <extra>` into `scratch/<name>`.
     pub fn init_with(scratch: &Scratch, name: &str, extra: &[&str]) -> Self {
+        Self::init_on(&pg_bin(), scratch, name, extra)
+    }
+
+    /// `initdb --data-checksums <extra>` of the server programs in `bin`.
+    pub fn init_on(bin: &Path, scratch: &Scratch, name: &str, extra: &[&str]) -> Self {
         let data = scratch.dir.path().join(name);
         let socket = scratch.path(&format!("{name}-socket"));
         let mut args = vec!["--data-checksums", "-A", "trust", "-U", "postgres", "-D", data.to_str().unwrap()];
         args.extend_from_slice(extra);
-        let out = run_as_postgres(&pg_bin().join("initdb"), &args, &[]);
+        let out = run_as_postgres(&bin.join("initdb"), &args, &[]);
         assert!(out.status.success(), "initdb: {}", text(&out));
         let log = scratch.dir.path().join(format!("{name}.log"));
         Self { data, socket, port: free_port(), log }
@@ -213,7 +250,7 @@ impl Cluster {
         let opts =
             format!("-c listen_addresses='' -c unix_socket_directories='{}' -p {}", self.socket.display(), self.port);
         let out = run_as_postgres(
-            &pg_bin().join("pg_ctl"),
+            &server_bin_for(&self.data).join("pg_ctl"),
             &[
                 "-D",
                 self.data.to_str().unwrap(),
@@ -238,7 +275,7 @@ impl Cluster {
 
     pub fn stop(&self) {
         let _ = run_as_postgres(
-            &pg_bin().join("pg_ctl"),
+            &server_bin_for(&self.data).join("pg_ctl"),
             &["-D", self.data.to_str().unwrap(), "-m", "fast", "-w", "stop"],
             &[],
         );

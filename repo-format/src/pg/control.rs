@@ -1,8 +1,10 @@
 //! `global/pg_control`: the cluster's identity and last checkpoint.
 //!
-//! The layout of `ControlFileData` is the same in PostgreSQL 13 to 17 for every field read here
-//! (`pg_control_version` 1300 for 13-16, 1700 for 17, which only reused padding inside the
-//! checkpoint copy); its CRC-32C covers the bytes before the `crc` field at offset 288.
+//! The layout of `ControlFileData` is the same in PostgreSQL 13 to 18 for every field read here
+//! (`pg_control_version` 1300 for 13-16; 1700 for 17, which only reused padding inside the
+//! checkpoint copy; 1800 for 18, which added `default_char_signedness` after
+//! `data_checksum_version`). Its CRC-32C covers the bytes before the `crc` field: offset 288
+//! up to 17, 292 from 18 (the new byte moves the 32-byte nonce, and `crc` is 4-aligned).
 
 use super::{Lsn, TimelineId};
 use crate::error::{FormatError, Result};
@@ -10,12 +12,19 @@ use crate::error::{FormatError, Result};
 /// Size of the `pg_control` file on disk.
 pub const PG_CONTROL_SIZE: usize = 8192;
 
-const CRC_OFFSET: usize = 288;
+/// Where `crc` lies for a `pg_control_version`.
+const fn crc_offset(control_version: u32) -> usize {
+    if control_version >= 1800 { 292 } else { 288 }
+}
+
+/// The `pg_control_version` of every supported major and the newest catalog-version ranges:
+/// a catalog version at or above an entry (and below the next) belongs to that major version.
+const CONTROL_VERSIONS: [u32; 3] = [1300, 1700, 1800];
 
 /// Release catalog versions: a catalog version at or above an entry (and below the next) belongs
 /// to that major version.
-const CATALOG_VERSIONS: [(u32, u32); 5] =
-    [(202_007_201, 13), (202_107_181, 14), (202_209_061, 15), (202_307_071, 16), (202_406_281, 17)];
+const CATALOG_VERSIONS: [(u32, u32); 6] =
+    [(202_007_201, 13), (202_107_181, 14), (202_209_061, 15), (202_307_071, 16), (202_406_281, 17), (202_506_291, 18)];
 
 /// The cluster state recorded in `pg_control`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -70,21 +79,22 @@ pub struct ControlFile {
 impl ControlFile {
     /// Parses and CRC-checks `pg_control`; `what` names it in errors.
     pub fn parse(bytes: &[u8], what: &str) -> Result<Self> {
-        if bytes.len() < CRC_OFFSET + 4 {
+        if bytes.len() < crc_offset(u32::MAX) + 4 {
             return Err(FormatError::truncated(what, format!("{} bytes, too short for pg_control", bytes.len())));
         }
         let u32_at = |at: usize| u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]);
         let u64_at = |at: usize| u64::from(u32_at(at)) | (u64::from(u32_at(at + 4)) << 32);
         let control_version = u32_at(8);
-        if control_version != 1300 && control_version != 1700 {
+        if !CONTROL_VERSIONS.contains(&control_version) {
             return Err(FormatError::UnsupportedVersion {
                 what: format!("{what} (pg_control_version)"),
                 found: control_version,
-                supported: 1700,
+                supported: CONTROL_VERSIONS[CONTROL_VERSIONS.len() - 1],
             });
         }
-        let stored_crc = u32_at(CRC_OFFSET);
-        let computed = crc32c(&bytes[..CRC_OFFSET]);
+        let crc_at = crc_offset(control_version);
+        let stored_crc = u32_at(crc_at);
+        let computed = crc32c(&bytes[..crc_at]);
         if stored_crc != computed {
             return Err(FormatError::corrupt(
                 what,
@@ -100,11 +110,11 @@ impl ControlFile {
             .ok_or_else(|| FormatError::UnsupportedVersion {
                 what: format!("{what} (catalog version)"),
                 found: catalog_version,
-                supported: 202_406_281,
+                supported: CATALOG_VERSIONS[CATALOG_VERSIONS.len() - 1].0,
             })?;
-        // pg_control_version tells 17 apart from the catalog-version guess.
+        // pg_control_version must agree with the catalog-version guess.
         let pg_version = match (control_version, pg_version) {
-            (1700, 17) | (1300, 13..=16) => pg_version,
+            (1800, 18) | (1700, 17) | (1300, 13..=16) => pg_version,
             _ => {
                 return Err(FormatError::corrupt(
                     what,
@@ -199,8 +209,9 @@ mod tests {
         b[220..224].copy_from_slice(&relseg.to_le_bytes());
         b[224..228].copy_from_slice(&blcksz.to_le_bytes());
         b[228..232].copy_from_slice(&wal_seg.to_le_bytes());
-        let crc = crc32c(&b[..CRC_OFFSET]);
-        b[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_le_bytes());
+        let at = crc_offset(control_version);
+        let crc = crc32c(&b[..at]);
+        b[at..at + 4].copy_from_slice(&crc.to_le_bytes());
         b
     }
 
@@ -212,6 +223,7 @@ mod tests {
             (202_209_061, 15, 1300),
             (202_307_071, 16, 1300),
             (202_406_281, 17, 1700),
+            (202_506_291, 18, 1800),
         ] {
             let c = ControlFile::parse(&synthetic(control, catalog), "pg_control").expect("parse");
             assert_eq!(c.pg_version, version);
@@ -219,6 +231,11 @@ mod tests {
             assert_eq!(c.wal_segment_size, 16 << 20);
         }
         assert!(ControlFile::parse(&synthetic(1300, 202_406_281), "pg_control").is_err());
+        assert!(ControlFile::parse(&synthetic(1700, 202_506_291), "pg_control").is_err());
+        // An 18 file checked at 17's CRC offset (or the reverse) does not pass.
+        let mut moved = synthetic(1800, 202_506_291);
+        moved[8..12].copy_from_slice(&1700u32.to_le_bytes());
+        assert!(ControlFile::parse(&moved, "pg_control").is_err());
         assert!(matches!(
             ControlFile::parse(&synthetic(1201, 201_909_212), "pg_control"),
             Err(FormatError::UnsupportedVersion { .. })
@@ -245,6 +262,12 @@ mod tests {
             let mut bad = good.clone();
             bad[at] ^= 0x40;
             assert!(ControlFile::parse(&bad, "pg_control").is_err(), "flip at {at}");
+        }
+        let good = synthetic(1800, 202_506_291);
+        for at in [0, 100, 256, 291] {
+            let mut bad = good.clone();
+            bad[at] ^= 0x40;
+            assert!(ControlFile::parse(&bad, "pg_control").is_err(), "18: flip at {at}");
         }
     }
 }

@@ -17,4 +17,4 @@ pub use wal::{
 };
 
 /// The PostgreSQL major versions this build understands.
-pub const SUPPORTED_VERSIONS: std::ops::RangeInclusive<u32> = 13..=17;
+pub const SUPPORTED_VERSIONS: std::ops::RangeInclusive<u32> = 13..=18;

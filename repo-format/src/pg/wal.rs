@@ -172,7 +172,7 @@ impl FromStr for WalFileName {
 }
 
 /// `XLOG_PAGE_MAGIC` of each supported major version.
-const WAL_MAGIC: [(u32, u16); 5] = [(13, 0xD106), (14, 0xD10D), (15, 0xD110), (16, 0xD113), (17, 0xD116)];
+const WAL_MAGIC: [(u32, u16); 6] = [(13, 0xD106), (14, 0xD10D), (15, 0xD110), (16, 0xD113), (17, 0xD116), (18, 0xD118)];
 
 /// The major version whose WAL starts pages with `magic`.
 pub fn pg_version_for_wal_magic(magic: u16) -> Option<u32> {
@@ -214,7 +214,7 @@ impl WalPageHeader {
         let magic = u16_at(0);
         let pg_version = pg_version_for_wal_magic(magic).ok_or_else(|| FormatError::NotAnObject {
             what: what.to_string(),
-            detail: format!("WAL page magic {magic:#06X} is not PostgreSQL 13-17's"),
+            detail: format!("WAL page magic {magic:#06X} is not PostgreSQL 13-18's"),
         })?;
         let info = u16_at(2);
         if info & XLP_LONG_HEADER == 0 {
