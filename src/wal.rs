@@ -64,7 +64,10 @@ pub async fn history(repo: &Repo, archive: &str, timeline: TimelineId) -> CliRes
         )
         .hint("history files are archived at promotion; was archive_command working then?")
     })?;
-    Ok(TimelineHistory::parse(timeline, &text, &name.to_string())?)
+    // A history the archive holds that does not parse is damaged repository content (29), not
+    // a bad option.
+    TimelineHistory::parse(timeline, &text, &name.to_string())
+        .map_err(|e| CliError::new(ErrorCode::Format, e.to_string()))
 }
 
 /// The timeline PostgreSQL's `recovery_target_timeline = 'latest'` would pick from this archive:

@@ -146,7 +146,12 @@ pub fn get(config: &Config) -> CliResult<()> {
                 // A history file is shown without its digest: find the object it names.
                 let key = if key.ends_with(".history") {
                     let found = store.list_files(&format!("{key}-")).await?;
-                    found.into_iter().next().map(|o| o.key).unwrap_or_else(|| key.clone())
+                    // Not the claim of its name, which sorts among the digests.
+                    found
+                        .into_iter()
+                        .map(|o| o.key)
+                        .find(|k| !pgstrata_repo_format::layout::is_wal_claim(k))
+                        .unwrap_or_else(|| key.clone())
                 } else {
                     key.clone()
                 };

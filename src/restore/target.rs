@@ -131,6 +131,9 @@ impl Recovery {
             ));
         }
         let timeline = match config.get("target-timeline") {
+            // Recovery that ends at consistency follows the backup's own timeline (no switch
+            // can come before it), so a later timeline that left it cannot break it.
+            None if goal == Goal::Immediate => Some(TimelineChoice::Current),
             None => None,
             Some("latest") => Some(TimelineChoice::Latest),
             Some("current") => Some(TimelineChoice::Current),
@@ -207,9 +210,17 @@ fn archive_of(repo: &Repo, backup: &CatalogEntry) -> CliResult<String> {
     Ok(archive_id(db.pg_version, db.id))
 }
 
-/// Chooses the backup to restore: `--set` when given (checked against the target), else the
-/// newest backup that ended before a time or LSN target on a timeline leading to the target
-/// timeline. Then checks that the archive reaches the target.
+/// Chooses the backup to restore, as pgBackRest and PostgreSQL treat timelines:
+///
+/// - recovery follows `--target-timeline` when given; else `current` (the backup's own) for
+///   `--type=immediate` (recovery ends at consistency, before any switch could matter), else
+///   `latest` (PostgreSQL's default);
+/// - `--set` names the backup, refused before anything is written when it does not lie on the
+///   followed timeline's history (naming where that timeline forked from the backup's);
+/// - otherwise the newest backup that lies on that history and, for a time or LSN target,
+///   ended before it. Each newer backup passed over is logged at INFO with the reason.
+///
+/// Then checks that the archive reaches the target.
 pub async fn choose_backup(
     repo: &Repo,
     catalog: &BackupCatalog,
@@ -234,10 +245,10 @@ pub async fn choose_backup(
         )
         .hint("take a backup first"));
     }
-    // Histories by (archive, timeline), each fetched once.
+    // The timeline each candidate's recovery follows, and its history, each fetched once.
     let mut histories: BTreeMap<(String, TimelineId), TimelineHistory> = BTreeMap::new();
     let mut latest: BTreeMap<String, TimelineId> = BTreeMap::new();
-    let mut refusals = Vec::new();
+    let mut judged = Vec::new();
     for b in candidates {
         let archive = archive_of(repo, b)?;
         let timeline = match recovery.timeline.unwrap_or(TimelineChoice::Latest) {
@@ -254,44 +265,125 @@ pub async fn choose_backup(
         };
         let key = (archive.clone(), timeline);
         if !histories.contains_key(&key) {
-            histories.insert(key.clone(), wal::history(repo, &archive, timeline).await?);
+            let history = if timeline == b.timeline {
+                // Following the backup's own timeline needs no history file.
+                TimelineHistory { timeline, ancestors: Vec::new() }
+            } else {
+                wal::history(repo, &archive, timeline).await?
+            };
+            histories.insert(key.clone(), history);
         }
-        let history = &histories[&key];
-        if !history.includes(b.timeline, b.lsn_stop) {
-            refusals.push(format!(
-                "{} (timeline {} at {}) is not on the history of timeline {timeline}",
-                b.label, b.timeline, b.lsn_stop
-            ));
+        judged.push((b, key));
+    }
+    let (chosen, key) = pick(&judged, &histories, recovery, set.is_some()).map_err(|refusal| match refusal {
+        Refusal::OffHistory(why) => CliError::new(ErrorCode::DbMismatch, why).hint(
+            "was the target timeline made by promoting a standby, or by a restore tested without \
+             --archive-mode=off? Name another --target-timeline, or leave out --set",
+        ),
+        Refusal::AfterTarget(why) => CliError::new(
+            ErrorCode::BackupSetInvalid,
+            format!("backup set {why}: it cannot reach {}", recovery.describe()),
+        )
+        .hint("choose a later target, or leave out --set"),
+        Refusal::None(whys) => CliError::new(
+            ErrorCode::BackupSetInvalid,
+            format!(
+                "no backup in repo{} can reach {}: the target is before every usable backup ({})",
+                repo.index,
+                recovery.describe(),
+                whys.join("; ")
+            ),
+        )
+        .hint("choose a later target, another --target-timeline, or a repository with older backups"),
+    })?;
+    check_archive_reaches(repo, &key.0, chosen, &histories[key], recovery).await?;
+    Ok(chosen.clone())
+}
+
+/// Why no backup was chosen.
+#[derive(Debug, PartialEq, Eq)]
+enum Refusal {
+    /// The named backup is not on the followed timeline's history.
+    OffHistory(String),
+    /// The named backup ended after a time or LSN target.
+    AfterTarget(String),
+    /// No candidate qualified: each one's reason.
+    None(Vec<String>),
+}
+
+/// The decision of [`choose_backup`] over candidates (newest first, each with the key of the
+/// history its recovery follows): the first that lies on its history and before the target.
+fn pick<'a, K: Ord>(
+    candidates: &[(&'a CatalogEntry, K)],
+    histories: &'a BTreeMap<K, TimelineHistory>,
+    recovery: &Recovery,
+    named: bool,
+) -> Result<(&'a CatalogEntry, &'a K), Refusal> {
+    let mut passed = Vec::new();
+    for (b, key) in candidates {
+        let Some((key, history)) = histories.get_key_value(key) else { continue };
+        if let Some(why) = off_history(history, b) {
+            let why = format!("{}: {why}", b.label);
+            if named {
+                return Err(Refusal::OffHistory(why));
+            }
+            tracing::info!("passing over backup {why}");
+            passed.push(why);
             continue;
         }
-        match &recovery.goal {
-            Goal::Time { micros, .. } if b.timestamp_stop.saturating_mul(1_000_000) > *micros => {
-                refusals.push(format!(
-                    "{} ended at {}, after the target",
-                    b.label,
-                    micros_text(b.timestamp_stop * 1_000_000)
-                ));
-                continue;
+        if let Some(why) = after_target(&recovery.goal, b) {
+            let why = format!("{}: {why}", b.label);
+            if named {
+                return Err(Refusal::AfterTarget(why));
             }
-            Goal::Lsn(lsn) if b.lsn_stop > *lsn => {
-                refusals.push(format!("{} ended at LSN {}, after the target", b.label, b.lsn_stop));
-                continue;
-            }
-            _ => {}
+            tracing::info!("passing over backup {why}");
+            passed.push(why);
+            continue;
         }
-        check_archive_reaches(repo, &archive, b, history, recovery).await?;
-        return Ok(b.clone());
+        if !passed.is_empty() {
+            tracing::info!(
+                "restoring backup {}, the newest that reaches {} on timeline {}",
+                b.label,
+                recovery.describe(),
+                history.timeline
+            );
+        }
+        return Ok((b, key));
     }
-    let what = match set {
-        Some(set) => format!("backup set {set} cannot reach {}", recovery.describe()),
-        None => format!(
-            "no backup in repo{} can reach {}: the target is before every usable backup",
-            repo.index,
-            recovery.describe()
+    Err(Refusal::None(passed))
+}
+
+/// Why backup `b` cannot start recovery along `history`, if it cannot: its timeline is not on
+/// the path, or the path leaves it before the backup's end.
+fn off_history(history: &TimelineHistory, b: &CatalogEntry) -> Option<String> {
+    if history.includes(b.timeline, b.lsn_stop) {
+        return None;
+    }
+    let target = history.timeline;
+    Some(match history.end_of(b.timeline) {
+        Some(fork) => format!(
+            "target timeline {target} forked from backup timeline {} at {fork}, which is before the backup's \
+             lsn of {}",
+            b.timeline, b.lsn_stop
         ),
-    };
-    Err(CliError::new(ErrorCode::BackupSetInvalid, format!("{what} ({})", refusals.join("; ")))
-        .hint("choose a later target, another --target-timeline, or a repository with older backups"))
+        None => format!(
+            "backup timeline {}, lsn {} is not in the history of target timeline {target}",
+            b.timeline, b.lsn_stop
+        ),
+    })
+}
+
+/// Why backup `b` ends after a time or LSN target, if it does.
+fn after_target(goal: &Goal, b: &CatalogEntry) -> Option<String> {
+    match goal {
+        // The catalog keeps whole seconds: a backup that stopped in the target's second may
+        // have stopped after it, and recovery from it would never reach the target.
+        Goal::Time { micros, .. } if b.timestamp_stop.saturating_add(1).saturating_mul(1_000_000) > *micros => {
+            Some(format!("it ended at {}, after the target", micros_text(b.timestamp_stop.saturating_mul(1_000_000))))
+        }
+        Goal::Lsn(lsn) if b.lsn_stop > *lsn => Some(format!("it ended at LSN {}, after the target", b.lsn_stop)),
+        _ => None,
+    }
 }
 
 /// Refuses a time or LSN target the archive cannot reach: PostgreSQL would replay everything,
@@ -351,4 +443,153 @@ async fn check_archive_reaches(
         _ => {}
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A full backup on `timeline` ending at `stop` (an LSN) and at `second` (a time).
+    fn full(day: u32, timeline: u32, stop: u64) -> CatalogEntry {
+        let mut b = crate::expire::plan::tests::backup(&format!("202701{day:02}-000000F"), None, 0.0, day);
+        b.timeline = TimelineId(timeline);
+        b.lsn_start = Lsn(stop - 0x100);
+        b.lsn_stop = Lsn(stop);
+        b.timestamp_stop = 1_800_000_000 + i64::from(day) * 86_400;
+        b
+    }
+
+    fn history(timeline: u32, text: &str) -> TimelineHistory {
+        TimelineHistory::parse(TimelineId(timeline), text.as_bytes(), "test.history").expect("history")
+    }
+
+    fn recovery(goal: Goal, timeline: Option<TimelineChoice>) -> Recovery {
+        Recovery { goal, exclusive: false, action: "promote".into(), timeline }
+    }
+
+    /// What `choose_backup` decides for `backups` (oldest first) when recovery follows
+    /// `followed` for every backup off `current`-style own timelines: the chosen label's day,
+    /// or the refusal.
+    fn decide(
+        backups: &[CatalogEntry],
+        followed: Option<&TimelineHistory>,
+        goal: Goal,
+        choice: Option<TimelineChoice>,
+        set: Option<usize>,
+    ) -> Result<u32, Refusal> {
+        let recovery = recovery(goal, choice);
+        let mut histories = BTreeMap::new();
+        let newest_first: Vec<&CatalogEntry> = match set {
+            Some(i) => vec![&backups[i]],
+            None => backups.iter().rev().collect(),
+        };
+        let mut candidates = Vec::new();
+        for b in newest_first {
+            let (key, h) = match (recovery.timeline, followed) {
+                (Some(TimelineChoice::Current), _) | (_, None) => {
+                    (b.timeline.0, TimelineHistory { timeline: b.timeline, ancestors: Vec::new() })
+                }
+                (_, Some(h)) => (h.timeline.0, h.clone()),
+            };
+            histories.insert(key, h);
+            candidates.push((b, key));
+        }
+        pick(&candidates, &histories, &recovery, set.is_some())
+            .map(|(b, _)| b.label.as_str()[6..8].parse().expect("day"))
+    }
+
+    /// The issue's scenario: F1 on timeline 1, F2 later on timeline 1, then an in-place PITR of F1
+    /// to before F2 promoted to timeline 2 (switch at 0/3000000, F2 ended at 0/5000000).
+    fn forked_before_newest() -> (Vec<CatalogEntry>, TimelineHistory) {
+        (vec![full(1, 1, 0x200_0000), full(2, 1, 0x500_0000)], history(2, "1\t0/3000000\tbefore F2\n"))
+    }
+
+    #[test]
+    fn immediate_without_a_timeline_follows_the_backups_own_and_takes_the_newest() {
+        // from_config sets `current` for immediate (immediate_defaults_to_the_current_timeline).
+        let (backups, tl2) = forked_before_newest();
+        assert_eq!(decide(&backups, Some(&tl2), Goal::Immediate, Some(TimelineChoice::Current), None), Ok(2));
+        // Following latest (timeline 2) instead, F2 is not on its history: F1, with the reason logged.
+        assert_eq!(decide(&backups, Some(&tl2), Goal::Immediate, None, None), Ok(1));
+    }
+
+    #[test]
+    fn the_table_over_histories() {
+        let (backups, tl2) = forked_before_newest();
+        let early = Goal::Lsn(Lsn(0x280_0000));
+        let time_after_f1 = Goal::Time { text: "t".into(), micros: (1_800_000_000 + 86_400 + 10) * 1_000_000 };
+        type Case = (&'static str, Option<&'static TimelineHistory>, Goal, Option<TimelineChoice>, Option<usize>);
+        let tl2: &'static TimelineHistory = Box::leak(Box::new(tl2));
+        // A PostgreSQL-written history whose switch point for 2 is before 1's: timeline 3 leaves
+        // timeline 1 at 0/2800000.
+        let tl3: &'static TimelineHistory =
+            Box::leak(Box::new(history(3, "1\t0/3000000\tx\n2\t0/2800000\tbefore 2000-01-01\n")));
+        let cases: Vec<(Case, Result<u32, ()>)> = vec![
+            // Other types, no --target-timeline: latest; the newest on its history.
+            (("default, latest=2", Some(tl2), Goal::Default, None, None), Ok(1)),
+            (("lsn before the fork", Some(tl2), early.clone(), None, None), Ok(1)),
+            (("time after F1, latest=2", Some(tl2), time_after_f1.clone(), None, None), Ok(1)),
+            // Without a fork every backup is on the history: the newest.
+            (("default, one timeline", None, Goal::Default, None, None), Ok(2)),
+            // --target-timeline=current: the newest backup, each on its own timeline.
+            (("current", Some(tl2), Goal::Default, Some(TimelineChoice::Current), None), Ok(2)),
+            // --target-timeline=3 (earlier switch point for 2 than for 1): only F1 is on it.
+            (("timeline 3", Some(tl3), Goal::Default, Some(TimelineChoice::Id(TimelineId(3))), None), Ok(1)),
+            // --set on the history: taken; off it: refused.
+            (("set F1 on 2", Some(tl2), Goal::Default, None, Some(0)), Ok(1)),
+            (("set F2 on 2", Some(tl2), Goal::Default, None, Some(1)), Err(())),
+            (("set F2 immediate", Some(tl2), Goal::Immediate, Some(TimelineChoice::Current), Some(1)), Ok(2)),
+            // A time before every backup: nothing.
+            (("time before all", None, Goal::Time { text: "t".into(), micros: 0 }, None, None), Err(())),
+        ];
+        for ((name, h, goal, choice, set), expected) in cases {
+            let got = decide(&backups, h, goal, choice, set);
+            assert_eq!(got.as_ref().map(|d| *d).map_err(|_| ()), expected, "{name}: {got:?}");
+        }
+    }
+
+    #[test]
+    fn a_named_backup_off_the_history_is_refused_naming_the_fork_and_its_lsn() {
+        let (backups, tl2) = forked_before_newest();
+        match decide(&backups, Some(&tl2), Goal::Default, None, Some(1)) {
+            Err(Refusal::OffHistory(why)) => {
+                assert!(why.contains("target timeline 2 forked from backup timeline 1 at 0/3000000"), "{why}");
+                assert!(why.contains("lsn of 0/5000000"), "{why}");
+            }
+            other => panic!("{other:?}"),
+        }
+        let tl3 = history(3, "2\t0/1000000\tx\n");
+        match decide(&backups, Some(&tl3), Goal::Default, Some(TimelineChoice::Id(TimelineId(3))), Some(0)) {
+            Err(Refusal::OffHistory(why)) => {
+                assert!(
+                    why.contains("backup timeline 1, lsn 0/2000000 is not in the history of target timeline 3"),
+                    "{why}"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn restore_config(kind: &str) -> Recovery {
+        let empty = tempfile::NamedTempFile::new().expect("temp");
+        let argv: Vec<String> = [
+            "pgstrata",
+            &format!("--config={}", empty.path().display()),
+            "restore",
+            "--stanza=db",
+            &format!("--type={kind}"),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        Recovery::from_config(&crate::config::Config::load(&argv, &[]).expect("config")).expect("recovery")
+    }
+
+    #[test]
+    fn immediate_defaults_to_the_current_timeline() {
+        let immediate = restore_config("immediate");
+        assert_eq!(immediate.timeline, Some(TimelineChoice::Current));
+        assert!(immediate.settings().contains(&("recovery_target_timeline", "current".to_string())));
+        assert_eq!(restore_config("default").timeline, None);
+    }
 }

@@ -131,3 +131,111 @@ fn point_in_time_targets_and_timelines() {
     let info = String::from_utf8_lossy(&s.ok(&["--stanza=db", "info"]).stdout).into_owned();
     assert!(info.contains("timeline 1:") && info.contains("timeline 2:"), "{info}");
 }
+
+/// The operator's sequence that used to restore the wrong backup, then none: F1, F2, an
+/// in-place PITR of F1 to a time before F2 (`--delta` into the same PGDATA, as PGO's restore Job
+/// does) promoted onto timeline 2 and archiving there. `--type=immediate` must restore F2 (the
+/// newest; recovery follows its own timeline). Then F1 recovered to an LSN before timeline 2's
+/// switch with `--target-timeline=2` is promoted by PostgreSQL onto timeline 3, whose history
+/// file lists 2's switch point before 1's: restores, verify and info go on working, and a
+/// default restore follows timeline 3 from the one backup on its history, saying why it passed
+/// over the newer one.
+#[test]
+fn timeline_forks_before_the_newest_backup() {
+    if !postgres_available() {
+        return;
+    }
+    let scratch = Scratch::new("pgstrata-forks-");
+    let repo = scratch.path("repo");
+    let (cluster, s) = archiving_cluster(&scratch, "src", &repo, None);
+    s.ok(&["--stanza=db", "stanza-create"]);
+    cluster.sql("create table t as select g as id from generate_series(1, 1000) g");
+    s.ok(&["--stanza=db", "backup", "--type=full", "--start-fast"]);
+    let f1 = info_json(&s)[0]["backup"][0]["label"].as_str().unwrap().to_string();
+    // Backups record whole seconds: the time target lies in a later second than F1's end, and F2
+    // ends in a later one still (not synchronization: a clock resolution).
+    cluster.sql("select pg_sleep(1.1)");
+    cluster.sql("create table before_lsn as select g as id from generate_series(1, 100) g");
+    let lsn = cluster.sql("select pg_current_wal_insert_lsn()");
+    cluster.sql("create table before_time as select g as id from generate_series(1, 100) g");
+    let time = cluster.sql("select clock_timestamp()");
+    cluster.sql("select pg_sleep(1.1)");
+    cluster.sql("create table in_f2 as select g as id from generate_series(1, 100) g");
+    s.ok(&["--stanza=db", "backup", "--type=full", "--start-fast"]);
+    cluster.archive_now();
+    cluster.stop();
+
+    // In-place PITR of F1 (the backup before the time target), promoted onto timeline 2.
+    s.ok(&["--stanza=db", "restore", "--delta", "--type=time", &format!("--target={time}"), "--target-action=promote"]);
+    cluster.start();
+    cluster.wait_promoted();
+    assert_eq!(cluster.sql("select timeline_id from pg_control_checkpoint()"), "2");
+    assert_eq!(cluster.sql("select count(*) from pg_class where relname in ('before_time', 'in_f2')"), "1");
+    cluster.archive_now();
+    cluster.stop();
+
+    let immediate = restore_and_start(&scratch, &s, "immediate", &["--type=immediate", "--target-action=promote"]);
+    assert_eq!(
+        immediate.sql("select count(*) from in_f2"),
+        "100",
+        "--type=immediate did not restore the newest backup (F2)"
+    );
+    immediate.stop();
+
+    // F1 to an LSN before timeline 2 left timeline 1, following timeline 2: PostgreSQL promotes
+    // onto timeline 3 and writes "1 <switch of 2>", then "2 <this LSN>", an earlier point.
+    let tl3_dir = scratch.path("tl3");
+    let pg1 = format!("--pg1-path={}", tl3_dir.display());
+    s.ok(&[
+        "--stanza=db",
+        "restore",
+        &pg1,
+        &format!("--set={f1}"),
+        "--type=lsn",
+        &format!("--target={lsn}"),
+        "--target-timeline=2",
+        "--target-action=promote",
+    ]);
+    let tl3 = Cluster::existing(&scratch, tl3_dir, "tl3");
+    tl3.configure(&format!("archive_mode = on\narchive_command = '{} archive-push %p'", s.command_prefix()));
+    tl3.start();
+    tl3.wait_promoted();
+    assert_eq!(tl3.sql("select timeline_id from pg_control_checkpoint()"), "3");
+    tl3.sql("create table on_tl3 as select g as id from generate_series(1, 333) g");
+    tl3.archive_now();
+    tl3.stop();
+    let history = s.ok(&["--stanza=db", "repo-get", "archive/db/15-1/00000003.history"]);
+    let history = String::from_utf8_lossy(&history.stdout).into_owned();
+    let switches: Vec<&str> = history.lines().filter_map(|l| l.split_whitespace().nth(1)).collect();
+    assert_eq!(switches.len(), 2, "{history}");
+    let at = |l: &str| {
+        let (hi, lo) = l.split_once('/').unwrap();
+        (u64::from_str_radix(hi, 16).unwrap() << 32) | u64::from_str_radix(lo, 16).unwrap()
+    };
+    assert!(at(switches[1]) < at(switches[0]), "PostgreSQL did not write an earlier switch point: {history}");
+    assert!(at(switches[1]) >= at(&lsn), "{history} (target {lsn})");
+
+    // Everything goes on: the default restore follows timeline 3 from F1, and says why not F2.
+    let dir = scratch.path("latest");
+    let pg1 = format!("--pg1-path={}", dir.display());
+    let o = s.ok(&["--stanza=db", "restore", &pg1, "--log-level-console=info"]);
+    let said = text(&o);
+    assert!(said.contains("passing over backup") && said.contains("target timeline 3 forked from"), "{said}");
+    let latest = Cluster::existing(&scratch, dir, "latest");
+    latest.configure("archive_mode = off");
+    latest.start();
+    latest.wait_promoted();
+    assert_eq!(latest.sql("select count(*) from on_tl3"), "333");
+    latest.stop();
+    let o = s.run(&["--stanza=db", "verify"]);
+    assert!(o.status.success(), "{}", text(&o));
+    s.ok(&["--stanza=db", "info"]);
+    // F2 named with timeline 3 to follow: refused before anything is written.
+    let f2 = info_json(&s)[0]["backup"][1]["label"].as_str().unwrap().to_string();
+    let refused = scratch.path("refused");
+    let pg1 = format!("--pg1-path={}", refused.display());
+    let o = s.run(&["--stanza=db", "restore", &pg1, &format!("--set={f2}")]);
+    assert_eq!(o.status.code(), Some(58), "{}", text(&o));
+    assert!(text(&o).contains("target timeline 3 forked from backup timeline 1"), "{}", text(&o));
+    assert_eq!(std::fs::read_dir(&refused).unwrap().count(), 0);
+}
