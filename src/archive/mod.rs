@@ -168,10 +168,48 @@ fn wal_path_param(config: &Config) -> CliResult<(PathBuf, WalFileName)> {
             "archive-push requires the WAL file's path (archive_command = '... archive-push %p')",
         )
     })?;
+    check_working_dir(config, param)?;
     let path = resolve(param)?;
     let file_name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
     let name: WalFileName = file_name.parse()?;
     Ok((path, name))
+}
+
+/// PostgreSQL runs `archive_command` in its data directory and passes `%p` relative to it, so
+/// the working directory says which cluster is archiving. When the stanza configures clusters
+/// (`pgN-path`) and this is none of them — a copy restored elsewhere with the original's
+/// configuration — it must not archive into the original's stanza (pgBackRest refuses it too).
+fn check_working_dir(config: &Config, param: &str) -> CliResult<()> {
+    if Path::new(param).is_absolute() {
+        return Ok(());
+    }
+    let paths: Vec<String> = config
+        .pg_indexes_set()
+        .into_iter()
+        .filter_map(|n| config.get(&format!("pg{n}-path")).map(str::to_string))
+        .collect();
+    if paths.is_empty() {
+        return Ok(());
+    }
+    let cwd = std::env::current_dir()
+        .map_err(|e| CliError::new(ErrorCode::FileRead, format!("unable to get the working directory: {e}")))?;
+    let here = std::fs::canonicalize(&cwd).unwrap_or_else(|_| cwd.clone());
+    if paths.iter().any(|p| std::fs::canonicalize(p).is_ok_and(|p| p == here)) {
+        return Ok(());
+    }
+    Err(CliError::new(
+        ErrorCode::OptionInvalidValue,
+        format!(
+            "PostgreSQL working directory '{}' is not the same as option pg1-path '{}'{}",
+            cwd.display(),
+            paths[0],
+            if paths.len() > 1 { format!(" (nor {})", paths[1..].join(", ")) } else { String::new() }
+        ),
+    )
+    .hint(
+        "is PostgreSQL's data_directory configured as pg1-path? A copy restored elsewhere must not archive into \
+         the original's stanza: restore it with --archive-mode=off, or give it its own stanza",
+    ))
 }
 
 pub fn push(config: &Config) -> CliResult<()> {

@@ -408,3 +408,47 @@ fn archive_get_falls_back_to_the_next_repository() {
     restored.stop();
     set_mode(0o755);
 }
+
+/// PostgreSQL runs archive_command in its data directory with `%p` relative to it: a copy
+/// running elsewhere with the original's configuration (a clone restored into another path) is
+/// refused with 32 naming both directories and nothing is archived; the original archives.
+#[test]
+fn archive_push_refuses_a_cluster_that_is_not_the_stanzas() {
+    if !postgres_available() {
+        return;
+    }
+    let scratch = Scratch::new("pgstrata-cwd-");
+    let repo = scratch.path("repo");
+    let (cluster, s) = archiving_cluster(&scratch, "src", &repo, None);
+    s.ok(&["--stanza=db", "stanza-create"]);
+    cluster.sql("create table t as select g from generate_series(1, 1000) g");
+    // The segment being written: never recycled while the server runs.
+    let seg = cluster.sql("select pg_walfile_name(pg_current_wal_lsn())");
+    let clone = scratch.path("clone");
+    std::fs::create_dir_all(clone.join("pg_wal")).unwrap();
+    std::fs::copy(cluster.data.join("pg_wal").join(&seg), clone.join("pg_wal").join(&seg)).unwrap();
+    support::chown_postgres(&clone);
+    let push_from = |dir: &Path| {
+        let script = format!("cd '{}' && exec \"$0\" \"$@\"", dir.display());
+        let config = format!("--config={}", s.config.display());
+        let wal = format!("pg_wal/{seg}");
+        run_as_postgres(
+            Path::new("/bin/sh"),
+            &["-c", &script, support::bin(), &config, "--stanza=db", "archive-push", &wal],
+            &[],
+        )
+    };
+    let o = push_from(&clone);
+    assert_eq!(o.status.code(), Some(32), "{}", text(&o));
+    let said = text(&o);
+    assert!(said.contains(&format!("working directory '{}'", clone.display())), "{said}");
+    assert!(said.contains(&cluster.data.display().to_string()) && said.contains("--archive-mode=off"), "{said}");
+    let o = s.ok(&["--stanza=db", "repo-ls", "--recurse", "stanza/db/archive"]);
+    let listed = String::from_utf8_lossy(&o.stdout).into_owned();
+    // The original's archiver may have pushed it already; what matters is the clone's refusal.
+    let before = listed.matches(&seg).count();
+    let o = push_from(&cluster.data);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = s.ok(&["--stanza=db", "repo-ls", "--recurse", "stanza/db/archive"]);
+    assert!(String::from_utf8_lossy(&o.stdout).matches(&seg).count() >= before.max(1));
+}
