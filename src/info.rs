@@ -20,6 +20,8 @@ struct SetDetail {
     tablespaces: Vec<pgstrata_repo_format::meta::Target>,
     /// Files: all, stored whole, referenced (unchanged since the prior), copied by page, empty.
     files: [u64; 5],
+    /// Where the files were read (primary, standby), as the manifest records it.
+    read_from: Vec<pgstrata_repo_format::meta::ReadFrom>,
 }
 
 /// The manifest of backup `label` in repository `index`, summed up.
@@ -44,7 +46,7 @@ async fn set_detail(config: &Config, index: u32, stanza: &str, label: &str) -> C
         }
     }
     let tablespaces = header.targets.into_iter().filter(|t| t.tablespace_oid.is_some()).collect();
-    Ok(Some(SetDetail { databases: header.databases, tablespaces, files }))
+    Ok(Some(SetDetail { databases: header.databases, tablespaces, files, read_from: header.read_from }))
 }
 
 /// What one repository says about one stanza.
@@ -217,6 +219,10 @@ fn stanza_json(stanza: &str, views: &[RepoView]) -> Value {
             }
             if let Some(d) = detail {
                 backup["database-ref"] = json!(d.databases);
+                if !d.read_from.is_empty() {
+                    // pgstrata's own key (pgBackRest has none): the read load per host.
+                    backup["read-from"] = json!(d.read_from);
+                }
                 backup["tablespace"] = json!(
                     d.tablespaces
                         .iter()
@@ -339,6 +345,16 @@ fn stanza_text(stanza: &str, views: &[RepoView], json: &Value) -> String {
                         "            file total: {total} (stored whole {stored}, unchanged and referenced {referenced}, \
                          by page {by_page}, empty {empty})\n"
                     ));
+                    for r in &d.read_from {
+                        out.push_str(&format!(
+                            "            read from the {} {}{}: {} files, {} bytes\n",
+                            r.role,
+                            r.host.as_deref().map(|h| format!("{h}:")).unwrap_or_default(),
+                            r.path,
+                            r.files,
+                            r.bytes
+                        ));
+                    }
                     if !d.tablespaces.is_empty() {
                         out.push_str("            tablespaces:\n");
                         for t in &d.tablespaces {

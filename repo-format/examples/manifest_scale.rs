@@ -46,6 +46,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         targets: vec![],
         packs: 1,
         databases: vec![],
+        read_from: Vec::new(),
     };
     let mut out = Vec::with_capacity(2 << 20);
     let mut stream = Vec::new(); // what a reader would receive, fed back in 1 MiB pieces below

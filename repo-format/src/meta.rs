@@ -306,6 +306,25 @@ pub struct ManifestHeader {
     /// The cluster's databases when the backup started (for `info --set`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub databases: Vec<DatabaseRef>,
+    /// Where the copy read the cluster's files, with the files and bytes read on each host:
+    /// the primary and, with `backup-standby`, the standby. Empty in manifests written before
+    /// it was recorded.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub read_from: Vec<ReadFrom>,
+}
+
+/// The files a backup read on one host.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReadFrom {
+    /// `primary` or `standby`.
+    pub role: String,
+    /// The cluster's `pgN-host`, or none when read locally.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// Its data directory.
+    pub path: String,
+    pub files: u64,
+    pub bytes: u64,
 }
 
 /// A database of the backed-up cluster.
@@ -902,6 +921,7 @@ mod tests {
             }],
             packs: 1,
             databases: vec![DatabaseRef { name: "postgres".into(), oid: 5 }],
+            read_from: Vec::new(),
         }
     }
 

@@ -113,6 +113,7 @@ fn manifest_header() -> ManifestHeader {
         }],
         packs: 1,
         databases: vec![],
+        read_from: Vec::new(),
     }
 }
 

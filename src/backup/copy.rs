@@ -39,6 +39,34 @@ pub struct CopySettings {
     pub start_lsn: Lsn,
     /// The cluster is on a database host (`pg1-host`): files are read through its server.
     pub remote: Option<Arc<RemoteCluster>>,
+    /// With `backup-standby`: the standby that replicated files are read from.
+    pub standby: Option<StandbySource>,
+}
+
+/// The standby a backup reads replicated files from: its data directory, and its database
+/// host's server when it has one (`pgN-host`).
+#[derive(Clone, Debug)]
+pub struct StandbySource {
+    pub data: std::path::PathBuf,
+    pub remote: Option<Arc<RemoteCluster>>,
+}
+
+impl StandbySource {
+    /// Where the standby holds `path` (a manifest path), when the file is one pgBackRest reads
+    /// from a standby: relation files, `global`, the commit log and multixacts, tablespaces —
+    /// what replication writes — but never `pg_control`, which must be the primary's.
+    pub fn route(&self, path: &str) -> Option<std::path::PathBuf> {
+        if path == "pg_data/global/pg_control" {
+            return None;
+        }
+        let replicated = ["pg_data/base/", "pg_data/global/", "pg_data/pg_xact/", "pg_data/pg_multixact/"]
+            .iter()
+            .any(|dir| path.starts_with(dir));
+        if replicated {
+            return Some(self.data.join(path.strip_prefix("pg_data/")?));
+        }
+        path.starts_with("pg_tblspc/").then(|| self.data.join(path))
+    }
 }
 
 /// What was stored for one file.
@@ -221,12 +249,37 @@ struct Sealed {
 fn seal_jobs(jobs: Vec<PartJob>, settings: &CopySettings, buf: &mut Vec<u8>) -> Vec<Sealed> {
     let specs: Vec<PartSpec> = jobs.iter().map(|j| PartSpec::of(&j.file, j.offset, j.len, settings)).collect();
     let key = settings.key.as_ref();
-    let results = match &settings.remote {
-        None => specs.iter().map(|spec| part::seal_part(spec, key, buf)).collect(),
-        Some(remote) => remote.seal_parts(&specs),
+    // Each part is read where its file is: on the primary, or (backup-standby) the standby.
+    let remote_of = |job: &PartJob| match &settings.standby {
+        Some(standby) if job.file.from_standby => standby.remote.as_ref(),
+        _ => settings.remote.as_ref(),
     };
-    let seal_here = |(blob, done): part::SealedPart, spec: &PartSpec| -> CliResult<_> {
-        if settings.remote.is_none() {
+    let mut results: Vec<Option<CliResult<part::SealedPart>>> = (0..jobs.len()).map(|_| None).collect();
+    let mut groups: Vec<(Option<&Arc<RemoteCluster>>, Vec<usize>)> = Vec::new();
+    for (i, job) in jobs.iter().enumerate() {
+        let remote = remote_of(job);
+        match groups.iter_mut().find(|(r, _)| r.map(Arc::as_ptr) == remote.map(Arc::as_ptr)) {
+            Some((_, members)) => members.push(i),
+            None => groups.push((remote, vec![i])),
+        }
+    }
+    for (remote, members) in &groups {
+        let sealed: Vec<CliResult<part::SealedPart>> = match remote {
+            None => members.iter().map(|&i| part::seal_part(&specs[i], key, buf)).collect(),
+            Some(remote) => {
+                let asked: Vec<PartSpec> = members.iter().map(|&i| specs[i].clone()).collect();
+                remote.seal_parts(&asked)
+            }
+        };
+        for (&i, result) in members.iter().zip(sealed) {
+            results[i] = Some(result);
+        }
+    }
+    let results = results
+        .into_iter()
+        .map(|r| r.unwrap_or_else(|| Err(CliError::new(ErrorCode::Service, "a part was not sealed by any source"))));
+    let seal_here = |(blob, done): part::SealedPart, spec: &PartSpec, remote: bool| -> CliResult<_> {
+        if !remote {
             return Ok((blob, done));
         }
         let what = spec.path.display().to_string();
@@ -238,7 +291,8 @@ fn seal_jobs(jobs: Vec<PartJob>, settings: &CopySettings, buf: &mut Vec<u8>) -> 
         .zip(results)
         .zip(&specs)
         .map(|((job, result), spec)| {
-            let (bytes, done) = match result.and_then(|r| seal_here(r, spec)) {
+            let remote = remote_of(&job).is_some();
+            let (bytes, done) = match result.and_then(|r| seal_here(r, spec, remote)) {
                 Ok((bytes, done)) => (bytes, Ok(done)),
                 Err(e) => (None, Err(e)),
             };
@@ -355,6 +409,10 @@ pub struct CopyCount {
     pub resumed_files: u64,
     pub resumed_bytes: u64,
     pub resumed_stored: u64,
+    /// Files read and their bytes, on the primary and (backup-standby) on the standby: the
+    /// read load each host carried.
+    pub read_primary: (u64, u64),
+    pub read_standby: (u64, u64),
 }
 
 impl CopyCount {
@@ -414,10 +472,11 @@ pub async fn copy_tree(
 
     let dispatcher = {
         let (window, part_size, local) = (Arc::clone(&window), settings.part_size, settings.remote.is_none());
+        let standby = settings.standby.clone();
         std::thread::Builder::new()
             .name("pgstrata-walk".into())
             .spawn(move || {
-                let known = Known { prior: prior_files, resumed: resumed_files };
+                let known = Known { prior: prior_files, resumed: resumed_files, standby };
                 dispatch(walker, known, &window, (part_size, local), &item_tx, &job_tx)
             })
             .map_err(spawn_err)?
@@ -519,12 +578,18 @@ impl Batch {
 struct Known {
     prior: Option<PriorFiles>,
     resumed: Option<ResumedFiles>,
+    /// With `backup-standby`: where replicated files are read instead.
+    standby: Option<StandbySource>,
 }
 
 impl Known {
     /// What the copy does with `f`: reuse the resumed attempt's copy, reference the prior's, or
     /// read it (whole, by pages, or to compare). Blocks (the walk thread).
     fn file(&mut self, mut f: SourceFile) -> CliResult<Item> {
+        if let Some(at) = self.standby.as_ref().and_then(|s| s.route(&f.path)) {
+            f.fs_path = at;
+            f.from_standby = true;
+        }
         if let Some(entry) = self.resumed.as_mut().map(|r| r.reuse(&f)).transpose()?.flatten() {
             return Ok(Item::Resumed(Box::new(entry)));
         }
@@ -591,7 +656,12 @@ fn dispatch(
         for job in file.iter().flat_map(|f| part_jobs(seq, f, part_size)) {
             let expected = (job.file.size - job.offset).min(part_size as u64);
             if expected < BATCH_BYTES {
-                if local {
+                let here = if job.file.from_standby {
+                    known.standby.as_ref().is_some_and(|s| s.remote.is_none())
+                } else {
+                    local
+                };
+                if here {
                     part::read_ahead(&job.file.fs_path, expected);
                 }
                 batch.bytes += expected;
@@ -691,6 +761,11 @@ async fn collect(
                 }
                 Item::File(f) => {
                     let copied = assemble(p.done);
+                    if !copied.vanished {
+                        let read = if f.from_standby { &mut count.read_standby } else { &mut count.read_primary };
+                        read.0 += 1;
+                        read.1 += copied.size;
+                    }
                     // Read, and the prior's copy serves whole: the content compared the same,
                     // or by pages nothing needed storing at the prior's size.
                     let same = match (&f.same_as, &f.pages) {
@@ -849,6 +924,7 @@ mod tests {
             checksum_pages: false,
             start_lsn: Lsn(0),
             remote: None,
+            standby: None,
         };
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
         let mut sink = Paths::default();

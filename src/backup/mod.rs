@@ -17,7 +17,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use pgstrata_repo_format::layout::{archive_id, copy_of, parse_wal_object};
-use pgstrata_repo_format::meta::{BackupCatalog, BackupSettings, FileData, FileEntry, Ownership, Target};
+use pgstrata_repo_format::meta::{BackupCatalog, BackupSettings, FileData, FileEntry, Ownership, ReadFrom, Target};
 use pgstrata_repo_format::pg::{ControlFile, Lsn, WalFileName};
 use pgstrata_repo_format::{BackupLabel, BackupType, BlobEncoder, BlobSettings};
 
@@ -102,13 +102,14 @@ pub fn run(config: &Config) -> CliResult<()> {
 /// failure removes what this one wrote (nothing of a failed backup stays in the repository).
 async fn backup(config: &Config, stanza: &str, requested: BackupType) -> CliResult<()> {
     let term = Termination::listen()?;
-    let config = &crate::postgres::primary_first(config).await?;
+    let (config, standby) = &choose_clusters(config).await?;
     let repo = open_repo(config, config.repo_index(), stanza).await?;
     let lease =
         Lease::acquire(&repo.store, &repo.layout, repo.index, "backup", crate::lease::lease_time(config)).await?;
     let work = async {
         let (catalog, read) = repo.load_catalog_for_update().await?;
-        let taken = take_backup(config, &repo, &lease, (catalog.clone(), read), requested, term.clone()).await;
+        let sources = Sources { standby: standby.as_ref() };
+        let taken = take_backup(config, &repo, &lease, (catalog.clone(), read), requested, sources, term.clone()).await;
         // Only while the lease is ours: after a takeover, the unlisted backup is the new holder's.
         if let Err(e) = &taken
             && lease.check().is_ok()
@@ -137,6 +138,32 @@ async fn backup(config: &Config, stanza: &str, requested: BackupType) -> CliResu
     };
     lease.release().await;
     result
+}
+
+/// The clusters of a backup: the primary as pg1 (found among several pgN), and with
+/// `backup-standby` a standby to read replicated files from — `y` requires one, `prefer` falls
+/// back to the primary with a warning, as pgBackRest does.
+async fn choose_clusters(config: &Config) -> CliResult<(Config, Option<(u32, Config)>)> {
+    let mode = config.get("backup-standby").unwrap_or("n");
+    if mode == "n" {
+        return Ok((crate::postgres::primary_first(config).await?, None));
+    }
+    if !config.bool("online") {
+        tracing::warn!(
+            "option backup-standby is enabled but backup is offline - backups will be performed from the primary"
+        );
+        return Ok((config.clone(), None));
+    }
+    let found = crate::postgres::primary_and_standby(config, mode == "y").await?;
+    if found.standby.is_none() {
+        tracing::warn!("unable to find a standby to perform the backup, using primary instead");
+    }
+    Ok((found.primary, found.standby))
+}
+
+/// Where a backup reads: the standby (index and configuration) when backing up from one.
+struct Sources<'a> {
+    standby: Option<&'a (u32, Config)>,
 }
 
 async fn after_grace(mut term: Termination) {
@@ -233,6 +260,7 @@ async fn take_backup(
     lease: &Lease,
     (mut catalog, read): (BackupCatalog, CatalogVersion),
     requested: BackupType,
+    sources: Sources<'_>,
     term: Termination,
 ) -> CliResult<BackupLabel> {
     let data = pg_path(config)?;
@@ -254,7 +282,13 @@ async fn take_backup(
     let started = server.start(&plan.label, config.bool("start-fast")).await?;
     let (databases, tablespace_names) = (server.databases().await?, server.tablespace_names().await?);
 
-    let settings = copy_settings(config, repo, &control, started.lsn, blob, remote.clone());
+    let mut settings = copy_settings(config, repo, &control, started.lsn, blob, remote.clone());
+    if let Some((index, standby)) = sources.standby {
+        let timeout = config.duration("archive-timeout").unwrap_or(Duration::from_secs(60));
+        server::standby_ready(standby, *index, &control, &started, timeout).await?;
+        settings.standby = Some(copy::StandbySource { data: pg_path(standby)?, remote: remote_cluster(standby)? });
+        tracing::info!("replicated files are read from the standby pg{index}, the rest from the primary");
+    }
     let first_pack = resumed.as_ref().map_or(0, |r| r.next_pack);
     let attempt = plan.attempt(timestamp_start, stored_as.clone(), first_pack);
     let pack_size = config.size(&format!("repo{}-bundle-size", repo.index)).unwrap_or(PACK_SIZE);
@@ -286,8 +320,9 @@ async fn take_backup(
         wait_for_archive(repo, &started.wal, &stopped.wal, server.seg_size(), timeout).await?;
     }
     let wal = wal_range(&started, &stopped, timestamp_start);
-    let header =
+    let mut header =
         plan.header(&control, &wal, stored_as, named(walker.targets(), &tablespace_names), totals.packs, databases);
+    header.read_from = read_from(config, sources.standby, &copied)?;
     let page_error_files = spool.page_error_files;
     let size = copied.bytes + late.iter().map(|f| f.size).sum::<u64>();
     let file_total = copied.files + late.len() as u64;
@@ -319,6 +354,26 @@ async fn take_backup(
         tracing::warn!("unable to remove the checkpoints of backup {}: {}", plan.label, e.message);
     }
     Ok(plan.label)
+}
+
+/// The files and bytes the copy read on each host, logged and recorded in the manifest: with a
+/// standby, what it took off the primary shows here.
+fn read_from(config: &Config, standby: Option<&(u32, Config)>, copied: &CopyCount) -> CliResult<Vec<ReadFrom>> {
+    let on = |role: &str, c: &Config, (files, bytes): (u64, u64)| -> CliResult<ReadFrom> {
+        let host = c.get("pg1-host").map(str::to_string);
+        let path = pg_path(c)?.display().to_string();
+        tracing::info!(
+            "read {files} files ({}) from the {role} {}{path}",
+            human(bytes),
+            host.as_deref().map(|h| format!("{h}:")).unwrap_or_default()
+        );
+        Ok(ReadFrom { role: role.to_string(), host, path, files, bytes })
+    };
+    let mut out = vec![on("primary", config, copied.read_primary)?];
+    if let Some((_, standby)) = standby {
+        out.push(on("standby", standby, copied.read_standby)?);
+    }
+    Ok(out)
 }
 
 fn wal_range(started: &Started, stopped: &Stopped, timestamp_start: i64) -> WalRange {
@@ -416,6 +471,7 @@ fn copy_settings(
         checksum_pages: control.data_checksum_version > 0,
         start_lsn,
         remote,
+        standby: None,
     }
 }
 

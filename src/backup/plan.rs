@@ -171,6 +171,7 @@ impl BackupPlan {
             targets,
             packs,
             databases,
+            read_from: Vec::new(),
         }
     }
 

@@ -275,6 +275,7 @@ mod tests {
             main_fork,
             pages: None,
             same_as: None,
+            from_standby: false,
         }
     }
 

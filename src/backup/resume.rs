@@ -386,6 +386,7 @@ mod tests {
             main_fork: false,
             pages: None,
             same_as: None,
+            from_standby: false,
         }
     }
 

@@ -128,3 +128,106 @@ impl BackupServer {
         })
     }
 }
+
+/// How often a standby is asked how far it has replayed.
+const STANDBY_POLL: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Before files are read from a standby (`backup-standby`): it must be a copy of this primary,
+/// must not be ahead of the backup's start, must have replayed past it, and a restartpoint must
+/// have flushed what it replayed (its checkpoint at or after the start) on the primary's
+/// timeline — as pgBackRest waits. Waiting ends after `timeout` without progress.
+pub async fn standby_ready(
+    config: &Config,
+    index: u32,
+    primary: &ControlFile,
+    started: &Started,
+    timeout: std::time::Duration,
+) -> CliResult<()> {
+    let client = connect(config).await?;
+    let server = identify(&client).await?;
+    if server.system_identifier != primary.system_identifier {
+        return Err(CliError::new(
+            ErrorCode::DbMismatch,
+            format!(
+                "the standby pg{index} has system id {}, the primary {}: it is not a copy of the primary",
+                server.system_identifier, primary.system_identifier
+            ),
+        ));
+    }
+    let (at, _) = standby_checkpoint(&client).await?;
+    if at > started.lsn {
+        return Err(CliError::new(
+            ErrorCode::DbMismatch,
+            format!("standby checkpoint '{at}' is ahead of target '{}'", started.lsn),
+        )
+        .hint("is the standby following this primary?"));
+    }
+    tracing::info!("waiting for the standby pg{index} to replay past {}", started.lsn);
+    let target = started.lsn.to_string();
+    let mut deadline = tokio::time::Instant::now() + timeout;
+    let mut last: Option<Lsn> = None;
+    loop {
+        let row = client
+            .query_one("select pg_last_wal_replay_lsn()::text", &[])
+            .await
+            .map_err(|e| query_err("ask the standby how far it replayed", e))?;
+        let Some(replayed) = column::<Option<String>>(&row, 0)? else {
+            return Err(CliError::new(
+                ErrorCode::ArchiveTimeout,
+                format!("unable to query the replay LSN of pg{index}: it is not in recovery"),
+            )
+            .hint("was the standby promoted while the backup started?"));
+        };
+        let replayed: Lsn = replayed.parse()?;
+        if replayed > started.lsn {
+            break;
+        }
+        if last.is_some_and(|l| replayed > l) {
+            deadline = tokio::time::Instant::now() + timeout;
+        }
+        last = Some(replayed);
+        if tokio::time::Instant::now() >= deadline {
+            return Err(CliError::new(
+                ErrorCode::ArchiveTimeout,
+                format!("timeout before standby replayed to {target} - only reached {replayed}"),
+            )
+            .hint("is replication running and current on the standby?")
+            .hint("set backup-standby=n (or prefer) to back up from the primary"));
+        }
+        tokio::time::sleep(STANDBY_POLL).await;
+    }
+    // A restartpoint writes out what the standby replayed: the files read next hold every
+    // change from before the start.
+    client.batch_execute("checkpoint").await.map_err(|e| query_err("checkpoint the standby", e))?;
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let (at, timeline) = standby_checkpoint(&client).await?;
+        if at >= started.lsn {
+            if timeline != started.timeline {
+                return Err(CliError::new(
+                    ErrorCode::DbMismatch,
+                    format!("standby is on timeline {timeline} but expected {}", started.timeline),
+                ));
+            }
+            tracing::info!("the standby pg{index} has replayed and checkpointed past the backup start");
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(CliError::new(
+                ErrorCode::ArchiveTimeout,
+                format!("timeout before standby checkpoint lsn reached {target} - only reached {at}"),
+            ));
+        }
+        tokio::time::sleep(STANDBY_POLL).await;
+    }
+}
+
+/// The standby's last checkpoint (restartpoint) and its timeline.
+async fn standby_checkpoint(client: &tokio_postgres::Client) -> CliResult<(Lsn, TimelineId)> {
+    let row = client
+        .query_one("select checkpoint_lsn::text, timeline_id::int4 from pg_control_checkpoint()", &[])
+        .await
+        .map_err(|e| query_err("read the standby's checkpoint", e))?;
+    let lsn: Lsn = column::<String>(&row, 0)?.parse()?;
+    Ok((lsn, TimelineId(u32::try_from(column::<i32>(&row, 1)?).unwrap_or(0))))
+}

@@ -82,6 +82,8 @@ pub struct SourceFile {
     /// Set by the copy when times are not trusted: the entry referencing the prior's copy, used
     /// if what is read turns out to be the same.
     pub same_as: Option<std::sync::Arc<pgstrata_repo_format::meta::FileEntry>>,
+    /// Read from the standby (`backup-standby`): `fs_path` is then the standby's copy.
+    pub from_standby: bool,
 }
 
 /// What the walk finds, one at a time, in manifest order (strictly increasing paths).
@@ -393,6 +395,7 @@ impl Walker {
             main_fork,
             pages: None,
             same_as: None,
+            from_standby: false,
         })))
     }
 

@@ -210,13 +210,20 @@ impl Config {
                 let value = match (r.def.kind, inline) {
                     (_, Some(v)) => v,
                     (Kind::Bool, None) => "y".to_string(),
+                    // A choice that includes y and n (backup-standby) is also a flag.
+                    (Kind::Enum(values), None) if values.contains(&"y") && values.contains(&"n") => "y".to_string(),
                     (_, None) => args.next_if(|next| !next.starts_with("--")).cloned().ok_or_else(|| {
                         CliError::new(ErrorCode::OptionInvalidValue, format!("option '--{name}' requires a value"))
                     })?,
                 };
                 (r, value)
             } else if let Some(r) = name.strip_prefix("no-").and_then(options::resolve) {
-                if r.def.kind != Kind::Bool || inline.is_some() {
+                let flag_like = match r.def.kind {
+                    Kind::Bool => true,
+                    Kind::Enum(values) => values.contains(&"y") && values.contains(&"n"),
+                    _ => false,
+                };
+                if !flag_like || inline.is_some() {
                     return Err(CliError::new(
                         ErrorCode::OptionInvalid,
                         format!("option '--{name}' cannot be negated"),

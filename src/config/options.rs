@@ -122,6 +122,13 @@ pub const OPTIONS: &[OptionDef] = &[
     opt("start-fast", Kind::Bool, Some("n"), "ask PostgreSQL for an immediate checkpoint at backup start"),
     opt("online", Kind::Bool, Some("y"), "the cluster is running"),
     opt("archive-check", Kind::Bool, Some("y"), "wait for the backup's WAL to be archived"),
+    opt(
+        "backup-standby",
+        Kind::Enum(&["n", "y", "prefer"]),
+        Some("n"),
+        "backup: read replicated files from a standby (pgN in recovery); y fails without one, prefer falls back \
+         to the primary",
+    ),
     opt("archive-async", Kind::Bool, Some("n"), "archive-push and archive-get work through the spool, in parallel"),
     opt(
         "archive-push-queue-max",

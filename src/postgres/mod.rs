@@ -92,6 +92,67 @@ pub async fn primary_first(config: &Config) -> CliResult<Config> {
     .hint("is the primary among the pgN-* clusters configured, and running?"))
 }
 
+/// The clusters a backup from a standby uses: the primary (as pg1) and, when one answers, the
+/// first standby in index order (as pg1 of its own configuration) with its index.
+#[derive(Debug)]
+pub struct PrimaryAndStandby {
+    pub primary: Config,
+    pub standby: Option<(u32, Config)>,
+}
+
+/// Finds the primary and a standby among the configured clusters, as pgBackRest does: each
+/// cluster is asked whether it is in recovery; one that does not answer is a warning. No
+/// primary is an error; no standby is an error when `required` (backup-standby=y), else `None`.
+pub async fn primary_and_standby(config: &Config, required: bool) -> CliResult<PrimaryAndStandby> {
+    let (mut primary, mut standby) = (None, None);
+    let mut checked = Vec::new();
+    for n in config.pg_indexes_set() {
+        let candidate = config.with_pg_first(n);
+        let answer = match connect(&candidate).await {
+            Ok(client) => client.query_one("select pg_is_in_recovery()", &[]).await.map_err(|e| e.to_string()),
+            Err(e) => Err(e.message),
+        };
+        match answer.and_then(|row| column::<bool>(&row, 0).map_err(|e| e.message)) {
+            Ok(false) if primary.is_some() => {
+                return Err(CliError::new(ErrorCode::DbConnect, "more than one primary cluster found")
+                    .hint("only one of the pgN clusters may be out of recovery"));
+            }
+            Ok(false) => {
+                tracing::info!("pg{n} is the primary");
+                primary = Some(candidate);
+            }
+            Ok(true) if standby.is_none() => {
+                tracing::info!("pg{n} is a standby");
+                standby = Some((n, candidate));
+            }
+            Ok(true) => checked.push(format!("pg{n} is another standby")),
+            Err(e) => {
+                tracing::warn!("unable to check pg{n}: {e}");
+                checked.push(format!("pg{n}: {e}"));
+            }
+        }
+    }
+    let Some(primary) = primary else {
+        return Err(CliError::new(
+            ErrorCode::DbConnect,
+            format!("unable to find primary cluster - cannot proceed ({})", checked.join("; ")),
+        )
+        .hint("are all available clusters in recovery? Is the primary among the pgN clusters configured?"));
+    };
+    if standby.is_none() && required {
+        return Err(CliError::new(
+            ErrorCode::DbConnect,
+            format!(
+                "unable to find standby cluster - cannot proceed{}",
+                if checked.is_empty() { String::new() } else { format!(" ({})", checked.join("; ")) }
+            ),
+        )
+        .hint("configure the standby as another pgN (pgN-path, and pgN-host or pgN-socket-path), and check it runs")
+        .hint("backup-standby=prefer takes the backup from the primary when no standby answers"));
+    }
+    Ok(PrimaryAndStandby { primary, standby })
+}
+
 /// What the running server says about itself.
 #[derive(Clone, Debug)]
 pub struct ServerIdentity {

@@ -297,10 +297,12 @@ fn an_incr_after_a_timeline_change_compares_by_content() {
     let pg1 = format!("--pg1-path={}", dir.display());
     s.ok(&["--stanza=db", "restore", &pg1, "--type=immediate", "--target-action=promote"]);
     let promoted = Cluster::existing(&scratch, dir, "promoted");
+    let p = setup(&scratch, "promoted.conf", &promoted, &repo, None);
+    // The clone takes the stanza over with its own configuration (its pg1-path is here).
+    promoted.configure(&format!("archive_command = '{} archive-push %p'", p.command_prefix()));
     promoted.start();
     promoted.wait_promoted();
     cluster.stop();
-    let p = setup(&scratch, "promoted.conf", &promoted, &repo, None);
     let o = promoted.tool("pgbench", &["-t", "200", "-c", "2", "-n", "postgres"]);
     assert!(o.status.success(), "pgbench: {}", text(&o));
     let o = p.ok(&["--stanza=db", "backup", "--type=incr", "--start-fast", "--log-level-console=warn"]);

@@ -108,8 +108,14 @@ fn point_in_time_targets_and_timelines() {
     let tl2_dir = scratch.path("tl2");
     let pg1 = format!("--pg1-path={}", tl2_dir.display());
     s.ok(&["--stanza=db", "restore", &pg1, "--type=time", &format!("--target={time}"), "--target-action=promote"]);
-    let tl2 = Cluster::existing(&scratch, tl2_dir, "tl2");
-    tl2.configure(&format!("archive_mode = on\narchive_command = '{} archive-push %p'", s.command_prefix()));
+    // The clone takes the stanza over: its archive_command names its own data directory (the
+    // original's configuration would be refused in another directory).
+    let tl2 = Cluster::existing(&scratch, tl2_dir.clone(), "tl2");
+    tl2.configure(&format!(
+        "archive_mode = on\narchive_command = '{} --pg1-path={} archive-push %p'",
+        s.command_prefix(),
+        tl2_dir.display()
+    ));
     tl2.start();
     tl2.wait_promoted();
     assert_eq!(tl2.sql("select timeline_id from pg_control_checkpoint()"), "2");
@@ -196,8 +202,12 @@ fn timeline_forks_before_the_newest_backup() {
         "--target-timeline=2",
         "--target-action=promote",
     ]);
-    let tl3 = Cluster::existing(&scratch, tl3_dir, "tl3");
-    tl3.configure(&format!("archive_mode = on\narchive_command = '{} archive-push %p'", s.command_prefix()));
+    let tl3 = Cluster::existing(&scratch, tl3_dir.clone(), "tl3");
+    tl3.configure(&format!(
+        "archive_mode = on\narchive_command = '{} --pg1-path={} archive-push %p'",
+        s.command_prefix(),
+        tl3_dir.display()
+    ));
     tl3.start();
     tl3.wait_promoted();
     assert_eq!(tl3.sql("select timeline_id from pg_control_checkpoint()"), "3");
