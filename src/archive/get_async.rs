@@ -27,7 +27,7 @@ const WANT: &str = "want";
 
 /// The cluster being recovered: `pg1-path`, else the working directory PostgreSQL gives its
 /// `restore_command` (the data directory).
-fn cluster_control(config: &Config) -> Option<ControlFile> {
+pub(super) fn cluster_control(config: &Config) -> Option<ControlFile> {
     let dir = config.get("pg1-path").map_or_else(|| PathBuf::from("."), PathBuf::from);
     crate::postgres::read_control(&dir).ok()
 }
@@ -184,10 +184,11 @@ pub fn worker(config: &Config) -> CliResult<()> {
                 continue;
             }
             idle = 0;
-            let repos = &repos;
-            let mut fetched =
-                futures::stream::iter(todo.into_iter().map(|n| async move { (n, fetch_any(repos, &n, 1).await) }))
-                    .buffered(workers);
+            let (repos, control_ref) = (&repos, &control);
+            let mut fetched = futures::stream::iter(
+                todo.into_iter().map(|n| async move { (n, fetch_any(repos, &n, 1, Some(control_ref)).await) }),
+            )
+            .buffered(workers);
             while let Some((n, result)) = fetched.next().await {
                 match result {
                     Ok(Some((plain, _))) if entry_is_valid(&plain, plain.len() as u64, &n, &control) => {

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 use pgstrata_repo_format::layout::archive_id;
-use pgstrata_repo_format::pg::{WalFileKind, WalFileName, WalPageHeader};
+use pgstrata_repo_format::pg::{ControlFile, WalFileKind, WalFileName, WalPageHeader};
 use pgstrata_repo_format::{BlobSettings, Sha256Digest};
 
 use crate::config::Config;
@@ -242,16 +242,43 @@ fn process_max(config: &Config) -> usize {
     config.int("process-max").and_then(|n| usize::try_from(n).ok()).unwrap_or(1).max(1)
 }
 
-async fn fetch_from(repo: &Repo, name: &WalFileName, threads: usize) -> CliResult<Option<Vec<u8>>> {
-    let db = repo.current_db()?;
-    crate::wal::fetch(repo, &archive_id(db.pg_version, db.id), name, threads).await
+/// The archive holding the WAL of the cluster being recovered (`cluster`, its `pg_control`):
+/// that of the newest database of the stanza with its system identifier and version — after
+/// `pg_upgrade` and `stanza-upgrade`, a restored backup of the old cluster replays the old
+/// database's WAL, whose segment names the new one reuses — else the current database's.
+fn archive_for(repo: &Repo, cluster: Option<&ControlFile>) -> CliResult<String> {
+    let current = repo.current_db()?;
+    let db = cluster
+        .and_then(|c| {
+            repo.info
+                .db_history
+                .iter()
+                .rev()
+                .find(|d| d.system_id == c.system_identifier && d.pg_version == c.pg_version)
+        })
+        .unwrap_or(current);
+    Ok(archive_id(db.pg_version, db.id))
+}
+
+async fn fetch_from(
+    repo: &Repo,
+    name: &WalFileName,
+    threads: usize,
+    cluster: Option<&ControlFile>,
+) -> CliResult<Option<Vec<u8>>> {
+    crate::wal::fetch(repo, &archive_for(repo, cluster)?, name, threads).await
 }
 
 /// Fetches `name` from the first repository that has it, by [`RepoSearch`]'s rule.
-async fn fetch_any(repos: &[Repo], name: &WalFileName, threads: usize) -> CliResult<Option<(Vec<u8>, u32)>> {
+async fn fetch_any(
+    repos: &[Repo],
+    name: &WalFileName,
+    threads: usize,
+    cluster: Option<&ControlFile>,
+) -> CliResult<Option<(Vec<u8>, u32)>> {
     let mut search = RepoSearch::default();
     for repo in repos {
-        if let Some(plain) = search.answer(repo.index, fetch_from(repo, name, threads).await) {
+        if let Some(plain) = search.answer(repo.index, fetch_from(repo, name, threads, cluster).await) {
             return Ok(Some((plain, repo.index)));
         }
     }
@@ -317,13 +344,15 @@ pub fn get(config: &Config) -> CliResult<()> {
 
 /// Fetches `name` from the repositories into `dest`.
 fn get_sync(config: &Config, stanza: &str, name: &WalFileName, dest: &Path) -> CliResult<()> {
+    let cluster = get_async::cluster_control(config);
     crate::commands::runtime()?.block_on(async {
         // Repositories are opened one at a time: a later one (its stanza info read, its key
         // unwrapped) only when the earlier ones lack the file.
         let mut search = RepoSearch::default();
         for index in repo_indexes(config) {
-            let attempt =
-                async { fetch_from(&open_repo(config, index, stanza).await?, name, process_max(config)).await };
+            let attempt = async {
+                fetch_from(&open_repo(config, index, stanza).await?, name, process_max(config), cluster.as_ref()).await
+            };
             if let Some(plain) = search.answer(index, attempt.await) {
                 write_atomically(dest, &plain)?;
                 tracing::info!("found {name} in the repo{index} archive");

@@ -320,6 +320,9 @@ fn pick<'a, K: Ord>(
     named: bool,
 ) -> Result<(&'a CatalogEntry, &'a K), Refusal> {
     let mut passed = Vec::new();
+    // The newest backup that stopped in a time target's own second: taken only when no older
+    // one is sure to precede the target (the catalog keeps whole seconds).
+    let mut same_second: Option<(&'a CatalogEntry, &'a K)> = None;
     for (b, key) in candidates {
         let Some((key, history)) = histories.get_key_value(key) else { continue };
         if let Some(why) = off_history(history, b) {
@@ -331,16 +334,27 @@ fn pick<'a, K: Ord>(
             passed.push(why);
             continue;
         }
-        if let Some(why) = after_target(&recovery.goal, b) {
-            let why = format!("{}: {why}", b.label);
-            if named {
-                return Err(Refusal::AfterTarget(why));
+        match after_target(&recovery.goal, b) {
+            Some(After::Surely(why)) => {
+                let why = format!("{}: {why}", b.label);
+                if named {
+                    return Err(Refusal::AfterTarget(why));
+                }
+                tracing::info!("passing over backup {why}");
+                passed.push(why);
+                continue;
             }
-            tracing::info!("passing over backup {why}");
-            passed.push(why);
-            continue;
+            Some(After::SameSecond) if !named => {
+                tracing::info!(
+                    "passing over backup {}: it stopped in the target's second, perhaps after the target",
+                    b.label
+                );
+                same_second = same_second.or(Some((b, key)));
+                continue;
+            }
+            _ => {}
         }
-        if !passed.is_empty() {
+        if !passed.is_empty() || same_second.is_some() {
             tracing::info!(
                 "restoring backup {}, the newest that reaches {} on timeline {}",
                 b.label,
@@ -348,6 +362,14 @@ fn pick<'a, K: Ord>(
                 history.timeline
             );
         }
+        return Ok((b, key));
+    }
+    if let Some((b, key)) = same_second {
+        tracing::warn!(
+            "restoring backup {}, which stopped in the target's second: recovery fails if it stopped after {}",
+            b.label,
+            recovery.describe()
+        );
         return Ok((b, key));
     }
     Err(Refusal::None(passed))
@@ -373,15 +395,26 @@ fn off_history(history: &TimelineHistory, b: &CatalogEntry) -> Option<String> {
     })
 }
 
-/// Why backup `b` ends after a time or LSN target, if it does.
-fn after_target(goal: &Goal, b: &CatalogEntry) -> Option<String> {
+/// Whether a backup ends after a time or LSN target.
+enum After {
+    /// It does: the reason.
+    Surely(String),
+    /// It stopped in the time target's second: before or after it, the catalog cannot tell.
+    SameSecond,
+}
+
+/// Whether backup `b` ends after a time or LSN target.
+fn after_target(goal: &Goal, b: &CatalogEntry) -> Option<After> {
     match goal {
-        // The catalog keeps whole seconds: a backup that stopped in the target's second may
-        // have stopped after it, and recovery from it would never reach the target.
+        Goal::Time { micros, .. } if b.timestamp_stop.saturating_mul(1_000_000) > *micros => Some(After::Surely(
+            format!("it ended at {}, after the target", micros_text(b.timestamp_stop.saturating_mul(1_000_000))),
+        )),
         Goal::Time { micros, .. } if b.timestamp_stop.saturating_add(1).saturating_mul(1_000_000) > *micros => {
-            Some(format!("it ended at {}, after the target", micros_text(b.timestamp_stop.saturating_mul(1_000_000))))
+            Some(After::SameSecond)
         }
-        Goal::Lsn(lsn) if b.lsn_stop > *lsn => Some(format!("it ended at LSN {}, after the target", b.lsn_stop)),
+        Goal::Lsn(lsn) if b.lsn_stop > *lsn => {
+            Some(After::Surely(format!("it ended at LSN {}, after the target", b.lsn_stop)))
+        }
         _ => None,
     }
 }
@@ -539,6 +572,27 @@ mod tests {
             (("set F1 on 2", Some(tl2), Goal::Default, None, Some(0)), Ok(1)),
             (("set F2 on 2", Some(tl2), Goal::Default, None, Some(1)), Err(())),
             (("set F2 immediate", Some(tl2), Goal::Immediate, Some(TimelineChoice::Current), Some(1)), Ok(2)),
+            // A time in F2's second (F1 surely before): F1; in F1's own second: F1 after all.
+            (
+                (
+                    "time in F2's second",
+                    None,
+                    Goal::Time { text: "t".into(), micros: (1_800_000_000 + 2 * 86_400) * 1_000_000 + 500_000 },
+                    None,
+                    None,
+                ),
+                Ok(1),
+            ),
+            (
+                (
+                    "time in F1's second",
+                    None,
+                    Goal::Time { text: "t".into(), micros: (1_800_000_000 + 86_400) * 1_000_000 + 500_000 },
+                    None,
+                    None,
+                ),
+                Ok(1),
+            ),
             // A time before every backup: nothing.
             (("time before all", None, Goal::Time { text: "t".into(), micros: 0 }, None, None), Err(())),
         ];

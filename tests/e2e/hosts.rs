@@ -15,6 +15,8 @@ use support::{chown_postgres, free_port, snapshot};
 
 const REPO_HOST: &str = "127.0.0.2";
 const DB_HOST: &str = "127.0.0.3";
+/// A streaming standby's host (backup-standby through pgN-host).
+const SB_HOST: &str = "127.0.0.5";
 const CLIENT_CN: &str = "pgbackrest@cluster-uid";
 
 fn openssl(args: &[&str]) {
@@ -440,6 +442,79 @@ fn backups_through_pg1_host_and_archive_and_restore_through_repo1_host() {
     assert_eq!(standby.dumpall(), primary.dumpall(), "the standby differs from the primary");
     standby.stop();
 
+    // A backup from a streaming standby on a third host (its own server), as PGO runs replicas
+    // in other pods: listed as pg3-host on the repository host; its replicated files are read
+    // (and compressed) by the standby host's server.
+    let sb_dir = scratch.dir.path().join("streaming");
+    let o = primary.tool("pg_basebackup", &["-D", sb_dir.to_str().unwrap(), "-R", "-X", "stream", "-c", "fast"]);
+    assert!(o.status.success(), "pg_basebackup: {}", text(&o));
+    let sb = Cluster::existing(&scratch, sb_dir, "streaming");
+    sb.configure("archive_mode = off\nhot_standby = on\n");
+    sb.start_with_env(&env);
+    sb.wait_for("select pg_is_in_recovery()", "t", "the streaming standby did not start in recovery");
+    let sb_etc = scratch.path("sb-etc");
+    let sb_server_dir = scratch.path("sb-server");
+    let (sb_crt, sb_key) = ca.issue("sb-server", "db-host-1", Some(&format!("IP:{SB_HOST},DNS:localhost")));
+    std::fs::copy(&sb_crt, sb_server_dir.join("server-tls.crt")).unwrap();
+    std::fs::copy(&sb_key, sb_server_dir.join("server-tls.key")).unwrap();
+    let sb_port = free_port();
+    std::fs::write(
+        sb_etc.join("pgbackrest.conf"),
+        format!(
+            "{}\n[db]\npg1-path={}\npg1-port={}\npg1-socket-path={}\n",
+            server_conf(SB_HOST, sb_port, &db_operator, &sb_server_dir),
+            sb.data.display(),
+            sb.port,
+            sb.socket.display()
+        ),
+    )
+    .unwrap();
+    chown_postgres(&sb_etc);
+    chown_postgres(&sb_server_dir);
+    let sb_server = Server::start(Host::Database, &link, &sb_etc, scratch.dir.path().join("sb-server.out"));
+    let repo_conf = rh.join("etc/conf.d/pgbackrest_repo.conf");
+    let mut conf = std::fs::read_to_string(&repo_conf).unwrap();
+    conf.push_str(&format!(
+        "pg3-host={SB_HOST}\npg3-host-ca-file={od}/tls-ca.crt\npg3-host-cert-file={od}/client-tls.crt\n\
+         pg3-host-key-file={od}/client-tls.key\npg3-host-type=tls\npg3-host-port={sb_port}\npg3-path={}\n\
+         pg3-port={}\npg3-socket-path={}\n",
+        sb.data.display(),
+        sb.port,
+        sb.socket.display(),
+        od = rh_operator.display(),
+    ));
+    std::fs::write(&repo_conf, conf).unwrap();
+    chown_repo_host(&repo_conf);
+    let at_standby_backup = primary.dumpall();
+    let o = repo_ok(&["--stanza=db", "backup", "--type=full", "--backup-standby=y", "--log-level-console=info"]);
+    let said = String::from_utf8_lossy(&o.stdout).into_owned();
+    let read = super::standby::reads(&said);
+    let read_on = |role: &str| read.iter().find(|(_, r)| r == role).map_or(0, |(n, _)| *n);
+    assert!(said.contains(&format!("from the standby {SB_HOST}:")), "{said}\n{}", sb_server.log());
+    assert!(read_on("standby") > 10 * read_on("primary"), "{said}");
+    let sb_label = said
+        .lines()
+        .find_map(|l| l.split("new backup label = ").nth(1))
+        .map(|l| l.trim().to_string())
+        .expect("a new backup label");
+    drop(sb_server);
+    sb.stop();
+    let from_sb = scratch.path("from-standby");
+    db_ok(&[
+        "--stanza=db",
+        "restore",
+        &format!("--pg1-path={}", from_sb.display()),
+        &format!("--set={sb_label}"),
+        "--type=immediate",
+        "--target-action=promote",
+    ]);
+    let c = Cluster::existing(&scratch, from_sb, "from-standby");
+    c.configure("archive_mode = off");
+    c.start_with_env(&env);
+    c.wait_promoted();
+    assert_eq!(c.dumpall(), at_standby_backup, "the backup from the standby through pg3-host differs");
+    c.stop();
+
     // Refusals: each a clear error, nothing served and nothing changed.
     let before = snapshot(&rh.join("repo1"));
     let with_cert = |crt: &Path, key: &Path| {
@@ -519,7 +594,7 @@ fn backups_through_pg1_host_and_archive_and_restore_through_repo1_host() {
         .unwrap();
     let backup_root = rh.join("repo1/stanza/db/backup");
     let began = Instant::now();
-    let already = labels(&db_side);
+    let already = labels(&serde_json::from_slice(&db_ok(&["--stanza=db", "info", "--output=json"]).stdout).unwrap());
     while !std::fs::read_dir(&backup_root)
         .map(|rd| rd.flatten().any(|e| !already.contains(&e.file_name().to_string_lossy().to_string())))
         .unwrap_or(false)
@@ -548,7 +623,7 @@ fn backups_through_pg1_host_and_archive_and_restore_through_repo1_host() {
     assert!(finished.status.success(), "the backup across the reload failed: {}\n{}", text(&finished), logs());
     let o = db_ok(&["--stanza=db", "info", "--output=json"]);
     let after: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    assert_eq!(labels(&after).len(), 4, "{after}");
+    assert_eq!(labels(&after).len(), 5, "{after}");
     db_ok(&["--stanza=db", "verify"]);
     // The backup taken across the reload restores to a cluster equal to the source.
     let source = primary.dumpall();

@@ -8,20 +8,25 @@ use super::*;
 
 /// A streaming standby of `primary` made with pg_basebackup (`-R`: standby.signal and
 /// primary_conninfo), started and caught up.
-fn streaming_standby(scratch: &Scratch, primary: &Cluster, name: &str) -> Cluster {
+fn streaming_standby(scratch: &Scratch, primary: &Cluster, setup: &Setup, name: &str) -> Cluster {
     let dir = scratch.dir.path().join(name);
     let o = primary.tool("pg_basebackup", &["-D", dir.to_str().unwrap(), "-R", "-X", "stream", "-c", "fast"]);
     assert!(o.status.success(), "pg_basebackup: {}", text(&o));
-    let standby = Cluster::existing(scratch, dir, name);
-    // Not archiving: only the primary archives (archive_mode=on does nothing in recovery).
-    standby.configure("hot_standby = on");
+    let standby = Cluster::existing(scratch, dir.clone(), name);
+    // archive_mode=on does nothing in recovery: it archives once promoted, into the same stanza,
+    // naming its own data directory (PGO's pods share one path; these two cannot).
+    standby.configure(&format!(
+        "hot_standby = on\narchive_command = '{} --pg1-path={} archive-push %p'",
+        setup.command_prefix(),
+        dir.display()
+    ));
     standby.start();
     standby.wait_for("select pg_is_in_recovery()", "t", "the standby did not start in recovery");
     standby
 }
 
 /// The `read N files (...) from the <role>` lines of a backup's log: (files, role) pairs.
-fn reads(said: &str) -> Vec<(u64, String)> {
+pub(super) fn reads(said: &str) -> Vec<(u64, String)> {
     said.lines()
         .filter_map(|l| {
             let rest = &l[l.find("read ")? + 5..];
@@ -41,7 +46,7 @@ fn a_backup_from_a_standby_reads_there_and_restores() {
     let repo = scratch.path("repo");
     let (primary, s_primary) = archiving_cluster(&scratch, "primary", &repo, None);
     primary.sql("create table t as select g as id, md5(g::text) as v from generate_series(1, 20000) g");
-    let standby = streaming_standby(&scratch, &primary, "standby");
+    let standby = streaming_standby(&scratch, &primary, &s_primary, "standby");
     // pg1 is the standby, pg2 the primary: the order PGO's pod list may well have.
     let conf = format!(
         "[global]\nrepo1-path={}\nlock-path={}\nlog-level-file=off\nlog-level-console=info\nlog-level-stderr=off\n\
@@ -57,7 +62,6 @@ fn a_backup_from_a_standby_reads_there_and_restores() {
         primary.port
     );
     let s = Setup { config: scratch.write("both.conf", &conf), env: vec![] };
-    drop(s_primary);
     s.ok(&["--stanza=db", "stanza-create"]);
     s.ok(&["--stanza=db", "check"]);
 
@@ -100,4 +104,110 @@ fn a_backup_from_a_standby_reads_there_and_restores() {
     assert!(said.contains("unable to find a standby to perform the backup, using primary instead"), "{said}");
     let read = reads(&said);
     assert!(read.iter().all(|(_, r)| r == "primary") && !read.is_empty(), "{read:?}");
+
+    // A failover: the standby catches up, the primary stops, the standby is promoted and
+    // archives timeline 2 with the old timeline's last segment as a .partial, as PostgreSQL
+    // names it; everything stays restorable and verifiable.
+    standby.start();
+    primary.sql("insert into t select g, 'before failover' from generate_series(25001, 26000) g");
+    let lsn = primary.sql("select pg_current_wal_insert_lsn()");
+    standby.wait_for(&format!("select pg_last_wal_replay_lsn() >= '{lsn}'"), "t", "the standby did not catch up");
+    primary.stop();
+    standby.sql("select pg_promote()");
+    standby.wait_promoted();
+    standby.sql("insert into t select g, 'after failover' from generate_series(26001, 26500) g");
+    let expected = standby.sql("select count(*), md5(string_agg(v, ',' order by id)) from t");
+    standby.archive_now();
+    let o = s_primary.ok(&["--stanza=db", "repo-ls", "--recurse", "stanza/db/archive"]);
+    let listed = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(listed.contains(".partial-") && listed.contains("00000002.history"), "{listed}");
+    let o = s_primary.run(&["--stanza=db", "verify"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let after = scratch.path("after-failover");
+    let pg1 = format!("--pg1-path={}", after.display());
+    s_primary.ok(&["--stanza=db", "restore", &pg1]);
+    let c = Cluster::existing(&scratch, after, "after-failover");
+    c.configure("archive_mode = off");
+    c.start();
+    c.wait_promoted();
+    assert_eq!(c.sql("select count(*), md5(string_agg(v, ',' order by id)) from t"), expected);
+}
+
+/// After `pg_upgrade` (a new cluster: a new system identifier), `stanza-upgrade` records it as a
+/// new database; the new cluster's WAL and backups go beside the old ones, and a backup of the
+/// old cluster still restores with its own WAL to the old cluster's last state.
+#[test]
+fn stanza_upgrade_after_pg_upgrade_keeps_the_old_backups_restorable() {
+    if !postgres_available() {
+        return;
+    }
+    let scratch = Scratch::new("pgstrata-upgrade-");
+    let repo = scratch.path("repo");
+    let (old, s_old) = archiving_cluster(&scratch, "old", &repo, None);
+    s_old.ok(&["--stanza=db", "stanza-create"]);
+    old.sql("create table t as select g as id, md5(g::text) as v from generate_series(1, 5000) g");
+    s_old.ok(&["--stanza=db", "backup", "--type=full", "--start-fast"]);
+    let old_label = info_json(&s_old)[0]["backup"][0]["label"].as_str().unwrap().to_string();
+    old.sql("insert into t select g, 'after the old backup' from generate_series(5001, 6000) g");
+    let old_state = old.sql("select count(*), md5(string_agg(v, ',' order by id)) from t");
+    old.archive_now();
+    old.stop();
+
+    let new = Cluster::init(&scratch, "new");
+    let bin = support::pg_bin();
+    let script = format!("cd '{}' && exec \"$0\" \"$@\"", scratch.path("upgrade-work").display());
+    let o = run_as_postgres(
+        Path::new("/bin/sh"),
+        &[
+            "-c",
+            &script,
+            bin.join("pg_upgrade").to_str().unwrap(),
+            "-b",
+            bin.to_str().unwrap(),
+            "-B",
+            bin.to_str().unwrap(),
+            "-d",
+            old.data.to_str().unwrap(),
+            "-D",
+            new.data.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(o.status.success(), "pg_upgrade: {}", text(&o));
+    let s_new = setup(&scratch, "new.conf", &new, &repo, None);
+    new.configure(&format!(
+        "archive_mode = on\narchive_command = '{} archive-push %p'\nwal_level = replica\n",
+        s_new.command_prefix()
+    ));
+    new.start();
+    s_new.ok(&["--stanza=db", "stanza-upgrade"]);
+    new.sql("insert into t select g, 'upgraded' from generate_series(6001, 6500) g");
+    s_new.ok(&["--stanza=db", "backup", "--type=full", "--start-fast"]);
+    let new_state = new.sql("select count(*), md5(string_agg(v, ',' order by id)) from t");
+    new.archive_now();
+    let info = info_json(&s_new);
+    let dbs = info[0]["db"].as_array().unwrap();
+    assert_eq!(dbs.len(), 2, "{info}");
+    let archives: Vec<&str> =
+        info[0]["archive"].as_array().unwrap().iter().map(|a| a["id"].as_str().unwrap()).collect();
+    assert_eq!(archives, ["15-1", "15-2"], "{info}");
+
+    for (name, set, expected) in
+        [("old-backup", Some(old_label.as_str()), &old_state), ("new-backup", None, &new_state)]
+    {
+        let dir = scratch.path(name);
+        let pg1 = format!("--pg1-path={}", dir.display());
+        let set = set.map(|l| format!("--set={l}"));
+        let mut args = vec!["--stanza=db", "restore", pg1.as_str()];
+        args.extend(set.as_deref());
+        s_new.ok(&args);
+        let c = Cluster::existing(&scratch, dir, name);
+        c.configure("archive_mode = off");
+        c.start();
+        c.wait_promoted();
+        assert_eq!(c.sql("select count(*), md5(string_agg(v, ',' order by id)) from t"), *expected, "{name}");
+        c.stop();
+    }
+    let o = s_new.run(&["--stanza=db", "verify"]);
+    assert!(o.status.success(), "{}", text(&o));
 }

@@ -66,7 +66,9 @@ fn verify_names_each_kind_of_damage_and_passes_a_healthy_repository() {
         "--type=immediate",
         "--target-action=promote",
     ]);
-    let c = Cluster::existing(&scratch, clone, "clone");
+    let c = Cluster::existing(&scratch, clone.clone(), "clone");
+    // It archives into the stanza as its new primary would: naming its own data directory.
+    c.configure(&format!("archive_command = '{} --pg1-path={} archive-push %p'", s.command_prefix(), clone.display()));
     c.start();
     c.wait_promoted();
     c.archive_now();
