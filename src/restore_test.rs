@@ -213,6 +213,7 @@ impl Test<'_> {
             ("target-action", "promote"),
             ("delta", "n"),
             ("force", "n"),
+            ("archive-mode", "off"),
         ];
         set.extend(mapped.iter().map(|(o, v)| (*o, v.as_str())));
         let restore = self.config.for_command("restore", &set).map_err(|e| e.message)?;

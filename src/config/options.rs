@@ -163,6 +163,12 @@ pub const OPTIONS: &[OptionDef] = &[
     opt("link-map", Kind::List, None, "where to restore a link: name=path"),
     opt("tablespace-map", Kind::List, None, "where to restore a tablespace: name-or-oid=path"),
     opt("recovery-option", Kind::List, None, "extra recovery setting: key=value"),
+    opt(
+        "archive-mode",
+        Kind::Enum(&["preserve", "off"]),
+        Some("preserve"),
+        "restore: off writes archive_mode = 'off' so the restored copy does not archive into the stanza",
+    ),
     // Repositories.
     repo("type", Kind::Enum(&["posix", "cifs", "s3", "gcs", "azure"]), Some("posix"), "storage type"),
     repo("path", Kind::Path, Some("/var/lib/pgstrata"), "repository path (directory, or prefix in a bucket)"),

@@ -113,6 +113,12 @@ impl RecoveryState {
     }
 }
 
+/// `--archive-mode=off`: the restored cluster must not archive (a copy beside the original,
+/// which would otherwise push its WAL into the original's stanza).
+fn archiving_off(config: &Config) -> bool {
+    config.get("archive-mode") == Some("off")
+}
+
 /// Writes recovery settings into `postgresql.auto.conf` and the signal file; `--type=preserve`
 /// puts back what the directory had before the restore.
 pub fn write_recovery(
@@ -138,7 +144,12 @@ pub fn write_recovery(
             kept.extend(before.recovery.iter().cloned());
             before.signals.clone()
         }
-        (Goal::None, _) => Vec::new(),
+        (Goal::None, _) => {
+            if archiving_off(config) {
+                kept.extend([BEGIN.to_string(), "archive_mode = 'off'".to_string(), END.to_string()]);
+            }
+            Vec::new()
+        }
         (goal, _) => {
             kept.push(BEGIN.to_string());
             let cmd = restore_command(config, stanza, data)?;
@@ -155,6 +166,9 @@ pub fn write_recovery(
                 })?;
                 kept.push(format!("{} = '{}'", k.trim(), v.trim().replace('\'', "''")));
             }
+            if archiving_off(config) {
+                kept.push("archive_mode = 'off'".to_string());
+            }
             kept.push(END.to_string());
             vec![if *goal == Goal::Standby { "standby.signal" } else { "recovery.signal" }]
         }
@@ -169,5 +183,17 @@ pub fn write_recovery(
         own_like_data_dir(&p, data)?;
     }
     tracing::info!("write recovery settings ({}) into {}", recovery.describe(), auto.display());
+    if archiving_off(config) {
+        tracing::info!("archive_mode = 'off' written: the restored cluster will not archive");
+    } else if config.source("pg1-path") == Some(&Source::CommandLine) {
+        // A restore into a path given here is often a copy beside the original: started with
+        // the original's configuration, its archive_command is refused (the working directory
+        // is not the stanza's pg1-path) and its WAL piles up.
+        tracing::info!(
+            "restored into {} given on the command line: if this copy must not archive into stanza '{stanza}',              restore it with --archive-mode=off; if it takes the stanza over, configure it with pg1-path={}",
+            data.display(),
+            data.display()
+        );
+    }
     Ok(())
 }

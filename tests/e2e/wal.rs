@@ -452,3 +452,42 @@ fn archive_push_refuses_a_cluster_that_is_not_the_stanzas() {
     let o = s.ok(&["--stanza=db", "repo-ls", "--recurse", "stanza/db/archive"]);
     assert!(String::from_utf8_lossy(&o.stdout).matches(&seg).count() >= before.max(1));
 }
+
+/// `restore --archive-mode=off`: the copy, started with the original's configuration and
+/// promoted, does not archive (no timeline 2 in the stanza); a restore into a path given on the
+/// command line says how to get that.
+#[test]
+fn a_copy_restored_with_archive_mode_off_does_not_archive() {
+    if !postgres_available() {
+        return;
+    }
+    let scratch = Scratch::new("pgstrata-archive-off-");
+    let repo = scratch.path("repo");
+    let (cluster, s) = archiving_cluster(&scratch, "src", &repo, None);
+    s.ok(&["--stanza=db", "stanza-create"]);
+    s.ok(&["--stanza=db", "backup", "--type=full", "--start-fast"]);
+    cluster.archive_now();
+    let hinted = scratch.path("hinted");
+    let o = s.ok(&["--stanza=db", "restore", &format!("--pg1-path={}", hinted.display()), "--log-level-console=info"]);
+    assert!(text(&o).contains("restore it with --archive-mode=off"), "{}", text(&o));
+    let copy = scratch.path("copy");
+    s.ok(&[
+        "--stanza=db",
+        "restore",
+        &format!("--pg1-path={}", copy.display()),
+        "--archive-mode=off",
+        "--type=immediate",
+        "--target-action=promote",
+    ]);
+    let c = Cluster::existing(&scratch, copy, "copy");
+    c.start();
+    c.wait_promoted();
+    assert_eq!(c.sql("show archive_mode"), "off");
+    c.sql("create table t as select g from generate_series(1, 1000) g; select pg_switch_wal()");
+    c.sql("checkpoint");
+    c.stop();
+    let o = s.ok(&["--stanza=db", "repo-ls", "--recurse", "stanza/db/archive"]);
+    let listed = String::from_utf8_lossy(&o.stdout).into_owned();
+    let timeline_2 = listed.lines().filter_map(|l| l.rsplit('/').next()).any(|name| name.starts_with("00000002"));
+    assert!(!timeline_2, "the copy archived into the stanza: {listed}");
+}
