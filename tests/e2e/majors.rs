@@ -107,6 +107,12 @@ fn cycle(major: u32) {
     let full_delta = backups[0]["info"]["repository"]["delta"].as_u64().unwrap();
     let incr_delta = backups[1]["info"]["repository"]["delta"].as_u64().unwrap();
     assert!(incr_delta * 4 < full_delta, "the incr stored {incr_delta} bytes against the full's {full_delta}: {info}");
+    // pgbench_accounts changed on a few pages: stored by page, not whole.
+    let set = format!("--set={}", backups[1]["label"].as_str().unwrap());
+    let o = m.ok(&["--stanza=db", "info", "--output=json", &set]);
+    let detail: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let by_page = detail[0]["backup"][0]["file"]["page"].as_u64().unwrap_or(0);
+    assert!(by_page >= 1, "PostgreSQL {major}: no file of the incr was stored by page: {detail}");
 
     // Backups record whole seconds: the time target lies in a later second than the incr's
     // end (a clock resolution, not synchronization).
