@@ -434,3 +434,44 @@ fn user(config: &Config) -> String {
         .or_else(|| std::env::var("USER").ok().filter(|u| !u.is_empty()))
         .unwrap_or_else(|| "postgres".into())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pgstrata_repo_format::pg::{BLCKSZ, page_checksum};
+
+    /// A page with a sane header and its checksum for block `blkno`.
+    fn page(blkno: u32) -> Vec<u8> {
+        let mut p = [0u8; BLCKSZ];
+        p[12..14].copy_from_slice(&32u16.to_le_bytes());
+        p[14..16].copy_from_slice(&8000u16.to_le_bytes());
+        p[16..18].copy_from_slice(&8192u16.to_le_bytes());
+        p[18..20].copy_from_slice(&0x2004u16.to_le_bytes());
+        for (i, b) in p[8000..].iter_mut().enumerate() {
+            *b = (i * 7 % 251) as u8;
+        }
+        let sum = page_checksum(&p, blkno);
+        p[8..10].copy_from_slice(&sum.to_le_bytes());
+        p.to_vec()
+    }
+
+    #[test]
+    fn pages_are_checked_with_their_block_numbers_across_segments() {
+        let dir = tempfile::tempdir().expect("temp");
+        let file = dir.path().join("16384.1");
+        // The second segment of a relation: its pages are blocks 131072 and on.
+        let first = 131_072;
+        let mut bytes = [page(first), page(first + 1), vec![0u8; BLCKSZ]].concat();
+        std::fs::write(&file, &bytes).expect("write");
+        assert_eq!(check_pages(&file, first).expect("read"), (3, vec![]));
+        // Checked as the first segment, the same pages are wrong.
+        assert_eq!(check_pages(&file, 0).expect("read").1.len(), 2);
+        bytes[BLCKSZ + 8100] ^= 1;
+        bytes.extend_from_slice(&[1u8; 100]);
+        std::fs::write(&file, &bytes).expect("write");
+        let (checked, bad) = check_pages(&file, first).expect("read");
+        assert_eq!(checked, 4);
+        assert_eq!(bad.iter().map(|(b, _)| *b).collect::<Vec<_>>(), [u64::from(first) + 1, u64::from(first) + 3]);
+        assert!(bad[0].1.contains("checksum") && bad[1].1.contains("partial page"), "{bad:?}");
+    }
+}

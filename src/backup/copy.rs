@@ -867,6 +867,25 @@ fn assemble(mut parts: Vec<(usize, usize, PartDone, Option<PartRef>)>) -> Copied
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
+
+    #[test]
+    fn a_standby_serves_what_replication_writes_but_pg_control() {
+        let standby = StandbySource { data: "/standby".into(), remote: None };
+        for (path, at) in [
+            ("pg_data/base/5/1259", Some("/standby/base/5/1259")),
+            ("pg_data/global/1262", Some("/standby/global/1262")),
+            ("pg_data/pg_xact/0000", Some("/standby/pg_xact/0000")),
+            ("pg_data/pg_multixact/offsets/0000", Some("/standby/pg_multixact/offsets/0000")),
+            ("pg_tblspc/16400/PG_15_202209061/5/16401", Some("/standby/pg_tblspc/16400/PG_15_202209061/5/16401")),
+            ("pg_data/global/pg_control", None),
+            ("pg_data/postgresql.conf", None),
+            ("pg_data/pg_commit_ts/0000", None),
+            ("pg_data/pg_logical/replorigin_checkpoint", None),
+            ("pg_data/base_backup_extra", None),
+        ] {
+            assert_eq!(standby.route(path), at.map(std::path::PathBuf::from), "{path}");
+        }
+    }
     use pgstrata_repo_format::BlobSettings;
     use pgstrata_storage::RetryPolicy;
     use pgstrata_storage::fault::{FaultKind, FaultOp, FaultPlan, FaultyStore};
