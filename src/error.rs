@@ -25,6 +25,8 @@ pub enum ErrorCode {
     OptionRequired = 37,
     /// A required parameter is missing.
     ParamRequired = 43,
+    /// A parameter is not valid (one too many, or not one the command takes).
+    ParamInvalid = 96,
     /// The WAL file does not belong to the stanza's database.
     ArchiveMismatch = 44,
     /// The WAL file is already archived with different content.

@@ -239,12 +239,89 @@ fn bad_options_and_values_name_the_problem() {
         assert_eq!(o.status.code(), Some(i32::from(*code)), "{args:?}: {err}");
         assert!(err.contains(needle), "{args:?}: {err}");
     }
-    // Accepted forms.
+    // Accepted forms: parsed, then the missing repository is what stops the backup.
     let o = run(
-        &["version", "--buffer-size=2MiB", "--archive-timeout=90s", "--no-start-fast", "--process-max", "4"],
+        &[
+            "backup",
+            "--stanza=db",
+            "--repo1-path=/nonexistent/repo",
+            "--buffer-size=2MiB",
+            "--archive-timeout=90s",
+            "--no-start-fast",
+            "--process-max",
+            "4",
+            "--repo1-bundle",
+            "--repo1-block",
+            "--db-timeout=600",
+        ],
         &[("PGSTRATA_LOG_LEVEL_FILE", "off")],
     );
+    assert_eq!(o.status.code(), Some(55), "{:?}", text(&o));
+}
+
+/// pgBackRest's validity rule: an option on the command line must be one the command takes
+/// (31); in a configuration file or the environment, options of other commands are left alone.
+/// Deprecated names map to theirs; options pgstrata does not support are refused saying why.
+#[test]
+fn options_are_checked_against_the_command_as_pgbackrest_checks_them() {
+    let off = [("PGSTRATA_LOG_LEVEL_FILE", "off")];
+    for (args, needle) in [
+        (&["backup", "--stanza=db", "--target=foo"][..], "option 'target' not valid for command 'backup'"),
+        (
+            &["archive-push", "--stanza=db", "--start-fast", "pg_wal/x"],
+            "option 'start-fast' not valid for command 'archive-push'",
+        ),
+        (&["info", "--delta"], "option 'delta' not valid for command 'info'"),
+        (&["version", "--process-max=2"], "option 'process-max' not valid for command 'version'"),
+    ] {
+        let o = run(args, &off);
+        let (_, err) = text(&o);
+        assert_eq!(o.status.code(), Some(31), "{args:?}: {err}");
+        assert!(err.contains(needle), "{args:?}: {err}");
+    }
+    // The same options in a configuration file break nothing.
+    let t = tempfile::tempdir().unwrap();
+    let conf = t.path().join("p.conf");
+    std::fs::write(
+        &conf,
+        "[global]
+start-fast=y
+target=foo
+delta=y
+process-max=2
+log-level-file=off
+",
+    )
+    .unwrap();
+    let cfg = format!("--config={}", conf.display());
+    let o = run(&[&cfg, "version"], &[]);
     assert!(o.status.success(), "{:?}", text(&o));
+    for (args, needle) in [
+        (&["repo-ls", "--repo1-type=sftp"][..], "SFTP repositories are not supported"),
+        (&["repo-ls", "--repo1-sftp-host=h"], "option 'repo1-sftp-host' is not supported"),
+        (&["backup", "--stanza=db", "--exclude=pg_log/"], "option 'exclude' is not supported"),
+    ] {
+        let o = run(args, &off);
+        let (_, err) = text(&o);
+        assert!(matches!(o.status.code(), Some(31 | 32)), "{args:?}: {err}");
+        assert!(err.contains(needle), "{args:?}: {err}");
+    }
+    // Set to pgBackRest's default, an unsupported option is harmless.
+    let o = run(&[&cfg, "repo-ls", "--repo1-path=/nonexistent", "--repo1-storage-verify-tls=y"], &off);
+    assert_eq!(o.status.code(), Some(55), "{:?}", text(&o));
+}
+
+/// Every option name of pgBackRest 2.59.1 is known: accepted for a command that takes it (no
+/// "invalid option").
+#[test]
+fn every_pgbackrest_option_name_is_known() {
+    for (name, commands) in pgstrata::config::pgbackrest::OPTIONS {
+        let resolved = pgstrata::config::options::resolve(name);
+        assert!(
+            resolved.is_some_and(|r| commands.iter().all(|c| r.def.valid_for(c))),
+            "pgBackRest's option {name} (for {commands:?}) is unknown"
+        );
+    }
 }
 
 #[test]
@@ -538,4 +615,54 @@ fn damaged_wal_objects_are_named_and_never_read_as_missing() {
         std::fs::write(&object, &good).unwrap();
     }
     assert!(get().status.success(), "the repaired object is fetched again");
+}
+
+/// `docs/options.md` is the option table as `help` reads it: regenerated with
+/// `PGSTRATA_WRITE_DOCS=1 cargo test --test cli option_reference`.
+#[test]
+fn option_reference_matches_the_table() {
+    let generated = pgstrata::commands::help::reference_markdown();
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/options.md");
+    if std::env::var("PGSTRATA_WRITE_DOCS").is_ok_and(|v| v == "1") {
+        std::fs::write(&path, &generated).unwrap();
+    }
+    let written = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        written == generated,
+        "docs/options.md differs from the option table: regenerate it (PGSTRATA_WRITE_DOCS=1)"
+    );
+}
+
+/// `help COMMAND` lists what the command takes; `help COMMAND OPTION` describes one option with
+/// its values and the default of the name invoked; an unknown command or option is an error.
+#[test]
+fn help_is_per_command_and_per_option() {
+    let dir = tempfile::tempdir().unwrap();
+    let link = dir.path().join("pgbackrest");
+    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_pgstrata"), &link).unwrap();
+    let o = run_as(&link, &["help", "backup"], &[]);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        out.contains("--start-fast") && out.contains("--repo-path") && out.contains("/var/lib/pgbackrest"),
+        "{out}"
+    );
+    assert!(
+        !out.contains("--target ") && !out.contains("--target-timeline"),
+        "restore's options listed for backup: {out}"
+    );
+    let o = run_as(&link, &["help", "backup", "type"], &[]);
+    let (out, _) = text(&o);
+    assert!(o.status.success());
+    for needle in ["full", "diff", "incr", "default: incr"] {
+        assert!(out.contains(needle), "{needle}: {out}");
+    }
+    let o = run_as(&link, &["help", "restore", "type"], &[]);
+    assert!(text(&o).0.contains("immediate") && text(&o).0.contains("default: default"), "{:?}", text(&o));
+    let o = run_as(&link, &["help", "archive-push", "config"], &[]);
+    assert!(text(&o).0.contains("/etc/pgbackrest/pgbackrest.conf"), "{:?}", text(&o));
+    let o = run_as(&link, &["help", "backup", "target"], &[]);
+    assert_eq!(o.status.code(), Some(31), "{:?}", text(&o));
+    let o = run_as(&link, &["help", "nonsense"], &[]);
+    assert_eq!(o.status.code(), Some(48), "{:?}", text(&o));
 }

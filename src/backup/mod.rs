@@ -468,7 +468,7 @@ fn copy_settings(
         key: repo.key.clone(),
         part_size: PART_SIZE.div_ceil(blob.frame_size) * blob.frame_size,
         pack_size: PACK_SIZE,
-        checksum_pages: control.data_checksum_version > 0,
+        checksum_pages: control.data_checksum_version > 0 && config.get("checksum-page") != Some("n"),
         start_lsn,
         remote,
         standby: None,

@@ -4,7 +4,7 @@
 pub mod annotate;
 mod check;
 pub mod control;
-mod help;
+pub mod help;
 mod repo;
 pub mod stanza;
 

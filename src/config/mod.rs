@@ -10,6 +10,7 @@
 
 pub mod ini;
 pub mod options;
+pub mod pgbackrest;
 pub mod value;
 
 use std::collections::BTreeMap;
@@ -56,6 +57,11 @@ impl Flavor {
         }
     }
 
+    /// The configuration file read when `config` is not given.
+    pub fn default_config_file(self) -> String {
+        format!("{}/{}", self.config_dir(), self.config_file_name())
+    }
+
     fn config_file_name(self) -> &'static str {
         match self {
             Self::Pgstrata | Self::WalG => "pgstrata.conf",
@@ -64,7 +70,7 @@ impl Flavor {
     }
 
     /// Default of an option, adjusted to the flavor's paths.
-    fn default_of(self, def: &options::OptionDef) -> Option<&'static str> {
+    pub fn default_of(self, def: &options::OptionDef) -> Option<&'static str> {
         match (self, def.name, def.group) {
             (Self::Pgbackrest, "log-path", options::Group::None) => Some("/var/log/pgbackrest"),
             (Self::Pgbackrest, "lock-path", options::Group::None) => Some("/tmp/pgbackrest"),
@@ -117,8 +123,20 @@ impl std::fmt::Debug for Config {
     }
 }
 
+const SFTP_REFUSED: &str =
+    "SFTP repositories are not supported: use posix, s3, gcs or azure, or a repository host (repoN-host-type=tls)";
+
 fn invalid_option(name: &str) -> CliError {
     CliError::new(ErrorCode::OptionInvalid, format!("invalid option '--{name}'"))
+}
+
+/// Where a setting came from, for messages.
+fn describe_source(source: &Source) -> String {
+    match source {
+        Source::CommandLine => "the command line".to_string(),
+        Source::Environment => "the environment".to_string(),
+        Source::File { path, section } => format!("{} [{section}]", path.display()),
+    }
 }
 
 /// Checks one value against its option's kind; returns the normalized text.
@@ -157,6 +175,7 @@ fn check_value(r: &Resolved, value: &str) -> CliResult<String> {
             let unsupported = match (r.def.name, value) {
                 ("compress-type", "gz" | "bz2") => Some("pgstrata compresses with zst or lz4"),
                 ("cipher-type", "aes-256-cbc") => Some("pgstrata encrypts with aes-256-gcm"),
+                ("type", "sftp") if r.def.group == options::Group::Repo => Some(SFTP_REFUSED),
                 _ => None,
             };
             if let Some(why) = unsupported {
@@ -177,6 +196,12 @@ fn check_value(r: &Resolved, value: &str) -> CliResult<String> {
 impl Config {
     /// Resolves the configuration from the command line, an environment and the config files.
     pub fn load(argv: &[String], env: &[(String, String)]) -> CliResult<Self> {
+        Self::load_as(argv, env, true)
+    }
+
+    /// [`Config::load`]; `check_command` false for arguments pgstrata added itself (a server's
+    /// per-stanza view), which pgBackRest's validity rule is not about.
+    fn load_as(argv: &[String], env: &[(String, String)], check_command: bool) -> CliResult<Self> {
         let flavor = Flavor::from_argv0(argv.first().map(String::as_str).unwrap_or("pgstrata"));
         let mut cli: BTreeMap<String, (Resolved, Setting)> = BTreeMap::new();
         let mut command: Option<&'static CommandDef> = None;
@@ -263,11 +288,44 @@ impl Config {
         let command = command.ok_or_else(|| {
             CliError::new(ErrorCode::CommandRequired, "no command given").hint("run 'help' to list the commands")
         })?;
+        // pgBackRest's rule: an option on the command line must be one the command takes (in
+        // files and the environment, options of other commands are simply not for this one).
+        for (canonical, (resolved, _)) in cli.iter().filter(|_| check_command) {
+            if !resolved.def.valid_for(command.name) {
+                return Err(CliError::new(
+                    ErrorCode::OptionInvalid,
+                    format!("option '{canonical}' not valid for command '{}'", command.name),
+                )
+                .hint(format!("run 'help {}' to list its options", command.name)));
+            }
+        }
         let origin = std::sync::Arc::new((argv.to_vec(), env.to_vec()));
         let mut config = Self { flavor, command, params, settings: cli, warnings: Vec::new(), origin };
         config.merge_env(env)?;
         config.merge_files()?;
+        config.refuse_unsupported()?;
         Ok(config)
+    }
+
+    /// pgBackRest options pgstrata does not support, set (to other than pgBackRest's default)
+    /// for a command that takes them: an error saying what to do, wherever they were set.
+    fn refuse_unsupported(&self) -> CliResult<()> {
+        for (canonical, (resolved, setting)) in &self.settings {
+            let options::Support::Refused(reason) = resolved.def.support else { continue };
+            if !resolved.def.valid_for(self.command.name) {
+                continue;
+            }
+            let default = resolved.def.default.map(|d| check_value(resolved, d)).transpose()?;
+            if setting.values.len() == 1 && setting.values.first() == default.as_ref() {
+                continue;
+            }
+            return Err(CliError::new(
+                ErrorCode::OptionInvalid,
+                format!("option '{canonical}' is not supported: {reason}"),
+            )
+            .hint(format!("remove it from {}", describe_source(&setting.source))));
+        }
+        Ok(())
     }
 
     fn merge_env(&mut self, env: &[(String, String)]) -> CliResult<()> {
@@ -489,7 +547,7 @@ impl Config {
         let (argv, env) = &*self.origin;
         let mut argv = argv.clone();
         argv.extend(extra.iter().cloned());
-        Config::load(&argv, env)
+        Config::load_as(&argv, env, extra.is_empty())
     }
 
     /// The options given on the command line as `--name=value` arguments, whatever form they

@@ -36,6 +36,17 @@ pub enum Group {
     Pg,
 }
 
+/// What pgstrata does with an option pgBackRest has.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Support {
+    /// Implemented.
+    Yes,
+    /// Accepted and checked; what it means in pgstrata (often: what pgstrata always does).
+    Accepted(&'static str),
+    /// Refused when set to anything but pgBackRest's default, saying what to do instead.
+    Refused(&'static str),
+}
+
 /// One option.
 #[derive(Clone, Copy, Debug)]
 pub struct OptionDef {
@@ -49,26 +60,74 @@ pub struct OptionDef {
     pub cli_only: bool,
     pub default: Option<&'static str>,
     pub help: &'static str,
+    pub support: Support,
 }
 
 const fn opt(name: &'static str, kind: Kind, default: Option<&'static str>, help: &'static str) -> OptionDef {
-    OptionDef { name, kind, group: Group::None, secure: false, cli_only: false, default, help }
+    OptionDef { name, kind, group: Group::None, secure: false, cli_only: false, default, help, support: Support::Yes }
 }
 
 const fn cli(name: &'static str, kind: Kind, default: Option<&'static str>, help: &'static str) -> OptionDef {
-    OptionDef { name, kind, group: Group::None, secure: false, cli_only: true, default, help }
+    OptionDef { name, kind, group: Group::None, secure: false, cli_only: true, default, help, support: Support::Yes }
 }
 
 const fn repo(name: &'static str, kind: Kind, default: Option<&'static str>, help: &'static str) -> OptionDef {
-    OptionDef { name, kind, group: Group::Repo, secure: false, cli_only: false, default, help }
+    OptionDef { name, kind, group: Group::Repo, secure: false, cli_only: false, default, help, support: Support::Yes }
 }
 
 const fn repo_secret(name: &'static str, help: &'static str) -> OptionDef {
-    OptionDef { name, kind: Kind::Str, group: Group::Repo, secure: true, cli_only: false, default: None, help }
+    OptionDef {
+        name,
+        kind: Kind::Str,
+        group: Group::Repo,
+        secure: true,
+        cli_only: false,
+        default: None,
+        help,
+        support: Support::Yes,
+    }
 }
 
 const fn pg(name: &'static str, kind: Kind, default: Option<&'static str>, help: &'static str) -> OptionDef {
-    OptionDef { name, kind, group: Group::Pg, secure: false, cli_only: false, default, help }
+    OptionDef { name, kind, group: Group::Pg, secure: false, cli_only: false, default, help, support: Support::Yes }
+}
+
+/// An option pgBackRest has that pgstrata accepts for what `meaning` says.
+const fn accepted(
+    name: &'static str,
+    group: Group,
+    kind: Kind,
+    default: Option<&'static str>,
+    meaning: &'static str,
+) -> OptionDef {
+    foreign(name, group, kind, default, Support::Accepted(meaning))
+}
+
+/// An option pgBackRest has that pgstrata refuses (unless set to `default`), saying why and what to do.
+const fn refused(
+    name: &'static str,
+    group: Group,
+    kind: Kind,
+    default: Option<&'static str>,
+    reason: &'static str,
+) -> OptionDef {
+    foreign(name, group, kind, default, Support::Refused(reason))
+}
+
+/// An option of pgBackRest's that pgstrata does not implement as such: its help is what
+/// `support` says.
+const fn foreign(
+    name: &'static str,
+    group: Group,
+    kind: Kind,
+    default: Option<&'static str>,
+    support: Support,
+) -> OptionDef {
+    let help = match support {
+        Support::Accepted(text) | Support::Refused(text) => text,
+        Support::Yes => "",
+    };
+    OptionDef { name, kind, group, secure: false, cli_only: false, default, help, support }
 }
 
 const LOG_LEVELS: &[&str] = &["off", "error", "warn", "info", "detail", "debug", "trace"];
@@ -120,6 +179,12 @@ pub const OPTIONS: &[OptionDef] = &[
     opt("compress-level", Kind::Int { min: -7, max: 22 }, None, "compression level (zst: 1..22, default 3)"),
     opt("buffer-size", Kind::Size { min: 16 << 10, max: 16 << 20 }, Some("1MiB"), "plaintext size of a frame"),
     opt("start-fast", Kind::Bool, Some("n"), "ask PostgreSQL for an immediate checkpoint at backup start"),
+    opt(
+        "checksum-page",
+        Kind::Bool,
+        None,
+        "backup: check page checksums (default: when the cluster has data checksums); n skips the checks",
+    ),
     opt("online", Kind::Bool, Some("y"), "the cluster is running"),
     opt("archive-check", Kind::Bool, Some("y"), "wait for the backup's WAL to be archived"),
     opt(
@@ -170,7 +235,7 @@ pub const OPTIONS: &[OptionDef] = &[
         "restore: off writes archive_mode = 'off' so the restored copy does not archive into the stanza",
     ),
     // Repositories.
-    repo("type", Kind::Enum(&["posix", "cifs", "s3", "gcs", "azure"]), Some("posix"), "storage type"),
+    repo("type", Kind::Enum(&["posix", "cifs", "s3", "gcs", "azure", "sftp"]), Some("posix"), "storage type"),
     repo("path", Kind::Path, Some("/var/lib/pgstrata"), "repository path (directory, or prefix in a bucket)"),
     repo("cipher-type", Kind::Enum(&["none", "aes-256-gcm", "aes-256-cbc"]), Some("none"), "encryption"),
     repo_secret("cipher-pass", "encryption passphrase"),
@@ -249,7 +314,398 @@ pub const OPTIONS: &[OptionDef] = &[
     pg("host-config", Kind::Path, None, "the remote's configuration (ignored with tls: the server has its own)"),
     pg("host-config-path", Kind::Path, None, "as pgN-host-config"),
     pg("host-config-include-path", Kind::Path, None, "as pgN-host-config"),
+    // pgBackRest's options pgstrata accepts for what it already does, or refuses with a reason
+    // (see docs/configuration.md, "pgBackRest options").
+    accepted(
+        "detail-level",
+        Group::None,
+        Kind::Enum(&["full", "progress"]),
+        Some("full"),
+        "info: the full detail is always shown",
+    ),
+    accepted("help", Group::None, Kind::Bool, Some("n"), "help: as the help command"),
+    accepted("version", Group::None, Kind::Bool, Some("n"), "help: as the version command"),
+    accepted("report", Group::None, Kind::Bool, Some("n"), "check: internal to pgBackRest; no effect"),
+    accepted("verbose", Group::None, Kind::Bool, Some("n"), "verify: every problem is always listed"),
+    accepted("exec-id", Group::None, Kind::Str, None, "internal to pgBackRest's processes; no effect"),
+    accepted(
+        "process",
+        Group::None,
+        Kind::Int { min: 0, max: 1024 },
+        None,
+        "internal to pgBackRest's processes; no effect",
+    ),
+    accepted("lock", Group::None, Kind::List, None, "internal to pgBackRest's processes; no effect"),
+    accepted(
+        "remote-type",
+        Group::None,
+        Kind::Enum(&["pg", "repo"]),
+        None,
+        "internal to pgBackRest's processes; no effect",
+    ),
+    accepted(
+        "pg",
+        Group::None,
+        Kind::Int { min: 1, max: MAX_INDEX as i64 },
+        None,
+        "internal to pgBackRest's processes; no effect",
+    ),
+    accepted("beta", Group::None, Kind::Bool, Some("n"), "no beta features are gated; no effect"),
+    accepted("cmd", Group::None, Kind::Path, None, "pgstrata starts its own workers; hosts run their own server"),
+    accepted("log-subprocess", Group::None, Kind::Bool, Some("n"), "workers log into the command's own log"),
+    accepted(
+        "allow-root",
+        Group::None,
+        Kind::Bool,
+        Some("n"),
+        "a root restore writes through opened directories and never follows a planted link (docs/operators.md)",
+    ),
+    accepted("neutral-umask", Group::None, Kind::Bool, Some("y"), "pgstrata always writes with at least umask 027"),
+    accepted(
+        "priority",
+        Group::None,
+        Kind::Int { min: -20, max: 19 },
+        None,
+        "scheduling priority is left to the operator (nice, the pod's resources)",
+    ),
+    accepted(
+        "compress-level-network",
+        Group::None,
+        Kind::Int { min: -5, max: 12 },
+        Some("1"),
+        "a database host's server compresses with compress-type and compress-level itself",
+    ),
+    accepted(
+        "io-timeout",
+        Group::None,
+        Kind::Duration,
+        Some("60"),
+        "storage requests have pgstrata's own timeouts and retries (docs/storage.md)",
+    ),
+    accepted(
+        "protocol-timeout",
+        Group::None,
+        Kind::Duration,
+        Some("1830"),
+        "a host's server has its own handshake and idle limits",
+    ),
+    accepted(
+        "db-timeout",
+        Group::None,
+        Kind::Duration,
+        Some("1800"),
+        "queries wait as PostgreSQL lets them (statement_timeout)",
+    ),
+    accepted(
+        "job-retry",
+        Group::None,
+        Kind::Int { min: 0, max: 99 },
+        Some("2"),
+        "storage requests are retried by pgstrata's own policy (docs/storage.md)",
+    ),
+    accepted(
+        "job-retry-interval",
+        Group::None,
+        Kind::Duration,
+        Some("15"),
+        "storage requests are retried by pgstrata's own policy (docs/storage.md)",
+    ),
+    accepted("sck-block", Group::None, Kind::Bool, Some("n"), "internal to pgBackRest's sockets; no effect"),
+    accepted("sck-keep-alive", Group::None, Kind::Bool, Some("y"), "connections use the system's keep-alive settings"),
+    accepted(
+        "tcp-keep-alive-count",
+        Group::None,
+        Kind::Int { min: 1, max: 32 },
+        None,
+        "connections use the system's keep-alive settings",
+    ),
+    accepted(
+        "tcp-keep-alive-idle",
+        Group::None,
+        Kind::Int { min: 1, max: 3600 },
+        None,
+        "connections use the system's keep-alive settings",
+    ),
+    accepted(
+        "tcp-keep-alive-interval",
+        Group::None,
+        Kind::Int { min: 1, max: 900 },
+        None,
+        "connections use the system's keep-alive settings",
+    ),
+    accepted(
+        "archive-header-check",
+        Group::None,
+        Kind::Bool,
+        Some("y"),
+        "archive-push always checks a segment's header against the stanza",
+    ),
+    accepted(
+        "archive-missing-retry",
+        Group::None,
+        Kind::Bool,
+        Some("y"),
+        "archive-get asks the repository again for a segment it queued as missing",
+    ),
+    accepted(
+        "archive-push-batch-size",
+        Group::None,
+        Kind::Size { min: 1, max: u64::MAX },
+        None,
+        "asynchronous archive-push sizes its own batches by process-max",
+    ),
+    accepted(
+        "archive-mode-check",
+        Group::None,
+        Kind::Bool,
+        Some("y"),
+        "archive-push refuses a cluster that is not the stanza's (its data directory and system id)",
+    ),
+    accepted(
+        "page-header-check",
+        Group::None,
+        Kind::Bool,
+        Some("y"),
+        "page headers are checked with page checksums (checksum-page)",
+    ),
+    accepted(
+        "manifest-save-threshold",
+        Group::None,
+        Kind::Size { min: 1, max: u64::MAX },
+        None,
+        "a backup checkpoints what it stored as it goes (resume)",
+    ),
+    accepted(
+        "stop-auto",
+        Group::None,
+        Kind::Bool,
+        Some("n"),
+        "no effect on PostgreSQL 13-18 (non-exclusive backups end with their session)",
+    ),
+    accepted("compress", Group::None, Kind::Bool, Some("y"), "deprecated in pgBackRest: use compress-type"),
+    accepted(
+        "sort",
+        Group::None,
+        Kind::Enum(&["none", "asc", "desc"]),
+        Some("asc"),
+        "repo-ls: listings are in ascending order",
+    ),
+    accepted(
+        "raw",
+        Group::None,
+        Kind::Bool,
+        Some("n"),
+        "repo-get: a path in pgstrata's own layout prints the stored object as it is",
+    ),
+    accepted(
+        "cipher-pass",
+        Group::None,
+        Kind::Str,
+        None,
+        "repo-get: decrypts with the stanza's key (repoN-cipher-pass)",
+    ),
+    accepted("pg-version-force", Group::None, Kind::Str, None, "the version is read from pg_control (13-18)"),
+    accepted("local", Group::Repo, Kind::Bool, Some("n"), "internal to pgBackRest's processes; no effect"),
+    accepted("local", Group::Pg, Kind::Bool, Some("n"), "internal to pgBackRest's processes; no effect"),
+    accepted(
+        "bundle",
+        Group::Repo,
+        Kind::Bool,
+        Some("n"),
+        "pgstrata always packs files together (repoN-bundle-size sets the pack size)",
+    ),
+    accepted(
+        "bundle-limit",
+        Group::Repo,
+        Kind::Size { min: 8 << 10, max: 1 << 30 },
+        Some("2MiB"),
+        "every file goes into packs; large files span parts",
+    ),
+    accepted("block", Group::Repo, Kind::Bool, Some("n"), "pgstrata always stores changed relation files by page"),
+    accepted(
+        "block-size-map",
+        Group::Repo,
+        Kind::List,
+        None,
+        "pgstrata stores by page (8 KiB) and checks frames of buffer-size",
+    ),
+    accepted("block-age-map", Group::Repo, Kind::List, None, "pgstrata stores by page whatever a file's age"),
+    accepted("block-checksum-size-map", Group::Repo, Kind::List, None, "pages are compared by their own digests"),
+    accepted(
+        "block-size-super",
+        Group::Repo,
+        Kind::Size { min: 1, max: 1 << 30 },
+        None,
+        "pages are stored in parts of 8 MiB",
+    ),
+    accepted(
+        "block-size-super-full",
+        Group::Repo,
+        Kind::Size { min: 1, max: 1 << 30 },
+        None,
+        "pages are stored in parts of 8 MiB",
+    ),
+    accepted(
+        "hardlink",
+        Group::Repo,
+        Kind::Bool,
+        Some("n"),
+        "unchanged files are referenced by the manifest, never copied or linked",
+    ),
+    accepted("symlink", Group::Repo, Kind::Bool, Some("y"), "pgstrata's layout has no latest link to keep"),
+    refused(
+        "archive-expire-before",
+        Group::None,
+        Kind::Str,
+        None,
+        "not supported yet: expire removes WAL by the retention options",
+    ),
+    refused("oldest", Group::None, Kind::Bool, Some("n"), "not supported yet: expire --set names the backup to remove"),
+    refused(
+        "reference",
+        Group::None,
+        Kind::Str,
+        None,
+        "the manifest command is not supported yet: info --set shows a backup",
+    ),
+    refused("filter", Group::None, Kind::Str, None, "not supported yet: repo-ls lists a path (with --recurse)"),
+    refused(
+        "ignore-missing",
+        Group::None,
+        Kind::Bool,
+        Some("n"),
+        "not supported yet: repo-get of a missing object fails",
+    ),
+    refused(
+        "cmd-ssh",
+        Group::None,
+        Kind::Path,
+        Some("ssh"),
+        "hosts are reached over TLS only: set repoN-host-type=tls / pgN-host-type=tls",
+    ),
+    refused("tls-cipher-12", Group::None, Kind::Str, None, "TLS uses rustls's default cipher suites (TLS 1.2 and 1.3)"),
+    refused("tls-cipher-13", Group::None, Kind::Str, None, "TLS uses rustls's default cipher suites (TLS 1.2 and 1.3)"),
+    refused(
+        "archive-copy",
+        Group::None,
+        Kind::Bool,
+        Some("n"),
+        "not supported yet: restores take WAL from the archive",
+    ),
+    refused("exclude", Group::None, Kind::List, None, "not supported yet: every file of the cluster is backed up"),
+    refused("db-include", Group::None, Kind::List, None, "not supported yet: restore restores every database"),
+    refused("db-exclude", Group::None, Kind::List, None, "not supported yet: restore restores every database"),
+    refused("link-all", Group::None, Kind::Bool, Some("n"), "not supported yet: give each link with --link-map"),
+    refused(
+        "tablespace-map-all",
+        Group::None,
+        Kind::Path,
+        None,
+        "not supported yet: give each tablespace with --tablespace-map",
+    ),
+    refused(
+        "target-time",
+        Group::Repo,
+        Kind::Str,
+        None,
+        "reading a repository as it was at a time needs versioned storage: not supported",
+    ),
+    refused(
+        "storage-verify-tls",
+        Group::Repo,
+        Kind::Bool,
+        Some("y"),
+        "not supported yet: the storage endpoint's certificate is always verified",
+    ),
+    refused(
+        "storage-ca-file",
+        Group::Repo,
+        Kind::Path,
+        None,
+        "not supported yet: the system's CAs verify the storage endpoint",
+    ),
+    refused(
+        "storage-ca-path",
+        Group::Repo,
+        Kind::Path,
+        None,
+        "not supported yet: the system's CAs verify the storage endpoint",
+    ),
+    refused(
+        "storage-host",
+        Group::Repo,
+        Kind::Str,
+        None,
+        "not supported yet: give the address in repoN-s3-endpoint / -gcs-endpoint / -azure-endpoint",
+    ),
+    refused("storage-tag", Group::Repo, Kind::List, None, "not supported yet: objects are stored without tags"),
+    refused(
+        "storage-upload-chunk-size",
+        Group::Repo,
+        Kind::Size { min: 64 << 10, max: 1 << 30 },
+        None,
+        "not supported yet: uploads use pgstrata's part size",
+    ),
+    refused(
+        "azure-uri-style",
+        Group::Repo,
+        Kind::Enum(&["host", "path"]),
+        Some("host"),
+        "not supported yet: give the account in repoN-azure-endpoint's path for path style",
+    ),
+    refused("gcs-user-project", Group::Repo, Kind::Str, None, "not supported yet"),
+    refused(
+        "s3-kms-key-id",
+        Group::Repo,
+        Kind::Str,
+        None,
+        "not supported yet: objects are encrypted by pgstrata (repoN-cipher-type) and by the bucket's default encryption",
+    ),
+    refused(
+        "s3-sse-customer-key",
+        Group::Repo,
+        Kind::Str,
+        None,
+        "not supported yet: objects are encrypted by pgstrata (repoN-cipher-type)",
+    ),
+    refused(
+        "s3-role",
+        Group::Repo,
+        Kind::Str,
+        None,
+        "not supported yet: use repoN-s3-key-type=auto (instance or container credentials) or web-id",
+    ),
+    refused("s3-requester-pays", Group::Repo, Kind::Bool, Some("n"), "not supported yet"),
+    refused("s3-service", Group::Repo, Kind::Str, Some("s3"), "not supported yet: requests are signed for s3"),
+    refused(
+        "s3-sts-host",
+        Group::Repo,
+        Kind::Str,
+        Some("sts.amazonaws.com"),
+        "not supported yet: web-id credentials use the regional STS endpoint",
+    ),
+    refused("s3-process-cmd", Group::Repo, Kind::List, None, "not supported: give credentials with repoN-s3-key-type"),
+    refused("sftp-host", Group::Repo, Kind::Str, None, SFTP),
+    refused("sftp-host-fingerprint", Group::Repo, Kind::Str, None, SFTP),
+    refused(
+        "sftp-host-key-check-type",
+        Group::Repo,
+        Kind::Enum(&["accept-new", "fingerprint", "none", "strict"]),
+        Some("strict"),
+        SFTP,
+    ),
+    refused("sftp-host-key-hash-type", Group::Repo, Kind::Enum(&["md5", "sha1", "sha256"]), None, SFTP),
+    refused("sftp-host-port", Group::Repo, Kind::Int { min: 1, max: 65535 }, Some("22"), SFTP),
+    refused("sftp-host-user", Group::Repo, Kind::Str, None, SFTP),
+    refused("sftp-known-host", Group::Repo, Kind::List, None, SFTP),
+    refused("sftp-private-key-file", Group::Repo, Kind::Path, None, SFTP),
+    refused("sftp-private-key-passphrase", Group::Repo, Kind::Str, None, SFTP),
+    refused("sftp-public-key-file", Group::Repo, Kind::Path, None, SFTP),
 ];
+
+/// Why an SFTP repository is refused.
+const SFTP: &str =
+    "SFTP repositories are not supported: use posix, s3, gcs or azure, or a repository host (repoN-host-type=tls)";
 
 /// One command.
 #[derive(Clone, Copy, Debug)]
@@ -296,6 +752,56 @@ pub fn command(name: &str) -> Option<&'static CommandDef> {
     COMMANDS.iter().find(|c| c.name == name)
 }
 
+/// Options pgstrata has that pgBackRest does not, with the commands that take them.
+const OWN_OPTIONS: &[(&str, &[&str])] = &[
+    (
+        "lease-time",
+        &["annotate", "archive-push", "backup", "expire", "stanza-create", "stanza-delete", "stanza-upgrade"],
+    ),
+    ("restore-test-path", &["restore-test"]),
+    ("restore-test-timeout", &["restore-test"]),
+    ("pg-bin", &["restore-test"]),
+    ("keep", &["backup", "annotate"]),
+];
+
+/// Commands of pgstrata's own that take options of pgBackRest's commands too: `restore-test`
+/// restores (and prints like `info`), an `:async` worker takes its foreground's options.
+fn also_as(command: &str) -> &[&str] {
+    match command {
+        "restore-test" => &["restore", "info", "verify"],
+        "archive-push:async" => &["archive-push"],
+        "archive-get:async" => &["archive-get"],
+        _ => &[],
+    }
+}
+
+impl OptionDef {
+    /// The name pgBackRest documents it by: `repo-path`, `pg-host`, `start-fast`.
+    pub fn documented_name(&self) -> String {
+        match self.group {
+            Group::None => self.name.to_string(),
+            Group::Repo => format!("repo-{}", self.name),
+            Group::Pg => format!("pg-{}", self.name),
+        }
+    }
+
+    /// The commands that take it, pgBackRest's list for its options; `None` for any command.
+    pub fn commands(&self) -> Option<&'static [&'static str]> {
+        let name = self.documented_name();
+        super::pgbackrest::commands_of(&name).or_else(|| OWN_OPTIONS.iter().find(|(n, _)| *n == name).map(|(_, c)| *c))
+    }
+
+    /// Whether `command` takes this option.
+    pub fn valid_for(&self, command: &str) -> bool {
+        match self.commands() {
+            None => true,
+            Some(commands) => {
+                std::iter::once(command).chain(also_as(command).iter().copied()).any(|c| commands.contains(&c))
+            }
+        }
+    }
+}
+
 /// A resolved option name: definition plus index (0 when not indexed).
 #[derive(Clone, Copy, Debug)]
 pub struct Resolved {
@@ -314,8 +820,34 @@ impl Resolved {
     }
 }
 
-/// Resolves an option name (`repo12-s3-bucket`, `repo-path`, `log-level-file`).
+/// Resolves an option name (`repo12-s3-bucket`, `repo-path`, `log-level-file`), or a deprecated
+/// name pgBackRest still accepts (`db-path`, `db2-path`, `backup-host`, `repo1-s3-verify-ssl`).
 pub fn resolve(name: &str) -> Option<Resolved> {
+    resolve_current(name).or_else(|| resolve_current(&undeprecated(name)?))
+}
+
+/// The current name of a deprecated one, with its index kept.
+fn undeprecated(name: &str) -> Option<String> {
+    for (old, new) in super::pgbackrest::DEPRECATED {
+        match old.split_once('?') {
+            None if *old == name => return Some(new.to_string()),
+            None => {}
+            Some((prefix, rest)) => {
+                let Some(tail) = name.strip_prefix(prefix) else { continue };
+                let digits = tail.bytes().take_while(u8::is_ascii_digit).count();
+                if digits > 0 && &tail[digits..] == rest {
+                    let index = &tail[..digits];
+                    // repo-s3-host -> repo2-storage-host; db2-path -> pg2-path.
+                    let (group, suffix) = new.split_once('-')?;
+                    return Some(format!("{group}{index}-{suffix}"));
+                }
+            }
+        }
+    }
+    None
+}
+
+fn resolve_current(name: &str) -> Option<Resolved> {
     for (prefix, group) in [("repo", Group::Repo), ("pg", Group::Pg)] {
         if let Some(rest) = name.strip_prefix(prefix) {
             let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
@@ -337,6 +869,24 @@ pub fn resolve(name: &str) -> Option<Resolved> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn deprecated_names_resolve_to_theirs_with_their_index() {
+        for (old, new) in [
+            ("db-path", "pg1-path"),
+            ("db2-path", "pg2-path"),
+            ("db3-socket-path", "pg3-socket-path"),
+            ("backup-host", "repo1-host"),
+            ("retention-full", "repo1-retention-full"),
+            ("repo-s3-verify-ssl", "repo1-storage-verify-tls"),
+            ("repo2-s3-verify-tls", "repo2-storage-verify-tls"),
+            ("repo3-azure-ca-file", "repo3-storage-ca-file"),
+            ("archive-queue-max", "archive-push-queue-max"),
+        ] {
+            assert_eq!(resolve(old).map(|r| r.canonical()).as_deref(), Some(new), "{old}");
+        }
+        assert!(resolve("db0-path").is_none() && resolve("dbx-path").is_none());
+    }
 
     #[test]
     fn resolves_indexed_and_plain_names() {
