@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs (if missing), starts and stops the storage emulators the tests use, on loopback:
-#   moto (S3), Azurite (Azure Blob), the project's GCS XML-API test server, fake-gcs-server (GCS read path).
+#   moto (S3; a second one over TLS with a test CA's certificate), Azurite (Azure Blob), the project's
+#   GCS XML-API test server, fake-gcs-server (GCS read path).
 #   scripts/emulators.sh start   -> writes .emu/env (export lines for the tests) and .emu/pids
 #   scripts/emulators.sh stop    -> stops exactly the processes it started, by pid
 # Versions are pinned; installs go into the checkout (.venv-emu, .emu/node), never system-wide.
@@ -68,7 +69,27 @@ start() {
     -public-host "127.0.0.1:$fgcs" > "$EMU/fake-gcs.log" 2>&1 &
   echo $! >> "$EMU/pids"
 
+  # S3 over TLS with a certificate no system trusts (a MinIO with a self-signed certificate, as
+  # in PGO's examples): a test CA made here signs it; the storage TLS options are tested on it.
+  local s3tls
+  s3tls=$(free_port)
+  mkdir -p "$EMU/tls"
+  if [ ! -f "$EMU/tls/server.crt" ]; then
+    openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=pgstrata test storage CA" \
+      -keyout "$EMU/tls/ca.key" -out "$EMU/tls/ca.crt" 2>/dev/null
+    openssl req -newkey rsa:2048 -nodes -subj "/CN=127.0.0.1" -keyout "$EMU/tls/server.key" \
+      -out "$EMU/tls/server.csr" 2>/dev/null
+    printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n' > "$EMU/tls/ext.cnf"
+    openssl x509 -req -in "$EMU/tls/server.csr" -CA "$EMU/tls/ca.crt" -CAkey "$EMU/tls/ca.key" \
+      -CAcreateserial -days 3650 -extfile "$EMU/tls/ext.cnf" -out "$EMU/tls/server.crt" 2>/dev/null
+  fi
+  "$VENV/bin/moto_server" -H 127.0.0.1 -p "$s3tls" -c "$EMU/tls/server.crt" -k "$EMU/tls/server.key" \
+    > "$EMU/moto-tls.log" 2>&1 &
+  echo $! >> "$EMU/pids"
+
   wait_port moto "$s3"; wait_port azurite "$az"; wait_port gcs "$gcs"; wait_port fake-gcs "$fgcs"
+  wait_port moto-tls "$s3tls"
+  curl -sf --cacert "$EMU/tls/ca.crt" -X PUT "https://127.0.0.1:$s3tls/test-bucket" > /dev/null
 
   curl -sf -X PUT "http://127.0.0.1:$s3/test-bucket" > /dev/null
   AZURE_KEY="$AZURITE_KEY" python3 "$ROOT/scripts/azure_container.py" "http://127.0.0.1:$az/devstoreaccount1" test-bucket
@@ -86,6 +107,8 @@ export PGSTRATA_TEST_S3_ENDPOINT=http://127.0.0.1:$s3
 export PGSTRATA_TEST_AZURE_ENDPOINT=http://127.0.0.1:$az/devstoreaccount1
 export PGSTRATA_TEST_GCS_ENDPOINT=http://127.0.0.1:$gcs
 export PGSTRATA_TEST_FAKE_GCS_ENDPOINT=http://127.0.0.1:$fgcs
+export PGSTRATA_TEST_S3_TLS_ENDPOINT=https://127.0.0.1:$s3tls
+export PGSTRATA_TEST_S3_TLS_CA=$EMU/tls/ca.crt
 ENV
   log "started: S3 :$s3, Azure :$az, GCS test server :$gcs, fake-gcs-server :$fgcs"
 }

@@ -412,6 +412,7 @@ fn repo_options_reach_s3() {
             key_secret: Some(Secret::new("test")),
             token: None,
             uri_style: UriStyle::Path,
+            tls: Default::default(),
         }),
         &[
             ("PGSTRATA_REPO1_TYPE", "s3"),
@@ -438,6 +439,7 @@ fn repo_options_reach_azure() {
             prefix: path.clone(),
             auth: AzureAuth::Shared(Secret::new(key)),
             endpoint: Some(endpoint.clone()),
+            tls: Default::default(),
         }),
         &[
             ("PGSTRATA_REPO1_TYPE", "azure"),
@@ -460,6 +462,7 @@ fn repo_options_reach_gcs() {
             prefix: path.clone(),
             auth: GcsAuth::Token(Secret::new("t")),
             endpoint: Some(endpoint.clone()),
+            tls: Default::default(),
         }),
         &[
             ("PGSTRATA_REPO1_TYPE", "gcs"),
@@ -665,4 +668,41 @@ fn help_is_per_command_and_per_option() {
     assert_eq!(o.status.code(), Some(31), "{:?}", text(&o));
     let o = run_as(&link, &["help", "nonsense"], &[]);
     assert_eq!(o.status.code(), Some(48), "{:?}", text(&o));
+}
+
+/// A PGO-shaped configuration file against S3 on TLS with a certificate no system trusts (a
+/// self-signed MinIO, as in PGO's examples): refused by default naming the certificate problem,
+/// used with `repo1-storage-verify-tls=n` or with the CA in `repo1-storage-ca-file`.
+#[test]
+fn storage_tls_options_from_a_pgbackrest_configuration() {
+    let Some(endpoint) = support::emulator("PGSTRATA_TEST_S3_TLS_ENDPOINT") else { return };
+    let Some(ca) = support::emulator("PGSTRATA_TEST_S3_TLS_CA") else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let link = dir.path().join("pgbackrest");
+    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_pgstrata"), &link).unwrap();
+    let conf = dir.path().join("pgbackrest.conf");
+    let write = |extra: &str| {
+        std::fs::write(
+            &conf,
+            format!(
+                "[global]\nlog-level-file=off\nrepo1-type=s3\nrepo1-path={}\nrepo1-s3-bucket=test-bucket\n\
+                 repo1-s3-endpoint={endpoint}\nrepo1-s3-region=us-east-1\nrepo1-s3-uri-style=path\n\
+                 repo1-s3-key=test\nrepo1-s3-key-secret=test\nio-timeout=60\ndb-timeout=600\n\
+                 repo1-bundle=y\nrepo1-block=y\n{extra}",
+                unique("s3-tls")
+            ),
+        )
+        .unwrap();
+    };
+    let cfg = format!("--config={}", conf.display());
+    write("");
+    let o = run_as(&link, &[&cfg, "repo-ls"], &[]);
+    let (_, err) = text(&o);
+    assert!(!o.status.success(), "an untrusted certificate was accepted");
+    assert!(err.to_lowercase().contains("certificate"), "{err}");
+    for extra in ["repo1-storage-verify-tls=n\n".to_string(), format!("repo1-storage-ca-file={ca}\n")] {
+        write(&extra);
+        let o = run_as(&link, &[&cfg, "repo-ls"], &[]);
+        assert!(o.status.success(), "{extra}: {:?}", text(&o));
+    }
 }

@@ -17,7 +17,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use pgstrata_storage::{AzureAuth, AzureConfig, GcsAuth, GcsConfig, S3Config, Secret, StorageConfig, UriStyle};
+use pgstrata_storage::{
+    AzureAuth, AzureConfig, GcsAuth, GcsConfig, S3Config, Secret, StorageConfig, StorageTls, UriStyle,
+};
 
 use crate::error::{CliError, CliResult, ErrorCode};
 use options::{CommandDef, Kind, Resolved};
@@ -648,6 +650,13 @@ impl Config {
             })
         };
         let kind = opt("type").unwrap_or_else(|| "posix".into());
+        // repoN-storage-verify-tls=n: any certificate (a self-signed MinIO); the CA options add
+        // trusted CAs.
+        let tls = StorageTls {
+            verify: opt("storage-verify-tls").as_deref() != Some("n"),
+            ca_file: opt("storage-ca-file").map(PathBuf::from),
+            ca_path: opt("storage-ca-path").map(PathBuf::from),
+        };
         Ok(match kind.as_str() {
             "posix" | "cifs" => {
                 let path = PathBuf::from(&path);
@@ -679,6 +688,7 @@ impl Config {
                     } else {
                         UriStyle::Host
                     },
+                    tls,
                 })
             }
             "gcs" => {
@@ -692,6 +702,7 @@ impl Config {
                     prefix: path,
                     auth,
                     endpoint: endpoint("gcs-endpoint"),
+                    tls,
                 })
             }
             "azure" => {
@@ -706,6 +717,7 @@ impl Config {
                     prefix: path,
                     auth,
                     endpoint: endpoint("azure-endpoint"),
+                    tls,
                 })
             }
             other => {

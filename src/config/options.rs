@@ -610,26 +610,23 @@ pub const OPTIONS: &[OptionDef] = &[
         None,
         "reading a repository as it was at a time needs versioned storage: not supported",
     ),
-    refused(
+    repo(
         "storage-verify-tls",
-        Group::Repo,
         Kind::Bool,
         Some("y"),
-        "not supported yet: the storage endpoint's certificate is always verified",
+        "check the storage endpoint's TLS certificate (n: accept any, e.g. a self-signed MinIO)",
     ),
-    refused(
+    repo(
         "storage-ca-file",
-        Group::Repo,
         Kind::Path,
         None,
-        "not supported yet: the system's CAs verify the storage endpoint",
+        "a PEM file of CAs trusted for the storage endpoint, besides the system's",
     ),
-    refused(
+    repo(
         "storage-ca-path",
-        Group::Repo,
         Kind::Path,
         None,
-        "not supported yet: the system's CAs verify the storage endpoint",
+        "a directory of PEM CA files (.pem, .crt) trusted for the storage endpoint",
     ),
     refused(
         "storage-host",

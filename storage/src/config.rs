@@ -34,6 +34,62 @@ impl fmt::Debug for Secret {
     }
 }
 
+/// `repoN-storage-verify-tls`, `repoN-storage-ca-file`, `repoN-storage-ca-path`: how the storage
+/// endpoint's certificate is checked (S3, GCS, Azure).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StorageTls {
+    /// Off: any certificate is accepted (a self-signed MinIO, as PGO's examples run it).
+    pub verify: bool,
+    /// CAs trusted besides the system's: a PEM file, and every `.pem`/`.crt` file of a directory.
+    pub ca_file: Option<PathBuf>,
+    pub ca_path: Option<PathBuf>,
+}
+
+impl Default for StorageTls {
+    fn default() -> Self {
+        Self { verify: true, ca_file: None, ca_path: None }
+    }
+}
+
+impl StorageTls {
+    /// The HTTP client options these settings make.
+    fn client_options(&self) -> Result<object_store::ClientOptions> {
+        let mut options = object_store::ClientOptions::new().with_allow_invalid_certificates(!self.verify);
+        let mut files = Vec::new();
+        if let Some(file) = &self.ca_file {
+            files.push(file.clone());
+        }
+        if let Some(dir) = &self.ca_path {
+            let listed = std::fs::read_dir(dir)
+                .map_err(|e| StorageError::Config(format!("unable to list the CA directory {}: {e}", dir.display())))?;
+            let mut found: Vec<PathBuf> = listed
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|x| x == "pem" || x == "crt"))
+                .collect();
+            found.sort();
+            files.extend(found);
+        }
+        for file in files {
+            let pem = std::fs::read(&file)
+                .map_err(|e| StorageError::Config(format!("unable to read the CA file {}: {e}", file.display())))?;
+            let certificates = object_store::Certificate::from_pem_bundle(&pem).map_err(|e| {
+                StorageError::Config(format!(
+                    "{} holds no PEM certificate: {}",
+                    file.display(),
+                    crate::error::describe(&e)
+                ))
+            })?;
+            if certificates.is_empty() {
+                return Err(StorageError::Config(format!("{} holds no PEM certificate", file.display())));
+            }
+            for certificate in certificates {
+                options = options.with_root_certificate(certificate);
+            }
+        }
+        Ok(options)
+    }
+}
+
 /// `repoN-s3-uri-style`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum UriStyle {
@@ -58,6 +114,7 @@ pub struct S3Config {
     pub key_secret: Option<Secret>,
     pub token: Option<Secret>,
     pub uri_style: UriStyle,
+    pub tls: StorageTls,
 }
 
 /// `repoN-gcs-key-type`.
@@ -79,6 +136,7 @@ pub struct GcsConfig {
     pub auth: GcsAuth,
     /// `repoN-gcs-endpoint`: base URL (default Google's).
     pub endpoint: Option<String>,
+    pub tls: StorageTls,
 }
 
 /// `repoN-azure-key-type`.
@@ -102,6 +160,7 @@ pub struct AzureConfig {
     /// Blob endpoint URL including the account for emulators
     /// (`http://127.0.0.1:10000/devstoreaccount1`); default Azure's.
     pub endpoint: Option<String>,
+    pub tls: StorageTls,
 }
 
 /// A store given whole: a repository another pgstrata serves (`repoN-host`), as an object store.
@@ -216,6 +275,7 @@ fn build_s3(c: &S3Config, retry: RetryPolicy) -> Result<object_store::aws::Amazo
         None => AmazonS3Builder::from_env(),
     };
     b = b
+        .with_client_options(c.tls.client_options()?)
         .with_bucket_name(&c.bucket)
         .with_region(&c.region)
         .with_virtual_hosted_style_request(c.uri_style == UriStyle::Host)
@@ -247,7 +307,10 @@ fn build_gcs(c: &GcsConfig, retry: RetryPolicy) -> Result<object_store::gcp::Goo
         GcsAuth::Auto => GoogleCloudStorageBuilder::from_env(),
         _ => GoogleCloudStorageBuilder::new(),
     };
-    b = b.with_bucket_name(&c.bucket).with_retry(retry.http_retry_config());
+    b = b
+        .with_client_options(c.tls.client_options()?)
+        .with_bucket_name(&c.bucket)
+        .with_retry(retry.http_retry_config());
     if let Some(endpoint) = &c.endpoint {
         b = b.with_base_url(&url_with_scheme(endpoint));
     }
@@ -269,6 +332,7 @@ fn build_azure(c: &AzureConfig, retry: RetryPolicy) -> Result<object_store::azur
         ));
     }
     let mut b = MicrosoftAzureBuilder::new()
+        .with_client_options(c.tls.client_options()?)
         .with_account(&c.account)
         .with_container_name(&c.container)
         .with_retry(retry.http_retry_config());
@@ -311,6 +375,7 @@ mod tests {
             key_secret: Some(Secret::new("very-secret-value")),
             token: None,
             uri_style: UriStyle::Host,
+            tls: StorageTls::default(),
         });
         let text = format!("{c:?}");
         assert!(!text.contains("very-secret-value") && !text.contains("AKIAEXAMPLE"), "{text}");
@@ -328,6 +393,7 @@ mod tests {
             key_secret: None,
             token: None,
             uri_style: UriStyle::Path,
+            tls: StorageTls::default(),
         });
         assert!(matches!(s3.open(RetryPolicy::none()), Err(StorageError::Config(_))));
         let posix = StorageConfig::Posix { path: "relative/dir".into() };

@@ -24,7 +24,9 @@ pub mod retry;
 pub mod store;
 pub mod upload;
 
-pub use config::{AzureAuth, AzureConfig, GcsAuth, GcsConfig, GivenStore, S3Config, Secret, StorageConfig, UriStyle};
+pub use config::{
+    AzureAuth, AzureConfig, GcsAuth, GcsConfig, GivenStore, S3Config, Secret, StorageConfig, StorageTls, UriStyle,
+};
 pub use error::{Result, StorageError};
 pub use retry::RetryPolicy;
 pub use store::{ObjectInfo, RepoStore};
