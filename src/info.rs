@@ -174,7 +174,7 @@ async fn view(config: &Config, index: u32, stanza: &str) -> CliResult<RepoView> 
     Ok(v)
 }
 
-fn stanza_json(stanza: &str, views: &[RepoView]) -> Value {
+fn stanza_json(stanza: &str, views: &[RepoView], flavor: crate::config::Flavor) -> Value {
     let mut backups = Vec::new();
     let mut archives = Vec::new();
     let mut dbs = Vec::new();
@@ -200,7 +200,7 @@ fn stanza_json(stanza: &str, views: &[RepoView]) -> Value {
             }
             let mut backup = json!({
                 "archive": {"start": b.wal_start, "stop": b.wal_stop},
-                "backrest": {"format": 5, "version": env!("CARGO_PKG_VERSION")},
+                "backrest": {"format": 5, "version": crate::reported_version(flavor)},
                 "database": {"id": b.db_id, "repo-key": v.index},
                 "error": b.error,
                 "info": {"delta": b.delta, "repository": {"delta": b.repo_delta, "size": b.repo_size}, "size": b.size},
@@ -419,7 +419,7 @@ pub fn run(config: &Config) -> CliResult<()> {
                     format!("backup set {label} is not in any repository of stanza {stanza}"),
                 ));
             }
-            let j = stanza_json(&stanza, &views);
+            let j = stanza_json(&stanza, &views, config.flavor);
             if !text.is_empty() {
                 text.push('\n');
             }

@@ -55,7 +55,7 @@ pub fn program_name(flavor: Flavor) -> &'static str {
 
 /// The pgBackRest release whose command line, configuration and `info` JSON the pgBackRest front
 /// end follows, and which it is compared with side by side.
-pub const PGBACKREST_COMPAT: &str = "2.45";
+pub const PGBACKREST_COMPAT: &str = "2.59.1";
 
 /// What we are: `pgstrata 0.1.0`, noting the compatible mode when run as `pgbackrest` (help).
 pub fn identity_line(flavor: Flavor) -> String {
@@ -68,7 +68,25 @@ pub fn identity_line(flavor: Flavor) -> String {
     }
 }
 
-/// The `version` line: as `pgbackrest`, the line pgBackRest prints (`pgBackRest 2.45`), which
+/// The version a front end reports wherever its tool reports one (`version`, `info` JSON's
+/// `backrest.version`, the log's command banners): as `pgbackrest`, the pgBackRest release whose
+/// interface it implements; otherwise pgstrata's own.
+pub fn reported_version(flavor: Flavor) -> &'static str {
+    match flavor {
+        Flavor::Pgbackrest => PGBACKREST_COMPAT,
+        Flavor::Pgstrata | Flavor::WalG => env!("CARGO_PKG_VERSION"),
+    }
+}
+
+/// `version --output=num`: pgBackRest's numbering, major * 1000000 + minor * 1000 + patch
+/// (2.59.1 is 2059001).
+pub fn version_num(flavor: Flavor) -> u64 {
+    let mut parts = reported_version(flavor).split('.').map(|p| p.parse::<u64>().unwrap_or(0));
+    let (major, minor, patch) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    major * 1_000_000 + minor * 1000 + patch
+}
+
+/// The `version` line: as `pgbackrest`, the line pgBackRest prints (`pgBackRest 2.59.1`), which
 /// monitoring clients parse (check_pgbackrest refuses anything else); `version --output=json`
 /// and `help` say what this really is.
 pub fn version_line(flavor: Flavor) -> String {
@@ -105,9 +123,19 @@ pub fn run(argv: &[String], env: &[(String, String)]) -> u8 {
     }
     let start = Instant::now();
     if !quiet && chatty {
-        tracing::info!("{} command begin {}: {}", config.command.name, env!("CARGO_PKG_VERSION"), config.summary());
+        tracing::info!(
+            "{} command begin {}: {}",
+            config.command.name,
+            reported_version(config.flavor),
+            config.summary()
+        );
     } else if !quiet {
-        tracing::debug!("{} command begin {}: {}", config.command.name, env!("CARGO_PKG_VERSION"), config.summary());
+        tracing::debug!(
+            "{} command begin {}: {}",
+            config.command.name,
+            reported_version(config.flavor),
+            config.summary()
+        );
     }
     let result: Result<(), CliError> = commands::dispatch(&config);
     let ms = start.elapsed().as_millis();

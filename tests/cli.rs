@@ -104,6 +104,9 @@ fn installed_as_pgbackrest_it_reads_pgbackrest_variables() {
     // As pgbackrest: the line monitoring clients parse; what it really is in JSON and help.
     let o = run_as(&link, &["version"], &[]);
     assert_eq!(text(&o).0, format!("pgBackRest {}\n", pgstrata::PGBACKREST_COMPAT));
+    assert_eq!(pgstrata::PGBACKREST_COMPAT, "2.59.1");
+    let o = run_as(&link, &["version", "--output=num"], &[]);
+    assert_eq!(text(&o).0, "2059001\n", "{:?}", text(&o));
     let o = run_as(&link, &["version", "--output=json"], &[]);
     let about: serde_json::Value = serde_json::from_str(&text(&o).0).unwrap();
     assert_eq!(about["program"], "pgstrata");

@@ -24,6 +24,10 @@ pub fn dispatch(config: &Config) -> CliResult<()> {
             println!("{about}");
             Ok(())
         }
+        "version" if config.get("output") == Some("num") => {
+            println!("{}", crate::version_num(config.flavor));
+            Ok(())
+        }
         "version" => {
             println!("{}", crate::version_line(config.flavor));
             Ok(())

@@ -143,9 +143,9 @@ pub const OPTIONS: &[OptionDef] = &[
     cli("repo", Kind::Int { min: 1, max: MAX_INDEX as i64 }, None, "which repository (repoN) to use"),
     cli(
         "output",
-        Kind::Enum(&["text", "json", "prometheus"]),
+        Kind::Enum(&["text", "json", "prometheus", "num"]),
         Some("text"),
-        "output format (info: also prometheus, the text exposition format)",
+        "output format (info: also prometheus, the text exposition format; version: num, pgBackRest's number)",
     ),
     // Logging.
     opt("log-level-console", Kind::Enum(LOG_LEVELS), Some("warn"), "level of messages on stdout"),
