@@ -27,6 +27,9 @@ scripts/postgres.sh
 . .pg/env
 export PGSTRATA_REQUIRE_SERVERS=1
 
+# The layering rule (docs/architecture.md): no import cycle of more than three files of src/, none
+# across module folders.
+python3 scripts/imports.py --max 3
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 # Three test threads on two cores: the end-to-end tests spend most of their time waiting on

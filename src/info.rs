@@ -89,7 +89,7 @@ async fn view(config: &Config, index: u32, stanza: &str) -> CliResult<RepoView> 
         newest_archived: None,
         reports: BTreeMap::new(),
     };
-    let store = config.storage(index)?.open(RetryPolicy::default());
+    let store = crate::repo::storage_of(config, index)?.open(RetryPolicy::default());
     let store = match store {
         Ok(s) => s,
         Err(e) if e.is_not_found() => {
@@ -200,7 +200,7 @@ fn stanza_json(stanza: &str, views: &[RepoView], flavor: crate::config::Flavor) 
             }
             let mut backup = json!({
                 "archive": {"start": b.wal_start, "stop": b.wal_stop},
-                "backrest": {"format": 5, "version": crate::reported_version(flavor)},
+                "backrest": {"format": 5, "version": crate::identity::reported_version(flavor)},
                 "database": {"id": b.db_id, "repo-key": v.index},
                 "error": b.error,
                 "info": {"delta": b.delta, "repository": {"delta": b.repo_delta, "size": b.repo_size}, "size": b.size},
@@ -310,14 +310,14 @@ fn stanza_text(stanza: &str, views: &[RepoView], json: &Value) -> String {
                 out.push_str(&format!("            wal start/stop: {} / {}\n", b.wal_start, b.wal_stop));
                 out.push_str(&format!(
                     "            database size: {}, database backup size: {}\n",
-                    crate::backup::human(b.size),
-                    crate::backup::human(b.delta)
+                    crate::progress::human(b.size),
+                    crate::progress::human(b.delta)
                 ));
                 out.push_str(&format!(
                     "            repo{}: backup set size: {}, backup size: {}\n",
                     v.index,
-                    crate::backup::human(b.repo_size),
-                    crate::backup::human(b.repo_delta)
+                    crate::progress::human(b.repo_size),
+                    crate::progress::human(b.repo_delta)
                 ));
                 if b.error {
                     out.push_str("            error: page checksum errors found (see the backup's manifest)\n");
@@ -380,7 +380,7 @@ async fn stanzas(config: &Config) -> CliResult<Vec<String>> {
     }
     let mut all = std::collections::BTreeSet::new();
     for index in repo_indexes(config) {
-        match config.storage(index)?.open(RetryPolicy::default()) {
+        match crate::repo::storage_of(config, index)?.open(RetryPolicy::default()) {
             Ok(store) => all.extend(store.list_dirs("stanza").await?),
             Err(e) if e.is_not_found() => {}
             Err(e) => return Err(e.into()),
@@ -390,7 +390,7 @@ async fn stanzas(config: &Config) -> CliResult<Vec<String>> {
 }
 
 pub fn run(config: &Config) -> CliResult<()> {
-    let rt = crate::commands::runtime()?;
+    let rt = crate::runtime::runtime()?;
     let (json_out, text_out, metrics) = rt.block_on(async {
         let mut arr = Vec::new();
         let mut text = String::new();
@@ -425,7 +425,7 @@ pub fn run(config: &Config) -> CliResult<()> {
             }
             text.push_str(&stanza_text(&stanza, &views, &j));
             arr.push(j);
-            metrics.add(&stanza, &views, crate::backup::unix_now());
+            metrics.add(&stanza, &views, crate::runtime::unix_now());
         }
         Ok::<_, CliError>((Value::Array(arr), text, metrics.render()))
     })?;

@@ -38,10 +38,10 @@ impl Progress {
             let tens = self.done / 10_000_000_000;
             if tens > self.logged_tenths {
                 self.logged_tenths = tens;
-                tracing::info!("{} progress: {} copied", self.what, crate::backup::human(self.done));
+                tracing::info!("{} progress: {} copied", self.what, crate::progress::human(self.done));
             }
             if self.tty && self.last_draw.is_none_or(|t| t.elapsed() >= Duration::from_millis(200)) {
-                let _ = write!(std::io::stderr(), "\r{} {} copied", self.what, crate::backup::human(self.done));
+                let _ = write!(std::io::stderr(), "\r{} {} copied", self.what, crate::progress::human(self.done));
                 let _ = std::io::stderr().flush();
                 self.last_draw = Some(Instant::now());
             }
@@ -53,8 +53,8 @@ impl Progress {
             tracing::info!(
                 "{} progress: {pct}% ({} of {})",
                 self.what,
-                crate::backup::human(self.done),
-                crate::backup::human(self.total)
+                crate::progress::human(self.done),
+                crate::progress::human(self.total)
             );
         }
         if self.tty && self.last_draw.is_none_or(|t| t.elapsed() >= Duration::from_millis(200)) {
@@ -69,8 +69,8 @@ impl Progress {
             std::io::stderr(),
             "\r{} [{bar}] {pct:3}% {} / {}",
             self.what,
-            crate::backup::human(self.done),
-            crate::backup::human(self.total)
+            crate::progress::human(self.done),
+            crate::progress::human(self.total)
         );
         let _ = std::io::stderr().flush();
         self.last_draw = Some(Instant::now());
@@ -84,5 +84,19 @@ impl Progress {
             }
             let _ = writeln!(std::io::stderr());
         }
+    }
+}
+
+/// An amount of bytes for people: `1.5GB`, `20.3MB`, `512B` (powers of ten, as pgBackRest prints).
+pub fn human(bytes: u64) -> String {
+    let b = bytes as f64;
+    if b >= 1e9 {
+        format!("{:.1}GB", b / 1e9)
+    } else if b >= 1e6 {
+        format!("{:.1}MB", b / 1e6)
+    } else if b >= 1e3 {
+        format!("{:.1}KB", b / 1e3)
+    } else {
+        format!("{bytes}B")
     }
 }

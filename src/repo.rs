@@ -7,7 +7,12 @@ use pgstrata_repo_format::meta::{
     BackupCatalog, CipherInfo, DbEntry, MetaKind, StanzaInfo, decode_meta, encode_meta, open_meta, seal_meta,
 };
 use pgstrata_repo_format::{BlobSettings, Compression, DataKey};
-use pgstrata_storage::{RepoStore, RetryPolicy};
+use std::path::PathBuf;
+
+use pgstrata_storage::{
+    AzureAuth, AzureConfig, GcsAuth, GcsConfig, RepoStore, RetryPolicy, S3Config, Secret, StorageConfig, StorageTls,
+    UriStyle,
+};
 
 use crate::config::Config;
 use crate::error::{CliError, CliResult, ErrorCode};
@@ -132,7 +137,7 @@ pub struct CatalogVersion(Option<pgstrata_storage::store::ObjectVersion>);
 
 /// Opens repository `index` for `stanza`, which must exist there, and unlocks its key.
 pub async fn open_repo(config: &Config, index: u32, stanza: &str) -> CliResult<Repo> {
-    let store = config.storage(index)?.open(RetryPolicy::default())?;
+    let store = crate::repo::storage_of(config, index)?.open(RetryPolicy::default())?;
     let layout = StanzaLayout::new(stanza)?;
     let Some(info) = load_stanza_info(&store, &layout).await? else {
         return Err(CliError::new(
@@ -231,4 +236,104 @@ async fn save_twin(store: &RepoStore, key: &str, bytes: Bytes) -> CliResult<()> 
     store.put(key, bytes.clone()).await?;
     store.put(&copy_of(key), bytes).await?;
     Ok(())
+}
+
+/// The storage of repository `index`, from its `repoN-*` options; through its repository host's
+/// server when `repoN-host` is set.
+pub fn storage_of(config: &Config, index: u32) -> CliResult<StorageConfig> {
+    if config.get(&format!("repo{index}-host")).is_some() {
+        return Ok(StorageConfig::Given(crate::remote::repo_store(config, index)?));
+    }
+    let opt = |suffix: &str| config.get(&format!("repo{index}-{suffix}")).map(str::to_string);
+    let need = |suffix: &str| {
+        opt(suffix).ok_or_else(|| {
+            CliError::new(
+                ErrorCode::OptionRequired,
+                format!("{} command requires option: repo{index}-{suffix}", config.command.name),
+            )
+        })
+    };
+    let path = need("path")?;
+    let endpoint = |key: &str| {
+        opt(key).map(|e| match opt("storage-port") {
+            Some(port) if !e.rsplit(':').next().is_some_and(|p| p.bytes().all(|b| b.is_ascii_digit())) => {
+                format!("{e}:{port}")
+            }
+            _ => e,
+        })
+    };
+    let kind = opt("type").unwrap_or_else(|| "posix".into());
+    // repoN-storage-verify-tls=n: any certificate (a self-signed MinIO); the CA options add
+    // trusted CAs.
+    let tls = StorageTls {
+        verify: opt("storage-verify-tls").as_deref() != Some("n"),
+        ca_file: opt("storage-ca-file").map(PathBuf::from),
+        ca_path: opt("storage-ca-path").map(PathBuf::from),
+    };
+    Ok(match kind.as_str() {
+        "posix" | "cifs" => {
+            let path = PathBuf::from(&path);
+            if !path.is_absolute() {
+                return Err(CliError::new(
+                    ErrorCode::OptionInvalidValue,
+                    format!("'{}' is not valid for 'repo{index}-path' option: it must be absolute", path.display()),
+                ));
+            }
+            StorageConfig::Posix { path }
+        }
+        "s3" => {
+            let key_type = opt("s3-key-type").unwrap_or_else(|| "shared".into());
+            let (key, key_secret) = if key_type == "shared" {
+                (Some(Secret::new(need("s3-key")?)), Some(Secret::new(need("s3-key-secret")?)))
+            } else {
+                (None, None)
+            };
+            StorageConfig::S3(S3Config {
+                bucket: need("s3-bucket")?,
+                endpoint: endpoint("s3-endpoint"),
+                region: need("s3-region")?,
+                prefix: path,
+                key,
+                key_secret,
+                token: opt("s3-token").map(Secret::new),
+                uri_style: if opt("s3-uri-style").as_deref() == Some("path") { UriStyle::Path } else { UriStyle::Host },
+                tls,
+            })
+        }
+        "gcs" => {
+            let auth = match opt("gcs-key-type").as_deref() {
+                Some("token") => GcsAuth::Token(Secret::new(need("gcs-key")?)),
+                Some("auto") => GcsAuth::Auto,
+                _ => GcsAuth::Service(PathBuf::from(need("gcs-key")?)),
+            };
+            StorageConfig::Gcs(GcsConfig {
+                bucket: need("gcs-bucket")?,
+                prefix: path,
+                auth,
+                endpoint: endpoint("gcs-endpoint"),
+                tls,
+            })
+        }
+        "azure" => {
+            let auth = match opt("azure-key-type").as_deref() {
+                Some("sas") => AzureAuth::Sas(Secret::new(need("azure-key")?)),
+                Some("auto") => AzureAuth::Auto,
+                _ => AzureAuth::Shared(Secret::new(need("azure-key")?)),
+            };
+            StorageConfig::Azure(AzureConfig {
+                account: need("azure-account")?,
+                container: need("azure-container")?,
+                prefix: path,
+                auth,
+                endpoint: endpoint("azure-endpoint"),
+                tls,
+            })
+        }
+        other => {
+            return Err(CliError::new(
+                ErrorCode::OptionInvalidValue,
+                format!("repo{index}-type '{other}' is not supported"),
+            ));
+        }
+    })
 }

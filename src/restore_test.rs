@@ -72,7 +72,7 @@ pub fn run(config: &Config) -> CliResult<()> {
         )
         .hint("run it as the database's OS user (postgres), as the backup runs"));
     }
-    let (repo_index, label, pg_version, maps) = crate::commands::runtime()?.block_on(async {
+    let (repo_index, label, pg_version, maps) = crate::runtime::runtime()?.block_on(async {
         let repo = open_repo(config, config.repo_index(), &stanza).await?;
         let catalog = repo.load_catalog().await?;
         let backup = match config.get("set") {
@@ -128,7 +128,7 @@ pub fn run(config: &Config) -> CliResult<()> {
     }
     drop(scratch);
     let failed = report.steps.iter().filter(|s| !s.ok).count() as u64;
-    crate::commands::runtime()?.block_on(async {
+    crate::runtime::runtime()?.block_on(async {
         match open_repo(config, repo_index, &stanza).await {
             Ok(repo) => {
                 let detail = serde_json::json!({"backup": label, "steps": &report.steps});
@@ -336,7 +336,7 @@ impl Test<'_> {
     fn sql(&self, db: &str, sql: &str) -> Result<Vec<Vec<String>>, String> {
         let mut pg = tokio_postgres::Config::new();
         pg.host_path(&self.dir).port(PORT).user(&self.user).dbname(db).application_name("pgstrata restore-test");
-        let runtime = crate::commands::runtime().map_err(|e| e.message)?;
+        let runtime = crate::runtime::runtime().map_err(|e| e.message)?;
         runtime.block_on(async {
             let (client, connection) =
                 pg.connect(tokio_postgres::NoTls).await.map_err(|e| format!("{db}: unable to connect: {e}"))?;

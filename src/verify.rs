@@ -159,7 +159,7 @@ pub fn run(config: &Config) -> CliResult<()> {
 /// Records the result of a check in the repository (`report/<name>.json`), for `info
 /// --output=prometheus`; a failure to record is a warning, not the check's failure.
 pub async fn record(repo: &Repo, name: &str, problems: u64, mut detail: serde_json::Value) {
-    detail["time"] = serde_json::json!(crate::backup::unix_now());
+    detail["time"] = serde_json::json!(crate::runtime::unix_now());
     detail["status"] = serde_json::json!(if problems == 0 { "ok" } else { "error" });
     detail["problems"] = serde_json::json!(problems);
     let key = repo.layout.report(&format!("{name}.json"));
@@ -664,7 +664,7 @@ fn text(reports: &[RepoReport]) -> String {
                 b.label,
                 b.checked.files,
                 b.checked.parts,
-                crate::backup::human(b.checked.bytes)
+                crate::progress::human(b.checked.bytes)
             ));
             list(&mut out, &b.problems);
         }

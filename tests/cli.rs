@@ -103,8 +103,8 @@ fn installed_as_pgbackrest_it_reads_pgbackrest_variables() {
     assert_eq!(text(&o).0.trim(), "compat");
     // As pgbackrest: the line monitoring clients parse; what it really is in JSON and help.
     let o = run_as(&link, &["version"], &[]);
-    assert_eq!(text(&o).0, format!("pgBackRest {}\n", pgstrata::PGBACKREST_COMPAT));
-    assert_eq!(pgstrata::PGBACKREST_COMPAT, "2.59.1");
+    assert_eq!(text(&o).0, format!("pgBackRest {}\n", pgstrata::identity::PGBACKREST_COMPAT));
+    assert_eq!(pgstrata::identity::PGBACKREST_COMPAT, "2.59.1");
     let o = run_as(&link, &["version", "--output=num"], &[]);
     assert_eq!(text(&o).0, "2059001\n", "{:?}", text(&o));
     let o = run_as(&link, &["version", "--output=json"], &[]);

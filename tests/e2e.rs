@@ -606,4 +606,10 @@ fn page_checksum_errors_are_recorded_not_fatal() {
     let o = s.ok(&["--stanza=db", "info", "--output=json"]);
     let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(doc[0]["backup"][0]["error"], true, "{doc}");
+    // checksum-page=n (pgBackRest's option): pages are not checked, nothing is reported.
+    let o = s.ok(&["--stanza=db", "backup", "--type=full", "--start-fast", "--no-checksum-page"]);
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(!err.contains("invalid page checksums"), "{err}");
+    let doc = info_json(&s);
+    assert_eq!(doc[0]["backup"][1]["error"], false, "{doc}");
 }

@@ -220,7 +220,7 @@ pub fn push(config: &Config) -> CliResult<()> {
         return push_async::foreground(config, &stanza, &path, &name);
     }
     let settings = blob_settings(config)?;
-    crate::commands::runtime()?.block_on(async {
+    crate::runtime::runtime()?.block_on(async {
         let repos = open_all(config, &stanza).await?;
         push_file(&repos, settings, &name, &path, process_max(config)).await
     })
@@ -345,7 +345,7 @@ pub fn get(config: &Config) -> CliResult<()> {
 /// Fetches `name` from the repositories into `dest`.
 fn get_sync(config: &Config, stanza: &str, name: &WalFileName, dest: &Path) -> CliResult<()> {
     let cluster = get_async::cluster_control(config);
-    crate::commands::runtime()?.block_on(async {
+    crate::runtime::runtime()?.block_on(async {
         // Repositories are opened one at a time: a later one (its stanza info read, its key
         // unwrapped) only when the earlier ones lack the file.
         let mut search = RepoSearch::default();

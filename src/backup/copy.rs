@@ -12,7 +12,7 @@ use pgstrata_repo_format::pg::{BLCKSZ, Lsn};
 use pgstrata_repo_format::{BackupLabel, BlobSettings, DataKey, Sha256Digest};
 use pgstrata_storage::{RepoStore, Upload};
 
-use super::part::{self, PartDone, PartSpec};
+use super::part::{self, PageSpec, PartDone, PartSpec};
 use super::prior::{Decision, PriorFiles, feed};
 use super::resume::{Journal, Resume, ResumedFiles};
 use super::walk::{Item, SourceFile, Walker};
@@ -244,10 +244,43 @@ struct Sealed {
     done: CliResult<PartDone>,
 }
 
+/// The part of `f` at `offset`, `len` bytes long, as a backup with `settings` copies it.
+fn part_spec(f: &SourceFile, offset: u64, len: usize, settings: &CopySettings) -> PartSpec {
+    let frame = settings.blob.frame_size.max(1) as u64;
+    let first_page = usize::try_from(offset / BLCKSZ as u64).unwrap_or(usize::MAX);
+    let first_chunk = usize::try_from(offset / frame).unwrap_or(usize::MAX);
+    let pages = f.pages.as_ref().map(|base| {
+        let pages_in = len.div_ceil(BLCKSZ);
+        let chunks_in = (len as u64).div_ceil(frame) as usize;
+        PageSpec {
+            prior_pages: base.prior_pages,
+            since: base.since.0,
+            page_digests: base.page_digests.as_ref().map(|d| window(d, first_page, pages_in)),
+            chunks: base.chunks.as_ref().map(|c| window(c, first_chunk, chunks_in)),
+        }
+    });
+    PartSpec {
+        path: f.fs_path.clone(),
+        offset,
+        len,
+        blob: settings.blob,
+        check_from_block: f.first_block.filter(|_| settings.checksum_pages),
+        start_lsn: settings.start_lsn.0,
+        main_fork: f.main_fork,
+        pages,
+        same_as: f.same_as.as_ref().filter(|_| offset == 0).map(|e| (e.size, e.sha256)),
+    }
+}
+
+/// The `n` items of `all` from `from` on (fewer at its end).
+fn window<T: Copy>(all: &[T], from: usize, n: usize) -> Vec<T> {
+    all.iter().skip(from).take(n).copied().collect()
+}
+
 /// Seals a batch of parts: here, or by the database host's server (`pg1-host`) in one request,
 /// its compressed blobs then encrypted here (the key never leaves the repository side).
 fn seal_jobs(jobs: Vec<PartJob>, settings: &CopySettings, buf: &mut Vec<u8>) -> Vec<Sealed> {
-    let specs: Vec<PartSpec> = jobs.iter().map(|j| PartSpec::of(&j.file, j.offset, j.len, settings)).collect();
+    let specs: Vec<PartSpec> = jobs.iter().map(|j| part_spec(&j.file, j.offset, j.len, settings)).collect();
     let key = settings.key.as_ref();
     // Each part is read where its file is: on the primary, or (backup-standby) the standby.
     let remote_of = |job: &PartJob| match &settings.standby {

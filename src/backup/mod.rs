@@ -11,10 +11,11 @@ pub mod prior;
 pub mod resume;
 pub mod server;
 pub mod spool;
+pub mod unlisted;
 pub mod walk;
 
 use std::path::PathBuf;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use pgstrata_repo_format::layout::{archive_id, copy_of, parse_wal_object};
 use pgstrata_repo_format::meta::{BackupCatalog, BackupSettings, FileData, FileEntry, Ownership, ReadFrom, Target};
@@ -23,27 +24,27 @@ use pgstrata_repo_format::{BackupLabel, BackupType, BlobEncoder, BlobSettings};
 
 use crate::chain::References;
 use crate::config::Config;
+use crate::config::pg_path;
 use crate::error::{CliError, CliResult, ErrorCode};
 use crate::lease::Lease;
 use crate::manifest::ManifestStream;
-use crate::postgres::{pg_path, remote_cluster};
+use crate::postgres::remote_cluster;
+use crate::progress::human;
 use crate::repo::CatalogVersion;
 use crate::repo::{Repo, blob_settings, open_repo, stanza_name};
+use crate::runtime::unix_now;
 use crate::termination::Termination;
 use copy::{CopyCount, CopySettings, PackWriter, Prior, copy_tree};
 use plan::{BackupPlan, Stored, WalRange};
 use resume::{Journal, Resumable, Resume};
 use server::{BackupServer, Started, Stopped};
 use spool::ManifestSpool;
+use unlisted::{remove_backup_dir, remove_unlisted_backups, unlisted_backups};
 use walk::Walker;
 
 /// Target plaintext per blob and stored size per pack.
 const PART_SIZE: usize = 8 << 20;
 const PACK_SIZE: u64 = 64 << 20;
-
-pub(crate) fn unix_now() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| i64::try_from(d.as_secs()).unwrap_or(0)).unwrap_or(0)
-}
 
 /// An exclusive lock held for the life of the command: `<lock-path>/<stanza>-<kind>.lock`.
 #[derive(Debug)]
@@ -169,43 +170,6 @@ struct Sources<'a> {
 async fn after_grace(mut term: Termination) {
     term.requested().await;
     tokio::time::sleep(Duration::from_secs(10)).await;
-}
-
-/// The labels of the backup directories the catalog does not list: backups that failed or
-/// were killed before their manifest and catalog entry were written.
-async fn unlisted_backups(repo: &Repo, catalog: &BackupCatalog) -> CliResult<Vec<String>> {
-    let backup_root = format!("{}backup", repo.layout.root());
-    let dirs = repo.store.list_dirs(&backup_root).await?;
-    Ok(dirs.into_iter().filter(|d| !catalog.backups.iter().any(|b| b.label.to_string() == *d)).collect())
-}
-
-async fn remove_backup_dir(repo: &Repo, dir: &str) -> CliResult<()> {
-    let removed = repo.store.delete_prefix(&format!("{}backup/{dir}/", repo.layout.root())).await?;
-    tracing::warn!("removed {removed} objects of the unfinished backup {dir}");
-    Ok(())
-}
-
-/// Removes the unlisted backups, but (`keep_resumable`) those that wrote checkpoints. Only the
-/// lease holder calls this, so no live backup is writing there.
-pub(crate) async fn remove_unlisted_backups(
-    repo: &Repo,
-    catalog: &BackupCatalog,
-    keep_resumable: bool,
-) -> CliResult<()> {
-    for dir in unlisted_backups(repo, catalog).await? {
-        let checkpoints = match dir.parse::<BackupLabel>() {
-            Ok(label) if keep_resumable => repo.store.list_files(&repo.layout.checkpoint_dir(&label)).await?.len(),
-            _ => 0,
-        };
-        if checkpoints > 0 {
-            tracing::info!(
-                "backup {dir} stopped with {checkpoints} checkpoints: the next backup of its type resumes it"
-            );
-        } else {
-            remove_backup_dir(repo, &dir).await?;
-        }
-    }
-    Ok(())
 }
 
 /// Before a backup: the unfinished backup it can resume (adopting its label), with every
@@ -520,20 +484,6 @@ async fn store_stop_files(
         entries.push(entry);
     }
     Ok(entries)
-}
-
-/// `22.5MB`-style sizes, as pgBackRest prints them.
-pub fn human(bytes: u64) -> String {
-    let b = bytes as f64;
-    if b >= 1e9 {
-        format!("{:.1}GB", b / 1e9)
-    } else if b >= 1e6 {
-        format!("{:.1}MB", b / 1e6)
-    } else if b >= 1e3 {
-        format!("{:.1}KB", b / 1e3)
-    } else {
-        format!("{bytes}B")
-    }
 }
 
 /// Waits until every segment from `start` to `stop` is in the archive.

@@ -13,8 +13,6 @@ use pgstrata_repo_format::pg::{BLCKSZ, Lsn, PageVerdict, verify_page};
 use pgstrata_repo_format::{BlobEncoder, BlobSettings, DataKey, Sha256Digest};
 use serde::{Deserialize, Serialize};
 
-use super::copy::CopySettings;
-use super::walk::SourceFile;
 use crate::error::{CliError, CliResult, ErrorCode};
 use crate::pages::must_store;
 
@@ -56,41 +54,6 @@ pub struct PageSpec {
     /// By content where the prior has no page digests: its frame digests, from the part's first
     /// frame on.
     pub chunks: Option<Vec<Sha256Digest>>,
-}
-
-impl PartSpec {
-    /// The part of `f` at `offset`, `len` bytes long, as a backup with `settings` copies it.
-    pub fn of(f: &SourceFile, offset: u64, len: usize, settings: &CopySettings) -> Self {
-        let frame = settings.blob.frame_size.max(1) as u64;
-        let first_page = usize::try_from(offset / BLCKSZ as u64).unwrap_or(usize::MAX);
-        let first_chunk = usize::try_from(offset / frame).unwrap_or(usize::MAX);
-        let pages = f.pages.as_ref().map(|base| {
-            let pages_in = len.div_ceil(BLCKSZ);
-            let chunks_in = (len as u64).div_ceil(frame) as usize;
-            PageSpec {
-                prior_pages: base.prior_pages,
-                since: base.since.0,
-                page_digests: base.page_digests.as_ref().map(|d| window(d, first_page, pages_in)),
-                chunks: base.chunks.as_ref().map(|c| window(c, first_chunk, chunks_in)),
-            }
-        });
-        Self {
-            path: f.fs_path.clone(),
-            offset,
-            len,
-            blob: settings.blob,
-            check_from_block: f.first_block.filter(|_| settings.checksum_pages),
-            start_lsn: settings.start_lsn.0,
-            main_fork: f.main_fork,
-            pages,
-            same_as: f.same_as.as_ref().filter(|_| offset == 0).map(|e| (e.size, e.sha256)),
-        }
-    }
-}
-
-/// The `n` items of `all` from `from` on (fewer at its end).
-fn window<T: Copy>(all: &[T], from: usize, n: usize) -> Vec<T> {
-    all.iter().skip(from).take(n).copied().collect()
 }
 
 /// What sealing one part found and stored.

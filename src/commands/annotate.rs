@@ -47,7 +47,7 @@ pub fn run(config: &Config) -> CliResult<()> {
             "annotate needs --annotation=key=value, --keep or --no-keep",
         ));
     }
-    super::runtime()?.block_on(async {
+    crate::runtime::runtime()?.block_on(async {
         let mut found = false;
         for index in repo_indexes(config) {
             let repo = open_repo(config, index, &stanza).await?;

@@ -8,9 +8,10 @@ use pgstrata_repo_format::layout::archive_id;
 use pgstrata_repo_format::pg::WalFileName;
 
 use crate::config::Config;
+use crate::config::pg_path;
 use crate::error::{CliError, CliResult, ErrorCode};
 use crate::postgres::column;
-use crate::postgres::{connect, identify, pg_path};
+use crate::postgres::{connect, identify};
 use crate::repo::{open_repo, repo_indexes, stanza_name};
 
 fn query_err(what: &str, e: tokio_postgres::Error) -> CliError {
@@ -20,7 +21,7 @@ fn query_err(what: &str, e: tokio_postgres::Error) -> CliError {
 pub fn run(config: &Config) -> CliResult<()> {
     let stanza = stanza_name(config)?;
     let timeout = config.duration("archive-timeout").unwrap_or(Duration::from_secs(60));
-    super::runtime()?.block_on(async {
+    crate::runtime::runtime()?.block_on(async {
         let config = &crate::postgres::primary_first(config).await?;
         let data = pg_path(config)?;
         let client = connect(config).await?;
@@ -49,7 +50,7 @@ pub fn run(config: &Config) -> CliResult<()> {
         if command.trim().is_empty() || command == "(disabled)" {
             problems.push(format!(
                 "archive_command is not set: set archive_command = '{} --stanza={stanza} archive-push %p'",
-                crate::program_name(config.flavor)
+                crate::identity::program_name(config.flavor)
             ));
         } else if !command.contains("archive-push") || !command.contains("%p") {
             problems.push(format!("archive_command '{command}' does not run archive-push %p"));

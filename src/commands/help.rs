@@ -7,10 +7,13 @@ use crate::config::{Config, Flavor};
 use crate::error::{CliError, CliResult, ErrorCode};
 
 pub fn run(config: &Config) -> CliResult<()> {
-    let name = crate::program_name(config.flavor);
+    let name = crate::identity::program_name(config.flavor);
     match config.params.as_slice() {
         [] => {
-            println!("{}\n\nUsage:\n    {name} [options] [command]\n\nCommands:", crate::identity_line(config.flavor));
+            println!(
+                "{}\n\nUsage:\n    {name} [options] [command]\n\nCommands:",
+                crate::identity::identity_line(config.flavor)
+            );
             for c in COMMANDS.iter().filter(|c| !c.name.contains(':')) {
                 let note = if c.implemented { "" } else { " (not yet available)" };
                 println!("    {:<16}{}{note}", c.name, c.help);
@@ -58,7 +61,7 @@ const SECTIONS: [&str; 5] =
 /// `help COMMAND`: the options the command takes, by section, with their defaults.
 pub fn command_help(flavor: Flavor, command_name: &str) -> String {
     let c = command(command_name).map_or("", |c| c.help);
-    let mut out = format!("{} - '{command_name}' command help\n\n{c}\n", crate::identity_line(flavor));
+    let mut out = format!("{} - '{command_name}' command help\n\n{c}\n", crate::identity::identity_line(flavor));
     let taken: Vec<&OptionDef> = OPTIONS
         .iter()
         .filter(|o| o.valid_for(command_name) && !matches!(o.support, Support::Accepted(m) if m.contains("internal")))
@@ -82,7 +85,7 @@ pub fn command_help(flavor: Flavor, command_name: &str) -> String {
     }
     out.push_str(&format!(
         "\nUse '{} help {command_name} [option]' for more information.\n",
-        crate::program_name(flavor)
+        crate::identity::program_name(flavor)
     ));
     out
 }
@@ -136,7 +139,7 @@ pub fn option_help(flavor: Flavor, command_name: &str, option: &str) -> CliResul
     };
     let mut out = format!(
         "{} - '{command_name}' command - '{}' option help\n\n{what}\n",
-        crate::identity_line(flavor),
+        crate::identity::identity_line(flavor),
         def.documented_name()
     );
     let values = type_values(command_name);

@@ -18,18 +18,18 @@ pub fn dispatch(config: &Config) -> CliResult<()> {
             let about = serde_json::json!({
                 "program": "pgstrata",
                 "version": env!("CARGO_PKG_VERSION"),
-                "invoked-as": crate::program_name(config.flavor),
-                "pgbackrest-compatible": crate::PGBACKREST_COMPAT,
+                "invoked-as": crate::identity::program_name(config.flavor),
+                "pgbackrest-compatible": crate::identity::PGBACKREST_COMPAT,
             });
             println!("{about}");
             Ok(())
         }
         "version" if config.get("output") == Some("num") => {
-            println!("{}", crate::version_num(config.flavor));
+            println!("{}", crate::identity::version_num(config.flavor));
             Ok(())
         }
         "version" => {
-            println!("{}", crate::version_line(config.flavor));
+            println!("{}", crate::identity::version_line(config.flavor));
             Ok(())
         }
         "help" => help::run(config),
@@ -59,12 +59,4 @@ pub fn dispatch(config: &Config) -> CliResult<()> {
             format!("command '{other}' is not available in pgstrata {} yet", env!("CARGO_PKG_VERSION")),
         )),
     }
-}
-
-/// A small runtime for short commands: one thread, no pool to warm up.
-pub(crate) fn runtime() -> CliResult<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| CliError::new(ErrorCode::Service, format!("unable to start the I/O runtime: {e}")))
 }

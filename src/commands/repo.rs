@@ -17,7 +17,7 @@ use crate::config::Config;
 use crate::error::{CliError, CliResult, ErrorCode};
 
 fn open(config: &Config) -> CliResult<pgstrata_storage::RepoStore> {
-    let storage = config.storage(config.repo_index())?;
+    let storage = crate::repo::storage_of(config, config.repo_index())?;
     Ok(storage.open(pgstrata_storage::RetryPolicy::default())?)
 }
 
@@ -83,7 +83,7 @@ pub fn ls(config: &Config) -> CliResult<()> {
     let recurse = config.bool("recurse");
     // name -> None for a directory, Some((size, time)) for an object.
     let mut entries: BTreeMap<String, Option<(u64, i64)>> = BTreeMap::new();
-    super::runtime()?.block_on(async {
+    crate::runtime::runtime()?.block_on(async {
         if recurse {
             let mut stream = store.list(&prefix);
             while let Some(item) = stream.next().await {
@@ -138,7 +138,7 @@ pub fn get(config: &Config) -> CliResult<()> {
         .ok_or_else(|| CliError::new(ErrorCode::ParamRequired, "repo-get requires the object's path"))?;
     let store = open(config)?;
     let view = View::of(path);
-    let bytes = super::runtime()?.block_on(async {
+    let bytes = crate::runtime::runtime()?.block_on(async {
         match &view {
             View::Native(key) => Ok::<_, CliError>(store.get(key).await?.to_vec()),
             View::Archive { stanza, key } => {

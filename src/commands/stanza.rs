@@ -10,9 +10,10 @@ use pgstrata_repo_format::{DataKey, KdfParams, WrappedKey};
 use pgstrata_storage::RetryPolicy;
 
 use crate::config::Config;
+use crate::config::pg_path;
 use crate::error::{CliError, CliResult, ErrorCode};
 use crate::lease::Lease;
-use crate::postgres::{connect, control, identify, pg_path, remote_cluster};
+use crate::postgres::{connect, control, identify, remote_cluster};
 use crate::repo::{Repo, blob_settings, load_stanza_info, passphrase, repo_indexes, save_stanza_info, stanza_name};
 
 fn now() -> i64 {
@@ -86,10 +87,10 @@ fn mismatch(index: u32, db: &DbEntry, control: &ControlFile) -> CliError {
 pub fn create(config: &Config) -> CliResult<()> {
     let stanza = stanza_name(config)?;
     super::control::check_not_stopped(config)?;
-    super::runtime()?.block_on(async {
+    crate::runtime::runtime()?.block_on(async {
         let control = cluster_identity(config).await?;
         for index in repo_indexes(config) {
-            let store = config.storage(index)?.open_creating(RetryPolicy::default())?;
+            let store = crate::repo::storage_of(config, index)?.open_creating(RetryPolicy::default())?;
             let layout = StanzaLayout::new(&stanza)?;
             let lease =
                 Lease::acquire(&store, &layout, index, "stanza-create", crate::lease::lease_time(config)).await?;
@@ -168,7 +169,7 @@ async fn create_on(
 pub fn upgrade(config: &Config) -> CliResult<()> {
     let stanza = stanza_name(config)?;
     super::control::check_not_stopped(config)?;
-    super::runtime()?.block_on(async {
+    crate::runtime::runtime()?.block_on(async {
         let control = cluster_identity(config).await?;
         for index in repo_indexes(config) {
             let mut repo = crate::repo::open_repo(config, index, &stanza).await?;
@@ -210,11 +211,11 @@ pub fn upgrade(config: &Config) -> CliResult<()> {
 pub fn delete(config: &Config) -> CliResult<()> {
     let stanza = stanza_name(config)?;
     let layout = StanzaLayout::new(&stanza)?;
-    super::runtime()?.block_on(async {
+    crate::runtime::runtime()?.block_on(async {
         // Every repository (or --repo) where the stanza has anything but its lease objects.
         let mut present = Vec::new();
         for index in crate::repo::repo_indexes(config) {
-            let store = config.storage(index)?.open(RetryPolicy::default())?;
+            let store = crate::repo::storage_of(config, index)?.open(RetryPolicy::default())?;
             let root = layout.root();
             let dirs = store.list_dirs(&root).await?;
             if !store.list_files(&root).await?.is_empty() || dirs.iter().any(|d| d != LOCK_DIR) {

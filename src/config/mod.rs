@@ -17,10 +17,6 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use pgstrata_storage::{
-    AzureAuth, AzureConfig, GcsAuth, GcsConfig, S3Config, Secret, StorageConfig, StorageTls, UriStyle,
-};
-
 use crate::error::{CliError, CliResult, ErrorCode};
 use options::{CommandDef, Kind, Resolved};
 
@@ -130,6 +126,18 @@ const SFTP_REFUSED: &str =
 
 fn invalid_option(name: &str) -> CliError {
     CliError::new(ErrorCode::OptionInvalid, format!("invalid option '--{name}'"))
+}
+
+/// `pg1-path`, which must be set and absolute.
+pub fn pg_path(config: &Config) -> CliResult<PathBuf> {
+    let path = PathBuf::from(config.require("pg1-path")?);
+    if !path.is_absolute() {
+        return Err(CliError::new(
+            ErrorCode::OptionInvalidValue,
+            format!("'{}' is not valid for 'pg1-path' option: it must be absolute", path.display()),
+        ));
+    }
+    Ok(path)
 }
 
 /// Where a setting came from, for messages.
@@ -624,109 +632,6 @@ impl Config {
             }
         }
         parts.join(" ")
-    }
-
-    /// The storage of repository `index`.
-    pub fn storage(&self, index: u32) -> CliResult<StorageConfig> {
-        if self.get(&format!("repo{index}-host")).is_some() {
-            return Ok(StorageConfig::Given(crate::remote::repo_store(self, index)?));
-        }
-        let opt = |suffix: &str| self.get(&format!("repo{index}-{suffix}")).map(str::to_string);
-        let need = |suffix: &str| {
-            opt(suffix).ok_or_else(|| {
-                CliError::new(
-                    ErrorCode::OptionRequired,
-                    format!("{} command requires option: repo{index}-{suffix}", self.command.name),
-                )
-            })
-        };
-        let path = need("path")?;
-        let endpoint = |key: &str| {
-            opt(key).map(|e| match opt("storage-port") {
-                Some(port) if !e.rsplit(':').next().is_some_and(|p| p.bytes().all(|b| b.is_ascii_digit())) => {
-                    format!("{e}:{port}")
-                }
-                _ => e,
-            })
-        };
-        let kind = opt("type").unwrap_or_else(|| "posix".into());
-        // repoN-storage-verify-tls=n: any certificate (a self-signed MinIO); the CA options add
-        // trusted CAs.
-        let tls = StorageTls {
-            verify: opt("storage-verify-tls").as_deref() != Some("n"),
-            ca_file: opt("storage-ca-file").map(PathBuf::from),
-            ca_path: opt("storage-ca-path").map(PathBuf::from),
-        };
-        Ok(match kind.as_str() {
-            "posix" | "cifs" => {
-                let path = PathBuf::from(&path);
-                if !path.is_absolute() {
-                    return Err(CliError::new(
-                        ErrorCode::OptionInvalidValue,
-                        format!("'{}' is not valid for 'repo{index}-path' option: it must be absolute", path.display()),
-                    ));
-                }
-                StorageConfig::Posix { path }
-            }
-            "s3" => {
-                let key_type = opt("s3-key-type").unwrap_or_else(|| "shared".into());
-                let (key, key_secret) = if key_type == "shared" {
-                    (Some(Secret::new(need("s3-key")?)), Some(Secret::new(need("s3-key-secret")?)))
-                } else {
-                    (None, None)
-                };
-                StorageConfig::S3(S3Config {
-                    bucket: need("s3-bucket")?,
-                    endpoint: endpoint("s3-endpoint"),
-                    region: need("s3-region")?,
-                    prefix: path,
-                    key,
-                    key_secret,
-                    token: opt("s3-token").map(Secret::new),
-                    uri_style: if opt("s3-uri-style").as_deref() == Some("path") {
-                        UriStyle::Path
-                    } else {
-                        UriStyle::Host
-                    },
-                    tls,
-                })
-            }
-            "gcs" => {
-                let auth = match opt("gcs-key-type").as_deref() {
-                    Some("token") => GcsAuth::Token(Secret::new(need("gcs-key")?)),
-                    Some("auto") => GcsAuth::Auto,
-                    _ => GcsAuth::Service(PathBuf::from(need("gcs-key")?)),
-                };
-                StorageConfig::Gcs(GcsConfig {
-                    bucket: need("gcs-bucket")?,
-                    prefix: path,
-                    auth,
-                    endpoint: endpoint("gcs-endpoint"),
-                    tls,
-                })
-            }
-            "azure" => {
-                let auth = match opt("azure-key-type").as_deref() {
-                    Some("sas") => AzureAuth::Sas(Secret::new(need("azure-key")?)),
-                    Some("auto") => AzureAuth::Auto,
-                    _ => AzureAuth::Shared(Secret::new(need("azure-key")?)),
-                };
-                StorageConfig::Azure(AzureConfig {
-                    account: need("azure-account")?,
-                    container: need("azure-container")?,
-                    prefix: path,
-                    auth,
-                    endpoint: endpoint("azure-endpoint"),
-                    tls,
-                })
-            }
-            other => {
-                return Err(CliError::new(
-                    ErrorCode::OptionInvalidValue,
-                    format!("repo{index}-type '{other}' is not supported"),
-                ));
-            }
-        })
     }
 }
 

@@ -32,7 +32,7 @@ pub fn run(config: &Config) -> CliResult<()> {
 pub fn run_choice(config: &Config, choice: &Choice) -> CliResult<()> {
     let stanza = stanza_name(config)?;
     crate::commands::control::check_not_stopped(config)?;
-    crate::commands::runtime()?.block_on(async {
+    crate::runtime::runtime()?.block_on(async {
         let mut failed = None;
         let mut found = false;
         for index in repo_indexes(config) {
@@ -71,7 +71,7 @@ pub async fn expire(config: &Config, repo: &Repo, lease: &Lease, choice: &Choice
     let say = if dry { "[DRY-RUN] " } else { "" };
     let (catalog, read) = repo.load_catalog_for_update().await?;
     let retention = Retention::from_config(config, repo.index)?;
-    let plan = ExpirePlan::new(&catalog, &retention, choice, repo.index, crate::backup::unix_now())?;
+    let plan = ExpirePlan::new(&catalog, &retention, choice, repo.index, crate::runtime::unix_now())?;
     plan.warnings.iter().for_each(|w| tracing::warn!("{w}"));
     if !plan.expired.is_empty() {
         let labels: Vec<String> =
@@ -94,7 +94,7 @@ pub async fn expire(config: &Config, repo: &Repo, lease: &Lease, choice: &Choice
         }
         // What an earlier, killed expire (or a backup that died before its first checkpoint) left.
         lease.check()?;
-        crate::backup::remove_unlisted_backups(repo, &plan.retained, true).await?;
+        crate::backup::unlisted::remove_unlisted_backups(repo, &plan.retained, true).await?;
         prune_history(repo, history_days).await?;
     }
     expire_wal(repo, lease, &plan, dry).await
@@ -110,7 +110,7 @@ async fn keep_history(repo: &Repo, label: &BackupLabel) {
 
 /// Removes kept manifests of backups that started more than `days` ago.
 async fn prune_history(repo: &Repo, days: i64) -> CliResult<()> {
-    let cutoff = crate::backup::unix_now().saturating_sub(days.saturating_mul(86_400));
+    let cutoff = crate::runtime::unix_now().saturating_sub(days.saturating_mul(86_400));
     let old: Vec<String> = repo
         .store
         .list_files(&repo.layout.history_dir())

@@ -1,24 +1,12 @@
 //! The live cluster: its `pg_control` on disk and a connection to the server.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use pgstrata_repo_format::pg::ControlFile;
 
-use crate::config::Config;
+use crate::config::{Config, pg_path};
 use crate::error::{CliError, CliResult, ErrorCode};
 use crate::remote::data::RemoteCluster;
-
-/// `pg1-path`, which must be set and absolute.
-pub fn pg_path(config: &Config) -> CliResult<PathBuf> {
-    let path = PathBuf::from(config.require("pg1-path")?);
-    if !path.is_absolute() {
-        return Err(CliError::new(
-            ErrorCode::OptionInvalidValue,
-            format!("'{}' is not valid for 'pg1-path' option: it must be absolute", path.display()),
-        ));
-    }
-    Ok(path)
-}
 
 /// Reads and checks `global/pg_control` of a data directory.
 pub fn read_control(data_dir: &Path) -> CliResult<ControlFile> {

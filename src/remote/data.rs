@@ -95,7 +95,7 @@ fn io_error(what: &str, path: &Path, e: &std::io::Error) -> WireError {
 impl ServedCluster {
     /// `pg1-path`, `pg1-socket-path` and `pg1-port` of a stanza's configuration on this host.
     pub fn from_config(config: &Config) -> Result<Self, WireError> {
-        let data = crate::postgres::pg_path(config).map_err(|e| invalid(e.message))?;
+        let data = crate::config::pg_path(config).map_err(|e| invalid(e.message))?;
         if config.get("pg1-host").is_some() {
             return Err(invalid(
                 "pg1 is itself behind a database host on this server; it is not served from here".into(),

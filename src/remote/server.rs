@@ -197,7 +197,8 @@ impl Settings {
                 format!("repo{index} is itself behind a repository host on this server; it is not served from here"),
             ));
         }
-        let storage = config.storage(index).map_err(|e| WireError::new(ErrorKind::Invalid, e.message))?;
+        let storage =
+            crate::repo::storage_of(&config, index).map_err(|e| WireError::new(ErrorKind::Invalid, e.message))?;
         let local = match &storage {
             pgstrata_storage::StorageConfig::Posix { path } => Some(path.display().to_string()),
             _ => None,

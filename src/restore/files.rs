@@ -113,8 +113,8 @@ impl FilesSummary {
             "delta restore: {} files were already up to date, {} rewritten: {} written of {}",
             self.unchanged,
             self.restored,
-            crate::backup::human(self.rewritten),
-            crate::backup::human(self.bytes)
+            crate::progress::human(self.rewritten),
+            crate::progress::human(self.bytes)
         );
     }
 }

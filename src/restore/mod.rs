@@ -18,10 +18,10 @@ use pgstrata_repo_format::meta::ManifestEntry;
 
 use crate::anchor::Anchors;
 use crate::config::Config;
+use crate::config::pg_path;
 use crate::durable;
 use crate::error::{CliError, CliResult, ErrorCode};
 use crate::manifest::ManifestStream;
-use crate::postgres::pg_path;
 use crate::repo::{open_repo, stanza_name};
 
 mod files;
@@ -112,7 +112,7 @@ async fn restore(config: &Config, stanza: &str, data: &Path, workers: usize) -> 
     let marker = data.join(guard::MARKER);
     std::fs::remove_file(&marker).map_err(|e| owner::io(&marker, "remove", e))?;
     durable::sync_dir(data)?;
-    tracing::info!("restore size = {}, backup set {}", crate::backup::human(summary.bytes), backup.label);
+    tracing::info!("restore size = {}, backup set {}", crate::progress::human(summary.bytes), backup.label);
     Ok(())
 }
 

@@ -171,9 +171,9 @@ impl Front {
             return Ok(false);
         }
         let config = self.config("info", &[], &[])?;
-        let store = config.storage(1)?.open(RetryPolicy::default())?;
+        let store = crate::repo::storage_of(&config, 1)?.open(RetryPolicy::default())?;
         let layout = StanzaLayout::new(STANZA)?;
-        crate::commands::runtime()?
+        crate::runtime::runtime()?
             .block_on(async { Ok(crate::repo::load_stanza_info(&store, &layout).await?.is_some()) })
     }
 
@@ -276,7 +276,7 @@ impl Front {
         &self,
     ) -> CliResult<(pgstrata_repo_format::meta::BackupCatalog, Vec<pgstrata_repo_format::meta::DbEntry>)> {
         let config = self.config("info", &[], &[])?;
-        crate::commands::runtime()?.block_on(async {
+        crate::runtime::runtime()?.block_on(async {
             let repo = crate::repo::open_repo(&config, 1, STANZA).await?;
             Ok((repo.load_catalog().await?, repo.info.db_history.clone()))
         })

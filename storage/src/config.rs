@@ -307,8 +307,10 @@ fn build_gcs(c: &GcsConfig, retry: RetryPolicy) -> Result<object_store::gcp::Goo
         GcsAuth::Auto => GoogleCloudStorageBuilder::from_env(),
         _ => GoogleCloudStorageBuilder::new(),
     };
+    // A plain-HTTP endpoint (an emulator) must be allowed on the client options themselves.
+    let plain = c.endpoint.as_deref().is_some_and(|e| url_with_scheme(e).starts_with("http://"));
     b = b
-        .with_client_options(c.tls.client_options()?)
+        .with_client_options(c.tls.client_options()?.with_allow_http(plain))
         .with_bucket_name(&c.bucket)
         .with_retry(retry.http_retry_config());
     if let Some(endpoint) = &c.endpoint {
