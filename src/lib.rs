@@ -19,6 +19,7 @@ pub mod backup;
 pub mod chain;
 pub mod commands;
 pub mod config;
+pub mod control;
 pub mod durable;
 pub mod error;
 pub mod expire;

@@ -215,7 +215,7 @@ fn check_working_dir(config: &Config, param: &str) -> CliResult<()> {
 pub fn push(config: &Config) -> CliResult<()> {
     let stanza = stanza_name(config)?;
     let (path, name) = wal_path_param(config)?;
-    crate::commands::control::check_not_stopped(config)?;
+    crate::control::check_not_stopped(config)?;
     if config.bool("archive-async") {
         return push_async::foreground(config, &stanza, &path, &name);
     }

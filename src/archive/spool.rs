@@ -93,7 +93,7 @@ pub fn decode_error(bytes: &[u8]) -> CliError {
 
 /// Path of a worker's lock file.
 pub fn worker_lock_path(config: &Config, stanza: &str, kind: &str) -> PathBuf {
-    crate::commands::control::lock_path(config).join(format!("{stanza}-{kind}-async.lock"))
+    crate::control::lock_path(config).join(format!("{stanza}-{kind}-async.lock"))
 }
 
 /// Takes a worker's lock without waiting: `None` when another worker holds it.
@@ -116,7 +116,7 @@ pub fn try_worker_lock(path: &Path) -> CliResult<Option<std::fs::File>> {
 pub fn hold_worker_lock(path: &Path) -> CliResult<Option<std::fs::File>> {
     let lock = try_worker_lock(path)?;
     if let Some(f) = &lock {
-        crate::commands::control::record_holder(f);
+        crate::control::record_holder(f);
     }
     Ok(lock)
 }

@@ -55,7 +55,7 @@ pub struct CommandLock {
 
 /// Takes the stanza's `kind` lock, or fails with `LockAcquire` when another process holds it.
 pub fn acquire_lock(config: &Config, stanza: &str, kind: &str) -> CliResult<CommandLock> {
-    let dir = crate::commands::control::lock_path(config);
+    let dir = crate::control::lock_path(config);
     std::fs::create_dir_all(&dir).map_err(|e| {
         CliError::new(ErrorCode::LockAcquire, format!("unable to create lock path {}: {e}", dir.display()))
     })?;
@@ -67,7 +67,7 @@ pub fn acquire_lock(config: &Config, stanza: &str, kind: &str) -> CliResult<Comm
         })?;
     match file.try_lock() {
         Ok(()) => {
-            crate::commands::control::record_holder(&file);
+            crate::control::record_holder(&file);
             Ok(CommandLock { _file: file, path })
         }
         Err(std::fs::TryLockError::WouldBlock) => Err(CliError::new(
@@ -88,8 +88,8 @@ pub fn run(config: &Config) -> CliResult<()> {
     let stanza = stanza_name(config)?;
     let requested = config.get("type").unwrap_or("incr");
     let requested: BackupType = requested.parse()?;
-    crate::commands::annotate::annotations(config)?;
-    crate::commands::control::check_not_stopped(config)?;
+    crate::config::annotations(config)?;
+    crate::control::check_not_stopped(config)?;
     let _lock = acquire_lock(config, &stanza, "backup")?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -307,8 +307,7 @@ async fn take_backup(
     };
     let mut entry = plan.catalog_entry(&wal, stored, manifest_sha256);
     entry.keep = config.bool("keep");
-    entry.annotation =
-        crate::commands::annotate::annotations(config)?.into_iter().filter(|(_, v)| !v.is_empty()).collect();
+    entry.annotation = crate::config::annotations(config)?.into_iter().filter(|(_, v)| !v.is_empty()).collect();
     catalog.backups.push(entry);
     lease.check()?;
     repo.save_catalog(&catalog, settings.blob, &read).await?;

@@ -3,8 +3,6 @@
 //! which `expire` honours. Under the repository's lease, in every repository holding the set
 //! (or `--repo`).
 
-use std::collections::BTreeMap;
-
 use pgstrata_repo_format::BackupLabel;
 
 use crate::config::Config;
@@ -12,34 +10,13 @@ use crate::error::{CliError, CliResult, ErrorCode};
 use crate::lease::Lease;
 use crate::repo::{blob_settings, open_repo, repo_indexes, stanza_name};
 
-/// The `--annotation key=value` options, in order (a later one for the same key wins; an empty
-/// value means "remove").
-pub fn annotations(config: &Config) -> CliResult<BTreeMap<String, String>> {
-    let mut out = BTreeMap::new();
-    for item in config.list("annotation") {
-        match item.split_once('=') {
-            Some((key, value)) if !key.trim().is_empty() => {
-                out.insert(key.trim().to_string(), value.to_string());
-            }
-            _ => {
-                return Err(CliError::new(
-                    ErrorCode::OptionInvalidValue,
-                    format!("annotation '{item}' is not key=value"),
-                )
-                .hint("give --annotation=key=value (an empty value removes the key)"));
-            }
-        }
-    }
-    Ok(out)
-}
-
 pub fn run(config: &Config) -> CliResult<()> {
     let stanza = stanza_name(config)?;
     let label: BackupLabel = config
         .require("set")?
         .parse()
         .map_err(|e| CliError::new(ErrorCode::OptionInvalidValue, format!("--set is not a backup label: {e}")))?;
-    let changes = annotations(config)?;
+    let changes = crate::config::annotations(config)?;
     let keep = config.get("keep").map(|v| v == "y");
     if changes.is_empty() && keep.is_none() {
         return Err(CliError::new(

@@ -3,7 +3,6 @@
 
 pub mod annotate;
 mod check;
-pub mod control;
 pub mod help;
 mod repo;
 pub mod stanza;
@@ -38,8 +37,8 @@ pub fn dispatch(config: &Config) -> CliResult<()> {
         "stanza-create" => stanza::create(config),
         "stanza-upgrade" => stanza::upgrade(config),
         "stanza-delete" => stanza::delete(config),
-        "stop" => control::stop(config),
-        "start" => control::start(config),
+        "stop" => crate::control::stop(config),
+        "start" => crate::control::start(config),
         "archive-push" => crate::archive::push(config),
         "archive-push:async" => crate::archive::push_async::worker(config),
         "archive-get" => crate::archive::get(config),

@@ -86,7 +86,7 @@ fn mismatch(index: u32, db: &DbEntry, control: &ControlFile) -> CliError {
 
 pub fn create(config: &Config) -> CliResult<()> {
     let stanza = stanza_name(config)?;
-    super::control::check_not_stopped(config)?;
+    crate::control::check_not_stopped(config)?;
     crate::runtime::runtime()?.block_on(async {
         let control = cluster_identity(config).await?;
         for index in repo_indexes(config) {
@@ -168,7 +168,7 @@ async fn create_on(
 
 pub fn upgrade(config: &Config) -> CliResult<()> {
     let stanza = stanza_name(config)?;
-    super::control::check_not_stopped(config)?;
+    crate::control::check_not_stopped(config)?;
     crate::runtime::runtime()?.block_on(async {
         let control = cluster_identity(config).await?;
         for index in repo_indexes(config) {
@@ -227,7 +227,7 @@ pub fn delete(config: &Config) -> CliResult<()> {
         if present.is_empty() {
             return Ok(());
         }
-        let stop = super::control::stop_file(config, Some(&stanza));
+        let stop = crate::control::stop_file(config, Some(&stanza));
         if !stop.exists() {
             return Err(CliError::new(
                 ErrorCode::FileMissing,

@@ -140,6 +140,27 @@ pub fn pg_path(config: &Config) -> CliResult<PathBuf> {
     Ok(path)
 }
 
+/// The `--annotation key=value` options, in order (a later one for the same key wins; an empty
+/// value means "remove").
+pub fn annotations(config: &Config) -> CliResult<std::collections::BTreeMap<String, String>> {
+    let mut out = std::collections::BTreeMap::new();
+    for item in config.list("annotation") {
+        match item.split_once('=') {
+            Some((key, value)) if !key.trim().is_empty() => {
+                out.insert(key.trim().to_string(), value.to_string());
+            }
+            _ => {
+                return Err(CliError::new(
+                    ErrorCode::OptionInvalidValue,
+                    format!("annotation '{item}' is not key=value"),
+                )
+                .hint("give --annotation=key=value (an empty value removes the key)"));
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// Where a setting came from, for messages.
 fn describe_source(source: &Source) -> String {
     match source {

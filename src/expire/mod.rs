@@ -31,7 +31,7 @@ pub fn run(config: &Config) -> CliResult<()> {
 /// lease.
 pub fn run_choice(config: &Config, choice: &Choice) -> CliResult<()> {
     let stanza = stanza_name(config)?;
-    crate::commands::control::check_not_stopped(config)?;
+    crate::control::check_not_stopped(config)?;
     crate::runtime::runtime()?.block_on(async {
         let mut failed = None;
         let mut found = false;
