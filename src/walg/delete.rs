@@ -84,7 +84,9 @@ pub fn parse(args: &[&str]) -> CliResult<Delete> {
         }
         ["everything"] => Ok(Delete::Everything { force: false }),
         ["everything", "FORCE"] => Ok(Delete::Everything { force: true }),
-        _ => Err(usage("unknown delete")),
+        ["everything", other, ..] => Err(usage(format!("delete everything takes only FORCE, not '{other}'"))),
+        [mode, ..] => Err(usage(format!("unknown delete mode '{mode}' (retain, before or everything)"))),
+        [] => Err(usage("delete needs a mode: retain, before or everything")),
     }
 }
 
@@ -162,8 +164,17 @@ pub fn doomed<'a>(catalog: &'a BackupCatalog, what: &Delete) -> CliResult<Vec<&'
 
 #[cfg(test)]
 mod tests {
+
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn unknown_modes_are_named() {
+        let said = |args: &[&str]| parse(args).err().map(|e| e.message).unwrap_or_default();
+        assert!(said(&["foo"]).contains("unknown delete mode 'foo'"), "{}", said(&["foo"]));
+        assert!(said(&[]).contains("delete needs a mode"));
+        assert!(said(&["everything", "NOW"]).contains("only FORCE"));
+    }
 
     /// Backups one hour apart, starting in segments 1, 2, 3…: `F` full, `D` a delta from the
     /// previous one, `P` a permanent full.

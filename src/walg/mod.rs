@@ -42,12 +42,19 @@ pub fn run(argv: &[String], env: &[(String, String)]) -> u8 {
     let command = args.first().copied().unwrap_or("");
     let fetching = command == "wal-fetch";
     let fail = |e: &CliError| -> u8 {
-        eprintln!("ERROR: {e}");
+        // WAL-G's words: no pgBackRest code or option names in what a WAL-G user reads.
+        eprintln!("ERROR: {}", e.message);
+        for hint in e.hints.iter().filter_map(|h| walg_hint(h)) {
+            eprintln!("HINT: {hint}");
+        }
         if e.code == ErrorCode::Crypto {
             eprintln!("HINT: as wal-g, the key is WALG_LIBSODIUM_KEY");
         }
+        // WAL-G's codes: 1 for a usage error and for any failure, except that wal-fetch's
+        // failures other than "not in the archive" are above 125 (PostgreSQL must not take
+        // them for the end of the archive).
         match e.code {
-            ErrorCode::NotInArchive if fetching => 1,
+            ErrorCode::NotInArchive | ErrorCode::CommandInvalid => 1,
             _ if fetching => 255,
             _ => 1,
         }
@@ -106,6 +113,17 @@ pub fn run(argv: &[String], env: &[(String, String)]) -> u8 {
             fail(&e)
         }
     }
+}
+
+/// An engine hint as a WAL-G user should read it: pgBackRest's terms (stanzas, `repoN-`/`pgN-`
+/// options, `--delta`, the passphrase) have no meaning under WAL-G's environment; such hints are
+/// said in WAL-G's terms or left out.
+fn walg_hint(hint: &str) -> Option<String> {
+    if hint.contains("cipher-pass") {
+        return Some("check WALG_LIBSODIUM_KEY: it must be the key the storage was written with".into());
+    }
+    let pgbackrest_terms = ["stanza", "--delta", "repo1-", "repoN-", "pg1-", "pgN-", "pgbackrest", "--set", "--type"];
+    (!pgbackrest_terms.iter().any(|t| hint.contains(t))).then(|| hint.to_string())
 }
 
 /// The front end: the translated environment and where it runs.
@@ -185,9 +203,29 @@ impl Front {
 
     fn wal_fetch(&self, args: &[&str]) -> CliResult<()> {
         let [name, dest] = args else { return Err(args_error("wal-fetch takes a WAL file name and a destination")) };
-        let set = self.fetch_options();
+        let set = if self.run_by_recovery(dest) { self.fetch_options() } else { self.fetch_options_by_hand() };
         let set: Vec<(&str, &str)> = set.iter().map(|(k, v)| (*k, v.as_str())).collect();
         crate::commands::dispatch(&self.config("archive-get", &[name, dest], &set)?)
+    }
+
+    /// Whether PostgreSQL itself runs this `wal-fetch` (`restore_command`): the data directory is
+    /// recovering (`recovery.signal` or `standby.signal`) and the destination lies in its own
+    /// `pg_wal`. Only then may segments be prefetched into that `pg_wal`; a `wal-fetch` run by
+    /// hand with `PGDATA` set must not write into a cluster's directory.
+    fn run_by_recovery(&self, dest: &str) -> bool {
+        let Some(data) = self.pgdata() else { return false };
+        let recovering = ["recovery.signal", "standby.signal"].iter().any(|s| data.join(s).is_file());
+        let dest = std::path::Path::new(dest);
+        let dest =
+            if dest.is_absolute() { dest.to_path_buf() } else { self.cwd.clone().unwrap_or_default().join(dest) };
+        let parent = dest.parent().and_then(|p| std::fs::canonicalize(p).ok());
+        let pg_wal = std::fs::canonicalize(data.join("pg_wal")).ok();
+        recovering && parent.is_some() && parent == pg_wal
+    }
+
+    /// A `wal-fetch` run by hand: parallel downloads, no prefetch.
+    fn fetch_options_by_hand(&self) -> Vec<(&'static str, String)> {
+        vec![("process-max", self.settings.download_concurrency.to_string())]
     }
 
     /// `WALG_DOWNLOAD_CONCURRENCY` parallel downloads and, above one with a data directory,
@@ -357,5 +395,21 @@ impl Front {
         }
         let config = self.config("expire", &[], &[("dry-run", if confirm { "n" } else { "y" })])?;
         crate::expire::run_choice(&config, &crate::expire::Choice::Labels(labels))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hints_are_said_in_walg_terms() {
+        assert_eq!(
+            walg_hint("check repo1-cipher-pass: it must be the passphrase the stanza was created with").as_deref(),
+            Some("check WALG_LIBSODIUM_KEY: it must be the key the storage was written with")
+        );
+        assert_eq!(walg_hint("run stanza-create first"), None);
+        assert_eq!(walg_hint("use --delta to restore over an existing directory"), None);
+        assert_eq!(walg_hint("is the storage reachable?").as_deref(), Some("is the storage reachable?"));
     }
 }

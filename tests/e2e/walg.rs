@@ -278,6 +278,16 @@ fn spilo_s_wal_g_commands_run_unchanged_against_pgstrata() {
     let dest = scratch.path("fetched").join("RECOVERYXLOG");
     let missing = run("wal-g", &["wal-fetch", "0000000100000000000000FF", dest.to_str().unwrap()], &clone_env);
     assert_eq!(missing.status.code(), Some(1), "{}", text(&missing));
+    // By hand, with PGDATA naming the running primary (not in recovery) and downloads in
+    // parallel: the segment is fetched, and no prefetch worker writes into that cluster's pg_wal.
+    let by_hand =
+        envdir(&scratch, "by-hand-env", &[&storage[..], &[("PGDATA", primary.data.to_str().unwrap())]].concat());
+    let o = run("wal-g", &["wal-fetch", &segment(names[2]), dest.to_str().unwrap()], &by_hand);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        !primary.data.join("pg_wal/.pgstrata").exists(),
+        "a manual wal-fetch prefetched into the running cluster's pg_wal"
+    );
     let mut wrong_endpoint = storage[..12].to_vec();
     let dead = format!("http://127.0.0.1:{}", support::free_port());
     wrong_endpoint[1] = ("AWS_ENDPOINT", dead.as_str());
