@@ -253,10 +253,27 @@ fn stanza_json(stanza: &str, views: &[RepoView], flavor: crate::config::Flavor) 
         "repo": repos,
         "status": {
             "code": code,
-            "lock": {"backup": {"held": views.iter().any(|v| v.lease.is_some())}, "restore": {"held": false}},
+            "lock": {"backup": backup_lock(views), "restore": {"held": false}},
             "message": message,
         },
     })
+}
+
+/// `status.lock.backup` as pgBackRest 2.59 prints it: held, and for a running backup its
+/// progress (`size`, `size-cplt`, summed over the repositories, and per repository), read from
+/// the repository lease the backup renews.
+fn backup_lock(views: &[RepoView]) -> Value {
+    let held = views.iter().any(|v| v.lease.is_some());
+    let running: Vec<(u32, crate::lease::LeaseProgress)> =
+        views.iter().filter_map(|v| Some((v.index, v.lease.as_ref()?.progress?))).collect();
+    if running.is_empty() {
+        return json!({"held": held});
+    }
+    let (size, done) =
+        running.iter().fold((0u64, 0u64), |(s, d), (_, p)| (s.saturating_add(p.size), d.saturating_add(p.size_cplt)));
+    let repos: Vec<Value> =
+        running.iter().map(|(key, p)| json!({"key": key, "size": p.size, "size-cplt": p.size_cplt})).collect();
+    json!({"held": held, "repo": repos, "size": size, "size-cplt": done})
 }
 
 fn ts(secs: i64) -> String {
@@ -268,10 +285,21 @@ fn stanza_text(stanza: &str, views: &[RepoView], json: &Value) -> String {
     let mut out = format!("stanza: {stanza}\n");
     let status = json["status"]["message"].as_str().unwrap_or("");
     let code = json["status"]["code"].as_i64().unwrap_or(99);
-    let running = views
-        .iter()
-        .filter_map(|v| v.lease.as_ref().map(|h| format!(" (repo{}: {} running)", v.index, h.describe())))
-        .collect::<String>();
+    // pgBackRest's words for a running backup (or expire), with its progress when known.
+    let lock = &json["status"]["lock"]["backup"];
+    let running = match (lock["held"].as_bool(), lock["size"].as_u64(), lock["size-cplt"].as_u64()) {
+        (Some(true), Some(size), Some(done)) if size > 0 => {
+            format!(" (backup/expire running - {:.2}% complete)", (done.min(size) as f64) * 100.0 / size as f64)
+        }
+        (Some(true), _, _) => {
+            let who: Vec<String> = views
+                .iter()
+                .filter_map(|v| v.lease.as_ref().map(|h| format!("repo{}: {}", v.index, h.describe())))
+                .collect();
+            format!(" (backup/expire running: {})", who.join("; "))
+        }
+        _ => String::new(),
+    };
     out.push_str(&format!(
         "    status: {}{running}\n",
         if code == 0 { "ok".to_string() } else { format!("error ({status})") }

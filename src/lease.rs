@@ -11,7 +11,7 @@
 //! time (a killed or partitioned writer) is taken over by the next writer.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -39,6 +39,35 @@ pub struct LeaseHolder {
     pub acquired: i64,
     /// Unix seconds; after this the lease may be taken over.
     pub expires: i64,
+    /// How far the holder's copy is, as of its last renewal (a backup: bytes of the cluster,
+    /// estimated, and bytes read so far): what `info` shows of a running backup.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<LeaseProgress>,
+}
+
+/// A running command's progress in bytes, as pgBackRest's lock file carries it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseProgress {
+    pub size: u64,
+    #[serde(rename = "size-cplt")]
+    pub size_cplt: u64,
+}
+
+/// The progress a lease publishes at each renewal, set by the work it covers.
+#[derive(Clone, Debug, Default)]
+pub struct ProgressShare(Arc<(AtomicU64, AtomicU64)>);
+
+impl ProgressShare {
+    /// Records the total and what is done so far.
+    pub fn set(&self, size: u64, done: u64) {
+        self.0.0.store(size, Ordering::Relaxed);
+        self.0.1.store(done, Ordering::Relaxed);
+    }
+
+    fn get(&self) -> Option<LeaseProgress> {
+        let size = self.0.0.load(Ordering::Relaxed);
+        (size > 0).then(|| LeaseProgress { size, size_cplt: self.0.1.load(Ordering::Relaxed).min(size) })
+    }
 }
 
 impl LeaseHolder {
@@ -131,6 +160,7 @@ pub struct Lease {
     renewer: tokio::task::JoinHandle<()>,
     what: String,
     holder: LeaseHolder,
+    progress: ProgressShare,
 }
 
 impl Lease {
@@ -176,6 +206,7 @@ impl Lease {
                 command: command.to_string(),
                 acquired: now(),
                 expires: now() + secs,
+                progress: None,
             };
             let body =
                 Bytes::from(serde_json::to_vec(&holder).map_err(|e| CliError::new(ErrorCode::Format, e.to_string()))?);
@@ -189,16 +220,17 @@ impl Lease {
                     }
                     let lost = Arc::new(AtomicBool::new(false));
                     let expires = Arc::new(AtomicI64::new(holder.expires));
+                    let progress = ProgressShare::default();
                     let renewer = tokio::spawn(renew(
                         store.clone(),
                         prefix.clone(),
                         key.clone(),
                         next,
-                        holder.clone(),
+                        (holder.clone(), progress.clone()),
                         time,
                         (Arc::clone(&lost), Arc::clone(&expires)),
                     ));
-                    return Ok(Lease { store: store.clone(), key, lost, expires, renewer, what, holder });
+                    return Ok(Lease { store: store.clone(), key, lost, expires, renewer, what, holder, progress });
                 }
                 // Another writer took this generation first: look again (it holds it now).
                 Err(e) if e.is_already_exists() => continue,
@@ -220,6 +252,11 @@ impl Lease {
     /// What a writer checks before each object it adds, without holding the lease itself.
     pub fn watch(&self) -> LeaseWatch {
         LeaseWatch { lost: Arc::clone(&self.lost), expires: Arc::clone(&self.expires), what: self.what.clone() }
+    }
+
+    /// Where the covered work records its progress; each renewal publishes it in the lease.
+    pub fn progress(&self) -> ProgressShare {
+        self.progress.clone()
     }
 
     /// Stops renewing and marks the lease released (`expires: 0`). The object stays until the
@@ -252,7 +289,7 @@ async fn renew(
     prefix: String,
     key: String,
     generation: u64,
-    mut holder: LeaseHolder,
+    (mut holder, progress): (LeaseHolder, ProgressShare),
     time: Duration,
     (lost, expires): (Arc<AtomicBool>, Arc<AtomicI64>),
 ) {
@@ -267,7 +304,7 @@ async fn renew(
         // Woken after our own expiry (paused, starved): another writer may hold it already.
         let late = now() >= previous;
         let renewed = !newer && !late && {
-            let next = LeaseHolder { expires: now() + secs, ..holder.clone() };
+            let next = LeaseHolder { expires: now() + secs, progress: progress.get(), ..holder.clone() };
             let ok = match serde_json::to_vec(&next) {
                 Ok(body) => store.put(&key, Bytes::from(body)).await.is_ok(),
                 Err(_) => false,

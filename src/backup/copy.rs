@@ -41,6 +41,10 @@ pub struct CopySettings {
     pub remote: Option<Arc<RemoteCluster>>,
     /// With `backup-standby`: the standby that replicated files are read from.
     pub standby: Option<StandbySource>,
+    /// The bytes the copy expects to read (the databases' size at the start; 0: unknown), and
+    /// where its progress is published (the lease: `info`).
+    pub expected_bytes: u64,
+    pub progress: Option<crate::lease::ProgressShare>,
 }
 
 /// The standby a backup reads replicated files from: its data directory, and its database
@@ -538,7 +542,11 @@ pub async fn copy_tree(
     // waiting to queue a job is told so instead of waiting forever.
     drop(job_rx);
 
-    let mut progress = crate::progress::Progress::open_ended("backup");
+    let mut progress = match settings.expected_bytes {
+        0 => crate::progress::Progress::open_ended("backup"),
+        expected => crate::progress::Progress::new("backup", expected),
+    }
+    .shared(settings.progress.clone());
     let collected = async {
         let result = collect(writer, sink, &window, &mut item_rx, &mut sealed_rx, &mut progress, term).await;
         // Whatever waits on the collector learns that it stopped: the dispatcher (window), the
@@ -794,6 +802,7 @@ async fn collect(
                 }
                 Item::File(f) => {
                     let copied = assemble(p.done);
+                    progress.add_file();
                     if !copied.vanished {
                         let read = if f.from_standby { &mut count.read_standby } else { &mut count.read_primary };
                         read.0 += 1;
@@ -977,6 +986,8 @@ mod tests {
             start_lsn: Lsn(0),
             remote: None,
             standby: None,
+            expected_bytes: 0,
+            progress: None,
         };
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
         let mut sink = Paths::default();

@@ -247,6 +247,8 @@ async fn take_backup(
     let (databases, tablespace_names) = (server.databases().await?, server.tablespace_names().await?);
 
     let mut settings = copy_settings(config, repo, &control, started.lsn, blob, remote.clone());
+    settings.expected_bytes = server.cluster_size().await.unwrap_or(0);
+    settings.progress = Some(lease.progress());
     if let Some((index, standby)) = sources.standby {
         let timeout = config.duration("archive-timeout").unwrap_or(Duration::from_secs(60));
         server::standby_ready(standby, *index, &control, &started, timeout).await?;
@@ -435,6 +437,8 @@ fn copy_settings(
         start_lsn,
         remote,
         standby: None,
+        expected_bytes: 0,
+        progress: None,
     }
 }
 

@@ -53,6 +53,17 @@ impl BackupServer {
         self.seg_size
     }
 
+    /// The size of every database (what a backup will read, roughly: tablespaces included,
+    /// WAL not), for its progress.
+    pub async fn cluster_size(&self) -> CliResult<u64> {
+        let row = self
+            .client
+            .query_one("select coalesce(sum(pg_database_size(oid)), 0)::int8 from pg_database", &[])
+            .await
+            .map_err(|e| query_err("read the databases' size", e))?;
+        Ok(u64::try_from(column::<i64>(&row, 0)?).unwrap_or(0))
+    }
+
     /// Starts the backup; returns after the checkpoint (immediate with `fast`).
     pub async fn start(&self, label: &BackupLabel, fast: bool) -> CliResult<Started> {
         tracing::info!(

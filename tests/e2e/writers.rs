@@ -689,3 +689,62 @@ fn a_writer_stopped_past_its_lease_commits_nothing_when_resumed() {
     // What the catalog lists restores.
     s.ok(&["--stanza=db", "verify"]);
 }
+
+/// A running backup's progress, as `info` shows it (pgBackRest 2.59's `status: ok (backup/expire
+/// running - N% complete)`, JSON `lock.backup.size` / `size-cplt`): published in the repository
+/// lease at each renewal. The backup is held at its WAL wait (archiving gated) so it is
+/// certainly running while `info` looks; its log has steady progress lines.
+#[test]
+fn info_shows_a_running_backups_progress() {
+    if !postgres_available() {
+        return;
+    }
+    let scratch = Scratch::new("pgstrata-progress-");
+    let repo = scratch.path("repo");
+    let cluster = Cluster::init(&scratch, "src");
+    let s = setup(&scratch, "src.conf", &cluster, &repo, None);
+    let gate = scratch.path("gate").join("open");
+    std::fs::write(&gate, "").unwrap();
+    cluster.configure(&format!(
+        "archive_mode = on\narchive_command = 'test -f {} && {} archive-push %p'\nwal_level = replica\n",
+        gate.display(),
+        s.command_prefix()
+    ));
+    cluster.start();
+    cluster.sql("create table t as select g, md5(g::text) from generate_series(1, 200000) g");
+    s.ok(&["--stanza=db", "stanza-create"]);
+    s.ok(&["--stanza=db", "backup", "--type=full", "--start-fast"]);
+    std::fs::remove_file(&gate).unwrap();
+    let args =
+        s.args(&["--stanza=db", "backup", "--type=full", "--start-fast", "--lease-time=3", "--log-level-console=info"]);
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let backup = support::command_as("postgres", "postgres", Path::new(support::bin()), &refs, &[])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let began = Instant::now();
+    let lock = loop {
+        let lock = info_json(&s)[0]["status"]["lock"]["backup"].clone();
+        if lock["size-cplt"].as_u64().is_some_and(|d| d > 0) {
+            break lock;
+        }
+        assert!(began.elapsed() < Duration::from_secs(60), "no progress published: {lock}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let (size, done) = (lock["size"].as_u64().unwrap(), lock["size-cplt"].as_u64().unwrap());
+    assert!(lock["held"] == true && done <= size && size > 10_000_000, "{lock}");
+    assert_eq!(lock["repo"][0]["key"], 1, "{lock}");
+    let text = String::from_utf8_lossy(&s.ok(&["--stanza=db", "info"]).stdout).into_owned();
+    assert!(text.contains("status: ok (backup/expire running - ") && text.contains("% complete)"), "{text}");
+    std::fs::write(&gate, "").unwrap();
+    let out = backup.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", text_of(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("backup progress: "), "{}", text_of(&out));
+    let lock = &info_json(&s)[0]["status"]["lock"]["backup"];
+    assert_eq!(lock["held"], false, "{lock}");
+}
+
+fn text_of(o: &std::process::Output) -> String {
+    text(o)
+}
