@@ -1,14 +1,14 @@
 //! A configured repository with its stanza: opening it, and reading and writing the rewritten
 //! metadata (stanza info, backup catalog) with their `.copy` twins.
 
+use std::path::PathBuf;
+
 use bytes::Bytes;
 use pgstrata_repo_format::layout::{StanzaLayout, copy_of};
 use pgstrata_repo_format::meta::{
     BackupCatalog, CipherInfo, DbEntry, MetaKind, StanzaInfo, decode_meta, encode_meta, open_meta, seal_meta,
 };
 use pgstrata_repo_format::{BlobSettings, Compression, DataKey};
-use std::path::PathBuf;
-
 use pgstrata_storage::{
     AzureAuth, AzureConfig, GcsAuth, GcsConfig, RepoStore, RetryPolicy, S3Config, Secret, StorageConfig, StorageTls,
     UriStyle,
@@ -137,7 +137,7 @@ pub struct CatalogVersion(Option<pgstrata_storage::store::ObjectVersion>);
 
 /// Opens repository `index` for `stanza`, which must exist there, and unlocks its key.
 pub async fn open_repo(config: &Config, index: u32, stanza: &str) -> CliResult<Repo> {
-    let store = crate::repo::storage_of(config, index)?.open(RetryPolicy::default())?;
+    let store = storage_of(config, index)?.open(RetryPolicy::default())?;
     let layout = StanzaLayout::new(stanza)?;
     let Some(info) = load_stanza_info(&store, &layout).await? else {
         return Err(CliError::new(
