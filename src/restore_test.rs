@@ -121,7 +121,7 @@ pub fn run(config: &Config) -> CliResult<()> {
     let scratch = Scratch(dir);
     let mut report =
         Report { stanza: stanza.clone(), repo: repo_index, backup: label.clone(), status: "ok", steps: Vec::new() };
-    let test = Test { config, bin, dir: scratch.0.clone(), user: user(config) };
+    let test = Test { config, bin, dir: scratch.0.clone(), user: user(config), runtime: crate::runtime::runtime()? };
     test.all(&mut report, &label, &maps);
     if report.steps.iter().any(|s| !s.ok) {
         report.status = "error";
@@ -163,6 +163,8 @@ struct Test<'a> {
     bin: PathBuf,
     dir: PathBuf,
     user: String,
+    /// Carries every SQL statement the test runs (recovery is polled every 200 ms).
+    runtime: tokio::runtime::Runtime,
 }
 
 /// Names the server's socket in the private directory (there is no TCP listener), so it cannot
@@ -336,8 +338,7 @@ impl Test<'_> {
     fn sql(&self, db: &str, sql: &str) -> Result<Vec<Vec<String>>, String> {
         let mut pg = tokio_postgres::Config::new();
         pg.host_path(&self.dir).port(PORT).user(&self.user).dbname(db).application_name("pgstrata restore-test");
-        let runtime = crate::runtime::runtime().map_err(|e| e.message)?;
-        runtime.block_on(async {
+        self.runtime.block_on(async {
             let (client, connection) =
                 pg.connect(tokio_postgres::NoTls).await.map_err(|e| format!("{db}: unable to connect: {e}"))?;
             let task = tokio::spawn(connection);

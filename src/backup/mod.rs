@@ -247,7 +247,12 @@ async fn take_backup(
     let (databases, tablespace_names) = (server.databases().await?, server.tablespace_names().await?);
 
     let mut settings = copy_settings(config, repo, &control, started.lsn, blob, remote.clone());
-    settings.expected_bytes = server.cluster_size().await.unwrap_or(0);
+    // What the copy will read, for its progress: the last backup's size when the stanza has one
+    // of this database (free), else what PostgreSQL says its databases weigh.
+    settings.expected_bytes = match catalog.backups.last().filter(|b| b.db_id == plan.db_id) {
+        Some(last) => last.size,
+        None => server.cluster_size().await.unwrap_or(0),
+    };
     settings.progress = Some(lease.progress());
     if let Some((index, standby)) = sources.standby {
         let timeout = config.duration("archive-timeout").unwrap_or(Duration::from_secs(60));

@@ -47,37 +47,14 @@ pub async fn control(config: &Config, remote: Option<&RemoteCluster>) -> CliResu
 }
 
 /// The configuration with the primary as pg1. With several clusters (`pg1-*`, `pg2-*`, ...: PGO
-/// lists every instance), the first in index order that answers and is not in recovery, as
-/// pgBackRest chooses; each one passed over is a warning, none found an error.
+/// lists every instance), the one that answers and is not in recovery, found as
+/// [`primary_and_standby`] finds it (each cluster that does not answer is a warning, none or two
+/// primaries an error).
 pub async fn primary_first(config: &Config) -> CliResult<Config> {
-    let indexes = config.pg_indexes_set();
-    if indexes.len() <= 1 {
+    if config.pg_indexes_set().len() <= 1 {
         return Ok(config.clone());
     }
-    let mut passed = Vec::new();
-    for n in indexes {
-        let candidate = config.with_pg_first(n);
-        let answer = match connect(&candidate).await {
-            Ok(client) => client.query_one("select pg_is_in_recovery()", &[]).await.map_err(|e| e.to_string()),
-            Err(e) => Err(e.message),
-        };
-        match answer {
-            Ok(row) if !column::<bool>(&row, 0).unwrap_or(true) => {
-                for p in &passed {
-                    tracing::warn!("{p}");
-                }
-                tracing::info!("pg{n} is the primary");
-                return Ok(candidate);
-            }
-            Ok(_) => passed.push(format!("pg{n} is a standby")),
-            Err(e) => passed.push(format!("pg{n}: {e}")),
-        }
-    }
-    Err(CliError::new(
-        ErrorCode::DbConnect,
-        format!("unable to find a primary cluster - cannot proceed: {}", passed.join("; ")),
-    )
-    .hint("is the primary among the pgN-* clusters configured, and running?"))
+    Ok(primary_and_standby(config, false).await?.primary)
 }
 
 /// The clusters a backup from a standby uses: the primary (as pg1) and, when one answers, the

@@ -94,7 +94,13 @@ async fn local_filesystem_meets_the_contract() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn s3_on_moto_meets_the_contract() {
     let Some(url) = endpoint("PGSTRATA_TEST_S3_ENDPOINT") else { return };
-    let config = StorageConfig::S3(S3Config {
+    let config = s3_on(url, StorageTls::default());
+    run_all(&open(&config).scoped(&run_prefix("s3")), Capabilities { atomic_create: true }).await;
+}
+
+/// The emulator's bucket at `url`, its test credentials, path-style addressing.
+fn s3_on(url: String, tls: StorageTls) -> StorageConfig {
+    StorageConfig::S3(S3Config {
         bucket: "test-bucket".into(),
         endpoint: Some(url),
         region: "us-east-1".into(),
@@ -103,9 +109,8 @@ async fn s3_on_moto_meets_the_contract() {
         key_secret: Some(Secret::new("test")),
         token: None,
         uri_style: UriStyle::Path,
-        tls: Default::default(),
-    });
-    run_all(&open(&config).scoped(&run_prefix("s3")), Capabilities { atomic_create: true }).await;
+        tls,
+    })
 }
 
 /// S3 over TLS with a certificate no system trusts (a self-signed MinIO, as PGO's examples run
@@ -115,19 +120,7 @@ async fn s3_on_moto_meets_the_contract() {
 async fn s3_over_tls_with_an_untrusted_certificate() {
     let Some(url) = endpoint("PGSTRATA_TEST_S3_TLS_ENDPOINT") else { return };
     let Some(ca) = endpoint("PGSTRATA_TEST_S3_TLS_CA") else { return };
-    let with = |tls: StorageTls| {
-        StorageConfig::S3(S3Config {
-            bucket: "test-bucket".into(),
-            endpoint: Some(url.clone()),
-            region: "us-east-1".into(),
-            prefix: "/repo".into(),
-            key: Some(Secret::new("test")),
-            key_secret: Some(Secret::new("test")),
-            token: None,
-            uri_style: UriStyle::Path,
-            tls,
-        })
-    };
+    let with = |tls: StorageTls| s3_on(url.clone(), tls);
     let strict = open(&with(StorageTls::default())).scoped(&run_prefix("s3-tls-strict"));
     let err = strict.put_new("x", Bytes::from_static(b"x")).await.expect_err("an untrusted certificate");
     let said = format!("{err}").to_lowercase();

@@ -600,16 +600,11 @@ fn killed_backups_are_resumed() {
 /// A backup stopped (SIGSTOP) past its lease, just before it commits, while another writer takes
 /// the lease over and completes a backup: resumed, it must commit nothing — no manifest over
 /// the other's, no catalog without the other's backup — and fail with 50.
-#[test]
-fn a_writer_stopped_past_its_lease_commits_nothing_when_resumed() {
-    if !postgres_available() {
-        return;
-    }
-    let scratch = Scratch::new("pgstrata-sigstop-");
-    let repo = scratch.path("repo");
-    let cluster = Cluster::init(&scratch, "src");
-    let s = setup(&scratch, "src.conf", &cluster, &repo, None);
-    // Archiving through a gate the test opens and closes: closed, a backup waits for its WAL.
+/// A running cluster archiving into `repo` through a gate the test opens and closes (the file
+/// the returned path names): closed, a backup waits for its WAL after its data.
+fn gated_cluster(scratch: &Scratch, repo: &Path) -> (Cluster, Setup, std::path::PathBuf) {
+    let cluster = Cluster::init(scratch, "src");
+    let s = setup(scratch, "src.conf", &cluster, repo, None);
     let gate = scratch.path("gate").join("open");
     std::fs::write(&gate, "").unwrap();
     cluster.configure(&format!(
@@ -618,6 +613,17 @@ fn a_writer_stopped_past_its_lease_commits_nothing_when_resumed() {
         s.command_prefix()
     ));
     cluster.start();
+    (cluster, s, gate)
+}
+
+#[test]
+fn a_writer_stopped_past_its_lease_commits_nothing_when_resumed() {
+    if !postgres_available() {
+        return;
+    }
+    let scratch = Scratch::new("pgstrata-sigstop-");
+    let repo = scratch.path("repo");
+    let (_cluster, s, gate) = gated_cluster(&scratch, &repo);
     s.ok(&["--stanza=db", "stanza-create"]);
     s.ok(&["--stanza=db", "backup", "--type=full", "--start-fast"]);
     std::fs::remove_file(&gate).unwrap();
@@ -701,16 +707,7 @@ fn info_shows_a_running_backups_progress() {
     }
     let scratch = Scratch::new("pgstrata-progress-");
     let repo = scratch.path("repo");
-    let cluster = Cluster::init(&scratch, "src");
-    let s = setup(&scratch, "src.conf", &cluster, &repo, None);
-    let gate = scratch.path("gate").join("open");
-    std::fs::write(&gate, "").unwrap();
-    cluster.configure(&format!(
-        "archive_mode = on\narchive_command = 'test -f {} && {} archive-push %p'\nwal_level = replica\n",
-        gate.display(),
-        s.command_prefix()
-    ));
-    cluster.start();
+    let (cluster, s, gate) = gated_cluster(&scratch, &repo);
     cluster.sql("create table t as select g, md5(g::text) from generate_series(1, 200000) g");
     s.ok(&["--stanza=db", "stanza-create"]);
     s.ok(&["--stanza=db", "backup", "--type=full", "--start-fast"]);
@@ -735,16 +732,12 @@ fn info_shows_a_running_backups_progress() {
     let (size, done) = (lock["size"].as_u64().unwrap(), lock["size-cplt"].as_u64().unwrap());
     assert!(lock["held"] == true && done <= size && size > 10_000_000, "{lock}");
     assert_eq!(lock["repo"][0]["key"], 1, "{lock}");
-    let text = String::from_utf8_lossy(&s.ok(&["--stanza=db", "info"]).stdout).into_owned();
-    assert!(text.contains("status: ok (backup/expire running - ") && text.contains("% complete)"), "{text}");
+    let shown = String::from_utf8_lossy(&s.ok(&["--stanza=db", "info"]).stdout).into_owned();
+    assert!(shown.contains("status: ok (backup/expire running - ") && shown.contains("% complete)"), "{shown}");
     std::fs::write(&gate, "").unwrap();
     let out = backup.wait_with_output().unwrap();
-    assert!(out.status.success(), "{}", text_of(&out));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("backup progress: "), "{}", text_of(&out));
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("backup progress: "), "{}", text(&out));
     let lock = &info_json(&s)[0]["status"]["lock"]["backup"];
     assert_eq!(lock["held"], false, "{lock}");
-}
-
-fn text_of(o: &std::process::Output) -> String {
-    text(o)
 }
