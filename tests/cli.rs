@@ -203,7 +203,7 @@ fn bad_options_and_values_name_the_problem() {
         (&["version", "--buffer-size=1.5MiB"], 32, "'1.5MiB' is not valid for 'buffer-size'"),
         (&["version", "--archive-timeout=5years"], 32, "'5years' is not valid for 'archive-timeout'"),
         (&["version", "--start-fast=yes"], 32, "boolean value must be 'y' or 'n'"),
-        (&["version", "--compress-type=gz"], 32, "pgstrata compresses with zst or lz4"),
+        (&["version", "--compress-type=xz"], 32, "allowed values are none, zst, lz4, gz, bz2"),
         (&["version", "--repo1-cipher-type=aes-256-cbc"], 32, "aes-256-gcm"),
         (&["version", "--repo300-path=/x"], 31, "invalid option '--repo300-path'"),
         (&["version", "--stanza=a", "--stanza=b"], 35, "'stanza' cannot be set multiple times"),

@@ -45,10 +45,16 @@ pub enum Compression {
     Zstd(i32),
     /// lz4 block format.
     Lz4,
+    /// Raw deflate (gzip's codec) at the given level (0..=9): pgBackRest's `gz`, kept for
+    /// configurations that set it; each frame is one deflate stream.
+    Gzip(u32),
+    /// bzip2 at the given block-size level (1..=9): pgBackRest's `bz2`.
+    Bzip2(u32),
 }
 
 impl Compression {
-    /// pgBackRest's option spelling: `none`, `zst`, `lz4` with a level from `compress-level`.
+    /// pgBackRest's option spelling: `none`, `zst`, `lz4`, `gz`, `bz2` with a level from
+    /// `compress-level` (defaults as pgBackRest's: zst 3, gz 6, bz2 9).
     pub fn from_option(kind: &str, level: Option<i32>) -> Result<Self> {
         match kind {
             "none" => Ok(Self::None),
@@ -60,10 +66,25 @@ impl Compression {
                 Ok(Self::Zstd(level))
             }
             "lz4" => Ok(Self::Lz4),
-            other => {
-                Err(FormatError::invalid("compress-type", format!("{other:?} is not supported (use none, zst or lz4)")))
-            }
+            "gz" => Ok(Self::Gzip(level_in("gz", level, 6, 0..=9)?)),
+            "bz2" => Ok(Self::Bzip2(level_in("bz2", level, 9, 1..=9)?)),
+            other => Err(FormatError::invalid(
+                "compress-type",
+                format!("{other:?} is not supported (use none, zst, lz4, gz or bz2)"),
+            )),
         }
+    }
+}
+
+/// `level` (or `default`) when it lies in `range`.
+fn level_in(kind: &str, level: Option<i32>, default: u32, range: std::ops::RangeInclusive<u32>) -> Result<u32> {
+    let level = level.unwrap_or(default as i32);
+    match u32::try_from(level) {
+        Ok(l) if range.contains(&l) => Ok(l),
+        _ => Err(FormatError::invalid(
+            "compress-level",
+            format!("{level} is outside {}..={} for {kind}", range.start(), range.end()),
+        )),
     }
 }
 
@@ -74,6 +95,8 @@ enum Codec {
     Stored = 0,
     Zstd = 1,
     Lz4 = 2,
+    Deflate = 3,
+    Bzip2 = 4,
 }
 
 impl Codec {
@@ -82,6 +105,8 @@ impl Codec {
             0 => Some(Self::Stored),
             1 => Some(Self::Zstd),
             2 => Some(Self::Lz4),
+            3 => Some(Self::Deflate),
+            4 => Some(Self::Bzip2),
             _ => None,
         }
     }
@@ -280,13 +305,77 @@ impl FrameSealer {
                 let n = lz4_flex::block::compress_into(plain, &mut self.scratch).ok()?;
                 self.scratch.truncate(n);
             }
+            Compression::Gzip(level) => {
+                let mut z = flate2::Compress::new(flate2::Compression::new(level), false);
+                compress_all(plain, &mut self.scratch, |input, out| {
+                    z.compress_vec(input, out, flate2::FlushCompress::Finish).ok().map(|status| {
+                        (status == flate2::Status::StreamEnd, usize::try_from(z.total_in()).unwrap_or(usize::MAX))
+                    })
+                })?;
+            }
+            Compression::Bzip2(level) => {
+                let mut z = bzip2::Compress::new(bzip2::Compression::new(level), 30);
+                compress_all(plain, &mut self.scratch, |input, out| {
+                    z.compress_vec(input, out, bzip2::Action::Finish).ok().map(|status| {
+                        (status == bzip2::Status::StreamEnd, usize::try_from(z.total_in()).unwrap_or(usize::MAX))
+                    })
+                })?;
+            }
         }
         let codec = match self.compression {
             Compression::Zstd(_) => Codec::Zstd,
+            Compression::Gzip(_) => Codec::Deflate,
+            Compression::Bzip2(_) => Codec::Bzip2,
             _ => Codec::Lz4,
         };
         (self.scratch.len() < plain.len()).then_some(codec)
     }
+}
+
+/// Runs a streaming compressor to the end of its stream: `step` is handed the input not yet
+/// consumed and the output vector (with spare capacity) and answers whether the stream ended and
+/// the total input consumed. Gives up (`None`) once the output would not be smaller than the
+/// input, when the frame is stored raw anyway.
+fn compress_all(
+    plain: &[u8],
+    out: &mut Vec<u8>,
+    mut step: impl FnMut(&[u8], &mut Vec<u8>) -> Option<(bool, usize)>,
+) -> Option<()> {
+    out.reserve(plain.len() / 2 + 64);
+    let mut consumed = 0;
+    loop {
+        if out.len() == out.capacity() {
+            if out.len() >= plain.len() {
+                return None;
+            }
+            out.reserve(plain.len() / 4 + 64);
+        }
+        let (ended, total) = step(plain.get(consumed..)?, out)?;
+        consumed = total;
+        if ended {
+            return Some(());
+        }
+    }
+}
+
+/// Inflates a whole frame body into `out` (exactly its length); the bytes written.
+fn inflate_into(compressed: &[u8], out: &mut [u8]) -> std::result::Result<usize, String> {
+    let mut z = flate2::Decompress::new(false);
+    let status = z.decompress(compressed, out, flate2::FlushDecompress::Finish).map_err(|e| e.to_string())?;
+    if status != flate2::Status::StreamEnd || z.total_in() != compressed.len() as u64 {
+        return Err("stream does not end where the frame does".into());
+    }
+    usize::try_from(z.total_out()).map_err(|e| e.to_string())
+}
+
+/// Decompresses a whole bzip2 frame body into `out`; the bytes written.
+fn bunzip_into(compressed: &[u8], out: &mut [u8]) -> std::result::Result<usize, String> {
+    let mut z = bzip2::Decompress::new(false);
+    let status = z.decompress(compressed, out).map_err(|e| e.to_string())?;
+    if status != bzip2::Status::StreamEnd || z.total_in() != compressed.len() as u64 {
+        return Err("stream does not end where the frame does".into());
+    }
+    usize::try_from(z.total_out()).map_err(|e| e.to_string())
 }
 
 /// Appends one frame sealed under `key`: its header (`fh`, lengths and flags set but for the
@@ -795,6 +884,17 @@ fn open_frame(
             out.resize(start + plain_len, 0);
             let n = lz4_flex::block::decompress_into(compressed, &mut out[start..])
                 .map_err(|e| corrupt(&format!("lz4: {e}")))?;
+            if n != plain_len {
+                return Err(corrupt("decoded length differs from header"));
+            }
+        }
+        Codec::Deflate | Codec::Bzip2 => {
+            out.resize(start + plain_len, 0);
+            let decoded = match codec {
+                Codec::Deflate => inflate_into(compressed, &mut out[start..]),
+                _ => bunzip_into(compressed, &mut out[start..]),
+            };
+            let n = decoded.map_err(|e| corrupt(&format!("{codec:?}: {e}")))?;
             if n != plain_len {
                 return Err(corrupt("decoded length differs from header"));
             }

@@ -59,7 +59,13 @@ fn decode_in_chunks(blob: &[u8], key: Option<&DataKey>, chunk: usize) -> Result<
 }
 
 fn compression_strategy() -> impl Strategy<Value = Compression> {
-    prop_oneof![Just(Compression::None), Just(Compression::Lz4), (1i32..=5).prop_map(Compression::Zstd)]
+    prop_oneof![
+        Just(Compression::None),
+        Just(Compression::Lz4),
+        (1i32..=5).prop_map(Compression::Zstd),
+        (0u32..=9).prop_map(Compression::Gzip),
+        (1u32..=9).prop_map(Compression::Bzip2),
+    ]
 }
 
 proptest! {
@@ -256,6 +262,25 @@ fn incompressible_frames_are_stored_raw() {
     // Header + 4 frame headers + the data itself: no expansion beyond framing.
     assert!(blob.len() <= data.len() + BLOB_HEADER_LEN + 4 * FRAME_HEADER_LEN);
     assert_eq!(decode_blob(&blob, "blob", None).unwrap(), data);
+}
+
+#[test]
+fn every_codec_shrinks_text_and_stores_noise_raw() {
+    let noise: Vec<u8> = (0..100_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    let text: Vec<u8> = (0..100_000u32).map(|i| b"pgstrata "[i as usize % 9]).collect();
+    for compression in [Compression::Lz4, Compression::Zstd(3), Compression::Gzip(6), Compression::Bzip2(9)] {
+        let settings = BlobSettings { compression, frame_size: 32 * 1024 };
+        let blob = encode_in_chunks(&noise, settings, None, 7_000);
+        assert!(blob.len() <= noise.len() + BLOB_HEADER_LEN + 4 * FRAME_HEADER_LEN, "{compression:?} expanded");
+        assert_eq!(decode_blob(&blob, "blob", None).unwrap(), noise);
+        let blob = encode_in_chunks(&text, settings, None, 7_000);
+        assert!(blob.len() < text.len() / 10, "{compression:?}: {} bytes", blob.len());
+        assert_eq!(decode_blob(&blob, "blob", None).unwrap(), text);
+    }
+    assert_eq!(Compression::from_option("gz", None).unwrap(), Compression::Gzip(6));
+    assert_eq!(Compression::from_option("bz2", None).unwrap(), Compression::Bzip2(9));
+    assert!(Compression::from_option("bz2", Some(0)).is_err());
+    assert!(Compression::from_option("gz", Some(10)).is_err());
 }
 
 #[test]
