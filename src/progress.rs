@@ -132,16 +132,38 @@ impl Progress {
     }
 }
 
-/// An amount of bytes for people: `1.5GB`, `20.3MB`, `512B` (powers of ten, as pgBackRest prints).
+/// An amount of bytes for people as pgBackRest prints them: powers of 1024, one decimal rounded,
+/// a trailing `.0` left out (`512B`, `1KB`, `1.5KB`, `20.3MB`, `2GB`).
 pub fn human(bytes: u64) -> String {
-    let b = bytes as f64;
-    if b >= 1e9 {
-        format!("{:.1}GB", b / 1e9)
-    } else if b >= 1e6 {
-        format!("{:.1}MB", b / 1e6)
-    } else if b >= 1e3 {
-        format!("{:.1}KB", b / 1e3)
-    } else {
-        format!("{bytes}B")
+    let (divisor, unit) = match bytes {
+        0..1024 => return format!("{bytes}B"),
+        1024..1_048_576 => (1024u128, "KB"),
+        1_048_576..1_073_741_824 => (1_048_576, "MB"),
+        _ => (1_073_741_824, "GB"),
+    };
+    // Tenths, rounded half up.
+    let tenths = (u128::from(bytes) * 100 / divisor + 5) / 10;
+    match tenths % 10 {
+        0 => format!("{}{unit}", tenths / 10),
+        d => format!("{}.{d}{unit}", tenths / 10),
+    }
+}
+
+#[cfg(test)]
+mod human_tests {
+    #[test]
+    fn sizes_read_as_pgbackrest_prints_them() {
+        for (bytes, text) in [
+            (0, "0B"),
+            (1023, "1023B"),
+            (1024, "1KB"),
+            (1536, "1.5KB"),
+            (1_048_575, "1024KB"),
+            (23_383_244, "22.3MB"),
+            (2 << 30, "2GB"),
+            (u64::MAX, "17179869184GB"),
+        ] {
+            assert_eq!(super::human(bytes), text, "{bytes}");
+        }
     }
 }

@@ -10,8 +10,8 @@ use pgstrata_repo_format::meta::{
 };
 use pgstrata_repo_format::{BlobSettings, Compression, DataKey};
 use pgstrata_storage::{
-    AzureAuth, AzureConfig, GcsAuth, GcsConfig, RepoStore, RetryPolicy, S3Config, Secret, StorageConfig, StorageTls,
-    UriStyle,
+    AzureAuth, AzureConfig, GcsAuth, GcsConfig, RepoStore, RetryPolicy, S3Config, S3Sse, Secret, StorageConfig,
+    StorageTls, UriStyle,
 };
 
 use crate::config::Config;
@@ -298,6 +298,22 @@ pub fn storage_of(config: &Config, index: u32) -> CliResult<StorageConfig> {
                 token: opt("s3-token").map(Secret::new),
                 uri_style: if opt("s3-uri-style").as_deref() == Some("path") { UriStyle::Path } else { UriStyle::Host },
                 tls,
+                sse: match (opt("s3-kms-key-id"), opt("s3-sse-customer-key")) {
+                    (Some(_), Some(_)) => {
+                        return Err(CliError::new(
+                            ErrorCode::OptionInvalid,
+                            format!(
+                                "repo{index}-s3-kms-key-id and repo{index}-s3-sse-customer-key exclude each other: \
+                                 S3 encrypts an object with one of them"
+                            ),
+                        ));
+                    }
+                    (Some(kms), None) => Some(S3Sse::Kms(kms)),
+                    (None, Some(key)) => Some(S3Sse::CustomerKey(Secret::new(key))),
+                    (None, None) => None,
+                },
+                requester_pays: opt("s3-requester-pays").as_deref() == Some("y"),
+                sts_endpoint: opt("s3-sts-host"),
             })
         }
         "gcs" => {
@@ -312,6 +328,7 @@ pub fn storage_of(config: &Config, index: u32) -> CliResult<StorageConfig> {
                 auth,
                 endpoint: endpoint("gcs-endpoint"),
                 tls,
+                user_project: opt("gcs-user-project"),
             })
         }
         "azure" => {
@@ -320,12 +337,25 @@ pub fn storage_of(config: &Config, index: u32) -> CliResult<StorageConfig> {
                 Some("auto") => AzureAuth::Auto,
                 _ => AzureAuth::Shared(Secret::new(need("azure-key")?)),
             };
+            let account = need("azure-account")?;
+            // An endpoint given as a URL with a path is used as it is (the account in it);
+            // otherwise the account goes into the host (host style) or the path (path style).
+            let azure_endpoint = endpoint("azure-endpoint").map(|e| {
+                let (scheme, rest) = e.split_once("://").unwrap_or(("https", e.as_str()));
+                if rest.trim_end_matches('/').contains('/') {
+                    e.clone()
+                } else if opt("azure-uri-style").as_deref() == Some("path") {
+                    format!("{scheme}://{}/{account}", rest.trim_end_matches('/'))
+                } else {
+                    format!("{scheme}://{account}.{}", rest.trim_end_matches('/'))
+                }
+            });
             StorageConfig::Azure(AzureConfig {
-                account: need("azure-account")?,
+                account,
                 container: need("azure-container")?,
                 prefix: path,
                 auth,
-                endpoint: endpoint("azure-endpoint"),
+                endpoint: azure_endpoint,
                 tls,
             })
         }

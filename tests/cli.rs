@@ -416,6 +416,9 @@ fn repo_options_reach_s3() {
             token: None,
             uri_style: UriStyle::Path,
             tls: Default::default(),
+            sse: None,
+            requester_pays: false,
+            sts_endpoint: None,
         }),
         &[
             ("PGSTRATA_REPO1_TYPE", "s3"),
@@ -466,6 +469,7 @@ fn repo_options_reach_gcs() {
             auth: GcsAuth::Token(Secret::new("t")),
             endpoint: Some(endpoint.clone()),
             tls: Default::default(),
+            user_project: None,
         }),
         &[
             ("PGSTRATA_REPO1_TYPE", "gcs"),
@@ -708,4 +712,262 @@ fn storage_tls_options_from_a_pgbackrest_configuration() {
         let o = run_as(&link, &[&cfg, "repo-ls"], &[]);
         assert!(o.status.success(), "{extra}: {:?}", text(&o));
     }
+}
+
+/// `repo-put` writes standard input into an object as given (large input streamed), `repo-get`
+/// reads it back, and `repo-rm` removes it; its guards: a path with objects below it only with
+/// `--recurse`, never the root, never the WAL archive through pgBackRest's path.
+#[test]
+fn repo_put_and_repo_rm_with_their_guards() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let repo = format!("--repo1-path={}", dir.path().display());
+    let put = |path: &str, data: &[u8]| {
+        let mut child = Command::new(BIN)
+            .env_clear()
+            .env("PGSTRATA_LOG_LEVEL_FILE", "off")
+            .args([repo.as_str(), "repo-put", path])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // A refused put exits without reading: its closed pipe is not this test's failure.
+        let _ = child.stdin.take().unwrap().write_all(data);
+        child.wait_with_output().unwrap()
+    };
+    let get = |path: &str| run(&[&repo, "repo-get", path], &[("PGSTRATA_LOG_LEVEL_FILE", "off")]);
+    let rm = |args: &[&str]| run(&[&[repo.as_str(), "repo-rm"], args].concat(), &[("PGSTRATA_LOG_LEVEL_FILE", "off")]);
+    // 20 MiB of varied bytes: more than one upload part.
+    let big: Vec<u8> = (0..20u32 << 20).map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8).collect();
+    let o = put("notes/big.bin", &big);
+    assert!(o.status.success(), "{:?}", text(&o));
+    let o = put("notes/small.txt", b"hello");
+    assert!(o.status.success(), "{:?}", text(&o));
+    let o = get("notes/big.bin");
+    assert!(o.status.success() && o.stdout == big, "read back {} bytes: {:?}", o.stdout.len(), text(&o).1);
+
+    let o = put("archive/db/15-1/0000000100000000/000000010000000000000001", b"not a segment");
+    assert_eq!(o.status.code(), Some(96), "{:?}", text(&o));
+    assert!(text(&o).1.contains("archive-push"), "{:?}", text(&o));
+    for (args, code, says) in [
+        (&["notes"][..], 31, "recurse option must be used to delete non-empty path 'notes'"),
+        (&["/"][..], 96, "not the root itself"),
+        (&[][..], 43, "requires the object's path"),
+        (&["notes/big.bin", "notes/small.txt"][..], 96, "only one path may be specified"),
+    ] {
+        let o = rm(args);
+        assert_eq!(o.status.code(), Some(code), "repo-rm {args:?}: {:?}", text(&o));
+        assert!(text(&o).1.contains(says), "repo-rm {args:?}: {:?}", text(&o));
+    }
+    assert!(get("notes/small.txt").status.success(), "a refused repo-rm removed something");
+    let o = rm(&["notes/big.bin"]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    assert!(!get("notes/big.bin").status.success(), "repo-rm of one object left it");
+    assert!(get("notes/small.txt").status.success(), "repo-rm of one object removed its neighbour");
+    let o = rm(&["notes", "--recurse"]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    assert!(!get("notes/small.txt").status.success());
+    // Nothing there: removing it again is not an error (pgBackRest's rm of a missing path).
+    assert!(rm(&["notes"]).status.success());
+}
+
+/// A TCP proxy in front of an emulator that keeps every byte clients send: what shows that a
+/// request carried a header (SSE, requester-pays, a billing project). Connections are served on
+/// threads of their own until the test process ends.
+struct RecordingProxy {
+    port: u16,
+    sent: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+}
+
+impl RecordingProxy {
+    fn to(upstream: &str) -> Self {
+        use std::io::{Read, Write};
+        let addr = upstream.trim_start_matches("http://").split('/').next().unwrap().to_string();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let sent = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = sent.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(mut client) = client else { return };
+                let Ok(mut server) = std::net::TcpStream::connect(&addr) else { return };
+                let (mut client_r, mut server_w) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+                let log = log.clone();
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 16 << 10];
+                    while let Ok(n @ 1..) = client_r.read(&mut buf) {
+                        log.lock().unwrap().extend_from_slice(&buf[..n]);
+                        if server_w.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                    let _ = server_w.shutdown(std::net::Shutdown::Write);
+                });
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut server, &mut client);
+                    let _ = client.shutdown(std::net::Shutdown::Write);
+                });
+            }
+        });
+        Self { port, sent }
+    }
+
+    fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The request bytes sent so far, lower-cased (header names are case-insensitive), and
+    /// forgotten.
+    fn take(&self) -> String {
+        String::from_utf8_lossy(&std::mem::take(&mut *self.sent.lock().unwrap())).to_lowercase()
+    }
+}
+
+/// `repo-put` to `path` with `data` on standard input, under `env`, run as `bin`.
+fn put_through(bin: &Path, path: &str, data: &[u8], env: &[(&str, &str)]) -> Output {
+    use std::io::Write;
+    let mut cmd = Command::new(bin);
+    cmd.env_clear().env("PGSTRATA_LOG_LEVEL_FILE", "off").args(["repo-put", path]);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let _ = child.stdin.take().unwrap().write_all(data);
+    child.wait_with_output().unwrap()
+}
+
+/// S3 server-side encryption (SSE-KMS, SSE-C) and requester-pays are request headers: through a
+/// recording proxy in front of the S3 emulator, every write carries them (SSE-C every read too),
+/// and the object reads back.
+#[test]
+fn s3_encryption_and_requester_pays_travel_on_the_requests() {
+    let Some(endpoint) = support::emulator("PGSTRATA_TEST_S3_ENDPOINT") else { return };
+    let proxy = RecordingProxy::to(&endpoint);
+    let proxied = proxy.endpoint();
+    let path = unique("s3-sse");
+    let base = [
+        ("PGBACKREST_REPO1_TYPE", "s3"),
+        ("PGBACKREST_REPO1_PATH", path.as_str()),
+        ("PGBACKREST_REPO1_S3_BUCKET", "test-bucket"),
+        ("PGBACKREST_REPO1_S3_ENDPOINT", proxied.as_str()),
+        ("PGBACKREST_REPO1_S3_REGION", "us-east-1"),
+        ("PGBACKREST_REPO1_S3_URI_STYLE", "path"),
+        ("PGBACKREST_REPO1_S3_KEY", "test"),
+        ("PGBACKREST_REPO1_S3_KEY_SECRET", "test"),
+    ];
+    // 32 bytes, base64: what SSE-C takes.
+    let customer_key = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
+    // (options, headers on the write, headers on the read)
+    type Case<'a> = (&'a [(&'a str, &'a str)], &'a [&'a str], &'a [&'a str]);
+    let cases: [Case; 2] = [
+        (
+            &[
+                ("PGBACKREST_REPO1_S3_KMS_KEY_ID", "arn:aws:kms:us-east-1:123456789012:key/pgstrata-test"),
+                ("PGBACKREST_REPO1_S3_REQUESTER_PAYS", "y"),
+            ],
+            &[
+                "x-amz-server-side-encryption: aws:kms",
+                "x-amz-server-side-encryption-aws-kms-key-id: arn:aws:kms:us-east-1:123456789012:key/pgstrata-test",
+                "x-amz-request-payer: requester",
+            ],
+            &["x-amz-request-payer: requester"],
+        ),
+        (
+            &[("PGBACKREST_REPO1_S3_SSE_CUSTOMER_KEY", customer_key)],
+            &[
+                "x-amz-server-side-encryption-customer-algorithm: aes256",
+                "x-amz-server-side-encryption-customer-key-md5:",
+            ],
+            &["x-amz-server-side-encryption-customer-algorithm: aes256"],
+        ),
+    ];
+    let link_dir = tempfile::tempdir().unwrap();
+    let link = link_dir.path().join("pgbackrest");
+    std::os::unix::fs::symlink(BIN, &link).unwrap();
+    for (i, (extra, on_write, on_read)) in cases.iter().enumerate() {
+        let env: Vec<(&str, &str)> = base.iter().chain(extra.iter()).copied().collect();
+        let key = format!("case{i}/object");
+        let o = put_through(&link, &key, b"sealed by the server", &env);
+        assert!(o.status.success(), "{extra:?}: {:?}", text(&o));
+        let sent = proxy.take();
+        for header in *on_write {
+            assert!(sent.contains(header), "{extra:?}: the write did not carry {header:?}:\n{sent}");
+        }
+        let o = run_as(&link, &["repo-get", &key], &env);
+        assert!(o.status.success() && o.stdout == b"sealed by the server", "{extra:?}: {:?}", text(&o));
+        let sent = proxy.take();
+        for header in *on_read {
+            assert!(sent.contains(header), "{extra:?}: the read did not carry {header:?}:\n{sent}");
+        }
+    }
+    // The customer key itself never shows in what pgstrata prints.
+    let env: Vec<(&str, &str)> = base
+        .iter()
+        .copied()
+        .chain([("PGBACKREST_REPO1_S3_SSE_CUSTOMER_KEY", customer_key), ("PGBACKREST_REPO1_S3_KMS_KEY_ID", "k")])
+        .collect();
+    let o = run_as(&link, &["repo-ls"], &env);
+    assert_eq!(o.status.code(), Some(31), "both encryptions at once: {:?}", text(&o));
+    assert!(text(&o).1.contains("exclude each other") && !text(&o).1.contains(customer_key), "{:?}", text(&o));
+}
+
+/// `repoN-gcs-user-project` bills requests to a project: each request names it.
+#[test]
+fn gcs_user_project_travels_on_the_requests() {
+    let Some(endpoint) = support::emulator("PGSTRATA_TEST_GCS_ENDPOINT") else { return };
+    let proxy = RecordingProxy::to(&endpoint);
+    let proxied = proxy.endpoint();
+    let path = unique("gcs-project");
+    let env = [
+        ("PGSTRATA_REPO1_TYPE", "gcs"),
+        ("PGSTRATA_REPO1_PATH", path.as_str()),
+        ("PGSTRATA_REPO1_GCS_BUCKET", "test-bucket"),
+        ("PGSTRATA_REPO1_GCS_KEY_TYPE", "token"),
+        ("PGSTRATA_REPO1_GCS_KEY", "t"),
+        ("PGSTRATA_REPO1_GCS_ENDPOINT", proxied.as_str()),
+        ("PGSTRATA_REPO1_GCS_USER_PROJECT", "billed-project"),
+    ];
+    let o = put_through(Path::new(BIN), "billed/object", b"billed", &env);
+    assert!(o.status.success(), "{:?}", text(&o));
+    let o = run(&["repo-get", "billed/object"], &env);
+    assert!(o.status.success() && o.stdout == b"billed", "{:?}", text(&o));
+    let sent = proxy.take();
+    let requests = sent.matches(" http/1.1\r\n").count();
+    assert!(requests >= 2, "{sent}");
+    assert_eq!(sent.matches("x-goog-user-project: billed-project").count(), requests, "{sent}");
+}
+
+/// pgBackRest's Azurite settings: the endpoint as a host, the port apart, path-style URIs.
+#[test]
+fn azure_path_style_from_host_and_port() {
+    let Some(endpoint) = support::emulator("PGSTRATA_TEST_AZURE_ENDPOINT") else { return };
+    let hostport = endpoint.trim_start_matches("http://").split('/').next().unwrap().to_string();
+    let (host, port) = hostport.split_once(':').unwrap();
+    let key = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
+    let path = unique("azure-path-style");
+    let host_url = format!("http://{host}");
+    let mut env = vec![
+        ("PGSTRATA_REPO1_TYPE", "azure"),
+        ("PGSTRATA_REPO1_PATH", path.as_str()),
+        ("PGSTRATA_REPO1_AZURE_ACCOUNT", "devstoreaccount1"),
+        ("PGSTRATA_REPO1_AZURE_CONTAINER", "test-bucket"),
+        ("PGSTRATA_REPO1_AZURE_KEY", key),
+        ("PGSTRATA_REPO1_AZURE_ENDPOINT", host_url.as_str()),
+        ("PGSTRATA_REPO1_STORAGE_PORT", port),
+        ("PGSTRATA_REPO1_AZURE_URI_STYLE", "path"),
+    ];
+    let o = put_through(Path::new(BIN), "styled/object", b"path style", &env);
+    assert!(o.status.success(), "{:?}", text(&o));
+    let o = run(&["repo-get", "styled/object"], &env);
+    assert!(o.status.success() && o.stdout == b"path style", "{:?}", text(&o));
+    // Host style puts the account into the host name, which this emulator does not serve.
+    env.pop();
+    let o = run(&["repo-get", "styled/object"], &env);
+    assert!(!o.status.success(), "host style reached the emulator: {:?}", text(&o));
 }

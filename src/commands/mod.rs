@@ -4,6 +4,7 @@
 pub mod annotate;
 mod check;
 pub mod help;
+mod manifest;
 mod repo;
 pub mod stanza;
 
@@ -34,6 +35,9 @@ pub fn dispatch(config: &Config) -> CliResult<()> {
         "help" => help::run(config),
         "repo-ls" => repo::ls(config),
         "repo-get" => repo::get(config),
+        "repo-put" => repo::put(config),
+        "repo-rm" => repo::rm(config),
+        "manifest" => manifest::run(config),
         "stanza-create" => stanza::create(config),
         "stanza-upgrade" => stanza::upgrade(config),
         "stanza-delete" => stanza::delete(config),

@@ -1,4 +1,5 @@
-//! `repo-ls` and `repo-get`: look into a repository as stored, on any backend.
+//! `repo-ls`, `repo-get`, `repo-put`, `repo-rm`: look into (and, for administration, change) a
+//! repository as stored, on any backend.
 //!
 //! A path under `archive/<stanza>/` is pgBackRest's path of a stanza's WAL archive; it is shown
 //! as pgBackRest shows it (`archive/db/15-1/0000000100000000/<segment>-<digest>`, history files
@@ -164,6 +165,95 @@ pub fn get(config: &Config) -> CliResult<()> {
         .lock()
         .write_all(&bytes)
         .map_err(|e| CliError::new(ErrorCode::FileRead, format!("unable to write output: {e}")))
+}
+
+/// The one path parameter of `repo-put` and `repo-rm`.
+fn single_path(config: &Config, what: &str) -> CliResult<String> {
+    match config.params.as_slice() {
+        [path] if !path.trim_matches('/').is_empty() => Ok(path.trim_matches('/').to_string()),
+        [_] => Err(CliError::new(
+            ErrorCode::ParamInvalid,
+            format!("{what} needs a path below the repository's root, not the root itself"),
+        )),
+        [] => Err(CliError::new(ErrorCode::ParamRequired, format!("{what} requires the object's path"))),
+        _ => Err(CliError::new(ErrorCode::ParamInvalid, "only one path may be specified")),
+    }
+}
+
+/// Refuses pgBackRest's archive paths for writes: a segment goes into the archive through
+/// `archive-push` (with its claim, checks and encryption), never as raw bytes.
+fn native_key(path: &str, what: &str) -> CliResult<String> {
+    match View::of(path) {
+        View::Native(key) => Ok(key),
+        View::Archive { stanza, .. } => Err(CliError::new(
+            ErrorCode::ParamInvalid,
+            format!(
+                "{what} does not write into the WAL archive of stanza '{stanza}' ('{path}'): archive a segment with \
+                 archive-push, or give pgstrata's own key (stanza/{stanza}/archive/...)"
+            ),
+        )),
+    }
+}
+
+/// Copies standard input into one object, as given (no compression or encryption: the
+/// repository's objects are written as they are stored), through a streaming upload so the
+/// memory used does not depend on the input's size. An object of that name is replaced.
+pub fn put(config: &Config) -> CliResult<()> {
+    use std::io::Read;
+    let key = native_key(&single_path(config, "repo-put")?, "repo-put")?;
+    let store = open(config)?;
+    crate::runtime::runtime()?.block_on(async {
+        let mut upload = store.upload(&key).await?;
+        let mut stdin = std::io::stdin().lock();
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = match stdin.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    let _ = upload.abort().await;
+                    return Err(CliError::new(ErrorCode::FileRead, format!("unable to read standard input: {e}")));
+                }
+            };
+            upload.write(&buf[..n]).await?;
+        }
+        upload.finish().await?;
+        Ok(())
+    })
+}
+
+/// Removes one object, or a path: an empty path as is, a path with objects below it only with
+/// `--recurse` (pgBackRest's rule), never the repository's root.
+pub fn rm(config: &Config) -> CliResult<()> {
+    let path = single_path(config, "repo-rm")?;
+    let key = match View::of(&path) {
+        View::Native(key) | View::Archive { key, .. } => key,
+    };
+    let store = open(config)?;
+    crate::runtime::runtime()?.block_on(async {
+        if store.head(&key).await?.is_some() {
+            store.delete(&key).await?;
+            return Ok(());
+        }
+        let prefix = format!("{key}/");
+        let below = store.list(&prefix).next().await.transpose()?;
+        match below {
+            None => Ok(()),
+            Some(_) if config.bool("recurse") => {
+                let removed = store.delete_prefix(&prefix).await?;
+                tracing::info!("removed {removed} objects below {path}");
+                Ok(())
+            }
+            Some(first) => Err(CliError::new(
+                ErrorCode::OptionInvalid,
+                format!(
+                    "recurse option must be used to delete non-empty path '{path}' (it holds {} and more)",
+                    first.key
+                ),
+            )),
+        }
+    })
 }
 
 #[cfg(test)]

@@ -115,6 +115,22 @@ pub struct S3Config {
     pub token: Option<Secret>,
     pub uri_style: UriStyle,
     pub tls: StorageTls,
+    /// `repoN-s3-kms-key-id` / `repoN-s3-sse-customer-key`: the server-side encryption requested
+    /// on every write (and, for a customer key, given on every read).
+    pub sse: Option<S3Sse>,
+    /// `repoN-s3-requester-pays`: requests carry `x-amz-request-payer: requester`.
+    pub requester_pays: bool,
+    /// `repoN-s3-sts-host`: the STS endpoint web-identity credentials are exchanged at.
+    pub sts_endpoint: Option<String>,
+}
+
+/// S3 server-side encryption.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum S3Sse {
+    /// SSE-KMS under this key id or ARN.
+    Kms(String),
+    /// SSE-C with this base64 256-bit key.
+    CustomerKey(Secret),
 }
 
 /// `repoN-gcs-key-type`.
@@ -137,6 +153,8 @@ pub struct GcsConfig {
     /// `repoN-gcs-endpoint`: base URL (default Google's).
     pub endpoint: Option<String>,
     pub tls: StorageTls,
+    /// `repoN-gcs-user-project`: the project billed for requests (`x-goog-user-project`).
+    pub user_project: Option<String>,
 }
 
 /// `repoN-azure-key-type`.
@@ -296,6 +314,17 @@ fn build_s3(c: &S3Config, retry: RetryPolicy) -> Result<object_store::aws::Amazo
         }
         (None, _) => {}
     }
+    match &c.sse {
+        Some(S3Sse::Kms(key)) => b = b.with_sse_kms_encryption(key),
+        Some(S3Sse::CustomerKey(key)) => b = b.with_ssec_encryption(key.expose()),
+        None => {}
+    }
+    if c.requester_pays {
+        b = b.with_request_payer(true);
+    }
+    if let Some(sts) = &c.sts_endpoint {
+        b = b.with_config(object_store::aws::AmazonS3ConfigKey::StsEndpoint, url_with_scheme(sts));
+    }
     b.build().map_err(invalid)
 }
 
@@ -309,10 +338,15 @@ fn build_gcs(c: &GcsConfig, retry: RetryPolicy) -> Result<object_store::gcp::Goo
     };
     // A plain-HTTP endpoint (an emulator) must be allowed on the client options themselves.
     let plain = c.endpoint.as_deref().is_some_and(|e| url_with_scheme(e).starts_with("http://"));
-    b = b
-        .with_client_options(c.tls.client_options()?.with_allow_http(plain))
-        .with_bucket_name(&c.bucket)
-        .with_retry(retry.http_retry_config());
+    let mut options = c.tls.client_options()?.with_allow_http(plain);
+    if let Some(project) = &c.user_project {
+        let value = http::HeaderValue::from_str(project)
+            .map_err(|_| StorageError::Config(format!("'{project}' is not a valid GCS project id")))?;
+        let mut headers = http::HeaderMap::new();
+        headers.insert("x-goog-user-project", value);
+        options = options.with_default_headers(headers);
+    }
+    b = b.with_client_options(options).with_bucket_name(&c.bucket).with_retry(retry.http_retry_config());
     if let Some(endpoint) = &c.endpoint {
         b = b.with_base_url(&url_with_scheme(endpoint));
     }
@@ -378,6 +412,9 @@ mod tests {
             token: None,
             uri_style: UriStyle::Host,
             tls: StorageTls::default(),
+            sse: None,
+            requester_pays: false,
+            sts_endpoint: None,
         });
         let text = format!("{c:?}");
         assert!(!text.contains("very-secret-value") && !text.contains("AKIAEXAMPLE"), "{text}");
@@ -396,6 +433,9 @@ mod tests {
             token: None,
             uri_style: UriStyle::Path,
             tls: StorageTls::default(),
+            sse: None,
+            requester_pays: false,
+            sts_endpoint: None,
         });
         assert!(matches!(s3.open(RetryPolicy::none()), Err(StorageError::Config(_))));
         let posix = StorageConfig::Posix { path: "relative/dir".into() };

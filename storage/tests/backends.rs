@@ -110,6 +110,9 @@ fn s3_on(url: String, tls: StorageTls) -> StorageConfig {
         token: None,
         uri_style: UriStyle::Path,
         tls,
+        sse: None,
+        requester_pays: false,
+        sts_endpoint: None,
     })
 }
 
@@ -154,6 +157,7 @@ async fn gcs_on_the_xml_api_test_server_meets_the_contract() {
         auth: GcsAuth::Token(Secret::new("test-token")),
         endpoint: Some(url),
         tls: Default::default(),
+        user_project: None,
     });
     run_all(&open(&config).scoped(&run_prefix("gcs")), Capabilities { atomic_create: true }).await;
 }
@@ -169,6 +173,7 @@ async fn gcs_read_path_on_fake_gcs_server() {
         auth: GcsAuth::Token(Secret::new("test-token")),
         endpoint: Some(url),
         tls: Default::default(),
+        user_project: None,
     });
     let s = open(&config);
     let expected: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();

@@ -1,0 +1,226 @@
+//! `manifest`: one backup's manifest as pgBackRest 2.57+ prints it — the backup's label,
+//! references, type, times, then its files (size, stored size, checksum, where stored), as text
+//! or JSON; `--filter` shows one file, `--reference` the files stored in one backup (`latest`:
+//! in this one).
+//!
+//! What differs from pgBackRest, by the format: a file's `checksum` is its SHA-256 (pgBackRest's
+//! is SHA-1); every file is in a pack (`bundle`: the pack's number and offset), and a relation
+//! stored by page shows its page runs instead of pgBackRest's block map. JSON carries one key of
+//! pgstrata's own, `pgstrata`, with the backup's LSNs, WAL range and settings (compression,
+//! cipher, page checksums).
+
+use std::fmt::Write as _;
+use std::io::Write as _;
+
+use pgstrata_repo_format::meta::{BackupSettings, FileData, FileEntry, ManifestEntry, ManifestHeader};
+use serde_json::{Value, json};
+
+use crate::config::Config;
+use crate::error::{CliError, CliResult, ErrorCode};
+use crate::progress::human;
+
+/// Which files `manifest` shows.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FileFilter {
+    All,
+    /// One file by its manifest name (`pg_data/PG_VERSION`).
+    Name(String),
+    /// The files stored in this backup (`--reference=latest`).
+    StoredHere,
+    /// The files stored in the backup with this label.
+    StoredIn(String),
+}
+
+/// What `manifest` was asked for, resolved once from the command line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ManifestRequest {
+    pub stanza: String,
+    pub repo: u32,
+    pub set: String,
+    pub files: FileFilter,
+    pub json: bool,
+}
+
+impl ManifestRequest {
+    pub fn from_config(config: &Config) -> CliResult<Self> {
+        let files = match (config.get("filter"), config.get("reference")) {
+            (Some(name), _) => FileFilter::Name(name.to_string()),
+            (None, Some("latest")) => FileFilter::StoredHere,
+            (None, Some(label)) => FileFilter::StoredIn(label.to_string()),
+            (None, None) => FileFilter::All,
+        };
+        Ok(Self {
+            stanza: crate::repo::stanza_name(config)?,
+            repo: config.repo_index(),
+            set: config.require("set")?.to_string(),
+            files,
+            json: config.get("output") == Some("json"),
+        })
+    }
+}
+
+pub fn run(config: &Config) -> CliResult<()> {
+    let request = ManifestRequest::from_config(config)?;
+    let text = crate::runtime::runtime()?.block_on(render(config, &request))?;
+    std::io::stdout()
+        .lock()
+        .write_all(text.as_bytes())
+        .map_err(|e| CliError::new(ErrorCode::FileRead, format!("unable to write output: {e}")))
+}
+
+async fn render(config: &Config, request: &ManifestRequest) -> CliResult<String> {
+    let repo = crate::repo::open_repo(config, request.repo, &request.stanza).await?;
+    let catalog = repo.load_catalog().await?;
+    let entry = catalog.backups.iter().find(|b| b.label.as_str() == request.set).ok_or_else(|| {
+        CliError::new(
+            ErrorCode::BackupSetInvalid,
+            format!("backup set {} is not valid for stanza '{}' in repo{}", request.set, request.stanza, request.repo),
+        )
+    })?;
+    let mut stream = crate::manifest::ManifestStream::open(&repo, entry).await?;
+    let header = stream.header()?.clone();
+    let mut out = Rendered::new(&header, request.json);
+    let mut found = false;
+    while let Some(entry) = stream.next().await? {
+        let ManifestEntry::File(file) = entry else { continue };
+        let shown = match &request.files {
+            FileFilter::All => true,
+            FileFilter::Name(name) => &file.path == name,
+            FileFilter::StoredHere => reference(&file).is_none(),
+            FileFilter::StoredIn(label) => reference(&file) == Some(label.as_str()),
+        };
+        if shown {
+            found = true;
+            out.file(&file);
+        }
+    }
+    if let (FileFilter::Name(name), false) = (&request.files, found) {
+        return Err(CliError::new(
+            ErrorCode::FileMissing,
+            format!("'{name}' is not in the manifest of {} (names start with pg_data/ or pg_tblspc/)", request.set),
+        ));
+    }
+    Ok(out.finish())
+}
+
+/// The backup storing the file's content when it is not this one.
+fn reference(file: &FileEntry) -> Option<&str> {
+    match &file.data {
+        FileData::Same { backup, .. } => Some(backup.as_str()),
+        _ => None,
+    }
+}
+
+/// The manifest as text or JSON, built one file at a time.
+struct Rendered {
+    json: bool,
+    text: String,
+    files: Vec<Value>,
+    head: Value,
+}
+
+impl Rendered {
+    fn new(h: &ManifestHeader, json: bool) -> Self {
+        let references: Vec<&str> = h.references.iter().map(|l| l.as_str()).collect();
+        let head = json!({
+            "label": h.label.as_str(),
+            "reference": references,
+            "type": h.backup_type.as_str(),
+            "time": {"start": h.timestamp_start, "copy": h.timestamp_start, "stop": h.timestamp_stop},
+            "bundle": {"bundle": true, "raw": false},
+            "block": {"block": true},
+            "pgstrata": {
+                "lsn": {"start": h.lsn_start.to_string(), "stop": h.lsn_stop.to_string()},
+                "wal": {"start": h.wal_start, "stop": h.wal_stop},
+                "timeline": h.timeline.0,
+                "option": settings_json(&h.settings),
+            },
+        });
+        let mut text = String::new();
+        if !json {
+            let duration = (h.timestamp_stop - h.timestamp_start).max(0);
+            let _ = write!(
+                text,
+                "label: {}\nreference: {}\ntype: {}\ntime: start: {}, stop: {}, duration: {}:{:02}:{:02}\n\
+                 bundle: true\nblock: true\ncompress: {}, cipher: {}\n\nfile list:\n",
+                h.label,
+                references.join(", "),
+                h.backup_type.as_str(),
+                clock(h.timestamp_start),
+                clock(h.timestamp_stop),
+                duration / 3600,
+                duration % 3600 / 60,
+                duration % 60,
+                h.settings.compress_type,
+                h.settings.cipher,
+            );
+        }
+        Self { json, text, files: Vec::new(), head }
+    }
+
+    fn file(&mut self, f: &FileEntry) {
+        let stored = f.data.stored();
+        let pack = match &f.data {
+            FileData::Stored { parts } | FileData::Pages { parts, .. } => parts.first().map(|p| (p.pack, p.offset)),
+            _ => None,
+        };
+        let runs = match &f.data {
+            FileData::Pages { runs, .. } => Some(runs.len()),
+            _ => None,
+        };
+        if self.json {
+            let mut v =
+                json!({"name": f.path, "size": f.size, "checksum": f.sha256.to_string(), "repo": {"size": stored}});
+            if let Some(label) = reference(f) {
+                v["reference"] = json!(label);
+            }
+            if let Some((id, offset)) = pack {
+                v["bundle"] = json!({"id": id, "offset": offset});
+            }
+            if let Some(runs) = runs {
+                v["block"] = json!({"size": pgstrata_repo_format::pg::BLCKSZ, "runs": runs});
+            }
+            self.files.push(v);
+            return;
+        }
+        if !self.text.ends_with("file list:\n") {
+            self.text.push('\n');
+        }
+        let _ = writeln!(self.text, "  - {}", f.path);
+        if let Some(label) = reference(f) {
+            let _ = writeln!(self.text, "      reference: {label}");
+        }
+        let _ = writeln!(self.text, "      size: {}, repo {}", human(f.size), human(stored));
+        let _ = writeln!(self.text, "      checksum: {}", f.sha256);
+        if let Some((id, _)) = pack {
+            let _ = writeln!(self.text, "      bundle: {id}");
+        }
+        if let Some(runs) = runs {
+            let _ = writeln!(self.text, "      block: size {}, page runs {runs}", human(8192));
+        }
+    }
+
+    fn finish(mut self) -> String {
+        if !self.json {
+            return self.text;
+        }
+        self.head["fileList"] = Value::Array(self.files);
+        format!("{}\n", self.head)
+    }
+}
+
+fn settings_json(s: &BackupSettings) -> Value {
+    json!({
+        "compress-type": s.compress_type,
+        "compress-level": s.compress_level,
+        "cipher-type": s.cipher,
+        "checksum-page": s.checksum_page,
+        "buffer-size": s.frame_size,
+    })
+}
+
+/// `YYYY-MM-DD HH:MM:SS` in UTC.
+fn clock(secs: i64) -> String {
+    let [y, m, d, hh, mm, ss] = pgstrata_repo_format::label::civil_time(secs);
+    format!("{y:04}-{m:02}-{d:02} {hh:02}:{mm:02}:{ss:02}")
+}
