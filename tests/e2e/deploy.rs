@@ -107,3 +107,87 @@ fn symlinked_as_pgbackrest_with_conf_d_and_async_archiving() {
     primary.sql("create table after_start as select 1 as one");
     primary.archive_now();
 }
+
+/// The `[global]` a PGO user carries over: S3 on TLS with a certificate nobody trusts and
+/// `repo1-storage-verify-tls=n` (a self-signed MinIO), gz compression, pgBackRest's timeouts,
+/// bundles and block incremental, retention, asynchronous archiving — through the `pgbackrest`
+/// name. A full and an incr back up, the restore starts with the source's data, and `manifest`
+/// shows the backup was compressed as configured.
+#[test]
+fn a_pgo_configuration_with_gz_on_self_signed_s3_backs_up_and_restores() {
+    if !postgres_available() {
+        return;
+    }
+    let Some(endpoint) = support::emulator("PGSTRATA_TEST_S3_TLS_ENDPOINT") else { return };
+    let scratch = Scratch::new("pgstrata-pgo-conf-");
+    let link = scratch.path("bin").join("pgbackrest");
+    std::os::unix::fs::symlink(support::bin(), &link).unwrap();
+    let primary = Cluster::init(&scratch, "primary");
+    let repo_path = format!(
+        "/pgo-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
+    );
+    let conf = scratch.write(
+        "pgbackrest.conf",
+        &format!(
+            "[global]\nrepo1-type=s3\nrepo1-path={repo_path}\nrepo1-s3-bucket=test-bucket\nrepo1-s3-endpoint={endpoint}\n\
+             repo1-s3-region=us-east-1\nrepo1-s3-uri-style=path\nrepo1-s3-key=test\nrepo1-s3-key-secret=test\n\
+             repo1-storage-verify-tls=n\nrepo1-retention-full=2\nrepo1-retention-full-type=count\nrepo1-bundle=y\n\
+             repo1-block=y\ncompress-type=gz\ncompress-level=6\ndb-timeout=1800\nio-timeout=60\nprotocol-timeout=1830\n\
+             archive-async=y\narchive-push-queue-max=1GiB\nspool-path={spool}\nlog-path={log}\nlog-level-console=warn\n\
+             log-level-file=info\nprocess-max=2\nstart-fast=y\ndelta=y\ntcp-keep-alive=y\n\n\
+             [db]\npg1-path={data}\npg1-port={port}\npg1-socket-path={socket}\n",
+            spool = scratch.path("spool").display(),
+            log = scratch.path("log").display(),
+            data = primary.data.display(),
+            port = primary.port,
+            socket = primary.socket.display(),
+        ),
+    );
+    let cfg = format!("--config={}", conf.display());
+    let pgbackrest = |args: &[&str]| {
+        let o = run_as_postgres(&link, &[&[cfg.as_str(), "--stanza=db"], args].concat(), &[]);
+        assert!(o.status.success(), "pgbackrest {args:?}: {}", text(&o));
+        o
+    };
+    primary.configure(&format!(
+        "archive_mode = on\narchive_command = '{} {cfg} --stanza=db archive-push \"%p\"'\nwal_level = replica\n",
+        link.display()
+    ));
+    primary.start();
+    pgbackrest(&["stanza-create"]);
+    pgbackrest(&["check"]);
+    primary.sql("create table t as select g as id, md5(g::text) as v from generate_series(1, 20000) g");
+    pgbackrest(&["backup", "--type=full"]);
+    primary.sql("update t set v = 'changed' where id % 100 = 0");
+    primary.sql("create table t2 as select g from generate_series(1, 1000) g");
+    pgbackrest(&["backup", "--type=incr"]);
+    let expected = primary.sql("select count(*), md5(string_agg(v, ',' order by id)) from t");
+    primary.archive_now();
+
+    let o = pgbackrest(&["info", "--output=json"]);
+    let info: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let incr = info[0]["backup"][1]["label"].as_str().unwrap().to_string();
+    assert_eq!(info[0]["backup"][1]["type"], "incr", "{info}");
+    let o = pgbackrest(&["manifest", &format!("--set={incr}"), "--output=json"]);
+    let manifest: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(manifest["pgstrata"]["option"]["compress-type"], "gz", "{}", manifest["pgstrata"]);
+    assert_eq!(manifest["label"], incr.as_str());
+    let files = manifest["fileList"].as_array().unwrap();
+    assert!(files.iter().any(|f| f["name"] == "pg_data/PG_VERSION"), "no PG_VERSION in the file list");
+    assert!(files.iter().any(|f| f.get("reference").is_some()), "an incr with no file referenced to the full");
+    let o = pgbackrest(&["manifest", &format!("--set={incr}"), "--filter=pg_data/PG_VERSION"]);
+    let shown = String::from_utf8_lossy(&o.stdout);
+    assert!(shown.contains("  - pg_data/PG_VERSION\n") && shown.matches("  - ").count() == 1, "{shown}");
+
+    let restored = scratch.path("restored");
+    pgbackrest(&["restore", &format!("--pg1-path={}", restored.display())]);
+    let copy = Cluster::existing(&scratch, restored, "restored");
+    copy.configure("archive_mode = off\n");
+    copy.start();
+    copy.wait_promoted();
+    assert_eq!(copy.sql("select count(*), md5(string_agg(v, ',' order by id)) from t"), expected);
+    assert_eq!(copy.sql("select count(*) from t2"), "1000");
+    pgbackrest(&["verify"]);
+}
