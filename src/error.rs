@@ -49,6 +49,14 @@ pub enum ErrorCode {
     Term = 63,
     /// No such backup set.
     BackupSetInvalid = 75,
+    /// `--tablespace-map` names a tablespace the backup does not have.
+    TablespaceMap = 76,
+    /// `--link-map` names a link the backup does not have.
+    LinkMap = 78,
+    /// A database named for a selective restore is not in the backup.
+    DbMissing = 80,
+    /// A selective restore's databases contradict each other or include a system database.
+    DbInvalid = 81,
     /// Timed out waiting for WAL to reach the archive.
     ArchiveTimeout = 82,
     /// Unknown command.
@@ -101,6 +109,12 @@ impl ErrorCode {
             Self::Stop,
             Self::Term,
             Self::BackupSetInvalid,
+            Self::TablespaceMap,
+            Self::LinkMap,
+            Self::DbMissing,
+            Self::DbInvalid,
+            Self::ParamInvalid,
+            Self::ArchiveDisabled,
             Self::ArchiveTimeout,
             Self::CommandInvalid,
             Self::FileMissing,

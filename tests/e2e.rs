@@ -25,6 +25,8 @@ mod monitoring;
 mod pitr;
 #[path = "e2e/security.rs"]
 mod security;
+#[path = "e2e/selective.rs"]
+mod selective;
 #[path = "e2e/standby.rs"]
 mod standby;
 #[path = "e2e/verify.rs"]

@@ -244,6 +244,32 @@ pub const OPTIONS: &[OptionDef] = &[
     opt("target-timeline", Kind::Str, None, "timeline to recover along: latest, current or a number"),
     opt("link-map", Kind::List, None, "where to restore a link: name=path"),
     opt("tablespace-map", Kind::List, None, "where to restore a tablespace: name-or-oid=path"),
+    opt(
+        "link-all",
+        Kind::Bool,
+        Some("n"),
+        "restore every link as a link; otherwise a directory link not in link-map is restored as a directory in \
+         the data directory (as pgBackRest does)",
+    ),
+    opt(
+        "tablespace-map-all",
+        Kind::Path,
+        None,
+        "restore every tablespace not in tablespace-map into this directory, each under its name",
+    ),
+    opt(
+        "db-include",
+        Kind::List,
+        None,
+        "selective restore: restore only these databases (names or oids) and the system databases; the others are \
+         restored as empty sparse files, to be dropped",
+    ),
+    opt(
+        "db-exclude",
+        Kind::List,
+        None,
+        "selective restore: restore these databases (names or oids) as empty sparse files, to be dropped",
+    ),
     opt("recovery-option", Kind::List, None, "extra recovery setting: key=value"),
     opt(
         "archive-mode",
@@ -629,16 +655,6 @@ pub const OPTIONS: &[OptionDef] = &[
         "not supported yet: restores take WAL from the archive",
     ),
     refused("exclude", Group::None, Kind::List, None, "not supported yet: every file of the cluster is backed up"),
-    refused("db-include", Group::None, Kind::List, None, "not supported yet: restore restores every database"),
-    refused("db-exclude", Group::None, Kind::List, None, "not supported yet: restore restores every database"),
-    refused("link-all", Group::None, Kind::Bool, Some("n"), "not supported yet: give each link with --link-map"),
-    refused(
-        "tablespace-map-all",
-        Group::None,
-        Kind::Path,
-        None,
-        "not supported yet: give each tablespace with --tablespace-map",
-    ),
     refused(
         "target-time",
         Group::Repo,

@@ -92,6 +92,9 @@ pub struct FileJob {
     pub from: BackupLabel,
     /// A page-level file: where each of its pages is.
     pub paged: Option<Box<Paged>>,
+    /// A file of a database left out of a selective restore: written as an empty sparse file
+    /// of its size, nothing read from the repository.
+    pub zeroed: bool,
 }
 
 /// What the file jobs did.
@@ -178,6 +181,9 @@ pub async fn restore_files(
             let options = options.clone();
             async move {
                 let mut batch = batch?;
+                if batch.iter().all(|j| j.zeroed) {
+                    return write_sparse(batch, options, &progress).await;
+                }
                 if batch.len() == 1 && !is_small(&batch[0].entry) {
                     let job = batch.pop().ok_or_else(|| CliError::new(ErrorCode::Format, "empty batch"))?;
                     restore_file(repo, job, options, &progress).await.map(|o| vec![o])
@@ -236,6 +242,12 @@ fn is_small(entry: &FileEntry) -> bool {
 /// Whether `next` can join a batch whose stored bytes so far are `range` (pack, start, end).
 fn joins(batch: &[FileJob], range: Option<(u32, u64, u64)>, next: &FileJob) -> bool {
     let first = batch.first();
+    if first.is_some_and(|f| f.zeroed) != next.zeroed {
+        return false;
+    }
+    if next.zeroed {
+        return batch.len() < BATCH_FILES;
+    }
     if batch.len() >= BATCH_FILES
         || !is_small(&next.entry)
         || first.is_some_and(|f| !is_small(&f.entry) || f.from != next.from)
@@ -376,6 +388,43 @@ async fn restore_batch(
         outcomes.push(Outcome::Written { size, rewritten: size });
     }
     Ok(outcomes)
+}
+
+/// Writes the files of a left-out database as empty sparse files of their recorded size, with
+/// their owner, mode and time (see [`select`](super::select)).
+async fn write_sparse(
+    batch: Vec<FileJob>,
+    options: FileOptions,
+    progress: &Mutex<Progress>,
+) -> CliResult<Vec<Outcome>> {
+    let sizes = blocking(move || {
+        let mut sizes = Vec::with_capacity(batch.len());
+        for job in batch {
+            let at = place(&options.anchors, &job.local)?;
+            let out = output_at(&at, options.delta)?;
+            let result = (|| {
+                let f = create_output(&out, &job.local, job.entry.owner.mode)?;
+                f.file.set_len(job.entry.size).map_err(|e| io(&job.local, "size", e))?;
+                finish_file(f, (&out, &at), &job.local, &job.entry, options.as_root)
+            })();
+            if result.is_err() {
+                let _ = out.remove_name(&out.name);
+            }
+            result?;
+            sizes.push(job.entry.size);
+        }
+        Ok(sizes)
+    })
+    .await?;
+    Ok(sizes
+        .into_iter()
+        .map(|size| {
+            if let Ok(mut p) = progress.lock() {
+                p.add(size);
+            }
+            Outcome::Written { size, rewritten: 0 }
+        })
+        .collect())
 }
 
 /// The directory a file goes in, reached without following a link, and its name.
@@ -840,6 +889,7 @@ mod tests {
             local: PathBuf::from(name),
             from: "20270115-080000F".parse().unwrap(),
             paged: None,
+            zeroed: false,
         }
     }
 

@@ -30,6 +30,7 @@ pub(crate) mod owner;
 mod paged;
 mod plan;
 mod recovery;
+mod select;
 mod target;
 mod tree;
 
@@ -38,32 +39,79 @@ pub use plan::RestorePlan;
 pub use recovery::restore_command;
 pub use target::{Goal, Recovery, TimelineChoice};
 
-pub fn run(config: &Config) -> CliResult<()> {
-    let stanza = stanza_name(config)?;
-    let data = pg_path(config)?;
-    if let Some(host) = config.get("pg1-host") {
-        return Err(CliError::new(
-            ErrorCode::HostInvalid,
-            format!("restore command must be run on the PostgreSQL host: pg1-host is set ({host})"),
-        )
-        .hint("run restore on the database host, with the repository reached through repoN-host"));
+/// What `restore` was asked for, resolved once from the options (defaults applied here).
+#[derive(Clone, Debug)]
+pub struct RestoreRequest {
+    pub stanza: String,
+    pub repo: u32,
+    /// The data directory (`pg1-path`).
+    pub data: PathBuf,
+    /// `--set`: this backup; otherwise the one the recovery target calls for.
+    pub set: Option<String>,
+    pub delta: bool,
+    pub force: bool,
+    /// `process-max`.
+    pub workers: usize,
+    pub recovery: Recovery,
+    /// `--tablespace-map` (`name-or-oid=path`), and `--tablespace-map-all`: a directory the
+    /// other tablespaces go into, each under its name.
+    pub tablespace_map: Vec<String>,
+    pub tablespace_map_all: Option<PathBuf>,
+    /// `--link-map` (`link=destination`), and `--link-all`: the other links restored as links
+    /// (otherwise as directories in the data directory, as pgBackRest does).
+    pub link_map: Vec<String>,
+    pub link_all: bool,
+    /// `--db-include` / `--db-exclude`: a selective restore.
+    pub db_include: Vec<String>,
+    pub db_exclude: Vec<String>,
+}
+
+impl RestoreRequest {
+    pub fn from_config(config: &Config) -> CliResult<Self> {
+        if let Some(host) = config.get("pg1-host") {
+            return Err(CliError::new(
+                ErrorCode::HostInvalid,
+                format!("restore command must be run on the PostgreSQL host: pg1-host is set ({host})"),
+            )
+            .hint("run restore on the database host, with the repository reached through repoN-host"));
+        }
+        Ok(Self {
+            stanza: stanza_name(config)?,
+            repo: config.repo_index(),
+            data: pg_path(config)?,
+            set: config.get("set").map(str::to_string),
+            delta: config.bool("delta"),
+            force: config.bool("force"),
+            workers: usize::try_from(config.int("process-max").unwrap_or(1)).unwrap_or(1).max(1),
+            recovery: Recovery::from_config(config)?,
+            tablespace_map: config.list("tablespace-map").to_vec(),
+            tablespace_map_all: config.get("tablespace-map-all").map(PathBuf::from),
+            link_map: config.list("link-map").to_vec(),
+            link_all: config.bool("link-all"),
+            db_include: config.list("db-include").to_vec(),
+            db_exclude: config.list("db-exclude").to_vec(),
+        })
     }
-    let workers = usize::try_from(config.int("process-max").unwrap_or(1)).unwrap_or(1).max(1);
+}
+
+pub fn run(config: &Config) -> CliResult<()> {
+    let request = RestoreRequest::from_config(config)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
-        .max_blocking_threads(workers.max(2) * 2)
+        .max_blocking_threads(request.workers.max(2) * 2)
         .enable_all()
         .build()
         .map_err(|e| CliError::new(ErrorCode::Service, format!("unable to start the I/O runtime: {e}")))?;
-    rt.block_on(restore(config, &stanza, &data, workers))
+    rt.block_on(restore(config, &request))
 }
 
-async fn restore(config: &Config, stanza: &str, data: &Path, workers: usize) -> CliResult<()> {
-    let repo = open_repo(config, config.repo_index(), stanza).await?;
+async fn restore(config: &Config, request: &RestoreRequest) -> CliResult<()> {
+    let (stanza, data, workers, recovery) =
+        (&request.stanza, request.data.as_path(), request.workers, &request.recovery);
+    let repo = open_repo(config, request.repo, stanza).await?;
     let catalog = repo.load_catalog().await?;
-    let recovery = Recovery::from_config(config)?;
-    let backup = target::choose_backup(&repo, &catalog, &recovery, config.get("set")).await?;
-    let existing = guard::check_data_dir(data, config.bool("delta") || config.bool("force"))?;
+    let backup = target::choose_backup(&repo, &catalog, recovery, request.set.as_deref()).await?;
+    let existing = guard::check_data_dir(data, request.delta || request.force)?;
     let delta = existing == Existing::Delta;
     let preserved = (recovery.goal == Goal::Preserve).then(|| recovery::RecoveryState::read(data));
     tracing::info!("repo{}: restore backup set {}", repo.index, backup.label);
@@ -72,11 +120,25 @@ async fn restore(config: &Config, stanza: &str, data: &Path, workers: usize) -> 
     // whole (paths, checksum) before anything is written.
     let mut manifest = ManifestStream::open(&repo, &backup).await?;
     let header = manifest.header()?.clone();
-    let mut plan = RestorePlan::new(&header, data, config.list("tablespace-map"), config.list("link-map"))?;
+    let mut plan = RestorePlan::new(&header, data, request)?;
+    let selection = select::Selection::new(&header, &request.db_include, &request.db_exclude)?;
+    if !selection.zeroed.is_empty() {
+        let names: Vec<String> = header
+            .databases
+            .iter()
+            .filter(|d| selection.zeroed.contains(&d.oid))
+            .map(|d| format!("{} ({})", d.name, d.oid))
+            .collect();
+        tracing::info!(
+            "selective restore: databases {} restored as empty sparse files (drop them once the cluster is up)",
+            names.join(", ")
+        );
+    }
     let mut tree = tree::RestoreTree::new(&plan, delta);
     while let Some(entry) = manifest.next().await? {
         tree.add(&mut plan, &entry)?;
     }
+    tree.settle_links(&mut plan);
     plan.check_link_map()?;
     guard::check_tablespaces(&plan, &tree.tablespace_dirs, existing)?;
 
@@ -94,12 +156,12 @@ async fn restore(config: &Config, stanza: &str, data: &Path, workers: usize) -> 
         tree.remove_extras(&plan, &anchors)?;
     }
     // Second pass: the files, streamed into the jobs.
-    let compare = files::Compare::chosen(config.bool("delta"), config.bool("force"));
+    let compare = files::Compare::chosen(request.delta, request.force);
     let frame_size = header.settings.frame_size.max(1);
     let options =
         files::FileOptions { anchors: std::sync::Arc::clone(&anchors), delta, compare, as_root, frame_size, workers };
     let refs = crate::chain::References::new(&repo, &catalog, backup.label.clone());
-    let jobs = file_jobs(manifest.reopen().await?, refs, &plan, &control);
+    let jobs = file_jobs(manifest.reopen().await?, refs, (&plan, &selection, &backup.label), &control);
     let summary = files::restore_files(&repo, jobs, tree.bytes, options).await?;
     // Every file and directory written, on disk, before the restore can count as done.
     durable::sync_filesystems(std::iter::once(data).chain(plan.roots.values().map(PathBuf::as_path)))?;
@@ -107,7 +169,7 @@ async fn restore(config: &Config, stanza: &str, data: &Path, workers: usize) -> 
         summary.report_delta();
     }
     recovery::rewrite_tablespace_map(&plan, data)?;
-    recovery::write_recovery(config, stanza, data, &recovery, preserved)?;
+    recovery::write_recovery(config, stanza, data, recovery, preserved)?;
     control.put_in_place(&anchors)?;
     let marker = data.join(guard::MARKER);
     std::fs::remove_file(&marker).map_err(|e| owner::io(&marker, "remove", e))?;
@@ -171,7 +233,7 @@ impl ControlFile {
 fn file_jobs<'a>(
     manifest: ManifestStream<'a>,
     refs: crate::chain::References<'a>,
-    plan: &'a RestorePlan,
+    (plan, selection, label): (&'a RestorePlan, &'a select::Selection, &'a pgstrata_repo_format::BackupLabel),
     control: &'a ControlFile,
 ) -> impl futures::Stream<Item = CliResult<files::FileJob>> + 'a {
     futures::stream::unfold(Some((manifest, refs)), move |state| async move {
@@ -181,9 +243,13 @@ fn file_jobs<'a>(
                 Ok(Some(ManifestEntry::File(entry))) => {
                     let job = async {
                         let local = plan.local(&entry.path)?;
+                        let local = control.place(&entry.path, local);
+                        if selection.zeroes(&entry.path) {
+                            return Ok(files::FileJob { local, entry, from: label.clone(), paged: None, zeroed: true });
+                        }
                         let (entry, from) = refs.resolve(entry).await?;
                         let paged = refs.page_sources(&entry, &from).await?.map(Box::new);
-                        Ok(files::FileJob { local: control.place(&entry.path, local), entry, from, paged })
+                        Ok(files::FileJob { local, entry, from, paged, zeroed: false })
                     }
                     .await;
                     // An error ends the stream.

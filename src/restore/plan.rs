@@ -18,6 +18,8 @@ pub struct RestorePlan {
     pub links: BTreeMap<String, PathBuf>,
     /// Links given by `--link-map`, and whether the manifest has them.
     mapped: BTreeMap<String, bool>,
+    /// `--link-all`: links not in `--link-map` are restored as links too.
+    link_all: bool,
 }
 
 /// Refuses a manifest path that could name something outside its root: empty, `.` or `..`
@@ -38,23 +40,44 @@ pub fn check_manifest_path(path: &str) -> CliResult<()> {
 impl RestorePlan {
     /// Decides where the data directory and tablespaces go; links are added as the manifest
     /// is read ([`add_link`](Self::add_link)), remapped links (`--link-map`) are known at once.
-    pub fn new(
-        header: &ManifestHeader,
-        data: &Path,
-        tablespace_map: &[String],
-        link_map: &[String],
-    ) -> CliResult<Self> {
-        let ts_map = parse_map(tablespace_map, "tablespace-map")?;
-        let mut plan = RestorePlan::default();
+    pub fn new(header: &ManifestHeader, data: &Path, request: &super::RestoreRequest) -> CliResult<Self> {
+        let ts_map = parse_map(&request.tablespace_map, "tablespace-map")?;
+        let mut plan = RestorePlan { link_all: request.link_all, ..Default::default() };
         plan.roots.insert("pg_data".into(), data.to_path_buf());
+        let mut remapped = std::collections::BTreeSet::new();
         for t in &header.targets {
             if t.name == "pg_data" {
                 continue;
             }
             check_manifest_path(&t.name)?;
             let oid = t.tablespace_oid.map(|o| o.to_string()).unwrap_or_default();
-            let mapped = ts_map.get(&oid).or_else(|| t.tablespace_name.as_ref().and_then(|n| ts_map.get(n)));
-            let dest = mapped.cloned().unwrap_or_else(|| PathBuf::from(&t.path));
+            let by_oid = ts_map.get(&oid);
+            let by_name = t.tablespace_name.as_ref().and_then(|n| ts_map.get(n));
+            if let (Some(a), Some(b)) = (by_oid, by_name)
+                && a != b
+            {
+                return Err(CliError::new(
+                    ErrorCode::TablespaceMap,
+                    format!(
+                        "tablespace remapped by name '{}' and id {oid} with different paths",
+                        t.tablespace_name.as_deref().unwrap_or_default()
+                    ),
+                ));
+            }
+            remapped.insert(oid.clone());
+            if let Some(name) = &t.tablespace_name {
+                remapped.insert(name.clone());
+            }
+            // --tablespace-map-all: the others into one directory, each under its name.
+            let all = request
+                .tablespace_map_all
+                .as_ref()
+                .map(|dir| dir.join(t.tablespace_name.clone().unwrap_or_else(|| oid.clone())));
+            let mapped = by_oid.or(by_name).cloned().or(all);
+            if let Some(dest) = &mapped {
+                tracing::info!("map tablespace '{}' to '{}'", t.name, dest.display());
+            }
+            let dest = mapped.unwrap_or_else(|| PathBuf::from(&t.path));
             if !dest.is_absolute() {
                 return Err(CliError::new(
                     ErrorCode::Format,
@@ -63,24 +86,40 @@ impl RestorePlan {
             }
             plan.roots.insert(t.name.clone(), dest);
         }
-        for (key, dest) in parse_map(link_map, "link-map")? {
+        if let Some(unknown) = ts_map.keys().find(|k| !remapped.contains(*k)) {
+            return Err(CliError::new(
+                ErrorCode::TablespaceMap,
+                format!("unable to remap invalid tablespace '{unknown}': the backup has no such tablespace"),
+            ));
+        }
+        for (key, dest) in parse_map(&request.link_map, "link-map")? {
             plan.mapped.insert(format!("pg_data/{key}"), false);
             plan.links.insert(format!("pg_data/{key}"), dest);
         }
         Ok(plan)
     }
 
-    /// A link of the manifest (not a tablespace link): it goes where `--link-map` says, or
-    /// where it pointed on the source.
-    pub fn add_link(&mut self, link: &LinkEntry) {
+    /// A link of the manifest (not a tablespace link): it goes where `--link-map` says, or,
+    /// with `--link-all`, where it pointed on the source; `false` when it is not restored as a
+    /// link (pgBackRest's default: its contents go into a directory at the same place).
+    pub fn add_link(&mut self, link: &LinkEntry) -> bool {
         if link.path.starts_with("pg_data/pg_tblspc/") {
-            return;
+            return true;
         }
         if let Some(seen) = self.mapped.get_mut(&link.path) {
             *seen = true;
-        } else {
+        } else if self.link_all {
             self.links.insert(link.path.clone(), PathBuf::from(&link.destination));
+        } else {
+            return false;
         }
+        true
+    }
+
+    /// A link kept as a link after all (a file link: its target's content is not in the
+    /// backup, so no directory can stand in for it).
+    pub fn keep_link(&mut self, link: &LinkEntry) {
+        self.links.insert(link.path.clone(), PathBuf::from(&link.destination));
     }
 
     /// After the manifest: a `--link-map` naming a link the backup does not have is an error,
@@ -89,7 +128,7 @@ impl RestorePlan {
         for (link, seen) in &self.mapped {
             if !seen && link != "pg_data/pg_wal" {
                 return Err(CliError::new(
-                    ErrorCode::OptionInvalidValue,
+                    ErrorCode::LinkMap,
                     format!("link-map: the backup has no link '{}'", link.trim_start_matches("pg_data/")),
                 ));
             }

@@ -27,6 +27,9 @@ pub struct RestoreTree {
     /// `--delta`: a 64-bit hash of every local path the backup has (8 bytes a path, not the
     /// path itself; a collision could only keep an extra file, never remove a wanted one).
     wanted: Option<HashSet<u64>>,
+    /// Links restored as directories (not `--link-all`, not in `--link-map`): the link, and
+    /// whether the backup has anything below it.
+    demoted: Vec<(pgstrata_repo_format::meta::LinkEntry, bool)>,
     pub files: u64,
     pub bytes: u64,
 }
@@ -57,6 +60,11 @@ impl RestoreTree {
     pub fn add(&mut self, plan: &mut RestorePlan, entry: &ManifestEntry) -> CliResult<()> {
         check_manifest_path(entry.path())?;
         let data = plan.data().to_path_buf();
+        for (link, below) in &mut self.demoted {
+            if entry.path().strip_prefix(link.path.as_str()).is_some_and(|r| r.starts_with('/')) {
+                *below = true;
+            }
+        }
         match entry {
             ManifestEntry::Dir(d) => {
                 for (root, _) in plan.tablespaces() {
@@ -80,8 +88,14 @@ impl RestoreTree {
                 self.tablespace_links.push((local, dest));
             }
             ManifestEntry::Link(l) => {
-                plan.add_link(l);
-                self.want(&data.join(l.path.trim_start_matches("pg_data/")));
+                let local = data.join(l.path.trim_start_matches("pg_data/"));
+                self.want(&local);
+                if !plan.add_link(l) {
+                    // A directory in its place, owned as the data directory is.
+                    let owner = Ownership { mode: 0o700, ..l.owner.clone() };
+                    self.dirs.push((local, owner));
+                    self.demoted.push((l.clone(), false));
+                }
             }
             ManifestEntry::File(f) => {
                 let local = plan.local(&f.path)?;
@@ -91,6 +105,29 @@ impl RestoreTree {
             }
         }
         Ok(())
+    }
+
+    /// After the first pass: each link restored as a directory is reported as pgBackRest
+    /// reports it; one with nothing below it in the backup (a file link: its target's content
+    /// is not stored) stays a link, since an empty directory cannot stand in for a file.
+    pub fn settle_links(&mut self, plan: &mut RestorePlan) {
+        for (link, below) in std::mem::take(&mut self.demoted) {
+            let name = link.path.trim_start_matches("pg_data/");
+            if below || name == "pg_wal" {
+                tracing::warn!(
+                    "contents of directory link '{name}' will be restored in a directory at the same location \
+                     (--link-all or --link-map={name}=PATH restores it as a link)"
+                );
+                continue;
+            }
+            let local = plan.data().join(name);
+            self.dirs.retain(|(d, _)| d != &local);
+            tracing::warn!(
+                "link '{name}' has no contents in the backup and is restored as a link to {}",
+                link.destination
+            );
+            plan.keep_link(&link);
+        }
     }
 
     /// Creates the roots and link destinations (directories given by the caller or recorded by
