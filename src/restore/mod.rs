@@ -35,7 +35,7 @@ mod target;
 mod tree;
 
 pub use guard::Existing;
-pub use plan::RestorePlan;
+pub use plan::{Placement, RestorePlan};
 pub use recovery::restore_command;
 pub use target::{Goal, Recovery, TimelineChoice};
 
@@ -53,14 +53,7 @@ pub struct RestoreRequest {
     /// `process-max`.
     pub workers: usize,
     pub recovery: Recovery,
-    /// `--tablespace-map` (`name-or-oid=path`), and `--tablespace-map-all`: a directory the
-    /// other tablespaces go into, each under its name.
-    pub tablespace_map: Vec<String>,
-    pub tablespace_map_all: Option<PathBuf>,
-    /// `--link-map` (`link=destination`), and `--link-all`: the other links restored as links
-    /// (otherwise as directories in the data directory, as pgBackRest does).
-    pub link_map: Vec<String>,
-    pub link_all: bool,
+    pub placement: Placement,
     /// `--db-include` / `--db-exclude`: a selective restore.
     pub db_include: Vec<String>,
     pub db_exclude: Vec<String>,
@@ -84,10 +77,12 @@ impl RestoreRequest {
             force: config.bool("force"),
             workers: usize::try_from(config.int("process-max").unwrap_or(1)).unwrap_or(1).max(1),
             recovery: Recovery::from_config(config)?,
-            tablespace_map: config.list("tablespace-map").to_vec(),
-            tablespace_map_all: config.get("tablespace-map-all").map(PathBuf::from),
-            link_map: config.list("link-map").to_vec(),
-            link_all: config.bool("link-all"),
+            placement: Placement {
+                tablespace_map: config.list("tablespace-map").to_vec(),
+                tablespace_map_all: config.get("tablespace-map-all").map(PathBuf::from),
+                link_map: config.list("link-map").to_vec(),
+                link_all: config.bool("link-all"),
+            },
             db_include: config.list("db-include").to_vec(),
             db_exclude: config.list("db-exclude").to_vec(),
         })
@@ -120,7 +115,7 @@ async fn restore(config: &Config, request: &RestoreRequest) -> CliResult<()> {
     // whole (paths, checksum) before anything is written.
     let mut manifest = ManifestStream::open(&repo, &backup).await?;
     let header = manifest.header()?.clone();
-    let mut plan = RestorePlan::new(&header, data, request)?;
+    let mut plan = RestorePlan::new(&header, data, &request.placement)?;
     let selection = select::Selection::new(&header, &request.db_include, &request.db_exclude)?;
     if !selection.zeroed.is_empty() {
         let names: Vec<String> = header

@@ -9,6 +9,19 @@ use pgstrata_repo_format::meta::{LinkEntry, ManifestHeader};
 
 use crate::error::{CliError, CliResult, ErrorCode};
 
+/// What the options say of where things go (part of the restore's request).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Placement {
+    /// `--tablespace-map` (`name-or-oid=path`), and `--tablespace-map-all`: a directory the
+    /// other tablespaces go into, each under its name.
+    pub tablespace_map: Vec<String>,
+    pub tablespace_map_all: Option<PathBuf>,
+    /// `--link-map` (`link=destination`), and `--link-all`: the other links restored as links
+    /// (otherwise as directories in the data directory, as pgBackRest does).
+    pub link_map: Vec<String>,
+    pub link_all: bool,
+}
+
 /// Where each manifest root and link goes on this host.
 #[derive(Clone, Debug, Default)]
 pub struct RestorePlan {
@@ -40,7 +53,7 @@ pub fn check_manifest_path(path: &str) -> CliResult<()> {
 impl RestorePlan {
     /// Decides where the data directory and tablespaces go; links are added as the manifest
     /// is read ([`add_link`](Self::add_link)), remapped links (`--link-map`) are known at once.
-    pub fn new(header: &ManifestHeader, data: &Path, request: &super::RestoreRequest) -> CliResult<Self> {
+    pub fn new(header: &ManifestHeader, data: &Path, request: &Placement) -> CliResult<Self> {
         let ts_map = parse_map(&request.tablespace_map, "tablespace-map")?;
         let mut plan = RestorePlan { link_all: request.link_all, ..Default::default() };
         plan.roots.insert("pg_data".into(), data.to_path_buf());
