@@ -1,6 +1,7 @@
 //! Logging in pgBackRest's shape: `2026-11-21 10:15:00.123 P00   INFO: message`, with separate
 //! levels for stdout (`log-level-console`), stderr (`log-level-stderr`, which takes a message
 //! instead of stdout) and the file `<log-path>/<stanza>-<command>.log` (`log-level-file`).
+//! Under the `wal-g` name, lines are WAL-G's: `INFO: 2026/11/21 10:15:00.123456 message`.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -69,6 +70,8 @@ struct PgLayer {
     file_level: LogLevel,
     file: Option<Mutex<File>>,
     timestamp: bool,
+    /// WAL-G's line shape instead of pgBackRest's.
+    walg: bool,
 }
 
 #[derive(Default)]
@@ -103,8 +106,24 @@ pub fn now_text() -> String {
     format!("{y:04}-{m:02}-{d:02} {hh:02}:{mm:02}:{ss:02}.{:03}", now.subsec_millis())
 }
 
+/// `2026/11/21 10:15:00.123456` (UTC), as WAL-G stamps its lines.
+fn walg_time() -> String {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let secs = i64::try_from(now.as_secs()).unwrap_or(0);
+    let [y, m, d, hh, mm, ss] = pgstrata_repo_format::label::civil_time(secs);
+    format!("{y:04}/{m:02}/{d:02} {hh:02}:{mm:02}:{ss:02}.{:06}", now.subsec_micros())
+}
+
 impl PgLayer {
     fn line(&self, level: LogLevel, text: &str) -> String {
+        if self.walg {
+            let label = match level {
+                LogLevel::Warn => "WARNING",
+                LogLevel::Detail | LogLevel::Trace => "DEBUG",
+                other => other.label(),
+            };
+            return format!("{label}: {} {text}\n", walg_time());
+        }
         let ts = if self.timestamp { format!("{} ", now_text()) } else { String::new() };
         format!("{ts}P00 {:>6}: {text}\n", level.label())
     }
@@ -169,6 +188,7 @@ pub fn init(config: &Config, with_file: bool) {
         file_level,
         file,
         timestamp: config.bool("log-timestamp"),
+        walg: config.flavor == crate::config::Flavor::WalG,
     };
     let _ = tracing_subscriber::registry().with(layer).try_init();
 }

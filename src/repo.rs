@@ -10,8 +10,8 @@ use pgstrata_repo_format::meta::{
 };
 use pgstrata_repo_format::{BlobSettings, Compression, DataKey};
 use pgstrata_storage::{
-    AzureAuth, AzureConfig, GcsAuth, GcsConfig, RepoStore, RetryPolicy, S3Config, S3Sse, Secret, StorageConfig,
-    StorageTls, UriStyle,
+    AzureAuth, AzureConfig, GcsAuth, GcsConfig, ObjectOptions, RepoStore, RetryPolicy, S3Config, S3Sse, Secret,
+    StorageConfig, StorageTls, UriStyle,
 };
 
 use crate::config::Config;
@@ -263,6 +263,24 @@ pub fn storage_of(config: &Config, index: u32) -> CliResult<StorageConfig> {
         })
     };
     let kind = opt("type").unwrap_or_else(|| "posix".into());
+    // repoN-storage-tag (key=value, repeatable) and repoN-storage-upload-chunk-size.
+    let objects = || -> CliResult<ObjectOptions> {
+        let tags = config
+            .list(&format!("repo{index}-storage-tag"))
+            .iter()
+            .map(|t| {
+                t.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())).ok_or_else(|| {
+                    CliError::new(
+                        ErrorCode::OptionInvalidValue,
+                        format!("'{t}' is not valid for 'repo{index}-storage-tag' option: give key=value"),
+                    )
+                })
+            })
+            .collect::<CliResult<Vec<_>>>()?;
+        let upload_chunk =
+            config.size(&format!("repo{index}-storage-upload-chunk-size")).and_then(|v| usize::try_from(v).ok());
+        Ok(ObjectOptions { tags, upload_chunk })
+    };
     // repoN-storage-verify-tls=n: any certificate (a self-signed MinIO); the CA options add
     // trusted CAs.
     let tls = StorageTls {
@@ -314,6 +332,7 @@ pub fn storage_of(config: &Config, index: u32) -> CliResult<StorageConfig> {
                 },
                 requester_pays: opt("s3-requester-pays").as_deref() == Some("y"),
                 sts_endpoint: opt("s3-sts-host"),
+                objects: objects()?,
             })
         }
         "gcs" => {
@@ -329,6 +348,7 @@ pub fn storage_of(config: &Config, index: u32) -> CliResult<StorageConfig> {
                 endpoint: endpoint("gcs-endpoint"),
                 tls,
                 user_project: opt("gcs-user-project"),
+                objects: objects()?,
             })
         }
         "azure" => {
@@ -357,6 +377,7 @@ pub fn storage_of(config: &Config, index: u32) -> CliResult<StorageConfig> {
                 auth,
                 endpoint: azure_endpoint,
                 tls,
+                objects: objects()?,
             })
         }
         other => {

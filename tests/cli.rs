@@ -419,6 +419,7 @@ fn repo_options_reach_s3() {
             sse: None,
             requester_pays: false,
             sts_endpoint: None,
+            objects: Default::default(),
         }),
         &[
             ("PGSTRATA_REPO1_TYPE", "s3"),
@@ -446,6 +447,7 @@ fn repo_options_reach_azure() {
             auth: AzureAuth::Shared(Secret::new(key)),
             endpoint: Some(endpoint.clone()),
             tls: Default::default(),
+            objects: Default::default(),
         }),
         &[
             ("PGSTRATA_REPO1_TYPE", "azure"),
@@ -470,6 +472,7 @@ fn repo_options_reach_gcs() {
             endpoint: Some(endpoint.clone()),
             tls: Default::default(),
             user_project: None,
+            objects: Default::default(),
         }),
         &[
             ("PGSTRATA_REPO1_TYPE", "gcs"),
@@ -970,4 +973,55 @@ fn azure_path_style_from_host_and_port() {
     env.pop();
     let o = run(&["repo-get", "styled/object"], &env);
     assert!(!o.status.success(), "host style reached the emulator: {:?}", text(&o));
+}
+
+/// `repoN-storage-tag` tags what is written and `repoN-storage-upload-chunk-size` sets the part
+/// size of streaming uploads: seen on the requests, through a recording proxy in front of moto.
+#[test]
+fn s3_tags_and_upload_chunk_size_travel_on_the_requests() {
+    let Some(endpoint) = support::emulator("PGSTRATA_TEST_S3_ENDPOINT") else { return };
+    let proxy = RecordingProxy::to(&endpoint);
+    let proxied = proxy.endpoint();
+    let path = unique("s3-tags");
+    let base = [
+        ("PGSTRATA_REPO1_TYPE", "s3"),
+        ("PGSTRATA_REPO1_PATH", path.as_str()),
+        ("PGSTRATA_REPO1_S3_BUCKET", "test-bucket"),
+        ("PGSTRATA_REPO1_S3_ENDPOINT", proxied.as_str()),
+        ("PGSTRATA_REPO1_S3_REGION", "us-east-1"),
+        ("PGSTRATA_REPO1_S3_URI_STYLE", "path"),
+        ("PGSTRATA_REPO1_S3_KEY", "test"),
+        ("PGSTRATA_REPO1_S3_KEY_SECRET", "test"),
+    ];
+    let big: Vec<u8> = (0..20u32 << 20).map(|i| (i.wrapping_mul(2_654_435_761) >> 9) as u8).collect();
+    // Request lines (a body may run into the next one, so not line by line).
+    let parts = |sent: &str| {
+        sent.match_indices("put /")
+            .filter(|(at, _)| sent[*at..].split(" http/1.1").next().is_some_and(|line| line.contains("partnumber=")))
+            .count()
+    };
+    // Defaults: 8 MiB parts, no tags.
+    let o = put_through(Path::new(BIN), "plain/big", &big, &base);
+    assert!(o.status.success(), "{:?}", text(&o));
+    let sent = proxy.take();
+    assert_eq!(parts(&sent), 3, "20 MiB in 8 MiB parts");
+    assert!(!sent.contains("x-amz-tagging"), "tags without the option");
+    // Tagged, in 5 MiB parts.
+    let env: Vec<(&str, &str)> = base
+        .iter()
+        .copied()
+        .chain([("PGSTRATA_REPO1_STORAGE_TAG", "team=db"), ("PGSTRATA_REPO1_STORAGE_UPLOAD_CHUNK_SIZE", "5MiB")])
+        .collect();
+    let o = put_through(Path::new(BIN), "tagged/big", &big, &env);
+    assert!(o.status.success(), "{:?}", text(&o));
+    let sent = proxy.take();
+    assert_eq!(parts(&sent), 4, "20 MiB in 5 MiB parts");
+    assert!(sent.contains("x-amz-tagging: team=db"), "the upload is not tagged:\n{}", &sent[..sent.len().min(3000)]);
+    let o = run(&["repo-get", "tagged/big"], &env);
+    assert!(o.status.success() && o.stdout == big, "{:?}", text(&o).1);
+    // A tag that is not key=value names the option.
+    let bad: Vec<(&str, &str)> = base.iter().copied().chain([("PGSTRATA_REPO1_STORAGE_TAG", "team")]).collect();
+    let o = run(&["repo-ls"], &bad);
+    assert_eq!(o.status.code(), Some(32), "{:?}", text(&o));
+    assert!(text(&o).1.contains("repo1-storage-tag"), "{:?}", text(&o));
 }

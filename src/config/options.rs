@@ -687,13 +687,18 @@ pub const OPTIONS: &[OptionDef] = &[
         None,
         "not supported yet: give the address in repoN-s3-endpoint / -gcs-endpoint / -azure-endpoint",
     ),
-    refused("storage-tag", Group::Repo, Kind::List, None, "not supported yet: objects are stored without tags"),
-    refused(
+    repo(
+        "storage-tag",
+        Kind::List,
+        None,
+        "a key=value tag on every object written (repeatable; S3 and Azure): set before stanza-create",
+    ),
+    repo(
         "storage-upload-chunk-size",
-        Group::Repo,
         Kind::Size { min: 64 << 10, max: 1 << 30 },
         None,
-        "not supported yet: uploads use pgstrata's part size",
+        "part size of streaming uploads to an object store (default 8MiB; at least 5MiB on S3); memory is about \
+         this times 4 per upload in flight",
     ),
     refused("s3-service", Group::Repo, Kind::Str, Some("s3"), "not supported yet: requests are signed for s3"),
     refused("s3-process-cmd", Group::Repo, Kind::List, None, "not supported: give credentials with repoN-s3-key-type"),

@@ -90,6 +90,19 @@ impl StorageTls {
     }
 }
 
+/// What every object store does with what it writes: `repoN-storage-tag`,
+/// `repoN-storage-upload-chunk-size`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ObjectOptions {
+    /// Tags on every object written (S3 `x-amz-tagging`, Azure `x-ms-tags`; GCS has none).
+    pub tags: Vec<(String, String)>,
+    /// The part size of streaming uploads (memory: about this times the parts in flight).
+    pub upload_chunk: Option<usize>,
+}
+
+/// S3's smallest part but the last.
+const S3_MIN_PART: usize = 5 << 20;
+
 /// `repoN-s3-uri-style`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum UriStyle {
@@ -122,6 +135,7 @@ pub struct S3Config {
     pub requester_pays: bool,
     /// `repoN-s3-sts-host`: the STS endpoint web-identity credentials are exchanged at.
     pub sts_endpoint: Option<String>,
+    pub objects: ObjectOptions,
 }
 
 /// S3 server-side encryption.
@@ -155,6 +169,7 @@ pub struct GcsConfig {
     pub tls: StorageTls,
     /// `repoN-gcs-user-project`: the project billed for requests (`x-goog-user-project`).
     pub user_project: Option<String>,
+    pub objects: ObjectOptions,
 }
 
 /// `repoN-azure-key-type`.
@@ -179,6 +194,7 @@ pub struct AzureConfig {
     /// (`http://127.0.0.1:10000/devstoreaccount1`); default Azure's.
     pub endpoint: Option<String>,
     pub tls: StorageTls,
+    pub objects: ObjectOptions,
 }
 
 /// A store given whole: a repository another pgstrata serves (`repoN-host`), as an object store.
@@ -271,16 +287,35 @@ impl StorageConfig {
             // S3 and GCS name their uploads (see `crate::upload`); Azure's abort is a no-op.
             Self::S3(c) => {
                 let s3 = Arc::new(build_s3(c, retry)?);
-                return Ok(RepoStore::new(s3.clone(), &c.prefix, self.describe(), retry).with_multipart(s3));
+                let store = RepoStore::new(s3.clone(), &c.prefix, self.describe(), retry).with_multipart(s3);
+                return Ok(c.objects.apply(store, S3_MIN_PART));
             }
             Self::Gcs(c) => {
+                if !c.objects.tags.is_empty() {
+                    return Err(StorageError::Config("GCS objects have no tags: unset repoN-storage-tag".into()));
+                }
                 let gcs = Arc::new(build_gcs(c, retry)?);
-                return Ok(RepoStore::new(gcs.clone(), &c.prefix, self.describe(), retry).with_multipart(gcs));
+                let store = RepoStore::new(gcs.clone(), &c.prefix, self.describe(), retry).with_multipart(gcs);
+                return Ok(c.objects.apply(store, 1));
             }
-            Self::Azure(c) => (Arc::new(build_azure(c, retry)?), &c.prefix),
+            Self::Azure(c) => {
+                let store = RepoStore::new(Arc::new(build_azure(c, retry)?), &c.prefix, self.describe(), retry);
+                return Ok(c.objects.apply(store, 1));
+            }
             Self::Given(g) => (g.store.clone(), ""),
         };
         Ok(RepoStore::new(inner, prefix, self.describe(), retry))
+    }
+}
+
+impl ObjectOptions {
+    /// The store with these tags and part size (at least `min_part`, the backend's smallest).
+    fn apply(&self, store: RepoStore, min_part: usize) -> RepoStore {
+        let store = store.with_tags(&self.tags);
+        match self.upload_chunk {
+            Some(chunk) => store.with_upload_parts(chunk.max(min_part), crate::store::DEFAULT_PARTS_IN_FLIGHT),
+            None => store,
+        }
     }
 }
 
@@ -415,6 +450,7 @@ mod tests {
             sse: None,
             requester_pays: false,
             sts_endpoint: None,
+            objects: Default::default(),
         });
         let text = format!("{c:?}");
         assert!(!text.contains("very-secret-value") && !text.contains("AKIAEXAMPLE"), "{text}");
@@ -436,6 +472,7 @@ mod tests {
             sse: None,
             requester_pays: false,
             sts_endpoint: None,
+            objects: Default::default(),
         });
         assert!(matches!(s3.open(RetryPolicy::none()), Err(StorageError::Config(_))));
         let posix = StorageConfig::Posix { path: "relative/dir".into() };

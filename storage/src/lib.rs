@@ -25,8 +25,8 @@ pub mod store;
 pub mod upload;
 
 pub use config::{
-    AzureAuth, AzureConfig, GcsAuth, GcsConfig, GivenStore, S3Config, S3Sse, Secret, StorageConfig, StorageTls,
-    UriStyle,
+    AzureAuth, AzureConfig, GcsAuth, GcsConfig, GivenStore, ObjectOptions, S3Config, S3Sse, Secret, StorageConfig,
+    StorageTls, UriStyle,
 };
 pub use error::{Result, StorageError};
 pub use retry::RetryPolicy;

@@ -66,6 +66,8 @@ pub struct RepoStore {
     parts_in_flight: usize,
     /// The repository directory when the store is the local filesystem.
     local_root: Option<std::path::PathBuf>,
+    /// Tags every object written gets (`repoN-storage-tag`; S3 and Azure).
+    tags: object_store::TagSet,
 }
 
 impl std::fmt::Debug for RepoStore {
@@ -90,6 +92,7 @@ impl RepoStore {
             part_size: DEFAULT_PART_SIZE,
             parts_in_flight: DEFAULT_PARTS_IN_FLIGHT,
             local_root: None,
+            tags: object_store::TagSet::default(),
         }
     }
 
@@ -113,6 +116,21 @@ impl RepoStore {
         self.part_size = part_size.max(1);
         self.parts_in_flight = in_flight.max(1);
         self
+    }
+
+    /// Tags every object written from now on (`key=value` pairs).
+    pub fn with_tags(mut self, tags: &[(String, String)]) -> Self {
+        let mut set = object_store::TagSet::default();
+        for (k, v) in tags {
+            set.push(k, v);
+        }
+        self.tags = set;
+        self
+    }
+
+    /// The options of a write in `mode`, with this store's tags.
+    fn put_options(&self, mode: PutMode) -> PutOptions {
+        PutOptions { mode, tags: self.tags.clone(), ..Default::default() }
     }
 
     /// The same store under a further key prefix (tests use one per run).
@@ -207,7 +225,7 @@ impl RepoStore {
         self.retrying("write", key, |_| {
             let payload = PutPayload::from(data.clone());
             let path = path.clone();
-            async move { self.inner.put_opts(&path, payload, PutOptions::default()).await.map(|_| ()) }
+            async move { self.inner.put_opts(&path, payload, self.put_options(PutMode::Overwrite)).await.map(|_| ()) }
         })
         .await
     }
@@ -230,7 +248,7 @@ impl RepoStore {
                 let payload = PutPayload::from(data.clone());
                 let path = path.clone();
                 async move {
-                    let opts = PutOptions { mode: PutMode::Create, ..Default::default() };
+                    let opts = self.put_options(PutMode::Create);
                     match self.inner.put_opts(&path, payload, opts).await {
                         Ok(_) => Ok(false),
                         // Maybe our own earlier attempt: this layer's, or one the HTTP client
@@ -290,7 +308,7 @@ impl RepoStore {
                 let path = path.clone();
                 let mode = PutMode::Update(version.clone());
                 async move {
-                    match self.inner.put_opts(&path, payload, PutOptions { mode, ..Default::default() }).await {
+                    match self.inner.put_opts(&path, payload, self.put_options(mode)).await {
                         Ok(done) => Ok(Ok(ObjectVersion { e_tag: done.e_tag, version: done.version })),
                         Err(object_store::Error::Precondition { .. } | object_store::Error::NotFound { .. }) => {
                             Ok(Err(()))
@@ -549,10 +567,12 @@ impl RepoStore {
         let started = unix_now();
         let parts = (self.part_size, self.parts_in_flight);
         let Some(named) = &self.multipart else {
-            let inner = self.retrying("start upload of", key, |_| self.inner.put_multipart(&path)).await?;
+            let opts = || object_store::PutMultipartOptions { tags: self.tags.clone(), ..Default::default() };
+            let inner = self.retrying("start upload of", key, |_| self.inner.put_multipart_opts(&path, opts())).await?;
             return Ok(Upload::new(inner, self.clone(), key, None, parts, started));
         };
-        let id = self.retrying("start upload of", key, |_| named.create_multipart(&path)).await?;
+        let opts = || object_store::PutMultipartOptions { tags: self.tags.clone(), ..Default::default() };
+        let id = self.retrying("start upload of", key, |_| named.create_multipart_opts(&path, opts())).await?;
         let journal = journal_key(key);
         if let Err(e) = self.put(&journal, Bytes::from(id.clone())).await {
             let _ = named.abort_multipart(&path, &id).await;

@@ -113,6 +113,7 @@ fn s3_on(url: String, tls: StorageTls) -> StorageConfig {
         sse: None,
         requester_pays: false,
         sts_endpoint: None,
+        objects: Default::default(),
     })
 }
 
@@ -144,6 +145,7 @@ async fn azure_on_azurite_meets_the_contract() {
         auth: AzureAuth::Shared(Secret::new(AZURITE_KEY)),
         endpoint: Some(url),
         tls: Default::default(),
+        objects: Default::default(),
     });
     run_all(&open(&config).scoped(&run_prefix("azure")), Capabilities { atomic_create: true }).await;
 }
@@ -158,6 +160,7 @@ async fn gcs_on_the_xml_api_test_server_meets_the_contract() {
         endpoint: Some(url),
         tls: Default::default(),
         user_project: None,
+        objects: Default::default(),
     });
     run_all(&open(&config).scoped(&run_prefix("gcs")), Capabilities { atomic_create: true }).await;
 }
@@ -174,6 +177,7 @@ async fn gcs_read_path_on_fake_gcs_server() {
         endpoint: Some(url),
         tls: Default::default(),
         user_project: None,
+        objects: Default::default(),
     });
     let s = open(&config);
     let expected: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();

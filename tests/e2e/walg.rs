@@ -305,7 +305,15 @@ fn spilo_s_wal_g_commands_run_unchanged_against_pgstrata() {
     assert!(!err.contains(key) && !err.contains("thirty-two"), "a key is never printed: {}", text(&o));
 
     // Retention as WAL-G documents it. Another full and a delta: F1 D1 D2 F2 D3.
-    ok("wal-g", &["backup-push", "--full", primary.data.to_str().unwrap()], &main_env);
+    let o = ok("wal-g", &["backup-push", "--full", primary.data.to_str().unwrap()], &main_env);
+    // WAL-G's log lines (`INFO: 2026/12/06 10:15:00.123456 ...`), progress among them; none of
+    // pgBackRest's (`P00   INFO:`).
+    let err = String::from_utf8_lossy(&o.stderr);
+    let walg_line = |l: &str| {
+        l.strip_prefix("INFO: ").is_some_and(|r| r.len() > 27 && r.as_bytes()[4] == b'/' && r.as_bytes()[19] == b'.')
+    };
+    assert!(err.lines().any(|l| walg_line(l) && l.contains("backup progress: ")), "no WAL-G progress line: {err}");
+    assert!(!err.contains("P00"), "pgBackRest's log format under wal-g: {err}");
     bench(&["-T", "1", "-n"]);
     ok("wal-g", &["backup-push", primary.data.to_str().unwrap()], &main_env);
     let all = |envd: &Path| -> Vec<String> {
