@@ -37,6 +37,7 @@ pub mod repo;
 pub mod restore;
 pub mod restore_test;
 pub mod runtime;
+pub mod server;
 pub mod termination;
 pub mod verify;
 pub mod wal;

@@ -55,8 +55,8 @@ pub fn dispatch(config: &Config) -> CliResult<()> {
         "verify" => crate::verify::run(config),
         "restore-test" => crate::restore_test::run(config),
         "annotate" => annotate::run(config),
-        "server" => crate::remote::server::run(config),
-        "server-ping" => crate::remote::server::ping(config),
+        "server" => crate::server::run(config),
+        "server-ping" => crate::server::ping(config),
         other => Err(CliError::new(
             ErrorCode::NotImplemented,
             format!("command '{other}' is not available in pgstrata {} yet", env!("CARGO_PKG_VERSION")),

@@ -1,9 +1,7 @@
-//! Hosts talking to each other: pgstrata to pgstrata over HTTP/2 with mutual TLS (rustls,
-//! hyper), as PGO deploys pgBackRest: a `server` on the repository host serves the repository to
-//! the database hosts (`repoN-host`).
+//! Hosts talking to each other, the client side and what both sides share: pgstrata to pgstrata
+//! over HTTP/2 with mutual TLS (rustls, hyper), as PGO deploys pgBackRest. The `server` command
+//! itself is a front end of its own (`crate::server`).
 //!
-//! - [`server`]: the `server` command (and `server-ping`): TLS with client certificates,
-//!   grants by certificate common name per stanza (`tls-server-auth`), SIGHUP reload.
 //! - [`client`]: a connection to a server, and [`client::RemoteStore`], a served repository as
 //!   one more object store, so every command works on it unchanged.
 //! - [`wire`]: the requests and answers; [`tls`]: TLS from PEM files; [`cert`]: the common name
@@ -12,7 +10,6 @@
 pub mod cert;
 pub mod client;
 pub mod data;
-pub mod server;
 pub mod tls;
 pub mod wire;
 

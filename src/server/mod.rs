@@ -1,5 +1,5 @@
-//! `server`: serves this host's repositories to other hosts over HTTP/2 with mutual TLS, and
-//! `server-ping`, the liveness probe.
+//! `server`: a front end of its own, serving this host's repositories and cluster to other hosts
+//! over HTTP/2 with mutual TLS; and `server-ping`, the liveness probe.
 //!
 //! A connection is accepted with the TLS settings and grants of the moment (SIGHUP reloads
 //! both: new connections use the new ones, work in progress finishes on the old). Every request
@@ -26,9 +26,9 @@ use object_store::{
 };
 use pgstrata_storage::RetryPolicy;
 
-use super::client::{self, Body};
-use super::data::{self, ServedCluster};
-use super::wire::{self, ErrorKind, Head, Listing, Meta, Mode, Op, Pong, WireError, Written};
+use crate::remote::client::{self, Body};
+use crate::remote::data::{self, ServedCluster};
+use crate::remote::wire::{self, ErrorKind, Head, Listing, Meta, Mode, Op, Pong, WireError, Written};
 use crate::accounts::Names;
 use crate::config::Config;
 use crate::error::{CliError, CliResult, ErrorCode};
@@ -114,7 +114,7 @@ pub fn stanza_of(key: &str) -> Option<&str> {
 
 /// What one reload of the configuration gives.
 struct Settings {
-    tls: super::tls::ServerTls,
+    tls: crate::remote::tls::ServerTls,
     acceptor: tokio_rustls::TlsAcceptor,
     grants: Grants,
     config: Config,
@@ -134,7 +134,7 @@ impl Settings {
         };
         let (ca, cert, key) =
             (need("tls-server-ca-file")?, need("tls-server-cert-file")?, need("tls-server-key-file")?);
-        let tls = super::tls::server_config(&super::tls::ServerFiles { ca: &ca, cert: &cert, key: &key })?;
+        let tls = crate::remote::tls::server_config(&crate::remote::tls::ServerFiles { ca: &ca, cert: &cert, key: &key })?;
         let grants = Grants::parse(config.list("tls-server-auth"))?;
         if grants.0.is_empty() {
             tracing::warn!("tls-server-auth is not set: every client will be refused");
@@ -293,7 +293,7 @@ struct Peer {
 
 impl Peer {
     fn new(address: SocketAddr, chain: Vec<rustls_pki_types::CertificateDer<'static>>, settings: &Settings) -> Self {
-        let name = chain.first().and_then(|cert| super::cert::common_name(cert));
+        let name = chain.first().and_then(|cert| crate::remote::cert::common_name(cert));
         let untrusted = if chain.is_empty() { None } else { settings.tls.check_client(&chain).err() };
         Self { address, name, untrusted, chain: Arc::new(chain) }
     }
@@ -541,7 +541,7 @@ async fn put(served: &Served, key: &str, mode: Mode, body: Incoming) -> Result<A
 async fn upload(served: &Served, key: &str, mut body: Incoming) -> Result<Answer, WireError> {
     let path = served.path(key)?;
     // Its parts in flight count against the server-wide bound.
-    let _permit = super::data::HEAVY_REQUESTS.acquire().await.map_err(|e| store_error(&e.to_string()))?;
+    let _permit = crate::remote::data::HEAVY_REQUESTS.acquire().await.map_err(|e| store_error(&e.to_string()))?;
     let multipart = served.store.put_multipart(&path).await.map_err(|e| wire_error(&e))?;
     let mut writer = WriteMultipart::new_with_chunk_size(multipart, UPLOAD_PART);
     loop {
@@ -803,12 +803,12 @@ pub fn ping(config: &Config) -> CliResult<()> {
         },
     };
     let port = config.int("tls-server-port").and_then(|p| u16::try_from(p).ok()).unwrap_or(8432);
-    let endpoint = client::Endpoint { option: "server-ping".into(), host, port, tls: super::tls::probe_config()? };
+    let endpoint = client::Endpoint { option: "server-ping".into(), host, port, tls: crate::remote::tls::probe_config()? };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| CliError::new(ErrorCode::Service, format!("unable to start the I/O runtime: {e}")))?;
-    let pong = rt.block_on(super::client::ping(&client::Connection::new(endpoint)))?;
+    let pong = rt.block_on(crate::remote::client::ping(&client::Connection::new(endpoint)))?;
     tracing::info!("server {} {} answered", pong.name, pong.version);
     Ok(())
 }
