@@ -134,7 +134,7 @@ impl ErrorCode {
 }
 
 /// An error that ends the command with `code`.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct CliError {
     pub code: ErrorCode,
     pub message: String,

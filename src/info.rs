@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 
 use crate::config::Config;
 use crate::error::{CliError, CliResult, ErrorCode};
-use crate::repo::{Repo, load_stanza_info, repo_indexes, unlock};
+use crate::repo::{Repo, load_stanza_info};
 
 /// What `info --set` adds for the one backup: read from its manifest.
 struct SetDetail {
@@ -27,7 +27,7 @@ struct SetDetail {
 /// The manifest of backup `label` in repository `index`, summed up.
 async fn set_detail(config: &Config, index: u32, stanza: &str, label: &str) -> CliResult<Option<SetDetail>> {
     use pgstrata_repo_format::meta::{FileData, ManifestEntry};
-    let repo = crate::repo::open_repo(config, index, stanza).await?;
+    let repo = crate::repo::open_repo(&crate::request::repos::repo_target(config, index), stanza).await?;
     let catalog = repo.load_catalog().await?;
     let Some(entry) = catalog.backups.iter().find(|b| b.label.as_str() == label) else { return Ok(None) };
     let mut manifest = crate::manifest::ManifestStream::open(&repo, entry).await?;
@@ -89,8 +89,8 @@ async fn view(config: &Config, index: u32, stanza: &str) -> CliResult<RepoView> 
         newest_archived: None,
         reports: BTreeMap::new(),
     };
-    let store = crate::repo::storage_of(config, index)?.open(RetryPolicy::default());
-    let store = match store {
+    let target = crate::request::repos::repo_target(config, index);
+    let store = match target.storage()?.open(RetryPolicy::default()) {
         Ok(s) => s,
         Err(e) if e.is_not_found() => {
             v.status = (1, "missing stanza path".into());
@@ -105,7 +105,7 @@ async fn view(config: &Config, index: u32, stanza: &str) -> CliResult<RepoView> 
         v.status = (1, "missing stanza path".into());
         return Ok(v);
     };
-    let key = match unlock(config, index, &info) {
+    let key = match crate::repo::unlock(&crate::request::repos::repo_target(config, index), &info) {
         Ok(k) => k,
         Err(e) => {
             v.status = (99, e.message);
@@ -407,8 +407,8 @@ async fn stanzas(config: &Config) -> CliResult<Vec<String>> {
         return Ok(vec![s.to_string()]);
     }
     let mut all = std::collections::BTreeSet::new();
-    for index in repo_indexes(config) {
-        match crate::repo::storage_of(config, index)?.open(RetryPolicy::default()) {
+    for index in crate::request::repos::repo_indexes(config) {
+        match crate::request::repos::repo_target(config, index).storage()?.open(RetryPolicy::default()) {
             Ok(store) => all.extend(store.list_dirs("stanza").await?),
             Err(e) if e.is_not_found() => {}
             Err(e) => return Err(e.into()),
@@ -425,7 +425,7 @@ pub fn run(config: &Config) -> CliResult<()> {
         let mut metrics = Metrics::default();
         for stanza in stanzas(config).await? {
             let mut views = Vec::new();
-            for index in repo_indexes(config) {
+            for index in crate::request::repos::repo_indexes(config) {
                 let mut v = view(config, index, &stanza).await?;
                 if let Some(label) = config.get("set") {
                     if v.catalog.backups.iter().any(|b| b.label.as_str() == label)

@@ -34,6 +34,7 @@ pub mod process;
 pub mod progress;
 pub mod remote;
 pub mod repo;
+pub mod request;
 pub mod restore;
 pub mod restore_test;
 pub mod runtime;

@@ -1,44 +1,47 @@
 //! A configured repository with its stanza: opening it, and reading and writing the rewritten
 //! metadata (stanza info, backup catalog) with their `.copy` twins.
 
-use std::path::PathBuf;
-
 use bytes::Bytes;
 use pgstrata_repo_format::layout::{StanzaLayout, copy_of};
 use pgstrata_repo_format::meta::{
     BackupCatalog, CipherInfo, DbEntry, MetaKind, StanzaInfo, decode_meta, encode_meta, open_meta, seal_meta,
 };
-use pgstrata_repo_format::{BlobSettings, Compression, DataKey};
-use pgstrata_storage::{
-    AzureAuth, AzureConfig, GcsAuth, GcsConfig, ObjectOptions, RepoStore, RetryPolicy, S3Config, S3Sse, Secret,
-    StorageConfig, StorageTls, UriStyle,
-};
+use pgstrata_repo_format::{BlobSettings, DataKey};
+use pgstrata_storage::{RepoStore, RetryPolicy, Secret, StorageConfig};
 
-use crate::config::Config;
 use crate::error::{CliError, CliResult, ErrorCode};
 
-/// Every repository index that has any option set (`repo1` when none has).
-pub fn repo_indexes(config: &Config) -> Vec<u32> {
-    if let Some(one) = config.int("repo").and_then(|v| u32::try_from(v).ok()) {
-        return vec![one];
+/// A repository as a front end resolved it from its options: where it is and how it must be
+/// encrypted. The engine opens it; nothing below the front ends reads an option.
+#[derive(Clone, Debug)]
+pub struct RepoTarget {
+    pub index: u32,
+    /// Its storage, or why the options describe none (reported when it is opened, so a command
+    /// over several repositories can go on past a broken one).
+    pub storage: Result<StorageConfig, CliError>,
+    pub cipher: CipherChoice,
+}
+
+/// `repoN-cipher-type` and `repoN-cipher-pass` as configured.
+#[derive(Clone, Debug)]
+pub struct CipherChoice {
+    /// `none` or `aes-256-gcm`.
+    pub kind: String,
+    pub pass: Option<Secret>,
+    /// Where the passphrase goes, for the message when it is missing (the front end's names).
+    pub pass_hint: String,
+}
+
+impl RepoTarget {
+    /// The storage, or the error the options gave.
+    pub fn storage(&self) -> CliResult<&StorageConfig> {
+        self.storage.as_ref().map_err(Clone::clone)
     }
-    let found = config.repo_indexes_set();
-    if found.is_empty() { vec![1] } else { found }
-}
 
-/// How new blobs are written: `compress-type`, `compress-level`, `buffer-size`.
-pub fn blob_settings(config: &Config) -> CliResult<BlobSettings> {
-    let level = config.int("compress-level").and_then(|v| i32::try_from(v).ok());
-    let compression = Compression::from_option(config.get("compress-type").unwrap_or("zst"), level)?;
-    let frame_size = config.size("buffer-size").and_then(|v| usize::try_from(v).ok()).unwrap_or(1 << 20);
-    Ok(BlobSettings { compression, frame_size })
-}
-
-/// The stanza name; required by every stanza command.
-pub fn stanza_name(config: &Config) -> CliResult<String> {
-    let name = config.require("stanza")?.to_string();
-    StanzaLayout::new(&name)?;
-    Ok(name)
+    /// Opens the store (nothing contacted yet; a local repository directory must exist).
+    pub fn store(&self) -> CliResult<RepoStore> {
+        Ok(self.storage()?.open(RetryPolicy::default())?)
+    }
 }
 
 /// An opened repository of one stanza.
@@ -135,9 +138,10 @@ impl Repo {
 #[derive(Clone, Debug, Default)]
 pub struct CatalogVersion(Option<pgstrata_storage::store::ObjectVersion>);
 
-/// Opens repository `index` for `stanza`, which must exist there, and unlocks its key.
-pub async fn open_repo(config: &Config, index: u32, stanza: &str) -> CliResult<Repo> {
-    let store = storage_of(config, index)?.open(RetryPolicy::default())?;
+/// Opens repository `target` for `stanza`, which must exist there, and unlocks its key.
+pub async fn open_repo(target: &RepoTarget, stanza: &str) -> CliResult<Repo> {
+    let index = target.index;
+    let store = target.store()?;
     let layout = StanzaLayout::new(stanza)?;
     let Some(info) = load_stanza_info(&store, &layout).await? else {
         return Err(CliError::new(
@@ -147,13 +151,13 @@ pub async fn open_repo(config: &Config, index: u32, stanza: &str) -> CliResult<R
         .hint("has the stanza-create command been run?")
         .hint("is the stanza name and repository configuration right?"));
     };
-    let key = unlock(config, index, &info)?;
+    let key = unlock(target, &info)?;
     Ok(Repo { index, store, layout, info, key })
 }
 
 /// The data key of an encrypted stanza, checked against `repoN-cipher-type` / `-cipher-pass`.
-pub fn unlock(config: &Config, index: u32, info: &StanzaInfo) -> CliResult<Option<DataKey>> {
-    let configured = config.get(&format!("repo{index}-cipher-type")).unwrap_or("none");
+pub fn unlock(target: &RepoTarget, info: &StanzaInfo) -> CliResult<Option<DataKey>> {
+    let (index, configured) = (target.index, target.cipher.kind.as_str());
     match &info.cipher {
         CipherInfo::None if configured == "none" => Ok(None),
         CipherInfo::None => Err(CliError::new(
@@ -169,20 +173,20 @@ pub fn unlock(config: &Config, index: u32, info: &StanzaInfo) -> CliResult<Optio
                 )
                 .hint(format!("set repo{index}-cipher-type=aes-256-gcm and repo{index}-cipher-pass")));
             }
-            let pass = passphrase(config, index)?;
-            Ok(Some(key.unwrap_key(pass.as_bytes())?))
+            let pass = passphrase(target)?;
+            Ok(Some(key.unwrap_key(pass.expose().as_bytes())?))
         }
     }
 }
 
 /// `repoN-cipher-pass`, required when encryption is on.
-pub fn passphrase(config: &Config, index: u32) -> CliResult<String> {
-    config.get(&format!("repo{index}-cipher-pass")).map(str::to_string).ok_or_else(|| {
-        CliError::new(ErrorCode::OptionRequired, format!("repo{index}-cipher-pass is required for an encrypted repository"))
-            .hint(format!(
-                "set it in the configuration file or the environment ({}REPO{index}_CIPHER_PASS), never on the command line",
-                config.flavor.env_prefix()
-            ))
+pub fn passphrase(target: &RepoTarget) -> CliResult<&Secret> {
+    target.cipher.pass.as_ref().ok_or_else(|| {
+        CliError::new(
+            ErrorCode::OptionRequired,
+            format!("repo{}-cipher-pass is required for an encrypted repository", target.index),
+        )
+        .hint(target.cipher.pass_hint.clone())
     })
 }
 
@@ -236,155 +240,4 @@ async fn save_twin(store: &RepoStore, key: &str, bytes: Bytes) -> CliResult<()> 
     store.put(key, bytes.clone()).await?;
     store.put(&copy_of(key), bytes).await?;
     Ok(())
-}
-
-/// The storage of repository `index`, from its `repoN-*` options; through its repository host's
-/// server when `repoN-host` is set.
-pub fn storage_of(config: &Config, index: u32) -> CliResult<StorageConfig> {
-    if config.get(&format!("repo{index}-host")).is_some() {
-        return Ok(StorageConfig::Given(crate::remote::repo_store(config, index)?));
-    }
-    let opt = |suffix: &str| config.get(&format!("repo{index}-{suffix}")).map(str::to_string);
-    let need = |suffix: &str| {
-        opt(suffix).ok_or_else(|| {
-            CliError::new(
-                ErrorCode::OptionRequired,
-                format!("{} command requires option: repo{index}-{suffix}", config.command.name),
-            )
-        })
-    };
-    let path = need("path")?;
-    let endpoint = |key: &str| {
-        opt(key).map(|e| match opt("storage-port") {
-            Some(port) if !e.rsplit(':').next().is_some_and(|p| p.bytes().all(|b| b.is_ascii_digit())) => {
-                format!("{e}:{port}")
-            }
-            _ => e,
-        })
-    };
-    let kind = opt("type").unwrap_or_else(|| "posix".into());
-    // repoN-storage-tag (key=value, repeatable) and repoN-storage-upload-chunk-size.
-    let objects = || -> CliResult<ObjectOptions> {
-        let tags = config
-            .list(&format!("repo{index}-storage-tag"))
-            .iter()
-            .map(|t| {
-                t.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())).ok_or_else(|| {
-                    CliError::new(
-                        ErrorCode::OptionInvalidValue,
-                        format!("'{t}' is not valid for 'repo{index}-storage-tag' option: give key=value"),
-                    )
-                })
-            })
-            .collect::<CliResult<Vec<_>>>()?;
-        let upload_chunk =
-            config.size(&format!("repo{index}-storage-upload-chunk-size")).and_then(|v| usize::try_from(v).ok());
-        Ok(ObjectOptions { tags, upload_chunk })
-    };
-    // repoN-storage-verify-tls=n: any certificate (a self-signed MinIO); the CA options add
-    // trusted CAs.
-    let tls = StorageTls {
-        verify: opt("storage-verify-tls").as_deref() != Some("n"),
-        ca_file: opt("storage-ca-file").map(PathBuf::from),
-        ca_path: opt("storage-ca-path").map(PathBuf::from),
-    };
-    Ok(match kind.as_str() {
-        "posix" | "cifs" => {
-            let path = PathBuf::from(&path);
-            if !path.is_absolute() {
-                return Err(CliError::new(
-                    ErrorCode::OptionInvalidValue,
-                    format!("'{}' is not valid for 'repo{index}-path' option: it must be absolute", path.display()),
-                ));
-            }
-            StorageConfig::Posix { path }
-        }
-        "s3" => {
-            let key_type = opt("s3-key-type").unwrap_or_else(|| "shared".into());
-            let (key, key_secret) = if key_type == "shared" {
-                (Some(Secret::new(need("s3-key")?)), Some(Secret::new(need("s3-key-secret")?)))
-            } else {
-                (None, None)
-            };
-            StorageConfig::S3(S3Config {
-                bucket: need("s3-bucket")?,
-                endpoint: endpoint("s3-endpoint"),
-                region: need("s3-region")?,
-                prefix: path,
-                key,
-                key_secret,
-                token: opt("s3-token").map(Secret::new),
-                uri_style: if opt("s3-uri-style").as_deref() == Some("path") { UriStyle::Path } else { UriStyle::Host },
-                tls,
-                sse: match (opt("s3-kms-key-id"), opt("s3-sse-customer-key")) {
-                    (Some(_), Some(_)) => {
-                        return Err(CliError::new(
-                            ErrorCode::OptionInvalid,
-                            format!(
-                                "repo{index}-s3-kms-key-id and repo{index}-s3-sse-customer-key exclude each other: \
-                                 S3 encrypts an object with one of them"
-                            ),
-                        ));
-                    }
-                    (Some(kms), None) => Some(S3Sse::Kms(kms)),
-                    (None, Some(key)) => Some(S3Sse::CustomerKey(Secret::new(key))),
-                    (None, None) => None,
-                },
-                requester_pays: opt("s3-requester-pays").as_deref() == Some("y"),
-                sts_endpoint: opt("s3-sts-host"),
-                objects: objects()?,
-            })
-        }
-        "gcs" => {
-            let auth = match opt("gcs-key-type").as_deref() {
-                Some("token") => GcsAuth::Token(Secret::new(need("gcs-key")?)),
-                Some("auto") => GcsAuth::Auto,
-                _ => GcsAuth::Service(PathBuf::from(need("gcs-key")?)),
-            };
-            StorageConfig::Gcs(GcsConfig {
-                bucket: need("gcs-bucket")?,
-                prefix: path,
-                auth,
-                endpoint: endpoint("gcs-endpoint"),
-                tls,
-                user_project: opt("gcs-user-project"),
-                objects: objects()?,
-            })
-        }
-        "azure" => {
-            let auth = match opt("azure-key-type").as_deref() {
-                Some("sas") => AzureAuth::Sas(Secret::new(need("azure-key")?)),
-                Some("auto") => AzureAuth::Auto,
-                _ => AzureAuth::Shared(Secret::new(need("azure-key")?)),
-            };
-            let account = need("azure-account")?;
-            // An endpoint given as a URL with a path is used as it is (the account in it);
-            // otherwise the account goes into the host (host style) or the path (path style).
-            let azure_endpoint = endpoint("azure-endpoint").map(|e| {
-                let (scheme, rest) = e.split_once("://").unwrap_or(("https", e.as_str()));
-                if rest.trim_end_matches('/').contains('/') {
-                    e.clone()
-                } else if opt("azure-uri-style").as_deref() == Some("path") {
-                    format!("{scheme}://{}/{account}", rest.trim_end_matches('/'))
-                } else {
-                    format!("{scheme}://{account}.{}", rest.trim_end_matches('/'))
-                }
-            });
-            StorageConfig::Azure(AzureConfig {
-                account,
-                container: need("azure-container")?,
-                prefix: path,
-                auth,
-                endpoint: azure_endpoint,
-                tls,
-                objects: objects()?,
-            })
-        }
-        other => {
-            return Err(CliError::new(
-                ErrorCode::OptionInvalidValue,
-                format!("repo{index}-type '{other}' is not supported"),
-            ));
-        }
-    })
 }

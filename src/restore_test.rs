@@ -19,7 +19,8 @@ use serde::Serialize;
 use crate::config::Config;
 use crate::error::{CliError, CliResult, ErrorCode};
 use crate::manifest::ManifestStream;
-use crate::repo::{open_repo, stanza_name};
+use crate::repo::open_repo;
+use crate::request::repos::stanza_name;
 
 #[derive(Debug, Serialize)]
 struct Step {
@@ -73,7 +74,7 @@ pub fn run(config: &Config) -> CliResult<()> {
         .hint("run it as the database's OS user (postgres), as the backup runs"));
     }
     let (repo_index, label, pg_version, maps) = crate::runtime::runtime()?.block_on(async {
-        let repo = open_repo(config, config.repo_index(), &stanza).await?;
+        let repo = open_repo(&crate::request::repos::repo_target(config, config.repo_index()), &stanza).await?;
         let catalog = repo.load_catalog().await?;
         let backup = match config.get("set") {
             Some(set) => catalog.backups.iter().find(|b| b.label.as_str() == set),
@@ -129,7 +130,7 @@ pub fn run(config: &Config) -> CliResult<()> {
     drop(scratch);
     let failed = report.steps.iter().filter(|s| !s.ok).count() as u64;
     crate::runtime::runtime()?.block_on(async {
-        match open_repo(config, repo_index, &stanza).await {
+        match open_repo(&crate::request::repos::repo_target(config, repo_index), &stanza).await {
             Ok(repo) => {
                 let detail = serde_json::json!({"backup": label, "steps": &report.steps});
                 crate::verify::record(&repo, "restore-test", failed, detail).await;

@@ -25,7 +25,8 @@ use crate::chain::References;
 use crate::config::Config;
 use crate::error::{CliError, CliResult, ErrorCode};
 use crate::manifest::ManifestStream;
-use crate::repo::{Repo, open_repo, repo_indexes, stanza_name};
+use crate::repo::{Repo, open_repo};
+use crate::request::repos::stanza_name;
 
 /// Problems kept per report (the rest are counted).
 const MAX_PROBLEMS: usize = 1000;
@@ -131,8 +132,8 @@ pub fn run(config: &Config) -> CliResult<()> {
         .map_err(|e| CliError::new(ErrorCode::Service, format!("unable to start the I/O runtime: {e}")))?;
     let reports = rt.block_on(async {
         let mut reports = Vec::new();
-        for index in repo_indexes(config) {
-            let repo = open_repo(config, index, &stanza).await?;
+        for index in crate::request::repos::repo_indexes(config) {
+            let repo = open_repo(&crate::request::repos::repo_target(config, index), &stanza).await?;
             let report = verify_repo(&repo, set.as_ref(), workers).await?;
             record(&repo, "verify", report.count(), serde_json::json!({"backups": report.backups.len(), "set": set}))
                 .await;

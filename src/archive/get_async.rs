@@ -21,7 +21,7 @@ use super::spool::{Spool, hold_worker_lock, spawn_worker, worker_lock_path, work
 use super::{fetch_any, open_readable, write_atomically};
 use crate::config::Config;
 use crate::error::{CliError, CliResult, ErrorCode};
-use crate::repo::stanza_name;
+use crate::request::repos::stanza_name;
 
 const WANT: &str = "want";
 

@@ -20,7 +20,8 @@ use pgstrata_repo_format::{BlobSettings, Sha256Digest};
 
 use crate::config::Config;
 use crate::error::{CliError, CliResult, ErrorCode};
-use crate::repo::{Repo, blob_settings, open_repo, repo_indexes, stanza_name};
+use crate::repo::{Repo, open_repo};
+use crate::request::repos::stanza_name;
 
 /// Resolves `%p`. A relative path is relative to the working directory, which PostgreSQL sets
 /// to its data directory — never to `pg1-path`, which may name another cluster (the source of a
@@ -66,8 +67,10 @@ fn check_segment(repo: &Repo, name: &WalFileName, head: &[u8], len: u64) -> CliR
 async fn open_readable(config: &Config, stanza: &str) -> CliResult<Vec<Repo>> {
     let mut repos = Vec::new();
     let mut search = RepoSearch::default();
-    for index in repo_indexes(config) {
-        if let Some(repo) = search.answer(index, open_repo(config, index, stanza).await.map(Some)) {
+    for index in crate::request::repos::repo_indexes(config) {
+        if let Some(repo) =
+            search.answer(index, open_repo(&crate::request::repos::repo_target(config, index), stanza).await.map(Some))
+        {
             repos.push(repo);
         }
     }
@@ -80,8 +83,8 @@ async fn open_readable(config: &Config, stanza: &str) -> CliResult<Vec<Repo>> {
 /// Every configured repository of the stanza, opened and unlocked (writers need them all).
 async fn open_all(config: &Config, stanza: &str) -> CliResult<Vec<Repo>> {
     let mut repos = Vec::new();
-    for index in repo_indexes(config) {
-        repos.push(open_repo(config, index, stanza).await?);
+    for index in crate::request::repos::repo_indexes(config) {
+        repos.push(open_repo(&crate::request::repos::repo_target(config, index), stanza).await?);
     }
     Ok(repos)
 }
@@ -219,7 +222,7 @@ pub fn push(config: &Config) -> CliResult<()> {
     if config.bool("archive-async") {
         return push_async::foreground(config, &stanza, &path, &name);
     }
-    let settings = blob_settings(config)?;
+    let settings = crate::request::repos::blob_settings(config)?;
     crate::runtime::runtime()?.block_on(async {
         let repos = open_all(config, &stanza).await?;
         push_file(&repos, settings, &name, &path, process_max(config)).await
@@ -349,9 +352,15 @@ fn get_sync(config: &Config, stanza: &str, name: &WalFileName, dest: &Path) -> C
         // Repositories are opened one at a time: a later one (its stanza info read, its key
         // unwrapped) only when the earlier ones lack the file.
         let mut search = RepoSearch::default();
-        for index in repo_indexes(config) {
+        for index in crate::request::repos::repo_indexes(config) {
             let attempt = async {
-                fetch_from(&open_repo(config, index, stanza).await?, name, process_max(config), cluster.as_ref()).await
+                fetch_from(
+                    &open_repo(&crate::request::repos::repo_target(config, index), stanza).await?,
+                    name,
+                    process_max(config),
+                    cluster.as_ref(),
+                )
+                .await
             };
             if let Some(plain) = search.answer(index, attempt.await) {
                 write_atomically(dest, &plain)?;

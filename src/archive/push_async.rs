@@ -23,7 +23,7 @@ use super::spool::{
 use super::{open_all, push_file};
 use crate::config::Config;
 use crate::error::{CliError, CliResult, ErrorCode};
-use crate::repo::{blob_settings, stanza_name};
+use crate::request::repos::stanza_name;
 
 const GLOBAL_ERROR: &str = "global.error";
 
@@ -131,7 +131,7 @@ fn ready_files(status: &Path) -> CliResult<Vec<String>> {
 
 fn run(config: &Config, stanza: &str, wal_dir: &Path, spool: &Spool) -> CliResult<()> {
     let workers = usize::try_from(config.int("process-max").unwrap_or(1)).unwrap_or(1).max(1);
-    let settings = blob_settings(config)?;
+    let settings = crate::request::repos::blob_settings(config)?;
     let queue_max = config.size("archive-push-queue-max");
     let status = wal_dir.join("archive_status");
     let rt = tokio::runtime::Builder::new_multi_thread()

@@ -31,7 +31,8 @@ use crate::manifest::ManifestStream;
 use crate::postgres::remote_cluster;
 use crate::progress::human;
 use crate::repo::CatalogVersion;
-use crate::repo::{Repo, blob_settings, open_repo, stanza_name};
+use crate::repo::{Repo, open_repo};
+use crate::request::repos::stanza_name;
 use crate::runtime::unix_now;
 use crate::termination::Termination;
 use copy::{CopyCount, CopySettings, PackWriter, Prior, copy_tree};
@@ -104,7 +105,7 @@ pub fn run(config: &Config) -> CliResult<()> {
 async fn backup(config: &Config, stanza: &str, requested: BackupType) -> CliResult<()> {
     let term = Termination::listen()?;
     let (config, standby) = &choose_clusters(config).await?;
-    let repo = open_repo(config, config.repo_index(), stanza).await?;
+    let repo = open_repo(&crate::request::repos::repo_target(config, config.repo_index()), stanza).await?;
     let lease =
         Lease::acquire(&repo.store, &repo.layout, repo.index, "backup", crate::lease::lease_time(config)).await?;
     let work = async {
@@ -234,7 +235,7 @@ async fn take_backup(
     plan.warnings.iter().for_each(|w| tracing::warn!("{w}"));
     let prior = open_prior(repo, &catalog, &plan, config.bool("delta")).await?;
     // A chain keeps its full's frame size: chunk digests are per frame.
-    let mut blob = blob_settings(config)?;
+    let mut blob = crate::request::repos::blob_settings(config)?;
     if let Some(p) = &prior {
         blob.frame_size = usize::try_from(p.manifest.header()?.settings.frame_size).unwrap_or(blob.frame_size);
     }

@@ -8,7 +8,8 @@ use pgstrata_repo_format::BackupLabel;
 use crate::config::Config;
 use crate::error::{CliError, CliResult, ErrorCode};
 use crate::lease::Lease;
-use crate::repo::{blob_settings, open_repo, repo_indexes, stanza_name};
+use crate::repo::open_repo;
+use crate::request::repos::stanza_name;
 
 pub fn run(config: &Config) -> CliResult<()> {
     let stanza = stanza_name(config)?;
@@ -26,8 +27,8 @@ pub fn run(config: &Config) -> CliResult<()> {
     }
     crate::runtime::runtime()?.block_on(async {
         let mut found = false;
-        for index in repo_indexes(config) {
-            let repo = open_repo(config, index, &stanza).await?;
+        for index in crate::request::repos::repo_indexes(config) {
+            let repo = open_repo(&crate::request::repos::repo_target(config, index), &stanza).await?;
             if !repo.load_catalog().await?.backups.iter().any(|b| b.label == label) {
                 continue;
             }
@@ -47,7 +48,7 @@ pub fn run(config: &Config) -> CliResult<()> {
                     entry.keep = keep;
                 }
                 lease.check()?;
-                repo.save_catalog(&catalog, blob_settings(config)?, &read).await.map(drop)
+                repo.save_catalog(&catalog, crate::request::repos::blob_settings(config)?, &read).await.map(drop)
             }
             .await;
             lease.release().await;

@@ -12,7 +12,8 @@ use crate::config::pg_path;
 use crate::error::{CliError, CliResult, ErrorCode};
 use crate::postgres::column;
 use crate::postgres::{connect, identify};
-use crate::repo::{open_repo, repo_indexes, stanza_name};
+use crate::repo::open_repo;
+use crate::request::repos::stanza_name;
 
 fn query_err(what: &str, e: tokio_postgres::Error) -> CliError {
     CliError::new(ErrorCode::DbQuery, format!("unable to {what}: {e}"))
@@ -70,8 +71,8 @@ pub fn run(config: &Config) -> CliResult<()> {
         }
 
         let mut repos = Vec::new();
-        for index in repo_indexes(config) {
-            let repo = open_repo(config, index, &stanza).await?;
+        for index in crate::request::repos::repo_indexes(config) {
+            let repo = open_repo(&crate::request::repos::repo_target(config, index), &stanza).await?;
             let db = repo.current_db()?;
             if db.system_id != server.system_identifier || db.pg_version != server.version_num / 10000 {
                 return Err(CliError::new(

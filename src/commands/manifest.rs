@@ -50,7 +50,7 @@ impl ManifestRequest {
             (None, None) => FileFilter::All,
         };
         Ok(Self {
-            stanza: crate::repo::stanza_name(config)?,
+            stanza: crate::request::repos::stanza_name(config)?,
             repo: config.repo_index(),
             set: config.require("set")?.to_string(),
             files,
@@ -69,7 +69,8 @@ pub fn run(config: &Config) -> CliResult<()> {
 }
 
 async fn render(config: &Config, request: &ManifestRequest) -> CliResult<String> {
-    let repo = crate::repo::open_repo(config, request.repo, &request.stanza).await?;
+    let repo =
+        crate::repo::open_repo(&crate::request::repos::repo_target(config, request.repo), &request.stanza).await?;
     let catalog = repo.load_catalog().await?;
     let entry = catalog.backups.iter().find(|b| b.label.as_str() == request.set).ok_or_else(|| {
         CliError::new(

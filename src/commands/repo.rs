@@ -18,8 +18,7 @@ use crate::config::Config;
 use crate::error::{CliError, CliResult, ErrorCode};
 
 fn open(config: &Config) -> CliResult<pgstrata_storage::RepoStore> {
-    let storage = crate::repo::storage_of(config, config.repo_index())?;
-    Ok(storage.open(pgstrata_storage::RetryPolicy::default())?)
+    crate::request::repos::chosen_repo(config).store()
 }
 
 /// Where a `repo-ls`/`repo-get` path points.
@@ -143,7 +142,9 @@ pub fn get(config: &Config) -> CliResult<()> {
         match &view {
             View::Native(key) => Ok::<_, CliError>(store.get(key).await?.to_vec()),
             View::Archive { stanza, key } => {
-                let repo = crate::repo::open_repo(config, config.repo_index(), stanza).await?;
+                let repo =
+                    crate::repo::open_repo(&crate::request::repos::repo_target(config, config.repo_index()), stanza)
+                        .await?;
                 // A history file is shown without its digest: find the object it names.
                 let key = if key.ends_with(".history") {
                     let found = store.list_files(&format!("{key}-")).await?;

@@ -14,7 +14,8 @@ use crate::config::pg_path;
 use crate::error::{CliError, CliResult, ErrorCode};
 use crate::lease::Lease;
 use crate::postgres::{connect, control, identify, remote_cluster};
-use crate::repo::{Repo, blob_settings, load_stanza_info, passphrase, repo_indexes, save_stanza_info, stanza_name};
+use crate::repo::{Repo, load_stanza_info, save_stanza_info};
+use crate::request::repos::stanza_name;
 
 fn now() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| i64::try_from(d.as_secs()).unwrap_or(0)).unwrap_or(0)
@@ -89,8 +90,9 @@ pub fn create(config: &Config) -> CliResult<()> {
     crate::control::check_not_stopped(config)?;
     crate::runtime::runtime()?.block_on(async {
         let control = cluster_identity(config).await?;
-        for index in repo_indexes(config) {
-            let store = crate::repo::storage_of(config, index)?.open_creating(RetryPolicy::default())?;
+        for index in crate::request::repos::repo_indexes(config) {
+            let store =
+                crate::request::repos::repo_target(config, index).storage()?.open_creating(RetryPolicy::default())?;
             let layout = StanzaLayout::new(&stanza)?;
             let lease =
                 Lease::acquire(&store, &layout, index, "stanza-create", crate::lease::lease_time(config)).await?;
@@ -118,14 +120,19 @@ async fn create_on(
         if !matches(db, control) {
             return Err(mismatch(index, db, control));
         }
-        let key = crate::repo::unlock(config, index, &info)?;
+        let key = crate::repo::unlock(&crate::request::repos::repo_target(config, index), &info)?;
         let repo = Repo { index, store, layout, info, key };
         // Only a missing catalog is created; a damaged or unreachable one is reported, never
         // replaced by an empty list of backups.
         match repo.load_catalog().await {
             Ok(_) => {}
             Err(e) if e.code == ErrorCode::FileMissing => {
-                repo.save_catalog(&BackupCatalog::default(), blob_settings(config)?, &Default::default()).await?;
+                repo.save_catalog(
+                    &BackupCatalog::default(),
+                    crate::request::repos::blob_settings(config)?,
+                    &Default::default(),
+                )
+                .await?;
             }
             Err(e) => return Err(e),
         }
@@ -145,7 +152,8 @@ async fn create_on(
     }
     let (cipher, key) = match config.get(&format!("repo{index}-cipher-type")).unwrap_or("none") {
         "aes-256-gcm" => {
-            let pass = passphrase(config, index)?;
+            let pass =
+                crate::repo::passphrase(&crate::request::repos::repo_target(config, index))?.expose().to_string();
             let key = DataKey::generate();
             let wrapped = WrappedKey::wrap(&key, pass.as_bytes(), KdfParams::DEFAULT)?;
             (CipherInfo::Aes256Gcm { key: wrapped }, Some(key))
@@ -156,7 +164,8 @@ async fn create_on(
         StanzaInfo { stanza: stanza.to_string(), created: now(), cipher, db_history: vec![db_entry(1, control)] };
     let repo = Repo { index, store, layout, info, key };
     // The catalog first: a stanza info never exists without one.
-    repo.save_catalog(&BackupCatalog::default(), blob_settings(config)?, &Default::default()).await?;
+    repo.save_catalog(&BackupCatalog::default(), crate::request::repos::blob_settings(config)?, &Default::default())
+        .await?;
     save_stanza_info(&repo.store, &repo.layout, &repo.info).await?;
     tracing::info!(
         "stanza-create for stanza '{stanza}' on repo{index}: created for PostgreSQL {} (system id {})",
@@ -171,8 +180,8 @@ pub fn upgrade(config: &Config) -> CliResult<()> {
     crate::control::check_not_stopped(config)?;
     crate::runtime::runtime()?.block_on(async {
         let control = cluster_identity(config).await?;
-        for index in repo_indexes(config) {
-            let mut repo = crate::repo::open_repo(config, index, &stanza).await?;
+        for index in crate::request::repos::repo_indexes(config) {
+            let mut repo = crate::repo::open_repo(&crate::request::repos::repo_target(config, index), &stanza).await?;
             let lease =
                 Lease::acquire(&repo.store, &repo.layout, index, "stanza-upgrade", crate::lease::lease_time(config))
                     .await?;
@@ -214,8 +223,8 @@ pub fn delete(config: &Config) -> CliResult<()> {
     crate::runtime::runtime()?.block_on(async {
         // Every repository (or --repo) where the stanza has anything but its lease objects.
         let mut present = Vec::new();
-        for index in crate::repo::repo_indexes(config) {
-            let store = crate::repo::storage_of(config, index)?.open(RetryPolicy::default())?;
+        for index in crate::request::repos::repo_indexes(config) {
+            let store = crate::request::repos::repo_target(config, index).store()?;
             let root = layout.root();
             let dirs = store.list_dirs(&root).await?;
             if !store.list_files(&root).await?.is_empty() || dirs.iter().any(|d| d != LOCK_DIR) {

@@ -13,7 +13,8 @@ use pgstrata_repo_format::BackupLabel;
 use crate::config::Config;
 use crate::error::{CliError, CliResult, ErrorCode};
 use crate::lease::Lease;
-use crate::repo::{Repo, blob_settings, open_repo, repo_indexes, stanza_name};
+use crate::repo::{Repo, open_repo};
+use crate::request::repos::stanza_name;
 pub use plan::{Choice, DirVerdict, ExpirePlan, Retention, WalPosition};
 
 /// `expire` on every configured repository (or `--repo`).
@@ -35,8 +36,8 @@ pub fn run_choice(config: &Config, choice: &Choice) -> CliResult<()> {
     crate::runtime::runtime()?.block_on(async {
         let mut failed = None;
         let mut found = false;
-        for index in repo_indexes(config) {
-            let repo = open_repo(config, index, &stanza).await?;
+        for index in crate::request::repos::repo_indexes(config) {
+            let repo = open_repo(&crate::request::repos::repo_target(config, index), &stanza).await?;
             if let Choice::Set(label) = choice
                 && !repo.load_catalog().await?.backups.iter().any(|b| &b.label == label)
                 && config.get("repo").is_none()
@@ -79,7 +80,7 @@ pub async fn expire(config: &Config, repo: &Repo, lease: &Lease, choice: &Choice
         tracing::info!("{say}repo{}: expire backup set {}", repo.index, labels.join(", "));
         if !dry {
             lease.check()?;
-            repo.save_catalog(&plan.retained, blob_settings(config)?, &read).await?;
+            repo.save_catalog(&plan.retained, crate::request::repos::blob_settings(config)?, &read).await?;
         }
     }
     let history_days = config.int(&format!("repo{}-retention-history", repo.index)).unwrap_or(365);

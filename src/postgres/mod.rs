@@ -151,7 +151,7 @@ pub async fn connect(config: &Config) -> CliResult<tokio_postgres::Client> {
             .hint("is PostgreSQL running, and are pg1-socket-path, pg1-port and pg1-user right?")
     };
     let client = if remote {
-        let endpoint = crate::remote::endpoint(config, "pg1")?;
+        let endpoint = crate::request::repos::endpoint(config, "pg1")?;
         let stream = RemoteCluster::sql_stream(endpoint, config.get("stanza")).await?;
         let (client, connection) = pg.connect_raw(stream, tokio_postgres::NoTls).await.map_err(failed)?;
         spawn_connection(connection);

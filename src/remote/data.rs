@@ -393,7 +393,7 @@ fn failure_io(f: Failure) -> std::io::Error {
 impl RemoteCluster {
     /// The cluster of `pg1-host`; must be made inside the runtime its reads will use.
     pub fn new(config: &Config) -> CliResult<Self> {
-        let endpoint = super::endpoint(config, "pg1")?;
+        let endpoint = crate::request::repos::endpoint(config, "pg1")?;
         let workers = usize::try_from(config.int("process-max").unwrap_or(1)).unwrap_or(1).max(1);
         let connections = (0..workers).map(|_| Arc::new(Connection::new(endpoint.clone()))).collect();
         let runtime = tokio::runtime::Handle::try_current()

@@ -22,7 +22,8 @@ use crate::config::pg_path;
 use crate::durable;
 use crate::error::{CliError, CliResult, ErrorCode};
 use crate::manifest::ManifestStream;
-use crate::repo::{open_repo, stanza_name};
+use crate::repo::open_repo;
+use crate::request::repos::stanza_name;
 
 mod files;
 mod guard;
@@ -103,7 +104,7 @@ pub fn run(config: &Config) -> CliResult<()> {
 async fn restore(config: &Config, request: &RestoreRequest) -> CliResult<()> {
     let (stanza, data, workers, recovery) =
         (&request.stanza, request.data.as_path(), request.workers, &request.recovery);
-    let repo = open_repo(config, request.repo, stanza).await?;
+    let repo = open_repo(&crate::request::repos::repo_target(config, request.repo), stanza).await?;
     let catalog = repo.load_catalog().await?;
     let backup = target::choose_backup(&repo, &catalog, recovery, request.set.as_deref()).await?;
     let existing = guard::check_data_dir(data, request.delta || request.force)?;

@@ -26,12 +26,12 @@ use object_store::{
 };
 use pgstrata_storage::RetryPolicy;
 
-use crate::remote::client::{self, Body};
-use crate::remote::data::{self, ServedCluster};
-use crate::remote::wire::{self, ErrorKind, Head, Listing, Meta, Mode, Op, Pong, WireError, Written};
 use crate::accounts::Names;
 use crate::config::Config;
 use crate::error::{CliError, CliResult, ErrorCode};
+use crate::remote::client::{self, Body};
+use crate::remote::data::{self, ServedCluster};
+use crate::remote::wire::{self, ErrorKind, Head, Listing, Meta, Mode, Op, Pong, WireError, Written};
 
 /// Part size and parts in flight of an upload the server writes for a client.
 const UPLOAD_PART: usize = 8 << 20;
@@ -134,7 +134,8 @@ impl Settings {
         };
         let (ca, cert, key) =
             (need("tls-server-ca-file")?, need("tls-server-cert-file")?, need("tls-server-key-file")?);
-        let tls = crate::remote::tls::server_config(&crate::remote::tls::ServerFiles { ca: &ca, cert: &cert, key: &key })?;
+        let tls =
+            crate::remote::tls::server_config(&crate::remote::tls::ServerFiles { ca: &ca, cert: &cert, key: &key })?;
         let grants = Grants::parse(config.list("tls-server-auth"))?;
         if grants.0.is_empty() {
             tracing::warn!("tls-server-auth is not set: every client will be refused");
@@ -197,8 +198,10 @@ impl Settings {
                 format!("repo{index} is itself behind a repository host on this server; it is not served from here"),
             ));
         }
-        let storage =
-            crate::repo::storage_of(&config, index).map_err(|e| WireError::new(ErrorKind::Invalid, e.message))?;
+        let storage = crate::request::repos::repo_target(&config, index)
+            .storage()
+            .cloned()
+            .map_err(|e| WireError::new(ErrorKind::Invalid, e.message))?;
         let local = match &storage {
             pgstrata_storage::StorageConfig::Posix { path } => Some(path.display().to_string()),
             _ => None,
@@ -803,7 +806,8 @@ pub fn ping(config: &Config) -> CliResult<()> {
         },
     };
     let port = config.int("tls-server-port").and_then(|p| u16::try_from(p).ok()).unwrap_or(8432);
-    let endpoint = client::Endpoint { option: "server-ping".into(), host, port, tls: crate::remote::tls::probe_config()? };
+    let endpoint =
+        client::Endpoint { option: "server-ping".into(), host, port, tls: crate::remote::tls::probe_config()? };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

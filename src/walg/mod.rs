@@ -26,7 +26,6 @@ use std::path::{Path, PathBuf};
 
 use pgstrata_repo_format::BackupType;
 use pgstrata_repo_format::layout::StanzaLayout;
-use pgstrata_storage::RetryPolicy;
 
 use crate::config::Config;
 use crate::error::{CliError, CliResult, ErrorCode};
@@ -189,7 +188,7 @@ impl Front {
             return Ok(false);
         }
         let config = self.config("info", &[], &[])?;
-        let store = crate::repo::storage_of(&config, 1)?.open(RetryPolicy::default())?;
+        let store = crate::request::repos::repo_target(&config, 1).store()?;
         let layout = StanzaLayout::new(STANZA)?;
         crate::runtime::runtime()?
             .block_on(async { Ok(crate::repo::load_stanza_info(&store, &layout).await?.is_some()) })
@@ -315,7 +314,7 @@ impl Front {
     ) -> CliResult<(pgstrata_repo_format::meta::BackupCatalog, Vec<pgstrata_repo_format::meta::DbEntry>)> {
         let config = self.config("info", &[], &[])?;
         crate::runtime::runtime()?.block_on(async {
-            let repo = crate::repo::open_repo(&config, 1, STANZA).await?;
+            let repo = crate::repo::open_repo(&crate::request::repos::repo_target(&config, 1), STANZA).await?;
             Ok((repo.load_catalog().await?, repo.info.db_history.clone()))
         })
     }

@@ -679,7 +679,7 @@ fn backups_through_pg1_host_and_archive_and_restore_through_repo1_host() {
         &[],
     )
     .unwrap();
-    let store = pgstrata::repo::storage_of(&config, 1).unwrap().open(pgstrata_storage::RetryPolicy::default()).unwrap();
+    let store = pgstrata::request::repos::repo_target(&config, 1).store().unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(pgstrata_storage::conformance::run_all(
         &store.scoped("stanza/db/conformance"),
