@@ -17,7 +17,12 @@ pub fn lock_path(config: &Config) -> PathBuf {
 
 /// `<lock-path>/<stanza>.stop`, or `<lock-path>/all.stop` for every stanza.
 pub fn stop_file(config: &Config, stanza: Option<&str>) -> PathBuf {
-    lock_path(config).join(format!("{}.stop", stanza.unwrap_or("all")))
+    stop_file_in(&lock_path(config), stanza)
+}
+
+/// The stop file of `stanza` (or of all stanzas) in lock directory `locks`.
+pub fn stop_file_in(locks: &std::path::Path, stanza: Option<&str>) -> PathBuf {
+    locks.join(format!("{}.stop", stanza.unwrap_or("all")))
 }
 
 fn what(stanza: Option<&str>) -> String {
@@ -26,9 +31,13 @@ fn what(stanza: Option<&str>) -> String {
 
 /// Refuses (exit 62) while a stop file exists for the configured stanza or for all stanzas.
 pub fn check_not_stopped(config: &Config) -> CliResult<()> {
-    let stanza = config.get("stanza");
+    check_not_stopped_in(&lock_path(config), config.get("stanza"))
+}
+
+/// Refuses (exit 62) while lock directory `locks` holds a stop file for `stanza` or for all.
+pub fn check_not_stopped_in(locks: &std::path::Path, stanza: Option<&str>) -> CliResult<()> {
     for scope in stanza.map(Some).into_iter().chain([None]) {
-        let file = stop_file(config, scope);
+        let file = stop_file_in(locks, scope);
         if file.exists() {
             return Err(CliError::new(ErrorCode::Stop, format!("stop file exists for {}", what(scope)))
                 .hint(format!("{} was made by the stop command; run start to allow commands again", file.display())));

@@ -17,18 +17,17 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use pgstrata_repo_format::pg::{ControlFile, WalFileName, WalPageHeader};
 
+use super::ArchiveRequest;
 use super::spool::{Spool, hold_worker_lock, spawn_worker, worker_lock_path, worker_running};
 use super::{fetch_any, open_readable, write_atomically};
-use crate::config::Config;
 use crate::error::{CliError, CliResult, ErrorCode};
-use crate::request::repos::stanza_name;
 
 const WANT: &str = "want";
 
 /// The cluster being recovered: `pg1-path`, else the working directory PostgreSQL gives its
 /// `restore_command` (the data directory).
-pub(super) fn cluster_control(config: &Config) -> Option<ControlFile> {
-    let dir = config.get("pg1-path").map_or_else(|| PathBuf::from("."), PathBuf::from);
+pub(super) fn cluster_control(request: &ArchiveRequest) -> Option<ControlFile> {
+    let dir = request.pg_path.clone().unwrap_or_else(|| PathBuf::from("."));
     crate::postgres::read_control(&dir).ok()
 }
 
@@ -72,14 +71,15 @@ fn move_into(entry: &Path, dest: &Path) -> CliResult<bool> {
 /// Points the worker at `next` and starts one unless it runs. The segment asked for is already
 /// in place, so a failure here only costs prefetching: a warning, not an error that would abort
 /// recovery.
-fn prefetch_from(config: &Config, stanza: &str, spool: &Spool, next: &WalFileName) {
+fn prefetch_from(request: &ArchiveRequest, spool: &Spool, next: &WalFileName) {
     let started = spool.write(WANT, next.to_string().as_bytes()).and_then(|()| {
-        if worker_running(&worker_lock_path(config, stanza, "archive-get"))? {
+        if worker_running(&worker_lock_path(&request.lock_path, &request.stanza, "archive-get"))? {
             Ok(())
         } else {
             // Prefetch is an optimisation: a worker that dies only costs speed (fetches go
             // direct), and its stderr stays in the spool for whoever looks.
-            spawn_worker(config, "archive-get:async", &[], &spool.path(".archive-get-worker.stderr")).map(drop)
+            spawn_worker(&request.worker_args, "archive-get:async", &[], &spool.path(".archive-get-worker.stderr"))
+                .map(drop)
         }
     });
     if let Err(e) = started {
@@ -87,16 +87,16 @@ fn prefetch_from(config: &Config, stanza: &str, spool: &Spool, next: &WalFileNam
     }
 }
 
-pub fn foreground(config: &Config, stanza: &str, name: &WalFileName, dest: &Path) -> CliResult<()> {
-    let Some(control) = cluster_control(config) else {
+pub fn foreground(request: &ArchiveRequest, name: &WalFileName, dest: &Path) -> CliResult<()> {
+    let Some(control) = cluster_control(request) else {
         tracing::debug!("no pg_control to check queued WAL against: fetching {name} directly");
-        return super::get_sync(config, stanza, name, dest);
+        return super::get_sync(request, name, dest);
     };
-    let spool = match Spool::open(config, stanza, "in") {
+    let spool = match Spool::open(&request.spool_path, &request.stanza, "in") {
         Ok(s) => s,
         Err(e) => {
             tracing::warn!("archive-get queue unusable, fetching {name} directly: {e}");
-            return super::get_sync(config, stanza, name, dest);
+            return super::get_sync(request, name, dest);
         }
     };
     let entry = spool.path(&name.to_string());
@@ -106,39 +106,36 @@ pub fn foreground(config: &Config, stanza: &str, name: &WalFileName, dest: &Path
             tracing::warn!("queued {name} is not this cluster's segment: removed, fetching it again");
             spool.remove(&name.to_string());
         } else if move_into(&entry, dest)? {
-            prefetch_from(config, stanza, &spool, &next);
+            prefetch_from(request, &spool, &next);
             tracing::info!("found {name} in the archive-get queue");
             return Ok(());
         }
     }
-    super::get_sync(config, stanza, name, dest)?;
-    prefetch_from(config, stanza, &spool, &next);
+    super::get_sync(request, name, dest)?;
+    prefetch_from(request, &spool, &next);
     Ok(())
 }
 
 /// The `archive-get:async` worker: keeps the queue filled from `want` on.
-pub fn worker(config: &Config) -> CliResult<()> {
-    let stanza = stanza_name(config)?;
-    let Some(_lock) = hold_worker_lock(&worker_lock_path(config, &stanza, "archive-get"))? else {
+pub fn worker(request: &ArchiveRequest) -> CliResult<()> {
+    let Some(_lock) = hold_worker_lock(&worker_lock_path(&request.lock_path, &request.stanza, "archive-get"))? else {
         return Ok(());
     };
-    let Some(control) = cluster_control(config) else {
+    let Some(control) = cluster_control(request) else {
         return Err(CliError::new(ErrorCode::FileMissing, "archive-get worker: no pg_control to check WAL against"));
     };
-    let spool = Spool::open(config, &stanza, "in")?;
+    let spool = Spool::open(&request.spool_path, &request.stanza, "in")?;
     spool.clean_temporaries();
     let segment_size = u64::from(control.wal_segment_size);
-    let depth = usize::try_from(config.size("archive-get-queue-max").unwrap_or(128 << 20) / segment_size.max(1))
-        .unwrap_or(1)
-        .max(1);
-    let workers = usize::try_from(config.int("process-max").unwrap_or(1)).unwrap_or(1).max(1);
+    let depth = usize::try_from(request.get_queue_max / segment_size.max(1)).unwrap_or(1).max(1);
+    let workers = request.workers;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .map_err(|e| CliError::new(ErrorCode::Service, format!("unable to start the I/O runtime: {e}")))?;
     rt.block_on(async {
-        let repos = open_readable(config, &stanza).await?;
+        let repos = open_readable(request).await?;
         // Segments found missing, and when: not asked again for a moment (a standby waiting for
         // new WAL would otherwise poll the repository in a loop).
         let mut missing: Option<(WalFileName, Instant)> = None;

@@ -12,16 +12,50 @@ mod spool;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use bytes::Bytes;
 use pgstrata_repo_format::layout::archive_id;
 use pgstrata_repo_format::pg::{ControlFile, WalFileKind, WalFileName, WalPageHeader};
 use pgstrata_repo_format::{BlobSettings, Sha256Digest};
 
-use crate::config::Config;
 use crate::error::{CliError, CliResult, ErrorCode};
-use crate::repo::{Repo, open_repo};
-use crate::request::repos::stanza_name;
+use crate::repo::{Repo, RepoTarget, open_repo};
+
+/// What `archive-push` and `archive-get` (and their asynchronous workers) were asked for,
+/// resolved once by a front end: the engine reads no option.
+#[derive(Clone, Debug)]
+pub struct ArchiveRequest {
+    pub stanza: String,
+    /// The repositories, in order (`--repo`, else every one configured).
+    pub repos: Vec<RepoTarget>,
+    /// How new objects are written (`compress-type`, `compress-level`, `buffer-size`).
+    pub blob: BlobSettings,
+    /// `process-max`.
+    pub workers: usize,
+    /// `archive-async`.
+    pub asynchronous: bool,
+    /// `spool-path`.
+    pub spool_path: PathBuf,
+    /// `lock-path`: worker locks and stop files.
+    pub lock_path: PathBuf,
+    /// `archive-timeout`: how long an asynchronous push waits for its worker.
+    pub timeout: Duration,
+    /// `archive-push-queue-max`.
+    pub push_queue_max: Option<u64>,
+    /// `archive-get-queue-max`.
+    pub get_queue_max: u64,
+    /// `pg1-path`: the cluster being recovered (else the working directory, where PostgreSQL
+    /// runs `restore_command`).
+    pub pg_path: Option<PathBuf>,
+    /// Every `pgN-path` of the stanza (archive-push's working-directory check).
+    pub pg_paths: Vec<String>,
+    /// The options an asynchronous worker is started with (this process's command line).
+    pub worker_args: Vec<String>,
+    /// The command's parameters: `%p` for a push; `%f` and `%p` for a get; the `pg_wal`
+    /// directory for the push worker.
+    pub params: Vec<String>,
+}
 
 /// Resolves `%p`. A relative path is relative to the working directory, which PostgreSQL sets
 /// to its data directory — never to `pg1-path`, which may name another cluster (the source of a
@@ -64,13 +98,11 @@ fn check_segment(repo: &Repo, name: &WalFileName, head: &[u8], len: u64) -> CliR
 
 /// The repositories that can be opened now (for reading: a failing one is a warning); an
 /// error only when none can.
-async fn open_readable(config: &Config, stanza: &str) -> CliResult<Vec<Repo>> {
+async fn open_readable(request: &ArchiveRequest) -> CliResult<Vec<Repo>> {
     let mut repos = Vec::new();
     let mut search = RepoSearch::default();
-    for index in crate::request::repos::repo_indexes(config) {
-        if let Some(repo) =
-            search.answer(index, open_repo(&crate::request::repos::repo_target(config, index), stanza).await.map(Some))
-        {
+    for target in &request.repos {
+        if let Some(repo) = search.answer(target.index, open_repo(target, &request.stanza).await.map(Some)) {
             repos.push(repo);
         }
     }
@@ -81,10 +113,10 @@ async fn open_readable(config: &Config, stanza: &str) -> CliResult<Vec<Repo>> {
 }
 
 /// Every configured repository of the stanza, opened and unlocked (writers need them all).
-async fn open_all(config: &Config, stanza: &str) -> CliResult<Vec<Repo>> {
+async fn open_all(request: &ArchiveRequest) -> CliResult<Vec<Repo>> {
     let mut repos = Vec::new();
-    for index in crate::request::repos::repo_indexes(config) {
-        repos.push(open_repo(&crate::request::repos::repo_target(config, index), stanza).await?);
+    for target in &request.repos {
+        repos.push(open_repo(target, &request.stanza).await?);
     }
     Ok(repos)
 }
@@ -164,14 +196,14 @@ async fn push_file(
     Ok(())
 }
 
-fn wal_path_param(config: &Config) -> CliResult<(PathBuf, WalFileName)> {
-    let param = config.params.first().ok_or_else(|| {
+fn wal_path_param(request: &ArchiveRequest) -> CliResult<(PathBuf, WalFileName)> {
+    let param = request.params.first().ok_or_else(|| {
         CliError::new(
             ErrorCode::ParamRequired,
             "archive-push requires the WAL file's path (archive_command = '... archive-push %p')",
         )
     })?;
-    check_working_dir(config, param)?;
+    check_working_dir(&request.pg_paths, param)?;
     let path = resolve(param)?;
     let file_name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
     let name: WalFileName = file_name.parse()?;
@@ -182,15 +214,10 @@ fn wal_path_param(config: &Config) -> CliResult<(PathBuf, WalFileName)> {
 /// the working directory says which cluster is archiving. When the stanza configures clusters
 /// (`pgN-path`) and this is none of them — a copy restored elsewhere with the original's
 /// configuration — it must not archive into the original's stanza (pgBackRest refuses it too).
-fn check_working_dir(config: &Config, param: &str) -> CliResult<()> {
+fn check_working_dir(paths: &[String], param: &str) -> CliResult<()> {
     if Path::new(param).is_absolute() {
         return Ok(());
     }
-    let paths: Vec<String> = config
-        .pg_indexes_set()
-        .into_iter()
-        .filter_map(|n| config.get(&format!("pg{n}-path")).map(str::to_string))
-        .collect();
     if paths.is_empty() {
         return Ok(());
     }
@@ -215,34 +242,28 @@ fn check_working_dir(config: &Config, param: &str) -> CliResult<()> {
     ))
 }
 
-pub fn push(config: &Config) -> CliResult<()> {
-    let stanza = stanza_name(config)?;
-    let (path, name) = wal_path_param(config)?;
-    crate::control::check_not_stopped(config)?;
-    if config.bool("archive-async") {
-        return push_async::foreground(config, &stanza, &path, &name);
+/// `archive-push`: the WAL file `%p` into every repository (through the worker when
+/// asynchronous).
+pub fn push(request: &ArchiveRequest) -> CliResult<()> {
+    let (path, name) = wal_path_param(request)?;
+    crate::control::check_not_stopped_in(&request.lock_path, Some(&request.stanza))?;
+    if request.asynchronous {
+        return push_async::foreground(request, &path, &name);
     }
-    let settings = crate::request::repos::blob_settings(config)?;
     crate::runtime::runtime()?.block_on(async {
-        let repos = open_all(config, &stanza).await?;
-        push_file(&repos, settings, &name, &path, process_max(config)).await
+        let repos = open_all(request).await?;
+        push_file(&repos, request.blob, &name, &path, request.workers).await
     })
 }
 
-fn get_params(config: &Config) -> CliResult<(WalFileName, PathBuf)> {
-    let (Some(file), Some(dest)) = (config.params.first(), config.params.get(1)) else {
+fn get_params(request: &ArchiveRequest) -> CliResult<(WalFileName, PathBuf)> {
+    let (Some(file), Some(dest)) = (request.params.first(), request.params.get(1)) else {
         return Err(CliError::new(
             ErrorCode::ParamRequired,
             "archive-get requires the WAL file name and the destination (restore_command = '... archive-get %f \"%p\"')",
         ));
     };
     Ok((file.parse()?, resolve(dest)?))
-}
-
-/// `name` from one repository: `None` when it does not have it.
-/// Threads one command may use at once: `process-max`.
-fn process_max(config: &Config) -> usize {
-    config.int("process-max").and_then(|n| usize::try_from(n).ok()).unwrap_or(1).max(1)
 }
 
 /// The archive holding the WAL of the cluster being recovered (`cluster`, its `pg_control`):
@@ -336,31 +357,27 @@ fn not_found(name: &WalFileName) -> CliError {
     CliError::new(ErrorCode::NotInArchive, format!("unable to find {name} in the archive"))
 }
 
-pub fn get(config: &Config) -> CliResult<()> {
-    let stanza = stanza_name(config)?;
-    let (name, dest) = get_params(config)?;
-    if config.bool("archive-async") && name.kind == WalFileKind::Segment {
-        return get_async::foreground(config, &stanza, &name, &dest);
+/// `archive-get`: the WAL file `%f` from the first repository that has it into `%p` (through
+/// the prefetch queue when asynchronous).
+pub fn get(request: &ArchiveRequest) -> CliResult<()> {
+    let (name, dest) = get_params(request)?;
+    if request.asynchronous && name.kind == WalFileKind::Segment {
+        return get_async::foreground(request, &name, &dest);
     }
-    get_sync(config, &stanza, &name, &dest)
+    get_sync(request, &name, &dest)
 }
 
 /// Fetches `name` from the repositories into `dest`.
-fn get_sync(config: &Config, stanza: &str, name: &WalFileName, dest: &Path) -> CliResult<()> {
-    let cluster = get_async::cluster_control(config);
+fn get_sync(request: &ArchiveRequest, name: &WalFileName, dest: &Path) -> CliResult<()> {
+    let cluster = get_async::cluster_control(request);
     crate::runtime::runtime()?.block_on(async {
         // Repositories are opened one at a time: a later one (its stanza info read, its key
         // unwrapped) only when the earlier ones lack the file.
         let mut search = RepoSearch::default();
-        for index in crate::request::repos::repo_indexes(config) {
+        for target in &request.repos {
+            let index = target.index;
             let attempt = async {
-                fetch_from(
-                    &open_repo(&crate::request::repos::repo_target(config, index), stanza).await?,
-                    name,
-                    process_max(config),
-                    cluster.as_ref(),
-                )
-                .await
+                fetch_from(&open_repo(target, &request.stanza).await?, name, request.workers, cluster.as_ref()).await
             };
             if let Some(plain) = search.answer(index, attempt.await) {
                 write_atomically(dest, &plain)?;

@@ -16,27 +16,27 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use pgstrata_repo_format::pg::WalFileName;
 
+use super::ArchiveRequest;
 use super::spool::{
     Spool, backoff, decode_error, encode_error, hold_worker_lock, spawn_worker, worker_lock_path, worker_running,
     worker_stderr,
 };
 use super::{open_all, push_file};
-use crate::config::Config;
 use crate::error::{CliError, CliResult, ErrorCode};
-use crate::request::repos::stanza_name;
 
 const GLOBAL_ERROR: &str = "global.error";
 
 /// The `archive_command` side: returns once the worker acknowledged `name`.
-pub fn foreground(config: &Config, stanza: &str, path: &Path, name: &WalFileName) -> CliResult<()> {
-    let spool = Spool::open(config, stanza, "out")?;
+pub fn foreground(request: &ArchiveRequest, path: &Path, name: &WalFileName) -> CliResult<()> {
+    let stanza = &request.stanza;
+    let spool = Spool::open(&request.spool_path, stanza, "out")?;
     let (ok, error) = (format!("{name}.ok"), format!("{name}.error"));
-    let lock = worker_lock_path(config, stanza, "archive-push");
+    let lock = worker_lock_path(&request.lock_path, stanza, "archive-push");
     let wal_dir = path.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
     let wal_dir = wal_dir.to_str().ok_or_else(|| {
         CliError::new(ErrorCode::OptionInvalidValue, format!("WAL path {} is not UTF-8", wal_dir.display()))
     })?;
-    let timeout = config.duration("archive-timeout").unwrap_or(Duration::from_secs(60));
+    let timeout = request.timeout;
     let start = Instant::now();
     let mut spawned: Option<Instant> = None;
     let mut worker: Option<std::process::Child> = None;
@@ -72,7 +72,7 @@ pub fn foreground(config: &Config, stanza: &str, path: &Path, name: &WalFileName
             }
         }
         if spawned.is_none_or(|t| t.elapsed() > Duration::from_millis(500)) && !worker_running(&lock)? {
-            worker = Some(spawn_worker(config, "archive-push:async", &[wal_dir], &stderr_file)?);
+            worker = Some(spawn_worker(&request.worker_args, "archive-push:async", &[wal_dir], &stderr_file)?);
             spawned = Some(Instant::now());
         }
         if start.elapsed() > timeout {
@@ -91,17 +91,16 @@ pub fn foreground(config: &Config, stanza: &str, path: &Path, name: &WalFileName
 }
 
 /// The `archive-push:async` worker.
-pub fn worker(config: &Config) -> CliResult<()> {
-    let stanza = stanza_name(config)?;
+pub fn worker(request: &ArchiveRequest) -> CliResult<()> {
     let wal_dir =
-        PathBuf::from(config.params.first().ok_or_else(|| {
+        PathBuf::from(request.params.first().ok_or_else(|| {
             CliError::new(ErrorCode::ParamRequired, "archive-push:async requires the pg_wal directory")
         })?);
-    let Some(_lock) = hold_worker_lock(&worker_lock_path(config, &stanza, "archive-push"))? else {
+    let Some(_lock) = hold_worker_lock(&worker_lock_path(&request.lock_path, &request.stanza, "archive-push"))? else {
         tracing::debug!("another archive-push worker is running");
         return Ok(());
     };
-    let spool = Spool::open(config, &stanza, "out")?;
+    let spool = Spool::open(&request.spool_path, &request.stanza, "out")?;
     spool.clean_temporaries();
     // Errors of an earlier worker are retried by this one.
     for n in spool.names() {
@@ -109,7 +108,7 @@ pub fn worker(config: &Config) -> CliResult<()> {
             spool.remove(&n);
         }
     }
-    let result = run(config, &stanza, &wal_dir, &spool);
+    let result = run(request, &wal_dir, &spool);
     if let Err(e) = &result {
         tracing::error!("archive-push worker: {e}");
         let _ = spool.write(GLOBAL_ERROR, &encode_error(e));
@@ -129,10 +128,8 @@ fn ready_files(status: &Path) -> CliResult<Vec<String>> {
     Ok(out)
 }
 
-fn run(config: &Config, stanza: &str, wal_dir: &Path, spool: &Spool) -> CliResult<()> {
-    let workers = usize::try_from(config.int("process-max").unwrap_or(1)).unwrap_or(1).max(1);
-    let settings = crate::request::repos::blob_settings(config)?;
-    let queue_max = config.size("archive-push-queue-max");
+fn run(request: &ArchiveRequest, wal_dir: &Path, spool: &Spool) -> CliResult<()> {
+    let (workers, settings, queue_max) = (request.workers, request.blob, request.push_queue_max);
     let status = wal_dir.join("archive_status");
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -141,7 +138,7 @@ fn run(config: &Config, stanza: &str, wal_dir: &Path, spool: &Spool) -> CliResul
         .build()
         .map_err(|e| CliError::new(ErrorCode::Service, format!("unable to start the I/O runtime: {e}")))?;
     rt.block_on(async {
-        let repos = open_all(config, stanza).await?;
+        let repos = open_all(request).await?;
         let mut idle = 0;
         // Lingering a little after the queue empties saves a process start per segment when
         // PostgreSQL writes steadily.

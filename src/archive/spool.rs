@@ -6,7 +6,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use crate::config::Config;
 use crate::error::{CliError, CliResult, ErrorCode};
 
 pub struct Spool {
@@ -20,9 +19,8 @@ fn io(path: &Path, what: &str, e: std::io::Error) -> CliError {
 
 impl Spool {
     /// Opens (creating) the `out` or `in` queue of a stanza.
-    pub fn open(config: &Config, stanza: &str, queue: &str) -> CliResult<Self> {
-        let base = config.get("spool-path").unwrap_or("/var/spool/pgstrata");
-        let dir = Path::new(base).join("archive").join(stanza).join(queue);
+    pub fn open(base: &Path, stanza: &str, queue: &str) -> CliResult<Self> {
+        let dir = base.join("archive").join(stanza).join(queue);
         std::fs::create_dir_all(&dir).map_err(|e| io(&dir, "create the spool directory", e))?;
         Ok(Self { dir })
     }
@@ -92,8 +90,8 @@ pub fn decode_error(bytes: &[u8]) -> CliError {
 }
 
 /// Path of a worker's lock file.
-pub fn worker_lock_path(config: &Config, stanza: &str, kind: &str) -> PathBuf {
-    crate::control::lock_path(config).join(format!("{stanza}-{kind}-async.lock"))
+pub fn worker_lock_path(locks: &Path, stanza: &str, kind: &str) -> PathBuf {
+    locks.join(format!("{stanza}-{kind}-async.lock"))
 }
 
 /// Takes a worker's lock without waiting: `None` when another worker holds it.
@@ -128,20 +126,19 @@ pub fn worker_running(path: &Path) -> CliResult<bool> {
     Ok(try_worker_lock(path)?.is_none())
 }
 
-/// Starts a detached worker (`archive-push:async` / `archive-get:async`) with this process's
-/// options, in its own process group so PostgreSQL's signals to the archiver do not reach it.
+/// Starts a detached worker (`archive-push:async` / `archive-get:async`) with `options` (this
+/// process's, as given on its command line), in its own process group so PostgreSQL's signals to the archiver do not reach it.
 /// It runs under the name we were invoked by (a `pgbackrest` symlink stays `pgbackrest`) and
 /// inherits our environment, so it reads the same configuration. Its stderr goes to
 /// `stderr_file`, so that a worker dying before it could report anything still says why.
 pub fn spawn_worker(
-    config: &Config,
+    options: &[String],
     command: &str,
     params: &[&str],
     stderr_file: &Path,
 ) -> CliResult<std::process::Child> {
     use std::os::unix::process::CommandExt;
     let exe = crate::process::invoked_exe()?;
-    let options = config.command_line_args();
     let stderr = crate::anchor::create_nofollow(stderr_file, 0o640, false).map_err(|e| io(stderr_file, "create", e))?;
     Command::new(&exe)
         .args(options)

@@ -10,6 +10,7 @@ pub mod stanza;
 
 use crate::config::Config;
 use crate::error::{CliError, CliResult, ErrorCode};
+use crate::request;
 
 /// Runs the configured command.
 pub fn dispatch(config: &Config) -> CliResult<()> {
@@ -43,10 +44,10 @@ pub fn dispatch(config: &Config) -> CliResult<()> {
         "stanza-delete" => stanza::delete(config),
         "stop" => crate::control::stop(config),
         "start" => crate::control::start(config),
-        "archive-push" => crate::archive::push(config),
-        "archive-push:async" => crate::archive::push_async::worker(config),
-        "archive-get" => crate::archive::get(config),
-        "archive-get:async" => crate::archive::get_async::worker(config),
+        "archive-push" => crate::archive::push(&request::archive::archive(config)?),
+        "archive-push:async" => crate::archive::push_async::worker(&request::archive::archive(config)?),
+        "archive-get" => crate::archive::get(&request::archive::archive(config)?),
+        "archive-get:async" => crate::archive::get_async::worker(&request::archive::archive(config)?),
         "backup" => crate::backup::run(config),
         "check" => check::run(config),
         "restore" => crate::restore::run(config),

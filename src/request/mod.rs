@@ -5,4 +5,14 @@
 //! - [`repos`]: each repository's storage and cipher ([`crate::repo::RepoTarget`]), the blob
 //!   settings new objects are written with, the stanza name, and the endpoints of other hosts.
 
+//! - [`archive`]: `archive-push`, `archive-get` and their workers.
+
+pub mod archive;
 pub mod repos;
+
+use crate::config::Config;
+
+/// `process-max`: threads and jobs a command may run at once.
+pub fn process_max(config: &Config) -> usize {
+    config.int("process-max").and_then(|n| usize::try_from(n).ok()).unwrap_or(1).max(1)
+}
