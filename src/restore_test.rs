@@ -220,7 +220,8 @@ impl Test<'_> {
         ];
         set.extend(mapped.iter().map(|(o, v)| (*o, v.as_str())));
         let restore = self.config.for_command("restore", &set).map_err(|e| e.message)?;
-        crate::restore::run(&restore).map_err(|e| e.message)?;
+        crate::restore::run(&crate::request::restore::restore(&restore).map_err(|e| e.message)?)
+            .map_err(|e| e.message)?;
         // Private: no TCP, a socket only this user can reach, no archiving, our own hba.
         let hba = self.dir.join("pg_hba.conf");
         std::fs::write(&hba, "local all all trust\n").map_err(|e| e.to_string())?;

@@ -50,7 +50,7 @@ pub fn dispatch(config: &Config) -> CliResult<()> {
         "archive-get:async" => crate::archive::get_async::worker(&request::archive::archive(config)?),
         "backup" => crate::backup::run(config),
         "check" => check::run(config),
-        "restore" => crate::restore::run(config),
+        "restore" => crate::restore::run(&request::restore::restore(config)?),
         "info" => crate::info::run(config),
         "expire" => crate::expire::run(config),
         "verify" => crate::verify::run(config),

@@ -4,11 +4,12 @@
 //!
 //! - [`repos`]: each repository's storage and cipher ([`crate::repo::RepoTarget`]), the blob
 //!   settings new objects are written with, the stanza name, and the endpoints of other hosts.
-
 //! - [`archive`]: `archive-push`, `archive-get` and their workers.
+//! - [`restore`]: `restore` (the target, maps, selection and recovery settings).
 
 pub mod archive;
 pub mod repos;
+pub mod restore;
 
 use crate::config::Config;
 

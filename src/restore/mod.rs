@@ -17,13 +17,10 @@ use std::path::{Path, PathBuf};
 use pgstrata_repo_format::meta::ManifestEntry;
 
 use crate::anchor::Anchors;
-use crate::config::Config;
-use crate::config::pg_path;
 use crate::durable;
 use crate::error::{CliError, CliResult, ErrorCode};
 use crate::manifest::ManifestStream;
 use crate::repo::open_repo;
-use crate::request::repos::stanza_name;
 
 mod files;
 mod guard;
@@ -37,14 +34,13 @@ mod tree;
 
 pub use guard::Existing;
 pub use plan::{Placement, RestorePlan};
-pub use recovery::restore_command;
 pub use target::{Goal, Recovery, TimelineChoice};
 
 /// What `restore` was asked for, resolved once from the options (defaults applied here).
 #[derive(Clone, Debug)]
 pub struct RestoreRequest {
     pub stanza: String,
-    pub repo: u32,
+    pub repo: crate::repo::RepoTarget,
     /// The data directory (`pg1-path`).
     pub data: PathBuf,
     /// `--set`: this backup; otherwise the one the recovery target calls for.
@@ -58,53 +54,32 @@ pub struct RestoreRequest {
     /// `--db-include` / `--db-exclude`: a selective restore.
     pub db_include: Vec<String>,
     pub db_exclude: Vec<String>,
+    /// `--recovery-option` (`key=value`), written after the target settings.
+    pub recovery_options: Vec<(String, String)>,
+    /// `--archive-mode=off`.
+    pub archive_mode_off: bool,
+    /// The `restore_command` PostgreSQL gets (naming this executable, its configuration and
+    /// the stanza).
+    pub restore_command: String,
+    /// The data directory was given on the command line (a copy beside the original, often).
+    pub data_from_command_line: bool,
 }
 
-impl RestoreRequest {
-    pub fn from_config(config: &Config) -> CliResult<Self> {
-        if let Some(host) = config.get("pg1-host") {
-            return Err(CliError::new(
-                ErrorCode::HostInvalid,
-                format!("restore command must be run on the PostgreSQL host: pg1-host is set ({host})"),
-            )
-            .hint("run restore on the database host, with the repository reached through repoN-host"));
-        }
-        Ok(Self {
-            stanza: stanza_name(config)?,
-            repo: config.repo_index(),
-            data: pg_path(config)?,
-            set: config.get("set").map(str::to_string),
-            delta: config.bool("delta"),
-            force: config.bool("force"),
-            workers: usize::try_from(config.int("process-max").unwrap_or(1)).unwrap_or(1).max(1),
-            recovery: Recovery::from_config(config)?,
-            placement: Placement {
-                tablespace_map: config.list("tablespace-map").to_vec(),
-                tablespace_map_all: config.get("tablespace-map-all").map(PathBuf::from),
-                link_map: config.list("link-map").to_vec(),
-                link_all: config.bool("link-all"),
-            },
-            db_include: config.list("db-include").to_vec(),
-            db_exclude: config.list("db-exclude").to_vec(),
-        })
-    }
-}
-
-pub fn run(config: &Config) -> CliResult<()> {
-    let request = RestoreRequest::from_config(config)?;
+/// Restores as `request` asks.
+pub fn run(request: &RestoreRequest) -> CliResult<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .max_blocking_threads(request.workers.max(2) * 2)
         .enable_all()
         .build()
         .map_err(|e| CliError::new(ErrorCode::Service, format!("unable to start the I/O runtime: {e}")))?;
-    rt.block_on(restore(config, &request))
+    rt.block_on(restore(request))
 }
 
-async fn restore(config: &Config, request: &RestoreRequest) -> CliResult<()> {
+async fn restore(request: &RestoreRequest) -> CliResult<()> {
     let (stanza, data, workers, recovery) =
         (&request.stanza, request.data.as_path(), request.workers, &request.recovery);
-    let repo = open_repo(&crate::request::repos::repo_target(config, request.repo), stanza).await?;
+    let repo = open_repo(&request.repo, stanza).await?;
     let catalog = repo.load_catalog().await?;
     let backup = target::choose_backup(&repo, &catalog, recovery, request.set.as_deref()).await?;
     let existing = guard::check_data_dir(data, request.delta || request.force)?;
@@ -165,7 +140,7 @@ async fn restore(config: &Config, request: &RestoreRequest) -> CliResult<()> {
         summary.report_delta();
     }
     recovery::rewrite_tablespace_map(&plan, data)?;
-    recovery::write_recovery(config, stanza, data, recovery, preserved)?;
+    recovery::write_recovery(request, preserved)?;
     control.put_in_place(&anchors)?;
     let marker = data.join(guard::MARKER);
     std::fs::remove_file(&marker).map_err(|e| owner::io(&marker, "remove", e))?;

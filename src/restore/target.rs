@@ -7,12 +7,11 @@
 use std::collections::BTreeMap;
 
 use pgstrata_repo_format::BackupLabel;
-use pgstrata_repo_format::label::{parse_timestamp, timestamp_text};
+use pgstrata_repo_format::label::timestamp_text;
 use pgstrata_repo_format::layout::archive_id;
 use pgstrata_repo_format::meta::{BackupCatalog, CatalogEntry};
 use pgstrata_repo_format::pg::{Lsn, TimelineHistory, TimelineId};
 
-use crate::config::Config;
 use crate::error::{CliError, CliResult, ErrorCode};
 use crate::repo::Repo;
 use crate::wal;
@@ -58,98 +57,7 @@ pub struct Recovery {
     pub timeline: Option<TimelineChoice>,
 }
 
-fn invalid(message: String) -> CliError {
-    CliError::new(ErrorCode::OptionInvalidValue, message)
-}
-
 impl Recovery {
-    pub fn from_config(config: &Config) -> CliResult<Self> {
-        let kind = config.get("type").unwrap_or("default");
-        let target = config.get("target");
-        let needs_target = matches!(kind, "time" | "lsn" | "xid" | "name");
-        let need = || {
-            target.map(str::to_string).ok_or_else(|| {
-                CliError::new(ErrorCode::OptionRequired, format!("restore --type={kind} requires option: target"))
-            })
-        };
-        let goal = match kind {
-            "default" => Goal::Default,
-            "immediate" => Goal::Immediate,
-            "standby" => Goal::Standby,
-            "none" => Goal::None,
-            "preserve" => Goal::Preserve,
-            "time" => {
-                let text = need()?;
-                let (micros, zoned) = parse_timestamp(&text).ok_or_else(|| {
-                    invalid(format!("'{text}' is not a valid target time: use YYYY-MM-DD HH:MM:SS[.ffffff][+-HH[:MM]]"))
-                })?;
-                if !zoned {
-                    tracing::warn!(
-                        "target time '{text}' has no time zone: pgstrata takes it as UTC to choose the backup, \
-                         PostgreSQL reads it in its own timezone setting"
-                    );
-                }
-                Goal::Time { text, micros }
-            }
-            "lsn" => {
-                let text = need()?;
-                Goal::Lsn(text.parse().map_err(|_| invalid(format!("'{text}' is not a valid target LSN (X/X)")))?)
-            }
-            "xid" => {
-                let text = need()?;
-                if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
-                    return Err(invalid(format!("'{text}' is not a valid target transaction id")));
-                }
-                Goal::Xid(text)
-            }
-            "name" => {
-                let text = need()?;
-                if text.is_empty() || text.len() >= 64 {
-                    return Err(invalid(format!("'{text}' is not a valid restore point name (1 to 63 bytes)")));
-                }
-                Goal::Name(text)
-            }
-            other => {
-                return Err(invalid(format!(
-                    "'{other}' is not valid for 'type' option of restore \
-                     (default, immediate, standby, none, preserve, time, lsn, xid, name)"
-                )));
-            }
-        };
-        if target.is_some() && !needs_target {
-            return Err(CliError::new(
-                ErrorCode::OptionInvalid,
-                format!("option 'target' is not valid with restore --type={kind}"),
-            )
-            .hint("--target goes with --type=time, lsn, xid or name"));
-        }
-        let exclusive = config.bool("target-exclusive");
-        if exclusive && !matches!(goal, Goal::Time { .. } | Goal::Lsn(_) | Goal::Xid(_)) {
-            return Err(CliError::new(
-                ErrorCode::OptionInvalid,
-                format!("option 'target-exclusive' is not valid with restore --type={kind}"),
-            ));
-        }
-        let timeline = match config.get("target-timeline") {
-            // Recovery that ends at consistency follows the backup's own timeline (no switch
-            // can come before it), so a later timeline that left it cannot break it.
-            None if goal == Goal::Immediate => Some(TimelineChoice::Current),
-            None => None,
-            Some("latest") => Some(TimelineChoice::Latest),
-            Some("current") => Some(TimelineChoice::Current),
-            Some(n) => Some(TimelineChoice::Id(TimelineId(n.parse().ok().filter(|t| *t >= 1).ok_or_else(|| {
-                invalid(format!("'{n}' is not valid for 'target-timeline': use latest, current or a number"))
-            })?))),
-        };
-        for opt in config.list("recovery-option") {
-            if opt.split_once('=').is_none_or(|(k, _)| k.trim().is_empty()) {
-                return Err(invalid(format!("'{opt}' is not valid for 'recovery-option': use key=value")));
-            }
-        }
-        let action = config.get("target-action").unwrap_or("pause").to_string();
-        Ok(Self { goal, exclusive, action, timeline })
-    }
-
     /// Whether recovery stops at a target (and so takes a `recovery_target_action`).
     fn has_target(&self) -> bool {
         matches!(self.goal, Goal::Immediate | Goal::Time { .. } | Goal::Lsn(_) | Goal::Xid(_) | Goal::Name(_))
@@ -622,28 +530,5 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-    }
-
-    fn restore_config(kind: &str) -> Recovery {
-        let empty = tempfile::NamedTempFile::new().expect("temp");
-        let argv: Vec<String> = [
-            "pgstrata",
-            &format!("--config={}", empty.path().display()),
-            "restore",
-            "--stanza=db",
-            &format!("--type={kind}"),
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        Recovery::from_config(&crate::config::Config::load(&argv, &[]).expect("config")).expect("recovery")
-    }
-
-    #[test]
-    fn immediate_defaults_to_the_current_timeline() {
-        let immediate = restore_config("immediate");
-        assert_eq!(immediate.timeline, Some(TimelineChoice::Current));
-        assert!(immediate.settings().contains(&("recovery_target_timeline", "current".to_string())));
-        assert_eq!(restore_config("default").timeline, None);
     }
 }
