@@ -248,6 +248,7 @@ fn bad_options_and_values_name_the_problem() {
             "backup",
             "--stanza=db",
             "--repo1-path=/nonexistent/repo",
+            "--pg1-path=/nonexistent/pgdata",
             "--buffer-size=2MiB",
             "--archive-timeout=90s",
             "--no-start-fast",
@@ -503,7 +504,8 @@ fn a_second_backup_of_a_stanza_is_refused_while_one_runs() {
     let held = std::fs::File::create(locks.join("db-backup.lock")).unwrap();
     held.lock().unwrap();
     let lp = format!("--lock-path={}", locks.display());
-    let o = run(&["backup", "--stanza=db", &lp], &[("PGSTRATA_LOG_LEVEL_FILE", "off")]);
+    let o =
+        run(&["backup", "--stanza=db", "--pg1-path=/nonexistent/pgdata", &lp], &[("PGSTRATA_LOG_LEVEL_FILE", "off")]);
     let (_, err) = text(&o);
     assert_eq!(o.status.code(), Some(50), "{err}");
     assert!(err.contains("another backup is running"), "{err}");

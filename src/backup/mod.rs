@@ -23,16 +23,13 @@ use pgstrata_repo_format::pg::{ControlFile, Lsn, WalFileName};
 use pgstrata_repo_format::{BackupLabel, BackupType, BlobEncoder, BlobSettings};
 
 use crate::chain::References;
-use crate::config::Config;
-use crate::config::pg_path;
 use crate::error::{CliError, CliResult, ErrorCode};
 use crate::lease::Lease;
 use crate::manifest::ManifestStream;
-use crate::postgres::remote_cluster;
+use crate::postgres::{ClusterTarget, remote_cluster};
 use crate::progress::human;
 use crate::repo::CatalogVersion;
-use crate::repo::{Repo, open_repo};
-use crate::request::repos::stanza_name;
+use crate::repo::{Repo, RepoTarget, open_repo};
 use crate::runtime::unix_now;
 use crate::termination::Termination;
 use copy::{CopyCount, CopySettings, PackWriter, Prior, copy_tree};
@@ -45,7 +42,60 @@ use walk::Walker;
 
 /// Target plaintext per blob and stored size per pack.
 const PART_SIZE: usize = 8 << 20;
-const PACK_SIZE: u64 = 64 << 20;
+pub const PACK_SIZE: u64 = 64 << 20;
+
+/// `backup-standby`: whether replicated files are read from a standby.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StandbyMode {
+    /// From the primary only.
+    No,
+    /// From a standby, which must answer.
+    Required,
+    /// From a standby when one answers, else the primary (with a warning).
+    Preferred,
+}
+
+/// What `backup` was asked for, resolved once by a front end: the engine reads no option.
+#[derive(Clone, Debug)]
+pub struct BackupRequest {
+    pub stanza: String,
+    /// The repository written (`--repo`, repo1 by default).
+    pub repo: RepoTarget,
+    /// `--type` (incr by default; the first backup of a stanza becomes a full).
+    pub requested: BackupType,
+    /// The configured clusters (`pg1`..`pgN`), in index order.
+    pub clusters: Vec<ClusterTarget>,
+    pub standby: StandbyMode,
+    /// `online`: a backup of a running cluster (pgstrata takes no other).
+    pub online: bool,
+    pub start_fast: bool,
+    /// `delta`: a diff or incr compares files by content, not by size and time.
+    pub delta: bool,
+    /// `resume`: a failed backup's stored files are kept for the next one.
+    pub resume: bool,
+    /// How blobs are written, and what the manifest records of it (`compress-type` and
+    /// `compress-level` as given).
+    pub blob: BlobSettings,
+    pub compress_type: String,
+    pub compress_level: Option<i32>,
+    /// `process-max`.
+    pub workers: usize,
+    /// `checksum-page`: page checksums are checked where the cluster has them.
+    pub checksum_page: bool,
+    /// `archive-check` and how long to wait (`archive-timeout`).
+    pub archive_check: bool,
+    pub archive_timeout: Duration,
+    /// `repoN-bundle-size`: stored bytes per pack.
+    pub pack_size: u64,
+    /// `--keep`, and the `--annotation`s (key=value; empty values left out).
+    pub keep: bool,
+    pub annotations: std::collections::BTreeMap<String, String>,
+    /// `lock-path` (the stanza's backup lock, stop files) and `lease-time`.
+    pub lock_path: PathBuf,
+    pub lease_time: Duration,
+    /// `expire-auto`: how the repository is expired after the backup.
+    pub expire: Option<crate::expire::RepoExpiry>,
+}
 
 /// An exclusive lock held for the life of the command: `<lock-path>/<stanza>-<kind>.lock`.
 #[derive(Debug)]
@@ -55,8 +105,8 @@ pub struct CommandLock {
 }
 
 /// Takes the stanza's `kind` lock, or fails with `LockAcquire` when another process holds it.
-pub fn acquire_lock(config: &Config, stanza: &str, kind: &str) -> CliResult<CommandLock> {
-    let dir = crate::control::lock_path(config);
+pub fn acquire_lock(locks: &std::path::Path, stanza: &str, kind: &str) -> CliResult<CommandLock> {
+    let dir = locks.to_path_buf();
     std::fs::create_dir_all(&dir).map_err(|e| {
         CliError::new(ErrorCode::LockAcquire, format!("unable to create lock path {}: {e}", dir.display()))
     })?;
@@ -85,51 +135,47 @@ pub fn acquire_lock(config: &Config, stanza: &str, kind: &str) -> CliResult<Comm
     }
 }
 
-pub fn run(config: &Config) -> CliResult<()> {
-    let stanza = stanza_name(config)?;
-    let requested = config.get("type").unwrap_or("incr");
-    let requested: BackupType = requested.parse()?;
-    crate::config::annotations(config)?;
-    crate::control::check_not_stopped(config)?;
-    let _lock = acquire_lock(config, &stanza, "backup")?;
+/// Takes the backup `request` asks for.
+pub fn run(request: &BackupRequest) -> CliResult<()> {
+    crate::control::check_not_stopped_in(&request.lock_path, Some(&request.stanza))?;
+    let _lock = acquire_lock(&request.lock_path, &request.stanza, "backup")?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .map_err(|e| CliError::new(ErrorCode::Service, format!("unable to start the I/O runtime: {e}")))?;
-    rt.block_on(backup(config, &stanza, requested))
+    rt.block_on(backup(request))
 }
 
 /// Under the repository's lease: removes what dead backups left, takes the backup, and on
 /// failure removes what this one wrote (nothing of a failed backup stays in the repository).
-async fn backup(config: &Config, stanza: &str, requested: BackupType) -> CliResult<()> {
+async fn backup(request: &BackupRequest) -> CliResult<()> {
     let term = Termination::listen()?;
-    let (config, standby) = &choose_clusters(config).await?;
-    let repo = open_repo(&crate::request::repos::repo_target(config, config.repo_index()), stanza).await?;
-    let lease =
-        Lease::acquire(&repo.store, &repo.layout, repo.index, "backup", crate::lease::lease_time(config)).await?;
+    let (primary, standby) = &choose_clusters(request).await?;
+    let repo = open_repo(&request.repo, &request.stanza).await?;
+    let lease = Lease::acquire(&repo.store, &repo.layout, repo.index, "backup", request.lease_time).await?;
     let work = async {
         let (catalog, read) = repo.load_catalog_for_update().await?;
-        let sources = Sources { standby: standby.as_ref() };
-        let taken = take_backup(config, &repo, &lease, (catalog.clone(), read), requested, sources, term.clone()).await;
+        let sources = Sources { primary, standby: standby.as_ref() };
+        let taken = take_backup(request, &repo, &lease, (catalog.clone(), read), sources, term.clone()).await;
         // Only while the lease is ours: after a takeover, the unlisted backup is the new holder's.
         if let Err(e) = &taken
             && lease.check().is_ok()
         {
             // What a failed backup checkpointed stays for the next one to resume, unless it was
             // told to stop (a signal) or not to. Best effort: the next backup removes the rest.
-            let resumable = config.bool("resume") && e.code != ErrorCode::Term;
+            let resumable = request.resume && e.code != ErrorCode::Term;
             if let Err(e) = remove_unlisted_backups(&repo, &catalog, resumable).await {
                 tracing::warn!("unable to remove the objects of the failed backup: {}", e.message);
             }
         }
-        match taken {
-            Ok(label) if config.bool("expire-auto") => {
-                crate::expire::expire(config, &repo, &lease, &crate::expire::Choice::Retention).await.map_err(|e| {
+        match (taken, &request.expire) {
+            (Ok(label), Some(expiry)) => {
+                crate::expire::expire(expiry, &repo, &lease, &crate::expire::Choice::Retention).await.map_err(|e| {
                     CliError { message: format!("backup {label} completed, but expire failed: {}", e.message), ..e }
                 })
             }
-            other => other.map(|_| ()),
+            (other, _) => other.map(|_| ()),
         }
     };
     // A signal stops the copy at once (its upload aborted, its objects removed); outside the
@@ -145,27 +191,33 @@ async fn backup(config: &Config, stanza: &str, requested: BackupType) -> CliResu
 /// The clusters of a backup: the primary as pg1 (found among several pgN), and with
 /// `backup-standby` a standby to read replicated files from — `y` requires one, `prefer` falls
 /// back to the primary with a warning, as pgBackRest does.
-async fn choose_clusters(config: &Config) -> CliResult<(Config, Option<(u32, Config)>)> {
-    let mode = config.get("backup-standby").unwrap_or("n");
-    if mode == "n" {
-        return Ok((crate::postgres::primary_first(config).await?, None));
+async fn choose_clusters(request: &BackupRequest) -> CliResult<(ClusterTarget, Option<ClusterTarget>)> {
+    if request.standby == StandbyMode::No {
+        return Ok((crate::postgres::primary_first(&request.clusters).await?, None));
     }
-    if !config.bool("online") {
+    if !request.online {
         tracing::warn!(
             "option backup-standby is enabled but backup is offline - backups will be performed from the primary"
         );
-        return Ok((config.clone(), None));
+        let first = request
+            .clusters
+            .first()
+            .cloned()
+            .ok_or_else(|| CliError::new(ErrorCode::OptionRequired, "backup command requires option: pg1-path"))?;
+        return Ok((first, None));
     }
-    let found = crate::postgres::primary_and_standby(config, mode == "y").await?;
+    let found =
+        crate::postgres::primary_and_standby(&request.clusters, request.standby == StandbyMode::Required).await?;
     if found.standby.is_none() {
         tracing::warn!("unable to find a standby to perform the backup, using primary instead");
     }
     Ok((found.primary, found.standby))
 }
 
-/// Where a backup reads: the standby (index and configuration) when backing up from one.
+/// Where a backup reads: the primary, and the standby when backing up from one.
 struct Sources<'a> {
-    standby: Option<&'a (u32, Config)>,
+    primary: &'a ClusterTarget,
+    standby: Option<&'a ClusterTarget>,
 }
 
 async fn after_grace(mut term: Termination) {
@@ -180,19 +232,17 @@ async fn resume_or_clear(
     catalog: &BackupCatalog,
     plan: &mut BackupPlan,
     settings: &BackupSettings,
-    config: &Config,
+    resume: bool,
     by_content: bool,
 ) -> CliResult<Option<Resumable>> {
     let mut found = None;
     for dir in unlisted_backups(repo, catalog).await?.into_iter().rev() {
         let label = dir.parse::<BackupLabel>().ok();
         let resumable = match &label {
-            Some(label) if found.is_none() && config.bool("resume") => {
-                Resumable::find(repo, label).await.unwrap_or_else(|e| {
-                    tracing::warn!("backup {dir} cannot be resumed: {}", e.message);
-                    None
-                })
-            }
+            Some(label) if found.is_none() && resume => Resumable::find(repo, label).await.unwrap_or_else(|e| {
+                tracing::warn!("backup {dir} cannot be resumed: {}", e.message);
+                None
+            }),
             _ => None,
         };
         match resumable.map(|r| (resume::refusal(&r.attempt, plan, settings, by_content), r)) {
@@ -220,34 +270,34 @@ async fn resume_or_clear(
 /// spool), stop, the files from the stop, the archive check, then the commit — manifest, then
 /// catalog — only while the lease is still ours.
 async fn take_backup(
-    config: &Config,
+    request: &BackupRequest,
     repo: &Repo,
     lease: &Lease,
     (mut catalog, read): (BackupCatalog, CatalogVersion),
-    requested: BackupType,
     sources: Sources<'_>,
     term: Termination,
 ) -> CliResult<BackupLabel> {
-    let data = pg_path(config)?;
-    let remote = remote_cluster(config)?;
-    let control = crate::postgres::control(config, remote.as_deref()).await?;
-    let mut plan = BackupPlan::new(&catalog, repo.current_db()?, &control, requested, unix_now())?;
+    let primary = sources.primary;
+    let data = primary.data.clone();
+    let remote = remote_cluster(primary)?;
+    let control = crate::postgres::control(primary, remote.as_deref()).await?;
+    let mut plan = BackupPlan::new(&catalog, repo.current_db()?, &control, request.requested, unix_now())?;
     plan.warnings.iter().for_each(|w| tracing::warn!("{w}"));
-    let prior = open_prior(repo, &catalog, &plan, config.bool("delta")).await?;
+    let prior = open_prior(repo, &catalog, &plan, request.delta).await?;
     // A chain keeps its full's frame size: chunk digests are per frame.
-    let mut blob = crate::request::repos::blob_settings(config)?;
+    let mut blob = request.blob;
     if let Some(p) = &prior {
         blob.frame_size = usize::try_from(p.manifest.header()?.settings.frame_size).unwrap_or(blob.frame_size);
     }
-    let stored_as = backup_settings(config, repo, &control, blob);
+    let stored_as = backup_settings(request, repo, &control, blob);
     let by_content = prior.as_ref().is_some_and(|p| p.by_content);
-    let resumed = resume_or_clear(repo, &catalog, &mut plan, &stored_as, config, by_content).await?;
-    let server = BackupServer::connect(config, &control).await?;
+    let resumed = resume_or_clear(repo, &catalog, &mut plan, &stored_as, request.resume, by_content).await?;
+    let server = BackupServer::connect(primary, &control).await?;
     let timestamp_start = unix_now();
-    let started = server.start(&plan.label, config.bool("start-fast")).await?;
+    let started = server.start(&plan.label, request.start_fast).await?;
     let (databases, tablespace_names) = (server.databases().await?, server.tablespace_names().await?);
 
-    let mut settings = copy_settings(config, repo, &control, started.lsn, blob, remote.clone());
+    let mut settings = copy_settings(request, repo, &control, started.lsn, blob, remote.clone());
     // What the copy will read, for its progress: the last backup's size when the stanza has one
     // of this database (free), else what PostgreSQL says its databases weigh.
     settings.expected_bytes = match catalog.backups.last().filter(|b| b.db_id == plan.db_id) {
@@ -255,15 +305,14 @@ async fn take_backup(
         None => server.cluster_size().await.unwrap_or(0),
     };
     settings.progress = Some(lease.progress());
-    if let Some((index, standby)) = sources.standby {
-        let timeout = config.duration("archive-timeout").unwrap_or(Duration::from_secs(60));
-        server::standby_ready(standby, *index, &control, &started, timeout).await?;
-        settings.standby = Some(copy::StandbySource { data: pg_path(standby)?, remote: remote_cluster(standby)? });
-        tracing::info!("replicated files are read from the standby pg{index}, the rest from the primary");
+    if let Some(standby) = sources.standby {
+        server::standby_ready(standby, &control, &started, request.archive_timeout).await?;
+        settings.standby = Some(copy::StandbySource { data: standby.data.clone(), remote: remote_cluster(standby)? });
+        tracing::info!("replicated files are read from the standby pg{}, the rest from the primary", standby.index);
     }
     let first_pack = resumed.as_ref().map_or(0, |r| r.next_pack);
     let attempt = plan.attempt(timestamp_start, stored_as.clone(), first_pack);
-    let pack_size = config.size(&format!("repo{}-bundle-size", repo.index)).unwrap_or(PACK_SIZE);
+    let pack_size = request.pack_size;
     let mut packs = PackWriter::new(repo.store.clone(), repo.layout.clone(), plan.label.clone(), pack_size, first_pack)
         .with_journal(Journal::new(attempt, blob, repo.key.clone()))
         .under_lease(lease.watch());
@@ -287,14 +336,13 @@ async fn take_backup(
         }
     };
     let totals = packs.finish().await?;
-    if config.bool("archive-check") {
-        let timeout = config.duration("archive-timeout").unwrap_or(Duration::from_secs(60));
-        wait_for_archive(repo, &started.wal, &stopped.wal, server.seg_size(), timeout).await?;
+    if request.archive_check {
+        wait_for_archive(repo, &started.wal, &stopped.wal, server.seg_size(), request.archive_timeout).await?;
     }
     let wal = wal_range(&started, &stopped, timestamp_start);
     let mut header =
         plan.header(&control, &wal, stored_as, named(walker.targets(), &tablespace_names), totals.packs, databases);
-    header.read_from = read_from(config, sources.standby, &copied)?;
+    header.read_from = read_from(&sources, &copied);
     let page_error_files = spool.page_error_files;
     let size = copied.bytes + late.iter().map(|f| f.size).sum::<u64>();
     let file_total = copied.files + late.len() as u64;
@@ -314,8 +362,8 @@ async fn take_backup(
         page_error_files,
     };
     let mut entry = plan.catalog_entry(&wal, stored, manifest_sha256);
-    entry.keep = config.bool("keep");
-    entry.annotation = crate::config::annotations(config)?.into_iter().filter(|(_, v)| !v.is_empty()).collect();
+    entry.keep = request.keep;
+    entry.annotation = request.annotations.clone();
     catalog.backups.push(entry);
     lease.check()?;
     repo.save_catalog(&catalog, settings.blob, &read).await?;
@@ -329,22 +377,22 @@ async fn take_backup(
 
 /// The files and bytes the copy read on each host, logged and recorded in the manifest: with a
 /// standby, what it took off the primary shows here.
-fn read_from(config: &Config, standby: Option<&(u32, Config)>, copied: &CopyCount) -> CliResult<Vec<ReadFrom>> {
-    let on = |role: &str, c: &Config, (files, bytes): (u64, u64)| -> CliResult<ReadFrom> {
-        let host = c.get("pg1-host").map(str::to_string);
-        let path = pg_path(c)?.display().to_string();
+fn read_from(sources: &Sources<'_>, copied: &CopyCount) -> Vec<ReadFrom> {
+    let on = |role: &str, c: &ClusterTarget, (files, bytes): (u64, u64)| -> ReadFrom {
+        let host = c.host.as_ref().map(|(h, _)| h.clone());
+        let path = c.data.display().to_string();
         tracing::info!(
             "read {files} files ({}) from the {role} {}{path}",
             human(bytes),
             host.as_deref().map(|h| format!("{h}:")).unwrap_or_default()
         );
-        Ok(ReadFrom { role: role.to_string(), host, path, files, bytes })
+        ReadFrom { role: role.to_string(), host, path, files, bytes }
     };
-    let mut out = vec![on("primary", config, copied.read_primary)?];
-    if let Some((_, standby)) = standby {
-        out.push(on("standby", standby, copied.read_standby)?);
+    let mut out = vec![on("primary", sources.primary, copied.read_primary)];
+    if let Some(standby) = sources.standby {
+        out.push(on("standby", standby, copied.read_standby));
     }
-    Ok(out)
+    out
 }
 
 fn wal_range(started: &Started, stopped: &Stopped, timestamp_start: i64) -> WalRange {
@@ -426,7 +474,7 @@ async fn open_prior<'a>(
 }
 
 fn copy_settings(
-    config: &Config,
+    request: &BackupRequest,
     repo: &Repo,
     control: &ControlFile,
     start_lsn: Lsn,
@@ -434,12 +482,12 @@ fn copy_settings(
     remote: Option<std::sync::Arc<crate::remote::data::RemoteCluster>>,
 ) -> CopySettings {
     CopySettings {
-        workers: usize::try_from(config.int("process-max").unwrap_or(1)).unwrap_or(1).max(1),
+        workers: request.workers,
         blob,
         key: repo.key.clone(),
         part_size: PART_SIZE.div_ceil(blob.frame_size) * blob.frame_size,
         pack_size: PACK_SIZE,
-        checksum_pages: control.data_checksum_version > 0 && config.get("checksum-page") != Some("n"),
+        checksum_pages: control.data_checksum_version > 0 && request.checksum_page,
         start_lsn,
         remote,
         standby: None,
@@ -448,10 +496,10 @@ fn copy_settings(
     }
 }
 
-fn backup_settings(config: &Config, repo: &Repo, control: &ControlFile, blob: BlobSettings) -> BackupSettings {
+fn backup_settings(request: &BackupRequest, repo: &Repo, control: &ControlFile, blob: BlobSettings) -> BackupSettings {
     BackupSettings {
-        compress_type: config.get("compress-type").unwrap_or("zst").to_string(),
-        compress_level: config.int("compress-level").and_then(|v| i32::try_from(v).ok()),
+        compress_type: request.compress_type.clone(),
+        compress_level: request.compress_level,
         cipher: if repo.key.is_some() { "aes-256-gcm" } else { "none" }.to_string(),
         frame_size: blob.frame_size as u64,
         checksum_page: control.data_checksum_version > 0,

@@ -4,8 +4,8 @@
 use pgstrata_repo_format::BackupLabel;
 use pgstrata_repo_format::pg::{ControlFile, Lsn, TimelineId, WalFileName};
 
-use crate::config::Config;
 use crate::error::{CliError, CliResult, ErrorCode};
+use crate::postgres::ClusterTarget;
 use crate::postgres::column;
 use crate::postgres::{connect, identify};
 
@@ -40,8 +40,8 @@ pub struct BackupServer {
 
 impl BackupServer {
     /// Connects to pg1 and checks that it is the cluster whose `pg_control` was read.
-    pub async fn connect(config: &Config, control: &ControlFile) -> CliResult<Self> {
-        let client = connect(config).await?;
+    pub async fn connect(cluster: &ClusterTarget, control: &ControlFile) -> CliResult<Self> {
+        let client = connect(cluster).await?;
         let server = identify(&client).await?;
         if server.system_identifier != control.system_identifier {
             return Err(CliError::new(ErrorCode::DbMismatch, "the server on pg1 is not the cluster in pg1-path"));
@@ -148,13 +148,13 @@ const STANDBY_POLL: std::time::Duration = std::time::Duration::from_millis(100);
 /// have flushed what it replayed (its checkpoint at or after the start) on the primary's
 /// timeline — as pgBackRest waits. Waiting ends after `timeout` without progress.
 pub async fn standby_ready(
-    config: &Config,
-    index: u32,
+    standby: &ClusterTarget,
     primary: &ControlFile,
     started: &Started,
     timeout: std::time::Duration,
 ) -> CliResult<()> {
-    let client = connect(config).await?;
+    let index = standby.index;
+    let client = connect(standby).await?;
     let server = identify(&client).await?;
     if server.system_identifier != primary.system_identifier {
         return Err(CliError::new(

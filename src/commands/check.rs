@@ -8,7 +8,6 @@ use pgstrata_repo_format::layout::archive_id;
 use pgstrata_repo_format::pg::WalFileName;
 
 use crate::config::Config;
-use crate::config::pg_path;
 use crate::error::{CliError, CliResult, ErrorCode};
 use crate::postgres::column;
 use crate::postgres::{connect, identify};
@@ -22,10 +21,11 @@ fn query_err(what: &str, e: tokio_postgres::Error) -> CliError {
 pub fn run(config: &Config) -> CliResult<()> {
     let stanza = stanza_name(config)?;
     let timeout = config.duration("archive-timeout").unwrap_or(Duration::from_secs(60));
+    let clusters = crate::request::clusters::clusters(config)?;
     crate::runtime::runtime()?.block_on(async {
-        let config = &crate::postgres::primary_first(config).await?;
-        let data = pg_path(config)?;
-        let client = connect(config).await?;
+        let cluster = &crate::postgres::primary_first(&clusters).await?;
+        let data = cluster.data.clone();
+        let client = connect(cluster).await?;
         let server = identify(&client).await?;
         if std::path::Path::new(&server.data_directory) != data {
             return Err(CliError::new(

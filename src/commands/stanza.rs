@@ -23,12 +23,17 @@ fn now() -> i64 {
 
 /// Reads `pg_control` and, when `online`, checks the running server agrees with it.
 async fn cluster_identity(config: &Config) -> CliResult<ControlFile> {
-    let config = &if config.bool("online") { crate::postgres::primary_first(config).await? } else { config.clone() };
-    let path = pg_path(config)?;
-    let remote = remote_cluster(config)?;
-    let control = control(config, remote.as_deref()).await?;
+    let clusters = crate::request::clusters::clusters(config)?;
+    let cluster = &if config.bool("online") {
+        crate::postgres::primary_first(&clusters).await?
+    } else {
+        crate::request::clusters::cluster(config, 1)?
+    };
+    let path = cluster.data.clone();
+    let remote = remote_cluster(cluster)?;
+    let control = control(cluster, remote.as_deref()).await?;
     if config.bool("online") {
-        let client = connect(config).await?;
+        let client = connect(cluster).await?;
         let server = identify(&client).await?;
         let same_dir = match remote {
             // On a database host: as its server reports it, which is how pg1-path names it there.

@@ -8,46 +8,70 @@
 
 pub mod plan;
 
-use pgstrata_repo_format::BackupLabel;
+use std::path::PathBuf;
+use std::time::Duration;
 
-use crate::config::Config;
+use pgstrata_repo_format::{BackupLabel, BlobSettings};
+
 use crate::error::{CliError, CliResult, ErrorCode};
 use crate::lease::Lease;
-use crate::repo::{Repo, open_repo};
-use crate::request::repos::stanza_name;
+use crate::repo::{Repo, RepoTarget, open_repo};
 pub use plan::{Choice, DirVerdict, ExpirePlan, Retention, WalPosition};
 
-/// `expire` on every configured repository (or `--repo`).
-pub fn run(config: &Config) -> CliResult<()> {
-    let choice = match config.get("set") {
-        Some(label) => Choice::Set(label.parse::<BackupLabel>().map_err(|e| {
-            CliError::new(ErrorCode::OptionInvalidValue, format!("'{label}' is not a backup label: {e}"))
-        })?),
-        None => Choice::Retention,
-    };
-    run_choice(config, &choice)
+/// How one repository is expired: its retention and how its catalog is written.
+#[derive(Clone, Debug)]
+pub struct RepoExpiry {
+    pub retention: Retention,
+    /// `repoN-retention-history`: days an expired backup's manifest is kept (0: none).
+    pub history_days: i64,
+    /// `--dry-run`: say what would go, remove nothing.
+    pub dry_run: bool,
+    pub blob: BlobSettings,
 }
 
-/// Expires what `choice` names on every configured repository (or `--repo`), each under its
-/// lease.
-pub fn run_choice(config: &Config, choice: &Choice) -> CliResult<()> {
-    let stanza = stanza_name(config)?;
-    crate::control::check_not_stopped(config)?;
+/// What `expire` was asked for, resolved once by a front end.
+#[derive(Clone, Debug)]
+pub struct ExpireRequest {
+    pub stanza: String,
+    /// Each repository with its retention (`--repo`, else every one configured).
+    pub repos: Vec<(RepoTarget, RepoExpiry)>,
+    pub choice: Choice,
+    /// `--repo` was given: `--set` must be in that repository.
+    pub repo_given: bool,
+    /// `lock-path` (stop files) and `lease-time`.
+    pub lock_path: PathBuf,
+    pub lease_time: Duration,
+}
+
+/// Parses `--set` for expire.
+pub fn set_choice(label: Option<&str>) -> CliResult<Choice> {
+    match label {
+        Some(label) => Ok(Choice::Set(label.parse::<BackupLabel>().map_err(|e| {
+            CliError::new(ErrorCode::OptionInvalidValue, format!("'{label}' is not a backup label: {e}"))
+        })?)),
+        None => Ok(Choice::Retention),
+    }
+}
+
+/// Expires what the request's choice names on each of its repositories, each under its lease.
+pub fn run(request: &ExpireRequest) -> CliResult<()> {
+    let choice = &request.choice;
+    crate::control::check_not_stopped_in(&request.lock_path, Some(&request.stanza))?;
     crate::runtime::runtime()?.block_on(async {
         let mut failed = None;
         let mut found = false;
-        for index in crate::request::repos::repo_indexes(config) {
-            let repo = open_repo(&crate::request::repos::repo_target(config, index), &stanza).await?;
+        for (target, expiry) in &request.repos {
+            let index = target.index;
+            let repo = open_repo(target, &request.stanza).await?;
             if let Choice::Set(label) = choice
                 && !repo.load_catalog().await?.backups.iter().any(|b| &b.label == label)
-                && config.get("repo").is_none()
+                && !request.repo_given
             {
                 continue;
             }
             found = true;
-            let lease =
-                Lease::acquire(&repo.store, &repo.layout, index, "expire", crate::lease::lease_time(config)).await?;
-            let done = expire(config, &repo, &lease, choice).await;
+            let lease = Lease::acquire(&repo.store, &repo.layout, index, "expire", request.lease_time).await?;
+            let done = expire(expiry, &repo, &lease, choice).await;
             lease.release().await;
             if let Err(e) = done {
                 tracing::error!("expire of {}: {}", repo.name(), e.message);
@@ -67,12 +91,11 @@ pub fn run_choice(config: &Config, choice: &Choice) -> CliResult<()> {
 
 /// Expires one repository under `lease` (held by the caller: `expire`, or `backup` after a
 /// successful backup).
-pub async fn expire(config: &Config, repo: &Repo, lease: &Lease, choice: &Choice) -> CliResult<()> {
-    let dry = config.bool("dry-run");
+pub async fn expire(expiry: &RepoExpiry, repo: &Repo, lease: &Lease, choice: &Choice) -> CliResult<()> {
+    let dry = expiry.dry_run;
     let say = if dry { "[DRY-RUN] " } else { "" };
     let (catalog, read) = repo.load_catalog_for_update().await?;
-    let retention = Retention::from_config(config, repo.index)?;
-    let plan = ExpirePlan::new(&catalog, &retention, choice, repo.index, crate::runtime::unix_now())?;
+    let plan = ExpirePlan::new(&catalog, &expiry.retention, choice, repo.index, crate::runtime::unix_now())?;
     plan.warnings.iter().for_each(|w| tracing::warn!("{w}"));
     if !plan.expired.is_empty() {
         let labels: Vec<String> =
@@ -80,10 +103,10 @@ pub async fn expire(config: &Config, repo: &Repo, lease: &Lease, choice: &Choice
         tracing::info!("{say}repo{}: expire backup set {}", repo.index, labels.join(", "));
         if !dry {
             lease.check()?;
-            repo.save_catalog(&plan.retained, crate::request::repos::blob_settings(config)?, &read).await?;
+            repo.save_catalog(&plan.retained, expiry.blob, &read).await?;
         }
     }
-    let history_days = config.int(&format!("repo{}-retention-history", repo.index)).unwrap_or(365);
+    let history_days = expiry.history_days;
     if !dry {
         for b in &plan.expired {
             lease.check()?;

@@ -14,7 +14,6 @@ use std::collections::BTreeSet;
 use pgstrata_repo_format::meta::{BackupCatalog, CatalogEntry};
 use pgstrata_repo_format::{BackupLabel, BackupType};
 
-use crate::config::Config;
 use crate::error::{CliError, CliResult, ErrorCode};
 
 /// How full backups are retained.
@@ -37,18 +36,6 @@ pub struct Retention {
 }
 
 impl Retention {
-    pub fn from_config(config: &Config, index: u32) -> CliResult<Self> {
-        let int = |name: &str| config.int(&format!("repo{index}-{name}")).and_then(|v| u64::try_from(v).ok());
-        let by_time = config.get(&format!("repo{index}-retention-full-type")) == Some("time");
-        let archive_type = config.get(&format!("repo{index}-retention-archive-type")).unwrap_or("full").parse()?;
-        Ok(Self {
-            full: int("retention-full").map(|n| if by_time { FullRetention::Days(n) } else { FullRetention::Count(n) }),
-            diff: int("retention-diff"),
-            archive: int("retention-archive"),
-            archive_type,
-        })
-    }
-
     /// How far back continuous WAL is kept, or why it is not expired at all.
     fn wal_depth(&self, index: u32) -> Result<WalDepth, String> {
         let unset = |what: &str| {

@@ -1,12 +1,44 @@
 //! The live cluster: its `pg_control` on disk and a connection to the server.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use pgstrata_repo_format::pg::ControlFile;
 
-use crate::config::{Config, pg_path};
 use crate::error::{CliError, CliResult, ErrorCode};
+use crate::remote::client::Endpoint;
 use crate::remote::data::RemoteCluster;
+
+/// A cluster as a front end resolved it from its `pgN-*` options: where its data directory is,
+/// how to reach its server (a socket here, or the server of a database host), as whom.
+#[derive(Clone, Debug)]
+pub struct ClusterTarget {
+    /// N of `pgN`.
+    pub index: u32,
+    /// `pgN-path`.
+    pub data: PathBuf,
+    /// `pgN-host` and its endpoint (or why the options describe none: reported on use, so one
+    /// misconfigured candidate of several is a warning).
+    pub host: Option<(String, Result<Endpoint, CliError>)>,
+    /// `pgN-socket-path`, `pgN-port`, `pgN-user`, `pgN-database`.
+    pub socket: PathBuf,
+    pub port: u16,
+    pub user: Option<String>,
+    pub database: String,
+    /// The stanza whose cluster this is (a database host's server serves it by stanza).
+    pub stanza: Option<String>,
+    /// Connections to a database host's server (`process-max`).
+    pub workers: usize,
+}
+
+impl ClusterTarget {
+    /// The endpoint of its database host's server, when it has one.
+    pub fn endpoint(&self) -> CliResult<Option<Endpoint>> {
+        match &self.host {
+            None => Ok(None),
+            Some((_, endpoint)) => endpoint.clone().map(Some),
+        }
+    }
+}
 
 /// Reads and checks `global/pg_control` of a data directory.
 pub fn read_control(data_dir: &Path) -> CliResult<ControlFile> {
@@ -20,18 +52,20 @@ pub fn read_control(data_dir: &Path) -> CliResult<ControlFile> {
 
 /// The cluster of pg1 when it is on a database host (`pg1-host`), read through its server.
 /// Call inside the runtime that will carry its reads.
-pub fn remote_cluster(config: &Config) -> CliResult<Option<std::sync::Arc<RemoteCluster>>> {
-    match config.get("pg1-host") {
-        Some(_) => Ok(Some(std::sync::Arc::new(RemoteCluster::new(config)?))),
+pub fn remote_cluster(cluster: &ClusterTarget) -> CliResult<Option<std::sync::Arc<RemoteCluster>>> {
+    match cluster.endpoint()? {
+        Some(endpoint) => {
+            Ok(Some(std::sync::Arc::new(RemoteCluster::new(endpoint, cluster.workers, cluster.stanza.clone())?)))
+        }
         None => Ok(None),
     }
 }
 
 /// `global/pg_control` of pg1's data directory, here or on its database host.
-pub async fn control(config: &Config, remote: Option<&RemoteCluster>) -> CliResult<ControlFile> {
-    let data = pg_path(config)?;
+pub async fn control(cluster: &ClusterTarget, remote: Option<&RemoteCluster>) -> CliResult<ControlFile> {
+    let data = &cluster.data;
     match remote {
-        None => read_control(&data),
+        None => read_control(data),
         Some(remote) => {
             let file = data.join("global/pg_control");
             let bytes = remote.read_all(&file, 8192).await.map_err(|e| {
@@ -46,33 +80,33 @@ pub async fn control(config: &Config, remote: Option<&RemoteCluster>) -> CliResu
     }
 }
 
-/// The configuration with the primary as pg1. With several clusters (`pg1-*`, `pg2-*`, ...: PGO
-/// lists every instance), the one that answers and is not in recovery, found as
-/// [`primary_and_standby`] finds it (each cluster that does not answer is a warning, none or two
-/// primaries an error).
-pub async fn primary_first(config: &Config) -> CliResult<Config> {
-    if config.pg_indexes_set().len() <= 1 {
-        return Ok(config.clone());
+/// The primary. With several clusters (`pg1-*`, `pg2-*`, ...: PGO lists every instance), the
+/// one that answers and is not in recovery, found as [`primary_and_standby`] finds it (each
+/// cluster that does not answer is a warning, none or two primaries an error).
+pub async fn primary_first(clusters: &[ClusterTarget]) -> CliResult<ClusterTarget> {
+    match clusters {
+        [] => Err(CliError::new(ErrorCode::OptionRequired, "the command requires option: pg1-path")),
+        [one] => Ok(one.clone()),
+        _ => Ok(primary_and_standby(clusters, false).await?.primary),
     }
-    Ok(primary_and_standby(config, false).await?.primary)
 }
 
-/// The clusters a backup from a standby uses: the primary (as pg1) and, when one answers, the
-/// first standby in index order (as pg1 of its own configuration) with its index.
+/// The clusters a backup from a standby uses: the primary and, when one answers, the first
+/// standby in index order.
 #[derive(Debug)]
 pub struct PrimaryAndStandby {
-    pub primary: Config,
-    pub standby: Option<(u32, Config)>,
+    pub primary: ClusterTarget,
+    pub standby: Option<ClusterTarget>,
 }
 
 /// Finds the primary and a standby among the configured clusters, as pgBackRest does: each
 /// cluster is asked whether it is in recovery; one that does not answer is a warning. No
 /// primary is an error; no standby is an error when `required` (backup-standby=y), else `None`.
-pub async fn primary_and_standby(config: &Config, required: bool) -> CliResult<PrimaryAndStandby> {
+pub async fn primary_and_standby(clusters: &[ClusterTarget], required: bool) -> CliResult<PrimaryAndStandby> {
     let (mut primary, mut standby) = (None, None);
     let mut checked = Vec::new();
-    for n in config.pg_indexes_set() {
-        let candidate = config.with_pg_first(n);
+    for candidate in clusters {
+        let (n, candidate) = (candidate.index, candidate.clone());
         let answer = match connect(&candidate).await {
             Ok(client) => client.query_one("select pg_is_in_recovery()", &[]).await.map_err(|e| e.to_string()),
             Err(e) => Err(e.message),
@@ -88,7 +122,7 @@ pub async fn primary_and_standby(config: &Config, required: bool) -> CliResult<P
             }
             Ok(true) if standby.is_none() => {
                 tracing::info!("pg{n} is a standby");
-                standby = Some((n, candidate));
+                standby = Some(candidate);
             }
             Ok(true) => checked.push(format!("pg{n} is another standby")),
             Err(e) => {
@@ -126,33 +160,31 @@ pub struct ServerIdentity {
     pub data_directory: String,
 }
 
-/// Connects to the server of `pg1` (socket path, port, user, database).
-pub async fn connect(config: &Config) -> CliResult<tokio_postgres::Client> {
+/// Connects to the server of a cluster (socket path, port, user, database).
+pub async fn connect(cluster: &ClusterTarget) -> CliResult<tokio_postgres::Client> {
     let mut pg = tokio_postgres::Config::new();
-    match config.get("pg1-socket-path") {
-        Some(dir) => pg.host_path(dir),
-        None => pg.host_path("/var/run/postgresql"),
-    };
-    let port = config.int("pg1-port").and_then(|p| u16::try_from(p).ok()).unwrap_or(5432);
+    pg.host_path(&cluster.socket);
+    let port = cluster.port;
     pg.port(port);
-    let remote = config.get("pg1-host").is_some();
-    let user = match config.get("pg1-user") {
-        Some(u) => u.to_string(),
+    let endpoint = cluster.endpoint()?;
+    let remote = endpoint.is_some();
+    let user = match &cluster.user {
+        Some(u) => u.clone(),
         // Through a database host's server, the session is that host's: PostgreSQL's own user.
         None if remote => "postgres".to_string(),
         None => default_user(),
     };
     pg.user(&user);
-    pg.dbname(config.get("pg1-database").unwrap_or("postgres"));
+    pg.dbname(&cluster.database);
     pg.application_name("pgstrata");
     pg.connect_timeout(std::time::Duration::from_secs(30));
+    let n = cluster.index;
     let failed = |e: tokio_postgres::Error| {
         CliError::new(ErrorCode::DbConnect, format!("unable to connect to PostgreSQL on port {port} as '{user}': {e}"))
-            .hint("is PostgreSQL running, and are pg1-socket-path, pg1-port and pg1-user right?")
+            .hint(format!("is PostgreSQL running, and are pg{n}-socket-path, pg{n}-port and pg{n}-user right?"))
     };
-    let client = if remote {
-        let endpoint = crate::request::repos::endpoint(config, "pg1")?;
-        let stream = RemoteCluster::sql_stream(endpoint, config.get("stanza")).await?;
+    let client = if let Some(endpoint) = endpoint {
+        let stream = RemoteCluster::sql_stream(endpoint, cluster.stanza.as_deref()).await?;
         let (client, connection) = pg.connect_raw(stream, tokio_postgres::NoTls).await.map_err(failed)?;
         spawn_connection(connection);
         client

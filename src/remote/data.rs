@@ -20,7 +20,6 @@ use super::client::{self, Body, Connection, Failure};
 use super::wire::{self, ErrorKind, Found, FoundKind, Head, Op, Record, WireError};
 use crate::accounts::Names;
 use crate::backup::part::{self, PartDone, PartSpec};
-use crate::config::Config;
 use crate::error::{CliError, CliResult, ErrorCode};
 
 /// Bytes a `data-read` answer carries per chunk.
@@ -93,18 +92,11 @@ fn io_error(what: &str, path: &Path, e: &std::io::Error) -> WireError {
 }
 
 impl ServedCluster {
-    /// `pg1-path`, `pg1-socket-path` and `pg1-port` of a stanza's configuration on this host.
-    pub fn from_config(config: &Config) -> Result<Self, WireError> {
-        let data = crate::config::pg_path(config).map_err(|e| invalid(e.message))?;
-        if config.get("pg1-host").is_some() {
-            return Err(invalid(
-                "pg1 is itself behind a database host on this server; it is not served from here".into(),
-            ));
-        }
-        let dir = config.get("pg1-socket-path").unwrap_or("/var/run/postgresql");
-        let port = config.int("pg1-port").unwrap_or(5432);
-        let socket = Path::new(dir).join(format!(".s.PGSQL.{port}"));
-        Ok(Self { data, socket, tablespaces: Mutex::default() })
+    /// The cluster of a stanza's `pg1` on this host: its data directory and the socket of its
+    /// server (directory and port).
+    pub fn new(data: PathBuf, socket_dir: &Path, port: u16) -> Self {
+        let socket = socket_dir.join(format!(".s.PGSQL.{port}"));
+        Self { data, socket, tablespaces: Mutex::default() }
     }
 
     fn linked_tablespaces(&self) -> Vec<PathBuf> {
@@ -391,14 +383,13 @@ fn failure_io(f: Failure) -> std::io::Error {
 }
 
 impl RemoteCluster {
-    /// The cluster of `pg1-host`; must be made inside the runtime its reads will use.
-    pub fn new(config: &Config) -> CliResult<Self> {
-        let endpoint = crate::request::repos::endpoint(config, "pg1")?;
-        let workers = usize::try_from(config.int("process-max").unwrap_or(1)).unwrap_or(1).max(1);
-        let connections = (0..workers).map(|_| Arc::new(Connection::new(endpoint.clone()))).collect();
+    /// The cluster behind `endpoint` (a database host's server), read over `workers`
+    /// connections; must be made inside the runtime its reads will use.
+    pub fn new(endpoint: super::client::Endpoint, workers: usize, stanza: Option<String>) -> CliResult<Self> {
+        let connections = (0..workers.max(1)).map(|_| Arc::new(Connection::new(endpoint.clone()))).collect();
         let runtime = tokio::runtime::Handle::try_current()
-            .map_err(|e| CliError::new(ErrorCode::Service, format!("no I/O runtime for pg1-host: {e}")))?;
-        Ok(Self { connections, next: 0.into(), stanza: config.get("stanza").map(str::to_string), runtime })
+            .map_err(|e| CliError::new(ErrorCode::Service, format!("no I/O runtime for {}: {e}", endpoint.option)))?;
+        Ok(Self { connections, next: 0.into(), stanza, runtime })
     }
 
     fn connection(&self) -> &Arc<Connection> {

@@ -166,7 +166,15 @@ impl Settings {
         {
             return Ok(c.clone());
         }
-        let cluster = Arc::new(ServedCluster::from_config(&self.stanza_config(stanza)?)?);
+        let target = crate::request::clusters::cluster(&self.stanza_config(stanza)?, 1)
+            .map_err(|e| WireError::new(ErrorKind::Invalid, e.message))?;
+        if target.host.is_some() {
+            return Err(WireError::new(
+                ErrorKind::Invalid,
+                "pg1 is itself behind a database host on this server; it is not served from here",
+            ));
+        }
+        let cluster = Arc::new(ServedCluster::new(target.data, &target.socket, target.port));
         if let Ok(mut clusters) = self.clusters.lock() {
             // Bounded whatever stanza names clients send (`*` grants): start over when full.
             if clusters.len() >= CACHED_STANZAS {

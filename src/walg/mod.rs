@@ -393,7 +393,7 @@ impl Front {
             return Ok(());
         }
         let config = self.config("expire", &[], &[("dry-run", if confirm { "n" } else { "y" })])?;
-        crate::expire::run_choice(&config, &crate::expire::Choice::Labels(labels))
+        crate::expire::run(&crate::request::expire::expire_choice(&config, crate::expire::Choice::Labels(labels))?)
     }
 }
 
