@@ -5,6 +5,9 @@ and inline paths alike; `super::` resolved too), and its cycles (strongly connec
     scripts/imports.py                 print every cycle of more than one file, largest first
     scripts/imports.py --max 3         exit 1 when a cycle has more than 3 files or spans two
                                        module folders (the rule of the command-line issue)
+    scripts/imports.py --layers        exit 1 when a file below the front ends refers to a front
+                                       end, the request layer or the option table (LAYERS below;
+                                       docs/architecture.md)
 
 A reference to `crate::a::b::c` is taken to the deepest file that exists (`src/a/b.rs`,
 `src/a/b/mod.rs`, then `src/a.rs`, `src/a/mod.rs`); a reference to a module's item in its
@@ -141,11 +144,34 @@ def folder(f):
     return os.path.dirname(f) or "."
 
 
+# Front ends (the pgBackRest command line, WAL-G's environment, the TLS server, the binary's
+# entry), the request layer that resolves options into typed requests, and the option table:
+# nothing else may refer to them. Everything else is the engine and what it stands on.
+ABOVE_ENGINE = ("commands/", "walg/", "server/", "request/", "config/", "lib.rs", "main.rs")
+
+
+def above(f):
+    return any(f == a or f.startswith(a) for a in ABOVE_ENGINE)
+
+
+def layer_breaches(edges):
+    return sorted((f, t) for f, ts in edges.items() if not above(f) for t in ts if above(t))
+
+
 def main():
     limit = None
     if "--max" in sys.argv:
         limit = int(sys.argv[sys.argv.index("--max") + 1])
-    found = cycles(graph())
+    edges = graph()
+    if "--layers" in sys.argv:
+        breaches = layer_breaches(edges)
+        for f, t in breaches:
+            print(f"{f} refers to {t}, above it")
+        if breaches:
+            print(f"imports: {len(breaches)} reference(s) from the engine up to a front end, the requests or the options", file=sys.stderr)
+            sys.exit(1)
+        print("layers: no file below the front ends refers to them, the requests or the options")
+    found = cycles(edges)
     bad = []
     for comp in found:
         spans = len({folder(f) for f in comp}) > 1

@@ -2,7 +2,55 @@
 //! `pgbackrest` — the pgBackRest release whose interface it implements (docs/commands.md,
 //! "version").
 
-use crate::config::Flavor;
+use std::path::Path;
+
+/// Which program name we answer to, which decides env prefix and default paths.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flavor {
+    Pgstrata,
+    /// Installed as `pgbackrest`: a drop-in for operators that call pgBackRest.
+    Pgbackrest,
+    /// Installed as `wal-g`: WAL-G's command line (`crate::walg`), configured by its environment
+    /// variables only, which it passes on as `PGSTRATA_*` (no configuration file is read).
+    WalG,
+}
+
+impl Flavor {
+    pub fn from_argv0(argv0: &str) -> Self {
+        let base = Path::new(argv0).file_name().and_then(|s| s.to_str()).unwrap_or("");
+        match base {
+            "pgbackrest" => Self::Pgbackrest,
+            "wal-g" => Self::WalG,
+            _ => Self::Pgstrata,
+        }
+    }
+
+    pub fn env_prefix(self) -> &'static str {
+        match self {
+            Self::Pgstrata | Self::WalG => "PGSTRATA_",
+            Self::Pgbackrest => "PGBACKREST_",
+        }
+    }
+
+    pub(crate) fn config_dir(self) -> &'static str {
+        match self {
+            Self::Pgstrata | Self::WalG => "/etc/pgstrata",
+            Self::Pgbackrest => "/etc/pgbackrest",
+        }
+    }
+
+    /// The configuration file read when `config` is not given.
+    pub fn default_config_file(self) -> String {
+        format!("{}/{}", self.config_dir(), self.config_file_name())
+    }
+
+    pub(crate) fn config_file_name(self) -> &'static str {
+        match self {
+            Self::Pgstrata | Self::WalG => "pgstrata.conf",
+            Self::Pgbackrest => "pgbackrest.conf",
+        }
+    }
+}
 
 /// The name we were invoked under, for messages.
 pub fn program_name(flavor: Flavor) -> &'static str {

@@ -10,9 +10,32 @@ use pgstrata_repo_format::pg::WalFileKind;
 use pgstrata_storage::RetryPolicy;
 use serde_json::{Value, json};
 
-use crate::config::Config;
 use crate::error::{CliError, CliResult, ErrorCode};
+use crate::identity::Flavor;
+use crate::repo::RepoTarget;
 use crate::repo::{Repo, load_stanza_info};
+
+/// How `info` prints.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InfoOutput {
+    Text,
+    Json,
+    /// The text exposition format (pgMonitor's `ccp_backrest_*` series).
+    Prometheus,
+}
+
+/// What `info` was asked for, resolved once by a front end.
+#[derive(Clone, Debug)]
+pub struct InfoRequest {
+    /// `--stanza`, or every stanza the repositories hold.
+    pub stanza: Option<String>,
+    pub repos: Vec<RepoTarget>,
+    /// `--set`: one backup, with the details of its manifest.
+    pub set: Option<String>,
+    pub output: InfoOutput,
+    /// The name invoked (the version `info` JSON reports follows it).
+    pub flavor: Flavor,
+}
 
 /// What `info --set` adds for the one backup: read from its manifest.
 struct SetDetail {
@@ -25,9 +48,9 @@ struct SetDetail {
 }
 
 /// The manifest of backup `label` in repository `index`, summed up.
-async fn set_detail(config: &Config, index: u32, stanza: &str, label: &str) -> CliResult<Option<SetDetail>> {
+async fn set_detail(target: &RepoTarget, stanza: &str, label: &str) -> CliResult<Option<SetDetail>> {
     use pgstrata_repo_format::meta::{FileData, ManifestEntry};
-    let repo = crate::repo::open_repo(&crate::request::repos::repo_target(config, index), stanza).await?;
+    let repo = crate::repo::open_repo(target, stanza).await?;
     let catalog = repo.load_catalog().await?;
     let Some(entry) = catalog.backups.iter().find(|b| b.label.as_str() == label) else { return Ok(None) };
     let mut manifest = crate::manifest::ManifestStream::open(&repo, entry).await?;
@@ -76,7 +99,8 @@ fn cipher_name(info: &StanzaInfo) -> &'static str {
     }
 }
 
-async fn view(config: &Config, index: u32, stanza: &str) -> CliResult<RepoView> {
+async fn view(request: &InfoRequest, target: &RepoTarget, stanza: &str) -> CliResult<RepoView> {
+    let index = target.index;
     let mut v = RepoView {
         index,
         status: (0, "ok".into()),
@@ -89,7 +113,6 @@ async fn view(config: &Config, index: u32, stanza: &str) -> CliResult<RepoView> 
         newest_archived: None,
         reports: BTreeMap::new(),
     };
-    let target = crate::request::repos::repo_target(config, index);
     let store = match target.storage()?.open(RetryPolicy::default()) {
         Ok(s) => s,
         Err(e) if e.is_not_found() => {
@@ -105,7 +128,7 @@ async fn view(config: &Config, index: u32, stanza: &str) -> CliResult<RepoView> 
         v.status = (1, "missing stanza path".into());
         return Ok(v);
     };
-    let key = match crate::repo::unlock(&crate::request::repos::repo_target(config, index), &info) {
+    let key = match crate::repo::unlock(target, &info) {
         Ok(k) => k,
         Err(e) => {
             v.status = (99, e.message);
@@ -155,7 +178,7 @@ async fn view(config: &Config, index: u32, stanza: &str) -> CliResult<RepoView> 
     // Only the Prometheus output shows them: `info` JSON, which PGO's collector runs from SQL on
     // a schedule, makes no extra request.
     let names: &[&'static str] =
-        if config.get("output") == Some("prometheus") { &["verify", "restore-test"] } else { &[] };
+        if request.output == InfoOutput::Prometheus { &["verify", "restore-test"] } else { &[] };
     for &name in names {
         match repo.store.get(&repo.layout.report(&format!("{name}.json"))).await {
             Ok(bytes) => {
@@ -174,7 +197,7 @@ async fn view(config: &Config, index: u32, stanza: &str) -> CliResult<RepoView> 
     Ok(v)
 }
 
-fn stanza_json(stanza: &str, views: &[RepoView], flavor: crate::config::Flavor) -> Value {
+fn stanza_json(stanza: &str, views: &[RepoView], flavor: Flavor) -> Value {
     let mut backups = Vec::new();
     let mut archives = Vec::new();
     let mut dbs = Vec::new();
@@ -402,13 +425,13 @@ fn stanza_text(stanza: &str, views: &[RepoView], json: &Value) -> String {
 }
 
 /// The stanzas to show: `--stanza`, or every stanza found in the repositories.
-async fn stanzas(config: &Config) -> CliResult<Vec<String>> {
-    if let Some(s) = config.get("stanza") {
-        return Ok(vec![s.to_string()]);
+async fn stanzas(request: &InfoRequest) -> CliResult<Vec<String>> {
+    if let Some(s) = &request.stanza {
+        return Ok(vec![s.clone()]);
     }
     let mut all = std::collections::BTreeSet::new();
-    for index in crate::request::repos::repo_indexes(config) {
-        match crate::request::repos::repo_target(config, index).storage()?.open(RetryPolicy::default()) {
+    for target in &request.repos {
+        match target.storage()?.open(RetryPolicy::default()) {
             Ok(store) => all.extend(store.list_dirs("stanza").await?),
             Err(e) if e.is_not_found() => {}
             Err(e) => return Err(e.into()),
@@ -417,19 +440,20 @@ async fn stanzas(config: &Config) -> CliResult<Vec<String>> {
     Ok(all.into_iter().collect())
 }
 
-pub fn run(config: &Config) -> CliResult<()> {
+/// Prints what `request` asks for.
+pub fn run(request: &InfoRequest) -> CliResult<()> {
     let rt = crate::runtime::runtime()?;
     let (json_out, text_out, metrics) = rt.block_on(async {
         let mut arr = Vec::new();
         let mut text = String::new();
         let mut metrics = Metrics::default();
-        for stanza in stanzas(config).await? {
+        for stanza in stanzas(request).await? {
             let mut views = Vec::new();
-            for index in crate::request::repos::repo_indexes(config) {
-                let mut v = view(config, index, &stanza).await?;
-                if let Some(label) = config.get("set") {
+            for target in &request.repos {
+                let mut v = view(request, target, &stanza).await?;
+                if let Some(label) = request.set.as_deref() {
                     if v.catalog.backups.iter().any(|b| b.label.as_str() == label)
-                        && let Some(d) = set_detail(config, index, &stanza, label).await?
+                        && let Some(d) = set_detail(target, &stanza, label).await?
                     {
                         v.set = Some((label.to_string(), d));
                     } else {
@@ -439,7 +463,7 @@ pub fn run(config: &Config) -> CliResult<()> {
                 }
                 views.push(v);
             }
-            if let Some(label) = config.get("set")
+            if let Some(label) = &request.set
                 && views.iter().all(|v| v.set.is_none())
             {
                 return Err(CliError::new(
@@ -447,7 +471,7 @@ pub fn run(config: &Config) -> CliResult<()> {
                     format!("backup set {label} is not in any repository of stanza {stanza}"),
                 ));
             }
-            let j = stanza_json(&stanza, &views, config.flavor);
+            let j = stanza_json(&stanza, &views, request.flavor);
             if !text.is_empty() {
                 text.push('\n');
             }
@@ -457,9 +481,9 @@ pub fn run(config: &Config) -> CliResult<()> {
         }
         Ok::<_, CliError>((Value::Array(arr), text, metrics.render()))
     })?;
-    let rendered = if config.get("output") == Some("prometheus") {
+    let rendered = if request.output == InfoOutput::Prometheus {
         metrics.trim_end().to_string()
-    } else if config.get("output") == Some("json") {
+    } else if request.output == InfoOutput::Json {
         serde_json::to_string(&json_out).map_err(|e| CliError::new(ErrorCode::Format, e.to_string()))?
     } else if text_out.is_empty() {
         "No stanzas exist in the repository.".to_string()

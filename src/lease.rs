@@ -22,12 +22,10 @@ use pgstrata_repo_format::layout::StanzaLayout;
 use pgstrata_storage::RepoStore;
 
 /// Shortest lease time accepted (`lease-time`); a lease is renewed every third of its time.
-const MIN_LEASE_TIME: Duration = Duration::from_secs(3);
+pub const MIN_LEASE_TIME: Duration = Duration::from_secs(3);
 
-/// The lease time configured for a command (`lease-time`, default 60 s).
-pub fn lease_time(config: &crate::config::Config) -> Duration {
-    config.duration("lease-time").unwrap_or(Duration::from_secs(60)).max(MIN_LEASE_TIME)
-}
+/// `lease-time`'s default.
+pub const LEASE_TIME: Duration = Duration::from_secs(60);
 
 /// What a lease object says.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

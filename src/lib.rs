@@ -71,7 +71,7 @@ pub fn run(argv: &[String], env: &[(String, String)]) -> u8 {
     let quiet = matches!(config.command.name, "version" | "help");
     // Read-only commands log begin/end at debug, so `info --output=json` prints only JSON.
     let chatty = !matches!(config.command.name, "info" | "repo-ls" | "repo-get");
-    log::init(&config, !quiet);
+    log::init(&request::log_settings(&config, !quiet));
     for w in &config.warnings {
         tracing::warn!("{w}");
     }

@@ -14,8 +14,6 @@ use tracing_subscriber::Layer;
 use tracing_subscriber::layer::Context;
 use tracing_subscriber::prelude::*;
 
-use crate::config::Config;
-
 /// pgBackRest's levels, most severe first.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum LogLevel {
@@ -154,20 +152,32 @@ impl<S: Subscriber> Layer<S> for PgLayer {
     }
 }
 
-/// Installs the logger for this command run; `with_file` is false for commands that keep no log
-/// (`version`, `help`). Problems opening the log file are reported on stderr and do not stop the
-/// command.
-pub fn init(config: &Config, with_file: bool) {
-    let file_level =
-        if with_file { LogLevel::parse(config.get("log-level-file").unwrap_or("off")) } else { LogLevel::Off };
+/// How a command logs, resolved by its front end: levels per sink, the log file, the line shape.
+#[derive(Clone, Debug)]
+pub struct LogSettings {
+    /// `log-level-console` (stdout), `log-level-stderr`, `log-level-file`.
+    pub console: LogLevel,
+    pub stderr: LogLevel,
+    pub file_level: LogLevel,
+    /// `<log-path>/<stanza>-<command>.log`, when the command keeps a log file.
+    pub file: Option<PathBuf>,
+    /// `log-timestamp`.
+    pub timestamp: bool,
+    /// WAL-G's line shape (invoked as `wal-g`).
+    pub walg: bool,
+}
+
+/// Installs the logger for this command run. Problems opening the log file are reported on
+/// stderr and do not stop the command.
+pub fn init(settings: &LogSettings) {
     let mut file = None;
-    if file_level != LogLevel::Off
-        && let Some(dir) = config.get("log-path")
+    if settings.file_level != LogLevel::Off
+        && let Some(path) = &settings.file
     {
-        let name = format!("{}-{}.log", config.get("stanza").unwrap_or("all"), config.command.name.replace(':', "-"));
-        let path = PathBuf::from(dir).join(name);
-        let opened = std::fs::create_dir_all(dir)
-            .and_then(|()| crate::anchor::no_follow(OpenOptions::new().create(true).append(true)).open(&path));
+        let opened = path
+            .parent()
+            .map_or(Ok(()), std::fs::create_dir_all)
+            .and_then(|()| crate::anchor::no_follow(OpenOptions::new().create(true).append(true)).open(path));
         match opened {
             Ok(mut f) => {
                 let _ = f.write_all(b"-------------------PROCESS START-------------------\n");
@@ -183,12 +193,12 @@ pub fn init(config: &Config, with_file: bool) {
         }
     }
     let layer = PgLayer {
-        console: LogLevel::parse(config.get("log-level-console").unwrap_or("warn")),
-        stderr: LogLevel::parse(config.get("log-level-stderr").unwrap_or("warn")),
-        file_level,
+        console: settings.console,
+        stderr: settings.stderr,
+        file_level: if file.is_some() { settings.file_level } else { LogLevel::Off },
         file,
-        timestamp: config.bool("log-timestamp"),
-        walg: config.flavor == crate::config::Flavor::WalG,
+        timestamp: settings.timestamp,
+        walg: settings.walg,
     };
     let _ = tracing_subscriber::registry().with(layer).try_init();
 }

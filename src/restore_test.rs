@@ -16,11 +16,11 @@ use std::time::{Duration, Instant};
 use pgstrata_repo_format::meta::ManifestEntry;
 use serde::Serialize;
 
-use crate::config::Config;
 use crate::error::{CliError, CliResult, ErrorCode};
 use crate::manifest::ManifestStream;
+use crate::repo::RepoTarget;
 use crate::repo::open_repo;
-use crate::request::repos::stanza_name;
+use crate::restore::RestoreRequest;
 
 #[derive(Debug, Serialize)]
 struct Step {
@@ -64,8 +64,39 @@ impl Drop for Scratch {
     }
 }
 
-pub fn run(config: &Config) -> CliResult<()> {
-    let stanza = stanza_name(config)?;
+/// How the front end makes the restore of one backup into a scratch data directory: the
+/// directory, the backup's label, and the tablespace and link maps (`tablespace-map`/`link-map`,
+/// `name=path`) that keep everything inside the scratch directory.
+pub type RestoreFactory =
+    dyn Fn(&std::path::Path, &str, &[(&'static str, String)]) -> CliResult<RestoreRequest> + Send + Sync;
+
+/// What `restore-test` was asked for, resolved once by a front end.
+pub struct RestoreTestRequest {
+    pub stanza: String,
+    pub repo: RepoTarget,
+    /// `--set`, else the newest backup.
+    pub set: Option<String>,
+    /// `pg-bin`: the server's programs (default Debian's for the backup's major).
+    pub pg_bin: Option<PathBuf>,
+    /// `restore-test-path`: where the scratch directory is made (default the temporary one).
+    pub base: Option<PathBuf>,
+    /// `restore-test-timeout`: how long recovery may take.
+    pub timeout: Duration,
+    /// The database user the checks connect as (`pg1-user`, else the OS user).
+    pub user: String,
+    /// `--output=json`.
+    pub json: bool,
+    pub restore: Box<RestoreFactory>,
+}
+
+impl std::fmt::Debug for RestoreTestRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RestoreTestRequest").field("stanza", &self.stanza).field("set", &self.set).finish()
+    }
+}
+
+pub fn run(request: &RestoreTestRequest) -> CliResult<()> {
+    let stanza = request.stanza.clone();
     if crate::restore::owner::am_root() {
         return Err(CliError::new(
             ErrorCode::CommandInvalid,
@@ -74,9 +105,9 @@ pub fn run(config: &Config) -> CliResult<()> {
         .hint("run it as the database's OS user (postgres), as the backup runs"));
     }
     let (repo_index, label, pg_version, maps) = crate::runtime::runtime()?.block_on(async {
-        let repo = open_repo(&crate::request::repos::repo_target(config, config.repo_index()), &stanza).await?;
+        let repo = open_repo(&request.repo, &stanza).await?;
         let catalog = repo.load_catalog().await?;
-        let backup = match config.get("set") {
+        let backup = match request.set.as_deref() {
             Some(set) => catalog.backups.iter().find(|b| b.label.as_str() == set),
             None => catalog.backups.last(),
         }
@@ -103,11 +134,8 @@ pub fn run(config: &Config) -> CliResult<()> {
         }
         Ok::<_, CliError>((repo.index, backup.label.to_string(), pg_version, maps))
     })?;
-    let bin = config
-        .get("pg-bin")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(format!("/usr/lib/postgresql/{pg_version}/bin")));
-    let base = config.get("restore-test-path").map(PathBuf::from).unwrap_or_else(std::env::temp_dir);
+    let bin = request.pg_bin.clone().unwrap_or_else(|| PathBuf::from(format!("/usr/lib/postgresql/{pg_version}/bin")));
+    let base = request.base.clone().unwrap_or_else(std::env::temp_dir);
     // A name no one can guess or plant in advance, created 0700 (by mkdir, which never follows
     // a link at the name).
     let dir = std::fs::create_dir_all(&base)
@@ -122,7 +150,7 @@ pub fn run(config: &Config) -> CliResult<()> {
     let scratch = Scratch(dir);
     let mut report =
         Report { stanza: stanza.clone(), repo: repo_index, backup: label.clone(), status: "ok", steps: Vec::new() };
-    let test = Test { config, bin, dir: scratch.0.clone(), user: user(config), runtime: crate::runtime::runtime()? };
+    let test = Test { request, bin, dir: scratch.0.clone(), runtime: crate::runtime::runtime()? };
     test.all(&mut report, &label, &maps);
     if report.steps.iter().any(|s| !s.ok) {
         report.status = "error";
@@ -130,7 +158,7 @@ pub fn run(config: &Config) -> CliResult<()> {
     drop(scratch);
     let failed = report.steps.iter().filter(|s| !s.ok).count() as u64;
     crate::runtime::runtime()?.block_on(async {
-        match open_repo(&crate::request::repos::repo_target(config, repo_index), &stanza).await {
+        match open_repo(&request.repo, &stanza).await {
             Ok(repo) => {
                 let detail = serde_json::json!({"backup": label, "steps": &report.steps});
                 crate::verify::record(&repo, "restore-test", failed, detail).await;
@@ -138,7 +166,7 @@ pub fn run(config: &Config) -> CliResult<()> {
             Err(e) => tracing::warn!("unable to record the restore-test result: {}", e.message),
         }
     });
-    if config.get("output") == Some("json") {
+    if request.json {
         println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
     } else {
         println!("stanza: {}\n    repo{}: backup {}: {}", report.stanza, report.repo, report.backup, report.status);
@@ -160,10 +188,9 @@ pub fn run(config: &Config) -> CliResult<()> {
 }
 
 struct Test<'a> {
-    config: &'a Config,
+    request: &'a RestoreTestRequest,
     bin: PathBuf,
     dir: PathBuf,
-    user: String,
     /// Carries every SQL statement the test runs (recovery is polled every 200 ms).
     runtime: tokio::runtime::Runtime,
 }
@@ -201,27 +228,14 @@ impl Test<'_> {
     }
 
     fn restore(&self, label: &str, maps: &[(&'static str, String)]) -> Result<String, String> {
-        let data = self.data().display().to_string();
-        let recovery_type = self.config.get("type").unwrap_or("immediate").to_string();
-        let mapped: Vec<(&str, String)> = maps
+        let mapped: Vec<(&'static str, String)> = maps
             .iter()
             .map(|(opt, name)| {
                 (*opt, format!("{name}={}", self.dir.join("mapped").join(name.replace('/', "_")).display()))
             })
             .collect();
-        let mut set: Vec<(&str, &str)> = vec![
-            ("pg1-path", data.as_str()),
-            ("set", label),
-            ("type", recovery_type.as_str()),
-            ("target-action", "promote"),
-            ("delta", "n"),
-            ("force", "n"),
-            ("archive-mode", "off"),
-        ];
-        set.extend(mapped.iter().map(|(o, v)| (*o, v.as_str())));
-        let restore = self.config.for_command("restore", &set).map_err(|e| e.message)?;
-        crate::restore::run(&crate::request::restore::restore(&restore).map_err(|e| e.message)?)
-            .map_err(|e| e.message)?;
+        let restore = (self.request.restore)(&self.data(), label, &mapped).map_err(|e| e.message)?;
+        crate::restore::run(&restore).map_err(|e| e.message)?;
         // Private: no TCP, a socket only this user can reach, no archiving, our own hba.
         let hba = self.dir.join("pg_hba.conf");
         std::fs::write(&hba, "local all all trust\n").map_err(|e| e.to_string())?;
@@ -339,7 +353,11 @@ impl Test<'_> {
     /// socket; the rows as text.
     fn sql(&self, db: &str, sql: &str) -> Result<Vec<Vec<String>>, String> {
         let mut pg = tokio_postgres::Config::new();
-        pg.host_path(&self.dir).port(PORT).user(&self.user).dbname(db).application_name("pgstrata restore-test");
+        pg.host_path(&self.dir)
+            .port(PORT)
+            .user(&self.request.user)
+            .dbname(db)
+            .application_name("pgstrata restore-test");
         self.runtime.block_on(async {
             let (client, connection) =
                 pg.connect(tokio_postgres::NoTls).await.map_err(|e| format!("{db}: unable to connect: {e}"))?;
@@ -361,7 +379,7 @@ impl Test<'_> {
     }
 
     fn timeout(&self) -> Duration {
-        self.config.duration("restore-test-timeout").unwrap_or(Duration::from_secs(3600))
+        self.request.timeout
     }
 
     fn log_tail(&self) -> String {
@@ -427,15 +445,6 @@ fn check_pages(path: &std::path::Path, first_block: u32) -> Result<(u64, Vec<(u6
 
 fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).trim().to_string()
-}
-
-/// The database user: `pg1-user`, else the OS user running the test.
-fn user(config: &Config) -> String {
-    config
-        .get("pg1-user")
-        .map(str::to_string)
-        .or_else(|| std::env::var("USER").ok().filter(|u| !u.is_empty()))
-        .unwrap_or_else(|| "postgres".into())
 }
 
 #[cfg(test)]

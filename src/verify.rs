@@ -22,11 +22,10 @@ use serde::Serialize;
 use tokio::task::JoinSet;
 
 use crate::chain::References;
-use crate::config::Config;
 use crate::error::{CliError, CliResult, ErrorCode};
 use crate::manifest::ManifestStream;
+use crate::repo::RepoTarget;
 use crate::repo::{Repo, open_repo};
-use crate::request::repos::stanza_name;
 
 /// Problems kept per report (the rest are counted).
 const MAX_PROBLEMS: usize = 1000;
@@ -114,16 +113,22 @@ impl RepoReport {
     }
 }
 
-pub fn run(config: &Config) -> CliResult<()> {
-    let stanza = stanza_name(config)?;
-    let set =
-        match config.get("set") {
-            Some(s) => Some(s.parse::<BackupLabel>().map_err(|e| {
-                CliError::new(ErrorCode::OptionInvalidValue, format!("'{s}' is not a backup label: {e}"))
-            })?),
-            None => None,
-        };
-    let workers = config.int("process-max").and_then(|v| usize::try_from(v).ok()).unwrap_or(1).max(1);
+/// What `verify` was asked for, resolved once by a front end.
+#[derive(Clone, Debug)]
+pub struct VerifyRequest {
+    pub stanza: String,
+    pub repos: Vec<RepoTarget>,
+    /// `--set`: that backup with what it references and its WAL range.
+    pub set: Option<BackupLabel>,
+    /// `process-max`.
+    pub workers: usize,
+    /// `--output=json`.
+    pub json: bool,
+}
+
+/// Verifies what `request` names; exit 103 when anything is wrong.
+pub fn run(request: &VerifyRequest) -> CliResult<()> {
+    let (stanza, set, workers) = (&request.stanza, request.set.clone(), request.workers);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .max_blocking_threads(workers * 2)
@@ -132,8 +137,8 @@ pub fn run(config: &Config) -> CliResult<()> {
         .map_err(|e| CliError::new(ErrorCode::Service, format!("unable to start the I/O runtime: {e}")))?;
     let reports = rt.block_on(async {
         let mut reports = Vec::new();
-        for index in crate::request::repos::repo_indexes(config) {
-            let repo = open_repo(&crate::request::repos::repo_target(config, index), &stanza).await?;
+        for target in &request.repos {
+            let repo = open_repo(target, stanza).await?;
             let report = verify_repo(&repo, set.as_ref(), workers).await?;
             record(&repo, "verify", report.count(), serde_json::json!({"backups": report.backups.len(), "set": set}))
                 .await;
@@ -141,7 +146,7 @@ pub fn run(config: &Config) -> CliResult<()> {
         }
         Ok::<_, CliError>(reports)
     })?;
-    if config.get("output") == Some("json") {
+    if request.json {
         println!("{}", serde_json::to_string_pretty(&reports).unwrap_or_default());
     } else {
         print!("{}", text(&reports));

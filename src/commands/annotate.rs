@@ -33,7 +33,8 @@ pub fn run(config: &Config) -> CliResult<()> {
                 continue;
             }
             let lease =
-                Lease::acquire(&repo.store, &repo.layout, index, "annotate", crate::lease::lease_time(config)).await?;
+                Lease::acquire(&repo.store, &repo.layout, index, "annotate", crate::request::lease_time(config))
+                    .await?;
             let saved = async {
                 let (mut catalog, read) = repo.load_catalog_for_update().await?;
                 let Some(entry) = catalog.backups.iter_mut().find(|b| b.label == label) else { return Ok(()) };

@@ -98,7 +98,7 @@ fn shown_default(flavor: Flavor, def: &OptionDef) -> Option<String> {
         ("config-path", Group::None) => {
             Some(flavor.default_config_file().rsplit_once('/').map_or(String::new(), |(d, _)| d.to_string()))
         }
-        _ => flavor.default_of(def).map(str::to_string),
+        _ => crate::config::default_of(flavor, def).map(str::to_string),
     }
 }
 

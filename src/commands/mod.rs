@@ -3,6 +3,7 @@
 
 pub mod annotate;
 mod check;
+pub mod control;
 pub mod help;
 mod manifest;
 mod repo;
@@ -42,8 +43,8 @@ pub fn dispatch(config: &Config) -> CliResult<()> {
         "stanza-create" => stanza::create(config),
         "stanza-upgrade" => stanza::upgrade(config),
         "stanza-delete" => stanza::delete(config),
-        "stop" => crate::control::stop(config),
-        "start" => crate::control::start(config),
+        "stop" => control::stop(config),
+        "start" => control::start(config),
         "archive-push" => crate::archive::push(&request::archive::archive(config)?),
         "archive-push:async" => crate::archive::push_async::worker(&request::archive::archive(config)?),
         "archive-get" => crate::archive::get(&request::archive::archive(config)?),
@@ -51,10 +52,10 @@ pub fn dispatch(config: &Config) -> CliResult<()> {
         "backup" => crate::backup::run(&request::backup::backup(config)?),
         "check" => check::run(config),
         "restore" => crate::restore::run(&request::restore::restore(config)?),
-        "info" => crate::info::run(config),
+        "info" => crate::info::run(&request::inspect::info(config)?),
         "expire" => crate::expire::run(&request::expire::expire(config)?),
-        "verify" => crate::verify::run(config),
-        "restore-test" => crate::restore_test::run(config),
+        "verify" => crate::verify::run(&request::inspect::verify(config)?),
+        "restore-test" => crate::restore_test::run(&request::restore::restore_test(config)?),
         "annotate" => annotate::run(config),
         "server" => crate::server::run(config),
         "server-ping" => crate::server::ping(config),

@@ -92,7 +92,7 @@ fn mismatch(index: u32, db: &DbEntry, control: &ControlFile) -> CliError {
 
 pub fn create(config: &Config) -> CliResult<()> {
     let stanza = stanza_name(config)?;
-    crate::control::check_not_stopped(config)?;
+    crate::commands::control::check_not_stopped(config)?;
     crate::runtime::runtime()?.block_on(async {
         let control = cluster_identity(config).await?;
         for index in crate::request::repos::repo_indexes(config) {
@@ -100,7 +100,7 @@ pub fn create(config: &Config) -> CliResult<()> {
                 crate::request::repos::repo_target(config, index).storage()?.open_creating(RetryPolicy::default())?;
             let layout = StanzaLayout::new(&stanza)?;
             let lease =
-                Lease::acquire(&store, &layout, index, "stanza-create", crate::lease::lease_time(config)).await?;
+                Lease::acquire(&store, &layout, index, "stanza-create", crate::request::lease_time(config)).await?;
             let result = create_on(config, &stanza, &control, index, store, layout).await;
             lease.release().await;
             result?;
@@ -182,13 +182,13 @@ async fn create_on(
 
 pub fn upgrade(config: &Config) -> CliResult<()> {
     let stanza = stanza_name(config)?;
-    crate::control::check_not_stopped(config)?;
+    crate::commands::control::check_not_stopped(config)?;
     crate::runtime::runtime()?.block_on(async {
         let control = cluster_identity(config).await?;
         for index in crate::request::repos::repo_indexes(config) {
             let mut repo = crate::repo::open_repo(&crate::request::repos::repo_target(config, index), &stanza).await?;
             let lease =
-                Lease::acquire(&repo.store, &repo.layout, index, "stanza-upgrade", crate::lease::lease_time(config))
+                Lease::acquire(&repo.store, &repo.layout, index, "stanza-upgrade", crate::request::lease_time(config))
                     .await?;
             let current = repo.current_db()?;
             if matches(current, &control) {
@@ -241,7 +241,7 @@ pub fn delete(config: &Config) -> CliResult<()> {
         if present.is_empty() {
             return Ok(());
         }
-        let stop = crate::control::stop_file(config, Some(&stanza));
+        let stop = crate::commands::control::stop_file(config, Some(&stanza));
         if !stop.exists() {
             return Err(CliError::new(
                 ErrorCode::FileMissing,
@@ -264,7 +264,7 @@ pub fn delete(config: &Config) -> CliResult<()> {
         }
         for (index, store) in present {
             let lease =
-                Lease::acquire(&store, &layout, index, "stanza-delete", crate::lease::lease_time(config)).await?;
+                Lease::acquire(&store, &layout, index, "stanza-delete", crate::request::lease_time(config)).await?;
             let deleted = delete_stanza(&store, &layout, &lease).await;
             lease.release().await;
             let deleted = deleted?;

@@ -14,68 +14,22 @@ pub mod pgbackrest;
 pub mod value;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::error::{CliError, CliResult, ErrorCode};
 use options::{CommandDef, Kind, Resolved};
 
-/// Which program name we answer to, which decides env prefix and default paths.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Flavor {
-    Pgstrata,
-    /// Installed as `pgbackrest`: a drop-in for operators that call pgBackRest.
-    Pgbackrest,
-    /// Installed as `wal-g`: WAL-G's command line (`crate::walg`), configured by its environment
-    /// variables only, which it passes on as `PGSTRATA_*` (no configuration file is read).
-    WalG,
-}
+pub use crate::identity::Flavor;
 
-impl Flavor {
-    pub fn from_argv0(argv0: &str) -> Self {
-        let base = Path::new(argv0).file_name().and_then(|s| s.to_str()).unwrap_or("");
-        match base {
-            "pgbackrest" => Self::Pgbackrest,
-            "wal-g" => Self::WalG,
-            _ => Self::Pgstrata,
-        }
-    }
-
-    pub fn env_prefix(self) -> &'static str {
-        match self {
-            Self::Pgstrata | Self::WalG => "PGSTRATA_",
-            Self::Pgbackrest => "PGBACKREST_",
-        }
-    }
-
-    fn config_dir(self) -> &'static str {
-        match self {
-            Self::Pgstrata | Self::WalG => "/etc/pgstrata",
-            Self::Pgbackrest => "/etc/pgbackrest",
-        }
-    }
-
-    /// The configuration file read when `config` is not given.
-    pub fn default_config_file(self) -> String {
-        format!("{}/{}", self.config_dir(), self.config_file_name())
-    }
-
-    fn config_file_name(self) -> &'static str {
-        match self {
-            Self::Pgstrata | Self::WalG => "pgstrata.conf",
-            Self::Pgbackrest => "pgbackrest.conf",
-        }
-    }
-
-    /// Default of an option, adjusted to the flavor's paths.
-    pub fn default_of(self, def: &options::OptionDef) -> Option<&'static str> {
-        match (self, def.name, def.group) {
-            (Self::Pgbackrest, "log-path", options::Group::None) => Some("/var/log/pgbackrest"),
-            (Self::Pgbackrest, "lock-path", options::Group::None) => Some("/tmp/pgbackrest"),
-            (Self::Pgbackrest, "spool-path", options::Group::None) => Some("/var/spool/pgbackrest"),
-            (Self::Pgbackrest, "path", options::Group::Repo) => Some("/var/lib/pgbackrest"),
-            _ => def.default,
-        }
+/// Default of an option under the name invoked (pgBackRest's paths as `pgbackrest`).
+pub fn default_of(flavor: Flavor, def: &options::OptionDef) -> Option<&'static str> {
+    match (flavor, def.name, def.group) {
+        (Flavor::Pgbackrest, "log-path", options::Group::None) => Some("/var/log/pgbackrest"),
+        (Flavor::Pgbackrest, "lock-path", options::Group::None) => Some("/tmp/pgbackrest"),
+        (Flavor::Pgbackrest, "spool-path", options::Group::None) => Some("/var/spool/pgbackrest"),
+        (Flavor::Pgbackrest, "path", options::Group::Repo) => Some("/var/lib/pgbackrest"),
+        _ => def.default,
     }
 }
 
@@ -508,7 +462,7 @@ impl Config {
             return s.values.first().map(String::as_str);
         }
         let r = options::resolve(name)?;
-        self.flavor.default_of(r.def)
+        default_of(self.flavor, r.def)
     }
 
     /// Where an option's value came from; `None` for defaults.

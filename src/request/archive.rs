@@ -27,7 +27,7 @@ pub fn archive(config: &Config) -> CliResult<ArchiveRequest> {
         workers: super::process_max(config),
         asynchronous: config.bool("archive-async"),
         spool_path: PathBuf::from(config.get("spool-path").unwrap_or("/var/spool/pgstrata")),
-        lock_path: crate::control::lock_path(config),
+        lock_path: crate::request::lock_path(config),
         timeout: config.duration("archive-timeout").unwrap_or(ARCHIVE_TIMEOUT),
         push_queue_max: config.size("archive-push-queue-max"),
         get_queue_max: config.size("archive-get-queue-max").unwrap_or(GET_QUEUE_MAX),

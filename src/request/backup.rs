@@ -47,8 +47,8 @@ pub fn backup(config: &Config) -> CliResult<BackupRequest> {
         pack_size: config.size(&format!("repo{index}-bundle-size")).unwrap_or(PACK_SIZE),
         keep: config.bool("keep"),
         annotations,
-        lock_path: crate::control::lock_path(config),
-        lease_time: crate::lease::lease_time(config),
+        lock_path: crate::request::lock_path(config),
+        lease_time: crate::request::lease_time(config),
         expire: if config.bool("expire-auto") { Some(super::expire::repo_expiry(config, index)?) } else { None },
         repo,
     })

@@ -24,8 +24,8 @@ pub fn expire_choice(config: &Config, choice: Choice) -> CliResult<ExpireRequest
             .collect::<CliResult<_>>()?,
         choice,
         repo_given: config.get("repo").is_some(),
-        lock_path: crate::control::lock_path(config),
-        lease_time: crate::lease::lease_time(config),
+        lock_path: crate::request::lock_path(config),
+        lease_time: crate::request::lease_time(config),
     })
 }
 

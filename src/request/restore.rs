@@ -189,6 +189,43 @@ fn restore_command(config: &Config, stanza: &str, data: &Path) -> CliResult<Stri
     Ok(cmd.join(" "))
 }
 
+/// `restore-test`: where and how each backup is restored and checked. The restore of one
+/// backup is `restore`'s request for this configuration with the scratch data directory, the
+/// backup, its maps, `--type` (immediate by default) and `archive-mode=off`.
+pub fn restore_test(config: &Config) -> CliResult<crate::restore_test::RestoreTestRequest> {
+    let base = config.clone();
+    let recovery_type = config.get("type").unwrap_or("immediate").to_string();
+    let factory = move |data: &Path, label: &str, maps: &[(&'static str, String)]| -> CliResult<RestoreRequest> {
+        let data = data.display().to_string();
+        let mut set: Vec<(&str, &str)> = vec![
+            ("pg1-path", data.as_str()),
+            ("set", label),
+            ("type", recovery_type.as_str()),
+            ("target-action", "promote"),
+            ("delta", "n"),
+            ("force", "n"),
+            ("archive-mode", "off"),
+        ];
+        set.extend(maps.iter().map(|(o, v)| (*o, v.as_str())));
+        restore(&base.for_command("restore", &set)?)
+    };
+    Ok(crate::restore_test::RestoreTestRequest {
+        stanza: stanza_name(config)?,
+        repo: chosen_repo(config),
+        set: config.get("set").map(str::to_string),
+        pg_bin: config.get("pg-bin").map(PathBuf::from),
+        base: config.get("restore-test-path").map(PathBuf::from),
+        timeout: config.duration("restore-test-timeout").unwrap_or(std::time::Duration::from_secs(3600)),
+        user: config
+            .get("pg1-user")
+            .map(str::to_string)
+            .or_else(|| std::env::var("USER").ok().filter(|u| !u.is_empty()))
+            .unwrap_or_else(|| "postgres".into()),
+        json: config.get("output") == Some("json"),
+        restore: Box::new(factory),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -78,7 +78,7 @@ pub fn run(argv: &[String], env: &[(String, String)]) -> u8 {
         Ok(c) => c,
         Err(e) => return fail(&e),
     };
-    crate::log::init(&base, true);
+    crate::log::init(&crate::request::log_settings(&base, true));
     for w in &front.settings.warnings {
         tracing::warn!("{w}");
     }
