@@ -6,7 +6,7 @@
 
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
-use pgstrata::backup::part::{PartSpec, check_received};
+use pgstrata::backup::part::{PartDone, PartSpec, check_received};
 use pgstrata::remote::data::take_record;
 use pgstrata_repo_format::{BlobSettings, Compression, compressed_shape};
 
@@ -24,7 +24,8 @@ fuzz_target!(|data: &[u8]| {
     });
     let mut received = BytesMut::from(data);
     while let Ok(Some(part)) = take_record(&mut received) {
-        if let Ok((blob, done)) = part {
+        if let Ok((blob, answer)) = part {
+            let done = PartDone::from(answer);
             let shape = blob.as_deref().and_then(|b| compressed_shape(b, "fuzz").ok());
             for spec in &specs {
                 let _ = check_received(spec, &done, shape);

@@ -304,8 +304,13 @@ fn seal_jobs(jobs: Vec<PartJob>, settings: &CopySettings, buf: &mut Vec<u8>) -> 
         let sealed: Vec<CliResult<part::SealedPart>> = match remote {
             None => members.iter().map(|&i| part::seal_part(&specs[i], key, buf)).collect(),
             Some(remote) => {
-                let asked: Vec<PartSpec> = members.iter().map(|&i| specs[i].clone()).collect();
-                remote.seal_parts(&asked)
+                let asked: Vec<crate::remote::wire::PartRequest> =
+                    members.iter().map(|&i| (&specs[i]).into()).collect();
+                remote
+                    .seal_parts(&asked)
+                    .into_iter()
+                    .map(|r| r.map(|(blob, answer)| (blob, part::PartDone::from(answer))))
+                    .collect()
             }
         };
         for (&i, result) in members.iter().zip(sealed) {

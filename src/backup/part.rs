@@ -11,7 +11,6 @@ use std::path::{Path, PathBuf};
 use pgstrata_repo_format::meta::PageDigests;
 use pgstrata_repo_format::pg::{BLCKSZ, Lsn, PageVerdict, verify_page};
 use pgstrata_repo_format::{BlobEncoder, BlobSettings, DataKey, Sha256Digest};
-use serde::{Deserialize, Serialize};
 
 use crate::error::{CliError, CliResult, ErrorCode};
 use crate::pages::must_store;
@@ -23,7 +22,7 @@ const READ_PIECE: usize = 2 << 20;
 const SEQUENTIAL: u64 = 1 << 20;
 
 /// One part of one file to read and seal.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug)]
 pub struct PartSpec {
     pub path: PathBuf,
     pub offset: u64,
@@ -44,7 +43,7 @@ pub struct PartSpec {
 }
 
 /// Which pages of a part a diff or incr stores (see `super::prior::PageBase`).
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug)]
 pub struct PageSpec {
     pub prior_pages: u32,
     /// Pages stamped at or past this changed since the prior started.
@@ -57,7 +56,7 @@ pub struct PageSpec {
 }
 
 /// What sealing one part found and stored.
-#[derive(Debug, Default, Serialize, Deserialize)]
+#[derive(Debug, Default)]
 pub struct PartDone {
     /// Bytes read.
     pub plain_len: u64,
@@ -73,6 +72,80 @@ pub struct PartDone {
     /// The whole file read, and it is the same as the prior's copy (nothing sealed).
     pub same: bool,
     pub vanished: bool,
+}
+
+impl From<&PartSpec> for crate::remote::wire::PartRequest {
+    fn from(s: &PartSpec) -> Self {
+        Self {
+            path: s.path.clone(),
+            offset: s.offset,
+            len: s.len,
+            blob: s.blob,
+            check_from_block: s.check_from_block,
+            start_lsn: s.start_lsn,
+            main_fork: s.main_fork,
+            pages: s.pages.as_ref().map(|p| crate::remote::wire::PageRequest {
+                prior_pages: p.prior_pages,
+                since: p.since,
+                page_digests: p.page_digests.clone(),
+                chunks: p.chunks.clone(),
+            }),
+            same_as: s.same_as,
+        }
+    }
+}
+
+impl From<crate::remote::wire::PartRequest> for PartSpec {
+    fn from(r: crate::remote::wire::PartRequest) -> Self {
+        Self {
+            path: r.path,
+            offset: r.offset,
+            len: r.len,
+            blob: r.blob,
+            check_from_block: r.check_from_block,
+            start_lsn: r.start_lsn,
+            main_fork: r.main_fork,
+            pages: r.pages.map(|p| PageSpec {
+                prior_pages: p.prior_pages,
+                since: p.since,
+                page_digests: p.page_digests,
+                chunks: p.chunks,
+            }),
+            same_as: r.same_as,
+        }
+    }
+}
+
+impl From<PartDone> for crate::remote::wire::PartAnswer {
+    fn from(d: PartDone) -> Self {
+        Self {
+            plain_len: d.plain_len,
+            stored_len: d.stored_len,
+            chunks: d.chunks,
+            page_errors: d.page_errors,
+            stored_pages: d.stored_pages,
+            page_chunks: d.page_chunks,
+            page_digests: d.page_digests,
+            same: d.same,
+            vanished: d.vanished,
+        }
+    }
+}
+
+impl From<crate::remote::wire::PartAnswer> for PartDone {
+    fn from(a: crate::remote::wire::PartAnswer) -> Self {
+        Self {
+            plain_len: a.plain_len,
+            stored_len: a.stored_len,
+            chunks: a.chunks,
+            page_errors: a.page_errors,
+            stored_pages: a.stored_pages,
+            page_chunks: a.page_chunks,
+            page_digests: a.page_digests,
+            same: a.same,
+            vanished: a.vanished,
+        }
+    }
 }
 
 /// A sealed part: its blob (none when nothing is stored) and what was found.

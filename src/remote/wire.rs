@@ -92,6 +92,61 @@ pub enum Op {
     Sql,
 }
 
+/// One part of a file a `data-seal` request asks the database host's server to read, check and
+/// compress (never encrypt: the key stays on the repository host).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartRequest {
+    pub path: std::path::PathBuf,
+    pub offset: u64,
+    /// Bytes to read; fewer at the end of the file.
+    pub len: usize,
+    /// Compression and frame size of the blob.
+    pub blob: pgstrata_repo_format::BlobSettings,
+    /// A relation segment with page checks: the block number of its first page.
+    pub check_from_block: Option<u32>,
+    /// Pages at or past this LSN change during the backup: not checked.
+    pub start_lsn: u64,
+    /// A main fork: report the digest of each page read.
+    pub main_fork: bool,
+    /// Store only the pages that changed since the prior backup.
+    pub pages: Option<PageRequest>,
+    /// The whole file's size and SHA-256 as the prior stored it (read the same: nothing sealed).
+    pub same_as: Option<(u64, pgstrata_repo_format::Sha256Digest)>,
+}
+
+/// Which pages of a part to store.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PageRequest {
+    pub prior_pages: u32,
+    /// Pages stamped at or past this changed.
+    pub since: u64,
+    /// The prior's page digests, from the part's first page on.
+    pub page_digests: Option<Vec<u64>>,
+    /// The prior's frame digests, from the part's first frame on.
+    pub chunks: Option<Vec<pgstrata_repo_format::Sha256Digest>>,
+}
+
+/// What sealing one part found, as a `data-seal` answer reports it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartAnswer {
+    pub plain_len: u64,
+    pub stored_len: u64,
+    pub chunks: Vec<pgstrata_repo_format::Sha256Digest>,
+    pub page_errors: Vec<u32>,
+    pub stored_pages: Vec<u32>,
+    pub page_chunks: Vec<pgstrata_repo_format::Sha256Digest>,
+    pub page_digests: Vec<u64>,
+    pub same: bool,
+    pub vanished: bool,
+}
+
+/// How a part the server was asked to seal turned out.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum SealOutcome {
+    Done(PartAnswer),
+    Failed { code: i32, message: String },
+}
+
 /// One part of a `data-seal` answer: an 8-byte head (the lengths of the outcome and of the
 /// blob, both u32 little-endian), the outcome (JSON) and the compressed, unencrypted blob.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -30,8 +30,11 @@ use crate::accounts::Names;
 use crate::config::Config;
 use crate::error::{CliError, CliResult, ErrorCode};
 use crate::remote::client::{self, Body};
-use crate::remote::data::{self, ServedCluster};
+use crate::remote::data::is_data;
+
+mod data;
 use crate::remote::wire::{self, ErrorKind, Head, Listing, Meta, Mode, Op, Pong, WireError, Written};
+use data::ServedCluster;
 
 /// Part size and parts in flight of an upload the server writes for a client.
 const UPLOAD_PART: usize = 8 << 20;
@@ -450,7 +453,7 @@ fn head_of<'a>(
 /// A request for the cluster of a stanza (`pg1-host` clients).
 async fn data_request(settings: &Settings, peer: &Peer, request: http::Request<Incoming>) -> Result<Answer, WireError> {
     let (head, _) = head_of(settings, peer, &request)?;
-    if !data::is_data(&head.op) {
+    if !is_data(&head.op) {
         return Err(WireError::new(ErrorKind::Invalid, "not a data operation"));
     }
     let stanza =
@@ -552,7 +555,7 @@ async fn put(served: &Served, key: &str, mode: Mode, body: Incoming) -> Result<A
 async fn upload(served: &Served, key: &str, mut body: Incoming) -> Result<Answer, WireError> {
     let path = served.path(key)?;
     // Its parts in flight count against the server-wide bound.
-    let _permit = crate::remote::data::HEAVY_REQUESTS.acquire().await.map_err(|e| store_error(&e.to_string()))?;
+    let _permit = data::HEAVY_REQUESTS.acquire().await.map_err(|e| store_error(&e.to_string()))?;
     let multipart = served.store.put_multipart(&path).await.map_err(|e| wire_error(&e))?;
     let mut writer = WriteMultipart::new_with_chunk_size(multipart, UPLOAD_PART);
     loop {
