@@ -208,6 +208,7 @@ fn bad_options_and_values_name_the_problem() {
         (&["version", "--repo300-path=/x"], 31, "invalid option '--repo300-path'"),
         (&["version", "--stanza=a", "--stanza=b"], 35, "'stanza' cannot be set multiple times"),
         (&["version", "--no-process-max"], 31, "cannot be negated"),
+        (&["backup", "--stanza=db", "--pg1-path=/x", "--exclude=../etc"], 32, "give a path relative to the data"),
         (&["not-a-command"], 48, "invalid command 'not-a-command'"),
         (&[], 30, "no command given"),
         (&["server"], 37, "server command requires option: tls-server-ca-file"),

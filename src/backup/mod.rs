@@ -95,6 +95,8 @@ pub struct BackupRequest {
     pub lease_time: Duration,
     /// `expire-auto`: how the repository is expired after the backup.
     pub expire: Option<crate::expire::RepoExpiry>,
+    /// `--exclude`: paths relative to the data directory left out (`dir/`: its contents).
+    pub exclude: Vec<String>,
 }
 
 /// An exclusive lock held for the life of the command: `<lock-path>/<stanza>-<kind>.lock`.
@@ -318,7 +320,13 @@ async fn take_backup(
         .under_lease(lease.watch());
     let resumed = resumed.map(|from| Resume { repo, from });
     let mut spool = ManifestSpool::new()?;
-    let walker = Walker::new(&data, control.relseg_size.max(1)).on(remote);
+    if !request.exclude.is_empty() {
+        tracing::warn!(
+            "excluded from the backup by --exclude: {} — a restore of it lacks them",
+            request.exclude.join(", ")
+        );
+    }
+    let walker = Walker::new(&data, control.relseg_size.max(1)).on(remote).excluding(&request.exclude);
     tracing::info!("copying with {} workers", settings.workers);
     let copied = async {
         let (walker, copied) =

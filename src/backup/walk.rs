@@ -229,6 +229,8 @@ pub struct Walker {
     data_owner: Option<Ownership>,
     /// The cluster is on a database host (`pg1-host`): listed and examined through its server.
     remote: Option<std::sync::Arc<RemoteCluster>>,
+    /// `--exclude`: paths relative to the data directory left out of the backup.
+    exclude: Vec<String>,
 }
 
 impl std::fmt::Debug for Walker {
@@ -254,7 +256,16 @@ impl Walker {
             root: Some(("pg_data".into(), pg_data.to_path_buf())),
             data_owner: None,
             remote: None,
+            exclude: Vec::new(),
         }
+    }
+
+    /// Leaves out what `--exclude` names, as pgBackRest does: `dir/` leaves out what is in
+    /// `dir` (the directory itself is kept), `name` leaves out `name` and, when it is a
+    /// directory, all it holds.
+    pub fn excluding(mut self, exclude: &[String]) -> Self {
+        self.exclude = exclude.to_vec();
+        self
     }
 
     /// Walks the cluster of a database host instead of a local one.
@@ -415,6 +426,13 @@ impl Walker {
             None => Box::new(std::fs::read_dir(&dir).map_err(removed)?.map(|e| e.map(Listed::Local))),
         };
         let is_pg_data = prefix == "pg_data";
+        let exclude = &self.exclude;
+        let user_excluded = |rel: &str| {
+            exclude.iter().any(|e| match e.strip_suffix('/') {
+                Some(dir) => rel.strip_prefix(dir).is_some_and(|r| r.starts_with('/')),
+                None => rel == e || rel.strip_prefix(e.as_str()).is_some_and(|r| r.starts_with('/')),
+            })
+        };
         let mut frame = Frame {
             dir,
             prefix,
@@ -455,7 +473,8 @@ impl Walker {
             let child_rel = frame.child_rel(&name);
             if is_pg_data
                 && (excluded(&child_rel, &name, is_dir)
-                    || (frame.rel.is_empty() && STOP_FILES.contains(&name.as_str())))
+                    || (frame.rel.is_empty() && STOP_FILES.contains(&name.as_str()))
+                    || user_excluded(&child_rel))
             {
                 continue;
             }
@@ -600,6 +619,37 @@ mod tests {
         assert_eq!(targets.len(), 2);
         assert_eq!(targets[1].name, "pg_tblspc/16400");
         assert_eq!(targets[1].tablespace_oid, Some(16400));
+    }
+
+    #[test]
+    fn exclude_leaves_out_what_it_names_as_pgbackrest_does() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let pg = root.path().join("pg");
+        for d in ["base/1", "junk/deep", "junkyard", "keepdir"] {
+            std::fs::create_dir_all(pg.join(d)).expect("mkdir");
+        }
+        for f in ["PG_VERSION", "base/1/2", "junk/a", "junk/deep/b", "junkyard/c", "keepdir/d", "notes.txt"] {
+            std::fs::write(pg.join(f), b"x").expect("write");
+        }
+        let walk = |exclude: &[&str]| {
+            let exclude: Vec<String> = exclude.iter().map(|e| e.to_string()).collect();
+            let mut w = Walker::new(&pg, 131_072).excluding(&exclude);
+            let mut paths = Vec::new();
+            while let Some(item) = w.next_item().expect("walk") {
+                paths.push(item.path().trim_start_matches("pg_data/").to_string());
+            }
+            paths
+        };
+        let all = walk(&[]);
+        assert!(all.iter().any(|p| p == "junk/deep/b") && all.iter().any(|p| p == "notes.txt"));
+        // A name: it and all it holds; not a name that only starts the same.
+        let paths = walk(&["junk", "notes.txt"]);
+        assert!(!paths.iter().any(|p| p == "junk" || p.starts_with("junk/") || p == "notes.txt"), "{paths:?}");
+        assert!(paths.iter().any(|p| p == "junkyard/c"), "{paths:?}");
+        // `dir/`: what it holds, the directory kept.
+        let paths = walk(&["keepdir/"]);
+        assert!(paths.iter().any(|p| p == "keepdir") && !paths.iter().any(|p| p == "keepdir/d"), "{paths:?}");
+        assert!(paths.iter().any(|p| p == "base/1/2"));
     }
 
     #[test]

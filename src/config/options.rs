@@ -245,6 +245,13 @@ pub const OPTIONS: &[OptionDef] = &[
     opt("link-map", Kind::List, None, "where to restore a link: name=path"),
     opt("tablespace-map", Kind::List, None, "where to restore a tablespace: name-or-oid=path"),
     opt(
+        "exclude",
+        Kind::List,
+        None,
+        "backup: leave out a path relative to the data directory (dir/: what it holds; name: it and, for a \
+         directory, all it holds); a restore then lacks it",
+    ),
+    opt(
         "link-all",
         Kind::Bool,
         Some("n"),
@@ -654,7 +661,6 @@ pub const OPTIONS: &[OptionDef] = &[
         Some("n"),
         "not supported yet: restores take WAL from the archive",
     ),
-    refused("exclude", Group::None, Kind::List, None, "not supported yet: every file of the cluster is backed up"),
     refused(
         "target-time",
         Group::Repo,

@@ -28,7 +28,25 @@ pub fn backup(config: &Config) -> CliResult<BackupRequest> {
             ));
         }
     };
+    let exclude = config
+        .list("exclude")
+        .iter()
+        .map(|e| {
+            let plain = !e.is_empty()
+                && !e.starts_with('/')
+                && e.trim_end_matches('/').split('/').all(|c| !c.is_empty() && c != "." && c != "..");
+            if plain {
+                Ok(e.clone())
+            } else {
+                Err(CliError::new(
+                    ErrorCode::OptionInvalidValue,
+                    format!("'{e}' is not valid for 'exclude' option: give a path relative to the data directory"),
+                ))
+            }
+        })
+        .collect::<CliResult<Vec<_>>>()?;
     Ok(BackupRequest {
+        exclude,
         stanza: stanza_name(config)?,
         requested: config.get("type").unwrap_or("incr").parse::<BackupType>()?,
         clusters: super::clusters::clusters(config)?,
