@@ -253,6 +253,8 @@ async fn verify_backup(
         }
     };
     let frame_size = stream.header().map(|h| h.settings.frame_size).unwrap_or(1 << 20).max(1);
+    // archive-copy: the WAL stored in the backup, checked as its files are.
+    let mut wal_copy = stream.header().map(|h| h.wal_copy.clone()).unwrap_or_default().into_iter();
     let mut refs = References::new(repo, catalog, b.label.clone());
     let mut tasks: JoinSet<(Checked, Vec<Problem>)> = JoinSet::new();
     let mut batch: Option<Batch> = None;
@@ -260,7 +262,10 @@ async fn verify_backup(
         let entry = match stream.next().await {
             Ok(Some(ManifestEntry::File(f))) => f,
             Ok(Some(_)) => continue,
-            Ok(None) => break,
+            Ok(None) => match wal_copy.next() {
+                Some(f) => f,
+                None => break,
+            },
             Err(e) => {
                 report.problems.add(&manifest_key, e.message);
                 break;

@@ -47,6 +47,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         packs: 1,
         databases: vec![],
         read_from: Vec::new(),
+        wal_copy: Vec::new(),
     };
     let mut out = Vec::with_capacity(2 << 20);
     let mut stream = Vec::new(); // what a reader would receive, fed back in 1 MiB pieces below

@@ -311,6 +311,12 @@ pub struct ManifestHeader {
     /// it was recorded.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub read_from: Vec<ReadFrom>,
+    /// `archive-copy`: the WAL segments from the backup's start to its stop, stored in this
+    /// backup's packs as the files `pg_data/pg_wal/<segment>` a restore writes, so the backup
+    /// reaches consistency without the archive. Kept in the header, not among the entries (the
+    /// walk leaves `pg_wal` empty and entries stay in path order).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub wal_copy: Vec<FileEntry>,
 }
 
 /// The files a backup read on one host.
@@ -922,6 +928,7 @@ mod tests {
             packs: 1,
             databases: vec![DatabaseRef { name: "postgres".into(), oid: 5 }],
             read_from: Vec::new(),
+            wal_copy: Vec::new(),
         }
     }
 

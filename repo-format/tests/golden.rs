@@ -114,6 +114,7 @@ fn manifest_header() -> ManifestHeader {
         packs: 1,
         databases: vec![],
         read_from: Vec::new(),
+        wal_copy: Vec::new(),
     }
 }
 

@@ -84,6 +84,8 @@ pub struct BackupRequest {
     pub checksum_page: bool,
     /// `archive-check` and how long to wait (`archive-timeout`).
     pub archive_check: bool,
+    /// `archive-copy`: the WAL from start to stop stored in the backup too.
+    pub archive_copy: bool,
     pub archive_timeout: Duration,
     /// `repoN-bundle-size`: stored bytes per pack.
     pub pack_size: u64,
@@ -333,10 +335,17 @@ async fn take_backup(
             copy_tree(walker, prior, resumed, &mut packs, settings.clone(), &mut spool, term).await?;
         let stopped = server.stop(started.timeline).await?;
         let late = store_stop_files(&mut packs, &stopped, walker.data_owner(), &settings).await?;
-        Ok::<_, CliError>((walker, copied, stopped, late))
+        let wal_copy = if request.archive_copy {
+            wait_for_archive(repo, &started.wal, &stopped.wal, server.seg_size(), request.archive_timeout).await?;
+            let segments = (&started.wal, &stopped.wal, server.seg_size());
+            store_wal_copy(repo, &mut packs, segments, walker.data_owner(), &settings).await?
+        } else {
+            Vec::new()
+        };
+        Ok::<_, CliError>((walker, copied, stopped, late, wal_copy))
     }
     .await;
-    let (walker, copied, stopped, late) = match copied {
+    let (walker, copied, stopped, late, wal_copy) = match copied {
         Ok(c) => c,
         Err(e) => {
             packs.abort().await;
@@ -344,13 +353,14 @@ async fn take_backup(
         }
     };
     let totals = packs.finish().await?;
-    if request.archive_check {
+    if request.archive_check && !request.archive_copy {
         wait_for_archive(repo, &started.wal, &stopped.wal, server.seg_size(), request.archive_timeout).await?;
     }
     let wal = wal_range(&started, &stopped, timestamp_start);
     let mut header =
         plan.header(&control, &wal, stored_as, named(walker.targets(), &tablespace_names), totals.packs, databases);
     header.read_from = read_from(&sources, &copied);
+    header.wal_copy = wal_copy;
     let page_error_files = spool.page_error_files;
     let size = copied.bytes + late.iter().map(|f| f.size).sum::<u64>();
     let file_total = copied.files + late.len() as u64;
@@ -528,26 +538,69 @@ async fn store_stop_files(
     }
     let mut entries = Vec::new();
     for (path, content) in files {
-        let mut enc = BlobEncoder::new(settings.blob, settings.key.as_ref())?;
-        let mut sealed = Vec::new();
-        enc.write(content, &mut sealed);
-        let summary = enc.finish(&mut sealed);
-        let part = packs.append(&sealed, content.len() as u64).await?;
-        let entry = FileEntry {
-            path: path.to_string(),
-            size: content.len() as u64,
-            mtime: unix_now(),
-            owner: Ownership { mode: 0o600, ..data_owner.clone() },
-            sha256: pgstrata_repo_format::digest::file_digest(&summary.chunk_sha256),
-            chunks: summary.chunk_sha256,
-            data: FileData::Stored { parts: vec![part] },
-            page_errors: vec![],
-            page_digests: Default::default(),
-        };
-        // Not checkpointed (out of path order, never reused), but its pack is kept.
-        packs.keep_packs(&entry);
-        entries.push(entry);
+        let owner = Ownership { mode: 0o600, ..data_owner.clone() };
+        entries.push(store_whole(packs, path.to_string(), content, owner, settings).await?);
     }
+    Ok(entries)
+}
+
+/// Stores one sealed file of this backup (not checkpointed: out of path order, never reused;
+/// its pack is kept) and its entry.
+async fn store_whole(
+    packs: &mut PackWriter,
+    path: String,
+    content: &[u8],
+    owner: Ownership,
+    settings: &CopySettings,
+) -> CliResult<FileEntry> {
+    let mut enc = BlobEncoder::new(settings.blob, settings.key.as_ref())?;
+    let mut sealed = Vec::new();
+    enc.write(content, &mut sealed);
+    let summary = enc.finish(&mut sealed);
+    let part = packs.append(&sealed, content.len() as u64).await?;
+    let entry = FileEntry {
+        path,
+        size: content.len() as u64,
+        mtime: unix_now(),
+        owner,
+        sha256: pgstrata_repo_format::digest::file_digest(&summary.chunk_sha256),
+        chunks: summary.chunk_sha256,
+        data: FileData::Stored { parts: vec![part] },
+        page_errors: vec![],
+        page_digests: Default::default(),
+    };
+    packs.keep_packs(&entry);
+    Ok(entry)
+}
+
+/// `archive-copy`: the segments from `start` to `stop`, read back from the archive (verified
+/// there) and stored in this backup as `pg_data/pg_wal/<segment>`, one at a time.
+async fn store_wal_copy(
+    repo: &Repo,
+    packs: &mut PackWriter,
+    (start, stop, seg): (&WalFileName, &WalFileName, u64),
+    data_owner: Ownership,
+    settings: &CopySettings,
+) -> CliResult<Vec<FileEntry>> {
+    let db = repo.current_db()?;
+    let archive = archive_id(db.pg_version, db.id);
+    let mut entries = Vec::new();
+    let mut name = *start;
+    loop {
+        let plain = crate::wal::fetch(repo, &archive, &name, settings.workers).await?.ok_or_else(|| {
+            CliError::new(
+                ErrorCode::ArchiveTimeout,
+                format!("WAL segment {name} left the archive before it was copied"),
+            )
+        })?;
+        let owner = Ownership { mode: 0o600, ..data_owner.clone() };
+        entries.push(store_whole(packs, format!("pg_data/pg_wal/{name}"), &plain, owner, settings).await?);
+        if name.segment_number(seg)? >= stop.segment_number(seg)? {
+            break;
+        }
+        name = name.next(seg)?;
+    }
+    tracing::info!("archive-copy: segment(s) {start}:{stop} stored in the backup");
     Ok(entries)
 }
 

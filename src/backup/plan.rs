@@ -172,6 +172,7 @@ impl BackupPlan {
             packs,
             databases,
             read_from: Vec::new(),
+            wal_copy: Vec::new(),
         }
     }
 

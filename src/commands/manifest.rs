@@ -82,8 +82,17 @@ async fn render(config: &Config, request: &ManifestRequest) -> CliResult<String>
     let header = stream.header()?.clone();
     let mut out = Rendered::new(&header, request.json);
     let mut found = false;
-    while let Some(entry) = stream.next().await? {
-        let ManifestEntry::File(file) = entry else { continue };
+    // archive-copy's WAL, kept in the header, is listed after the other files.
+    let mut wal_copy = header.wal_copy.clone().into_iter();
+    loop {
+        let file = match stream.next().await? {
+            Some(ManifestEntry::File(file)) => file,
+            Some(_) => continue,
+            None => match wal_copy.next() {
+                Some(file) => file,
+                None => break,
+            },
+        };
         let shown = match &request.files {
             FileFilter::All => true,
             FileFilter::Name(name) => &file.path == name,

@@ -245,6 +245,13 @@ pub const OPTIONS: &[OptionDef] = &[
     opt("link-map", Kind::List, None, "where to restore a link: name=path"),
     opt("tablespace-map", Kind::List, None, "where to restore a tablespace: name-or-oid=path"),
     opt(
+        "archive-copy",
+        Kind::Bool,
+        Some("n"),
+        "backup: store the WAL from the backup's start to its stop in the backup too (read back from the \
+         archive), so a restore reaches consistency without the archive; needs archive-check",
+    ),
+    opt(
         "exclude",
         Kind::List,
         None,
@@ -654,13 +661,6 @@ pub const OPTIONS: &[OptionDef] = &[
     ),
     refused("tls-cipher-12", Group::None, Kind::Str, None, "TLS uses rustls's default cipher suites (TLS 1.2 and 1.3)"),
     refused("tls-cipher-13", Group::None, Kind::Str, None, "TLS uses rustls's default cipher suites (TLS 1.2 and 1.3)"),
-    refused(
-        "archive-copy",
-        Group::None,
-        Kind::Bool,
-        Some("n"),
-        "not supported yet: restores take WAL from the archive",
-    ),
     refused(
         "target-time",
         Group::Repo,

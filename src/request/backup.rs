@@ -45,6 +45,14 @@ pub fn backup(config: &Config) -> CliResult<BackupRequest> {
             }
         })
         .collect::<CliResult<Vec<_>>>()?;
+    let archive_copy = config.bool("archive-copy");
+    if archive_copy && !config.bool("archive-check") {
+        return Err(CliError::new(
+            ErrorCode::OptionInvalid,
+            "option 'archive-copy' not valid without option 'archive-check'",
+        )
+        .hint("archive-copy reads the WAL it stores from the archive: leave archive-check on"));
+    }
     Ok(BackupRequest {
         exclude,
         stanza: stanza_name(config)?,
@@ -61,6 +69,7 @@ pub fn backup(config: &Config) -> CliResult<BackupRequest> {
         workers: super::process_max(config),
         checksum_page: config.get("checksum-page") != Some("n"),
         archive_check: config.bool("archive-check"),
+        archive_copy,
         archive_timeout: config.duration("archive-timeout").unwrap_or(ARCHIVE_TIMEOUT),
         pack_size: config.size(&format!("repo{index}-bundle-size")).unwrap_or(PACK_SIZE),
         keep: config.bool("keep"),

@@ -14,6 +14,7 @@
 
 use std::path::{Path, PathBuf};
 
+use futures::StreamExt;
 use pgstrata_repo_format::meta::ManifestEntry;
 
 use crate::anchor::Anchors;
@@ -109,6 +110,10 @@ async fn restore(request: &RestoreRequest) -> CliResult<()> {
     while let Some(entry) = manifest.next().await? {
         tree.add(&mut plan, &entry)?;
     }
+    // archive-copy: the WAL the backup stored, written into pg_wal after the other files.
+    for entry in &header.wal_copy {
+        tree.add(&mut plan, &ManifestEntry::File(entry.clone()))?;
+    }
     tree.settle_links(&mut plan);
     plan.check_link_map()?;
     guard::check_tablespaces(&plan, &tree.tablespace_dirs, existing)?;
@@ -132,7 +137,17 @@ async fn restore(request: &RestoreRequest) -> CliResult<()> {
     let options =
         files::FileOptions { anchors: std::sync::Arc::clone(&anchors), delta, compare, as_root, frame_size, workers };
     let refs = crate::chain::References::new(&repo, &catalog, backup.label.clone());
-    let jobs = file_jobs(manifest.reopen().await?, refs, (&plan, &selection, &backup.label), &control);
+    let wal_copy = header.wal_copy.iter().map(|entry| {
+        Ok(files::FileJob {
+            local: plan.local(&entry.path)?,
+            entry: entry.clone(),
+            from: backup.label.clone(),
+            paged: None,
+            zeroed: false,
+        })
+    });
+    let jobs = file_jobs(manifest.reopen().await?, refs, (&plan, &selection, &backup.label), &control)
+        .chain(futures::stream::iter(wal_copy.collect::<Vec<CliResult<files::FileJob>>>()));
     let summary = files::restore_files(&repo, jobs, tree.bytes, options).await?;
     // Every file and directory written, on disk, before the restore can count as done.
     durable::sync_filesystems(std::iter::once(data).chain(plan.roots.values().map(PathBuf::as_path)))?;

@@ -491,3 +491,57 @@ fn a_copy_restored_with_archive_mode_off_does_not_archive() {
     let timeline_2 = listed.lines().filter_map(|l| l.rsplit('/').next()).any(|name| name.starts_with("00000002"));
     assert!(!timeline_2, "the copy archived into the stanza: {listed}");
 }
+
+/// `archive-copy`: the WAL from the backup's start to its stop is stored in the backup, so with
+/// the whole archive gone the restore still reaches consistency and starts with the data; the
+/// manifest lists the segments as `pg_data/pg_wal/...`. Without `archive-check` it is refused.
+#[test]
+fn archive_copy_restores_to_consistency_without_the_archive() {
+    if !postgres_available() {
+        return;
+    }
+    let scratch = Scratch::new("pgstrata-archive-copy-");
+    let repo = scratch.path("repo");
+    let (cluster, s) = archiving_cluster(&scratch, "src", &repo, None);
+    s.ok(&["--stanza=db", "stanza-create"]);
+    cluster.sql("create table t as select g as id, md5(g::text) as v from generate_series(1, 20000) g");
+    let expected = cluster.sql("select count(*), md5(string_agg(v, ',' order by id)) from t");
+    let o = s.run(&["--stanza=db", "backup", "--type=full", "--start-fast", "--archive-copy", "--no-archive-check"]);
+    assert_eq!(o.status.code(), Some(31), "{}", text(&o));
+    assert!(text(&o).contains("not valid without option 'archive-check'"), "{}", text(&o));
+    s.ok(&["--stanza=db", "backup", "--type=full", "--start-fast", "--archive-copy"]);
+    let info: serde_json::Value =
+        serde_json::from_slice(&s.ok(&["--stanza=db", "info", "--output=json"]).stdout).unwrap();
+    let label = info[0]["backup"][0]["label"].as_str().unwrap().to_string();
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&s.ok(&["--stanza=db", "manifest", &format!("--set={label}"), "--output=json"]).stdout)
+            .unwrap();
+    let copied: Vec<&str> = manifest["fileList"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|f| f["name"].as_str())
+        .filter(|n| n.starts_with("pg_data/pg_wal/"))
+        .collect();
+    assert!(!copied.is_empty(), "no WAL in the backup's file list");
+    cluster.stop();
+    // The whole archive goes.
+    s.ok(&["--stanza=db", "repo-rm", "stanza/db/archive", "--recurse"]);
+    let restored = scratch.path("restored");
+    s.ok(&[
+        "--stanza=db",
+        "restore",
+        &format!("--pg1-path={}", restored.display()),
+        "--type=immediate",
+        "--target-action=promote",
+        "--archive-mode=off",
+    ]);
+    for name in &copied {
+        let seg = restored.join(name.trim_start_matches("pg_data/"));
+        assert_eq!(std::fs::metadata(&seg).map(|m| m.len()).unwrap_or(0), 16 << 20, "{} not restored", seg.display());
+    }
+    let copy = Cluster::existing(&scratch, restored, "restored");
+    copy.start();
+    copy.wait_promoted();
+    assert_eq!(copy.sql("select count(*), md5(string_agg(v, ',' order by id)) from t"), expected);
+}
