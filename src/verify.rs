@@ -129,12 +129,7 @@ pub struct VerifyRequest {
 /// Verifies what `request` names; exit 103 when anything is wrong.
 pub fn run(request: &VerifyRequest) -> CliResult<()> {
     let (stanza, set, workers) = (&request.stanza, request.set.clone(), request.workers);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .max_blocking_threads(workers * 2)
-        .enable_all()
-        .build()
-        .map_err(|e| CliError::new(ErrorCode::Service, format!("unable to start the I/O runtime: {e}")))?;
+    let rt = crate::runtime::pool(2, Some(workers * 2))?;
     let reports = rt.block_on(async {
         let mut reports = Vec::new();
         for target in &request.repos {

@@ -129,11 +129,7 @@ pub fn worker(request: &ArchiveRequest) -> CliResult<()> {
     let segment_size = u64::from(control.wal_segment_size);
     let depth = usize::try_from(request.get_queue_max / segment_size.max(1)).unwrap_or(1).max(1);
     let workers = request.workers;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(|e| CliError::new(ErrorCode::Service, format!("unable to start the I/O runtime: {e}")))?;
+    let rt = crate::runtime::pool(2, None)?;
     rt.block_on(async {
         let repos = open_readable(request).await?;
         // Segments found missing, and when: not asked again for a moment (a standby waiting for

@@ -131,12 +131,7 @@ fn ready_files(status: &Path) -> CliResult<Vec<String>> {
 fn run(request: &ArchiveRequest, wal_dir: &Path, spool: &Spool) -> CliResult<()> {
     let (workers, settings, queue_max) = (request.workers, request.blob, request.push_queue_max);
     let status = wal_dir.join("archive_status");
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .max_blocking_threads(workers)
-        .enable_all()
-        .build()
-        .map_err(|e| CliError::new(ErrorCode::Service, format!("unable to start the I/O runtime: {e}")))?;
+    let rt = crate::runtime::pool(2, Some(workers))?;
     rt.block_on(async {
         let repos = open_all(request).await?;
         let mut idle = 0;

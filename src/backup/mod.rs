@@ -143,11 +143,7 @@ pub fn acquire_lock(locks: &std::path::Path, stanza: &str, kind: &str) -> CliRes
 pub fn run(request: &BackupRequest) -> CliResult<()> {
     crate::control::check_not_stopped_in(&request.lock_path, Some(&request.stanza))?;
     let _lock = acquire_lock(&request.lock_path, &request.stanza, "backup")?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(|e| CliError::new(ErrorCode::Service, format!("unable to start the I/O runtime: {e}")))?;
+    let rt = crate::runtime::pool(2, None)?;
     rt.block_on(backup(request))
 }
 

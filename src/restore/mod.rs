@@ -68,12 +68,7 @@ pub struct RestoreRequest {
 
 /// Restores as `request` asks.
 pub fn run(request: &RestoreRequest) -> CliResult<()> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .max_blocking_threads(request.workers.max(2) * 2)
-        .enable_all()
-        .build()
-        .map_err(|e| CliError::new(ErrorCode::Service, format!("unable to start the I/O runtime: {e}")))?;
+    let rt = crate::runtime::pool(2, Some(request.workers.max(2) * 2))?;
     rt.block_on(restore(request))
 }
 

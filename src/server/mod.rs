@@ -684,11 +684,7 @@ async fn delete(
 /// The `server` command: listens until SIGTERM or SIGINT; SIGHUP reloads.
 pub fn run(config: &Config) -> CliResult<()> {
     let workers = config.int("process-max").and_then(|n| usize::try_from(n).ok()).unwrap_or(1).max(2);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(workers)
-        .enable_all()
-        .build()
-        .map_err(|e| CliError::new(ErrorCode::Service, format!("unable to start the I/O runtime: {e}")))?;
+    let rt = crate::runtime::pool(workers, None)?;
     rt.block_on(serve(config.clone()))
 }
 
@@ -819,10 +815,7 @@ pub fn ping(config: &Config) -> CliResult<()> {
     let port = config.int("tls-server-port").and_then(|p| u16::try_from(p).ok()).unwrap_or(8432);
     let endpoint =
         client::Endpoint { option: "server-ping".into(), host, port, tls: crate::remote::tls::probe_config()? };
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| CliError::new(ErrorCode::Service, format!("unable to start the I/O runtime: {e}")))?;
+    let rt = crate::runtime::runtime()?;
     let pong = rt.block_on(crate::remote::client::ping(&client::Connection::new(endpoint)))?;
     tracing::info!("server {} {} answered", pong.name, pong.version);
     Ok(())
