@@ -14,6 +14,7 @@
 
 pub mod accounts;
 pub mod anchor;
+pub mod annotate;
 pub mod archive;
 pub mod backup;
 pub mod chain;
@@ -39,6 +40,7 @@ pub mod restore;
 pub mod restore_test;
 pub mod runtime;
 pub mod server;
+pub mod stanza;
 pub mod termination;
 pub mod verify;
 pub mod wal;

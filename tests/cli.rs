@@ -304,7 +304,7 @@ log-level-file=off
     for (args, needle) in [
         (&["repo-ls", "--repo1-type=sftp"][..], "SFTP repositories are not supported"),
         (&["repo-ls", "--repo1-sftp-host=h"], "option 'repo1-sftp-host' is not supported"),
-        (&["backup", "--stanza=db", "--exclude=pg_log/"], "option 'exclude' is not supported"),
+        (&["repo-ls", "--repo1-storage-host=h"], "option 'repo1-storage-host' is not supported"),
     ] {
         let o = run(args, &off);
         let (_, err) = text(&o);

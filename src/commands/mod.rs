@@ -1,13 +1,11 @@
 //! Command dispatch. Each command takes the resolved [`Config`] and returns what it printed or
 //! an error with its exit code.
 
-pub mod annotate;
 mod check;
 pub mod control;
 pub mod help;
 mod manifest;
 mod repo;
-pub mod stanza;
 
 use crate::config::Config;
 use crate::error::{CliError, CliResult, ErrorCode};
@@ -40,9 +38,9 @@ pub fn dispatch(config: &Config) -> CliResult<()> {
         "repo-put" => repo::put(config),
         "repo-rm" => repo::rm(config),
         "manifest" => manifest::run(config),
-        "stanza-create" => stanza::create(config),
-        "stanza-upgrade" => stanza::upgrade(config),
-        "stanza-delete" => stanza::delete(config),
+        "stanza-create" => crate::stanza::create(&request::stanza::stanza(config, true)?),
+        "stanza-upgrade" => crate::stanza::upgrade(&request::stanza::stanza(config, true)?),
+        "stanza-delete" => crate::stanza::delete(&request::stanza::stanza(config, false)?),
         "stop" => control::stop(config),
         "start" => control::start(config),
         "archive-push" => crate::archive::push(&request::archive::archive(config)?),
@@ -56,7 +54,7 @@ pub fn dispatch(config: &Config) -> CliResult<()> {
         "expire" => crate::expire::run(&request::expire::expire(config)?),
         "verify" => crate::verify::run(&request::inspect::verify(config)?),
         "restore-test" => crate::restore_test::run(&request::restore::restore_test(config)?),
-        "annotate" => annotate::run(config),
+        "annotate" => crate::annotate::run(&request::stanza::annotate(config)?),
         "server" => crate::server::run(config),
         "server-ping" => crate::server::ping(config),
         other => Err(CliError::new(

@@ -9,6 +9,7 @@
 //! - [`backup`]: `backup` (the clusters, the repository, how to copy and what to record).
 //! - [`expire`]: `expire` (each repository's retention).
 //! - [`inspect`]: `info` and `verify`.
+//! - [`stanza`]: `stanza-create`, `-upgrade`, `-delete` and `annotate`.
 //! - [`restore`]: `restore` (the target, maps, selection and recovery settings).
 
 pub mod archive;
@@ -18,6 +19,7 @@ pub mod expire;
 pub mod inspect;
 pub mod repos;
 pub mod restore;
+pub mod stanza;
 
 use crate::config::Config;
 

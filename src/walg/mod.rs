@@ -29,11 +29,26 @@ use pgstrata_repo_format::layout::StanzaLayout;
 
 use crate::config::Config;
 use crate::error::{CliError, CliResult, ErrorCode};
+use crate::request;
 use env::{DeltaOrigin, STANZA, WalgSettings};
 
 const USAGE: &str = "usage: wal-g wal-push PATH | wal-fetch NAME DEST | backup-push PGDATA [--full] [--permanent] | \
                      backup-fetch DIR NAME|LATEST | backup-list [--detail] [--json] [--pretty] | \
                      backup-mark [-i] NAME | delete retain|before|everything ... [--confirm]";
+
+/// Runs the engine command a WAL-G verb became, through its request (never through the
+/// pgBackRest front end).
+fn engine(config: &Config) -> CliResult<()> {
+    match config.command.name {
+        "archive-push" => crate::archive::push(&request::archive::archive(config)?),
+        "archive-get" => crate::archive::get(&request::archive::archive(config)?),
+        "archive-get:async" => crate::archive::get_async::worker(&request::archive::archive(config)?),
+        "backup" => crate::backup::run(&request::backup::backup(config)?),
+        "restore" => crate::restore::run(&request::restore::restore(config)?),
+        "annotate" => crate::annotate::run(&request::stanza::annotate(config)?),
+        other => Err(CliError::new(ErrorCode::CommandInvalid, format!("'{other}' is not run by the WAL-G front end"))),
+    }
+}
 
 /// Runs one `wal-g` command line; returns the exit code.
 pub fn run(argv: &[String], env: &[(String, String)]) -> u8 {
@@ -95,7 +110,7 @@ pub fn run(argv: &[String], env: &[(String, String)]) -> u8 {
         "archive-get:async" => {
             let set = front.fetch_options();
             let set: Vec<(&str, &str)> = set.iter().map(|(k, v)| (*k, v.as_str())).collect();
-            front.config(command, &args[1..], &set).and_then(|c| crate::commands::dispatch(&c))
+            front.config(command, &args[1..], &set).and_then(|c| engine(&c))
         }
         other => {
             Err(CliError::new(ErrorCode::CommandInvalid, format!("'{other}' is not a WAL-G command pgstrata knows"))
@@ -161,7 +176,7 @@ impl Front {
     /// Runs `command`, creating the stanza first when it does not exist yet (WAL-G has no
     /// stanza-create: the first `wal-push` or `backup-push` makes the repository).
     fn with_stanza(&self, config: &Config) -> CliResult<()> {
-        match crate::commands::dispatch(config) {
+        match engine(config) {
             Ok(()) => Ok(()),
             Err(e) if !self.stanza_exists()? => {
                 tracing::info!("creating stanza '{STANZA}' in the storage WAL-G's prefix names ({})", e.message);
@@ -170,8 +185,8 @@ impl Front {
                         CliError::new(ErrorCode::FileRead, format!("unable to create {}: {e}", dir.display()))
                     })?;
                 }
-                crate::commands::stanza::create(&self.config("stanza-create", &[], &[])?)?;
-                crate::commands::dispatch(config)
+                crate::stanza::create(&request::stanza::stanza(&self.config("stanza-create", &[], &[])?, true)?)?;
+                engine(config)
             }
             Err(e) => Err(e),
         }
@@ -204,7 +219,7 @@ impl Front {
         let [name, dest] = args else { return Err(args_error("wal-fetch takes a WAL file name and a destination")) };
         let set = if self.run_by_recovery(dest) { self.fetch_options() } else { self.fetch_options_by_hand() };
         let set: Vec<(&str, &str)> = set.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        crate::commands::dispatch(&self.config("archive-get", &[name, dest], &set)?)
+        engine(&self.config("archive-get", &[name, dest], &set)?)
     }
 
     /// Whether PostgreSQL itself runs this `wal-fetch` (`restore_command`): the data directory is
@@ -326,7 +341,7 @@ impl Front {
         let download = self.settings.download_concurrency.to_string();
         let set = [("pg1-path", *dir), ("set", label.as_str()), ("type", "none"), ("process-max", download.as_str())];
         tracing::info!("backup-fetch: {name} (backup set {label}) into {dir}");
-        crate::commands::dispatch(&self.config("restore", &[], &set)?)
+        engine(&self.config("restore", &[], &set)?)
     }
 
     fn backup_list(&self, args: &[&str]) -> CliResult<()> {
@@ -360,7 +375,7 @@ impl Front {
         };
         let catalog = self.catalog()?;
         let label = names::find(&catalog, name)?.label.to_string();
-        crate::commands::dispatch(&self.config("annotate", &[], &[("set", &label), ("keep", keep)])?)
+        engine(&self.config("annotate", &[], &[("set", &label), ("keep", keep)])?)
     }
 
     fn delete(&self, args: &[&str]) -> CliResult<()> {
@@ -384,7 +399,7 @@ impl Front {
             // `everything FORCE`: the permanent marks go first.
             for b in doomed.iter().filter(|b| b.keep) {
                 let label = b.label.to_string();
-                crate::commands::dispatch(&self.config("annotate", &[], &[("set", &label), ("keep", "n")])?)?;
+                engine(&self.config("annotate", &[], &[("set", &label), ("keep", "n")])?)?;
             }
         }
         let labels = doomed.iter().map(|b| b.label.clone()).collect();

@@ -3,22 +3,32 @@
 //! which `expire` honours. Under the repository's lease, in every repository holding the set
 //! (or `--repo`).
 
-use pgstrata_repo_format::BackupLabel;
+use std::collections::BTreeMap;
+use std::time::Duration;
 
-use crate::config::Config;
+use pgstrata_repo_format::{BackupLabel, BlobSettings};
+
 use crate::error::{CliError, CliResult, ErrorCode};
 use crate::lease::Lease;
-use crate::repo::open_repo;
-use crate::request::repos::stanza_name;
+use crate::repo::{RepoTarget, open_repo};
 
-pub fn run(config: &Config) -> CliResult<()> {
-    let stanza = stanza_name(config)?;
-    let label: BackupLabel = config
-        .require("set")?
-        .parse()
-        .map_err(|e| CliError::new(ErrorCode::OptionInvalidValue, format!("--set is not a backup label: {e}")))?;
-    let changes = crate::config::annotations(config)?;
-    let keep = config.get("keep").map(|v| v == "y");
+/// What `annotate` was asked for, resolved once by a front end.
+#[derive(Clone, Debug)]
+pub struct AnnotateRequest {
+    pub stanza: String,
+    pub repos: Vec<RepoTarget>,
+    /// `--set`.
+    pub label: BackupLabel,
+    /// `--annotation key=value` (an empty value removes the key).
+    pub changes: BTreeMap<String, String>,
+    /// `--keep` / `--no-keep`, when given.
+    pub keep: Option<bool>,
+    pub blob: BlobSettings,
+    pub lease_time: Duration,
+}
+
+pub fn run(request: &AnnotateRequest) -> CliResult<()> {
+    let (stanza, label, changes, keep) = (&request.stanza, &request.label, &request.changes, request.keep);
     if changes.is_empty() && keep.is_none() {
         return Err(CliError::new(
             ErrorCode::ParamRequired,
@@ -27,18 +37,17 @@ pub fn run(config: &Config) -> CliResult<()> {
     }
     crate::runtime::runtime()?.block_on(async {
         let mut found = false;
-        for index in crate::request::repos::repo_indexes(config) {
-            let repo = open_repo(&crate::request::repos::repo_target(config, index), &stanza).await?;
-            if !repo.load_catalog().await?.backups.iter().any(|b| b.label == label) {
+        for target in &request.repos {
+            let index = target.index;
+            let repo = open_repo(target, stanza).await?;
+            if !repo.load_catalog().await?.backups.iter().any(|b| &b.label == label) {
                 continue;
             }
-            let lease =
-                Lease::acquire(&repo.store, &repo.layout, index, "annotate", crate::request::lease_time(config))
-                    .await?;
+            let lease = Lease::acquire(&repo.store, &repo.layout, index, "annotate", request.lease_time).await?;
             let saved = async {
                 let (mut catalog, read) = repo.load_catalog_for_update().await?;
-                let Some(entry) = catalog.backups.iter_mut().find(|b| b.label == label) else { return Ok(()) };
-                for (k, v) in &changes {
+                let Some(entry) = catalog.backups.iter_mut().find(|b| &b.label == label) else { return Ok(()) };
+                for (k, v) in changes {
                     if v.is_empty() {
                         entry.annotation.remove(k);
                     } else {
@@ -49,7 +58,7 @@ pub fn run(config: &Config) -> CliResult<()> {
                     entry.keep = keep;
                 }
                 lease.check()?;
-                repo.save_catalog(&catalog, crate::request::repos::blob_settings(config)?, &read).await.map(drop)
+                repo.save_catalog(&catalog, request.blob, &read).await.map(drop)
             }
             .await;
             lease.release().await;

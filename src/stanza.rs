@@ -9,30 +9,55 @@ use pgstrata_repo_format::pg::ControlFile;
 use pgstrata_repo_format::{DataKey, KdfParams, WrappedKey};
 use pgstrata_storage::RetryPolicy;
 
-use crate::config::Config;
-use crate::config::pg_path;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use pgstrata_repo_format::BlobSettings;
+
 use crate::error::{CliError, CliResult, ErrorCode};
 use crate::lease::Lease;
-use crate::postgres::{connect, control, identify, remote_cluster};
-use crate::repo::{Repo, load_stanza_info, save_stanza_info};
-use crate::request::repos::stanza_name;
+use crate::postgres::{ClusterTarget, connect, control, identify, remote_cluster};
+use crate::repo::{Repo, RepoTarget, load_stanza_info, save_stanza_info};
+
+/// What `stanza-create`, `stanza-upgrade` and `stanza-delete` were asked for, resolved once by
+/// a front end.
+#[derive(Clone, Debug)]
+pub struct StanzaRequest {
+    pub stanza: String,
+    /// `--repo`, else every repository configured.
+    pub repos: Vec<RepoTarget>,
+    /// The configured clusters (create and upgrade read the primary's identity).
+    pub clusters: Vec<ClusterTarget>,
+    /// `online`: the running server is asked too.
+    pub online: bool,
+    /// How the new catalog is written.
+    pub blob: BlobSettings,
+    /// `lock-path` (stop files) and `lease-time`.
+    pub lock_path: PathBuf,
+    pub lease_time: Duration,
+    /// `--force` (delete: even with `postmaster.pid` in `pg1-path`).
+    pub force: bool,
+}
 
 fn now() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| i64::try_from(d.as_secs()).unwrap_or(0)).unwrap_or(0)
 }
 
 /// Reads `pg_control` and, when `online`, checks the running server agrees with it.
-async fn cluster_identity(config: &Config) -> CliResult<ControlFile> {
-    let clusters = crate::request::clusters::clusters(config)?;
-    let cluster = &if config.bool("online") {
-        crate::postgres::primary_first(&clusters).await?
+async fn cluster_identity(request: &StanzaRequest) -> CliResult<ControlFile> {
+    let cluster = &if request.online {
+        crate::postgres::primary_first(&request.clusters).await?
     } else {
-        crate::request::clusters::cluster(config, 1)?
+        request
+            .clusters
+            .first()
+            .cloned()
+            .ok_or_else(|| CliError::new(ErrorCode::OptionRequired, "stanza command requires option: pg1-path"))?
     };
     let path = cluster.data.clone();
     let remote = remote_cluster(cluster)?;
     let control = control(cluster, remote.as_deref()).await?;
-    if config.bool("online") {
+    if request.online {
         let client = connect(cluster).await?;
         let server = identify(&client).await?;
         let same_dir = match remote {
@@ -90,18 +115,17 @@ fn mismatch(index: u32, db: &DbEntry, control: &ControlFile) -> CliError {
     .hint("after pg_upgrade, run stanza-upgrade instead")
 }
 
-pub fn create(config: &Config) -> CliResult<()> {
-    let stanza = stanza_name(config)?;
-    crate::commands::control::check_not_stopped(config)?;
+pub fn create(request: &StanzaRequest) -> CliResult<()> {
+    let stanza = &request.stanza;
+    crate::control::check_not_stopped_in(&request.lock_path, Some(stanza))?;
     crate::runtime::runtime()?.block_on(async {
-        let control = cluster_identity(config).await?;
-        for index in crate::request::repos::repo_indexes(config) {
-            let store =
-                crate::request::repos::repo_target(config, index).storage()?.open_creating(RetryPolicy::default())?;
-            let layout = StanzaLayout::new(&stanza)?;
-            let lease =
-                Lease::acquire(&store, &layout, index, "stanza-create", crate::request::lease_time(config)).await?;
-            let result = create_on(config, &stanza, &control, index, store, layout).await;
+        let control = cluster_identity(request).await?;
+        for target in &request.repos {
+            let index = target.index;
+            let store = target.storage()?.open_creating(RetryPolicy::default())?;
+            let layout = StanzaLayout::new(stanza)?;
+            let lease = Lease::acquire(&store, &layout, index, "stanza-create", request.lease_time).await?;
+            let result = create_on(request, target, &control, store, layout).await;
             lease.release().await;
             result?;
         }
@@ -111,13 +135,13 @@ pub fn create(config: &Config) -> CliResult<()> {
 
 /// stanza-create on one repository, under its lease.
 async fn create_on(
-    config: &Config,
-    stanza: &str,
+    request: &StanzaRequest,
+    target: &RepoTarget,
     control: &ControlFile,
-    index: u32,
     store: pgstrata_storage::RepoStore,
     layout: StanzaLayout,
 ) -> CliResult<()> {
+    let (stanza, index) = (&request.stanza, target.index);
     if let Some(info) = load_stanza_info(&store, &layout).await? {
         let db = info.current_db().ok_or_else(|| {
             CliError::new(ErrorCode::RepoInvalid, format!("repo{index}: stanza info has no database"))
@@ -125,19 +149,14 @@ async fn create_on(
         if !matches(db, control) {
             return Err(mismatch(index, db, control));
         }
-        let key = crate::repo::unlock(&crate::request::repos::repo_target(config, index), &info)?;
+        let key = crate::repo::unlock(target, &info)?;
         let repo = Repo { index, store, layout, info, key };
         // Only a missing catalog is created; a damaged or unreachable one is reported, never
         // replaced by an empty list of backups.
         match repo.load_catalog().await {
             Ok(_) => {}
             Err(e) if e.code == ErrorCode::FileMissing => {
-                repo.save_catalog(
-                    &BackupCatalog::default(),
-                    crate::request::repos::blob_settings(config)?,
-                    &Default::default(),
-                )
-                .await?;
+                repo.save_catalog(&BackupCatalog::default(), request.blob, &Default::default()).await?;
             }
             Err(e) => return Err(e),
         }
@@ -155,10 +174,9 @@ async fn create_on(
         )
         .hint("the stanza may have been deleted partially; remove the leftovers or use another repo path"));
     }
-    let (cipher, key) = match config.get(&format!("repo{index}-cipher-type")).unwrap_or("none") {
+    let (cipher, key) = match target.cipher.kind.as_str() {
         "aes-256-gcm" => {
-            let pass =
-                crate::repo::passphrase(&crate::request::repos::repo_target(config, index))?.expose().to_string();
+            let pass = crate::repo::passphrase(target)?.expose().to_string();
             let key = DataKey::generate();
             let wrapped = WrappedKey::wrap(&key, pass.as_bytes(), KdfParams::DEFAULT)?;
             (CipherInfo::Aes256Gcm { key: wrapped }, Some(key))
@@ -169,8 +187,7 @@ async fn create_on(
         StanzaInfo { stanza: stanza.to_string(), created: now(), cipher, db_history: vec![db_entry(1, control)] };
     let repo = Repo { index, store, layout, info, key };
     // The catalog first: a stanza info never exists without one.
-    repo.save_catalog(&BackupCatalog::default(), crate::request::repos::blob_settings(config)?, &Default::default())
-        .await?;
+    repo.save_catalog(&BackupCatalog::default(), request.blob, &Default::default()).await?;
     save_stanza_info(&repo.store, &repo.layout, &repo.info).await?;
     tracing::info!(
         "stanza-create for stanza '{stanza}' on repo{index}: created for PostgreSQL {} (system id {})",
@@ -180,16 +197,15 @@ async fn create_on(
     Ok(())
 }
 
-pub fn upgrade(config: &Config) -> CliResult<()> {
-    let stanza = stanza_name(config)?;
-    crate::commands::control::check_not_stopped(config)?;
+pub fn upgrade(request: &StanzaRequest) -> CliResult<()> {
+    let stanza = &request.stanza;
+    crate::control::check_not_stopped_in(&request.lock_path, Some(stanza))?;
     crate::runtime::runtime()?.block_on(async {
-        let control = cluster_identity(config).await?;
-        for index in crate::request::repos::repo_indexes(config) {
-            let mut repo = crate::repo::open_repo(&crate::request::repos::repo_target(config, index), &stanza).await?;
-            let lease =
-                Lease::acquire(&repo.store, &repo.layout, index, "stanza-upgrade", crate::request::lease_time(config))
-                    .await?;
+        let control = cluster_identity(request).await?;
+        for target in &request.repos {
+            let index = target.index;
+            let mut repo = crate::repo::open_repo(target, stanza).await?;
+            let lease = Lease::acquire(&repo.store, &repo.layout, index, "stanza-upgrade", request.lease_time).await?;
             let current = repo.current_db()?;
             if matches(current, &control) {
                 tracing::info!("stanza-upgrade for stanza '{stanza}' on repo{index}: already up to date");
@@ -222,14 +238,15 @@ pub fn upgrade(config: &Config) -> CliResult<()> {
 /// backups (newest first) and the archive. A delete that is interrupted is
 /// finished by running it again. The lease objects stay, so writer generations keep growing
 /// if the stanza is created again.
-pub fn delete(config: &Config) -> CliResult<()> {
-    let stanza = stanza_name(config)?;
-    let layout = StanzaLayout::new(&stanza)?;
+pub fn delete(request: &StanzaRequest) -> CliResult<()> {
+    let stanza = &request.stanza;
+    let layout = StanzaLayout::new(stanza)?;
     crate::runtime::runtime()?.block_on(async {
         // Every repository (or --repo) where the stanza has anything but its lease objects.
         let mut present = Vec::new();
-        for index in crate::request::repos::repo_indexes(config) {
-            let store = crate::request::repos::repo_target(config, index).store()?;
+        for target in &request.repos {
+            let index = target.index;
+            let store = target.store()?;
             let root = layout.root();
             let dirs = store.list_dirs(&root).await?;
             if !store.list_files(&root).await?.is_empty() || dirs.iter().any(|d| d != LOCK_DIR) {
@@ -241,7 +258,7 @@ pub fn delete(config: &Config) -> CliResult<()> {
         if present.is_empty() {
             return Ok(());
         }
-        let stop = crate::commands::control::stop_file(config, Some(&stanza));
+        let stop = crate::control::stop_file_in(&request.lock_path, Some(stanza));
         if !stop.exists() {
             return Err(CliError::new(
                 ErrorCode::FileMissing,
@@ -249,8 +266,8 @@ pub fn delete(config: &Config) -> CliResult<()> {
             )
             .hint(format!("run the stop command for stanza '{stanza}' on this host first")));
         }
-        if !config.bool("force")
-            && let Ok(data) = pg_path(config)
+        if !request.force
+            && let Some(data) = request.clusters.first().map(|c| &c.data)
             && data.join("postmaster.pid").exists()
         {
             return Err(CliError::new(
@@ -263,8 +280,7 @@ pub fn delete(config: &Config) -> CliResult<()> {
             .hint("shut down PostgreSQL first, or use --force"));
         }
         for (index, store) in present {
-            let lease =
-                Lease::acquire(&store, &layout, index, "stanza-delete", crate::request::lease_time(config)).await?;
+            let lease = Lease::acquire(&store, &layout, index, "stanza-delete", request.lease_time).await?;
             let deleted = delete_stanza(&store, &layout, &lease).await;
             lease.release().await;
             let deleted = deleted?;
