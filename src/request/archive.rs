@@ -37,7 +37,9 @@ pub fn archive(config: &Config) -> CliResult<ArchiveRequest> {
             .into_iter()
             .filter_map(|n| config.get(&format!("pg{n}-path")).map(str::to_string))
             .collect(),
-        worker_args: config.command_line_args(),
+        // Under WAL-G's name a worker takes its settings from the environment it inherits, as
+        // the verb that starts it does: its command line is the command alone.
+        worker_args: if config.flavor == crate::config::Flavor::WalG { Vec::new() } else { config.command_line_args() },
         params: config.params.clone(),
     })
 }

@@ -246,8 +246,14 @@ fn spilo_s_wal_g_commands_run_unchanged_against_pgstrata() {
     latest.start_with_env(&env);
     latest.wait_promoted();
     assert_eq!(latest.dumpall(), dump_latest, "backup-fetch LATEST differs from the source");
-    // WALG_DOWNLOAD_CONCURRENCY=4: segments were prefetched into the spool in pg_wal.
-    assert!(latest_dir.join("pg_wal/.pgstrata").is_dir(), "no prefetch spool in the restored pg_wal");
+    // WALG_DOWNLOAD_CONCURRENCY=4: segments were prefetched into the spool in pg_wal, by a
+    // prefetch worker started under the wal-g name that ran (it says nothing on stderr).
+    let spool = latest_dir.join("pg_wal/.pgstrata");
+    assert!(spool.is_dir(), "no prefetch spool in the restored pg_wal");
+    let worker_err = spool.join(format!("archive/{}/in/.archive-get-worker.stderr", pgstrata::walg::env::STANZA));
+    assert!(worker_err.exists(), "no prefetch worker was started");
+    let said = std::fs::read_to_string(&worker_err).unwrap_or_default();
+    assert!(said.trim().is_empty(), "the prefetch worker failed: {said}");
     latest.stop();
 
     // clone_with_wale.py: the backup before a time (the full one), to that time.
