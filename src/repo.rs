@@ -25,7 +25,8 @@ pub struct RepoTarget {
 /// `repoN-cipher-type` and `repoN-cipher-pass` as configured.
 #[derive(Clone, Debug)]
 pub struct CipherChoice {
-    /// `none` or `aes-256-gcm`.
+    /// `none`, `aes-256-gcm`, or pgBackRest's `aes-256-cbc` (an inherited configuration: the
+    /// repository is encrypted, with this passphrase; pgstrata's own objects are AES-256-GCM).
     pub kind: String,
     pub pass: Option<Secret>,
     /// Where the passphrase goes, for the message when it is missing (the front end's names).
@@ -166,7 +167,7 @@ pub fn unlock(target: &RepoTarget, info: &StanzaInfo) -> CliResult<Option<DataKe
         )
         .hint(format!("set repo{index}-cipher-type=none for this repository"))),
         CipherInfo::Aes256Gcm { key } => {
-            if configured != "aes-256-gcm" {
+            if !matches!(configured, "aes-256-gcm" | "aes-256-cbc") {
                 return Err(CliError::new(
                     ErrorCode::Crypto,
                     format!("the stanza in repo{index} is encrypted (aes-256-gcm), but repo{index}-cipher-type is {configured}"),

@@ -175,7 +175,13 @@ async fn create_on(
         .hint("the stanza may have been deleted partially; remove the leftovers or use another repo path"));
     }
     let (cipher, key) = match target.cipher.kind.as_str() {
-        "aes-256-gcm" => {
+        kind @ ("aes-256-gcm" | "aes-256-cbc") => {
+            if kind == "aes-256-cbc" {
+                tracing::warn!(
+                    "repo{index}-cipher-type=aes-256-cbc is pgBackRest's cipher: pgstrata encrypts its own objects \
+                     with aes-256-gcm under the same passphrase"
+                );
+            }
             let pass = crate::repo::passphrase(target)?.expose().to_string();
             let key = DataKey::generate();
             let wrapped = WrappedKey::wrap(&key, pass.as_bytes(), KdfParams::DEFAULT)?;

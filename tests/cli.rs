@@ -204,7 +204,6 @@ fn bad_options_and_values_name_the_problem() {
         (&["version", "--archive-timeout=5years"], 32, "'5years' is not valid for 'archive-timeout'"),
         (&["version", "--start-fast=yes"], 32, "boolean value must be 'y' or 'n'"),
         (&["version", "--compress-type=xz"], 32, "allowed values are none, zst, lz4, gz, bz2"),
-        (&["version", "--repo1-cipher-type=aes-256-cbc"], 32, "aes-256-gcm"),
         (&["version", "--repo300-path=/x"], 31, "invalid option '--repo300-path'"),
         (&["version", "--stanza=a", "--stanza=b"], 35, "'stanza' cannot be set multiple times"),
         (&["version", "--no-process-max"], 31, "cannot be negated"),

@@ -158,7 +158,6 @@ fn check_value(r: &Resolved, value: &str) -> CliResult<String> {
                 return Err(bad(format!("allowed values are {}", allowed.join(", "))));
             }
             let unsupported = match (r.def.name, value) {
-                ("cipher-type", "aes-256-cbc") => Some("pgstrata encrypts with aes-256-gcm"),
                 ("type", "sftp") if r.def.group == options::Group::Repo => Some(SFTP_REFUSED),
                 _ => None,
             };

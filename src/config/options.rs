@@ -294,7 +294,13 @@ pub const OPTIONS: &[OptionDef] = &[
     // Repositories.
     repo("type", Kind::Enum(&["posix", "cifs", "s3", "gcs", "azure", "sftp"]), Some("posix"), "storage type"),
     repo("path", Kind::Path, Some("/var/lib/pgstrata"), "repository path (directory, or prefix in a bucket)"),
-    repo("cipher-type", Kind::Enum(&["none", "aes-256-gcm", "aes-256-cbc"]), Some("none"), "encryption"),
+    repo(
+        "cipher-type",
+        Kind::Enum(&["none", "aes-256-gcm", "aes-256-cbc"]),
+        Some("none"),
+        "encryption: aes-256-gcm (pgstrata's objects); aes-256-cbc, pgBackRest's, is taken as 'encrypted with this \
+         passphrase' (pgstrata's own objects are still AES-256-GCM)",
+    ),
     repo_secret("cipher-pass", "encryption passphrase"),
     repo(
         "bundle-size",

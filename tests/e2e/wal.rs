@@ -545,3 +545,30 @@ fn archive_copy_restores_to_consistency_without_the_archive() {
     copy.wait_promoted();
     assert_eq!(copy.sql("select count(*), md5(string_agg(v, ',' order by id)) from t"), expected);
 }
+
+/// An inherited pgBackRest configuration with `repo1-cipher-type=aes-256-cbc` (the only cipher
+/// pgBackRest has, the one PGO's documentation configures) does not stop archiving: the stanza
+/// is encrypted under that passphrase (pgstrata's objects with AES-256-GCM), archive-push and
+/// check pass, and an archived segment is stored encrypted.
+#[test]
+fn an_aes_256_cbc_configuration_archives_encrypted() {
+    if !postgres_available() {
+        return;
+    }
+    let scratch = Scratch::new("pgstrata-cbc-");
+    let repo = scratch.path("repo");
+    let lines = format!("repo1-path={}\nrepo1-cipher-type=aes-256-cbc\nrepo1-cipher-pass={PASS}\n", repo.display());
+    let (cluster, s) = archiving_cluster_on(&scratch, "src", &lines, None);
+    let o = s.ok(&["--stanza=db", "stanza-create", "--log-level-console=warn"]);
+    assert!(text(&o).contains("aes-256-cbc is pgBackRest's cipher"), "{}", text(&o));
+    s.ok(&["--stanza=db", "check"]);
+    let seg = cluster.archive_now();
+    let key = list_archive(&s).into_iter().find(|k| k.contains(&seg)).expect("the segment is archived");
+    let raw = s.ok(&["--stanza=db", "repo-get", &format!("stanza/db/archive/15-1/0000000100000000/{key}")]).stdout;
+    assert_eq!(&raw[..4], b"PGSB", "not a pgstrata object");
+    assert_eq!(raw[5], 1, "the archived segment is not encrypted");
+    // And it reads back through archive-get with the same configuration.
+    let dest = scratch.path("fetched").join(&seg);
+    s.ok(&["--stanza=db", "archive-get", &seg, dest.to_str().unwrap()]);
+    assert_eq!(std::fs::metadata(&dest).unwrap().len(), 16 << 20);
+}
