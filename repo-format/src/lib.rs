@@ -44,6 +44,7 @@ pub mod label;
 pub mod layout;
 pub mod meta;
 pub mod pg;
+pub mod pgbackrest;
 
 pub use crypto::{DataKey, KdfParams, KeyId, WrappedKey};
 pub use digest::Sha256Digest;
