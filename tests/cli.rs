@@ -1027,3 +1027,61 @@ fn s3_tags_and_upload_chunk_size_travel_on_the_requests() {
     assert_eq!(o.status.code(), Some(32), "{:?}", text(&o));
     assert!(text(&o).1.contains("repo1-storage-tag"), "{:?}", text(&o));
 }
+
+/// A repository pgBackRest 2.59.1 archived into (the golden fixtures: unencrypted, and
+/// aes-256-cbc), with no pgstrata stanza in it: `archive-get` finds the segment pgBackRest
+/// archived, decrypts and decompresses it, and writes exactly the segment its name's SHA-1
+/// vouches for. A segment it lacks is "not in the archive" (1); a repository with neither
+/// pgstrata's stanza nor pgBackRest's archive stays an error (never 1, which would end a
+/// recovery early).
+#[test]
+fn archive_get_reads_segments_pgbackrest_archived() {
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/pgbackrest/2.59.1");
+    let segment = "000000010000000000000002";
+    let file = format!("{segment}-66d3a4d085368defd3de3cca97dd899b6a5d4af8.gz");
+    for (kind, extra) in [("plain", vec![]), ("cbc", vec!["--repo1-cipher-type=aes-256-cbc"])] {
+        let t = tempfile::tempdir().unwrap();
+        let repo = t.path().join("repo");
+        let wal_dir = repo.join("archive/db/15-1/0000000100000000");
+        std::fs::create_dir_all(&wal_dir).unwrap();
+        std::fs::copy(fixtures.join(kind).join("archive.info"), repo.join("archive/db/archive.info")).unwrap();
+        std::fs::copy(fixtures.join(kind).join(&file), wal_dir.join(&file)).unwrap();
+        let repo_opt = format!("--repo1-path={}", repo.display());
+        let env = [("PGSTRATA_LOG_LEVEL_FILE", "off"), ("PGSTRATA_REPO1_CIPHER_PASS", "fixture passphrase")];
+        let dest = t.path().join("RECOVERYXLOG");
+        let args = |name: &str| -> Vec<String> {
+            let mut a = vec![repo_opt.clone(), "--stanza=db".to_string()];
+            a.extend(extra.iter().map(|s| s.to_string()));
+            a.extend(["archive-get".to_string(), name.to_string(), dest.display().to_string()]);
+            a
+        };
+        let run_args = |a: &[String]| run(&a.iter().map(String::as_str).collect::<Vec<_>>(), &env);
+        let o = run_args(&args(segment));
+        assert!(o.status.success(), "{kind}: {:?}", text(&o));
+        let wal = std::fs::read(&dest).unwrap();
+        assert_eq!(wal.len(), 16 << 20, "{kind}");
+        assert_eq!(pgstrata_repo_format::pgbackrest::sha1_hex(&wal), "66d3a4d085368defd3de3cca97dd899b6a5d4af8");
+        let o = run_args(&args("000000010000000000000003"));
+        assert_eq!(o.status.code(), Some(1), "{kind}: a missing segment: {:?}", text(&o));
+        if kind == "cbc" {
+            let wrong = [("PGSTRATA_LOG_LEVEL_FILE", "off"), ("PGSTRATA_REPO1_CIPHER_PASS", "wrong")];
+            let a = args(segment);
+            let o = run(&a.iter().map(String::as_str).collect::<Vec<_>>(), &wrong);
+            assert!(o.status.code().is_some_and(|c| c > 125), "a wrong passphrase: {:?}", text(&o));
+        }
+    }
+    // Neither pgstrata's stanza nor pgBackRest's archive: an error, not "not in the archive".
+    let t = tempfile::tempdir().unwrap();
+    let dest = t.path().join("RECOVERYXLOG");
+    let o = run(
+        &[
+            &format!("--repo1-path={}", t.path().display()),
+            "--stanza=db",
+            "archive-get",
+            segment,
+            dest.to_str().unwrap(),
+        ],
+        &[("PGSTRATA_LOG_LEVEL_FILE", "off")],
+    );
+    assert!(o.status.code().is_some_and(|c| c > 125), "{:?}", text(&o));
+}

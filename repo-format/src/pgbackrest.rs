@@ -237,6 +237,31 @@ pub fn encrypt_cbc(plain: &[u8], pass: &[u8], salt: [u8; SALT_LEN]) -> Vec<u8> {
     out
 }
 
+/// Decompresses a whole file as pgBackRest compressed it, by the extension of its name (`gz`,
+/// `bz2`, `lz4` frame, `zst`; none: stored as is), to at most `limit` bytes: more is refused
+/// (a file a repository could hold is never larger), so a hostile object cannot exhaust memory.
+pub fn decompress(name: &str, data: &[u8], limit: u64, what: &str) -> Result<Vec<u8>> {
+    use std::io::Read;
+    let reader: Box<dyn Read + '_> = match name.rsplit_once('.').map(|(_, e)| e) {
+        Some("gz") => Box::new(flate2::read::GzDecoder::new(data)),
+        Some("bz2") => Box::new(bzip2::read::BzDecoder::new(data)),
+        Some("lz4") => Box::new(lz4_flex::frame::FrameDecoder::new(data)),
+        Some("zst") => Box::new(
+            zstd::stream::read::Decoder::new(data).map_err(|e| FormatError::corrupt(what, format!("zst: {e}")))?,
+        ),
+        _ => return Ok(data.to_vec()),
+    };
+    let mut out = Vec::new();
+    reader
+        .take(limit.saturating_add(1))
+        .read_to_end(&mut out)
+        .map_err(|e| FormatError::corrupt(what, format!("unable to decompress: {e}")))?;
+    if out.len() as u64 > limit {
+        return Err(FormatError::corrupt(what, format!("decompresses to more than {limit} bytes")));
+    }
+    Ok(out)
+}
+
 /// The SHA-1 (hex) of some bytes: what pgBackRest names archived WAL by.
 pub fn sha1_hex(data: &[u8]) -> String {
     crate::hex::encode(&Sha1::digest(data))

@@ -377,7 +377,24 @@ fn get_sync(request: &ArchiveRequest, name: &WalFileName, dest: &Path) -> CliRes
         for target in &request.repos {
             let index = target.index;
             let attempt = async {
-                fetch_from(&open_repo(target, &request.stanza).await?, name, request.workers, cluster.as_ref()).await
+                // pgstrata's archive first; then pgBackRest's, which a repository taken over
+                // from pgBackRest holds beside it (its stanza may exist only there).
+                use crate::pgbackrest_archive::{Found, fetch};
+                let ours = match open_repo(target, &request.stanza).await {
+                    Ok(repo) => Ok(fetch_from(&repo, name, request.workers, cluster.as_ref()).await?),
+                    // No pgstrata stanza here: pgBackRest's may be (its error stands if not).
+                    Err(e) if e.code == ErrorCode::FileMissing => Err(e),
+                    Err(e) => return Err(e),
+                };
+                if let Ok(Some(plain)) = ours {
+                    return Ok(Some(plain));
+                }
+                let store = target.store()?;
+                match (fetch(&store, target, &request.stanza, name, cluster.as_ref()).await?, ours) {
+                    (Found::Segment(plain), _) => Ok(Some(plain)),
+                    (Found::Missing, _) | (Found::NoArchive, Ok(_)) => Ok(None),
+                    (Found::NoArchive, Err(missing)) => Err(missing),
+                }
             };
             if let Some(plain) = search.answer(index, attempt.await) {
                 write_atomically(dest, &plain)?;
