@@ -22,12 +22,19 @@ const MAX_SEGMENT: u64 = 1 << 30;
 
 /// Reads `archive.info` (or its copy); `None` when the stanza has no pgBackRest archive.
 async fn archive_info(store: &RepoStore, target: &RepoTarget, stanza: &str) -> CliResult<Option<ArchiveInfo>> {
+    // Behind a repository host, only pgstrata's stanzas are served: no pgBackRest archive there.
+    if matches!(target.storage, Ok(pgstrata_storage::StorageConfig::Given(_))) {
+        return Ok(None);
+    }
     let key = format!("archive/{stanza}/archive.info");
     let mut errors = Vec::new();
     for k in [key.clone(), format!("{key}.copy")] {
         let bytes = match store.get(&k).await {
             Ok(b) => b,
-            Err(e) if e.is_not_found() => continue,
+            // Credentials limited to pgstrata's keys: no pgBackRest archive this reader can see.
+            Err(e) if e.is_not_found() || matches!(e, pgstrata_storage::StorageError::PermissionDenied { .. }) => {
+                continue;
+            }
             Err(e) => return Err(e.into()),
         };
         let plain = if bytes.starts_with(b"Salted__") {
