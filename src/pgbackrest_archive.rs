@@ -28,13 +28,16 @@ async fn archive_info(store: &RepoStore, target: &RepoTarget, stanza: &str) -> C
     }
     let key = format!("archive/{stanza}/archive.info");
     let mut errors = Vec::new();
-    for k in [key.clone(), format!("{key}.copy")] {
+    for (i, k) in [key.clone(), format!("{key}.copy")].into_iter().enumerate() {
         let bytes = match store.get(&k).await {
             Ok(b) => b,
+            // No main file: no pgBackRest archive (pgBackRest writes the main file before its
+            // copy), so a miss in pgstrata's archive costs one read, not two. The copy stands in
+            // for a main file that is there but damaged.
+            Err(e) if e.is_not_found() && i == 0 => return Ok(None),
+            Err(e) if e.is_not_found() => continue,
             // Credentials limited to pgstrata's keys: no pgBackRest archive this reader can see.
-            Err(e) if e.is_not_found() || matches!(e, pgstrata_storage::StorageError::PermissionDenied { .. }) => {
-                continue;
-            }
+            Err(pgstrata_storage::StorageError::PermissionDenied { .. }) => return Ok(None),
             Err(e) => return Err(e.into()),
         };
         let plain = if bytes.starts_with(b"Salted__") {
@@ -114,6 +117,14 @@ pub async fn fetch(
     else {
         return Ok(Found::Missing);
     };
+    // Stored bytes are read whole: a segment compresses, so more than the largest segment (and
+    // encryption's few bytes) is not one.
+    if object.size > MAX_SEGMENT + 4096 {
+        return Err(CliError::new(
+            ErrorCode::Format,
+            format!("{} is {} bytes: larger than any WAL segment", object.key, object.size),
+        ));
+    }
     let file = object.key.rsplit('/').next().unwrap_or_default().to_string();
     let sha1 =
         file.strip_prefix(&wanted).map(|r| r.split('.').next().unwrap_or_default().to_string()).unwrap_or_default();
