@@ -61,14 +61,12 @@ impl ManifestRequest {
 
 pub fn run(config: &Config) -> CliResult<()> {
     let request = ManifestRequest::from_config(config)?;
-    let text = crate::runtime::runtime()?.block_on(render(config, &request))?;
-    std::io::stdout()
-        .lock()
-        .write_all(text.as_bytes())
-        .map_err(|e| CliError::new(ErrorCode::FileRead, format!("unable to write output: {e}")))
+    crate::runtime::runtime()?.block_on(render(config, &request))
 }
 
-async fn render(config: &Config, request: &ManifestRequest) -> CliResult<String> {
+/// Streams the manifest to stdout as it is read (a file at a time: memory does not grow with
+/// the number of files); one `--filter`ed file is printed only once found.
+async fn render(config: &Config, request: &ManifestRequest) -> CliResult<()> {
     let repo =
         crate::repo::open_repo(&crate::request::repos::repo_target(config, request.repo), &request.stanza).await?;
     let catalog = repo.load_catalog().await?;
@@ -80,7 +78,8 @@ async fn render(config: &Config, request: &ManifestRequest) -> CliResult<String>
     })?;
     let mut stream = crate::manifest::ManifestStream::open(&repo, entry).await?;
     let header = stream.header()?.clone();
-    let mut out = Rendered::new(&header, request.json);
+    let streaming = !matches!(request.files, FileFilter::Name(_));
+    let mut out = Rendered::new(&header, request.json, streaming);
     let mut found = false;
     // archive-copy's WAL, kept in the header, is listed after the other files.
     let mut wal_copy = header.wal_copy.clone().into_iter();
@@ -101,7 +100,7 @@ async fn render(config: &Config, request: &ManifestRequest) -> CliResult<String>
         };
         if shown {
             found = true;
-            out.file(&file);
+            out.file(&file)?;
         }
     }
     if let (FileFilter::Name(name), false) = (&request.files, found) {
@@ -110,7 +109,7 @@ async fn render(config: &Config, request: &ManifestRequest) -> CliResult<String>
             format!("'{name}' is not in the manifest of {} (names start with pg_data/ or pg_tblspc/)", request.set),
         ));
     }
-    Ok(out.finish())
+    out.finish()
 }
 
 /// The backup storing the file's content when it is not this one.
@@ -121,16 +120,22 @@ fn reference(file: &FileEntry) -> Option<&str> {
     }
 }
 
-/// The manifest as text or JSON, built one file at a time.
+/// The manifest as text or JSON, written one file at a time.
 struct Rendered {
     json: bool,
+    /// What is not written yet (a file's lines, or everything until a filtered file is found).
     text: String,
-    files: Vec<Value>,
-    head: Value,
+    /// Written to stdout as it comes (else held until the end).
+    streaming: bool,
+    /// JSON: files written so far (for the separating commas).
+    files: u64,
 }
 
+/// Bytes held before they are written out.
+const FLUSH: usize = 64 << 10;
+
 impl Rendered {
-    fn new(h: &ManifestHeader, json: bool) -> Self {
+    fn new(h: &ManifestHeader, json: bool, streaming: bool) -> Self {
         let references: Vec<&str> = h.references.iter().map(|l| l.as_str()).collect();
         let head = json!({
             "label": h.label.as_str(),
@@ -147,7 +152,12 @@ impl Rendered {
             },
         });
         let mut text = String::new();
-        if !json {
+        if json {
+            // The head object, left open for the file list.
+            let head = head.to_string();
+            text.push_str(head.strip_suffix('}').unwrap_or(&head));
+            text.push_str(",\"fileList\":[");
+        } else {
             let duration = (h.timestamp_stop - h.timestamp_start).max(0);
             let _ = write!(
                 text,
@@ -165,10 +175,22 @@ impl Rendered {
                 h.settings.cipher,
             );
         }
-        Self { json, text, files: Vec::new(), head }
+        Self { json, text, streaming, files: 0 }
     }
 
-    fn file(&mut self, f: &FileEntry) {
+    fn flush(&mut self, at_least: usize) -> CliResult<()> {
+        if self.text.len() < at_least {
+            return Ok(());
+        }
+        std::io::stdout()
+            .lock()
+            .write_all(self.text.as_bytes())
+            .map_err(|e| CliError::new(ErrorCode::FileRead, format!("unable to write output: {e}")))?;
+        self.text.clear();
+        Ok(())
+    }
+
+    fn file(&mut self, f: &FileEntry) -> CliResult<()> {
         let stored = f.data.stored();
         let pack = match &f.data {
             FileData::Stored { parts } | FileData::Pages { parts, .. } => parts.first().map(|p| (p.pack, p.offset)),
@@ -190,12 +212,21 @@ impl Rendered {
             if let Some(runs) = runs {
                 v["block"] = json!({"size": pgstrata_repo_format::pg::BLCKSZ, "runs": runs});
             }
-            self.files.push(v);
-            return;
+            if self.files > 0 {
+                self.text.push(',');
+            }
+            self.text.push_str(&v.to_string());
+        } else {
+            if self.files > 0 {
+                self.text.push('\n');
+            }
+            self.text_lines(f, stored, pack, runs);
         }
-        if !self.text.ends_with("file list:\n") {
-            self.text.push('\n');
-        }
+        self.files += 1;
+        if self.streaming { self.flush(FLUSH) } else { Ok(()) }
+    }
+
+    fn text_lines(&mut self, f: &FileEntry, stored: u64, pack: Option<(u32, u64)>, runs: Option<usize>) {
         let _ = writeln!(self.text, "  - {}", f.path);
         if let Some(label) = reference(f) {
             let _ = writeln!(self.text, "      reference: {label}");
@@ -210,12 +241,11 @@ impl Rendered {
         }
     }
 
-    fn finish(mut self) -> String {
-        if !self.json {
-            return self.text;
+    fn finish(mut self) -> CliResult<()> {
+        if self.json {
+            self.text.push_str("]}\n");
         }
-        self.head["fileList"] = Value::Array(self.files);
-        format!("{}\n", self.head)
+        self.flush(0)
     }
 }
 
