@@ -1039,34 +1039,44 @@ fn archive_get_reads_segments_pgbackrest_archived() {
     let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/pgbackrest/2.59.1");
     let segment = "000000010000000000000002";
     let file = format!("{segment}-66d3a4d085368defd3de3cca97dd899b6a5d4af8.gz");
-    for (kind, extra) in [("plain", vec![]), ("cbc", vec!["--repo1-cipher-type=aes-256-cbc"])] {
+    // As a pgBackRest user runs it: the `pgbackrest` name, their pgbackrest.conf.
+    let links = tempfile::tempdir().unwrap();
+    let link = links.path().join("pgbackrest");
+    std::os::unix::fs::symlink(BIN, &link).unwrap();
+    for (kind, cipher) in
+        [("plain", ""), ("cbc", "repo1-cipher-type=aes-256-cbc\nrepo1-cipher-pass=fixture passphrase\n")]
+    {
         let t = tempfile::tempdir().unwrap();
         let repo = t.path().join("repo");
         let wal_dir = repo.join("archive/db/15-1/0000000100000000");
         std::fs::create_dir_all(&wal_dir).unwrap();
         std::fs::copy(fixtures.join(kind).join("archive.info"), repo.join("archive/db/archive.info")).unwrap();
         std::fs::copy(fixtures.join(kind).join(&file), wal_dir.join(&file)).unwrap();
-        let repo_opt = format!("--repo1-path={}", repo.display());
-        let env = [("PGSTRATA_LOG_LEVEL_FILE", "off"), ("PGSTRATA_REPO1_CIPHER_PASS", "fixture passphrase")];
-        let dest = t.path().join("RECOVERYXLOG");
-        let args = |name: &str| -> Vec<String> {
-            let mut a = vec![repo_opt.clone(), "--stanza=db".to_string()];
-            a.extend(extra.iter().map(|s| s.to_string()));
-            a.extend(["archive-get".to_string(), name.to_string(), dest.display().to_string()]);
-            a
+        let conf = t.path().join("pgbackrest.conf");
+        let write_conf = |cipher: &str| {
+            std::fs::write(
+                &conf,
+                format!(
+                    "[global]\nrepo1-path={}\nlog-level-file=off\n{cipher}\n[db]\npg1-path=/nonexistent\n",
+                    repo.display()
+                ),
+            )
+            .unwrap();
         };
-        let run_args = |a: &[String]| run(&a.iter().map(String::as_str).collect::<Vec<_>>(), &env);
-        let o = run_args(&args(segment));
+        write_conf(cipher);
+        let cfg = format!("--config={}", conf.display());
+        let dest = t.path().join("RECOVERYXLOG");
+        let get = |name: &str| run_as(&link, &[&cfg, "--stanza=db", "archive-get", name, dest.to_str().unwrap()], &[]);
+        let o = get(segment);
         assert!(o.status.success(), "{kind}: {:?}", text(&o));
         let wal = std::fs::read(&dest).unwrap();
         assert_eq!(wal.len(), 16 << 20, "{kind}");
         assert_eq!(pgstrata_repo_format::pgbackrest::sha1_hex(&wal), "66d3a4d085368defd3de3cca97dd899b6a5d4af8");
-        let o = run_args(&args("000000010000000000000003"));
+        let o = get("000000010000000000000003");
         assert_eq!(o.status.code(), Some(1), "{kind}: a missing segment: {:?}", text(&o));
         if kind == "cbc" {
-            let wrong = [("PGSTRATA_LOG_LEVEL_FILE", "off"), ("PGSTRATA_REPO1_CIPHER_PASS", "wrong")];
-            let a = args(segment);
-            let o = run(&a.iter().map(String::as_str).collect::<Vec<_>>(), &wrong);
+            write_conf("repo1-cipher-type=aes-256-cbc\nrepo1-cipher-pass=wrong\n");
+            let o = get(segment);
             assert!(o.status.code().is_some_and(|c| c > 125), "a wrong passphrase: {:?}", text(&o));
         }
     }

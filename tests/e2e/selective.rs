@@ -45,25 +45,7 @@ fn selective_restore_links_and_tablespaces_as_pgbackrest_restores_them() {
     cluster.sql("create database app");
     cluster.sql("create database other tablespace ts1");
     let in_db = |db: &str, sql: &str| {
-        let o = run_as_postgres(
-            &support::pg_bin().join("psql"),
-            &[
-                "-X",
-                "-A",
-                "-t",
-                "-h",
-                cluster.socket.to_str().unwrap(),
-                "-p",
-                &cluster.port.to_string(),
-                "-U",
-                "postgres",
-                "-d",
-                db,
-                "-c",
-                sql,
-            ],
-            &[],
-        );
+        let o = cluster.try_sql_in(db, sql);
         assert!(o.status.success(), "{db}: {sql}: {}", text(&o));
         String::from_utf8_lossy(&o.stdout).trim().to_string()
     };
@@ -133,25 +115,7 @@ fn selective_restore_links_and_tablespaces_as_pgbackrest_restores_them() {
     copy.start();
     copy.wait_promoted();
     let copy_db = |db: &str, sql: &str| {
-        let o = run_as_postgres(
-            &support::pg_bin().join("psql"),
-            &[
-                "-X",
-                "-A",
-                "-t",
-                "-h",
-                copy.socket.to_str().unwrap(),
-                "-p",
-                &copy.port.to_string(),
-                "-U",
-                "postgres",
-                "-d",
-                db,
-                "-c",
-                sql,
-            ],
-            &[],
-        );
+        let o = copy.try_sql_in(db, sql);
         (o.status.success(), String::from_utf8_lossy(&o.stdout).trim().to_string(), text(&o))
     };
     let (ok, got, all) = copy_db("app", "select count(*), md5(string_agg(v, ',' order by id)) from kept");

@@ -283,6 +283,11 @@ impl Cluster {
 
     /// Runs SQL with psql (unaligned, tuples only), whatever the outcome.
     pub fn try_sql(&self, sql: &str) -> Output {
+        self.try_sql_in("postgres", sql)
+    }
+
+    /// Runs SQL with psql in database `db`.
+    pub fn try_sql_in(&self, db: &str, sql: &str) -> Output {
         let port = self.port.to_string();
         let socket = self.socket.to_str().unwrap();
         let args = [
@@ -298,7 +303,7 @@ impl Cluster {
             "-U",
             "postgres",
             "-d",
-            "postgres",
+            db,
             "-c",
             sql,
         ];
