@@ -30,7 +30,7 @@ pub mod lease;
 pub mod log;
 pub mod manifest;
 pub mod pages;
-pub mod pgbackrest_archive;
+pub mod pgbackrest;
 pub mod postgres;
 pub mod process;
 pub mod progress;

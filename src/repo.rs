@@ -43,6 +43,18 @@ impl RepoTarget {
     pub fn store(&self) -> CliResult<RepoStore> {
         Ok(self.storage()?.open(RetryPolicy::default())?)
     }
+
+    /// How pgBackRest's objects in this repository are reached through `store`.
+    pub fn pgbackrest<'a>(&'a self, store: &'a RepoStore) -> crate::pgbackrest::Access<'a> {
+        crate::pgbackrest::Access {
+            store,
+            index: self.index,
+            visible: !matches!(self.storage, Ok(StorageConfig::Given(_))),
+            cipher: &self.cipher.kind,
+            pass: self.cipher.pass.as_ref().map(Secret::expose),
+            pass_hint: &self.cipher.pass_hint,
+        }
+    }
 }
 
 /// An opened repository of one stanza.
@@ -145,6 +157,9 @@ pub async fn open_repo(target: &RepoTarget, stanza: &str) -> CliResult<Repo> {
     let store = target.store()?;
     let layout = StanzaLayout::new(stanza)?;
     let Some(info) = load_stanza_info(&store, &layout).await? else {
+        if let Some(repo) = adopt(target, store.clone(), layout.clone()).await? {
+            return Ok(repo);
+        }
         return Err(CliError::new(
             ErrorCode::FileMissing,
             format!("stanza '{stanza}' does not exist in repo{index} ({})", store.describe()),
@@ -154,6 +169,126 @@ pub async fn open_repo(target: &RepoTarget, stanza: &str) -> CliResult<Repo> {
     };
     let key = unlock(target, &info)?;
     Ok(Repo { index, store, layout, info, key })
+}
+
+/// A stanza pgBackRest made and pgstrata has not written to yet: pgstrata continues it in
+/// place. Its stanza info is created from pgBackRest's `archive.info` (the same database ids,
+/// so both tools' archives of a database have the same archive id) under the repository's
+/// lease, unless another process created it meanwhile; where the credentials may not write, it
+/// is used as read (nothing of pgstrata's is there to decrypt). `None` when the stanza has no
+/// pgBackRest archive either.
+pub async fn adopt(target: &RepoTarget, store: RepoStore, layout: StanzaLayout) -> CliResult<Option<Repo>> {
+    let stanza = layout.stanza().to_string();
+    let index = target.index;
+    let access = target.pgbackrest(&store);
+    let Some(archive) = crate::pgbackrest::archive_info(access, &stanza).await? else { return Ok(None) };
+    let backups = crate::pgbackrest::backup_info(access, &stanza).await.ok().flatten();
+    let mut db_history = Vec::new();
+    let mut dbs = archive.history.clone();
+    if !dbs.iter().any(|d| d.id == archive.current.id) {
+        dbs.push(archive.current.clone());
+    }
+    dbs.sort_by_key(|d| d.id);
+    for db in dbs {
+        let Ok(pg_version) = db.version.parse::<u32>() else {
+            return Err(CliError::new(
+                ErrorCode::DbMismatch,
+                format!(
+                    "pgBackRest's stanza '{stanza}' in repo{index} holds PostgreSQL {}, which pgstrata does not support",
+                    db.version
+                ),
+            ));
+        };
+        let known = backups.as_ref().and_then(|b| b.history.iter().find(|h| h.id == db.id));
+        db_history.push(DbEntry {
+            id: db.id,
+            system_id: db.system_id,
+            pg_version,
+            catalog_version: known.map_or(0, |k| u32::try_from(k.catalog_version).unwrap_or(0)),
+            control_version: known.map_or(0, |k| u32::try_from(k.control_version).unwrap_or(0)),
+        });
+    }
+    // The current database last, as pgstrata's stanza info orders them.
+    if let Some(i) = db_history.iter().position(|d| d.id == archive.current.id) {
+        let current = db_history.remove(i);
+        db_history.push(current);
+    }
+    for _ in 0..100 {
+        match crate::lease::Lease::acquire(&store, &layout, index, "adopt", crate::lease::LEASE_TIME).await {
+            Ok(lease) => {
+                let result = adopt_under_lease(target, &store, &layout, db_history.clone(), &lease).await;
+                lease.release().await;
+                let (info, key) = result?;
+                return Ok(Some(Repo { index, store, layout, info, key }));
+            }
+            // Another process is creating it (or a backup holds the lease): it may be there now.
+            Err(e) if e.code == ErrorCode::LockAcquire => {
+                if let Some(info) = load_stanza_info(&store, &layout).await? {
+                    let key = unlock(target, &info)?;
+                    return Ok(Some(Repo { index, store, layout, info, key }));
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            Err(e) if e.code == ErrorCode::Access => {
+                tracing::info!(
+                    "repo{index}: pgBackRest's stanza '{stanza}' is read as it is (this host may not write there)"
+                );
+                let info = StanzaInfo { stanza, created: 0, cipher: CipherInfo::None, db_history };
+                return Ok(Some(Repo { index, store, layout, info, key: None }));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Err(CliError::new(
+        ErrorCode::LockAcquire,
+        format!(
+            "repo{index}: pgBackRest's stanza '{stanza}' is being taken over by another process that does not finish"
+        ),
+    ))
+}
+
+async fn adopt_under_lease(
+    target: &RepoTarget,
+    store: &RepoStore,
+    layout: &StanzaLayout,
+    db_history: Vec<DbEntry>,
+    lease: &crate::lease::Lease,
+) -> CliResult<(StanzaInfo, Option<DataKey>)> {
+    if let Some(info) = load_stanza_info(store, layout).await? {
+        let key = unlock(target, &info)?;
+        return Ok((info, key));
+    }
+    let (cipher, key) = match target.cipher.kind.as_str() {
+        "aes-256-gcm" | "aes-256-cbc" => {
+            let pass = passphrase(target)?.expose().to_string();
+            let key = DataKey::generate();
+            let wrapped = pgstrata_repo_format::WrappedKey::wrap(
+                &key,
+                pass.as_bytes(),
+                pgstrata_repo_format::KdfParams::DEFAULT,
+            )?;
+            (CipherInfo::Aes256Gcm { key: wrapped }, Some(key))
+        }
+        _ => (CipherInfo::None, None),
+    };
+    let created = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(0))
+        .unwrap_or(0);
+    let stanza = layout.stanza().to_string();
+    let info = StanzaInfo { stanza: stanza.clone(), created, cipher, db_history };
+    let repo = Repo { index: target.index, store: store.clone(), layout: layout.clone(), info, key };
+    lease.check()?;
+    // The catalog first: a stanza info never exists without one.
+    repo.save_catalog(&BackupCatalog::default(), BlobSettings::default(), &CatalogVersion(None)).await?;
+    lease.check()?;
+    save_stanza_info(store, layout, &repo.info).await?;
+    tracing::warn!(
+        "repo{}: stanza '{stanza}' was made by pgBackRest: pgstrata continues it in place, its own objects under \
+         stanza/{stanza}/ beside pgBackRest's (whose backups and WAL stay readable by both tools)",
+        target.index
+    );
+    Ok((repo.info, repo.key))
 }
 
 /// The data key of an encrypted stanza, checked against `repoN-cipher-type` / `-cipher-pass`.

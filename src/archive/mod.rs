@@ -379,7 +379,7 @@ fn get_sync(request: &ArchiveRequest, name: &WalFileName, dest: &Path) -> CliRes
             let attempt = async {
                 // pgstrata's archive first; then pgBackRest's, which a repository taken over
                 // from pgBackRest holds beside it (its stanza may exist only there).
-                use crate::pgbackrest_archive::{Found, fetch};
+                use crate::pgbackrest::archive::{Found, fetch};
                 let ours = match open_repo(target, &request.stanza).await {
                     Ok(repo) => Ok(fetch_from(&repo, name, request.workers, cluster.as_ref()).await?),
                     // No pgstrata stanza here: pgBackRest's may be (its error stands if not).
@@ -390,7 +390,7 @@ fn get_sync(request: &ArchiveRequest, name: &WalFileName, dest: &Path) -> CliRes
                     return Ok(Some(plain));
                 }
                 let store = target.store()?;
-                match (fetch(&store, target, &request.stanza, name, cluster.as_ref()).await?, ours) {
+                match (fetch(target.pgbackrest(&store), &request.stanza, name, cluster.as_ref()).await?, ours) {
                     (Found::Segment(plain), _) => Ok(Some(plain)),
                     (Found::Missing, _) | (Found::NoArchive, Ok(_)) => Ok(None),
                     (Found::NoArchive, Err(missing)) => Err(missing),

@@ -428,13 +428,13 @@ async fn write_sparse(
 }
 
 /// The directory a file goes in, reached without following a link, and its name.
-fn place(anchors: &Anchors, local: &Path) -> CliResult<Parent> {
+pub(super) fn place(anchors: &Anchors, local: &Path) -> CliResult<Parent> {
     anchors.parent(local).map_err(|e| io(local, "reach", e))
 }
 
 /// Where a file is written: straight under its name into an empty directory, under a temporary
 /// name beside it when it replaces a file in place (`--delta`).
-fn output_at(at: &Parent, delta: bool) -> CliResult<Parent> {
+pub(super) fn output_at(at: &Parent, delta: bool) -> CliResult<Parent> {
     if !delta {
         return at.sibling(at.name.clone()).map_err(|e| io(Path::new(&at.name), "open", e));
     }
@@ -442,8 +442,8 @@ fn output_at(at: &Parent, delta: bool) -> CliResult<Parent> {
 }
 
 /// A file restore created and holds open.
-struct Output {
-    file: std::fs::File,
+pub(super) struct Output {
+    pub(super) file: std::fs::File,
     /// The file was created with its recorded mode, and the umask took nothing from it: no
     /// separate change of mode needed (one metadata update per file fewer).
     mode_exact: bool,
@@ -451,7 +451,7 @@ struct Output {
 
 /// Creates the output file of a job (truncating a leftover of an interrupted attempt; never
 /// through a link at the name).
-fn create_output(out: &Parent, local: &Path, mode: u32) -> CliResult<Output> {
+pub(super) fn create_output(out: &Parent, local: &Path, mode: u32) -> CliResult<Output> {
     let create = OFlags::WRONLY | OFlags::CREATE;
     match out.open(create | OFlags::EXCL, mode & 0o777) {
         Ok(file) => Ok(Output { file, mode_exact: owner::created_with(mode) }),
@@ -494,7 +494,7 @@ fn write_whole(job: &FileJob, plain: &[u8], options: &FileOptions) -> CliResult<
 /// Sets a written file's owner, mode and time through its descriptor and, when it was written
 /// under a temporary name, renames it into place within the directory it was reached in (the
 /// filesystems are synced once at the end of the restore, before it reports success).
-fn finish_file(
+pub(super) fn finish_file(
     output: Output,
     (out, at): (&Parent, &Parent),
     local: &Path,
@@ -514,7 +514,7 @@ fn finish_file(
 
 /// A file found right in place keeps its bytes and gets its recorded owner and mode, through
 /// a descriptor (never through a link).
-fn keep_in_place(at: &Parent, local: &Path, entry: &FileEntry, as_root: bool) -> CliResult<()> {
+pub(super) fn keep_in_place(at: &Parent, local: &Path, entry: &FileEntry, as_root: bool) -> CliResult<()> {
     let file = open_in_place(at, OFlags::RDONLY).ok_or_else(|| {
         CliError::new(ErrorCode::FileRead, format!("unable to open {}: it changed during the restore", local.display()))
     })?;
@@ -626,7 +626,7 @@ async fn restore_file(
 
 /// Opens the regular file in place (a delta restore), never through a link and without
 /// blocking on a pipe planted there; `None` when there is none.
-fn open_in_place(at: &Parent, flags: OFlags) -> Option<std::fs::File> {
+pub(super) fn open_in_place(at: &Parent, flags: OFlags) -> Option<std::fs::File> {
     let file = at.open(flags | OFlags::NONBLOCK, 0).ok()?;
     let meta = file.metadata().ok()?;
     meta.is_file().then_some(file)

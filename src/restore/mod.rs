@@ -15,7 +15,7 @@
 use std::path::{Path, PathBuf};
 
 use futures::StreamExt;
-use pgstrata_repo_format::meta::ManifestEntry;
+use pgstrata_repo_format::meta::{ManifestEntry, ManifestHeader};
 
 use crate::anchor::Anchors;
 use crate::durable;
@@ -27,6 +27,7 @@ mod files;
 mod guard;
 pub(crate) mod owner;
 mod paged;
+mod pgbackrest;
 mod plan;
 mod recovery;
 mod select;
@@ -73,22 +74,68 @@ pub fn run(request: &RestoreRequest) -> CliResult<()> {
 }
 
 async fn restore(request: &RestoreRequest) -> CliResult<()> {
-    let (stanza, data, workers, recovery) =
-        (&request.stanza, request.data.as_path(), request.workers, &request.recovery);
+    let stanza = &request.stanza;
     let repo = open_repo(&request.repo, stanza).await?;
-    let catalog = repo.load_catalog().await?;
-    let backup = target::choose_backup(&repo, &catalog, recovery, request.set.as_deref()).await?;
+    let mut catalog = repo.load_catalog().await?;
+    // pgBackRest's backups in the same repository (a repository taken over from pgBackRest)
+    // are candidates alike: the recovery target picks among both.
+    let foreign = crate::pgbackrest::backup_info(request.repo.pgbackrest(&repo.store), stanza).await?;
+    if let Some(info) = &foreign {
+        merge_catalog(&mut catalog, info, &repo);
+    }
+    let backup = target::choose_backup(&repo, &catalog, &request.recovery, request.set.as_deref()).await?;
+    let label = backup.label.to_string();
+    match foreign.filter(|info| info.backups.iter().any(|b| b.label == label)) {
+        Some(info) => restore_pgbackrest(request, &repo, &info, &backup).await,
+        None => restore_own(request, &repo, &catalog, &backup).await,
+    }
+}
+
+/// Adds pgBackRest's backups to pgstrata's catalog (by start time), each under pgstrata's id of
+/// the same database; one whose database pgstrata's stanza does not know is left out.
+fn merge_catalog(
+    catalog: &mut pgstrata_repo_format::meta::BackupCatalog,
+    info: &pgstrata_repo_format::pgbackrest::BackupInfo,
+    repo: &crate::repo::Repo,
+) {
+    for b in &info.backups {
+        if catalog.backups.iter().any(|c| c.label.to_string() == b.label) {
+            continue;
+        }
+        let db = info.history.iter().find(|d| d.id == b.db_id).unwrap_or(&info.current);
+        let ours =
+            repo.info.db_history.iter().find(|d| d.system_id == db.system_id && d.pg_version.to_string() == db.version);
+        match ours.and_then(|d| pgbackrest::catalog_entry(b, d.id)) {
+            Some(entry) => catalog.backups.push(entry),
+            None => tracing::warn!(
+                "pgBackRest's backup {} (PostgreSQL {}, system id {}) is not of a database of this stanza: left out",
+                b.label,
+                db.version,
+                db.system_id
+            ),
+        }
+    }
+    catalog.backups.sort_by_key(|b| (b.timestamp_start, b.label.to_string()));
+}
+
+/// What the restore found and planned before anything is written.
+struct Prepared {
+    existing: Existing,
+    delta: bool,
+    preserved: Option<recovery::RecoveryState>,
+    plan: RestorePlan,
+    selection: select::Selection,
+    tree: tree::RestoreTree,
+}
+
+/// Checks the directories and plans where everything goes, from the manifest's header.
+fn prepare(request: &RestoreRequest, header: &ManifestHeader) -> CliResult<Prepared> {
+    let data = request.data.as_path();
     let existing = guard::check_data_dir(data, request.delta || request.force)?;
     let delta = existing == Existing::Delta;
-    let preserved = (recovery.goal == Goal::Preserve).then(|| recovery::RecoveryState::read(data));
-    tracing::info!("repo{}: restore backup set {}", repo.index, backup.label);
-
-    // First pass over the manifest: where everything goes, directories and links; checked
-    // whole (paths, checksum) before anything is written.
-    let mut manifest = ManifestStream::open(&repo, &backup).await?;
-    let header = manifest.header()?.clone();
-    let mut plan = RestorePlan::new(&header, data, &request.placement)?;
-    let selection = select::Selection::new(&header, &request.db_include, &request.db_exclude)?;
+    let preserved = (request.recovery.goal == Goal::Preserve).then(|| recovery::RecoveryState::read(data));
+    let plan = RestorePlan::new(header, data, &request.placement)?;
+    let selection = select::Selection::new(header, &request.db_include, &request.db_exclude)?;
     if !selection.zeroed.is_empty() {
         let names: Vec<String> = header
             .databases
@@ -101,62 +148,138 @@ async fn restore(request: &RestoreRequest) -> CliResult<()> {
             names.join(", ")
         );
     }
-    let mut tree = tree::RestoreTree::new(&plan, delta);
+    let tree = tree::RestoreTree::new(&plan, delta);
+    Ok(Prepared { existing, delta, preserved, plan, selection, tree })
+}
+
+/// Once every entry is in the tree: the last checks, then the directories change — the marker,
+/// the control file withdrawn (delta), directories and links made, extras removed (delta).
+fn begin(p: &mut Prepared, data: &Path, label: &str) -> CliResult<(ControlFile, std::sync::Arc<Anchors>)> {
+    p.tree.settle_links(&mut p.plan);
+    p.plan.check_link_map()?;
+    guard::check_tablespaces(&p.plan, &p.tree.tablespace_dirs, p.existing)?;
+    std::fs::create_dir_all(data).map_err(|e| owner::io(data, "create", e))?;
+    durable::write(&data.join(guard::MARKER), label.as_bytes(), 0o600)?;
+    let control = ControlFile::new(data);
+    if p.delta {
+        control.withdraw(data)?;
+    }
+    // From here on every path is reached from these directories without following a link.
+    let anchors = std::sync::Arc::new(p.tree.build(&p.plan, owner::am_root())?);
+    if p.delta {
+        p.tree.remove_extras(&p.plan, &anchors)?;
+    }
+    Ok((control, anchors))
+}
+
+/// After the files: everything synced, the recovery settings written, `pg_control` put in
+/// place, the marker removed.
+fn complete(
+    request: &RestoreRequest,
+    p: Prepared,
+    (control, anchors): (ControlFile, std::sync::Arc<Anchors>),
+    summary: files::FilesSummary,
+    label: &str,
+) -> CliResult<()> {
+    let data = request.data.as_path();
+    // Every file and directory written, on disk, before the restore can count as done.
+    durable::sync_filesystems(std::iter::once(data).chain(p.plan.roots.values().map(PathBuf::as_path)))?;
+    if p.delta {
+        summary.report_delta();
+    }
+    recovery::rewrite_tablespace_map(&p.plan, data)?;
+    recovery::write_recovery(request, p.preserved)?;
+    control.put_in_place(&anchors)?;
+    let marker = data.join(guard::MARKER);
+    std::fs::remove_file(&marker).map_err(|e| owner::io(&marker, "remove", e))?;
+    durable::sync_dir(data)?;
+    tracing::info!("restore size = {}, backup set {label}", crate::progress::human(summary.bytes));
+    Ok(())
+}
+
+fn file_options(
+    p: &Prepared,
+    request: &RestoreRequest,
+    anchors: &std::sync::Arc<Anchors>,
+    frame_size: u64,
+) -> files::FileOptions {
+    files::FileOptions {
+        anchors: std::sync::Arc::clone(anchors),
+        delta: p.delta,
+        compare: files::Compare::chosen(request.delta, request.force),
+        as_root: owner::am_root(),
+        frame_size,
+        workers: request.workers,
+    }
+}
+
+/// Restores one of pgstrata's own backups.
+async fn restore_own(
+    request: &RestoreRequest,
+    repo: &crate::repo::Repo,
+    catalog: &pgstrata_repo_format::meta::BackupCatalog,
+    backup: &pgstrata_repo_format::meta::CatalogEntry,
+) -> CliResult<()> {
+    tracing::info!("repo{}: restore backup set {}", repo.index, backup.label);
+    // First pass over the manifest: where everything goes, directories and links; checked
+    // whole (paths, checksum) before anything is written.
+    let mut manifest = ManifestStream::open(repo, backup).await?;
+    let header = manifest.header()?.clone();
+    let mut p = prepare(request, &header)?;
     while let Some(entry) = manifest.next().await? {
-        tree.add(&mut plan, &entry)?;
+        p.tree.add(&mut p.plan, &entry)?;
     }
     // archive-copy: the WAL the backup stored, written into pg_wal after the other files.
     for entry in &header.wal_copy {
-        tree.add(&mut plan, &ManifestEntry::File(entry.clone()))?;
+        p.tree.add(&mut p.plan, &ManifestEntry::File(entry.clone()))?;
     }
-    tree.settle_links(&mut plan);
-    plan.check_link_map()?;
-    guard::check_tablespaces(&plan, &tree.tablespace_dirs, existing)?;
-
-    // From here on the directories change: the marker says a restore is under way.
-    std::fs::create_dir_all(data).map_err(|e| owner::io(data, "create", e))?;
-    durable::write(&data.join(guard::MARKER), backup.label.to_string().as_bytes(), 0o600)?;
-    let control = ControlFile::new(data);
-    if delta {
-        control.withdraw(data)?;
-    }
-    let as_root = owner::am_root();
-    // From here on every path is reached from these directories without following a link.
-    let anchors = std::sync::Arc::new(tree.build(&plan, as_root)?);
-    if delta {
-        tree.remove_extras(&plan, &anchors)?;
-    }
+    let label = backup.label.to_string();
+    let (control, anchors) = begin(&mut p, &request.data, &label)?;
     // Second pass: the files, streamed into the jobs.
-    let compare = files::Compare::chosen(request.delta, request.force);
-    let frame_size = header.settings.frame_size.max(1);
-    let options =
-        files::FileOptions { anchors: std::sync::Arc::clone(&anchors), delta, compare, as_root, frame_size, workers };
-    let refs = crate::chain::References::new(&repo, &catalog, backup.label.clone());
+    let options = file_options(&p, request, &anchors, header.settings.frame_size.max(1));
+    let refs = crate::chain::References::new(repo, catalog, backup.label.clone());
     let wal_copy = header.wal_copy.iter().map(|entry| {
         Ok(files::FileJob {
-            local: plan.local(&entry.path)?,
+            local: p.plan.local(&entry.path)?,
             entry: entry.clone(),
             from: backup.label.clone(),
             paged: None,
             zeroed: false,
         })
     });
-    let jobs = file_jobs(manifest.reopen().await?, refs, (&plan, &selection, &backup.label), &control)
-        .chain(futures::stream::iter(wal_copy.collect::<Vec<CliResult<files::FileJob>>>()));
-    let summary = files::restore_files(&repo, jobs, tree.bytes, options).await?;
-    // Every file and directory written, on disk, before the restore can count as done.
-    durable::sync_filesystems(std::iter::once(data).chain(plan.roots.values().map(PathBuf::as_path)))?;
-    if delta {
-        summary.report_delta();
+    let wal_copy: Vec<CliResult<files::FileJob>> = wal_copy.collect();
+    let jobs = file_jobs(manifest.reopen().await?, refs, (&p.plan, &p.selection, &backup.label), &control)
+        .chain(futures::stream::iter(wal_copy));
+    let summary = files::restore_files(repo, jobs, p.tree.bytes, options).await?;
+    complete(request, p, (control, anchors), summary, &label)
+}
+
+/// Restores a backup pgBackRest made, from its manifest and files.
+async fn restore_pgbackrest(
+    request: &RestoreRequest,
+    repo: &crate::repo::Repo,
+    info: &pgstrata_repo_format::pgbackrest::BackupInfo,
+    backup: &pgstrata_repo_format::meta::CatalogEntry,
+) -> CliResult<()> {
+    let label = backup.label.to_string();
+    tracing::info!("repo{}: restore backup set {label} (made by pgBackRest)", repo.index);
+    let access = request.repo.pgbackrest(&repo.store);
+    let manifest = crate::pgbackrest::manifest(access, &request.stanza, info, &label).await?;
+    let (header, entries) = pgbackrest::convert(&manifest, backup.db_id)?;
+    let mut p = prepare(request, &header)?;
+    for entry in &entries {
+        p.tree.add(&mut p.plan, entry)?;
     }
-    recovery::rewrite_tablespace_map(&plan, data)?;
-    recovery::write_recovery(request, preserved)?;
-    control.put_in_place(&anchors)?;
-    let marker = data.join(guard::MARKER);
-    std::fs::remove_file(&marker).map_err(|e| owner::io(&marker, "remove", e))?;
-    durable::sync_dir(data)?;
-    tracing::info!("restore size = {}, backup set {}", crate::progress::human(summary.bytes), backup.label);
-    Ok(())
+    let (control, anchors) = begin(&mut p, &request.data, &label)?;
+    let mut jobs = Vec::with_capacity(manifest.files.len());
+    for file in &manifest.files {
+        let local = control.place(&file.name, p.plan.local(&file.name)?);
+        jobs.push(pgbackrest::Job { zeroed: p.selection.zeroes(&file.name), file: file.clone(), local });
+    }
+    drop(entries);
+    let options = file_options(&p, request, &anchors, 1);
+    let summary = pgbackrest::restore_files(&repo.store, &request.stanza, manifest, jobs, options).await?;
+    complete(request, p, (control, anchors), summary, &label)
 }
 
 /// `global/pg_control`, restored under another name and put in place when everything else is:

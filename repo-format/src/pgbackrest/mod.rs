@@ -16,6 +16,10 @@
 //!   passphrase (`repoN-cipher-pass`) and carry in `[cipher] cipher-pass` the passphrase of what
 //!   they describe (the archive's files, or a backup's manifest).
 
+pub mod blockmap;
+pub mod manifest;
+pub mod stream;
+
 use cbc::cipher::{BlockModeDecrypt, BlockModeEncrypt, KeyIvInit, block_padding::Pkcs7};
 use sha1::{Digest, Sha1};
 
@@ -24,8 +28,8 @@ use crate::error::{FormatError, Result};
 /// The repository format pgBackRest 2.x writes (`backrest-format`).
 pub const REPOSITORY_FORMAT: u64 = 5;
 /// The magic of OpenSSL's salted format.
-const SALTED: &[u8; 8] = b"Salted__";
-const SALT_LEN: usize = 8;
+pub(crate) const SALTED: &[u8; 8] = b"Salted__";
+pub(crate) const SALT_LEN: usize = 8;
 
 /// An info file's values, in file order, as written (JSON text), without the checksum.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -128,6 +132,159 @@ impl InfoFile {
     pub fn section(&self, name: &str) -> &[(String, String)] {
         self.sections.iter().find(|(s, _)| s == name).map_or(&[], |(_, v)| v.as_slice())
     }
+
+    /// Removes a key; a section left empty goes (pgBackRest writes no empty section).
+    pub fn remove(&mut self, section: &str, key: &str) -> bool {
+        let Some(i) = self.sections.iter().position(|(s, _)| s == section) else { return false };
+        let before = self.sections[i].1.len();
+        self.sections[i].1.retain(|(k, _)| k != key);
+        let removed = self.sections[i].1.len() != before;
+        if self.sections[i].1.is_empty() {
+            self.sections.remove(i);
+        }
+        removed
+    }
+
+    /// The file as pgBackRest writes it: each section's `key=value` lines, a blank line between
+    /// sections, and last the `[backrest]` section of the checksum — the SHA-1 of the values
+    /// rendered as [`parse`](Self::parse) checks them.
+    pub fn render(&self) -> String {
+        let mut text = String::new();
+        let mut rendered = String::from("{");
+        for (n, (section, values)) in self.sections.iter().enumerate() {
+            if n > 0 {
+                text.push('\n');
+                rendered.push_str("},");
+            }
+            text.push_str(&format!("[{section}]\n"));
+            rendered.push_str(&format!("\"{section}\":{{"));
+            for (i, (key, value)) in values.iter().enumerate() {
+                text.push_str(&format!("{key}={value}\n"));
+                if i > 0 {
+                    rendered.push(',');
+                }
+                rendered.push_str(&serde_json::Value::String(key.clone()).to_string());
+                rendered.push(':');
+                rendered.push_str(value);
+            }
+        }
+        rendered.push_str("}}");
+        let checksum = crate::hex::encode(&Sha1::digest(rendered.as_bytes()));
+        text.push_str(&format!("\n[backrest]\nbackrest-checksum=\"{checksum}\"\n"));
+        text
+    }
+}
+
+/// One database of a stanza's history as `backup.info` records it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BackupDb {
+    pub id: u32,
+    pub system_id: u64,
+    pub version: String,
+    pub catalog_version: u64,
+    pub control_version: u64,
+}
+
+/// One backup of `backup.info`'s `[backup:current]`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BackupEntry {
+    pub label: String,
+    /// `full`, `diff`, `incr`.
+    pub backup_type: String,
+    pub prior: Option<String>,
+    pub references: Vec<String>,
+    pub archive_start: Option<String>,
+    pub archive_stop: Option<String>,
+    pub lsn_start: Option<String>,
+    pub lsn_stop: Option<String>,
+    pub timestamp_start: i64,
+    pub timestamp_stop: i64,
+    pub db_id: u32,
+    pub size: u64,
+    pub size_delta: u64,
+    pub repo_size: u64,
+    pub repo_size_delta: u64,
+    pub error: bool,
+    pub backrest_version: Option<String>,
+    pub annotation: Option<serde_json::Value>,
+}
+
+/// What `backup.info` says: the databases, the backups, and the passphrase of the backups'
+/// manifests when the repository is encrypted. The file itself is kept to be written back
+/// (expire) exactly as pgBackRest writes it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BackupInfo {
+    pub current: BackupDb,
+    pub history: Vec<BackupDb>,
+    pub backups: Vec<BackupEntry>,
+    pub cipher_pass: Option<String>,
+    pub file: InfoFile,
+}
+
+impl BackupInfo {
+    /// Reads `backup.info` (decrypted already when the repository is encrypted).
+    pub fn parse(text: &str, what: &str) -> Result<Self> {
+        let file = InfoFile::parse(text, what)?;
+        let missing = |key: &str| FormatError::corrupt(what, format!("[db] has no {key}"));
+        let current = BackupDb {
+            id: file.get_u64("db", "db-id").and_then(|v| u32::try_from(v).ok()).ok_or_else(|| missing("db-id"))?,
+            system_id: file.get_u64("db", "db-system-id").ok_or_else(|| missing("db-system-id"))?,
+            version: file.get_str("db", "db-version").ok_or_else(|| missing("db-version"))?,
+            catalog_version: file.get_u64("db", "db-catalog-version").unwrap_or(0),
+            control_version: file.get_u64("db", "db-control-version").unwrap_or(0),
+        };
+        let mut history = Vec::new();
+        for (id, value) in file.section("db:history") {
+            let v: serde_json::Value =
+                serde_json::from_str(value).map_err(|e| FormatError::corrupt(what, format!("db:history {id}: {e}")))?;
+            let bad = || FormatError::corrupt(what, format!("db:history {id} is incomplete"));
+            history.push(BackupDb {
+                id: id.parse().map_err(|_| bad())?,
+                system_id: v["db-system-id"].as_u64().ok_or_else(bad)?,
+                version: v["db-version"].as_str().ok_or_else(bad)?.to_string(),
+                catalog_version: v["db-catalog-version"].as_u64().unwrap_or(0),
+                control_version: v["db-control-version"].as_u64().unwrap_or(0),
+            });
+        }
+        let mut backups = Vec::new();
+        for (label, value) in file.section("backup:current") {
+            let v: serde_json::Value =
+                serde_json::from_str(value).map_err(|e| FormatError::corrupt(what, format!("backup {label}: {e}")))?;
+            let bad = |k: &str| FormatError::corrupt(what, format!("backup {label} has no {k}"));
+            let text = |k: &str| v[k].as_str().map(str::to_string);
+            let num = |k: &str| v[k].as_u64().ok_or_else(|| bad(k));
+            backups.push(BackupEntry {
+                label: label.clone(),
+                backup_type: text("backup-type").ok_or_else(|| bad("backup-type"))?,
+                prior: text("backup-prior"),
+                references: v["backup-reference"]
+                    .as_array()
+                    .map(|a| a.iter().filter_map(|r| r.as_str().map(str::to_string)).collect())
+                    .unwrap_or_default(),
+                archive_start: text("backup-archive-start"),
+                archive_stop: text("backup-archive-stop"),
+                lsn_start: text("backup-lsn-start"),
+                lsn_stop: text("backup-lsn-stop"),
+                timestamp_start: v["backup-timestamp-start"].as_i64().ok_or_else(|| bad("backup-timestamp-start"))?,
+                timestamp_stop: v["backup-timestamp-stop"].as_i64().ok_or_else(|| bad("backup-timestamp-stop"))?,
+                db_id: u32::try_from(num("db-id")?).map_err(|_| bad("db-id"))?,
+                size: num("backup-info-size")?,
+                size_delta: num("backup-info-size-delta")?,
+                repo_size: num("backup-info-repo-size")?,
+                repo_size_delta: num("backup-info-repo-size-delta")?,
+                error: v["backup-error"].as_bool().unwrap_or(false),
+                backrest_version: text("backrest-version"),
+                annotation: v.get("backup-annotation").cloned(),
+            });
+        }
+        Ok(Self { current, history, backups, cipher_pass: file.get_str("cipher", "cipher-pass"), file })
+    }
+
+    /// Removes a backup from `[backup:current]`; the file renders without it.
+    pub fn remove_backup(&mut self, label: &str) {
+        self.file.remove("backup:current", label);
+        self.backups.retain(|b| b.label != label);
+    }
 }
 
 /// One database of a stanza's history, as `archive.info` records it.
@@ -189,7 +346,7 @@ impl ArchiveInfo {
 
 /// OpenSSL's `EVP_BytesToKey` with SHA-1 and one round, for AES-256-CBC: 32 bytes of key, 16
 /// of IV.
-fn bytes_to_key(pass: &[u8], salt: &[u8]) -> ([u8; 32], [u8; 16]) {
+pub(crate) fn bytes_to_key(pass: &[u8], salt: &[u8]) -> ([u8; 32], [u8; 16]) {
     let mut out = Vec::with_capacity(48);
     let mut prev: Vec<u8> = Vec::new();
     while out.len() < 48 {
@@ -235,6 +392,13 @@ pub fn encrypt_cbc(plain: &[u8], pass: &[u8], salt: [u8; SALT_LEN]) -> Vec<u8> {
         Err(_) => out.clear(),
     }
     out
+}
+
+/// Encrypts as pgBackRest does, under a random salt.
+pub fn encrypt_cbc_salted(plain: &[u8], pass: &[u8]) -> Result<Vec<u8>> {
+    let mut salt = [0u8; SALT_LEN];
+    getrandom::fill(&mut salt).map_err(|e| FormatError::corrupt("salt", format!("no randomness: {e}")))?;
+    Ok(encrypt_cbc(plain, pass, salt))
 }
 
 /// Decompresses a whole file as pgBackRest compressed it, by the extension of its name (`gz`,

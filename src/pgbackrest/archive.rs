@@ -11,70 +11,13 @@
 //! and checked against the SHA-1 in its name before anything is written.
 
 use pgstrata_repo_format::pg::{ControlFile, WalFileKind, WalFileName};
-use pgstrata_repo_format::pgbackrest::{ArchiveInfo, decompress, decrypt_cbc, sha1_hex};
-use pgstrata_storage::RepoStore;
+use pgstrata_repo_format::pgbackrest::{decompress, decrypt_cbc, sha1_hex};
 
+use super::Access;
 use crate::error::{CliError, CliResult, ErrorCode};
-use crate::repo::RepoTarget;
 
 /// The largest WAL segment PostgreSQL makes (`--wal-segsize` up to 1 GiB).
 const MAX_SEGMENT: u64 = 1 << 30;
-
-/// Reads `archive.info` (or its copy); `None` when the stanza has no pgBackRest archive.
-async fn archive_info(store: &RepoStore, target: &RepoTarget, stanza: &str) -> CliResult<Option<ArchiveInfo>> {
-    // Behind a repository host, only pgstrata's stanzas are served: no pgBackRest archive there.
-    if matches!(target.storage, Ok(pgstrata_storage::StorageConfig::Given(_))) {
-        return Ok(None);
-    }
-    let key = format!("archive/{stanza}/archive.info");
-    let mut errors = Vec::new();
-    for (i, k) in [key.clone(), format!("{key}.copy")].into_iter().enumerate() {
-        let bytes = match store.get(&k).await {
-            Ok(b) => b,
-            // No main file: no pgBackRest archive (pgBackRest writes the main file before its
-            // copy), so a miss in pgstrata's archive costs one read, not two. The copy stands in
-            // for a main file that is there but damaged.
-            Err(e) if e.is_not_found() && i == 0 => return Ok(None),
-            Err(e) if e.is_not_found() => continue,
-            // Credentials limited to pgstrata's keys: no pgBackRest archive this reader can see.
-            Err(pgstrata_storage::StorageError::PermissionDenied { .. }) => return Ok(None),
-            Err(e) => return Err(e.into()),
-        };
-        let plain = if bytes.starts_with(b"Salted__") {
-            let pass = crate::repo::passphrase(target).map_err(|e| {
-                CliError::new(
-                    ErrorCode::Crypto,
-                    format!("pgBackRest's archive.info in repo{} is encrypted: {}", target.index, e.message),
-                )
-            })?;
-            match decrypt_cbc(&bytes, pass.expose().as_bytes(), &k) {
-                Ok(p) => p,
-                Err(e @ pgstrata_repo_format::FormatError::WrongPassphrase) => return Err(e.into()),
-                Err(e) => {
-                    errors.push(e.to_string());
-                    continue;
-                }
-            }
-        } else {
-            bytes.to_vec()
-        };
-        match std::str::from_utf8(&plain)
-            .map_err(|e| e.to_string())
-            .and_then(|t| ArchiveInfo::parse(t, &k).map_err(|e| e.to_string()))
-        {
-            Ok(info) => return Ok(Some(info)),
-            Err(e) => errors.push(e),
-        }
-    }
-    if errors.is_empty() {
-        Ok(None)
-    } else {
-        Err(CliError::new(
-            ErrorCode::Format,
-            format!("unable to read pgBackRest's {key} or its copy: {}", errors.join("; ")),
-        ))
-    }
-}
 
 /// What pgBackRest's archive had to say of a segment.
 #[derive(Debug)]
@@ -88,13 +31,12 @@ pub enum Found {
 
 /// Segment `name` from pgBackRest's archive of `stanza` in the repository.
 pub async fn fetch(
-    store: &RepoStore,
-    target: &RepoTarget,
+    access: Access<'_>,
     stanza: &str,
     name: &WalFileName,
     cluster: Option<&ControlFile>,
 ) -> CliResult<Found> {
-    let Some(info) = archive_info(store, target, stanza).await? else { return Ok(Found::NoArchive) };
+    let Some(info) = super::archive_info(access, stanza).await? else { return Ok(Found::NoArchive) };
     if !matches!(name.kind, WalFileKind::Segment | WalFileKind::Partial) {
         return Ok(Found::Missing);
     }
@@ -109,7 +51,8 @@ pub async fn fetch(
     let text = name.to_string();
     let dir = format!("archive/{stanza}/{}/{}/", db.archive_id(), &text[..16.min(text.len())]);
     let wanted = format!("{text}-");
-    let Some(object) = store
+    let Some(object) = access
+        .store
         .list_files(&dir)
         .await?
         .into_iter()
@@ -128,7 +71,7 @@ pub async fn fetch(
     let file = object.key.rsplit('/').next().unwrap_or_default().to_string();
     let sha1 =
         file.strip_prefix(&wanted).map(|r| r.split('.').next().unwrap_or_default().to_string()).unwrap_or_default();
-    let stored = store.get(&object.key).await?;
+    let stored = access.store.get(&object.key).await?;
     let opened = match &info.cipher_pass {
         Some(pass) => decrypt_cbc(&stored, pass.as_bytes(), &object.key)?,
         None => stored.to_vec(),
@@ -140,6 +83,6 @@ pub async fn fetch(
             format!("{}: the content's SHA-1 is not the {sha1} its name says", object.key),
         ));
     }
-    tracing::info!("found {name} in pgBackRest's archive {} of repo{}", db.archive_id(), target.index);
+    tracing::info!("found {name} in pgBackRest's archive {} of repo{}", db.archive_id(), access.index);
     Ok(Found::Segment(plain))
 }

@@ -1,0 +1,162 @@
+//! A pgBackRest repository pgstrata was pointed at (issue 25): pgBackRest's objects
+//! (`archive/<stanza>/...`, `backup/<stanza>/...`) lie beside pgstrata's (`stanza/<stanza>/...`)
+//! under the repository's path. This module reads them as pgBackRest writes them — the info
+//! files (decrypted with the repository's passphrase), the backups' manifests (with the
+//! passphrase `backup.info` holds), and the files of a backup — and writes back only what
+//! pgBackRest's own `expire` would (`backup.info`, with its checksum, encrypted as it was).
+//!
+//! Behind a repository host (`repoN-host`) only pgstrata's stanzas are served: there is no
+//! pgBackRest repository to see, and none is looked for.
+
+pub mod archive;
+
+use bytes::Bytes;
+use pgstrata_repo_format::pgbackrest::manifest::Manifest;
+use pgstrata_repo_format::pgbackrest::{ArchiveInfo, BackupInfo, decrypt_cbc, encrypt_cbc_salted};
+use pgstrata_storage::{RepoStore, StorageError};
+
+use crate::error::{CliError, CliResult, ErrorCode};
+
+/// How pgBackRest's objects of one repository are reached: its store, its number (for
+/// messages) and the repository's passphrase as configured (`repoN-cipher-pass`), which opens
+/// pgBackRest's info files. Built by `RepoTarget::pgbackrest`.
+#[derive(Clone, Copy, Debug)]
+pub struct Access<'a> {
+    pub store: &'a RepoStore,
+    pub index: u32,
+    /// Whether pgBackRest's objects can be there at all: not behind a repository host
+    /// (`repoN-host`), whose server serves pgstrata's stanzas only.
+    pub visible: bool,
+    /// `none`, `aes-256-cbc`, `aes-256-gcm`.
+    pub cipher: &'a str,
+    pub pass: Option<&'a str>,
+    /// Where the passphrase is set, for the message when it is missing.
+    pub pass_hint: &'a str,
+}
+
+impl Access<'_> {
+    fn repo_pass(&self, what: &str) -> CliResult<&[u8]> {
+        self.pass.map(str::as_bytes).ok_or_else(|| {
+            CliError::new(
+                ErrorCode::Crypto,
+                format!("pgBackRest's {what} in repo{} is encrypted, and no passphrase is configured", self.index),
+            )
+            .hint(self.pass_hint.to_string())
+        })
+    }
+}
+
+/// The largest info file or manifest read (a manifest of a million files is ~200 MB; more is
+/// not a manifest).
+const MAX_INFO: u64 = 1 << 30;
+
+/// Reads an info file (or manifest) and its `.copy`, decrypted with `pass` when it is
+/// encrypted, and parsed by `parse`; `None` when the main file is not there (pgBackRest writes
+/// the main file before its copy, so a missing main file means no such file) or the
+/// credentials may not read it.
+async fn read_twin<T>(
+    access: Access<'_>,
+    key: &str,
+    pass: Option<&[u8]>,
+    parse: impl Fn(&str, &str) -> Result<T, pgstrata_repo_format::FormatError>,
+) -> CliResult<Option<T>> {
+    let mut errors = Vec::new();
+    for (i, k) in [key.to_string(), format!("{key}.copy")].into_iter().enumerate() {
+        let bytes = match access.store.get(&k).await {
+            Ok(b) => b,
+            Err(e) if e.is_not_found() && i == 0 => return Ok(None),
+            Err(e) if e.is_not_found() => continue,
+            Err(StorageError::PermissionDenied { .. }) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        if bytes.len() as u64 > MAX_INFO {
+            errors.push(format!("{k} is larger than {MAX_INFO} bytes"));
+            continue;
+        }
+        let plain = if bytes.starts_with(b"Salted__") {
+            let pass = match pass {
+                Some(p) => p,
+                None => access.repo_pass(&k)?,
+            };
+            match decrypt_cbc(&bytes, pass, &k) {
+                Ok(p) => p,
+                Err(e @ pgstrata_repo_format::FormatError::WrongPassphrase) => return Err(e.into()),
+                Err(e) => {
+                    errors.push(e.to_string());
+                    continue;
+                }
+            }
+        } else {
+            bytes.to_vec()
+        };
+        match std::str::from_utf8(&plain)
+            .map_err(|e| e.to_string())
+            .and_then(|t| parse(t, &k).map_err(|e| e.to_string()))
+        {
+            Ok(v) => {
+                if !errors.is_empty() {
+                    tracing::warn!("pgBackRest's {key} is damaged, using its copy: {}", errors.join("; "));
+                }
+                return Ok(Some(v));
+            }
+            Err(e) => errors.push(e),
+        }
+    }
+    if errors.is_empty() {
+        Ok(None)
+    } else {
+        Err(CliError::new(
+            ErrorCode::Format,
+            format!("unable to read pgBackRest's {key} or its copy: {}", errors.join("; ")),
+        )
+        .hint("a pgBackRest repository pgstrata cannot read is never written beside; check it with pgBackRest"))
+    }
+}
+
+/// `archive/<stanza>/archive.info`; `None` when the stanza has no pgBackRest archive here.
+pub async fn archive_info(access: Access<'_>, stanza: &str) -> CliResult<Option<ArchiveInfo>> {
+    if !access.visible {
+        return Ok(None);
+    }
+    read_twin(access, &format!("archive/{stanza}/archive.info"), None, ArchiveInfo::parse).await
+}
+
+/// `backup/<stanza>/backup.info`; `None` when the stanza has no pgBackRest backups here.
+pub async fn backup_info(access: Access<'_>, stanza: &str) -> CliResult<Option<BackupInfo>> {
+    if !access.visible {
+        return Ok(None);
+    }
+    read_twin(access, &format!("backup/{stanza}/backup.info"), None, BackupInfo::parse).await
+}
+
+/// A backup's manifest, decrypted with the passphrase `backup.info` holds.
+pub async fn manifest(access: Access<'_>, stanza: &str, info: &BackupInfo, label: &str) -> CliResult<Manifest> {
+    let key = format!("backup/{stanza}/{label}/backup.manifest");
+    let pass = info.cipher_pass.as_deref().map(str::as_bytes);
+    let manifest = read_twin(access, &key, pass, Manifest::parse).await?.ok_or_else(|| {
+        CliError::new(ErrorCode::FileMissing, format!("pgBackRest's manifest {key} is missing"))
+            .hint("the backup may have been expired by pgBackRest meanwhile: run info")
+    })?;
+    if manifest.label != label {
+        return Err(CliError::new(
+            ErrorCode::Format,
+            format!("pgBackRest's manifest {key} is of backup {}", manifest.label),
+        ));
+    }
+    Ok(manifest)
+}
+
+/// Writes `backup.info` and its copy back as pgBackRest writes them: the main file, then the
+/// copy, each encrypted under the repository's passphrase when the repository is.
+pub async fn save_backup_info(access: Access<'_>, stanza: &str, info: &BackupInfo, encrypted: bool) -> CliResult<()> {
+    let text = info.file.render();
+    let bytes = if encrypted {
+        Bytes::from(encrypt_cbc_salted(text.as_bytes(), access.repo_pass("backup.info")?)?)
+    } else {
+        Bytes::from(text.into_bytes())
+    };
+    let key = format!("backup/{stanza}/backup.info");
+    access.store.put(&key, bytes.clone()).await?;
+    access.store.put(&format!("{key}.copy"), bytes).await?;
+    Ok(())
+}
