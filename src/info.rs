@@ -124,9 +124,16 @@ async fn view(request: &InfoRequest, target: &RepoTarget, stanza: &str) -> CliRe
     let layout = StanzaLayout::new(stanza)?;
     // Read, never taken: looking cannot make a starting backup fail.
     v.lease = crate::lease::current_holder(&store, &layout).await?;
-    let Some(info) = load_stanza_info(&store, &layout).await? else {
-        v.status = (1, "missing stanza path".into());
-        return Ok(v);
+    let info = match load_stanza_info(&store, &layout).await? {
+        Some(info) => info,
+        // A stanza only pgBackRest has written: continued in place.
+        None => match crate::repo::adopt(target, store.clone(), layout.clone()).await? {
+            Some(repo) => repo.info,
+            None => {
+                v.status = (1, "missing stanza path".into());
+                return Ok(v);
+            }
+        },
     };
     let key = match crate::repo::unlock(target, &info) {
         Ok(k) => k,
@@ -141,10 +148,38 @@ async fn view(request: &InfoRequest, target: &RepoTarget, stanza: &str) -> CliRe
         Ok(c) => v.catalog = c,
         Err(e) => v.status = (3, format!("missing stanza data: {}", e.message)),
     }
+    // pgBackRest's backups and archive in the same repository: one catalog of both.
+    let access = target.pgbackrest(&repo.store);
+    if let Some(foreign) = crate::pgbackrest::backup_info(access, stanza).await? {
+        crate::pgbackrest::merge_catalog(&mut v.catalog, &foreign, &repo.info);
+    }
     for db in &repo.info.db_history {
         let id = archive_id(db.pg_version, db.id);
         let mut min: Option<String> = None;
         let mut max: Option<String> = None;
+        if access.visible {
+            for segment in crate::pgbackrest::archive::segments(access, stanza, &id).await? {
+                v.timelines
+                    .entry((id.clone(), segment.timeline.0))
+                    .and_modify(|r| {
+                        let n = segment.to_string();
+                        if n < r.0 {
+                            r.0 = n.clone();
+                        }
+                        if n > r.1 {
+                            r.1 = n;
+                        }
+                    })
+                    .or_insert_with(|| (segment.to_string(), segment.to_string()));
+                let n = segment.to_string();
+                if min.as_ref().is_none_or(|m| n < *m) {
+                    min = Some(n.clone());
+                }
+                if max.as_ref().is_none_or(|m| n > *m) {
+                    max = Some(n);
+                }
+            }
+        }
         for dir in repo.store.list_dirs(&repo.layout.archive_dir(&id)).await? {
             if dir.len() != 16 {
                 continue;
@@ -432,7 +467,13 @@ async fn stanzas(request: &InfoRequest) -> CliResult<Vec<String>> {
     let mut all = std::collections::BTreeSet::new();
     for target in &request.repos {
         match target.storage()?.open(RetryPolicy::default()) {
-            Ok(store) => all.extend(store.list_dirs("stanza").await?),
+            Ok(store) => {
+                all.extend(store.list_dirs("stanza").await?);
+                // Stanzas only pgBackRest has written.
+                if target.pgbackrest(&store).visible {
+                    all.extend(store.list_dirs("archive").await?);
+                }
+            }
             Err(e) if e.is_not_found() => {}
             Err(e) => return Err(e.into()),
         }

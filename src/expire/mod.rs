@@ -27,6 +27,8 @@ pub struct RepoExpiry {
     /// `--dry-run`: say what would go, remove nothing.
     pub dry_run: bool,
     pub blob: BlobSettings,
+    /// The repository, for pgBackRest's objects in it (their passphrase); none: not looked for.
+    pub target: Option<RepoTarget>,
 }
 
 /// What `expire` was asked for, resolved once by a front end.
@@ -64,8 +66,11 @@ pub fn run(request: &ExpireRequest) -> CliResult<()> {
             let index = target.index;
             let repo = open_repo(target, &request.stanza).await?;
             if let Choice::Set(label) = choice
-                && !repo.load_catalog().await?.backups.iter().any(|b| &b.label == label)
                 && !request.repo_given
+                && !repo.load_catalog().await?.backups.iter().any(|b| &b.label == label)
+                && !crate::pgbackrest::backup_info(target.pgbackrest(&repo.store), &request.stanza)
+                    .await?
+                    .is_some_and(|info| info.backups.iter().any(|b| b.label == label.as_str()))
             {
                 continue;
             }
@@ -95,20 +100,56 @@ pub async fn expire(expiry: &RepoExpiry, repo: &Repo, lease: &Lease, choice: &Ch
     let dry = expiry.dry_run;
     let say = if dry { "[DRY-RUN] " } else { "" };
     let (catalog, read) = repo.load_catalog_for_update().await?;
-    let plan = ExpirePlan::new(&catalog, &expiry.retention, choice, repo.index, crate::runtime::unix_now())?;
+    // pgBackRest's backups in the same repository count alike (a repository taken over from
+    // pgBackRest): one retention over both.
+    let access = repo_access(repo, expiry);
+    let mut foreign = match access {
+        Some(access) => crate::pgbackrest::backup_info(access, repo.layout.stanza()).await?,
+        None => None,
+    };
+    let mut merged = catalog.clone();
+    if let Some(info) = &foreign {
+        crate::pgbackrest::merge_catalog(&mut merged, info, &repo.info);
+    }
+    let is_foreign = |label: &BackupLabel| {
+        foreign.as_ref().is_some_and(|f| f.backups.iter().any(|b| b.label == label.as_str()))
+            && !catalog.backups.iter().any(|b| &b.label == label)
+    };
+    let plan = ExpirePlan::new(&merged, &expiry.retention, choice, repo.index, crate::runtime::unix_now())?;
     plan.warnings.iter().for_each(|w| tracing::warn!("{w}"));
+    let (foreign_expired, own_expired): (Vec<_>, Vec<_>) = plan.expired.iter().partition(|b| is_foreign(&b.label));
     if !plan.expired.is_empty() {
         let labels: Vec<String> =
             plan.expired.iter().map(|b| format!("{} ({})", b.label, b.backup_type.as_str())).collect();
         tracing::info!("{say}repo{}: expire backup set {}", repo.index, labels.join(", "));
-        if !dry {
+        if !dry && !own_expired.is_empty() {
             lease.check()?;
-            repo.save_catalog(&plan.retained, expiry.blob, &read).await?;
+            let mut retained = plan.retained.clone();
+            retained.backups.retain(|b| !is_foreign(&b.label));
+            repo.save_catalog(&retained, expiry.blob, &read).await?;
+        }
+    }
+    // pgBackRest's backups as pgBackRest's expire removes them: backup.info (and its copy)
+    // written without them first, then their directories.
+    if !dry
+        && !foreign_expired.is_empty()
+        && let (Some(info), Some(access)) = (foreign.as_mut(), access)
+    {
+        for b in &foreign_expired {
+            info.remove_backup(b.label.as_str());
+        }
+        lease.check()?;
+        let encrypted = expiry_encrypted(repo, access);
+        crate::pgbackrest::save_backup_info(access, repo.layout.stanza(), info, encrypted).await?;
+        for b in &foreign_expired {
+            lease.check()?;
+            let removed = repo.store.delete_prefix(&format!("backup/{}/{}/", repo.layout.stanza(), b.label)).await?;
+            tracing::info!("repo{}: removed pgBackRest's backup {} ({removed} objects)", repo.index, b.label);
         }
     }
     let history_days = expiry.history_days;
     if !dry {
-        for b in &plan.expired {
+        for b in &own_expired {
             lease.check()?;
             if history_days > 0 {
                 keep_history(repo, &b.label).await;
@@ -121,7 +162,22 @@ pub async fn expire(expiry: &RepoExpiry, repo: &Repo, lease: &Lease, choice: &Ch
         crate::backup::unlisted::remove_unlisted_backups(repo, &plan.retained, true).await?;
         prune_history(repo, history_days).await?;
     }
-    expire_wal(repo, lease, &plan, dry).await
+    expire_wal(repo, lease, &plan, dry, &format!("{}archive", repo.layout.root())).await?;
+    if access.is_some() {
+        expire_wal(repo, lease, &plan, dry, &format!("archive/{}", repo.layout.stanza())).await?;
+    }
+    Ok(())
+}
+
+/// How pgBackRest's objects of the repository are reached, when they can be there.
+fn repo_access<'a>(repo: &'a Repo, expiry: &'a RepoExpiry) -> Option<crate::pgbackrest::Access<'a>> {
+    let access = expiry.target.as_ref()?.pgbackrest(&repo.store);
+    access.visible.then_some(access)
+}
+
+/// Whether pgBackRest's info files in the repository are encrypted (and so written back so).
+fn expiry_encrypted(_repo: &Repo, access: crate::pgbackrest::Access<'_>) -> bool {
+    access.cipher != "none"
 }
 
 /// Keeps an expired backup's manifest (`history/<label>.manifest`), pgBackRest's backup history.
@@ -156,20 +212,19 @@ async fn prune_history(repo: &Repo, days: i64) -> CliResult<()> {
 
 /// Removes the archived WAL the plan no longer needs, directory by directory (memory bounded by
 /// one `<timeline><log>` directory's listing). History files stay.
-async fn expire_wal(repo: &Repo, lease: &Lease, plan: &ExpirePlan, dry: bool) -> CliResult<()> {
+async fn expire_wal(repo: &Repo, lease: &Lease, plan: &ExpirePlan, dry: bool, archive_root: &str) -> CliResult<()> {
     let say = if dry { "[DRY-RUN] " } else { "" };
     let Some((_, from, boundary)) = &plan.wal_from else { return Ok(()) };
     let kept = match boundary {
         Some(label) => format!("WAL kept from {from}, backup {label}, and each retained backup's own range"),
         None => "no backup left to keep WAL from but those marked keep, whose own ranges stay".to_string(),
     };
-    let archive_root = format!("{}archive", repo.layout.root());
-    for archive_id in repo.store.list_dirs(&archive_root).await? {
+    for archive_id in repo.store.list_dirs(archive_root).await? {
         let Some(db_id) = archive_id.rsplit_once('-').and_then(|(_, id)| id.parse::<u32>().ok()) else {
             tracing::warn!("repo{}: {archive_root}/{archive_id} is not an archive id; left alone", repo.index);
             continue;
         };
-        let dir_root = repo.layout.archive_dir(&archive_id);
+        let dir_root = format!("{archive_root}/{archive_id}/");
         let mut removed = Removed::default();
         for dir in repo.store.list_dirs(&dir_root).await? {
             let prefix = format!("{dir_root}{dir}/");

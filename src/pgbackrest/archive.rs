@@ -86,3 +86,26 @@ pub async fn fetch(
     tracing::info!("found {name} in pgBackRest's archive {} of repo{}", db.archive_id(), access.index);
     Ok(Found::Segment(plain))
 }
+
+/// The segments (not `.partial`, history or `.backup` files) of pgBackRest's archive `archive_id`
+/// (`15-1`) of `stanza`, in name order.
+pub async fn segments(access: Access<'_>, stanza: &str, archive_id: &str) -> CliResult<Vec<WalFileName>> {
+    let root = format!("archive/{stanza}/{archive_id}/");
+    let mut out = Vec::new();
+    for dir in access.store.list_dirs(&root).await? {
+        if dir.len() != 16 || !dir.bytes().all(|b| b.is_ascii_hexdigit()) {
+            continue;
+        }
+        for object in access.store.list_files(&format!("{root}{dir}/")).await? {
+            let file = object.key.rsplit('/').next().unwrap_or_default();
+            if let Some(name) = file.get(..24).and_then(|n| n.parse::<WalFileName>().ok())
+                && name.kind == WalFileKind::Segment
+                && file.as_bytes().get(24) == Some(&b'-')
+            {
+                out.push(name);
+            }
+        }
+    }
+    out.sort_by_key(ToString::to_string);
+    Ok(out)
+}

@@ -11,8 +11,11 @@
 pub mod archive;
 
 use bytes::Bytes;
+use pgstrata_repo_format::meta::{BackupCatalog, CatalogEntry, StanzaInfo};
+use pgstrata_repo_format::pg::{Lsn, TimelineId};
 use pgstrata_repo_format::pgbackrest::manifest::Manifest;
-use pgstrata_repo_format::pgbackrest::{ArchiveInfo, BackupInfo, decrypt_cbc, encrypt_cbc_salted};
+use pgstrata_repo_format::pgbackrest::{ArchiveInfo, BackupEntry, BackupInfo, decrypt_cbc, encrypt_cbc_salted};
+use pgstrata_repo_format::{BackupLabel, Sha256Digest};
 use pgstrata_storage::{RepoStore, StorageError};
 
 use crate::error::{CliError, CliResult, ErrorCode};
@@ -159,4 +162,57 @@ pub async fn save_backup_info(access: Access<'_>, stanza: &str, info: &BackupInf
     access.store.put(&key, bytes.clone()).await?;
     access.store.put(&format!("{key}.copy"), bytes).await?;
     Ok(())
+}
+
+/// A backup of `backup.info` as a catalog entry, so the recovery target picks among pgstrata's
+/// and pgBackRest's backups alike. `db_id` is pgstrata's id of the same database.
+pub fn catalog_entry(b: &BackupEntry, db_id: u32) -> Option<CatalogEntry> {
+    let label: BackupLabel = b.label.parse().ok()?;
+    let timeline = b.archive_start.as_deref().and_then(|w| w.get(..8)).and_then(|t| u32::from_str_radix(t, 16).ok());
+    Some(CatalogEntry {
+        label,
+        backup_type: b.backup_type.parse().ok()?,
+        prior: b.prior.as_deref().and_then(|p| p.parse().ok()),
+        references: b.references.iter().filter_map(|r| r.parse().ok()).collect(),
+        db_id,
+        timeline: TimelineId(timeline.unwrap_or(1)),
+        timestamp_start: b.timestamp_start,
+        timestamp_stop: b.timestamp_stop,
+        lsn_start: b.lsn_start.as_deref().and_then(|l| l.parse().ok()).unwrap_or(Lsn(0)),
+        lsn_stop: b.lsn_stop.as_deref().and_then(|l| l.parse().ok()).unwrap_or(Lsn(0)),
+        wal_start: b.archive_start.clone().unwrap_or_default(),
+        wal_stop: b.archive_stop.clone().unwrap_or_default(),
+        size: b.size,
+        delta: b.size_delta,
+        repo_size: b.repo_size,
+        repo_delta: b.repo_size_delta,
+        error: b.error,
+        pgstrata_version: format!("pgBackRest {}", b.backrest_version.as_deref().unwrap_or("?")),
+        manifest_sha256: Sha256Digest([0; 32]),
+        keep: false,
+        annotation: Default::default(),
+    })
+}
+
+/// Adds pgBackRest's backups to pgstrata's catalog (by start time), each under pgstrata's id of
+/// the same database; one whose database pgstrata's stanza does not know is left out.
+pub fn merge_catalog(catalog: &mut BackupCatalog, info: &BackupInfo, stanza: &StanzaInfo) {
+    for b in &info.backups {
+        if catalog.backups.iter().any(|c| c.label.to_string() == b.label) {
+            continue;
+        }
+        let db = info.history.iter().find(|d| d.id == b.db_id).unwrap_or(&info.current);
+        let ours =
+            stanza.db_history.iter().find(|d| d.system_id == db.system_id && d.pg_version.to_string() == db.version);
+        match ours.and_then(|d| catalog_entry(b, d.id)) {
+            Some(entry) => catalog.backups.push(entry),
+            None => tracing::warn!(
+                "pgBackRest's backup {} (PostgreSQL {}, system id {}) is not of a database of this stanza: left out",
+                b.label,
+                db.version,
+                db.system_id
+            ),
+        }
+    }
+    catalog.backups.sort_by_key(|b| (b.timestamp_start, b.label.to_string()));
 }

@@ -81,7 +81,7 @@ async fn restore(request: &RestoreRequest) -> CliResult<()> {
     // are candidates alike: the recovery target picks among both.
     let foreign = crate::pgbackrest::backup_info(request.repo.pgbackrest(&repo.store), stanza).await?;
     if let Some(info) = &foreign {
-        merge_catalog(&mut catalog, info, &repo);
+        crate::pgbackrest::merge_catalog(&mut catalog, info, &repo.info);
     }
     let backup = target::choose_backup(&repo, &catalog, &request.recovery, request.set.as_deref()).await?;
     let label = backup.label.to_string();
@@ -89,33 +89,6 @@ async fn restore(request: &RestoreRequest) -> CliResult<()> {
         Some(info) => restore_pgbackrest(request, &repo, &info, &backup).await,
         None => restore_own(request, &repo, &catalog, &backup).await,
     }
-}
-
-/// Adds pgBackRest's backups to pgstrata's catalog (by start time), each under pgstrata's id of
-/// the same database; one whose database pgstrata's stanza does not know is left out.
-fn merge_catalog(
-    catalog: &mut pgstrata_repo_format::meta::BackupCatalog,
-    info: &pgstrata_repo_format::pgbackrest::BackupInfo,
-    repo: &crate::repo::Repo,
-) {
-    for b in &info.backups {
-        if catalog.backups.iter().any(|c| c.label.to_string() == b.label) {
-            continue;
-        }
-        let db = info.history.iter().find(|d| d.id == b.db_id).unwrap_or(&info.current);
-        let ours =
-            repo.info.db_history.iter().find(|d| d.system_id == db.system_id && d.pg_version.to_string() == db.version);
-        match ours.and_then(|d| pgbackrest::catalog_entry(b, d.id)) {
-            Some(entry) => catalog.backups.push(entry),
-            None => tracing::warn!(
-                "pgBackRest's backup {} (PostgreSQL {}, system id {}) is not of a database of this stanza: left out",
-                b.label,
-                db.version,
-                db.system_id
-            ),
-        }
-    }
-    catalog.backups.sort_by_key(|b| (b.timestamp_start, b.label.to_string()));
 }
 
 /// What the restore found and planned before anything is written.

@@ -17,9 +17,9 @@ use pgstrata_repo_format::meta::{
     BackupSettings, DirEntry, FileData, FileEntry, LinkEntry, ManifestEntry, ManifestHeader, Ownership, Target,
 };
 use pgstrata_repo_format::pg::{Lsn, TimelineId};
+use pgstrata_repo_format::pgbackrest::blockmap;
 use pgstrata_repo_format::pgbackrest::manifest::{self as pgb, Manifest};
 use pgstrata_repo_format::pgbackrest::stream::{Decoder, Sha1Writer, decode_all};
-use pgstrata_repo_format::pgbackrest::{BackupEntry, blockmap};
 use pgstrata_repo_format::{BackupLabel, BackupType, Sha256Digest};
 use pgstrata_storage::RepoStore;
 use rustix::fs::OFlags;
@@ -34,36 +34,6 @@ use crate::error::{CliError, CliResult, ErrorCode};
 const READ: u64 = 4 << 20;
 /// The largest block map or super block read (pgBackRest's block sizes are at most a few MiB).
 const MAX_PIECE: u64 = 64 << 20;
-
-/// A backup of `backup.info` as a catalog entry, so the recovery target picks among pgstrata's
-/// and pgBackRest's backups alike. `db_id` is pgstrata's id of the same database.
-pub fn catalog_entry(b: &BackupEntry, db_id: u32) -> Option<pgstrata_repo_format::meta::CatalogEntry> {
-    let label: BackupLabel = b.label.parse().ok()?;
-    let timeline = b.archive_start.as_deref().and_then(|w| w.get(..8)).and_then(|t| u32::from_str_radix(t, 16).ok());
-    Some(pgstrata_repo_format::meta::CatalogEntry {
-        label,
-        backup_type: b.backup_type.parse().ok()?,
-        prior: b.prior.as_deref().and_then(|p| p.parse().ok()),
-        references: b.references.iter().filter_map(|r| r.parse().ok()).collect(),
-        db_id,
-        timeline: TimelineId(timeline.unwrap_or(1)),
-        timestamp_start: b.timestamp_start,
-        timestamp_stop: b.timestamp_stop,
-        lsn_start: b.lsn_start.as_deref().and_then(|l| l.parse().ok()).unwrap_or(Lsn(0)),
-        lsn_stop: b.lsn_stop.as_deref().and_then(|l| l.parse().ok()).unwrap_or(Lsn(0)),
-        wal_start: b.archive_start.clone().unwrap_or_default(),
-        wal_stop: b.archive_stop.clone().unwrap_or_default(),
-        size: b.size,
-        delta: b.size_delta,
-        repo_size: b.repo_size,
-        repo_delta: b.repo_size_delta,
-        error: b.error,
-        pgstrata_version: format!("pgBackRest {}", b.backrest_version.as_deref().unwrap_or("?")),
-        manifest_sha256: Sha256Digest([0; 32]),
-        keep: false,
-        annotation: Default::default(),
-    })
-}
 
 fn owner(o: &pgb::Owner) -> Ownership {
     Ownership { mode: o.mode, user: o.user.clone(), group: o.group.clone() }
