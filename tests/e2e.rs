@@ -19,6 +19,8 @@ mod hosts;
 mod incremental;
 #[path = "e2e/majors.rs"]
 mod majors;
+#[path = "e2e/migrate.rs"]
+mod migrate;
 #[path = "e2e/monitoring.rs"]
 mod monitoring;
 #[path = "e2e/pitr.rs"]

@@ -9,6 +9,7 @@
 //! pgBackRest repository to see, and none is looked for.
 
 pub mod archive;
+pub mod files;
 
 use bytes::Bytes;
 use pgstrata_repo_format::meta::{BackupCatalog, CatalogEntry, StanzaInfo};

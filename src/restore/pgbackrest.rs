@@ -1,15 +1,12 @@
 //! Restoring a backup pgBackRest made (issue 25): its manifest is read as pgBackRest writes it
 //! and placed by the same plan as pgstrata's own backups (directories, links, tablespaces,
-//! `--tablespace-map`, `--link-map`, `--db-include`, `--delta`), then each file is read from
-//! where pgBackRest stored it — its own object (`<label>/<path>.gz`), a bundle
-//! (`<label>/bundle/<id>` at an offset), or block-incremental super blocks (`.pgbi`, or in
-//! bundles, named by the file's block map) in the backups its map names — decrypted with the
-//! manifest's passphrase, decompressed, and checked against the SHA-1 the manifest records
-//! before the restore can complete. Memory per file job is one read buffer (4 MiB), or one
-//! super block and one block map for a block-incremental file, whatever the file's size.
+//! `--tablespace-map`, `--link-map`, `--db-include`, `--delta`: a file in place whose SHA-1 is
+//! the manifest's stays), then each file is read by [`crate::pgbackrest::files::Reader`] —
+//! decrypted, decompressed, its block map followed, its size and SHA-1 checked — straight into
+//! its output file, `process-max` files at a time.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use futures::StreamExt;
@@ -17,9 +14,8 @@ use pgstrata_repo_format::meta::{
     BackupSettings, DirEntry, FileData, FileEntry, LinkEntry, ManifestEntry, ManifestHeader, Ownership, Target,
 };
 use pgstrata_repo_format::pg::{Lsn, TimelineId};
-use pgstrata_repo_format::pgbackrest::blockmap;
 use pgstrata_repo_format::pgbackrest::manifest::{self as pgb, Manifest};
-use pgstrata_repo_format::pgbackrest::stream::{Decoder, Sha1Writer, decode_all};
+use pgstrata_repo_format::pgbackrest::stream::Sha1Writer;
 use pgstrata_repo_format::{BackupLabel, BackupType, Sha256Digest};
 use pgstrata_storage::RepoStore;
 use rustix::fs::OFlags;
@@ -29,11 +25,7 @@ use super::files::{
 };
 use super::owner::io;
 use crate::error::{CliError, CliResult, ErrorCode};
-
-/// Bytes of stored data read at a time.
-const READ: u64 = 4 << 20;
-/// The largest block map or super block read (pgBackRest's block sizes are at most a few MiB).
-const MAX_PIECE: u64 = 64 << 20;
+use crate::pgbackrest::files::Reader;
 
 fn owner(o: &pgb::Owner) -> Ownership {
     Ownership { mode: o.mode, user: o.user.clone(), group: o.group.clone() }
@@ -130,11 +122,8 @@ pub struct Job {
 
 /// What every file job shares.
 struct Shared {
-    store: RepoStore,
-    stanza: String,
-    manifest: Manifest,
+    reader: Reader,
     options: FileOptions,
-    handle: tokio::runtime::Handle,
 }
 
 enum Outcome {
@@ -153,13 +142,7 @@ pub async fn restore_files(
     let total: u64 = jobs.iter().map(|j| j.file.size).sum();
     let progress = Arc::new(std::sync::Mutex::new(crate::progress::Progress::new("restore", total)));
     let workers = options.workers.max(1);
-    let shared = Arc::new(Shared {
-        store: store.clone(),
-        stanza: stanza.to_string(),
-        manifest,
-        options,
-        handle: tokio::runtime::Handle::current(),
-    });
+    let shared = Arc::new(Shared { reader: Reader::new(store, stanza, manifest), options });
     let results = futures::stream::iter(jobs)
         .map(|job| {
             let shared = Arc::clone(&shared);
@@ -219,11 +202,9 @@ fn restore_file(shared: &Shared, job: &Job) -> CliResult<Outcome> {
         if job.zeroed || job.file.size == 0 {
             output.file.set_len(job.file.size).map_err(|e| io(&job.local, "size", e))?;
         } else {
-            let (sha1, len) = match job.file.block_incr {
-                Some(bi) => write_blocks(shared, &job.file, bi, &mut output.file, &job.local)?,
-                None => write_stored(shared, &job.file, &mut output.file, &job.local)?,
-            };
-            check(&shared.manifest, &job.file, &sha1, len)?;
+            let mut buffered = std::io::BufWriter::with_capacity(1 << 20, &mut output.file);
+            shared.reader.read(&job.file, &mut buffered)?;
+            buffered.flush().map_err(|e| io(&job.local, "write", e))?;
         }
         finish_file(output, (&out, &at), &job.local, &entry, options.as_root)
     })();
@@ -231,110 +212,4 @@ fn restore_file(shared: &Shared, job: &Job) -> CliResult<Outcome> {
         let _ = out.remove_name(&out.name);
     }
     result.map(|()| Outcome::Written(job.file.size))
-}
-
-fn check(m: &Manifest, file: &pgb::FileEntry, sha1: &str, len: u64) -> CliResult<()> {
-    if len != file.size {
-        return Err(corrupt(m, format!("{} restored to {len} bytes, the manifest says {}", file.name, file.size)));
-    }
-    match &file.checksum {
-        Some(expected) if expected != sha1 => {
-            Err(corrupt(m, format!("{}: the restored file's SHA-1 is {sha1}, the manifest says {expected}", file.name)))
-        }
-        _ => Ok(()),
-    }
-}
-
-fn object_key(shared: &Shared, relative: &str) -> String {
-    format!("backup/{}/{relative}", shared.stanza)
-}
-
-fn get(shared: &Shared, key: &str, range: std::ops::Range<u64>) -> CliResult<bytes::Bytes> {
-    Ok(shared.handle.block_on(shared.store.get_range(key, range))?)
-}
-
-/// A file stored whole or in a bundle: decrypted and decompressed as it streams in.
-fn write_stored(
-    shared: &Shared,
-    file: &pgb::FileEntry,
-    out: &mut std::fs::File,
-    local: &Path,
-) -> CliResult<(String, u64)> {
-    let m = &shared.manifest;
-    let key = object_key(shared, &m.file_object(file));
-    let bundled = file.bundle_id.is_some_and(|b| b != 0);
-    let raw = bundled && m.bundle_raw;
-    let start = if bundled { file.bundle_offset } else { 0 };
-    let end =
-        start.checked_add(file.size_repo).ok_or_else(|| corrupt(m, format!("{}: repo-size overflows", file.name)))?;
-    let writer = Sha1Writer::new(std::io::BufWriter::with_capacity(1 << 20, out));
-    let mut decoder = Decoder::new(m.cipher_pass.as_deref().map(str::as_bytes), raw, &m.compress_type, writer)?;
-    let mut at = start;
-    while at < end {
-        let next = end.min(at.saturating_add(READ));
-        let bytes = get(shared, &key, at..next)?;
-        decoder.update(&bytes, &key)?;
-        at = next;
-    }
-    let writer = decoder.finish(&key)?;
-    let (mut buffered, sha1, len) = writer.finish();
-    buffered.flush().map_err(|e| io(local, "write", e))?;
-    Ok((sha1, len))
-}
-
-/// A block-incremental file: its map read from the end of its stored bytes, then each block
-/// taken from the super block the map names (in this backup or an earlier one), in file order.
-fn write_blocks(
-    shared: &Shared,
-    file: &pgb::FileEntry,
-    bi: pgb::BlockIncr,
-    out: &mut std::fs::File,
-    local: &Path,
-) -> CliResult<(String, u64)> {
-    let m = &shared.manifest;
-    let pass = m.cipher_pass.as_deref().map(str::as_bytes);
-    let bad = |why: &str| corrupt(m, format!("{}: {why}", file.name));
-    if bi.size == 0 || bi.size > MAX_PIECE || bi.map_size > MAX_PIECE || bi.map_size > file.size_repo {
-        return Err(bad("block size or map size out of range"));
-    }
-    let key = object_key(shared, &m.file_object(file));
-    let start = if file.bundle_id.is_some_and(|b| b != 0) { file.bundle_offset } else { 0 };
-    let map_at = start.checked_add(file.size_repo - bi.map_size).ok_or_else(|| bad("map offset overflows"))?;
-    let stored_map = get(shared, &key, map_at..map_at + bi.map_size)?;
-    let map = decode_all(&stored_map, pass, true, "none", MAX_PIECE as usize, &key)?;
-    let blocks = file.size.div_ceil(bi.size);
-    let checksum_size = usize::try_from(bi.checksum_size).map_err(|_| bad("checksum size"))?;
-    let items = blockmap::read(&map, bi.size, checksum_size, blocks)?;
-    if items.len() as u64 != blocks {
-        return Err(bad(&format!("its block map names {} blocks, the file has {blocks}", items.len())));
-    }
-    let mut writer = Sha1Writer::new(std::io::BufWriter::with_capacity(1 << 20, out));
-    let mut current: Option<((u32, u64, u64), Vec<u8>)> = None;
-    for (i, item) in items.iter().enumerate() {
-        let id = (item.reference, item.bundle_id, item.offset);
-        if current.as_ref().map(|(k, _)| *k) != Some(id) {
-            let label = m.references.get(item.reference as usize).ok_or_else(|| {
-                bad(&format!("its block map names reference {} of {}", item.reference, m.references.len()))
-            })?;
-            if item.size > MAX_PIECE || item.super_block_size > MAX_PIECE {
-                return Err(bad("a super block is larger than any pgBackRest writes"));
-            }
-            let object = object_key(shared, &Manifest::block_object(label, &file.name, item.bundle_id));
-            let end = item.offset.checked_add(item.size).ok_or_else(|| bad("super block offset overflows"))?;
-            let stored = get(shared, &object, item.offset..end)?;
-            let plain = decode_all(&stored, pass, true, &m.compress_type, item.super_block_size as usize, &object)?;
-            current = Some((id, plain));
-        }
-        let Some((_, plain)) = &current else { continue };
-        let offset = (i as u64) * bi.size;
-        let want = bi.size.min(file.size - offset) as usize;
-        let from = usize::try_from(item.block.saturating_mul(bi.size)).map_err(|_| bad("block number"))?;
-        let block = plain.get(from..from.saturating_add(want)).ok_or_else(|| {
-            bad(&format!("block {} of a super block of {} bytes is not there", item.block, plain.len()))
-        })?;
-        writer.write_all(block).map_err(|e| io(local, "write", e))?;
-    }
-    let (mut buffered, sha1, len) = writer.finish();
-    buffered.flush().map_err(|e| io(local, "write", e))?;
-    Ok((sha1, len))
 }

@@ -1,0 +1,235 @@
+//! Taking over a pgBackRest repository (issue 25), as a user does it: a cluster archived and
+//! backed up by real pgBackRest — 2.59.1 configured as PGO configures it (aes-256-cbc, the
+//! default gz, bundles, block incremental, asynchronous archiving, retention-full=2), and
+//! Debian's 2.45 (no bundles, no block incremental, unencrypted) — then the `pgbackrest` link
+//! pointed at pgstrata and nothing else changed.
+
+use crate::support::{Cluster, Scratch, postgres_available, run_as_postgres, text};
+use std::path::{Path, PathBuf};
+
+/// The pgBackRest to build a repository with: `PGSTRATA_TEST_PGBACKREST_<which>` (set by
+/// scripts/tools.sh). Missing is a failure where servers are required.
+fn pgbackrest_binary(which: &str) -> Option<PathBuf> {
+    let var = format!("PGSTRATA_TEST_PGBACKREST_{which}");
+    match std::env::var(&var) {
+        Ok(p) if Path::new(&p).exists() => Some(PathBuf::from(p)),
+        _ => {
+            assert!(
+                std::env::var("PGSTRATA_REQUIRE_SERVERS").is_err(),
+                "{var} is not set to a pgBackRest binary (scripts/tools.sh sets it)"
+            );
+            None
+        }
+    }
+}
+
+struct Site {
+    link: PathBuf,
+    conf: PathBuf,
+}
+
+impl Site {
+    /// Points the `pgbackrest` name at `program`, as an image upgrade (or a roll back) does.
+    fn point_at(&self, program: &Path) {
+        let _ = std::fs::remove_file(&self.link);
+        std::os::unix::fs::symlink(program, &self.link).unwrap();
+    }
+
+    fn try_run(&self, args: &[&str]) -> std::process::Output {
+        let cfg = format!("--config={}", self.conf.display());
+        run_as_postgres(&self.link, &[&[cfg.as_str(), "--stanza=db"], args].concat(), &[])
+    }
+
+    fn run(&self, args: &[&str]) -> String {
+        let o = self.try_run(args);
+        assert!(o.status.success(), "pgbackrest {args:?} ({}): {}", self.link.display(), text(&o));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
+    fn labels(&self) -> Vec<String> {
+        let info: serde_json::Value = serde_json::from_str(&self.run(&["info", "--output=json"])).unwrap();
+        info[0]["backup"].as_array().unwrap().iter().map(|b| b["label"].as_str().unwrap().to_string()).collect()
+    }
+}
+
+fn site(scratch: &Scratch, primary: &Cluster, extra: &str) -> Site {
+    let link = scratch.path("bin").join("pgbackrest");
+    let conf = scratch.write(
+        "pgbackrest.conf",
+        &format!(
+            "[global]\nrepo1-path={repo}\nrepo1-retention-full=2\n{extra}log-path={log}\nlock-path={lock}\n\
+             spool-path={spool}\nlog-level-console=info\nlog-level-file=off\nstart-fast=y\nprocess-max=2\n\n\
+             [db]\npg1-path={data}\npg1-port={port}\npg1-socket-path={socket}\n",
+            repo = scratch.path("repo").display(),
+            log = scratch.path("log").display(),
+            lock = scratch.path("lock").display(),
+            spool = scratch.path("spool").display(),
+            data = primary.data.display(),
+            port = primary.port,
+            socket = primary.socket.display(),
+        ),
+    );
+    let site = Site { link, conf };
+    primary.configure(&format!(
+        "archive_mode = on\narchive_command = '{} --config={} --stanza=db archive-push \"%p\"'\nwal_level = replica\n",
+        site.link.display(),
+        site.conf.display()
+    ));
+    site
+}
+
+/// Restores with `args` into a new directory, starts it and waits for recovery to end.
+fn restored(scratch: &Scratch, site: &Site, name: &str, args: &[&str]) -> Cluster {
+    let dir = scratch.dir.path().join(name);
+    let target = format!("--pg1-path={}", dir.display());
+    site.run(&[&["restore", target.as_str(), "--archive-mode=off"], args].concat());
+    let copy = Cluster::existing(scratch, dir, name);
+    copy.start();
+    copy.wait_promoted();
+    copy
+}
+
+/// The whole switch against pgBackRest 2.59.1: archiving goes on, `info` lists the old
+/// backups, a new full works, the old incr restores to a time with the data of that time, the
+/// old full replays through WAL archived by both tools to the end, `verify` passes, pgBackRest
+/// itself still reads the repository (roll back), and retention retires the old backups with
+/// their WAL — pgBackRest's backup.info rewritten so pgBackRest still reads it.
+#[test]
+fn a_pgbackrest_2_59_repository_is_taken_over_in_place() {
+    if !postgres_available() {
+        return;
+    }
+    let Some(current) = pgbackrest_binary("CURRENT") else { return };
+    let scratch = Scratch::new("pgstrata-migrate-");
+    let primary = Cluster::init(&scratch, "primary");
+    let site = site(
+        &scratch,
+        &primary,
+        "repo1-cipher-type=aes-256-cbc\nrepo1-cipher-pass=taken over\nrepo1-bundle=y\nrepo1-block=y\narchive-async=y\n",
+    );
+    site.point_at(&current);
+    primary.start();
+    site.run(&["stanza-create"]);
+    primary.tool("pgbench", &["-i", "-s", "3", "postgres"]);
+    site.run(&["backup", "--type=full"]);
+    primary.tool("pgbench", &["-t", "500", "-n", "postgres"]);
+    primary.sql("create table t as select g as id, md5(g::text) as v from generate_series(1, 20000) g");
+    site.run(&["backup", "--type=incr"]);
+    let old = site.labels();
+    assert_eq!(old.len(), 2, "{old:?}");
+    primary.sql("insert into t select g, 'at target' from generate_series(20001, 20100) g");
+    let at_target = primary.dumpall();
+    primary.archive_now();
+    let target = primary.sql("select now()");
+    primary.sql("insert into t select g, 'after target' from generate_series(20101, 20200) g");
+    primary.archive_now();
+
+    // The switch: the same configuration, the name now pgstrata.
+    site.point_at(Path::new(crate::support::bin()));
+    let failed_before = primary.sql("select failed_count from pg_stat_archiver");
+    primary.sql("insert into t select g, 'after switch' from generate_series(20201, 20300) g");
+    primary.archive_now();
+    primary.archive_now();
+    site.run(&["check"]);
+    assert_eq!(
+        primary.sql("select failed_count from pg_stat_archiver"),
+        failed_before,
+        "archiving failed after the switch"
+    );
+    assert_eq!(site.labels(), old, "info does not list pgBackRest's backups");
+    site.run(&["backup", "--type=full"]);
+    let all = site.labels();
+    assert_eq!(all.len(), 3, "{all:?}");
+    primary.sql("insert into t select g, 'after new full' from generate_series(20301, 20400) g");
+    primary.archive_now();
+    let at_end = primary.dumpall();
+
+    // The old incr to a time before the new full: chosen by the target, data of that time.
+    let copy = restored(
+        &scratch,
+        &site,
+        "to-time",
+        &["--type=time", &format!("--target={target}"), "--target-action=promote"],
+    );
+    assert_eq!(copy.dumpall(), at_target, "the pgBackRest incr restored to a time differs from the source then");
+    copy.stop();
+    // The old full, to the end of the WAL both tools archived.
+    let copy = restored(&scratch, &site, "to-end", &[&format!("--set={}", old[0])]);
+    assert_eq!(copy.dumpall(), at_end, "the pgBackRest full replayed to the end differs from the source");
+    copy.stop();
+    site.run(&["verify"]);
+
+    // Roll back: pgBackRest reads what pgstrata left of its repository.
+    site.point_at(&current);
+    let info = site.run(&["info", "--output=json"]);
+    assert!(old.iter().all(|l| info.contains(l.as_str())), "pgBackRest lost its backups: {info}");
+    site.point_at(Path::new(crate::support::bin()));
+
+    // Retention (full=2) after one more full: pgBackRest's full and incr go, with their WAL.
+    site.run(&["backup", "--type=full"]);
+    let left = site.labels();
+    assert!(left.iter().all(|l| !old.contains(l)), "pgBackRest's backups outlived retention: {left:?}");
+    assert_eq!(left.len(), 2, "{left:?}");
+    site.point_at(&current);
+    let info = site.run(&["info", "--output=json"]);
+    assert!(old.iter().all(|l| !info.contains(l.as_str())), "pgBackRest still lists expired backups: {info}");
+    let repo = scratch.dir.path().join("repo");
+    assert!(!repo.join(format!("backup/db/{}", old[0])).exists(), "the expired full's directory stayed");
+}
+
+/// An older format, from Debian's pgBackRest 2.45: no bundles, no block incremental, files
+/// stored whole and gz-compressed, unencrypted. After the switch its incr restores to the end
+/// (through WAL of both tools), and `verify` reads every file of both backups; a damaged file
+/// is found by verify and refuses the restore.
+#[test]
+fn a_pgbackrest_2_45_repository_restores_and_verifies() {
+    if !postgres_available() {
+        return;
+    }
+    let Some(debian) = pgbackrest_binary("DEBIAN") else { return };
+    let scratch = Scratch::new("pgstrata-migrate-245-");
+    let primary = Cluster::init(&scratch, "primary");
+    let site = site(&scratch, &primary, "");
+    site.point_at(&debian);
+    primary.start();
+    site.run(&["stanza-create"]);
+    primary.sql("create table t as select g as id, md5(g::text) as v from generate_series(1, 50000) g");
+    site.run(&["backup", "--type=full"]);
+    primary.sql("update t set v = 'changed' where id % 7 = 0");
+    site.run(&["backup", "--type=incr"]);
+    let old = site.labels();
+    site.point_at(Path::new(crate::support::bin()));
+    primary.sql("insert into t select g, 'after switch' from generate_series(50001, 50100) g");
+    primary.archive_now();
+    let at_end = primary.dumpall();
+    let copy = restored(&scratch, &site, "to-end", &[]);
+    assert_eq!(copy.dumpall(), at_end);
+    copy.stop();
+    site.run(&["verify"]);
+
+    // A damaged file of the full (stored whole, gz): verify names it; a restore refuses.
+    let dir = scratch.dir.path().join(format!("repo/backup/db/{}/pg_data/base", old[0]));
+    let victim = walk(&dir).into_iter().max_by_key(|p| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)).unwrap();
+    let mut bytes = std::fs::read(&victim).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    std::fs::write(&victim, bytes).unwrap();
+    let o = site.try_run(&["verify"]);
+    assert!(!o.status.success(), "verify passed a damaged file");
+    let rel = victim.strip_prefix(scratch.dir.path().join(format!("repo/backup/db/{}", old[0]))).unwrap();
+    let name = rel.to_string_lossy().trim_end_matches(".gz").to_string();
+    assert!(text(&o).contains(&name), "verify did not name {name}: {}", text(&o));
+    let dir = scratch.dir.path().join("damaged");
+    let o = site.try_run(&["restore", &format!("--pg1-path={}", dir.display()), &format!("--set={}", old[0])]);
+    assert!(!o.status.success(), "a restore of a damaged backup succeeded");
+    assert!(!dir.join("global/pg_control").exists(), "a failed restore left a startable directory");
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = entry.path();
+        if p.is_dir() { out.extend(walk(&p)) } else { out.push(p) }
+    }
+    out
+}
