@@ -161,6 +161,34 @@ fn installed_as_wal_g_it_reads_wal_g_variables_only() {
     assert!(!t.path().join("repo").exists(), "nothing was written");
 }
 
+/// WAL-G's own storage (issue 25): pgstrata does not read WAL-G's format, so it neither writes
+/// beside it nor answers "not in the archive" for a segment that is there in WAL-G's format.
+#[test]
+fn wal_g_storage_is_refused_never_written_beside() {
+    let t = tempfile::tempdir().unwrap();
+    let link = t.path().join("wal-g");
+    std::os::unix::fs::symlink(BIN, &link).unwrap();
+    let prefix = t.path().join("walg");
+    std::fs::create_dir_all(prefix.join("wal_005")).unwrap();
+    std::fs::create_dir_all(prefix.join("basebackups_005/base_000000010000000000000002")).unwrap();
+    std::fs::write(prefix.join("wal_005/000000010000000000000001.br"), b"walg").unwrap();
+    std::fs::write(prefix.join("basebackups_005/base_000000010000000000000002_backup_stop_sentinel.json"), b"{}")
+        .unwrap();
+    let env = [("WALG_FILE_PREFIX", prefix.to_str().unwrap())];
+    let o = run_as(&link, &["wal-fetch", "000000010000000000000001", t.path().join("x").to_str().unwrap()], &env);
+    assert_eq!(o.status.code(), Some(255), "{:?}", text(&o));
+    assert!(text(&o).1.contains("WAL-G's archive"), "{:?}", text(&o));
+    let segment = t.path().join("000000010000000000000002");
+    std::fs::write(&segment, vec![0u8; 16 << 20]).unwrap();
+    let o = run_as(&link, &["wal-push", segment.to_str().unwrap()], &env);
+    assert_eq!(o.status.code(), Some(1), "{:?}", text(&o));
+    assert!(text(&o).1.contains("WAL-G's own objects") && text(&o).1.contains("new prefix"), "{:?}", text(&o));
+    let mut names: Vec<String> =
+        std::fs::read_dir(&prefix).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    names.sort();
+    assert_eq!(names, ["basebackups_005", "wal_005"], "something was written beside WAL-G's objects");
+}
+
 #[test]
 fn secrets_are_refused_on_the_command_line_and_never_logged() {
     let t = tempfile::tempdir().unwrap();

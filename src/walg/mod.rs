@@ -179,6 +179,19 @@ impl Front {
         match engine(config) {
             Ok(()) => Ok(()),
             Err(e) if !self.stanza_exists()? => {
+                if let Some(found) = self.walg_storage()? {
+                    return Err(CliError::new(
+                        ErrorCode::RepoInvalid,
+                        format!(
+                            "the storage holds WAL-G's own objects ({found}/): pgstrata reads no WAL-G backups and does \
+                             not write beside them"
+                        ),
+                    )
+                    .hint(
+                        "give pgstrata a new prefix (WALG_S3_PREFIX, WALG_FILE_PREFIX, ...) and keep WAL-G for the old \
+                         backups until they age out (docs/migrating.md)",
+                    ));
+                }
                 tracing::info!("creating stanza '{STANZA}' in the storage WAL-G's prefix names ({})", e.message);
                 if let Some(dir) = self.file_prefix() {
                     std::fs::create_dir_all(&dir).map_err(|e| {
@@ -209,6 +222,29 @@ impl Front {
             .block_on(async { Ok(crate::repo::load_stanza_info(&store, &layout).await?.is_some()) })
     }
 
+    /// The first of WAL-G's own top-level folders (`basebackups_005`, `wal_005`) in the storage.
+    fn walg_storage(&self) -> CliResult<Option<&'static str>> {
+        if self.file_prefix().is_some_and(|dir| !dir.is_dir()) {
+            return Ok(None);
+        }
+        let config = self.config("info", &[], &[])?;
+        let store = crate::request::repos::repo_target(&config, 1).store()?;
+        let dirs = crate::runtime::runtime()?.block_on(async { store.list_dirs("").await })?;
+        Ok(["basebackups_005", "wal_005"].into_iter().find(|d| dirs.iter().any(|x| x == d)))
+    }
+
+    /// Whether WAL-G's archive (`wal_005/`) holds `name` in its own format.
+    fn in_walg_archive(&self, name: &str) -> CliResult<bool> {
+        if self.file_prefix().is_some_and(|dir| !dir.is_dir()) {
+            return Ok(false);
+        }
+        let config = self.config("info", &[], &[])?;
+        let store = crate::request::repos::repo_target(&config, 1).store()?;
+        let found =
+            crate::runtime::runtime()?.block_on(async { store.list_files(&format!("wal_005/{name}")).await })?;
+        Ok(!found.is_empty())
+    }
+
     fn wal_push(&self, args: &[&str]) -> CliResult<()> {
         let [path] = args else { return Err(args_error("wal-push takes the path of one WAL file")) };
         let upload = self.settings.upload_concurrency.to_string();
@@ -219,7 +255,23 @@ impl Front {
         let [name, dest] = args else { return Err(args_error("wal-fetch takes a WAL file name and a destination")) };
         let set = if self.run_by_recovery(dest) { self.fetch_options() } else { self.fetch_options_by_hand() };
         let set: Vec<(&str, &str)> = set.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        engine(&self.config("archive-get", &[name, dest], &set)?)
+        match engine(&self.config("archive-get", &[name, dest], &set)?) {
+            // Not in pgstrata's archive, but in WAL-G's: never "not in the archive" (PostgreSQL
+            // would end the recovery there).
+            Err(e)
+                if matches!(e.code, ErrorCode::NotInArchive | ErrorCode::FileMissing)
+                    && self.in_walg_archive(name)? =>
+            {
+                Err(CliError::new(
+                    ErrorCode::RepoInvalid,
+                    format!(
+                        "{name} is in WAL-G's archive (wal_005/) only, in WAL-G's format, which pgstrata does not read"
+                    ),
+                )
+                .hint("fetch it with WAL-G, or recover with WAL-G from its own backups (docs/migrating.md)"))
+            }
+            other => other,
+        }
     }
 
     /// Whether PostgreSQL itself runs this `wal-fetch` (`restore_command`): the data directory is
