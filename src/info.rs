@@ -127,7 +127,7 @@ async fn view(request: &InfoRequest, target: &RepoTarget, stanza: &str) -> CliRe
     let info = match load_stanza_info(&store, &layout).await? {
         Some(info) => info,
         // A stanza only pgBackRest has written: continued in place.
-        None => match crate::repo::adopt(target, store.clone(), layout.clone()).await? {
+        None => match crate::repo::adopt(target, store.clone(), layout.clone(), false).await? {
             Some(repo) => repo.info,
             None => {
                 v.status = (1, "missing stanza path".into());

@@ -153,11 +153,23 @@ pub struct CatalogVersion(Option<pgstrata_storage::store::ObjectVersion>);
 
 /// Opens repository `target` for `stanza`, which must exist there, and unlocks its key.
 pub async fn open_repo(target: &RepoTarget, stanza: &str) -> CliResult<Repo> {
+    open(target, stanza, false).await
+}
+
+/// [`open_repo`] for a command that writes the stanza (archive-push, backup, expire): a stanza
+/// only pgBackRest has made is taken over for good, pgstrata's stanza info written beside it.
+/// Readers (restore, archive-get, info, verify) see the same stanza without writing anything —
+/// a restore Job running as root must not leave objects the database host's user cannot write.
+pub async fn open_repo_writing(target: &RepoTarget, stanza: &str) -> CliResult<Repo> {
+    open(target, stanza, true).await
+}
+
+async fn open(target: &RepoTarget, stanza: &str, write: bool) -> CliResult<Repo> {
     let index = target.index;
     let store = target.store()?;
     let layout = StanzaLayout::new(stanza)?;
     let Some(info) = load_stanza_info(&store, &layout).await? else {
-        if let Some(repo) = adopt(target, store.clone(), layout.clone()).await? {
+        if let Some(repo) = adopt(target, store.clone(), layout.clone(), write).await? {
             return Ok(repo);
         }
         return Err(CliError::new(
@@ -175,9 +187,14 @@ pub async fn open_repo(target: &RepoTarget, stanza: &str) -> CliResult<Repo> {
 /// place. Its stanza info is created from pgBackRest's `archive.info` (the same database ids,
 /// so both tools' archives of a database have the same archive id) under the repository's
 /// lease, unless another process created it meanwhile; where the credentials may not write, it
-/// is used as read (nothing of pgstrata's is there to decrypt). `None` when the stanza has no
-/// pgBackRest archive either.
-pub async fn adopt(target: &RepoTarget, store: RepoStore, layout: StanzaLayout) -> CliResult<Option<Repo>> {
+/// is used as read (nothing of pgstrata's is there to decrypt) — as it is when `write` is off.
+/// `None` when the stanza has no pgBackRest archive either.
+pub async fn adopt(
+    target: &RepoTarget,
+    store: RepoStore,
+    layout: StanzaLayout,
+    write: bool,
+) -> CliResult<Option<Repo>> {
     let stanza = layout.stanza().to_string();
     let index = target.index;
     let access = target.pgbackrest(&store);
@@ -213,6 +230,13 @@ pub async fn adopt(target: &RepoTarget, store: RepoStore, layout: StanzaLayout) 
         let current = db_history.remove(i);
         db_history.push(current);
     }
+    let read_only = |db_history| {
+        let info = StanzaInfo { stanza: layout.stanza().to_string(), created: 0, cipher: CipherInfo::None, db_history };
+        Ok(Some(Repo { index, store: store.clone(), layout: layout.clone(), info, key: None }))
+    };
+    if !write {
+        return read_only(db_history);
+    }
     for _ in 0..100 {
         match crate::lease::Lease::acquire(&store, &layout, index, "adopt", crate::lease::LEASE_TIME).await {
             Ok(lease) => {
@@ -233,8 +257,7 @@ pub async fn adopt(target: &RepoTarget, store: RepoStore, layout: StanzaLayout) 
                 tracing::info!(
                     "repo{index}: pgBackRest's stanza '{stanza}' is read as it is (this host may not write there)"
                 );
-                let info = StanzaInfo { stanza, created: 0, cipher: CipherInfo::None, db_history };
-                return Ok(Some(Repo { index, store, layout, info, key: None }));
+                return read_only(db_history);
             }
             Err(e) => return Err(e),
         }

@@ -124,6 +124,11 @@ pub fn create(request: &StanzaRequest) -> CliResult<()> {
             let index = target.index;
             let store = target.storage()?.open_creating(RetryPolicy::default())?;
             let layout = StanzaLayout::new(stanza)?;
+            // A stanza pgBackRest made: taken over in place (its database ids), then checked
+            // against the cluster as any existing stanza is.
+            if load_stanza_info(&store, &layout).await?.is_none() {
+                crate::repo::adopt(target, store.clone(), layout.clone(), true).await?;
+            }
             let lease = Lease::acquire(&store, &layout, index, "stanza-create", request.lease_time).await?;
             let result = create_on(request, target, &control, store, layout).await;
             lease.release().await;

@@ -116,7 +116,7 @@ async fn open_readable(request: &ArchiveRequest) -> CliResult<Vec<Repo>> {
 async fn open_all(request: &ArchiveRequest) -> CliResult<Vec<Repo>> {
     let mut repos = Vec::new();
     for target in &request.repos {
-        repos.push(open_repo(target, &request.stanza).await?);
+        repos.push(crate::repo::open_repo_writing(target, &request.stanza).await?);
     }
     Ok(repos)
 }

@@ -29,7 +29,7 @@ use crate::manifest::ManifestStream;
 use crate::postgres::{ClusterTarget, remote_cluster};
 use crate::progress::human;
 use crate::repo::CatalogVersion;
-use crate::repo::{Repo, RepoTarget, open_repo};
+use crate::repo::{Repo, RepoTarget, open_repo_writing};
 use crate::runtime::unix_now;
 use crate::termination::Termination;
 use copy::{CopyCount, CopySettings, PackWriter, Prior, copy_tree};
@@ -152,7 +152,7 @@ pub fn run(request: &BackupRequest) -> CliResult<()> {
 async fn backup(request: &BackupRequest) -> CliResult<()> {
     let term = Termination::listen()?;
     let (primary, standby) = &choose_clusters(request).await?;
-    let repo = open_repo(&request.repo, &request.stanza).await?;
+    let repo = open_repo_writing(&request.repo, &request.stanza).await?;
     let lease = Lease::acquire(&repo.store, &repo.layout, repo.index, "backup", request.lease_time).await?;
     let work = async {
         let (catalog, read) = repo.load_catalog_for_update().await?;

@@ -15,7 +15,7 @@ use pgstrata_repo_format::{BackupLabel, BlobSettings};
 
 use crate::error::{CliError, CliResult, ErrorCode};
 use crate::lease::Lease;
-use crate::repo::{Repo, RepoTarget, open_repo};
+use crate::repo::{Repo, RepoTarget, open_repo_writing};
 pub use plan::{Choice, DirVerdict, ExpirePlan, Retention, WalPosition};
 
 /// How one repository is expired: its retention and how its catalog is written.
@@ -64,7 +64,7 @@ pub fn run(request: &ExpireRequest) -> CliResult<()> {
         let mut found = false;
         for (target, expiry) in &request.repos {
             let index = target.index;
-            let repo = open_repo(target, &request.stanza).await?;
+            let repo = open_repo_writing(target, &request.stanza).await?;
             if let Choice::Set(label) = choice
                 && !request.repo_given
                 && !repo.load_catalog().await?.backups.iter().any(|b| &b.label == label)

@@ -199,9 +199,22 @@ fn a_pgbackrest_2_45_repository_restores_and_verifies() {
     site.run(&["backup", "--type=incr"]);
     let old = site.labels();
     site.point_at(Path::new(crate::support::bin()));
+    // stanza-create on the live pgBackRest stanza continues it: the same database id, so one
+    // archive id, not a second archive beside it.
+    site.run(&["stanza-create"]);
     primary.sql("insert into t select g, 'after switch' from generate_series(50001, 50100) g");
     primary.archive_now();
     let at_end = primary.dumpall();
+    let ids = |dir: &str| {
+        let mut v: Vec<String> = std::fs::read_dir(scratch.dir.path().join(dir))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| !n.starts_with("archive.info"))
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(ids("repo/stanza/db/archive"), ids("repo/archive/db"), "a second archive id was started");
     let copy = restored(&scratch, &site, "to-end", &[]);
     assert_eq!(copy.dumpall(), at_end);
     copy.stop();
