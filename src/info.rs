@@ -124,18 +124,18 @@ async fn view(request: &InfoRequest, target: &RepoTarget, stanza: &str) -> CliRe
     let layout = StanzaLayout::new(stanza)?;
     // Read, never taken: looking cannot make a starting backup fail.
     v.lease = crate::lease::current_holder(&store, &layout).await?;
-    let info = match load_stanza_info(&store, &layout).await? {
-        Some(info) => info,
-        // A stanza only pgBackRest has written: continued in place.
+    let (info, seen) = match load_stanza_info(&store, &layout).await? {
+        Some(info) => (info, None),
+        // A stanza only pgBackRest has written: seen as it is (nothing of pgstrata's to unlock).
         None => match crate::repo::adopt(target, store.clone(), layout.clone(), false).await? {
-            Some(repo) => repo.info,
+            Some(repo) => (repo.info, Some(repo.key)),
             None => {
                 v.status = (1, "missing stanza path".into());
                 return Ok(v);
             }
         },
     };
-    let key = match crate::repo::unlock(target, &info) {
+    let key = match seen.map_or_else(|| crate::repo::unlock(target, &info), Ok) {
         Ok(k) => k,
         Err(e) => {
             v.status = (99, e.message);

@@ -85,6 +85,9 @@ impl Repo {
             open_meta(bytes, MetaKind::BackupCatalog, what, self.key.as_ref()).map_err(CliError::from)
         })
         .await?
+        // A stanza seen only through pgBackRest's files (`adopt` without writing: `created` 0)
+        // has no catalog of pgstrata's yet: no pgstrata backups.
+        .or_else(|| (self.info.created == 0).then(BackupCatalog::default))
         .ok_or_else(|| {
             CliError::new(ErrorCode::FileMissing, format!("{}: backup catalog {key} is missing", self.name()))
         })

@@ -197,8 +197,13 @@ fn a_pgbackrest_2_45_repository_restores_and_verifies() {
     site.run(&["backup", "--type=full"]);
     primary.sql("update t set v = 'changed' where id % 7 = 0");
     site.run(&["backup", "--type=incr"]);
-    let old = site.labels();
     site.point_at(Path::new(crate::support::bin()));
+    // Before pgstrata has written anything (a restore Job first): info and a restore read
+    // pgBackRest's stanza as it is, and leave the repository as they found it.
+    let old = site.labels();
+    let copy = restored(&scratch, &site, "first", &[]);
+    copy.stop();
+    assert!(!scratch.dir.path().join("repo/stanza").exists(), "a reader wrote into the repository");
     // stanza-create on the live pgBackRest stanza continues it: the same database id, so one
     // archive id, not a second archive beside it.
     site.run(&["stanza-create"]);
