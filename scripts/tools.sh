@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Monitoring clients the tests run against pgstrata, as users install them: Debian's
 # check-pgbackrest (Dalibo's check_pgbackrest) and its Perl modules, unpacked from the Debian
-# packages into the checkout (.tools/), never installed system-wide; and the Prometheus
+# packages into the checkout (.tools/), not installed system-wide; and the Prometheus
 # project's Python client (its text-format parser reads `info --output=prometheus`) in a venv
 # there, with dateutil (Spilo's clone_with_wale.py parses backup-list's times with it); envdir
 # from Debian's daemontools (Spilo runs wal-g under `envdir`). Writes .tools/env with
 # PGSTRATA_TEST_CHECK_PGBACKREST, PERL5LIB, PGSTRATA_TEST_PROMETHEUS_PYTHON and
-# PGSTRATA_TEST_ENVDIR; and pgBackRest for the migration tests (PGSTRATA_TEST_PGBACKREST_CURRENT, _DEBIAN).
+# PGSTRATA_TEST_ENVDIR; and pgBackRest for the migration tests (PGSTRATA_TEST_PGBACKREST_CURRENT,
+# _DEBIAN): the one package installed system-wide (apt-get, as root) when missing, since the
+# current release built in ../shared/tools links the libraries it brings.
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 TOOLS="$ROOT/.tools"

@@ -92,6 +92,16 @@ struct RepoView {
     reports: BTreeMap<&'static str, Value>,
 }
 
+/// Widens a (min, max) range of segment names to take in `name`.
+fn widen((min, max): &mut (String, String), name: &str) {
+    if name < min.as_str() {
+        *min = name.to_string();
+    }
+    if name > max.as_str() {
+        *max = name.to_string();
+    }
+}
+
 fn cipher_name(info: &StanzaInfo) -> &'static str {
     match info.cipher {
         CipherInfo::None => "none",
@@ -155,30 +165,16 @@ async fn view(request: &InfoRequest, target: &RepoTarget, stanza: &str) -> CliRe
     }
     for db in &repo.info.db_history {
         let id = archive_id(db.pg_version, db.id);
-        let mut min: Option<String> = None;
-        let mut max: Option<String> = None;
+        // The whole range of this archive id, and of each timeline in it: pgBackRest's archive
+        // of the same id first (a repository taken over), then pgstrata's.
+        let mut range: Option<(String, String)> = None;
+        let mut note = |v: &mut RepoView, name: &pgstrata_repo_format::pg::WalFileName| {
+            let n = name.to_string();
+            widen(range.get_or_insert_with(|| (n.clone(), n.clone())), &n);
+            widen(v.timelines.entry((id.clone(), name.timeline.0)).or_insert_with(|| (n.clone(), n.clone())), &n);
+        };
         if access.visible {
-            for segment in crate::pgbackrest::archive::segments(access, stanza, &id).await? {
-                v.timelines
-                    .entry((id.clone(), segment.timeline.0))
-                    .and_modify(|r| {
-                        let n = segment.to_string();
-                        if n < r.0 {
-                            r.0 = n.clone();
-                        }
-                        if n > r.1 {
-                            r.1 = n;
-                        }
-                    })
-                    .or_insert_with(|| (segment.to_string(), segment.to_string()));
-                let n = segment.to_string();
-                if min.as_ref().is_none_or(|m| n < *m) {
-                    min = Some(n.clone());
-                }
-                if max.as_ref().is_none_or(|m| n > *m) {
-                    max = Some(n);
-                }
-            }
+            crate::pgbackrest::archive::for_each_segment(access, stanza, &id, |name| note(&mut v, &name)).await?;
         }
         for dir in repo.store.list_dirs(&repo.layout.archive_dir(&id)).await? {
             if dir.len() != 16 {
@@ -190,24 +186,11 @@ async fn view(request: &InfoRequest, target: &RepoTarget, stanza: &str) -> CliRe
                     && name.kind == WalFileKind::Segment
                 {
                     v.newest_archived = v.newest_archived.max(Some(o.last_modified));
-                    let n = name.to_string();
-                    let range =
-                        v.timelines.entry((id.clone(), name.timeline.0)).or_insert_with(|| (n.clone(), n.clone()));
-                    if n < range.0 {
-                        range.0 = n.clone();
-                    }
-                    if n > range.1 {
-                        range.1 = n.clone();
-                    }
-                    if min.as_ref().is_none_or(|m| n < *m) {
-                        min = Some(n.clone());
-                    }
-                    if max.as_ref().is_none_or(|m| n > *m) {
-                        max = Some(n);
-                    }
+                    note(&mut v, &name);
                 }
             }
         }
+        let (min, max) = range.map_or((None, None), |(a, b)| (Some(a), Some(b)));
         v.archives.push((id, db.id, min, max));
     }
     // Only the Prometheus output shows them: `info` JSON, which PGO's collector runs from SQL on

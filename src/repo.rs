@@ -50,7 +50,6 @@ impl RepoTarget {
             store,
             index: self.index,
             visible: !matches!(self.storage, Ok(StorageConfig::Given(_))),
-            cipher: &self.cipher.kind,
             pass: self.cipher.pass.as_ref().map(Secret::expose),
             pass_hint: &self.cipher.pass_hint,
         }
@@ -79,15 +78,21 @@ impl Repo {
         })
     }
 
+    /// A stanza only pgBackRest has written, seen through its files ([`adopt`] without
+    /// writing): nothing of pgstrata's is stored yet (its stanza info, never stored, has no
+    /// creation time).
+    pub fn seen_only(&self) -> bool {
+        self.info.created == 0
+    }
+
     pub async fn load_catalog(&self) -> CliResult<BackupCatalog> {
         let key = self.layout.backup_catalog();
         load_twin(&self.store, &key, |bytes, what| {
             open_meta(bytes, MetaKind::BackupCatalog, what, self.key.as_ref()).map_err(CliError::from)
         })
         .await?
-        // A stanza seen only through pgBackRest's files (`adopt` without writing: `created` 0)
-        // has no catalog of pgstrata's yet: no pgstrata backups.
-        .or_else(|| (self.info.created == 0).then(BackupCatalog::default))
+        // A stanza seen only through pgBackRest's files: no pgstrata backups yet.
+        .or_else(|| self.seen_only().then(BackupCatalog::default))
         .ok_or_else(|| {
             CliError::new(ErrorCode::FileMissing, format!("{}: backup catalog {key} is missing", self.name()))
         })
@@ -202,7 +207,8 @@ pub async fn adopt(
     let index = target.index;
     let access = target.pgbackrest(&store);
     let Some(archive) = crate::pgbackrest::archive_info(access, &stanza).await? else { return Ok(None) };
-    let backups = crate::pgbackrest::backup_info(access, &stanza).await.ok().flatten();
+    // The catalog and control versions pgstrata's stanza info records (for writing only).
+    let backups = if write { crate::pgbackrest::backup_info(access, &stanza).await.ok().flatten() } else { None };
     let mut db_history = Vec::new();
     let mut dbs = archive.history.clone();
     if !dbs.iter().any(|d| d.id == archive.current.id) {
@@ -284,23 +290,8 @@ async fn adopt_under_lease(
         let key = unlock(target, &info)?;
         return Ok((info, key));
     }
-    let (cipher, key) = match target.cipher.kind.as_str() {
-        "aes-256-gcm" | "aes-256-cbc" => {
-            let pass = passphrase(target)?.expose().to_string();
-            let key = DataKey::generate();
-            let wrapped = pgstrata_repo_format::WrappedKey::wrap(
-                &key,
-                pass.as_bytes(),
-                pgstrata_repo_format::KdfParams::DEFAULT,
-            )?;
-            (CipherInfo::Aes256Gcm { key: wrapped }, Some(key))
-        }
-        _ => (CipherInfo::None, None),
-    };
-    let created = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_secs()).unwrap_or(0))
-        .unwrap_or(0);
+    let (cipher, key) = new_cipher(target)?;
+    let created = crate::runtime::unix_now();
     let stanza = layout.stanza().to_string();
     let info = StanzaInfo { stanza: stanza.clone(), created, cipher, db_history };
     let repo = Repo { index: target.index, store: store.clone(), layout: layout.clone(), info, key };
@@ -315,6 +306,28 @@ async fn adopt_under_lease(
         target.index
     );
     Ok((repo.info, repo.key))
+}
+
+/// The encryption of a new stanza, as `repoN-cipher-type` asks: a fresh data key wrapped under
+/// the passphrase (AES-256-GCM, also for pgBackRest's `aes-256-cbc`: pgstrata's own objects
+/// are GCM under the same passphrase, which is said once here), or none.
+pub fn new_cipher(target: &RepoTarget) -> CliResult<(CipherInfo, Option<DataKey>)> {
+    let kind = target.cipher.kind.as_str();
+    if !matches!(kind, "aes-256-gcm" | "aes-256-cbc") {
+        return Ok((CipherInfo::None, None));
+    }
+    if kind == "aes-256-cbc" {
+        tracing::warn!(
+            "repo{}-cipher-type=aes-256-cbc is pgBackRest's cipher: pgstrata encrypts its own objects with \
+             aes-256-gcm under the same passphrase",
+            target.index
+        );
+    }
+    let pass = passphrase(target)?.expose().to_string();
+    let key = DataKey::generate();
+    let wrapped =
+        pgstrata_repo_format::WrappedKey::wrap(&key, pass.as_bytes(), pgstrata_repo_format::KdfParams::DEFAULT)?;
+    Ok((CipherInfo::Aes256Gcm { key: wrapped }, Some(key)))
 }
 
 /// The data key of an encrypted stanza, checked against `repoN-cipher-type` / `-cipher-pass`.

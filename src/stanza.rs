@@ -1,12 +1,9 @@
 //! `stanza-create` and `stanza-upgrade`: record which database a stanza protects;
 //! `stanza-delete`: remove a stanza from a repository, as pgBackRest guards it.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use pgstrata_repo_format::layout::StanzaLayout;
-use pgstrata_repo_format::meta::{BackupCatalog, CipherInfo, DbEntry, StanzaInfo};
+use pgstrata_repo_format::meta::{BackupCatalog, DbEntry, StanzaInfo};
 use pgstrata_repo_format::pg::ControlFile;
-use pgstrata_repo_format::{DataKey, KdfParams, WrappedKey};
 use pgstrata_storage::RetryPolicy;
 
 use std::path::PathBuf;
@@ -37,10 +34,6 @@ pub struct StanzaRequest {
     pub lease_time: Duration,
     /// `--force` (delete: even with `postmaster.pid` in `pg1-path`).
     pub force: bool,
-}
-
-fn now() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| i64::try_from(d.as_secs()).unwrap_or(0)).unwrap_or(0)
 }
 
 /// Reads `pg_control` and, when `online`, checks the running server agrees with it.
@@ -179,23 +172,13 @@ async fn create_on(
         )
         .hint("the stanza may have been deleted partially; remove the leftovers or use another repo path"));
     }
-    let (cipher, key) = match target.cipher.kind.as_str() {
-        kind @ ("aes-256-gcm" | "aes-256-cbc") => {
-            if kind == "aes-256-cbc" {
-                tracing::warn!(
-                    "repo{index}-cipher-type=aes-256-cbc is pgBackRest's cipher: pgstrata encrypts its own objects \
-                     with aes-256-gcm under the same passphrase"
-                );
-            }
-            let pass = crate::repo::passphrase(target)?.expose().to_string();
-            let key = DataKey::generate();
-            let wrapped = WrappedKey::wrap(&key, pass.as_bytes(), KdfParams::DEFAULT)?;
-            (CipherInfo::Aes256Gcm { key: wrapped }, Some(key))
-        }
-        _ => (CipherInfo::None, None),
+    let (cipher, key) = crate::repo::new_cipher(target)?;
+    let info = StanzaInfo {
+        stanza: stanza.to_string(),
+        created: crate::runtime::unix_now(),
+        cipher,
+        db_history: vec![db_entry(1, control)],
     };
-    let info =
-        StanzaInfo { stanza: stanza.to_string(), created: now(), cipher, db_history: vec![db_entry(1, control)] };
     let repo = Repo { index, store, layout, info, key };
     // The catalog first: a stanza info never exists without one.
     repo.save_catalog(&BackupCatalog::default(), request.blob, &Default::default()).await?;

@@ -200,8 +200,8 @@ async fn verify_pgbackrest(
         let mut checked = Checked::default();
         match crate::pgbackrest::manifest(access, stanza, info, &b.label).await {
             Err(e) => problems.add(format!("backup/{stanza}/{label}/backup.manifest"), e.message),
-            Ok(manifest) => {
-                let files = manifest.files.clone();
+            Ok(mut manifest) => {
+                let files = std::mem::take(&mut manifest.files);
                 let reader = std::sync::Arc::new(crate::pgbackrest::files::Reader::new(&repo.store, stanza, manifest));
                 let results = futures::stream::iter(files)
                     .map(|file| {

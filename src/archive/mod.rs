@@ -381,6 +381,8 @@ fn get_sync(request: &ArchiveRequest, name: &WalFileName, dest: &Path) -> CliRes
                 // from pgBackRest holds beside it (its stanza may exist only there).
                 use crate::pgbackrest::archive::{Found, fetch};
                 let ours = match open_repo(target, &request.stanza).await {
+                    // Seen only through pgBackRest's files: pgstrata's archive is empty.
+                    Ok(repo) if repo.seen_only() => Ok(None),
                     Ok(repo) => Ok(fetch_from(&repo, name, request.workers, cluster.as_ref()).await?),
                     // No pgstrata stanza here: pgBackRest's may be (its error stands if not).
                     Err(e) if e.code == ErrorCode::FileMissing => Err(e),

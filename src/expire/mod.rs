@@ -139,8 +139,7 @@ pub async fn expire(expiry: &RepoExpiry, repo: &Repo, lease: &Lease, choice: &Ch
             info.remove_backup(b.label.as_str());
         }
         lease.check()?;
-        let encrypted = expiry_encrypted(repo, access);
-        crate::pgbackrest::save_backup_info(access, repo.layout.stanza(), info, encrypted).await?;
+        crate::pgbackrest::save_backup_info(access, repo.layout.stanza(), info).await?;
         for b in &foreign_expired {
             lease.check()?;
             let removed = repo.store.delete_prefix(&format!("backup/{}/{}/", repo.layout.stanza(), b.label)).await?;
@@ -173,11 +172,6 @@ pub async fn expire(expiry: &RepoExpiry, repo: &Repo, lease: &Lease, choice: &Ch
 fn repo_access<'a>(repo: &'a Repo, expiry: &'a RepoExpiry) -> Option<crate::pgbackrest::Access<'a>> {
     let access = expiry.target.as_ref()?.pgbackrest(&repo.store);
     access.visible.then_some(access)
-}
-
-/// Whether pgBackRest's info files in the repository are encrypted (and so written back so).
-fn expiry_encrypted(_repo: &Repo, access: crate::pgbackrest::Access<'_>) -> bool {
-    access.cipher != "none"
 }
 
 /// Keeps an expired backup's manifest (`history/<label>.manifest`), pgBackRest's backup history.

@@ -87,11 +87,15 @@ pub async fn fetch(
     Ok(Found::Segment(plain))
 }
 
-/// The segments (not `.partial`, history or `.backup` files) of pgBackRest's archive `archive_id`
-/// (`15-1`) of `stanza`, in name order.
-pub async fn segments(access: Access<'_>, stanza: &str, archive_id: &str) -> CliResult<Vec<WalFileName>> {
+/// Calls `each` with every segment (not `.partial`, history or `.backup` files) of pgBackRest's
+/// archive `archive_id` (`15-1`) of `stanza`, one `<timeline+log>` directory listed at a time.
+pub async fn for_each_segment(
+    access: Access<'_>,
+    stanza: &str,
+    archive_id: &str,
+    mut each: impl FnMut(WalFileName),
+) -> CliResult<()> {
     let root = format!("archive/{stanza}/{archive_id}/");
-    let mut out = Vec::new();
     for dir in access.store.list_dirs(&root).await? {
         if dir.len() != 16 || !dir.bytes().all(|b| b.is_ascii_hexdigit()) {
             continue;
@@ -102,10 +106,9 @@ pub async fn segments(access: Access<'_>, stanza: &str, archive_id: &str) -> Cli
                 && name.kind == WalFileKind::Segment
                 && file.as_bytes().get(24) == Some(&b'-')
             {
-                out.push(name);
+                each(name);
             }
         }
     }
-    out.sort_by_key(ToString::to_string);
-    Ok(out)
+    Ok(())
 }

@@ -47,7 +47,7 @@ impl Reader {
         if file.size == 0 {
             return Ok(());
         }
-        let mut writer = Sha1Writer::new(out);
+        let mut writer = Sha1Writer::with_limit(out, file.size);
         match file.block_incr {
             Some(bi) => self.read_blocks(file, bi, &mut writer)?,
             None => self.read_stored(file, &mut writer)?,
@@ -112,12 +112,10 @@ impl Reader {
         let map = decode_all(&stored_map, pass, true, "none", MAX_PIECE as usize, &key)?;
         let blocks = file.size.div_ceil(bi.size);
         let checksum_size = usize::try_from(bi.checksum_size).map_err(|_| bad("checksum size"))?;
-        let items = blockmap::read(&map, bi.size, checksum_size, blocks)?;
-        if items.len() as u64 != blocks {
-            return Err(bad(&format!("its block map names {} blocks, the file has {blocks}", items.len())));
-        }
+        // The super block last decoded: the blocks of one are mostly consecutive in the map.
         let mut current: Option<((u32, u64, u64), Vec<u8>)> = None;
-        for (i, item) in items.iter().enumerate() {
+        let mut i = 0u64;
+        let named = blockmap::for_each(&map, bi.size, checksum_size, blocks, |item| {
             let id = (item.reference, item.bundle_id, item.offset);
             if current.as_ref().map(|(k, _)| *k) != Some(id) {
                 let label = m.references.get(item.reference as usize).ok_or_else(|| {
@@ -132,14 +130,18 @@ impl Reader {
                 let plain = decode_all(&stored, pass, true, &m.compress_type, item.super_block_size as usize, &object)?;
                 current = Some((id, plain));
             }
-            let Some((_, plain)) = &current else { continue };
-            let offset = (i as u64) * bi.size;
-            let want = bi.size.min(file.size - offset) as usize;
+            let Some((_, plain)) = &current else { return Ok(()) };
+            let want = bi.size.min(file.size - i * bi.size) as usize;
             let from = usize::try_from(item.block.saturating_mul(bi.size)).map_err(|_| bad("block number"))?;
             let block = plain.get(from..from.saturating_add(want)).ok_or_else(|| {
                 bad(&format!("block {} of a super block of {} bytes is not there", item.block, plain.len()))
             })?;
             out.write_all(block).map_err(|e| bad(&format!("write: {e}")))?;
+            i += 1;
+            Ok(())
+        })?;
+        if named != blocks {
+            return Err(bad(&format!("its block map names {named} blocks, the file has {blocks}")));
         }
         Ok(())
     }

@@ -13,9 +13,9 @@ pub mod files;
 
 use bytes::Bytes;
 use pgstrata_repo_format::meta::{BackupCatalog, CatalogEntry, StanzaInfo};
-use pgstrata_repo_format::pg::{Lsn, TimelineId};
 use pgstrata_repo_format::pgbackrest::manifest::Manifest;
 use pgstrata_repo_format::pgbackrest::{ArchiveInfo, BackupEntry, BackupInfo, decrypt_cbc, encrypt_cbc_salted};
+use pgstrata_repo_format::pgbackrest::{lsn_of, timeline_of};
 use pgstrata_repo_format::{BackupLabel, Sha256Digest};
 use pgstrata_storage::{RepoStore, StorageError};
 
@@ -31,8 +31,6 @@ pub struct Access<'a> {
     /// Whether pgBackRest's objects can be there at all: not behind a repository host
     /// (`repoN-host`), whose server serves pgstrata's stanzas only.
     pub visible: bool,
-    /// `none`, `aes-256-cbc`, `aes-256-gcm`.
-    pub cipher: &'a str,
     pub pass: Option<&'a str>,
     /// Where the passphrase is set, for the message when it is missing.
     pub pass_hint: &'a str,
@@ -63,7 +61,7 @@ async fn read_twin<T>(
     key: &str,
     pass: Option<&[u8]>,
     parse: impl Fn(&str, &str) -> Result<T, pgstrata_repo_format::FormatError>,
-) -> CliResult<Option<T>> {
+) -> CliResult<Option<(T, bool)>> {
     let mut errors = Vec::new();
     for (i, k) in [key.to_string(), format!("{key}.copy")].into_iter().enumerate() {
         let bytes = match access.store.get(&k).await {
@@ -101,7 +99,7 @@ async fn read_twin<T>(
                 if !errors.is_empty() {
                     tracing::warn!("pgBackRest's {key} is damaged, using its copy: {}", errors.join("; "));
                 }
-                return Ok(Some(v));
+                return Ok(Some((v, bytes.starts_with(b"Salted__"))));
             }
             Err(e) => errors.push(e),
         }
@@ -122,7 +120,7 @@ pub async fn archive_info(access: Access<'_>, stanza: &str) -> CliResult<Option<
     if !access.visible {
         return Ok(None);
     }
-    read_twin(access, &format!("archive/{stanza}/archive.info"), None, ArchiveInfo::parse).await
+    Ok(read_twin(access, &format!("archive/{stanza}/archive.info"), None, ArchiveInfo::parse).await?.map(|(i, _)| i))
 }
 
 /// `backup/<stanza>/backup.info`; `None` when the stanza has no pgBackRest backups here.
@@ -130,14 +128,18 @@ pub async fn backup_info(access: Access<'_>, stanza: &str) -> CliResult<Option<B
     if !access.visible {
         return Ok(None);
     }
-    read_twin(access, &format!("backup/{stanza}/backup.info"), None, BackupInfo::parse).await
+    let read = read_twin(access, &format!("backup/{stanza}/backup.info"), None, BackupInfo::parse).await?;
+    Ok(read.map(|(mut info, encrypted)| {
+        info.encrypted = encrypted;
+        info
+    }))
 }
 
 /// A backup's manifest, decrypted with the passphrase `backup.info` holds.
 pub async fn manifest(access: Access<'_>, stanza: &str, info: &BackupInfo, label: &str) -> CliResult<Manifest> {
     let key = format!("backup/{stanza}/{label}/backup.manifest");
     let pass = info.cipher_pass.as_deref().map(str::as_bytes);
-    let manifest = read_twin(access, &key, pass, Manifest::parse).await?.ok_or_else(|| {
+    let (manifest, _) = read_twin(access, &key, pass, Manifest::parse).await?.ok_or_else(|| {
         CliError::new(ErrorCode::FileMissing, format!("pgBackRest's manifest {key} is missing"))
             .hint("the backup may have been expired by pgBackRest meanwhile: run info")
     })?;
@@ -151,10 +153,10 @@ pub async fn manifest(access: Access<'_>, stanza: &str, info: &BackupInfo, label
 }
 
 /// Writes `backup.info` and its copy back as pgBackRest writes them: the main file, then the
-/// copy, each encrypted under the repository's passphrase when the repository is.
-pub async fn save_backup_info(access: Access<'_>, stanza: &str, info: &BackupInfo, encrypted: bool) -> CliResult<()> {
+/// copy, encrypted under the repository's passphrase when it was read encrypted.
+pub async fn save_backup_info(access: Access<'_>, stanza: &str, info: &BackupInfo) -> CliResult<()> {
     let text = info.file.render();
-    let bytes = if encrypted {
+    let bytes = if info.encrypted {
         Bytes::from(encrypt_cbc_salted(text.as_bytes(), access.repo_pass("backup.info")?)?)
     } else {
         Bytes::from(text.into_bytes())
@@ -169,18 +171,17 @@ pub async fn save_backup_info(access: Access<'_>, stanza: &str, info: &BackupInf
 /// and pgBackRest's backups alike. `db_id` is pgstrata's id of the same database.
 pub fn catalog_entry(b: &BackupEntry, db_id: u32) -> Option<CatalogEntry> {
     let label: BackupLabel = b.label.parse().ok()?;
-    let timeline = b.archive_start.as_deref().and_then(|w| w.get(..8)).and_then(|t| u32::from_str_radix(t, 16).ok());
     Some(CatalogEntry {
         label,
         backup_type: b.backup_type.parse().ok()?,
         prior: b.prior.as_deref().and_then(|p| p.parse().ok()),
         references: b.references.iter().filter_map(|r| r.parse().ok()).collect(),
         db_id,
-        timeline: TimelineId(timeline.unwrap_or(1)),
+        timeline: timeline_of(b.archive_start.as_deref()),
         timestamp_start: b.timestamp_start,
         timestamp_stop: b.timestamp_stop,
-        lsn_start: b.lsn_start.as_deref().and_then(|l| l.parse().ok()).unwrap_or(Lsn(0)),
-        lsn_stop: b.lsn_stop.as_deref().and_then(|l| l.parse().ok()).unwrap_or(Lsn(0)),
+        lsn_start: lsn_of(b.lsn_start.as_deref()),
+        lsn_stop: lsn_of(b.lsn_stop.as_deref()),
         wal_start: b.archive_start.clone().unwrap_or_default(),
         wal_stop: b.archive_stop.clone().unwrap_or_default(),
         size: b.size,

@@ -237,19 +237,18 @@ async fn restore_pgbackrest(
     let label = backup.label.to_string();
     tracing::info!("repo{}: restore backup set {label} (made by pgBackRest)", repo.index);
     let access = request.repo.pgbackrest(&repo.store);
-    let manifest = crate::pgbackrest::manifest(access, &request.stanza, info, &label).await?;
+    let mut manifest = crate::pgbackrest::manifest(access, &request.stanza, info, &label).await?;
     let (header, entries) = pgbackrest::convert(&manifest, backup.db_id)?;
     let mut p = prepare(request, &header)?;
-    for entry in &entries {
-        p.tree.add(&mut p.plan, entry)?;
+    for entry in entries {
+        p.tree.add(&mut p.plan, &entry)?;
     }
     let (control, anchors) = begin(&mut p, &request.data, &label)?;
     let mut jobs = Vec::with_capacity(manifest.files.len());
-    for file in &manifest.files {
+    for file in std::mem::take(&mut manifest.files) {
         let local = control.place(&file.name, p.plan.local(&file.name)?);
-        jobs.push(pgbackrest::Job { zeroed: p.selection.zeroes(&file.name), file: file.clone(), local });
+        jobs.push(pgbackrest::Job { zeroed: p.selection.zeroes(&file.name), file, local });
     }
-    drop(entries);
     let options = file_options(&p, request, &anchors, 1);
     let summary = pgbackrest::restore_files(&repo.store, &request.stanza, manifest, jobs, options).await?;
     complete(request, p, (control, anchors), summary, &label)

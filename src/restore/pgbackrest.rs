@@ -13,9 +13,9 @@ use futures::StreamExt;
 use pgstrata_repo_format::meta::{
     BackupSettings, DirEntry, FileData, FileEntry, LinkEntry, ManifestEntry, ManifestHeader, Ownership, Target,
 };
-use pgstrata_repo_format::pg::{Lsn, TimelineId};
 use pgstrata_repo_format::pgbackrest::manifest::{self as pgb, Manifest};
 use pgstrata_repo_format::pgbackrest::stream::Sha1Writer;
+use pgstrata_repo_format::pgbackrest::{lsn_of, timeline_of};
 use pgstrata_repo_format::{BackupLabel, BackupType, Sha256Digest};
 use pgstrata_storage::RepoStore;
 use rustix::fs::OFlags;
@@ -38,8 +38,6 @@ fn corrupt(m: &Manifest, why: String) -> CliError {
 /// The manifest as pgstrata's restore plan reads one: a header and every entry in path order.
 pub fn convert(m: &Manifest, db_id: u32) -> CliResult<(ManifestHeader, Vec<ManifestEntry>)> {
     let label: BackupLabel = m.label.parse()?;
-    let lsn = |l: &Option<String>| l.as_deref().and_then(|l| l.parse().ok()).unwrap_or(Lsn(0));
-    let timeline = m.archive_start.as_deref().and_then(|w| w.get(..8)).and_then(|t| u32::from_str_radix(t, 16).ok());
     let targets = m
         .targets
         .iter()
@@ -59,9 +57,9 @@ pub fn convert(m: &Manifest, db_id: u32) -> CliResult<(ManifestHeader, Vec<Manif
         pg_version: m.pg_version.parse().map_err(|_| corrupt(m, format!("db-version '{}'", m.pg_version)))?,
         system_id: m.system_id,
         db_id,
-        timeline: TimelineId(timeline.unwrap_or(1)),
-        lsn_start: lsn(&m.lsn_start),
-        lsn_stop: lsn(&m.lsn_stop),
+        timeline: timeline_of(m.archive_start.as_deref()),
+        lsn_start: lsn_of(m.lsn_start.as_deref()),
+        lsn_stop: lsn_of(m.lsn_stop.as_deref()),
         wal_start: m.archive_start.clone().unwrap_or_default(),
         wal_stop: m.archive_stop.clone().unwrap_or_default(),
         timestamp_start: m.timestamp_start,

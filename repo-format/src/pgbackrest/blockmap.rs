@@ -85,19 +85,26 @@ struct RefState {
     block: u64,
 }
 
-/// Reads a block map. `block_size` and `checksum_size` are the file's (`bi` × 8192, `bic`);
-/// `max_blocks` bounds what is read (the file's size in blocks): a map that names more is
-/// refused.
-pub fn read(map: &[u8], block_size: u64, checksum_size: usize, max_blocks: u64) -> Result<Vec<BlockItem>> {
+/// Reads a block map, calling `each` with every block in file order (nothing is collected: what
+/// a map names costs no memory); returns how many blocks it names. `block_size` and
+/// `checksum_size` are the file's (`bi` × 8192, `bic`); `max_blocks` bounds what is read (the
+/// file's size in blocks): a map that names more is refused.
+pub fn for_each<E: From<FormatError>>(
+    map: &[u8],
+    block_size: u64,
+    checksum_size: usize,
+    max_blocks: u64,
+    mut each: impl FnMut(BlockItem) -> std::result::Result<(), E>,
+) -> std::result::Result<u64, E> {
     if block_size == 0 {
-        return Err(corrupt("block size 0"));
+        return Err(corrupt("block size 0").into());
     }
     let mut c = Cursor { data: map, at: 0 };
     if c.varint()? & 1 != 0 {
-        return Err(corrupt("block map version must be zero"));
+        return Err(corrupt("block map version must be zero").into());
     }
     let mut refs: Vec<RefState> = Vec::new();
-    let mut items = Vec::new();
+    let mut count = 0u64;
     let mut size_last: u64 = 0;
     loop {
         let encoded = c.varint()?;
@@ -189,14 +196,16 @@ pub fn read(map: &[u8], block_size: u64, checksum_size: usize, max_blocks: u64) 
             } else {
                 item.super_block_size.div_ceil(block_size)
             };
-            if (items.len() as u64).saturating_add(total) > max_blocks {
-                return Err(corrupt("names more blocks than the file has"));
+            if count.saturating_add(total) > max_blocks {
+                return Err(corrupt("names more blocks than the file has").into());
             }
+            let first = r.block;
             for i in 0..total {
-                item.block = r.block + i;
+                item.block = first + i;
                 c.skip(checksum_size)?;
-                items.push(item);
+                each(item)?;
             }
+            count += total;
             r.block = r.block.checked_add(total).ok_or_else(|| corrupt("block number overflow"))?;
             item.offset = item.offset.checked_add(item.size).ok_or_else(|| corrupt("offset overflow"))?;
             if sb_encoded & LAST != 0 {
@@ -207,7 +216,7 @@ pub fn read(map: &[u8], block_size: u64, checksum_size: usize, max_blocks: u64) 
             break;
         }
     }
-    Ok(items)
+    Ok(count)
 }
 
 #[cfg(test)]
@@ -239,11 +248,19 @@ mod tests {
         m.extend_from_slice(&[0; 6]);
         varint((20 << SB_SHIFT) | LAST, &mut m);
         m.extend_from_slice(&[0; 6]);
-        let items = read(&m, 8192 * 2, 6, 10).expect("test data");
+        let read = |m: &[u8], max| {
+            let mut items = Vec::new();
+            for_each::<FormatError>(m, 8192 * 2, 6, max, |i| {
+                items.push(i);
+                Ok(())
+            })
+            .map(|_| items)
+        };
+        let items = read(&m, 10).expect("test data");
         assert_eq!(items.len(), 2);
         assert_eq!((items[0].bundle_id, items[0].offset, items[0].size, items[0].block), (1, 100, 50, 0));
         assert_eq!((items[1].offset, items[1].size, items[1].block), (150, 60, 0));
-        assert!(read(&m, 8192 * 2, 6, 1).is_err());
-        assert!(read(&m[..m.len() - 1], 8192 * 2, 6, 10).is_err());
+        assert!(read(&m, 1).is_err());
+        assert!(read(&m[..m.len() - 1], 10).is_err());
     }
 }

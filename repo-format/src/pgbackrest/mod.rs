@@ -185,6 +185,18 @@ pub struct BackupDb {
     pub control_version: u64,
 }
 
+/// The timeline of a backup, from its first WAL segment (`backup-archive-start`); 1 when that
+/// is not recorded.
+pub fn timeline_of(archive_start: Option<&str>) -> crate::pg::TimelineId {
+    let id = archive_start.and_then(|w| w.get(..8)).and_then(|t| u32::from_str_radix(t, 16).ok());
+    crate::pg::TimelineId(id.unwrap_or(1))
+}
+
+/// An LSN as pgBackRest records it (`0/9000028`); 0 when not recorded.
+pub fn lsn_of(lsn: Option<&str>) -> crate::pg::Lsn {
+    lsn.and_then(|l| l.parse().ok()).unwrap_or(crate::pg::Lsn(0))
+}
+
 /// One backup of `backup.info`'s `[backup:current]`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct BackupEntry {
@@ -219,6 +231,8 @@ pub struct BackupInfo {
     pub backups: Vec<BackupEntry>,
     pub cipher_pass: Option<String>,
     pub file: InfoFile,
+    /// It was read encrypted (set by the reader; written back the same way).
+    pub encrypted: bool,
 }
 
 impl BackupInfo {
@@ -277,7 +291,14 @@ impl BackupInfo {
                 annotation: v.get("backup-annotation").cloned(),
             });
         }
-        Ok(Self { current, history, backups, cipher_pass: file.get_str("cipher", "cipher-pass"), file })
+        Ok(Self {
+            current,
+            history,
+            backups,
+            cipher_pass: file.get_str("cipher", "cipher-pass"),
+            file,
+            encrypted: false,
+        })
     }
 
     /// Removes a backup from `[backup:current]`; the file renders without it.

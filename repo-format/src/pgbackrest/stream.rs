@@ -273,11 +273,18 @@ pub struct Sha1Writer<W: Write> {
     pub inner: W,
     hash: sha1::Sha1,
     pub len: u64,
+    limit: u64,
 }
 
 impl<W: Write> Sha1Writer<W> {
     pub fn new(inner: W) -> Self {
-        Self { inner, hash: <sha1::Sha1 as sha1::Digest>::new(), len: 0 }
+        Self::with_limit(inner, u64::MAX)
+    }
+
+    /// Refuses to pass on more than `limit` bytes (a file's recorded size: stored bytes that
+    /// decode to more are damaged or hostile, and must not fill the disk first).
+    pub fn with_limit(inner: W, limit: u64) -> Self {
+        Self { inner, hash: <sha1::Sha1 as sha1::Digest>::new(), len: 0, limit }
     }
 
     /// The SHA-1 (hex) and size of everything written.
@@ -289,6 +296,9 @@ impl<W: Write> Sha1Writer<W> {
 
 impl<W: Write> Write for Sha1Writer<W> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.len.saturating_add(buf.len() as u64) > self.limit {
+            return Err(std::io::Error::other(format!("decodes to more than its {} bytes", self.limit)));
+        }
         let n = self.inner.write(buf)?;
         sha1::Digest::update(&mut self.hash, &buf[..n]);
         self.len += n as u64;
