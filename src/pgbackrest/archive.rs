@@ -18,6 +18,8 @@ use crate::error::{CliError, CliResult, ErrorCode};
 
 /// The largest WAL segment PostgreSQL makes (`--wal-segsize` up to 1 GiB).
 const MAX_SEGMENT: u64 = 1 << 30;
+/// A timeline history file larger than this is no history file (one line per timeline).
+const MAX_HISTORY: u64 = 16 << 20;
 
 /// What pgBackRest's archive had to say of a segment.
 #[derive(Debug)]
@@ -26,10 +28,12 @@ pub enum Found {
     NoArchive,
     /// It has one, without the segment.
     Missing,
+    /// Its content (a segment or a history file), checked.
     Segment(Vec<u8>),
 }
 
-/// Segment `name` from pgBackRest's archive of `stanza` in the repository.
+/// Segment or timeline history file `name` from pgBackRest's archive of `stanza` in the
+/// repository.
 pub async fn fetch(
     access: Access<'_>,
     stanza: &str,
@@ -37,9 +41,6 @@ pub async fn fetch(
     cluster: Option<&ControlFile>,
 ) -> CliResult<Found> {
     let Some(info) = super::archive_info(access, stanza).await? else { return Ok(Found::NoArchive) };
-    if !matches!(name.kind, WalFileKind::Segment | WalFileKind::Partial) {
-        return Ok(Found::Missing);
-    }
     let db = cluster
         .and_then(|c| {
             info.history
@@ -49,6 +50,31 @@ pub async fn fetch(
         })
         .unwrap_or(&info.current);
     let text = name.to_string();
+    match name.kind {
+        WalFileKind::Segment | WalFileKind::Partial => {}
+        // A timeline history file: stored under its name at the top of the archive id, not
+        // compressed (pgBackRest compresses segments only), encrypted like the rest.
+        WalFileKind::History => {
+            let key = format!("archive/{stanza}/{}/{text}", db.archive_id());
+            let stored = match access.store.head(&key).await? {
+                None => return Ok(Found::Missing),
+                Some(o) if o.size > MAX_HISTORY => {
+                    return Err(CliError::new(
+                        ErrorCode::Format,
+                        format!("{key} is {} bytes: larger than any timeline history", o.size),
+                    ));
+                }
+                Some(_) => access.store.get(&key).await?,
+            };
+            let plain = match &info.cipher_pass {
+                Some(pass) => decrypt_cbc(&stored, pass.as_bytes(), &key)?,
+                None => stored.to_vec(),
+            };
+            tracing::info!("found {name} in pgBackRest's archive {} of repo{}", db.archive_id(), access.index);
+            return Ok(Found::Segment(plain));
+        }
+        WalFileKind::Backup { .. } => return Ok(Found::Missing),
+    }
     let dir = format!("archive/{stanza}/{}/{}/", db.archive_id(), &text[..16.min(text.len())]);
     let wanted = format!("{text}-");
     let Some(object) = access

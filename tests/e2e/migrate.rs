@@ -244,6 +244,36 @@ fn a_pgbackrest_2_45_repository_restores_and_verifies() {
     copy.stop();
     site.run(&["verify"]);
 
+    // A rolling change: a pod still on pgBackRest restores a copy that promotes onto timeline 2;
+    // pgBackRest archives its history file, and pgstrata's archive-get finds it there.
+    site.point_at(&debian);
+    let dir = scratch.dir.path().join("timeline-2");
+    site.run(&["restore", &format!("--pg1-path={}", dir.display()), "--type=immediate", "--target-action=promote"]);
+    let fork = Cluster::existing(&scratch, dir.clone(), "timeline-2");
+    fork.configure(&format!(
+        "archive_command = '{} --config={} --stanza=db --pg1-path={} archive-push \"%p\"'\n",
+        site.link.display(),
+        site.conf.display(),
+        dir.display()
+    ));
+    fork.start();
+    fork.wait_promoted();
+    let archived = scratch.dir.path().join("repo/archive/db/15-1/00000002.history");
+    let since = std::time::Instant::now();
+    while !archived.exists() {
+        assert!(since.elapsed() < std::time::Duration::from_secs(60), "pgBackRest did not archive 00000002.history");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    fork.stop();
+    site.point_at(Path::new(crate::support::bin()));
+    let fetched = scratch.path("fetched").join("00000002.history");
+    site.run(&["archive-get", "00000002.history", fetched.to_str().unwrap()]);
+    assert_eq!(
+        std::fs::read(&fetched).unwrap(),
+        std::fs::read(dir.join("pg_wal/00000002.history")).unwrap(),
+        "the history file pgBackRest archived"
+    );
+
     // A damaged file of the full (stored whole, gz): verify names it; a restore refuses.
     let dir = scratch.dir.path().join(format!("repo/backup/db/{}/pg_data/base", old[0]));
     let victim = walk(&dir).into_iter().max_by_key(|p| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)).unwrap();
