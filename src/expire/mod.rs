@@ -135,6 +135,20 @@ pub async fn expire(expiry: &RepoExpiry, repo: &Repo, lease: &Lease, choice: &Ch
         && !foreign_expired.is_empty()
         && let (Some(info), Some(access)) = (foreign.as_mut(), access)
     {
+        // pgBackRest may still run on another pod (a rolling change): a backup.info it wrote
+        // since the plan was made is not overwritten with an older list (its new backup would
+        // become an orphan pgBackRest's own expire removes). The next expire plans again.
+        let now = crate::pgbackrest::backup_info(access, repo.layout.stanza()).await?;
+        if now.as_ref().map(|n| &n.file) != Some(&info.file) {
+            return Err(CliError::new(
+                ErrorCode::LockAcquire,
+                format!(
+                    "repo{}: pgBackRest's backup.info changed while expire ran; nothing of it was expired",
+                    repo.index
+                ),
+            )
+            .hint("is pgBackRest still running on another host? run expire again"));
+        }
         for b in &foreign_expired {
             info.remove_backup(b.label.as_str());
         }
