@@ -90,6 +90,8 @@ struct RepoView {
     newest_archived: Option<i64>,
     /// The last `verify` and `restore-test` results recorded in the repository.
     reports: BTreeMap<&'static str, Value>,
+    /// What `cipher` says of the repository.
+    cipher: &'static str,
 }
 
 /// Widens a (min, max) range of segment names to take in `name`.
@@ -102,10 +104,16 @@ fn widen((min, max): &mut (String, String), name: &str) {
     }
 }
 
-fn cipher_name(info: &StanzaInfo) -> &'static str {
-    match info.cipher {
-        CipherInfo::None => "none",
-        CipherInfo::Aes256Gcm { .. } => "aes-256-gcm",
+/// The cipher `info` reports for a repository: pgBackRest's name where the configuration
+/// names it (`aes-256-cbc`: pgBackRest's objects are, pgstrata's own are AES-256-GCM under the
+/// same passphrase), so a repository taken over reports what it reported before.
+fn cipher_name(info: &StanzaInfo, configured: &str, seen_only: bool) -> &'static str {
+    match (&info.cipher, configured) {
+        (CipherInfo::Aes256Gcm { .. }, "aes-256-cbc") => "aes-256-cbc",
+        (CipherInfo::Aes256Gcm { .. }, _) => "aes-256-gcm",
+        // Seen only through pgBackRest's files, which were read with the configured cipher.
+        (CipherInfo::None, "aes-256-cbc") if seen_only => "aes-256-cbc",
+        (CipherInfo::None, _) => "none",
     }
 }
 
@@ -122,6 +130,7 @@ async fn view(request: &InfoRequest, target: &RepoTarget, stanza: &str) -> CliRe
         set: None,
         newest_archived: None,
         reports: BTreeMap::new(),
+        cipher: "none",
     };
     let store = match target.storage()?.open(RetryPolicy::default()) {
         Ok(s) => s,
@@ -145,6 +154,7 @@ async fn view(request: &InfoRequest, target: &RepoTarget, stanza: &str) -> CliRe
             }
         },
     };
+    v.cipher = cipher_name(&info, &target.cipher.kind, seen.is_some());
     let key = match seen.map_or_else(|| crate::repo::unlock(target, &info), Ok) {
         Ok(k) => k,
         Err(e) => {
@@ -222,7 +232,7 @@ fn stanza_json(stanza: &str, views: &[RepoView], flavor: Flavor) -> Value {
     let mut repos = Vec::new();
     let mut ciphers = std::collections::BTreeSet::new();
     for v in views {
-        let cipher = v.info.as_ref().map(cipher_name).unwrap_or("none");
+        let cipher = v.cipher;
         ciphers.insert(cipher);
         repos.push(json!({"cipher": cipher, "key": v.index, "status": {"code": v.status.0, "message": v.status.1}}));
         if let Some(info) = &v.info {

@@ -137,6 +137,8 @@ fn a_pgbackrest_2_59_repository_is_taken_over_in_place() {
         "archiving failed after the switch"
     );
     assert_eq!(site.labels(), old, "info does not list pgBackRest's backups");
+    let info: serde_json::Value = serde_json::from_str(&site.run(&["info", "--output=json"])).unwrap();
+    assert_eq!(info[0]["cipher"], "aes-256-cbc", "info reports another cipher than pgBackRest did");
     site.run(&["backup", "--type=full"]);
     let all = site.labels();
     assert_eq!(all.len(), 3, "{all:?}");
@@ -201,6 +203,8 @@ fn a_pgbackrest_2_45_repository_restores_and_verifies() {
     // Before pgstrata has written anything (a restore Job first): info and a restore read
     // pgBackRest's stanza as it is, and leave the repository as they found it.
     let old = site.labels();
+    let info: serde_json::Value = serde_json::from_str(&site.run(&["info", "--output=json"])).unwrap();
+    assert_eq!(info[0]["cipher"], "none");
     let copy = restored(&scratch, &site, "first", &[]);
     copy.stop();
     assert!(!scratch.dir.path().join("repo/stanza").exists(), "a reader wrote into the repository");
