@@ -304,3 +304,44 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
     }
     out
 }
+
+/// The users who bring pgBackRest repositories run every major: a PostgreSQL 13 and an 18
+/// cluster backed up by pgBackRest 2.59.1 as PGO configures it (encrypted, bundles, block
+/// incremental), a full and an incr, then restored by pgstrata through the `pgbackrest` name
+/// with the data of the source, and verified.
+#[test]
+fn pgbackrest_backups_of_postgresql_13_and_18_restore() {
+    if !postgres_available() {
+        return;
+    }
+    let Some(current) = pgbackrest_binary("CURRENT") else { return };
+    for major in [13, 18] {
+        let Some(server) = crate::support::server_bin(major) else { return };
+        let scratch = Scratch::new(&format!("pgstrata-migrate-{major}-"));
+        let primary = Cluster::init_on(&server, &scratch, "primary", &[]);
+        let site = site(
+            &scratch,
+            &primary,
+            "repo1-cipher-type=aes-256-cbc\nrepo1-cipher-pass=p\nrepo1-bundle=y\nrepo1-block=y\n",
+        );
+        site.point_at(&current);
+        primary.start();
+        site.run(&["stanza-create"]);
+        primary.sql("create table t as select g as id, md5(g::text) as v from generate_series(1, 30000) g");
+        site.run(&["backup", "--type=full"]);
+        primary.sql("update t set v = 'changed' where id % 10 = 0");
+        site.run(&["backup", "--type=incr"]);
+        let expected = primary.sql("select count(*), md5(string_agg(v, ',' order by id)) from t");
+        primary.archive_now();
+        site.point_at(Path::new(crate::support::bin()));
+        let copy = restored(&scratch, &site, "restored", &[]);
+        assert_eq!(
+            copy.sql("select count(*), md5(string_agg(v, ',' order by id)) from t"),
+            expected,
+            "PostgreSQL {major}"
+        );
+        assert_eq!(copy.sql("show server_version_num").get(..2), Some(major.to_string().as_str()));
+        copy.stop();
+        site.run(&["verify"]);
+    }
+}
