@@ -25,7 +25,7 @@ use super::files::{
 };
 use super::owner::io;
 use crate::error::{CliError, CliResult, ErrorCode};
-use crate::pgbackrest::files::Reader;
+use crate::pgbackrest::files::{READ, Reader, Span};
 
 fn owner(o: &pgb::Owner) -> Ownership {
     Ownership { mode: o.mode, user: o.user.clone(), group: o.group.clone() }
@@ -129,7 +129,51 @@ enum Outcome {
     Written(u64),
 }
 
-/// Restores the files, `process-max` at a time.
+/// Files restored together: those lying back to back in one bundle (read with one request of
+/// at most [`READ`] bytes), or one file alone.
+struct Batch {
+    span: Option<Span>,
+    jobs: Vec<Job>,
+}
+
+/// Most files in one batch.
+const BATCH_FILES: usize = 256;
+
+/// The jobs in batches: bundled files in bundle order (as pgBackRest restores them), grouped
+/// where they lie back to back; every other file alone.
+fn batches(reader: &Reader, jobs: Vec<Job>) -> Vec<Batch> {
+    let mut keyed: Vec<(Option<Span>, Job)> = jobs
+        .into_iter()
+        .map(|job| {
+            let span =
+                (!job.zeroed).then(|| reader.bundled(&job.file)).flatten().filter(|(_, r)| r.end - r.start <= READ);
+            (span, job)
+        })
+        .collect();
+    keyed.sort_by(|(a, _), (b, _)| match (a, b) {
+        (Some((ka, ra)), Some((kb, rb))) => (ka, ra.start).cmp(&(kb, rb.start)),
+        (Some(_), None) => std::cmp::Ordering::Less,
+        (None, Some(_)) => std::cmp::Ordering::Greater,
+        (None, None) => std::cmp::Ordering::Equal,
+    });
+    let mut out: Vec<Batch> = Vec::new();
+    for (span, job) in keyed {
+        if let (Some((key, range)), Some(Batch { span: Some((last_key, last)), jobs })) = (&span, out.last_mut())
+            && last_key == key
+            && last.end == range.start
+            && range.end - last.start <= READ
+            && jobs.len() < BATCH_FILES
+        {
+            last.end = range.end;
+            jobs.push(job);
+            continue;
+        }
+        out.push(Batch { span, jobs: vec![job] });
+    }
+    out
+}
+
+/// Restores the files, `process-max` batches at a time.
 pub async fn restore_files(
     store: &RepoStore,
     stanza: &str,
@@ -141,32 +185,52 @@ pub async fn restore_files(
     let progress = Arc::new(std::sync::Mutex::new(crate::progress::Progress::new("restore", total)));
     let workers = options.workers.max(1);
     let shared = Arc::new(Shared { reader: Reader::new(store, stanza, manifest), options });
-    let results = futures::stream::iter(jobs)
-        .map(|job| {
+    let batches = batches(&shared.reader, jobs);
+    let results = futures::stream::iter(batches)
+        .map(|batch| {
             let shared = Arc::clone(&shared);
             let progress = Arc::clone(&progress);
             async move {
-                let size = job.file.size;
-                let outcome = blocking(move || restore_file(&shared, &job)).await?;
-                if let Ok(mut p) = progress.lock() {
-                    p.add(size);
-                }
-                Ok::<_, CliError>(outcome)
+                let stored = match &batch.span {
+                    Some((key, range)) => Some((range.start, store.get_range(key, range.clone()).await?)),
+                    None => None,
+                };
+                let outcomes = blocking(move || {
+                    let mut outcomes = Vec::with_capacity(batch.jobs.len());
+                    for job in &batch.jobs {
+                        let given = match &stored {
+                            Some((start, bytes)) => {
+                                let from = (job.file.bundle_offset - start) as usize;
+                                bytes.get(from..from + job.file.size_repo as usize)
+                            }
+                            None => None,
+                        };
+                        outcomes.push(restore_file(&shared, job, given)?);
+                        if let Ok(mut p) = progress.lock() {
+                            p.add(job.file.size);
+                        }
+                    }
+                    Ok(outcomes)
+                })
+                .await?;
+                Ok::<_, CliError>(outcomes)
             }
         })
         .buffer_unordered(workers);
     futures::pin_mut!(results);
     let mut summary = FilesSummary::default();
     while let Some(r) = results.next().await {
-        match r? {
-            Outcome::Unchanged(size) => {
-                summary.unchanged += 1;
-                summary.bytes += size;
-            }
-            Outcome::Written(size) => {
-                summary.restored += 1;
-                summary.bytes += size;
-                summary.rewritten += size;
+        for outcome in r? {
+            match outcome {
+                Outcome::Unchanged(size) => {
+                    summary.unchanged += 1;
+                    summary.bytes += size;
+                }
+                Outcome::Written(size) => {
+                    summary.restored += 1;
+                    summary.bytes += size;
+                    summary.rewritten += size;
+                }
             }
         }
     }
@@ -176,7 +240,8 @@ pub async fn restore_files(
     Ok(summary)
 }
 
-fn restore_file(shared: &Shared, job: &Job) -> CliResult<Outcome> {
+/// Restores one file; `given`: its stored bytes, read with its batch.
+fn restore_file(shared: &Shared, job: &Job, given: Option<&[u8]>) -> CliResult<Outcome> {
     let options = &shared.options;
     let entry = file_entry(&job.file);
     let at = place(&options.anchors, &job.local)?;
@@ -201,7 +266,10 @@ fn restore_file(shared: &Shared, job: &Job) -> CliResult<Outcome> {
             output.file.set_len(job.file.size).map_err(|e| io(&job.local, "size", e))?;
         } else {
             let mut buffered = std::io::BufWriter::with_capacity(1 << 20, &mut output.file);
-            shared.reader.read(&job.file, &mut buffered)?;
+            match given {
+                Some(stored) => shared.reader.read_given(&job.file, stored, &mut buffered)?,
+                None => shared.reader.read(&job.file, &mut buffered)?,
+            }
             buffered.flush().map_err(|e| io(&job.local, "write", e))?;
         }
         finish_file(output, (&out, &at), &job.local, &entry, options.as_root)

@@ -539,6 +539,14 @@ impl RepoStore {
         Ok(n)
     }
 
+    /// On the local filesystem, the file of an object (a key without `..` or empty parts): for
+    /// a reader on a blocking thread of its own, which reads it directly instead of going
+    /// through the runtime for every range.
+    pub fn local_file(&self, key: &str) -> Option<std::path::PathBuf> {
+        let root = self.local_root.as_ref()?;
+        (!key.split('/').any(|c| c == ".." || c.is_empty())).then(|| root.join(self.path(key).as_ref()))
+    }
+
     /// On the local filesystem, the directory of a prefix ending in `/`.
     fn local_dir(&self, prefix: &str) -> Option<std::path::PathBuf> {
         let root = self.local_root.as_ref()?;

@@ -67,19 +67,19 @@ impl CbcDecrypt {
             return Ok(());
         }
         let Some((aes, prev)) = self.cipher.as_mut() else { return Ok(()) };
+        // CBC decrypts every block independently (then XORs the ciphertext before it), so the
+        // cipher runs on all ready blocks at once, in parallel where the CPU can.
         let start = out.len();
-        out.reserve(ready);
-        for chunk in self.pending[..ready].chunks_exact(BLOCK) {
-            let mut block = aes::Block::default();
-            block.copy_from_slice(chunk);
-            aes.decrypt_block(&mut block);
-            for (b, p) in block.iter_mut().zip(prev.iter()) {
-                *b ^= p;
-            }
-            prev.copy_from_slice(chunk);
-            out.extend_from_slice(&block);
+        out.extend_from_slice(&self.pending[..ready]);
+        let (blocks, _) = aes::Block::slice_as_chunks_mut(&mut out[start..]);
+        aes.decrypt_blocks(blocks);
+        let word = |b: &[u8]| u128::from_ne_bytes(b.try_into().unwrap_or([0; BLOCK]));
+        let befores = std::iter::once(&prev[..]).chain(self.pending.chunks_exact(BLOCK));
+        for (block, before) in blocks.iter_mut().zip(befores) {
+            let plain = word(block.as_slice()) ^ word(before);
+            block.copy_from_slice(&plain.to_ne_bytes());
         }
-        debug_assert_eq!(out.len() - start, ready);
+        prev.copy_from_slice(&self.pending[ready - BLOCK..ready]);
         self.pending.drain(..ready);
         Ok(())
     }
