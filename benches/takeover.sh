@@ -6,6 +6,7 @@
 #                                       ../shared/tools/pgbackrest-2.59.1)
 #   COMPRESS=gz                        (compress-type of the backup; gz is pgBackRest's default)
 #   REPEAT=3                           (restores per tool, alternating; the median counts)
+#   KEEP=1                             (keep the work directory, for profiling)
 # The repository is written as PGO configures it: aes-256-cbc, bundles, block incremental,
 # process-max 2. A full, then pgbench transactions and an incr; the incr (block maps over both
 # backups) is restored by each tool into an empty directory with process-max 2. Prints wall
@@ -31,7 +32,7 @@ if [ "$(id -u)" = 0 ]; then chown -R postgres:postgres "$W"; as_pg() { runuser -
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 cleanup() {
   as_pg "$PG_BIN/pg_ctl" -D "$W/data" -m immediate -w stop > /dev/null 2>&1 || true
-  rm -rf "$W"
+  if [ -n "${KEEP:-}" ]; then echo "takeover: kept $W" >&2; else rm -rf "$W"; fi
 }
 trap cleanup EXIT
 cat > "$W/pgbackrest.conf" << CONF
@@ -100,6 +101,6 @@ PS=$(cut -d' ' -f1 "$W/pgstrata.times" | median)
 PBM=$(cut -d' ' -f2 "$W/pgbackrest.times" | median)
 PSM=$(cut -d' ' -f2 "$W/pgstrata.times" | median)
 echo "restore of pgBackRest's incr (scale $SCALE, cluster $SIZE, repository $REPO, $COMPRESS, aes-256-cbc, bundles + block, process-max 2; median of $REPEAT)"
-printf '%-22s %8s s  peak RSS %6s MiB (main process)\n' "pgBackRest $("$PGBACKREST" version | cut -d' ' -f2)" "$PB" "$((PBM / 1024))"
+printf '%-22s %8s s  peak RSS %6s MiB (largest process)\n' "pgBackRest $("$PGBACKREST" version | cut -d' ' -f2)" "$PB" "$((PBM / 1024))"
 printf '%-22s %8s s  peak RSS %6s MiB\n' "pgstrata" "$PS" "$((PSM / 1024))"
 awk -v a="$PB" -v b="$PS" 'BEGIN { printf "pgstrata vs pgBackRest: %.2fx the speed\n", a / b }'

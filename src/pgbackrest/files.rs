@@ -4,9 +4,10 @@
 //! bytes and each block in the super block the map names, in this backup or an earlier one of
 //! the manifest's `backup-reference` list; decrypted with the manifest's passphrase,
 //! decompressed, and checked against the size and SHA-1 the manifest records. Memory per file
-//! read is one buffer of [`READ`] bytes, or one super block and one block map (each at most
-//! [`MAX_PIECE`]), whatever the file's size. Reads run on a blocking thread; the store is
-//! reached through the runtime's handle.
+//! read is one buffer of [`READ`] bytes, or — block incremental — [`WINDOWS`] read-ahead
+//! windows of [`READ`] bytes, one decoded super block and the block map (each at most
+//! [`MAX_PIECE`]), whatever the file's size. Reads run on a blocking thread: a repository on
+//! this host's filesystem is read there directly, any other through the runtime's handle.
 
 use std::io::Write;
 

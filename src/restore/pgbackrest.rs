@@ -136,6 +136,9 @@ struct Batch {
     jobs: Vec<Job>,
 }
 
+/// Bytes written to a restored file at a time.
+const WRITE: usize = 64 << 10;
+
 /// Most files in one batch.
 const BATCH_FILES: usize = 256;
 
@@ -265,7 +268,10 @@ fn restore_file(shared: &Shared, job: &Job, given: Option<&[u8]>) -> CliResult<O
         if job.zeroed || job.file.size == 0 {
             output.file.set_len(job.file.size).map_err(|e| io(&job.local, "size", e))?;
         } else {
-            let mut buffered = std::io::BufWriter::with_capacity(1 << 20, &mut output.file);
+            // Writes of 64 KiB: measured here, 1 MiB writes made the kernel's copy into the page
+            // cache several times slower once it held a previous restore's pages (scale 100:
+            // 6.2 s against 2.4 s).
+            let mut buffered = std::io::BufWriter::with_capacity(WRITE, &mut output.file);
             match given {
                 Some(stored) => shared.reader.read_given(&job.file, stored, &mut buffered)?,
                 None => shared.reader.read(&job.file, &mut buffered)?,
