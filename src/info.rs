@@ -163,13 +163,13 @@ async fn view(request: &InfoRequest, target: &RepoTarget, stanza: &str) -> CliRe
             return Ok(v);
         }
     };
-    let repo = Repo { index, store, layout, info, key };
+    let repo = Repo { index, store, layout, info, key, foreign: target.foreign() };
     match repo.load_catalog().await {
         Ok(c) => v.catalog = c,
         Err(e) => v.status = (3, format!("missing stanza data: {}", e.message)),
     }
     // pgBackRest's backups and archive in the same repository: one catalog of both.
-    let access = target.pgbackrest(&repo.store);
+    let access = repo.pgbackrest();
     if let Some(foreign) = crate::pgbackrest::backup_info(access, stanza).await? {
         crate::pgbackrest::merge_catalog(&mut v.catalog, &foreign, &repo.info);
     }

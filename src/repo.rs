@@ -54,6 +54,24 @@ impl RepoTarget {
             pass_hint: &self.cipher.pass_hint,
         }
     }
+
+    /// What an opened [`Repo`] keeps to reach pgBackRest's objects beside its stanza.
+    pub fn foreign(&self) -> Foreign {
+        Foreign {
+            visible: !matches!(self.storage, Ok(StorageConfig::Given(_))),
+            pass: self.cipher.pass.clone(),
+            pass_hint: self.cipher.pass_hint.clone(),
+        }
+    }
+}
+
+/// The passphrase and visibility of pgBackRest's objects in an opened repository (see
+/// [`RepoTarget::pgbackrest`]).
+#[derive(Clone, Debug)]
+pub struct Foreign {
+    visible: bool,
+    pass: Option<Secret>,
+    pass_hint: String,
 }
 
 /// An opened repository of one stanza.
@@ -64,9 +82,22 @@ pub struct Repo {
     pub layout: StanzaLayout,
     pub info: StanzaInfo,
     pub key: Option<DataKey>,
+    /// Reaching pgBackRest's objects beside the stanza (a repository taken over).
+    pub foreign: Foreign,
 }
 
 impl Repo {
+    /// How pgBackRest's objects in this repository are reached.
+    pub fn pgbackrest(&self) -> crate::pgbackrest::Access<'_> {
+        crate::pgbackrest::Access {
+            store: &self.store,
+            index: self.index,
+            visible: self.foreign.visible,
+            pass: self.foreign.pass.as_ref().map(Secret::expose),
+            pass_hint: &self.foreign.pass_hint,
+        }
+    }
+
     /// `repo1 (posix:/var/lib/pgstrata)`, for messages.
     pub fn name(&self) -> String {
         format!("repo{} ({})", self.index, self.store.describe())
@@ -188,7 +219,7 @@ async fn open(target: &RepoTarget, stanza: &str, write: bool) -> CliResult<Repo>
         .hint("is the stanza name and repository configuration right?"));
     };
     let key = unlock(target, &info)?;
-    Ok(Repo { index, store, layout, info, key })
+    Ok(Repo { index, store, layout, info, key, foreign: target.foreign() })
 }
 
 /// A stanza pgBackRest made and pgstrata has not written to yet: pgstrata continues it in
@@ -241,7 +272,14 @@ pub async fn adopt(
     }
     let read_only = |db_history| {
         let info = StanzaInfo { stanza: layout.stanza().to_string(), created: 0, cipher: CipherInfo::None, db_history };
-        Ok(Some(Repo { index, store: store.clone(), layout: layout.clone(), info, key: None }))
+        Ok(Some(Repo {
+            index,
+            store: store.clone(),
+            layout: layout.clone(),
+            info,
+            key: None,
+            foreign: target.foreign(),
+        }))
     };
     if !write {
         return read_only(db_history);
@@ -252,13 +290,13 @@ pub async fn adopt(
                 let result = adopt_under_lease(target, &store, &layout, db_history.clone(), &lease).await;
                 lease.release().await;
                 let (info, key) = result?;
-                return Ok(Some(Repo { index, store, layout, info, key }));
+                return Ok(Some(Repo { index, store, layout, info, key, foreign: target.foreign() }));
             }
             // Another process is creating it (or a backup holds the lease): it may be there now.
             Err(e) if e.code == ErrorCode::LockAcquire => {
                 if let Some(info) = load_stanza_info(&store, &layout).await? {
                     let key = unlock(target, &info)?;
-                    return Ok(Some(Repo { index, store, layout, info, key }));
+                    return Ok(Some(Repo { index, store, layout, info, key, foreign: target.foreign() }));
                 }
                 tokio::time::sleep(std::time::Duration::from_millis(100)).await;
             }
@@ -294,7 +332,14 @@ async fn adopt_under_lease(
     let created = crate::runtime::unix_now();
     let stanza = layout.stanza().to_string();
     let info = StanzaInfo { stanza: stanza.clone(), created, cipher, db_history };
-    let repo = Repo { index: target.index, store: store.clone(), layout: layout.clone(), info, key };
+    let repo = Repo {
+        index: target.index,
+        store: store.clone(),
+        layout: layout.clone(),
+        info,
+        key,
+        foreign: target.foreign(),
+    };
     lease.check()?;
     // The catalog first: a stanza info never exists without one.
     repo.save_catalog(&BackupCatalog::default(), BlobSettings::default(), &CatalogVersion(None)).await?;

@@ -148,7 +148,7 @@ async fn create_on(
             return Err(mismatch(index, db, control));
         }
         let key = crate::repo::unlock(target, &info)?;
-        let repo = Repo { index, store, layout, info, key };
+        let repo = Repo { index, store, layout, info, key, foreign: target.foreign() };
         // Only a missing catalog is created; a damaged or unreachable one is reported, never
         // replaced by an empty list of backups.
         match repo.load_catalog().await {
@@ -179,7 +179,7 @@ async fn create_on(
         cipher,
         db_history: vec![db_entry(1, control)],
     };
-    let repo = Repo { index, store, layout, info, key };
+    let repo = Repo { index, store, layout, info, key, foreign: target.foreign() };
     // The catalog first: a stanza info never exists without one.
     repo.save_catalog(&BackupCatalog::default(), request.blob, &Default::default()).await?;
     save_stanza_info(&repo.store, &repo.layout, &repo.info).await?;

@@ -134,7 +134,7 @@ pub fn run(request: &VerifyRequest) -> CliResult<()> {
         let mut reports = Vec::new();
         for target in &request.repos {
             let repo = open_repo(target, stanza).await?;
-            let access = target.pgbackrest(&repo.store);
+            let access = repo.pgbackrest();
             let foreign = crate::pgbackrest::backup_info(access, stanza).await?;
             let theirs = |label: &BackupLabel| {
                 foreign.as_ref().is_some_and(|f| f.backups.iter().any(|b| b.label == label.as_str()))

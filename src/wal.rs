@@ -7,6 +7,7 @@ use pgstrata_repo_format::pg::{Lsn, TimelineHistory, TimelineId, WalFileKind, Wa
 use pgstrata_repo_format::{Sha256Digest, decode_blob_parallel};
 
 use crate::error::{CliError, CliResult, ErrorCode};
+use crate::pgbackrest::archive as foreign;
 use crate::repo::Repo;
 
 /// The copies of `name` in an archive, as (key, digest of the plaintext).
@@ -57,7 +58,15 @@ pub async fn history(repo: &Repo, archive: &str, timeline: TimelineId) -> CliRes
         return Ok(TimelineHistory::first());
     }
     let name = WalFileName::history(timeline);
-    let text = fetch(repo, archive, &name, 1).await?.ok_or_else(|| {
+    let text = match fetch(repo, archive, &name, 1).await? {
+        Some(text) => Some(text),
+        // A stanza taken over from pgBackRest: its archive holds the histories made before.
+        None => match foreign::fetch_in(repo.pgbackrest(), repo.layout.stanza(), archive, &name).await? {
+            foreign::Found::Segment(text) => Some(text),
+            foreign::Found::NoArchive | foreign::Found::Missing => None,
+        },
+    };
+    let text = text.ok_or_else(|| {
         CliError::new(
             ErrorCode::FileMissing,
             format!("timeline {timeline} has no history file ({name}) in the {} archive", repo.name()),
@@ -70,11 +79,13 @@ pub async fn history(repo: &Repo, archive: &str, timeline: TimelineId) -> CliRes
         .map_err(|e| CliError::new(ErrorCode::Format, e.to_string()))
 }
 
-/// The timeline PostgreSQL's `recovery_target_timeline = 'latest'` would pick from this archive:
-/// the highest one with a history file (timeline 1 needs none).
+/// The timeline PostgreSQL's `recovery_target_timeline = 'latest'` would pick from this archive
+/// (pgstrata's and pgBackRest's of the same id): the highest one with a history file (timeline
+/// 1 needs none).
 pub async fn latest_timeline(repo: &Repo, archive: &str) -> CliResult<TimelineId> {
     let dir = repo.layout.archive_dir(archive);
-    let mut latest = TimelineId(1);
+    let foreign = foreign::latest_timeline(repo.pgbackrest(), repo.layout.stanza(), archive).await?;
+    let mut latest = foreign.unwrap_or(TimelineId(1));
     for o in repo.store.list_files(&dir).await? {
         if let Some((n, _)) = parse_wal_object(&o.key)
             && n.kind == WalFileKind::History
@@ -85,8 +96,15 @@ pub async fn latest_timeline(repo: &Repo, archive: &str) -> CliResult<TimelineId
     Ok(latest)
 }
 
-/// The newest whole segment of `timeline` in the archive, with the Unix time it was stored.
+/// The newest whole segment of `timeline` in the archive (pgstrata's or pgBackRest's of the
+/// same id), with the Unix time it was stored.
 pub async fn newest_segment(repo: &Repo, archive: &str, timeline: TimelineId) -> CliResult<Option<(WalFileName, i64)>> {
+    let ours = newest_own_segment(repo, archive, timeline).await?;
+    let theirs = foreign::newest_segment(repo.pgbackrest(), repo.layout.stanza(), archive, timeline).await?;
+    Ok(ours.into_iter().chain(theirs).max_by_key(|(n, at)| (n.log, n.seg, *at)))
+}
+
+async fn newest_own_segment(repo: &Repo, archive: &str, timeline: TimelineId) -> CliResult<Option<(WalFileName, i64)>> {
     let dir = repo.layout.archive_dir(archive);
     let tli = format!("{:08X}", timeline.0);
     let logs: Vec<String> = repo.store.list_dirs(&dir).await?.into_iter().filter(|d| d.starts_with(&tli)).collect();

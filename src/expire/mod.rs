@@ -27,8 +27,6 @@ pub struct RepoExpiry {
     /// `--dry-run`: say what would go, remove nothing.
     pub dry_run: bool,
     pub blob: BlobSettings,
-    /// The repository, for pgBackRest's objects in it (their passphrase); none: not looked for.
-    pub target: Option<RepoTarget>,
 }
 
 /// What `expire` was asked for, resolved once by a front end.
@@ -68,7 +66,7 @@ pub fn run(request: &ExpireRequest) -> CliResult<()> {
             if let Choice::Set(label) = choice
                 && !request.repo_given
                 && !repo.load_catalog().await?.backups.iter().any(|b| &b.label == label)
-                && !crate::pgbackrest::backup_info(target.pgbackrest(&repo.store), &request.stanza)
+                && !crate::pgbackrest::backup_info(repo.pgbackrest(), &request.stanza)
                     .await?
                     .is_some_and(|info| info.backups.iter().any(|b| b.label == label.as_str()))
             {
@@ -102,7 +100,7 @@ pub async fn expire(expiry: &RepoExpiry, repo: &Repo, lease: &Lease, choice: &Ch
     let (catalog, read) = repo.load_catalog_for_update().await?;
     // pgBackRest's backups in the same repository count alike (a repository taken over from
     // pgBackRest): one retention over both.
-    let access = repo_access(repo, expiry);
+    let access = repo_access(repo);
     let mut foreign = match access {
         Some(access) => crate::pgbackrest::backup_info(access, repo.layout.stanza()).await?,
         None => None,
@@ -183,8 +181,8 @@ pub async fn expire(expiry: &RepoExpiry, repo: &Repo, lease: &Lease, choice: &Ch
 }
 
 /// How pgBackRest's objects of the repository are reached, when they can be there.
-fn repo_access<'a>(repo: &'a Repo, expiry: &'a RepoExpiry) -> Option<crate::pgbackrest::Access<'a>> {
-    let access = expiry.target.as_ref()?.pgbackrest(&repo.store);
+fn repo_access(repo: &Repo) -> Option<crate::pgbackrest::Access<'_>> {
+    let access = repo.pgbackrest();
     access.visible.then_some(access)
 }
 

@@ -10,8 +10,9 @@
 //! passphrase when the repository is encrypted (`aes-256-cbc`), decompressed by its extension,
 //! and checked against the SHA-1 in its name before anything is written.
 
+use pgstrata_repo_format::pg::TimelineId;
 use pgstrata_repo_format::pg::{ControlFile, WalFileKind, WalFileName};
-use pgstrata_repo_format::pgbackrest::{decompress, decrypt_cbc, sha1_hex};
+use pgstrata_repo_format::pgbackrest::{ArchiveInfo, decompress, decrypt_cbc, sha1_hex};
 
 use super::Access;
 use crate::error::{CliError, CliResult, ErrorCode};
@@ -49,13 +50,30 @@ pub async fn fetch(
                 .max_by_key(|d| d.id)
         })
         .unwrap_or(&info.current);
+    fetch_from(access, stanza, &info, &db.archive_id(), name).await
+}
+
+/// [`fetch`] from archive `archive_id` (`15-1`; a stanza taken over has pgstrata's archive ids
+/// for the same databases).
+pub async fn fetch_in(access: Access<'_>, stanza: &str, archive_id: &str, name: &WalFileName) -> CliResult<Found> {
+    let Some(info) = super::archive_info(access, stanza).await? else { return Ok(Found::NoArchive) };
+    fetch_from(access, stanza, &info, archive_id, name).await
+}
+
+async fn fetch_from(
+    access: Access<'_>,
+    stanza: &str,
+    info: &ArchiveInfo,
+    archive_id: &str,
+    name: &WalFileName,
+) -> CliResult<Found> {
     let text = name.to_string();
     match name.kind {
         WalFileKind::Segment | WalFileKind::Partial => {}
         // A timeline history file: stored under its name at the top of the archive id, not
         // compressed (pgBackRest compresses segments only), encrypted like the rest.
         WalFileKind::History => {
-            let key = format!("archive/{stanza}/{}/{text}", db.archive_id());
+            let key = format!("archive/{stanza}/{archive_id}/{text}");
             let stored = match access.store.head(&key).await? {
                 None => return Ok(Found::Missing),
                 Some(o) if o.size > MAX_HISTORY => {
@@ -70,12 +88,12 @@ pub async fn fetch(
                 Some(pass) => decrypt_cbc(&stored, pass.as_bytes(), &key)?,
                 None => stored.to_vec(),
             };
-            tracing::info!("found {name} in pgBackRest's archive {} of repo{}", db.archive_id(), access.index);
+            tracing::info!("found {name} in pgBackRest's archive {archive_id} of repo{}", access.index);
             return Ok(Found::Segment(plain));
         }
         WalFileKind::Backup { .. } => return Ok(Found::Missing),
     }
-    let dir = format!("archive/{stanza}/{}/{}/", db.archive_id(), &text[..16.min(text.len())]);
+    let dir = format!("archive/{stanza}/{archive_id}/{}/", &text[..16.min(text.len())]);
     let wanted = format!("{text}-");
     let Some(object) = access
         .store
@@ -109,7 +127,7 @@ pub async fn fetch(
             format!("{}: the content's SHA-1 is not the {sha1} its name says", object.key),
         ));
     }
-    tracing::info!("found {name} in pgBackRest's archive {} of repo{}", db.archive_id(), access.index);
+    tracing::info!("found {name} in pgBackRest's archive {archive_id} of repo{}", access.index);
     Ok(Found::Segment(plain))
 }
 
@@ -137,4 +155,63 @@ pub async fn for_each_segment(
         }
     }
     Ok(())
+}
+
+/// The highest timeline with a history file in pgBackRest's archive `archive_id` of `stanza`
+/// (`None`: no such archive, or no history file in it).
+pub async fn latest_timeline(access: Access<'_>, stanza: &str, archive_id: &str) -> CliResult<Option<TimelineId>> {
+    if !access.visible {
+        return Ok(None);
+    }
+    let root = format!("archive/{stanza}/{archive_id}/");
+    Ok(access
+        .store
+        .list_files(&root)
+        .await?
+        .iter()
+        .filter_map(|o| o.key.rsplit('/').next()?.parse::<WalFileName>().ok())
+        .filter(|n| n.kind == WalFileKind::History)
+        .map(|n| n.timeline)
+        .max())
+}
+
+/// The newest whole segment of `timeline` in pgBackRest's archive `archive_id` of `stanza`,
+/// with the Unix time it was stored.
+pub async fn newest_segment(
+    access: Access<'_>,
+    stanza: &str,
+    archive_id: &str,
+    timeline: TimelineId,
+) -> CliResult<Option<(WalFileName, i64)>> {
+    if !access.visible {
+        return Ok(None);
+    }
+    let root = format!("archive/{stanza}/{archive_id}/");
+    let tli = format!("{:08X}", timeline.0);
+    let dirs: Vec<String> = access
+        .store
+        .list_dirs(&root)
+        .await?
+        .into_iter()
+        .filter(|d| d.len() == 16 && d.starts_with(&tli) && d.bytes().all(|b| b.is_ascii_hexdigit()))
+        .collect();
+    // Newest log directory first; an empty one falls through.
+    for dir in dirs.iter().rev() {
+        let newest = access
+            .store
+            .list_files(&format!("{root}{dir}/"))
+            .await?
+            .into_iter()
+            .filter_map(|o| {
+                let file = o.key.rsplit('/').next()?;
+                let name = file.get(..24)?.parse::<WalFileName>().ok()?;
+                (name.kind == WalFileKind::Segment && file.as_bytes().get(24) == Some(&b'-'))
+                    .then_some((name, o.last_modified))
+            })
+            .max_by_key(|(n, _)| (n.log, n.seg));
+        if newest.is_some() {
+            return Ok(newest);
+        }
+    }
+    Ok(None)
 }

@@ -36,7 +36,6 @@ pub fn repo_expiry(config: &Config, index: u32) -> CliResult<RepoExpiry> {
         history_days: config.int(&format!("repo{index}-retention-history")).unwrap_or(HISTORY_DAYS),
         dry_run: config.bool("dry-run"),
         blob: blob_settings(config)?,
-        target: Some(repo_target(config, index)),
     })
 }
 

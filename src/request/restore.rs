@@ -10,7 +10,7 @@ use crate::config::{Config, Source, pg_path};
 use crate::error::{CliError, CliResult, ErrorCode};
 use crate::restore::{Goal, Placement, Recovery, RestoreRequest, TimelineChoice};
 
-use super::repos::{chosen_repo, stanza_name};
+use super::repos::{chosen_repo, repo_targets, stanza_name};
 
 pub fn restore(config: &Config) -> CliResult<RestoreRequest> {
     if let Some(host) = config.get("pg1-host") {
@@ -31,7 +31,7 @@ pub fn restore(config: &Config) -> CliResult<RestoreRequest> {
         })
         .collect::<CliResult<Vec<_>>>()?;
     Ok(RestoreRequest {
-        repo: chosen_repo(config),
+        repos: repo_targets(config),
         set: config.get("set").map(str::to_string),
         delta: config.bool("delta"),
         force: config.bool("force"),

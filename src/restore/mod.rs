@@ -15,13 +15,14 @@
 use std::path::{Path, PathBuf};
 
 use futures::StreamExt;
-use pgstrata_repo_format::meta::{ManifestEntry, ManifestHeader};
+use pgstrata_repo_format::meta::{BackupCatalog, CatalogEntry, ManifestEntry, ManifestHeader};
+use pgstrata_repo_format::pgbackrest::BackupInfo;
 
 use crate::anchor::Anchors;
 use crate::durable;
 use crate::error::{CliError, CliResult, ErrorCode};
 use crate::manifest::ManifestStream;
-use crate::repo::open_repo;
+use crate::repo::{Repo, open_repo};
 
 mod files;
 mod guard;
@@ -42,7 +43,8 @@ pub use target::{Goal, Recovery, TimelineChoice};
 #[derive(Clone, Debug)]
 pub struct RestoreRequest {
     pub stanza: String,
-    pub repo: crate::repo::RepoTarget,
+    /// `--repo`, else every repository configured, searched in order for the backup.
+    pub repos: Vec<crate::repo::RepoTarget>,
     /// The data directory (`pg1-path`).
     pub data: PathBuf,
     /// `--set`: this backup; otherwise the one the recovery target calls for.
@@ -74,21 +76,56 @@ pub fn run(request: &RestoreRequest) -> CliResult<()> {
 }
 
 async fn restore(request: &RestoreRequest) -> CliResult<()> {
+    // As pgBackRest does: the repositories in order, the first with a backup for the target
+    // (or the `--set`) restores; one that cannot be read is passed over with a warning.
+    let mut first_error = None;
+    let several = request.repos.len() > 1;
+    for target in &request.repos {
+        let chosen = match choose_in(request, target).await {
+            Ok(chosen) => chosen,
+            Err(e) if several => {
+                tracing::warn!("repo{}: {}", target.index, e.message);
+                first_error.get_or_insert(e);
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        let Chosen { repo, catalog, foreign, backup } = chosen;
+        if several {
+            tracing::info!("repo{}: restore backup set {}", repo.index, backup.label);
+        }
+        let label = backup.label.to_string();
+        return match foreign.filter(|info| info.backups.iter().any(|b| b.label == label)) {
+            Some(info) => restore_pgbackrest(request, &repo, &info, &backup).await,
+            None => restore_own(request, &repo, &catalog, &backup).await,
+        };
+    }
+    Err(first_error.unwrap_or_else(|| {
+        CliError::new(ErrorCode::OptionInvalidValue, "no repository is configured").hint("set repo1-path")
+    }))
+}
+
+/// The backup a repository has for the request, with what restoring it needs.
+struct Chosen {
+    repo: Repo,
+    catalog: BackupCatalog,
+    /// pgBackRest's `backup.info` in the same repository.
+    foreign: Option<BackupInfo>,
+    backup: CatalogEntry,
+}
+
+async fn choose_in(request: &RestoreRequest, target: &crate::repo::RepoTarget) -> CliResult<Chosen> {
     let stanza = &request.stanza;
-    let repo = open_repo(&request.repo, stanza).await?;
+    let repo = open_repo(target, stanza).await?;
     let mut catalog = repo.load_catalog().await?;
     // pgBackRest's backups in the same repository (a repository taken over from pgBackRest)
     // are candidates alike: the recovery target picks among both.
-    let foreign = crate::pgbackrest::backup_info(request.repo.pgbackrest(&repo.store), stanza).await?;
+    let foreign = crate::pgbackrest::backup_info(repo.pgbackrest(), stanza).await?;
     if let Some(info) = &foreign {
         crate::pgbackrest::merge_catalog(&mut catalog, info, &repo.info);
     }
     let backup = target::choose_backup(&repo, &catalog, &request.recovery, request.set.as_deref()).await?;
-    let label = backup.label.to_string();
-    match foreign.filter(|info| info.backups.iter().any(|b| b.label == label)) {
-        Some(info) => restore_pgbackrest(request, &repo, &info, &backup).await,
-        None => restore_own(request, &repo, &catalog, &backup).await,
-    }
+    Ok(Chosen { repo, catalog, foreign, backup })
 }
 
 /// What the restore found and planned before anything is written.
@@ -189,9 +226,9 @@ fn file_options(
 /// Restores one of pgstrata's own backups.
 async fn restore_own(
     request: &RestoreRequest,
-    repo: &crate::repo::Repo,
-    catalog: &pgstrata_repo_format::meta::BackupCatalog,
-    backup: &pgstrata_repo_format::meta::CatalogEntry,
+    repo: &Repo,
+    catalog: &BackupCatalog,
+    backup: &CatalogEntry,
 ) -> CliResult<()> {
     tracing::info!("repo{}: restore backup set {}", repo.index, backup.label);
     // First pass over the manifest: where everything goes, directories and links; checked
@@ -230,13 +267,13 @@ async fn restore_own(
 /// Restores a backup pgBackRest made, from its manifest and files.
 async fn restore_pgbackrest(
     request: &RestoreRequest,
-    repo: &crate::repo::Repo,
-    info: &pgstrata_repo_format::pgbackrest::BackupInfo,
-    backup: &pgstrata_repo_format::meta::CatalogEntry,
+    repo: &Repo,
+    info: &BackupInfo,
+    backup: &CatalogEntry,
 ) -> CliResult<()> {
     let label = backup.label.to_string();
     tracing::info!("repo{}: restore backup set {label} (made by pgBackRest)", repo.index);
-    let access = request.repo.pgbackrest(&repo.store);
+    let access = repo.pgbackrest();
     let mut manifest = crate::pgbackrest::manifest(access, &request.stanza, info, &label).await?;
     let (header, entries) = pgbackrest::convert(&manifest, backup.db_id)?;
     let mut p = prepare(request, &header)?;

@@ -199,6 +199,10 @@ fn a_pgbackrest_2_45_repository_restores_and_verifies() {
     site.run(&["backup", "--type=full"]);
     primary.sql("update t set v = 'changed' where id % 7 = 0");
     site.run(&["backup", "--type=incr"]);
+    primary.archive_now();
+    let (at_time, at_time_sum) = (primary.sql("select now()"), primary.sql(SUM));
+    primary.sql("insert into t select g, 'after the time' from generate_series(50001, 50010) g");
+    primary.archive_now();
     site.point_at(Path::new(crate::support::bin()));
     // Before pgstrata has written anything (a restore Job first): info and a restore read
     // pgBackRest's stanza as it is, and leave the repository as they found it.
@@ -207,11 +211,20 @@ fn a_pgbackrest_2_45_repository_restores_and_verifies() {
     assert_eq!(info[0]["cipher"], "none");
     let copy = restored(&scratch, &site, "first", &[]);
     copy.stop();
+    // To a time: the archive that reaches it is pgBackRest's alone.
+    let copy = restored(
+        &scratch,
+        &site,
+        "to-time",
+        &["--type=time", &format!("--target={at_time}"), "--target-action=promote"],
+    );
+    assert_eq!(copy.sql(SUM), at_time_sum, "restored to a time");
+    copy.stop();
     assert!(!scratch.dir.path().join("repo/stanza").exists(), "a reader wrote into the repository");
     // stanza-create on the live pgBackRest stanza continues it: the same database id, so one
     // archive id, not a second archive beside it.
     site.run(&["stanza-create"]);
-    primary.sql("insert into t select g, 'after switch' from generate_series(50001, 50100) g");
+    primary.sql("insert into t select g, 'after switch' from generate_series(50011, 50100) g");
     primary.archive_now();
     let at_end = primary.dumpall();
     let ids = |dir: &str| {
@@ -277,6 +290,12 @@ fn a_pgbackrest_2_45_repository_restores_and_verifies() {
         std::fs::read(dir.join("pg_wal/00000002.history")).unwrap(),
         "the history file pgBackRest archived"
     );
+    // Recovery told to follow timeline 2: the backup is chosen by that history, found in
+    // pgBackRest's archive only.
+    let copy = restored(&scratch, &site, "on-timeline-2", &["--target-timeline=2"]);
+    let timeline: u32 = copy.sql("select timeline_id from pg_control_checkpoint()").parse().unwrap();
+    assert!(timeline > 2, "recovery did not follow timeline 2 (now on {timeline})");
+    copy.stop();
 
     // A damaged file of the full (stored whole, gz): verify names it; a restore refuses.
     let dir = scratch.dir.path().join(format!("repo/backup/db/{}/pg_data/base", old[0]));
@@ -305,6 +324,110 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// What the data tests compare: the table's rows and a digest of their values.
+const SUM: &str = "select count(*), md5(string_agg(v, ',' order by id)) from t";
+
+/// A stanza whose pgBackRest history spans a major upgrade (PostgreSQL 17, then 18 after
+/// pgBackRest's `stanza-upgrade`: two database ids in its info files), taken over with a second
+/// repository added for pgstrata alone (repo1 pgBackRest's, encrypted, bundles, block; repo2
+/// pgstrata's): archiving goes on into both, `info` lists the backups of both databases and
+/// both repositories, a restore without `--repo` finds each backup where it is — the 17 backup
+/// started by PostgreSQL 17 with the data of 17, replaying pgBackRest's 17 archive — and
+/// retention retires both of pgBackRest's backups with the 17 archive's WAL, pgBackRest still
+/// reading what is left.
+#[test]
+fn an_upgraded_pgbackrest_stanza_and_a_second_repository_are_taken_over() {
+    if !postgres_available() {
+        return;
+    }
+    let Some(current) = pgbackrest_binary("CURRENT") else { return };
+    let (Some(bin17), Some(bin18)) = (crate::support::server_bin(17), crate::support::server_bin(18)) else { return };
+    let extra = "repo1-cipher-type=aes-256-cbc\nrepo1-cipher-pass=upgraded\nrepo1-bundle=y\nrepo1-block=y\n";
+    let scratch = Scratch::new("pgstrata-migrate-upgrade-");
+    let old = Cluster::init_on(&bin17, &scratch, "primary", &[]);
+    let site = site(&scratch, &old, extra);
+    site.point_at(&current);
+    old.start();
+    site.run(&["stanza-create"]);
+    old.sql("create table t as select g as id, md5(g::text) as v from generate_series(1, 20000) g");
+    site.run(&["backup", "--type=full"]);
+    old.sql("update t set v = 'on 17' where id % 10 = 0");
+    old.archive_now();
+    let on_17 = old.sql(SUM);
+    old.stop();
+    // The upgrade: the same data loaded into a new 18 cluster at the same path (a dump and
+    // restore), then pgBackRest's stanza-upgrade and a full of 18.
+    std::fs::rename(&old.data, scratch.dir.path().join("primary-17")).unwrap();
+    let mut primary = Cluster::init_on(&bin18, &scratch, "primary", &[]);
+    primary.port = old.port;
+    let site = self::site(&scratch, &primary, extra);
+    primary.start();
+    primary.sql("create table t as select g as id, md5(g::text) as v from generate_series(1, 20000) g");
+    primary.sql("update t set v = 'on 17' where id % 10 = 0");
+    site.run(&["stanza-upgrade"]);
+    site.run(&["backup", "--type=full"]);
+    let theirs = site.labels();
+    assert_eq!(theirs.len(), 2, "{theirs:?}");
+
+    // The switch, and repo2 for pgstrata alone.
+    site.point_at(Path::new(crate::support::bin()));
+    let mut conf = std::fs::read_to_string(&site.conf).unwrap();
+    conf.push_str(&format!("repo2-path={}\nrepo2-retention-full=2\n", scratch.path("repo2").display()));
+    std::fs::write(&site.conf, conf).unwrap();
+    site.run(&["stanza-create"]);
+    primary.sql("insert into t select g, 'after switch' from generate_series(20001, 20100) g");
+    primary.archive_now();
+    assert_eq!(primary.sql("select failed_count from pg_stat_archiver"), "0", "archiving failed after the switch");
+    site.run(&["backup", "--repo=2", "--type=full"]);
+    primary.sql("insert into t select g, 'after the repo2 full' from generate_series(20101, 20200) g");
+    primary.archive_now();
+    let at_end = primary.sql(SUM);
+    let info: serde_json::Value = serde_json::from_str(&site.run(&["info", "--output=json"])).unwrap();
+    let listed: Vec<(String, u64, u64)> = info[0]["backup"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| {
+            let db = &b["database"];
+            (b["label"].as_str().unwrap().to_string(), db["id"].as_u64().unwrap(), db["repo-key"].as_u64().unwrap())
+        })
+        .collect();
+    assert_eq!(listed.len(), 3, "{listed:?}");
+    assert_eq!(listed[0], (theirs[0].clone(), 1, 1), "the 17 backup: {listed:?}");
+    assert_eq!(listed[1], (theirs[1].clone(), 2, 1), "the 18 backup: {listed:?}");
+    // repo2 has its own database ids: the 18 cluster is its first.
+    assert_eq!((listed[2].1, listed[2].2), (1, 2), "pgstrata's full in repo2: {listed:?}");
+
+    // No --repo: each backup is found where it is.
+    let copy = restored(&scratch, &site, "from-17", &[&format!("--set={}", theirs[0])]);
+    assert_eq!(copy.sql("show server_version_num").get(..2), Some("17"), "restored by another major");
+    assert_eq!(copy.sql(SUM), on_17, "the 17 backup replayed through pgBackRest's 17 archive");
+    copy.stop();
+    let copy = restored(&scratch, &site, "from-repo2", &[&format!("--set={}", listed[2].0)]);
+    assert_eq!(copy.sql(SUM), at_end, "pgstrata's full in repo2, replayed to the end");
+    copy.stop();
+
+    // Retention in repo1 after a full of pgstrata's there: pgBackRest's backups go, and the
+    // 17 archive's WAL with them.
+    site.run(&["backup", "--repo=1", "--type=full"]);
+    site.run(&["expire", "--repo=1", "--repo1-retention-full=1"]);
+    let left: Vec<String> = site.labels();
+    assert!(left.iter().all(|l| !theirs.contains(l)), "pgBackRest's backups outlived retention: {left:?}");
+    let archive_17 = scratch.dir.path().join("repo/archive/db/17-1");
+    let segments_17 = if archive_17.exists() { walk(&archive_17) } else { Vec::new() }
+        .into_iter()
+        .filter(|p| p.parent().is_some_and(|d| d.file_name().is_some_and(|n| n.len() == 16)))
+        .count();
+    assert_eq!(segments_17, 0, "WAL of the 17 archive outlived every backup that needed it");
+    site.point_at(&current);
+    let info = site.run(&["info", "--repo=1", "--output=json"]);
+    assert!(theirs.iter().all(|l| !info.contains(l.as_str())), "pgBackRest still lists expired backups: {info}");
+    // Read, with the history of both databases, and no backup of its own left.
+    let info: serde_json::Value = serde_json::from_str(&info).unwrap();
+    assert_eq!(info[0]["repo"][0]["status"]["message"], "no valid backups", "pgBackRest does not read repo1: {info}");
+    assert_eq!(info[0]["db"].as_array().map(Vec::len), Some(2), "pgBackRest lost the history: {info}");
+}
+
 /// The users who bring pgBackRest repositories run every major: a PostgreSQL 13 and an 18
 /// cluster backed up by pgBackRest 2.59.1 as PGO configures it (encrypted, bundles, block
 /// incremental), a full and an incr, then restored by pgstrata through the `pgbackrest` name
@@ -331,15 +454,11 @@ fn pgbackrest_backups_of_postgresql_13_and_18_restore() {
         site.run(&["backup", "--type=full"]);
         primary.sql("update t set v = 'changed' where id % 10 = 0");
         site.run(&["backup", "--type=incr"]);
-        let expected = primary.sql("select count(*), md5(string_agg(v, ',' order by id)) from t");
+        let expected = primary.sql(SUM);
         primary.archive_now();
         site.point_at(Path::new(crate::support::bin()));
         let copy = restored(&scratch, &site, "restored", &[]);
-        assert_eq!(
-            copy.sql("select count(*), md5(string_agg(v, ',' order by id)) from t"),
-            expected,
-            "PostgreSQL {major}"
-        );
+        assert_eq!(copy.sql(SUM), expected, "PostgreSQL {major}");
         assert_eq!(copy.sql("show server_version_num").get(..2), Some(major.to_string().as_str()));
         copy.stop();
         site.run(&["verify"]);
