@@ -1123,3 +1123,67 @@ fn archive_get_reads_segments_pgbackrest_archived() {
     );
     assert!(o.status.code().is_some_and(|c| c > 125), "{:?}", text(&o));
 }
+
+/// Several pods switched at once (a rolling change): each one's first `archive-push` into a
+/// stanza only pgBackRest has made takes it over. All succeed, one creates pgstrata's stanza
+/// (one warning), the others find it, and the segment is stored once.
+#[test]
+fn pods_taking_over_a_pgbackrest_stanza_at_once_make_one_stanza() {
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/pgbackrest/2.59.1/plain");
+    let segment = "000000010000000000000002";
+    let file = format!("{segment}-66d3a4d085368defd3de3cca97dd899b6a5d4af8.gz");
+    let t = tempfile::tempdir().unwrap();
+    let repo = t.path().join("repo");
+    let wal_dir = repo.join("archive/db/15-1/0000000100000000");
+    std::fs::create_dir_all(&wal_dir).unwrap();
+    std::fs::copy(fixtures.join("archive.info"), repo.join("archive/db/archive.info")).unwrap();
+    std::fs::copy(fixtures.join(&file), wal_dir.join(&file)).unwrap();
+    let repo_path = format!("--repo1-path={}", repo.display());
+    let env = [("PGSTRATA_LOG_LEVEL_FILE", "off"), ("PGSTRATA_LOG_LEVEL_CONSOLE", "warn")];
+    // The segment as PostgreSQL would hand it over, from pgBackRest's archive.
+    let pg_wal = t.path().join("pg_wal");
+    std::fs::create_dir_all(&pg_wal).unwrap();
+    let wal = pg_wal.join(segment);
+    let o = run(&[&repo_path, "--stanza=db", "archive-get", segment, wal.to_str().unwrap()], &env);
+    assert!(o.status.success(), "{:?}", text(&o));
+    assert!(!repo.join("stanza").exists(), "archive-get wrote into the repository");
+    let pods: Vec<std::process::Child> = (0..12)
+        .map(|_| {
+            Command::new(BIN)
+                .env_clear()
+                .env("PATH", "/usr/bin:/bin")
+                .envs(env)
+                .args([&repo_path, "--stanza=db", "archive-push", wal.to_str().unwrap()])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let mut created = 0;
+    for pod in pods {
+        let o = pod.wait_with_output().unwrap();
+        assert!(o.status.success(), "{:?}", text(&o));
+        let (out, err) = text(&o);
+        created += format!("{out}{err}").matches("pgstrata continues it in place").count();
+    }
+    assert_eq!(created, 1, "pgstrata's stanza was created {created} times");
+    let stored: Vec<_> = walk_files(&repo.join("stanza/db/archive"))
+        .into_iter()
+        .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with(segment)))
+        .filter(|p| !p.to_string_lossy().ends_with("-claim"))
+        .collect();
+    assert_eq!(stored.len(), 1, "{stored:?}");
+    let o = run(&[&repo_path, "--stanza=db", "info", "--output=json"], &env);
+    let info: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(info[0]["db"].as_array().map(Vec::len), Some(1), "{info}");
+}
+
+fn walk_files(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = entry.path();
+        if p.is_dir() { out.extend(walk_files(&p)) } else { out.push(p) }
+    }
+    out
+}

@@ -82,8 +82,14 @@ pub fn convert(m: &Manifest, db_id: u32) -> CliResult<(ManifestHeader, Vec<Manif
         wal_copy: Vec::new(),
     };
     let mut entries: Vec<ManifestEntry> = Vec::with_capacity(m.paths.len() + m.links.len() + m.files.len());
-    entries
-        .extend(m.paths.iter().map(|p| ManifestEntry::Dir(DirEntry { path: p.name.clone(), owner: owner(&p.owner) })));
+    // pgBackRest lists `pg_tblspc`, the parent of the tablespace targets, as a path of its own:
+    // it is no directory of the restore (`pg_data/pg_tblspc` is).
+    entries.extend(
+        m.paths
+            .iter()
+            .filter(|p| p.name != "pg_tblspc")
+            .map(|p| ManifestEntry::Dir(DirEntry { path: p.name.clone(), owner: owner(&p.owner) })),
+    );
     entries.extend(m.links.iter().map(|l| {
         ManifestEntry::Link(LinkEntry {
             path: l.name.clone(),

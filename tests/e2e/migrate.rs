@@ -429,9 +429,10 @@ fn an_upgraded_pgbackrest_stanza_and_a_second_repository_are_taken_over() {
 }
 
 /// The users who bring pgBackRest repositories run every major: a PostgreSQL 13 and an 18
-/// cluster backed up by pgBackRest 2.59.1 as PGO configures it (encrypted, bundles, block
-/// incremental), a full and an incr, then restored by pgstrata through the `pgbackrest` name
-/// with the data of the source, and verified.
+/// cluster, each with a tablespace, backed up by pgBackRest 2.59.1 as PGO configures it
+/// (encrypted, bundles, block incremental), a full and an incr, then restored by pgstrata
+/// through the `pgbackrest` name with the data of the source (the tablespace moved by
+/// `--tablespace-map-all`), and verified.
 #[test]
 fn pgbackrest_backups_of_postgresql_13_and_18_restore() {
     if !postgres_available() {
@@ -451,14 +452,25 @@ fn pgbackrest_backups_of_postgresql_13_and_18_restore() {
         primary.start();
         site.run(&["stanza-create"]);
         primary.sql("create table t as select g as id, md5(g::text) as v from generate_series(1, 30000) g");
+        // A tablespace, with a table in it.
+        let ts = scratch.path("tablespace");
+        primary.sql(&format!("create tablespace ts location '{}'", ts.display()));
+        primary
+            .sql("create table u tablespace ts as select g as id, md5(g::text) as v from generate_series(1, 5000) g");
         site.run(&["backup", "--type=full"]);
         primary.sql("update t set v = 'changed' where id % 10 = 0");
+        primary.sql("update u set v = 'changed' where id % 3 = 0");
         site.run(&["backup", "--type=incr"]);
         let expected = primary.sql(SUM);
+        let in_tablespace = primary.sql(&SUM.replace(" t", " u"));
         primary.archive_now();
         site.point_at(Path::new(crate::support::bin()));
-        let copy = restored(&scratch, &site, "restored", &[]);
+        let moved = scratch.path("tablespaces-restored");
+        let copy = restored(&scratch, &site, "restored", &[&format!("--tablespace-map-all={}", moved.display())]);
         assert_eq!(copy.sql(SUM), expected, "PostgreSQL {major}");
+        assert_eq!(copy.sql(&SUM.replace(" t", " u")), in_tablespace, "PostgreSQL {major}: the tablespace's table");
+        let location = copy.sql("select pg_tablespace_location(oid) from pg_tablespace where spcname = 'ts'");
+        assert!(location.starts_with(moved.to_str().unwrap()), "the tablespace is at {location}");
         assert_eq!(copy.sql("show server_version_num").get(..2), Some(major.to_string().as_str()));
         copy.stop();
         site.run(&["verify"]);
