@@ -183,9 +183,7 @@ async fn view(request: &InfoRequest, target: &RepoTarget, stanza: &str) -> CliRe
             widen(range.get_or_insert_with(|| (n.clone(), n.clone())), &n);
             widen(v.timelines.entry((id.clone(), name.timeline.0)).or_insert_with(|| (n.clone(), n.clone())), &n);
         };
-        if access.visible {
-            crate::pgbackrest::archive::for_each_segment(access, stanza, &id, |name| note(&mut v, &name)).await?;
-        }
+        crate::pgbackrest::archive::for_each_segment(access, stanza, &id, |name| note(&mut v, &name)).await?;
         for dir in repo.store.list_dirs(&repo.layout.archive_dir(&id)).await? {
             if dir.len() != 16 {
                 continue;
@@ -463,9 +461,7 @@ async fn stanzas(request: &InfoRequest) -> CliResult<Vec<String>> {
             Ok(store) => {
                 all.extend(store.list_dirs("stanza").await?);
                 // Stanzas only pgBackRest has written.
-                if target.pgbackrest(&store).visible {
-                    all.extend(store.list_dirs("archive").await?);
-                }
+                all.extend(store.list_dirs("archive").await?);
             }
             Err(e) if e.is_not_found() => {}
             Err(e) => return Err(e.into()),

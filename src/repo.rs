@@ -49,7 +49,6 @@ impl RepoTarget {
         crate::pgbackrest::Access {
             store,
             index: self.index,
-            visible: !matches!(self.storage, Ok(StorageConfig::Given(_))),
             pass: self.cipher.pass.as_ref().map(Secret::expose),
             pass_hint: &self.cipher.pass_hint,
         }
@@ -57,11 +56,7 @@ impl RepoTarget {
 
     /// What an opened [`Repo`] keeps to reach pgBackRest's objects beside its stanza.
     pub fn foreign(&self) -> Foreign {
-        Foreign {
-            visible: !matches!(self.storage, Ok(StorageConfig::Given(_))),
-            pass: self.cipher.pass.clone(),
-            pass_hint: self.cipher.pass_hint.clone(),
-        }
+        Foreign { pass: self.cipher.pass.clone(), pass_hint: self.cipher.pass_hint.clone() }
     }
 }
 
@@ -69,7 +64,6 @@ impl RepoTarget {
 /// [`RepoTarget::pgbackrest`]).
 #[derive(Clone, Debug)]
 pub struct Foreign {
-    visible: bool,
     pass: Option<Secret>,
     pass_hint: String,
 }
@@ -92,7 +86,6 @@ impl Repo {
         crate::pgbackrest::Access {
             store: &self.store,
             index: self.index,
-            visible: self.foreign.visible,
             pass: self.foreign.pass.as_ref().map(Secret::expose),
             pass_hint: &self.foreign.pass_hint,
         }

@@ -100,11 +100,8 @@ pub async fn expire(expiry: &RepoExpiry, repo: &Repo, lease: &Lease, choice: &Ch
     let (catalog, read) = repo.load_catalog_for_update().await?;
     // pgBackRest's backups in the same repository count alike (a repository taken over from
     // pgBackRest): one retention over both.
-    let access = repo_access(repo);
-    let mut foreign = match access {
-        Some(access) => crate::pgbackrest::backup_info(access, repo.layout.stanza()).await?,
-        None => None,
-    };
+    let access = repo.pgbackrest();
+    let mut foreign = crate::pgbackrest::backup_info(access, repo.layout.stanza()).await?;
     let mut merged = catalog.clone();
     if let Some(info) = &foreign {
         crate::pgbackrest::merge_catalog(&mut merged, info, &repo.info);
@@ -131,7 +128,7 @@ pub async fn expire(expiry: &RepoExpiry, repo: &Repo, lease: &Lease, choice: &Ch
     // written without them first, then their directories.
     if !dry
         && !foreign_expired.is_empty()
-        && let (Some(info), Some(access)) = (foreign.as_mut(), access)
+        && let Some(info) = foreign.as_mut()
     {
         // pgBackRest may still run on another pod (a rolling change): a backup.info it wrote
         // since the plan was made is not overwritten with an older list (its new backup would
@@ -174,16 +171,8 @@ pub async fn expire(expiry: &RepoExpiry, repo: &Repo, lease: &Lease, choice: &Ch
         prune_history(repo, history_days).await?;
     }
     expire_wal(repo, lease, &plan, dry, &format!("{}archive", repo.layout.root())).await?;
-    if access.is_some() {
-        expire_wal(repo, lease, &plan, dry, &format!("archive/{}", repo.layout.stanza())).await?;
-    }
+    expire_wal(repo, lease, &plan, dry, &format!("archive/{}", repo.layout.stanza())).await?;
     Ok(())
-}
-
-/// How pgBackRest's objects of the repository are reached, when they can be there.
-fn repo_access(repo: &Repo) -> Option<crate::pgbackrest::Access<'_>> {
-    let access = repo.pgbackrest();
-    access.visible.then_some(access)
 }
 
 /// Keeps an expired backup's manifest (`history/<label>.manifest`), pgBackRest's backup history.

@@ -160,9 +160,6 @@ pub async fn for_each_segment(
 /// The highest timeline with a history file in pgBackRest's archive `archive_id` of `stanza`
 /// (`None`: no such archive, or no history file in it).
 pub async fn latest_timeline(access: Access<'_>, stanza: &str, archive_id: &str) -> CliResult<Option<TimelineId>> {
-    if !access.visible {
-        return Ok(None);
-    }
     let root = format!("archive/{stanza}/{archive_id}/");
     Ok(access
         .store
@@ -183,9 +180,6 @@ pub async fn newest_segment(
     archive_id: &str,
     timeline: TimelineId,
 ) -> CliResult<Option<(WalFileName, i64)>> {
-    if !access.visible {
-        return Ok(None);
-    }
     let root = format!("archive/{stanza}/{archive_id}/");
     let tli = format!("{:08X}", timeline.0);
     let dirs: Vec<String> = access

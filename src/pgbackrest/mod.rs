@@ -5,8 +5,8 @@
 //! passphrase `backup.info` holds), and the files of a backup — and writes back only what
 //! pgBackRest's own `expire` would (`backup.info`, with its checksum, encrypted as it was).
 //!
-//! Behind a repository host (`repoN-host`) only pgstrata's stanzas are served: there is no
-//! pgBackRest repository to see, and none is looked for.
+//! Behind a repository host (`repoN-host`, PGO's repo host) the same keys are reached through
+//! pgstrata's server, which serves a stanza's pgBackRest keys under the same grant as its own.
 
 pub mod archive;
 pub mod files;
@@ -28,9 +28,6 @@ use crate::error::{CliError, CliResult, ErrorCode};
 pub struct Access<'a> {
     pub store: &'a RepoStore,
     pub index: u32,
-    /// Whether pgBackRest's objects can be there at all: not behind a repository host
-    /// (`repoN-host`), whose server serves pgstrata's stanzas only.
-    pub visible: bool,
     pub pass: Option<&'a str>,
     /// Where the passphrase is set, for the message when it is missing.
     pub pass_hint: &'a str,
@@ -117,17 +114,11 @@ async fn read_twin<T>(
 
 /// `archive/<stanza>/archive.info`; `None` when the stanza has no pgBackRest archive here.
 pub async fn archive_info(access: Access<'_>, stanza: &str) -> CliResult<Option<ArchiveInfo>> {
-    if !access.visible {
-        return Ok(None);
-    }
     Ok(read_twin(access, &format!("archive/{stanza}/archive.info"), None, ArchiveInfo::parse).await?.map(|(i, _)| i))
 }
 
 /// `backup/<stanza>/backup.info`; `None` when the stanza has no pgBackRest backups here.
 pub async fn backup_info(access: Access<'_>, stanza: &str) -> CliResult<Option<BackupInfo>> {
-    if !access.visible {
-        return Ok(None);
-    }
     let read = read_twin(access, &format!("backup/{stanza}/backup.info"), None, BackupInfo::parse).await?;
     Ok(read.map(|(mut info, encrypted)| {
         info.encrypted = encrypted;

@@ -108,9 +108,11 @@ impl Grants {
     }
 }
 
-/// The stanza a repository key belongs to: `stanza/<name>/...` (or `stanza/<name>` itself).
+/// The stanza a repository key belongs to: `stanza/<name>/...` (or `stanza/<name>` itself),
+/// and pgBackRest's keys of the same stanza in a repository taken over from it
+/// (`archive/<name>/...`, `backup/<name>/...`).
 pub fn stanza_of(key: &str) -> Option<&str> {
-    let rest = key.strip_prefix("stanza/")?;
+    let rest = ["stanza/", "archive/", "backup/"].iter().find_map(|p| key.strip_prefix(p))?;
     let name = rest.split('/').next()?;
     (!name.is_empty()).then_some(name)
 }
@@ -850,6 +852,9 @@ mod tests {
         assert_eq!(stanza_of("stanza/"), None);
         assert_eq!(stanza_of("stanza"), None);
         assert_eq!(stanza_of("other/db/x"), None);
+        assert_eq!(stanza_of("archive/db/15-1/0000000100000000/x"), Some("db"));
+        assert_eq!(stanza_of("backup/db/backup.info"), Some("db"));
+        assert_eq!(stanza_of("archive/"), None);
         assert_eq!(stanza_of(""), None);
     }
 

@@ -781,3 +781,127 @@ fn a_revoked_client_is_refused_on_its_open_connection() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// PGO with a repository host: the repository a pgBackRest 2.59.1 wrote (aes-256-cbc, bundles,
+/// block incremental) on the repository host's volume, served by pgstrata's `server` after the
+/// switch. Through it, the database host's first `archive-push` takes the stanza over (made on
+/// the repository host, as its user), `info` lists pgBackRest's backups, and a restore of the
+/// pgBackRest incr on the database host replays to the end with the source's data.
+#[test]
+fn a_pgbackrest_repository_behind_the_repository_host_is_taken_over() {
+    if !postgres_available() {
+        return;
+    }
+    let Some(current) = super::migrate::pgbackrest_binary("CURRENT") else { return };
+    let scratch = Scratch::new("pgstrata-hosts-takeover-");
+    std::fs::set_permissions(scratch.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let rh_dir = tempfile::Builder::new().prefix("pgstrata-hosts-takeover-repo-").tempdir().unwrap();
+    let rh = rh_dir.path();
+    for d in ["etc", "server", "repo1", "log"] {
+        std::fs::create_dir_all(rh.join(d)).unwrap();
+    }
+    chown_postgres(rh);
+    let link = scratch.path("bin").join("pgbackrest");
+    std::os::unix::fs::symlink(&current, &link).unwrap();
+    let primary = Cluster::init(&scratch, "primary");
+    let common = format!(
+        "repo1-path={rh}/repo1\nrepo1-cipher-type=aes-256-cbc\nrepo1-cipher-pass=behind the repo host\n\
+         log-path={log}\nlock-path={lock}\nlog-level-file=off\nstart-fast=y\n",
+        rh = rh.display(),
+        log = scratch.path("log").display(),
+        lock = scratch.path("lock").display(),
+    );
+    let db_section = format!(
+        "[db]\npg1-path={}\npg1-port={}\npg1-socket-path={}\n",
+        primary.data.display(),
+        primary.port,
+        primary.socket.display()
+    );
+    let conf =
+        scratch.write("pgbackrest.conf", &format!("[global]\n{common}repo1-bundle=y\nrepo1-block=y\n\n{db_section}"));
+    let sum = "select count(*), md5(string_agg(v, ',' order by id)) from t";
+    primary.configure(&format!(
+        "archive_mode = on\narchive_command = '{} --config={} --stanza=db archive-push \"%p\"'\nwal_level = replica\n",
+        link.display(),
+        conf.display()
+    ));
+    primary.start();
+    let db_host = |args: &[&str]| {
+        let cfg = format!("--config={}", conf.display());
+        let o = run_as_postgres(&link, &[&[cfg.as_str(), "--stanza=db"], args].concat(), &[]);
+        assert!(o.status.success(), "pgbackrest {args:?}: {}", text(&o));
+        o
+    };
+    // pgBackRest's years: a full and an incr.
+    db_host(&["stanza-create"]);
+    primary.sql("create table t as select g as id, md5(g::text) as v from generate_series(1, 20000) g");
+    db_host(&["backup", "--type=full"]);
+    primary.sql("update t set v = 'changed' where id % 5 = 0");
+    db_host(&["backup", "--type=incr"]);
+    primary.archive_now();
+
+    // The switch: pgstrata on both hosts, the volume the repository host's alone, its server
+    // serving it, the database host reaching it through repo1-host.
+    std::fs::remove_file(&link).unwrap();
+    std::os::unix::fs::symlink(support::bin(), &link).unwrap();
+    let pki = scratch.path("pki");
+    let ca = Ca::new(&pki, "cluster-ca");
+    let (server_crt, server_key) = ca.issue("repo-server", "repo-host-0", Some(&format!("IP:{REPO_HOST}")));
+    let (client_crt, client_key) = ca.issue("client-tls", CLIENT_CN, None);
+    std::fs::copy(&server_crt, rh.join("server/server-tls.crt")).unwrap();
+    std::fs::copy(&server_key, rh.join("server/server-tls.key")).unwrap();
+    std::fs::copy(&ca.crt, rh.join("server/tls-ca.crt")).unwrap();
+    let port = free_port();
+    std::fs::write(
+        rh.join("etc/pgbackrest.conf"),
+        format!(
+            "[global]\nrepo1-path={rh}/repo1\nlog-path={rh}/log\nlog-level-file=off\ntls-server-address={REPO_HOST}\n\
+             tls-server-auth={CLIENT_CN}=db\ntls-server-ca-file={sd}/tls-ca.crt\n\
+             tls-server-cert-file={sd}/server-tls.crt\ntls-server-key-file={sd}/server-tls.key\ntls-server-port={port}\n",
+            rh = rh.display(),
+            sd = rh.join("server").display(),
+        ),
+    )
+    .unwrap();
+    chown_repo_host(rh);
+    std::fs::set_permissions(rh.join("repo1"), std::fs::Permissions::from_mode(0o700)).unwrap();
+    std::fs::write(
+        &conf,
+        format!(
+            "[global]\n{common}repo1-host={REPO_HOST}\nrepo1-host-type=tls\nrepo1-host-port={port}\n\
+             repo1-host-ca-file={ca}\nrepo1-host-cert-file={crt}\nrepo1-host-key-file={key}\n\n{db_section}",
+            ca = ca.crt.display(),
+            crt = client_crt.display(),
+            key = client_key.display(),
+        ),
+    )
+    .unwrap();
+    chown_postgres(&pki);
+    let server = Server::start(Host::Repository, &link, &rh.join("etc"), scratch.dir.path().join("server.out"));
+
+    let failed = primary.sql("select failed_count from pg_stat_archiver");
+    primary.sql("insert into t select g, 'after the switch' from generate_series(20001, 20100) g");
+    primary.archive_now();
+    assert_eq!(
+        primary.sql("select failed_count from pg_stat_archiver"),
+        failed,
+        "archiving through the repository host failed after the switch: {}",
+        server.log()
+    );
+    assert!(rh.join("repo1/stanza/db/stanza.info").is_file(), "pgstrata's stanza was not made on the repository host");
+    let at_end = primary.sql(sum);
+    let o = db_host(&["info", "--output=json"]);
+    let info: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let labels: Vec<&str> =
+        info[0]["backup"].as_array().unwrap().iter().map(|b| b["label"].as_str().unwrap()).collect();
+    assert_eq!(labels.len(), 2, "pgBackRest's backups through the repository host: {info}");
+    let dir = scratch.dir.path().join("restored");
+    db_host(&["restore", &format!("--pg1-path={}", dir.display()), "--archive-mode=off"]);
+    let copy = Cluster::existing(&scratch, dir, "restored");
+    copy.start();
+    copy.wait_promoted();
+    assert_eq!(copy.sql(sum), at_end, "pgBackRest's incr restored through the repository host");
+    copy.stop();
+    // Stopped while the server still runs: its last segment is archived through it.
+    primary.stop();
+}

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 /// The pgBackRest to build a repository with: `PGSTRATA_TEST_PGBACKREST_<which>` (set by
 /// scripts/tools.sh). Missing is a failure where servers are required.
-fn pgbackrest_binary(which: &str) -> Option<PathBuf> {
+pub(crate) fn pgbackrest_binary(which: &str) -> Option<PathBuf> {
     let var = format!("PGSTRATA_TEST_PGBACKREST_{which}");
     match std::env::var(&var) {
         Ok(p) if Path::new(&p).exists() => Some(PathBuf::from(p)),
