@@ -284,13 +284,25 @@ fn archive_for(repo: &Repo, cluster: Option<&ControlFile>) -> CliResult<String> 
     Ok(archive_id(db.pg_version, db.id))
 }
 
+/// `name` from one repository: pgstrata's archive first, then pgBackRest's, which a repository
+/// taken over from pgBackRest holds beside it (a stanza seen only through pgBackRest's files
+/// has nothing in pgstrata's).
 async fn fetch_from(
     repo: &Repo,
     name: &WalFileName,
     threads: usize,
     cluster: Option<&ControlFile>,
 ) -> CliResult<Option<Vec<u8>>> {
-    crate::wal::fetch(repo, &archive_for(repo, cluster)?, name, threads).await
+    use crate::pgbackrest::archive::{Found, fetch};
+    if !repo.seen_only()
+        && let Some(plain) = crate::wal::fetch(repo, &archive_for(repo, cluster)?, name, threads).await?
+    {
+        return Ok(Some(plain));
+    }
+    match fetch(repo.pgbackrest(), repo.layout.stanza(), name, cluster).await? {
+        Found::Segment(plain) => Ok(Some(plain)),
+        Found::Missing | Found::NoArchive => Ok(None),
+    }
 }
 
 /// Fetches `name` from the first repository that has it, by [`RepoSearch`]'s rule.
@@ -377,26 +389,8 @@ fn get_sync(request: &ArchiveRequest, name: &WalFileName, dest: &Path) -> CliRes
         for target in &request.repos {
             let index = target.index;
             let attempt = async {
-                // pgstrata's archive first; then pgBackRest's, which a repository taken over
-                // from pgBackRest holds beside it (its stanza may exist only there).
-                use crate::pgbackrest::archive::{Found, fetch};
-                let ours = match open_repo(target, &request.stanza).await {
-                    // Seen only through pgBackRest's files: pgstrata's archive is empty.
-                    Ok(repo) if repo.seen_only() => Ok(None),
-                    Ok(repo) => Ok(fetch_from(&repo, name, request.workers, cluster.as_ref()).await?),
-                    // No pgstrata stanza here: pgBackRest's may be (its error stands if not).
-                    Err(e) if e.code == ErrorCode::FileMissing => Err(e),
-                    Err(e) => return Err(e),
-                };
-                if let Ok(Some(plain)) = ours {
-                    return Ok(Some(plain));
-                }
-                let store = target.store()?;
-                match (fetch(target.pgbackrest(&store), &request.stanza, name, cluster.as_ref()).await?, ours) {
-                    (Found::Segment(plain), _) => Ok(Some(plain)),
-                    (Found::Missing, _) | (Found::NoArchive, Ok(_)) => Ok(None),
-                    (Found::NoArchive, Err(missing)) => Err(missing),
-                }
+                let repo = open_repo(target, &request.stanza).await?;
+                fetch_from(&repo, name, request.workers, cluster.as_ref()).await
             };
             if let Some(plain) = search.answer(index, attempt.await) {
                 write_atomically(dest, &plain)?;
