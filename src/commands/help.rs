@@ -79,6 +79,7 @@ pub fn command_help(flavor: Flavor, command_name: &str) -> String {
                 Support::Yes => "",
                 Support::Accepted(_) => " (accepted)",
                 Support::Refused(_) => " (not supported)",
+                Support::Ignored(_) => " (not applied)",
             };
             out.push_str(&format!("  --{:<32}{}{default}{status}\n", o.documented_name(), o.help));
         }
@@ -136,6 +137,7 @@ pub fn option_help(flavor: Flavor, command_name: &str, option: &str) -> CliResul
         Support::Yes => def.help.to_string(),
         Support::Accepted(meaning) => format!("pgBackRest's option, accepted: {meaning}."),
         Support::Refused(reason) => format!("pgBackRest's option, refused unless left at its default: {reason}."),
+        Support::Ignored(instead) => format!("pgBackRest's option, set: a warning; {instead}."),
     };
     let mut out = format!(
         "{} - '{command_name}' command - '{}' option help\n\n{what}\n",
@@ -197,7 +199,7 @@ pub fn reference_markdown() -> String {
          the `pgbackrest` name (`/etc/pgbackrest`, `/var/lib/pgbackrest`...); invoked as `pgstrata` \
          the paths say `pgstrata`. *Accepted*: pgBackRest's option, checked, with the meaning given; \
          *refused*: exit 31 when set to anything but pgBackRest's default, for the reason \
-         given.\n\n| option | commands | default | |\n|---|---|---|---|\n",
+         given; *warned*: not applied, a warning when set, the command goes on.\n\n| option | commands | default | |\n|---|---|---|---|\n",
     );
     let mut all: Vec<&OptionDef> = OPTIONS.iter().collect();
     all.sort_by_key(|o| o.documented_name());
@@ -211,6 +213,7 @@ pub fn reference_markdown() -> String {
             Support::Yes => o.help.to_string(),
             Support::Accepted(meaning) => format!("*accepted*: {meaning}"),
             Support::Refused(reason) => format!("*refused*: {reason}"),
+            Support::Ignored(instead) => format!("*warned*: {instead}"),
         };
         let secret = if o.secure { " (secret: never on the command line)" } else { "" };
         out.push_str(&format!(

@@ -291,15 +291,25 @@ impl Config {
     }
 
     /// pgBackRest options pgstrata does not support, set (to other than pgBackRest's default)
-    /// for a command that takes them: an error saying what to do, wherever they were set.
-    fn refuse_unsupported(&self) -> CliResult<()> {
+    /// for a command that takes them: an error saying what to do, wherever they were set; those
+    /// it does not apply, a warning.
+    fn refuse_unsupported(&mut self) -> CliResult<()> {
+        let mut warnings = Vec::new();
         for (canonical, (resolved, setting)) in &self.settings {
-            let options::Support::Refused(reason) = resolved.def.support else { continue };
+            let reason = match resolved.def.support {
+                options::Support::Refused(reason) => reason,
+                options::Support::Ignored(_) => "",
+                _ => continue,
+            };
             if !resolved.def.valid_for(self.command.name) {
                 continue;
             }
             let default = resolved.def.default.map(|d| check_value(resolved, d)).transpose()?;
             if setting.values.len() == 1 && setting.values.first() == default.as_ref() {
+                continue;
+            }
+            if let options::Support::Ignored(instead) = resolved.def.support {
+                warnings.push(format!("option '{canonical}' ({}) is {instead}", describe_source(&setting.source)));
                 continue;
             }
             return Err(CliError::new(
@@ -308,6 +318,7 @@ impl Config {
             )
             .hint(format!("remove it from {}", describe_source(&setting.source))));
         }
+        self.warnings.extend(warnings);
         Ok(())
     }
 

@@ -45,6 +45,9 @@ pub enum Support {
     Accepted(&'static str),
     /// Refused when set to anything but pgBackRest's default, saying what to do instead.
     Refused(&'static str),
+    /// Not applied: set to anything but pgBackRest's default, a warning saying what pgstrata
+    /// does instead (an inherited pgBackRest configuration must not stop archiving over it).
+    Ignored(&'static str),
 }
 
 /// One option.
@@ -114,6 +117,18 @@ const fn refused(
     foreign(name, group, kind, default, Support::Refused(reason))
 }
 
+/// An option pgBackRest has that pgstrata does not apply (with a warning when set), saying what
+/// it does instead.
+const fn ignored(
+    name: &'static str,
+    group: Group,
+    kind: Kind,
+    default: Option<&'static str>,
+    instead: &'static str,
+) -> OptionDef {
+    foreign(name, group, kind, default, Support::Ignored(instead))
+}
+
 /// An option of pgBackRest's that pgstrata does not implement as such: its help is what
 /// `support` says.
 const fn foreign(
@@ -124,7 +139,7 @@ const fn foreign(
     support: Support,
 ) -> OptionDef {
     let help = match support {
-        Support::Accepted(text) | Support::Refused(text) => text,
+        Support::Accepted(text) | Support::Refused(text) | Support::Ignored(text) => text,
         Support::Yes => "",
     };
     OptionDef { name, kind, group, secure: false, cli_only: false, default, help, support }
@@ -658,15 +673,21 @@ pub const OPTIONS: &[OptionDef] = &[
         Some("n"),
         "not supported yet: repo-get of a missing object fails",
     ),
-    refused(
+    ignored(
         "cmd-ssh",
         Group::None,
         Kind::Path,
         Some("ssh"),
-        "hosts are reached over TLS only: set repoN-host-type=tls / pgN-host-type=tls",
+        "not used: hosts are reached over TLS only (repoN-host-type=tls / pgN-host-type=tls)",
     ),
-    refused("tls-cipher-12", Group::None, Kind::Str, None, "TLS uses rustls's default cipher suites (TLS 1.2 and 1.3)"),
-    refused("tls-cipher-13", Group::None, Kind::Str, None, "TLS uses rustls's default cipher suites (TLS 1.2 and 1.3)"),
+    ignored(
+        "tls-cipher-12",
+        Group::None,
+        Kind::Str,
+        None,
+        "not applied: TLS 1.2 uses rustls's cipher suites (ECDHE with AES-GCM or ChaCha20-Poly1305 only)",
+    ),
+    ignored("tls-cipher-13", Group::None, Kind::Str, None, "not applied: TLS 1.3 uses rustls's cipher suites"),
     refused(
         "target-time",
         Group::Repo,

@@ -46,8 +46,15 @@ impl Site {
         String::from_utf8_lossy(&o.stdout).into_owned()
     }
 
+    /// `info --output=json`, without the warnings about the configuration printed before it.
+    fn info(&self, args: &[&str]) -> serde_json::Value {
+        let out = self.run(&[&["info", "--output=json"], args].concat());
+        let json = out.lines().skip_while(|l| !l.starts_with('[')).collect::<Vec<_>>().join("\n");
+        serde_json::from_str(&json).unwrap_or_else(|e| panic!("info: {e}: {out}"))
+    }
+
     fn labels(&self) -> Vec<String> {
-        let info: serde_json::Value = serde_json::from_str(&self.run(&["info", "--output=json"])).unwrap();
+        let info = self.info(&[]);
         info[0]["backup"].as_array().unwrap().iter().map(|b| b["label"].as_str().unwrap().to_string()).collect()
     }
 }
@@ -89,6 +96,16 @@ fn restored(scratch: &Scratch, site: &Site, name: &str, args: &[&str]) -> Cluste
     copy
 }
 
+/// What else a pgBackRest user's configuration holds (each accepted by pgBackRest 2.59.1, and
+/// one it does not know): after the switch none of it may stop archiving — at worst a warning.
+const INHERITED: &str = "archive-push-queue-max=1GiB\narchive-header-check=y\nbuffer-size=1MiB\n\
+    compress-level-network=1\nio-timeout=60\nprotocol-timeout=1830\ndb-timeout=1800\nneutral-umask=y\n\
+    log-level-stderr=warn\nlog-subprocess=n\nsck-keep-alive=y\ntcp-keep-alive-count=3\ntcp-keep-alive-idle=60\n\
+    tcp-keep-alive-interval=10\ntls-cipher-12=HIGH:MEDIUM:+3DES:!aNULL\ntls-cipher-13=TLS_AES_256_GCM_SHA384\n\
+    cmd-ssh=/usr/bin/ssh\nrepo1-storage-verify-tls=y\nrepo1-bundle-size=20MiB\nrepo1-bundle-limit=2MiB\n\
+    repo1-retention-history=365\nrepo1-retention-archive-type=full\nexpire-auto=y\nresume=y\nchecksum-page=y\n\
+    manifest-save-threshold=1GiB\njob-retry=2\njob-retry-interval=15\nsome-future-option=whatever\n";
+
 /// The whole switch against pgBackRest 2.59.1: archiving goes on, `info` lists the old
 /// backups, a new full works, the old incr restores to a time with the data of that time, the
 /// old full replays through WAL archived by both tools to the end, `verify` passes, pgBackRest
@@ -105,7 +122,9 @@ fn a_pgbackrest_2_59_repository_is_taken_over_in_place() {
     let site = site(
         &scratch,
         &primary,
-        "repo1-cipher-type=aes-256-cbc\nrepo1-cipher-pass=taken over\nrepo1-bundle=y\nrepo1-block=y\narchive-async=y\n",
+        &format!(
+            "repo1-cipher-type=aes-256-cbc\nrepo1-cipher-pass=taken over\nrepo1-bundle=y\nrepo1-block=y\narchive-async=y\n{INHERITED}"
+        ),
     );
     site.point_at(&current);
     primary.start();
@@ -137,7 +156,7 @@ fn a_pgbackrest_2_59_repository_is_taken_over_in_place() {
         "archiving failed after the switch"
     );
     assert_eq!(site.labels(), old, "info does not list pgBackRest's backups");
-    let info: serde_json::Value = serde_json::from_str(&site.run(&["info", "--output=json"])).unwrap();
+    let info = site.info(&[]);
     assert_eq!(info[0]["cipher"], "aes-256-cbc", "info reports another cipher than pgBackRest did");
     site.run(&["backup", "--type=full"]);
     let all = site.labels();
@@ -207,7 +226,7 @@ fn a_pgbackrest_2_45_repository_restores_and_verifies() {
     // Before pgstrata has written anything (a restore Job first): info and a restore read
     // pgBackRest's stanza as it is, and leave the repository as they found it.
     let old = site.labels();
-    let info: serde_json::Value = serde_json::from_str(&site.run(&["info", "--output=json"])).unwrap();
+    let info = site.info(&[]);
     assert_eq!(info[0]["cipher"], "none");
     let copy = restored(&scratch, &site, "first", &[]);
     copy.stop();
@@ -382,7 +401,7 @@ fn an_upgraded_pgbackrest_stanza_and_a_second_repository_are_taken_over() {
     primary.sql("insert into t select g, 'after the repo2 full' from generate_series(20101, 20200) g");
     primary.archive_now();
     let at_end = primary.sql(SUM);
-    let info: serde_json::Value = serde_json::from_str(&site.run(&["info", "--output=json"])).unwrap();
+    let info = site.info(&[]);
     let listed: Vec<(String, u64, u64)> = info[0]["backup"]
         .as_array()
         .unwrap()
