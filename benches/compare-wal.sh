@@ -20,7 +20,12 @@ CLEVEL=""
 [ "$CTYPE" != "$COMPRESS" ] && CLEVEL="compress-level=${COMPRESS#*:}\n"
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 PG_BIN="${PGSTRATA_PG_BIN:-/usr/lib/postgresql/15/bin}"
-command -v pgbackrest > /dev/null || { echo "compare-wal: pgbackrest not found (apt-get install pgbackrest)" >&2; exit 1; }
+# PGBACKREST names the pgBackRest binary to compare with (default: Debian's, on PATH), e.g.
+# ../shared/tools/pgbackrest-2.59.1.
+PGB="${PGBACKREST:-$(command -v pgbackrest || true)}"
+[ -x "$PGB" ] || { echo "compare-wal: pgbackrest not found (apt-get install pgbackrest, or PGBACKREST=...)" >&2; exit 1; }
+PGB="$(readlink -f "$PGB")"
+PGB_VERSION="$("$PGB" version 2>/dev/null | awk '{print $2}')"
 
 (cd "$ROOT" && cargo build --release --quiet --bin pgstrata)
 W="$(mktemp -d "${BENCH_DIR:-/tmp}/pgstrata-compare-wal-XXXXXX")"
@@ -44,7 +49,7 @@ conf() { # tool, data dir, port, extra lines -> config file path
   [ "$(id -u)" = 0 ] && chown postgres:postgres "$f"
   echo "$f"
 }
-tool_bin() { [ "$1" = pgbackrest ] && echo pgbackrest || echo "$W/pgstrata"; }
+tool_bin() { [ "$1" = pgbackrest ] && echo "$PGB" || echo "$W/pgstrata"; }
 psql() { as_pg "$PG_BIN/psql" -X -q -A -t -h "$W/sock" -p "$1" -U postgres -d postgres -c "$2"; }
 start_pg() { # data dir, port, extra settings
   cat >> "$1/postgresql.conf" <<PGCONF
@@ -62,14 +67,14 @@ as_pg "$PG_BIN/initdb" --data-checksums -A trust -U postgres -D "$W/data" > /dev
 CB=$(conf pgbackrest "$W/data" "$PORT" "")
 CS=$(conf pgstrata "$W/data" "$PORT" "")
 start_pg "$W/data" "$PORT" "archive_mode = on
-archive_command = 'pgbackrest --config=$CB --stanza=bench archive-push %p && $W/pgstrata --config=$CS --stanza=bench archive-push %p'
+archive_command = '$PGB --config=$CB --stanza=bench archive-push %p && $W/pgstrata --config=$CS --stanza=bench archive-push %p'
 max_wal_size = 8GB
 checkpoint_timeout = 1h
 autovacuum = off"
-as_pg pgbackrest "--config=$CB" --stanza=bench stanza-create > /dev/null
+as_pg "$PGB" "--config=$CB" --stanza=bench stanza-create > /dev/null
 as_pg "$W/pgstrata" "--config=$CS" --stanza=bench stanza-create > /dev/null
 as_pg "$PG_BIN/pgbench" -i -q -s 10 -h "$W/sock" -p "$PORT" -U postgres postgres > /dev/null 2>&1
-as_pg pgbackrest "--config=$CB" --stanza=bench backup --type=full > /dev/null
+as_pg "$PGB" "--config=$CB" --stanza=bench backup --type=full > /dev/null
 as_pg "$W/pgstrata" "--config=$CS" --stanza=bench backup --type=full > /dev/null
 
 RESULTS="$W/results"
@@ -167,9 +172,13 @@ for tool in pgbackrest pgstrata; do
   t1=$(now)
   for s in "${SEGS[@]}"; do cmp -s "$W/got/$s" "$W/ready/pg_wal/$s" || { echo "compare-wal: $tool fetched a different $s" >&2; exit 1; }; done
   rm -f "$W"/got/*
-  echo "get-sync $tool $(python3 -c "print(round($t1 - $t0, 3))") ${#SEGS[@]}" >> "$RESULTS"
+  # Peak RSS of one call (the largest of its processes).
+  rss=$(as_pg /usr/bin/time -f '%M' "$(tool_bin $tool)" "--config=$c" --stanza=bench archive-get "${SEGS[0]}" "$W/got/${SEGS[0]}" 2>&1 > /dev/null | tail -1)
+  rm -f "$W"/got/*
+  echo "get-sync $tool $(python3 -c "print(round($t1 - $t0, 3))") ${#SEGS[@]} $rss" >> "$RESULTS"
 done
 
+echo "pgBackRest: $PGB ($PGB_VERSION)"
 python3 - "$RESULTS" "$wal_bytes" "$COMPRESS" <<'PY'
 import sys
 rows = [l.split() for l in open(sys.argv[1]) if l.strip()]
@@ -191,7 +200,7 @@ if "get-sync" in r:
     b, s = r["get-sync"]["pgbackrest"], r["get-sync"]["pgstrata"]
     n, bt, st = int(b[1]), float(b[0]), float(s[0])
     print(f"archive-get sync  {n} segments: pgBackRest {1000*bt/n:.1f} ms/segment | pgstrata {1000*st/n:.1f} ms/segment"
-          f" | speed-up {ratio(bt, st):.2f}x")
+          f" | speed-up {ratio(bt, st):.2f}x | peak RSS pgBackRest {int(b[2])/1024:.1f} MiB, pgstrata {int(s[2])/1024:.1f} MiB")
 if "recovery" in r:
     b, s = r["recovery"]["pgbackrest"], r["recovery"]["pgstrata"]
     print(f"recovery (restore + replay): pgBackRest {float(b[0]):.2f} + {float(b[1]):.2f} s | pgstrata {float(s[0]):.2f} + {float(s[1]):.2f} s"

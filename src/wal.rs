@@ -52,6 +52,202 @@ pub async fn fetch(repo: &Repo, archive: &str, name: &WalFileName, threads: usiz
     .map_err(|e| CliError::new(ErrorCode::Service, format!("the decoding task failed: {e}")))?
 }
 
+/// What a fetched WAL file's first bytes (up to 8 KiB: the first page header) and its length
+/// must pass before it is put in place (that it is the segment asked for, of this cluster).
+pub type HeadCheck = std::sync::Arc<dyn Fn(&[u8], u64) -> CliResult<()> + Send + Sync>;
+
+/// Fetches `name` straight into the file `dest`: decoded frame by frame through small reused
+/// buffers, written under a temporary name beside `dest`, each byte hashed once against the
+/// SHA-256 its key carries, and renamed into place only when the digest (and `check`) passed —
+/// a damaged object leaves nothing at `dest`. Not synced, as pgBackRest leaves what it writes
+/// for `restore_command`: PostgreSQL asks again for a segment it lost in a crash. `false` when
+/// the archive does not have it. `sync`: the file's data is synced before the rename (a
+/// queue entry another process takes as whole after a crash).
+pub async fn fetch_to(
+    repo: &Repo,
+    archive: &str,
+    name: &WalFileName,
+    dest: &std::path::Path,
+    check: Option<HeadCheck>,
+    sync: bool,
+) -> CliResult<bool> {
+    let found = copies(repo, archive, name).await?;
+    let Some((key, sha)) = found.first() else { return Ok(false) };
+    if found.iter().any(|(_, s)| s != sha) {
+        return Err(CliError::new(
+            ErrorCode::ArchiveDuplicate,
+            format!("WAL file {name} exists in the {} archive with different contents", repo.name()),
+        ));
+    }
+    let source = match repo.store.local_file(key) {
+        Some(path) => Source::File(path),
+        None => Source::Bytes(repo.store.get(key).await?),
+    };
+    let (key, sha, data_key, dest) = (key.clone(), *sha, repo.key.clone(), dest.to_path_buf());
+    tokio::task::spawn_blocking(move || decode_to_file(source, &key, data_key.as_ref(), sha, &dest, check, sync))
+        .await
+        .map_err(|e| CliError::new(ErrorCode::Service, format!("the decoding task failed: {e}")))??;
+    Ok(true)
+}
+
+/// Where a stored object is read from.
+enum Source {
+    /// A posix repository's file, read on the decoding thread.
+    File(std::path::PathBuf),
+    Bytes(bytes::Bytes),
+}
+
+/// Writes of at most this many bytes: one large write into the page cache was many times
+/// slower on the machines measured (the kernel's copy into a large folio dominated the profile).
+pub const WRITE: usize = 64 << 10;
+
+/// The temporary name a file is written under beside `dest` before its rename.
+pub fn temporary_beside(dest: &std::path::Path) -> std::path::PathBuf {
+    let file = dest.file_name().and_then(|n| n.to_str()).unwrap_or("wal");
+    dest.with_file_name(format!(".{file}.{}.tmp", std::process::id()))
+}
+
+fn decode_to_file(
+    source: Source,
+    key: &str,
+    data_key: Option<&pgstrata_repo_format::DataKey>,
+    sha: Sha256Digest,
+    dest: &std::path::Path,
+    check: Option<HeadCheck>,
+    sync: bool,
+) -> CliResult<()> {
+    use std::io::Write;
+    let tmp = temporary_beside(dest);
+    let fail =
+        |e: std::io::Error| CliError::new(ErrorCode::FileRead, format!("unable to write {}: {e}", tmp.display()));
+    // Never through a link planted at the temporary name (removed first: unlink removes the
+    // link itself).
+    let _ = std::fs::remove_file(&tmp);
+    let mut out = crate::anchor::create_nofollow(&tmp, 0o600, false).map_err(fail)?;
+    // Two stages on two threads, as fast as the slower one: this thread hashes and writes
+    // what the other reads and decodes, frame by frame, through `FRAMES` buffers passed back
+    // and forth (memory: that many frames, whatever the file's size).
+    const FRAMES: usize = 3;
+    let (full_tx, full_rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(FRAMES);
+    let (free_tx, free_rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(FRAMES);
+    for _ in 0..FRAMES {
+        let _ = free_tx.send(Vec::new());
+    }
+    let written = std::thread::scope(|scope| {
+        let decoding = scope.spawn(move || decode_frames(source, key, data_key, &free_rx, &full_tx));
+        let mut hash = pgstrata_repo_format::digest::Sha256Stream::default();
+        let (mut head, mut total) = (Vec::new(), 0u64);
+        let mut written = Ok(());
+        for plain in full_rx.iter() {
+            let step = (|| {
+                total = total.checked_add(plain.len() as u64).filter(|t| *t <= MAX_WAL_FILE).ok_or_else(|| {
+                    CliError::new(ErrorCode::Format, format!("{key}: decodes to more than any WAL file holds"))
+                })?;
+                hash.update(&plain);
+                if head.len() < 8192 {
+                    head.extend_from_slice(&plain[..plain.len().min(8192 - head.len())]);
+                }
+                plain.chunks(WRITE).try_for_each(|c| out.write_all(c)).map_err(fail)
+            })();
+            if let Err(e) = step {
+                written = Err(e);
+                break;
+            }
+            // The decoder may have finished: a buffer it no longer takes is dropped.
+            let _ = free_tx.send(plain);
+        }
+        // Stops the decoder when this side failed (its next send fails).
+        drop(full_rx);
+        drop(free_tx);
+        let decoded = decoding
+            .join()
+            .map_err(|_| CliError::new(ErrorCode::Service, format!("{key}: the decoding thread panicked")))?;
+        written?;
+        decoded?;
+        if hash.finish() != sha {
+            return Err(CliError::new(ErrorCode::Format, format!("{key}: content does not match its checksum")));
+        }
+        if let Some(check) = check {
+            check(&head, total)?;
+        }
+        if sync {
+            out.sync_data().map_err(fail)?;
+        }
+        Ok(())
+    });
+    drop(out);
+    match written.and_then(|()| std::fs::rename(&tmp, dest).map_err(fail)) {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            Err(e)
+        }
+    }
+}
+
+/// Reads and decodes a blob, sending each frame's plaintext in a buffer taken from `free`:
+/// the first stage of [`decode_to_file`]. Ends quietly when the other stage stopped taking.
+fn decode_frames(
+    source: Source,
+    key: &str,
+    data_key: Option<&pgstrata_repo_format::DataKey>,
+    free: &std::sync::mpsc::Receiver<Vec<u8>>,
+    full: &std::sync::mpsc::SyncSender<Vec<u8>>,
+) -> CliResult<()> {
+    use std::io::Read;
+    let mut decoder = pgstrata_repo_format::BlobDecoder::new(key, data_key).without_chunk_digests();
+    // A buffer taken when the decoder wanted more input, kept for its next frame.
+    let mut spare: Option<Vec<u8>> = None;
+    // `false`: the other stage is gone (it reports why).
+    let mut take = |decoder: &mut pgstrata_repo_format::BlobDecoder| -> CliResult<bool> {
+        loop {
+            let mut plain = match spare.take() {
+                Some(p) => p,
+                None => match free.recv() {
+                    Ok(p) => p,
+                    Err(_) => return Ok(false),
+                },
+            };
+            if !decoder.poll_into(&mut plain)? {
+                spare = Some(plain);
+                return Ok(true);
+            }
+            if full.send(plain).is_err() {
+                return Ok(false);
+            }
+        }
+    };
+    match source {
+        Source::Bytes(bytes) => {
+            for piece in bytes.chunks(4 * WRITE) {
+                decoder.feed(piece);
+                if !take(&mut decoder)? {
+                    return Ok(());
+                }
+            }
+        }
+        Source::File(path) => {
+            let read_fail = |e: std::io::Error| {
+                CliError::new(ErrorCode::FileRead, format!("unable to read {}: {e}", path.display()))
+            };
+            let mut file = std::fs::File::open(&path).map_err(read_fail)?;
+            let mut buf = vec![0u8; 4 * WRITE];
+            loop {
+                let n = file.read(&mut buf).map_err(read_fail)?;
+                if n == 0 {
+                    break;
+                }
+                decoder.feed(&buf[..n]);
+                if !take(&mut decoder)? {
+                    return Ok(());
+                }
+            }
+        }
+    }
+    decoder.finish()?;
+    Ok(())
+}
+
 /// The history of `timeline` from the archive; timeline 1 has none and needs none.
 pub async fn history(repo: &Repo, archive: &str, timeline: TimelineId) -> CliResult<TimelineHistory> {
     if timeline.0 <= 1 {

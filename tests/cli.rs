@@ -654,6 +654,12 @@ fn damaged_wal_objects_are_named_and_never_read_as_missing() {
         assert_eq!(o.status.code(), Some(255), "{what}: {err}");
         assert!(err.contains(&key) && err.contains(says), "{what}: {err}");
         assert!(!err.contains("panicked") && !fetched.exists(), "{what}: {err}");
+        let left: Vec<_> = std::fs::read_dir(fetched.parent().unwrap())
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
+            .collect();
+        assert!(left.is_empty(), "{what}: a temporary file was left: {left:?}");
         std::fs::remove_file(&damaged).unwrap();
         std::fs::write(&object, &good).unwrap();
     }

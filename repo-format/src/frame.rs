@@ -679,6 +679,10 @@ pub struct BlobDecoder {
     done: bool,
     plain_len: u64,
     chunks: Vec<Sha256Digest>,
+    /// Whether `chunks` is kept (off: the caller checks the plaintext its own way).
+    chunk_digests: bool,
+    /// Decrypted frame bodies, reused.
+    scratch: Vec<u8>,
 }
 
 impl std::fmt::Debug for BlobDecoder {
@@ -701,7 +705,17 @@ impl BlobDecoder {
             done: false,
             plain_len: 0,
             chunks: Vec::new(),
+            chunk_digests: true,
+            scratch: Vec::new(),
         }
+    }
+
+    /// A decoder that does not hash each frame's plaintext ([`chunks`](Self::chunks) stays
+    /// empty): for a caller that checks the whole plaintext against one digest of its own, so
+    /// each byte is hashed once. Frames are still checked by their own sum or tag.
+    pub fn without_chunk_digests(mut self) -> Self {
+        self.chunk_digests = false;
+        self
     }
 
     /// Adds input bytes.
@@ -726,9 +740,17 @@ impl BlobDecoder {
 
     /// The next frame's plaintext, `Ok(None)` when more input is needed (or the blob is done).
     pub fn poll(&mut self) -> Result<Option<Vec<u8>>> {
+        let mut plain = Vec::new();
+        Ok(self.poll_into(&mut plain)?.then_some(plain))
+    }
+
+    /// [`poll`](Self::poll) into a buffer the caller reuses (cleared first): `false` when more
+    /// input is needed (or the blob is done).
+    pub fn poll_into(&mut self, plain: &mut Vec<u8>) -> Result<bool> {
+        plain.clear();
         if self.header.is_none() {
             if self.available() < BLOB_HEADER_LEN {
-                return Ok(None);
+                return Ok(false);
             }
             let raw: [u8; BLOB_HEADER_LEN] = self.take_array();
             let header = BlobHeader::parse(&raw, &self.what)?;
@@ -742,10 +764,10 @@ impl BlobDecoder {
                     format!("{} bytes after the last frame", self.available()),
                 ));
             }
-            return Ok(None);
+            return Ok(false);
         }
         if self.available() < FRAME_HEADER_LEN {
-            return Ok(None);
+            return Ok(false);
         }
         let mut fh = [0u8; FRAME_HEADER_LEN];
         fh.copy_from_slice(&self.buf[self.pos..self.pos + FRAME_HEADER_LEN]);
@@ -757,27 +779,25 @@ impl BlobDecoder {
             return Err(self.corrupt_frame("impossible frame lengths"));
         }
         if self.available() < FRAME_HEADER_LEN + body_len {
-            return Ok(None);
+            return Ok(false);
         }
         let start = self.pos + FRAME_HEADER_LEN;
         let Some((_, raw_header)) = self.header else {
             return Err(FormatError::corrupt(&self.what, "frame before header"));
         };
         let ctx = FrameCtx { what: &self.what, key: self.key.as_ref(), raw_header: &raw_header };
-        let mut plain = Vec::new();
-        let mut scratch = Vec::new();
         let body = &self.buf[start..start + body_len];
-        let last = open_frame(&ctx, self.index, &fh, body, &mut scratch, &mut plain)?;
+        let last = open_frame(&ctx, self.index, &fh, body, &mut self.scratch, plain)?;
         self.pos = start + body_len;
         self.plain_len += plain.len() as u64;
-        if !plain.is_empty() {
-            self.chunks.push(Sha256Digest::of(&plain));
+        if self.chunk_digests && !plain.is_empty() {
+            self.chunks.push(Sha256Digest::of(plain));
         }
         self.index += 1;
         if last {
             self.done = true;
         }
-        Ok(Some(plain))
+        Ok(true)
     }
 
     /// Ends decoding: the blob must have reached its last frame with nothing after it.

@@ -19,8 +19,9 @@ use pgstrata_repo_format::pg::{ControlFile, WalFileName, WalPageHeader};
 
 use super::ArchiveRequest;
 use super::spool::{Spool, hold_worker_lock, spawn_worker, worker_lock_path, worker_running};
-use super::{fetch_any, open_readable, write_atomically};
+use super::{fetch_any, open_readable, write_file};
 use crate::error::{CliError, CliResult, ErrorCode};
+use crate::wal::HeadCheck;
 
 const WANT: &str = "want";
 
@@ -63,7 +64,7 @@ fn move_into(entry: &Path, dest: &Path) -> CliResult<bool> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
         Err(e) => return Err(CliError::new(ErrorCode::FileRead, format!("unable to read {}: {e}", entry.display()))),
     };
-    write_atomically(dest, &data)?;
+    write_file(dest, &data, false)?;
     let _ = std::fs::remove_file(entry);
     Ok(true)
 }
@@ -177,18 +178,30 @@ pub fn worker(request: &ArchiveRequest) -> CliResult<()> {
                 continue;
             }
             idle = 0;
-            let (repos, control_ref) = (&repos, &control);
-            let mut fetched = futures::stream::iter(
-                todo.into_iter().map(|n| async move { (n, fetch_any(repos, &n, 1, Some(control_ref)).await) }),
-            )
+            let (repos, control_ref, spool_ref) = (&repos, &control, &spool);
+            let mut fetched = futures::stream::iter(todo.into_iter().map(|n| async move {
+                // Queued whole, synced (the foreground takes an entry as it finds it, also after
+                // a crash), and only when it is this cluster's segment.
+                let control = *control_ref;
+                let check: HeadCheck = std::sync::Arc::new(move |head, len| {
+                    if entry_is_valid(head, len, &n, &control) {
+                        Ok(())
+                    } else {
+                        Err(CliError::new(
+                            ErrorCode::ArchiveMismatch,
+                            format!("archived {n} does not belong to this cluster: not queued"),
+                        ))
+                    }
+                });
+                let dest = spool_ref.path(&n.to_string());
+                (n, fetch_any(repos, &n, Some(control_ref), &dest, (Some(&check), true)).await)
+            }))
             .buffered(workers);
             while let Some((n, result)) = fetched.next().await {
                 match result {
-                    Ok(Some((plain, _))) if entry_is_valid(&plain, plain.len() as u64, &n, &control) => {
-                        spool.write_durable(&n.to_string(), &plain)?;
-                    }
-                    Ok(Some(_)) => {
-                        tracing::warn!("archived {n} does not belong to this cluster: not queued");
+                    Ok(Some(_)) => {}
+                    Err(e) if e.code == ErrorCode::ArchiveMismatch => {
+                        tracing::warn!("{}", e.message);
                         break;
                     }
                     Ok(None) => {

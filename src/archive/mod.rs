@@ -21,6 +21,7 @@ use pgstrata_repo_format::{BlobSettings, Sha256Digest};
 
 use crate::error::{CliError, CliResult, ErrorCode};
 use crate::repo::{Repo, RepoTarget, open_repo};
+use crate::wal::HeadCheck;
 
 /// What `archive-push` and `archive-get` (and their asynchronous workers) were asked for,
 /// resolved once by a front end: the engine reads no option.
@@ -284,38 +285,48 @@ fn archive_for(repo: &Repo, cluster: Option<&ControlFile>) -> CliResult<String> 
     Ok(archive_id(db.pg_version, db.id))
 }
 
-/// `name` from one repository: pgstrata's archive first, then pgBackRest's, which a repository
-/// taken over from pgBackRest holds beside it (a stanza seen only through pgBackRest's files
-/// has nothing in pgstrata's).
+/// `name` from one repository into `dest`: pgstrata's archive first, then pgBackRest's, which a
+/// repository taken over from pgBackRest holds beside it (a stanza seen only through
+/// pgBackRest's files has nothing in pgstrata's). `false` when neither has it.
 async fn fetch_from(
     repo: &Repo,
     name: &WalFileName,
-    threads: usize,
     cluster: Option<&ControlFile>,
-) -> CliResult<Option<Vec<u8>>> {
+    dest: &Path,
+    (check, sync): (Option<&HeadCheck>, bool),
+) -> CliResult<bool> {
     use crate::pgbackrest::archive::{Found, fetch};
     if !repo.seen_only()
-        && let Some(plain) = crate::wal::fetch(repo, &archive_for(repo, cluster)?, name, threads).await?
+        && crate::wal::fetch_to(repo, &archive_for(repo, cluster)?, name, dest, check.cloned(), sync).await?
     {
-        return Ok(Some(plain));
+        return Ok(true);
     }
     match fetch(repo.pgbackrest(), repo.layout.stanza(), name, cluster).await? {
-        Found::Segment(plain) => Ok(Some(plain)),
-        Found::Missing | Found::NoArchive => Ok(None),
+        Found::Segment(plain) => {
+            if let Some(check) = check {
+                check(&plain[..plain.len().min(8192)], plain.len() as u64)?;
+            }
+            write_file(dest, &plain, sync)?;
+            Ok(true)
+        }
+        Found::Missing | Found::NoArchive => Ok(false),
     }
 }
 
-/// Fetches `name` from the first repository that has it, by [`RepoSearch`]'s rule.
+/// Fetches `name` into `dest` from the first repository that has it, by [`RepoSearch`]'s
+/// rule; the repository's number, or `None` when none has it.
 async fn fetch_any(
     repos: &[Repo],
     name: &WalFileName,
-    threads: usize,
     cluster: Option<&ControlFile>,
-) -> CliResult<Option<(Vec<u8>, u32)>> {
+    dest: &Path,
+    how: (Option<&HeadCheck>, bool),
+) -> CliResult<Option<u32>> {
     let mut search = RepoSearch::default();
     for repo in repos {
-        if let Some(plain) = search.answer(repo.index, fetch_from(repo, name, threads, cluster).await) {
-            return Ok(Some((plain, repo.index)));
+        let found = fetch_from(repo, name, cluster, dest, how).await.map(|f| f.then_some(()));
+        if search.answer(repo.index, found).is_some() {
+            return Ok(Some(repo.index));
         }
     }
     search.finish(name).map(|()| None)
@@ -390,10 +401,9 @@ fn get_sync(request: &ArchiveRequest, name: &WalFileName, dest: &Path) -> CliRes
             let index = target.index;
             let attempt = async {
                 let repo = open_repo(target, &request.stanza).await?;
-                fetch_from(&repo, name, request.workers, cluster.as_ref()).await
+                Ok(fetch_from(&repo, name, cluster.as_ref(), dest, (None, false)).await?.then_some(()))
             };
-            if let Some(plain) = search.answer(index, attempt.await) {
-                write_atomically(dest, &plain)?;
+            if search.answer(index, attempt.await).is_some() {
                 tracing::info!("found {name} in the repo{index} archive");
                 return Ok(());
             }
@@ -403,17 +413,25 @@ fn get_sync(request: &ArchiveRequest, name: &WalFileName, dest: &Path) -> CliRes
     })
 }
 
-/// Writes to a temporary name beside `dest`, syncs, renames: PostgreSQL never sees half a file.
-fn write_atomically(dest: &Path, data: &[u8]) -> CliResult<()> {
+/// Writes `data` under a temporary name beside `dest` (64 KiB at a time), then renames it:
+/// PostgreSQL never sees half a file. Synced first only when `sync` asks (see
+/// [`crate::wal::fetch_to`]).
+pub(super) fn write_file(dest: &Path, data: &[u8], sync: bool) -> CliResult<()> {
+    let tmp = crate::wal::temporary_beside(dest);
     let fail =
-        |e: std::io::Error| CliError::new(ErrorCode::FileRead, format!("unable to write {}: {e}", dest.display()));
-    let tmp =
-        dest.with_file_name(format!(".{}.pgstrata.tmp", dest.file_name().and_then(|n| n.to_str()).unwrap_or("wal")));
+        |e: std::io::Error| CliError::new(ErrorCode::FileRead, format!("unable to write {}: {e}", tmp.display()));
     // Never through a link planted at the temporary name (removed first: unlink removes the
     // link itself).
     let _ = std::fs::remove_file(&tmp);
     let mut f = crate::anchor::create_nofollow(&tmp, 0o600, false).map_err(fail)?;
-    f.write_all(data).and_then(|()| f.sync_all()).map_err(fail)?;
-    drop(f);
-    std::fs::rename(&tmp, dest).map_err(fail)
+    let written = data
+        .chunks(crate::wal::WRITE)
+        .try_for_each(|c| f.write_all(c))
+        .and_then(|()| if sync { f.sync_data() } else { Ok(()) })
+        .and_then(|()| std::fs::rename(&tmp, dest));
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(fail(e));
+    }
+    Ok(())
 }

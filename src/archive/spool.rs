@@ -32,22 +32,12 @@ impl Spool {
     /// Writes `name` whole: a temporary name (created without following a link planted there),
     /// then a rename. For markers: one lost in a crash costs a retry.
     pub fn write(&self, name: &str, data: &[u8]) -> CliResult<()> {
-        self.write_synced(name, data, false)
-    }
-
-    /// [`write`](Self::write), the bytes synced first: a prefetched segment is renamed from here
-    /// into `pg_wal`, where PostgreSQL takes it as durable.
-    pub fn write_durable(&self, name: &str, data: &[u8]) -> CliResult<()> {
-        self.write_synced(name, data, true)
-    }
-
-    fn write_synced(&self, name: &str, data: &[u8], sync: bool) -> CliResult<()> {
         use std::io::Write;
         let tmp = self.dir.join(format!(".{name}.{}.tmp", std::process::id()));
         let dest = self.dir.join(name);
         let _ = std::fs::remove_file(&tmp);
         let mut f = crate::anchor::create_nofollow(&tmp, 0o640, false).map_err(|e| io(&tmp, "create", e))?;
-        f.write_all(data).and_then(|()| if sync { f.sync_data() } else { Ok(()) }).map_err(|e| io(&tmp, "write", e))?;
+        f.write_all(data).map_err(|e| io(&tmp, "write", e))?;
         std::fs::rename(&tmp, &dest).map_err(|e| io(&dest, "rename into", e))
     }
 
