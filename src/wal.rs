@@ -24,23 +24,29 @@ pub async fn copies(repo: &Repo, archive: &str, name: &WalFileName) -> CliResult
         .collect())
 }
 
-/// The largest file of a WAL archive: PostgreSQL's largest segment size (1 GiB).
-const MAX_WAL_FILE: u64 = 1 << 30;
-
-/// Fetches `name`, decrypted, decompressed and checked against the digest its key carries, its
-/// frames opened on up to `threads` threads. `None` when the archive does not have it.
-pub async fn fetch(repo: &Repo, archive: &str, name: &WalFileName, threads: usize) -> CliResult<Option<Vec<u8>>> {
+/// The key of `name` in the archive and the digest it carries; several copies must agree.
+async fn the_copy(repo: &Repo, archive: &str, name: &WalFileName) -> CliResult<Option<(String, Sha256Digest)>> {
     let found = copies(repo, archive, name).await?;
-    let Some((key, sha)) = found.first() else { return Ok(None) };
+    let Some((_, sha)) = found.first() else { return Ok(None) };
     if found.iter().any(|(_, s)| s != sha) {
         return Err(CliError::new(
             ErrorCode::ArchiveDuplicate,
             format!("WAL file {name} exists in the {} archive with different contents", repo.name()),
         ));
     }
-    let stored = repo.store.get(key).await?;
+    Ok(found.into_iter().next())
+}
+
+/// The largest file of a WAL archive: PostgreSQL's largest segment size (1 GiB).
+const MAX_WAL_FILE: u64 = 1 << 30;
+
+/// Fetches `name`, decrypted, decompressed and checked against the digest its key carries, its
+/// frames opened on up to `threads` threads. `None` when the archive does not have it.
+pub async fn fetch(repo: &Repo, archive: &str, name: &WalFileName, threads: usize) -> CliResult<Option<Vec<u8>>> {
+    let Some((key, sha)) = the_copy(repo, archive, name).await? else { return Ok(None) };
+    let stored = repo.store.get(&key).await?;
     // Off the runtime's threads, the frames opened in parallel (a segment is 16 of them).
-    let (key, sha, data_key) = (key.clone(), *sha, repo.key.clone());
+    let data_key = repo.key.clone();
     tokio::task::spawn_blocking(move || {
         let (plain, _) = decode_blob_parallel(&stored, &key, data_key.as_ref(), threads, MAX_WAL_FILE)?;
         if Sha256Digest::of(&plain) != sha {
@@ -71,19 +77,12 @@ pub async fn fetch_to(
     check: Option<HeadCheck>,
     sync: bool,
 ) -> CliResult<bool> {
-    let found = copies(repo, archive, name).await?;
-    let Some((key, sha)) = found.first() else { return Ok(false) };
-    if found.iter().any(|(_, s)| s != sha) {
-        return Err(CliError::new(
-            ErrorCode::ArchiveDuplicate,
-            format!("WAL file {name} exists in the {} archive with different contents", repo.name()),
-        ));
-    }
-    let source = match repo.store.local_file(key) {
+    let Some((key, sha)) = the_copy(repo, archive, name).await? else { return Ok(false) };
+    let source = match repo.store.local_file(&key) {
         Some(path) => Source::File(path),
-        None => Source::Bytes(repo.store.get(key).await?),
+        None => Source::Bytes(repo.store.get(&key).await?),
     };
-    let (key, sha, data_key, dest) = (key.clone(), *sha, repo.key.clone(), dest.to_path_buf());
+    let (data_key, dest) = (repo.key.clone(), dest.to_path_buf());
     tokio::task::spawn_blocking(move || decode_to_file(source, &key, data_key.as_ref(), sha, &dest, check, sync))
         .await
         .map_err(|e| CliError::new(ErrorCode::Service, format!("the decoding task failed: {e}")))??;
