@@ -65,6 +65,9 @@ fn version_of(meta: &std::fs::Metadata) -> String {
     format!("\"{:x}-{:x}-{:x}\"", meta.ino(), mtime, meta.len())
 }
 
+/// The largest single write of a put.
+const WRITE: usize = 64 << 10;
+
 fn generic(e: impl std::error::Error + Send + Sync + 'static) -> object_store::Error {
     object_store::Error::Generic { store: "LocalStore", source: Box::new(e) }
 }
@@ -127,7 +130,7 @@ fn update(file: &std::path::Path, data: &[u8], expected: Option<&str>) -> object
     let tmp = dir.join(format!("{name}#{}", u64::from_le_bytes(suffix) | 1));
     let written = (|| {
         let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o640).open(&tmp)?;
-        f.write_all(data)?;
+        data.chunks(WRITE).try_for_each(|c| f.write_all(c))?;
         f.sync_all()?;
         std::fs::rename(&tmp, file)?;
         std::fs::File::open(dir)?.sync_all()?;
@@ -150,7 +153,15 @@ impl ObjectStore for LocalStore {
         payload: PutPayload,
         opts: PutOptions,
     ) -> object_store::Result<PutResult> {
-        let PutMode::Update(version) = &opts.mode else { return self.inner.put_opts(location, payload, opts).await };
+        let PutMode::Update(version) = &opts.mode else {
+            // Written a piece at a time (the pieces share the payload's memory): one large write
+            // into the page cache was many times slower (the kernel's copy into a large folio).
+            let pieces: PutPayload = payload
+                .iter()
+                .flat_map(|b| (0..b.len()).step_by(WRITE).map(move |at| b.slice(at..(at + WRITE).min(b.len()))))
+                .collect();
+            return self.inner.put_opts(location, pieces, opts).await;
+        };
         let (file, expected) = (self.file(location), version.e_tag.clone());
         let data: Vec<u8> = payload.iter().flat_map(|b| b.iter().copied()).collect();
         let e_tag =
