@@ -825,6 +825,7 @@ fn write_part(
     if summary.plain_len != job.part.plain_len {
         return Err(mismatch(entry, job));
     }
+    crate::durable::start_writeback(file, job.offset, job.part.plain_len);
     Ok(written)
 }
 
