@@ -114,6 +114,8 @@ pub struct Prior<'a> {
     pub manifest: ManifestStream<'a>,
     /// The backups it references, where the data of its references is.
     pub refs: References<'a>,
+    /// What changed since it started, from the WAL summaries, when they vouch for it.
+    pub changes: Option<Arc<super::summary::Changes>>,
 }
 
 /// Writes pack objects `pack/<n>` one after another, and the checkpoints of the files whose
@@ -261,6 +263,11 @@ fn part_spec(f: &SourceFile, offset: u64, len: usize, settings: &CopySettings) -
             since: base.since.0,
             page_digests: base.page_digests.as_ref().map(|d| window(d, first_page, pages_in)),
             chunks: base.chunks.as_ref().map(|c| window(c, first_chunk, chunks_in)),
+            read: base.read.as_ref().map(|read| {
+                let (from, to) = (first_page as u64, (first_page + pages_in) as u64);
+                let mine = read.iter().copied().filter(|p| (from..to).contains(&u64::from(*p))).collect();
+                (mine, base.known.as_ref().map(|k| window(k, first_page, pages_in)).unwrap_or_default())
+            }),
         }
     });
     PartSpec {
@@ -495,7 +502,7 @@ pub async fn copy_tree(
     let window = Window::new(WINDOW);
     let (prior_feed, prior_files) = match prior {
         Some(p) => {
-            let (tx, files) = PriorFiles::channel(p.started, p.since, p.by_content);
+            let (tx, files) = PriorFiles::channel(p.started, p.since, p.by_content, p.changes);
             (Some(feed(p.manifest, p.refs, tx)), Some(files))
         }
         None => (None, None),
@@ -811,7 +818,11 @@ async fn collect(
                     if !copied.vanished {
                         let read = if f.from_standby { &mut count.read_standby } else { &mut count.read_primary };
                         read.0 += 1;
-                        read.1 += copied.size;
+                        // By the WAL summaries only the stored pages were read.
+                        read.1 += match f.pages.as_ref().filter(|b| b.read.is_some()) {
+                            Some(_) => copied.stored_pages.len() as u64 * BLCKSZ as u64,
+                            None => copied.size,
+                        };
                     }
                     // Read, and the prior's copy serves whole: the content compared the same,
                     // or by pages nothing needed storing at the prior's size.

@@ -11,14 +11,18 @@ pub mod prior;
 pub mod resume;
 pub mod server;
 pub mod spool;
+pub mod summary;
 pub mod unlisted;
 pub mod walk;
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pgstrata_repo_format::layout::{archive_id, copy_of, parse_wal_object};
-use pgstrata_repo_format::meta::{BackupCatalog, BackupSettings, FileData, FileEntry, Ownership, ReadFrom, Target};
+use pgstrata_repo_format::meta::{
+    BackupCatalog, BackupSettings, CatalogEntry, FileData, FileEntry, Ownership, ReadFrom, Target,
+};
 use pgstrata_repo_format::pg::{ControlFile, Lsn, WalFileName};
 use pgstrata_repo_format::{BackupLabel, BackupType, BlobEncoder, BlobSettings};
 
@@ -295,6 +299,11 @@ async fn take_backup(
     let server = BackupServer::connect(primary, &control).await?;
     let timestamp_start = unix_now();
     let started = server.start(&plan.label, request.start_fast).await?;
+    let mut prior = prior;
+    if let (Some(p), Some(entry)) = (prior.as_mut(), plan.prior.as_ref()) {
+        let elsewhere = remote.is_some() || sources.standby.is_some();
+        p.changes = summary_changes(&server, entry, &started, p.by_content, elsewhere).await?;
+    }
     let (databases, tablespace_names) = (server.databases().await?, server.tablespace_names().await?);
 
     let mut settings = copy_settings(request, repo, &control, started.lsn, blob, remote.clone());
@@ -387,6 +396,42 @@ async fn take_backup(
         tracing::warn!("unable to remove the checkpoints of backup {}: {}", plan.label, e.message);
     }
     Ok(plan.label)
+}
+
+/// What changed since the prior backup started, from PostgreSQL's WAL summaries, when they can
+/// vouch for it (see [`summary`]); `None` (and an INFO line saying why) reads changed relation
+/// files whole, as on PostgreSQL before 17.
+async fn summary_changes(
+    server: &BackupServer,
+    prior: &CatalogEntry,
+    started: &Started,
+    by_content: bool,
+    elsewhere: bool,
+) -> CliResult<Option<Arc<summary::Changes>>> {
+    let why = if by_content {
+        "files are compared by content".to_string()
+    } else if elsewhere {
+        "files are read on another host".to_string()
+    } else if prior.timeline != started.timeline {
+        format!("the prior backup is on timeline {}, this one on {}", prior.timeline.0, started.timeline.0)
+    } else {
+        match server.summary_changes(started.timeline, (prior.lsn_start, started.lsn)).await? {
+            Ok(changes) => {
+                tracing::info!(
+                    "incremental from WAL summaries ({}..{}): {} relations changed, {} blocks; only those, new \
+                     and truncated pages of changed relation files are read",
+                    prior.lsn_start,
+                    started.lsn,
+                    changes.relations(),
+                    changes.blocks()
+                );
+                return Ok(Some(Arc::new(changes)));
+            }
+            Err(why) => why,
+        }
+    };
+    tracing::info!("incremental from file times and page LSNs (WAL summaries not used: {why})");
+    Ok(None)
 }
 
 /// The files and bytes the copy read on each host, logged and recorded in the manifest: with a
@@ -484,7 +529,7 @@ async fn open_prior<'a>(
     }
     let manifest = ManifestStream::open(repo, p).await?;
     let refs = References::new(repo, catalog, p.label.clone());
-    Ok(Some(Prior { started: p.timestamp_start, since: p.lsn_start, by_content, manifest, refs }))
+    Ok(Some(Prior { started: p.timestamp_start, since: p.lsn_start, by_content, manifest, refs, changes: None }))
 }
 
 fn copy_settings(

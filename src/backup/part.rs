@@ -53,6 +53,9 @@ pub struct PageSpec {
     /// By content where the prior has no page digests: its frame digests, from the part's first
     /// frame on.
     pub chunks: Option<Vec<Sha256Digest>>,
+    /// From the WAL summaries: the only pages of the part to read (file page numbers, sorted),
+    /// and the prior's digest of each page of the part (for those not read).
+    pub read: Option<(Vec<u32>, Vec<u64>)>,
 }
 
 /// What sealing one part found and stored.
@@ -110,6 +113,7 @@ impl From<crate::remote::wire::PartRequest> for PartSpec {
                 since: p.since,
                 page_digests: p.page_digests,
                 chunks: p.chunks,
+                read: None,
             }),
             same_as: r.same_as,
         }
@@ -174,6 +178,10 @@ pub fn seal_part(spec: &PartSpec, key: Option<&DataKey>, buf: &mut Vec<u8>) -> C
     }
     let mut enc = BlobEncoder::new(spec.blob, key)?.without_plain_digest();
     let mut sealed = Vec::new();
+    if let Some((read, known)) = spec.pages.as_ref().and_then(|p| p.read.as_ref()) {
+        let done = seal_pages(spec, &file, (read, known), (&mut enc, &mut sealed), buf)?;
+        return Ok(finish_pages(enc, sealed, done));
+    }
     let mut done = PartDone::default();
     let frame = spec.blob.frame_size.max(1);
     // By pages: the file's own frame digests are taken from what is read, the blob's from what
@@ -311,6 +319,93 @@ pub fn read_ahead(path: &Path, len: u64) {
 }
 
 /// Reads up to `buf.len()` bytes at `offset`; fewer only at the end of the file.
+/// The summary case of [`seal_part`]: reads only the pages `read` names (runs of consecutive
+/// pages at a time), stores each, and takes every other page's digest from `known` (the
+/// prior's). The file's own frame digests are not known (not every byte is read): a delta
+/// restore compares such a file by its page digests.
+fn seal_pages(
+    spec: &PartSpec,
+    file: &std::fs::File,
+    (read, known): (&[u32], &[u64]),
+    (enc, sealed): (&mut BlobEncoder, &mut Vec<u8>),
+    buf: &mut Vec<u8>,
+) -> CliResult<PartDone> {
+    let page = BLCKSZ as u64;
+    let first = spec.offset / page;
+    let mut done = PartDone::default();
+    let fail =
+        |e: std::io::Error| CliError::new(ErrorCode::FileRead, format!("unable to read {}: {e}", spec.path.display()));
+    // A part's length is at most what it reads: the file ends where it ends now.
+    let file_len = file.metadata().map_err(fail)?.len();
+    let part_end = (spec.offset + spec.len as u64).min(file_len);
+    let pages = part_end.saturating_sub(spec.offset) / page;
+    // Pages the prior has no digest of (the file grew since it was listed) are read too.
+    let read: Vec<u32> = read
+        .iter()
+        .copied()
+        .filter(|p| u64::from(*p) < first + pages)
+        .chain((first + known.len() as u64..first + pages).filter_map(|p| u32::try_from(p).ok()))
+        .collect::<std::collections::BTreeSet<u32>>()
+        .into_iter()
+        .collect();
+    let mut i = 0;
+    let mut next = 0u64;
+    let mut short = None;
+    while i < read.len() {
+        // A run of consecutive pages, at most a read piece long.
+        let start = u64::from(read[i]);
+        let mut end = start + 1;
+        while i + 1 < read.len() && u64::from(read[i + 1]) == end && ((end - start + 1) * page) as usize <= READ_PIECE {
+            end += 1;
+            i += 1;
+        }
+        i += 1;
+        // The digests of the pages not read before this run: the prior's.
+        for p in next.max(first)..start {
+            done.page_digests.push(known.get((p - first) as usize).copied().unwrap_or(0));
+        }
+        buf.resize(((end - start) * page) as usize, 0);
+        let n = read_at_full(file, buf, start * page).map_err(fail)?;
+        let data = &buf[..n - n % BLCKSZ];
+        if let Some(first_block) = spec.check_from_block {
+            let reread = |again: &mut [u8], at: u64| file.read_exact_at(again, at);
+            check_pages(reread, data, start * page, first_block, Lsn(spec.start_lsn), &mut done.page_errors);
+        }
+        for (k, p) in data.chunks(BLCKSZ).enumerate() {
+            enc.write(p, sealed);
+            done.stored_len += page;
+            done.stored_pages.push(u32::try_from(start + k as u64).unwrap_or(u32::MAX));
+            done.page_digests.push(PageDigests::of(p));
+        }
+        next = end;
+        if n < buf.len() {
+            // The file shrank while being read: it ends here (WAL replay restores the rest).
+            short = Some(start * page + data.len() as u64);
+            break;
+        }
+    }
+    let end_page = first + pages;
+    if short.is_none() {
+        for p in next.max(first)..end_page {
+            done.page_digests.push(known.get((p - first) as usize).copied().unwrap_or(0));
+        }
+    }
+    done.plain_len = short.map_or(pages * page, |at| at - spec.offset);
+    done.page_digests.truncate(usize::try_from(done.plain_len / page).unwrap_or(usize::MAX));
+    Ok(done)
+}
+
+/// Seals what [`seal_pages`] stored: the blob (none when nothing was stored) and its frames'
+/// digests.
+fn finish_pages(enc: BlobEncoder, mut sealed: Vec<u8>, mut done: PartDone) -> SealedPart {
+    if done.stored_len == 0 {
+        return (None, done);
+    }
+    let summary = enc.finish(&mut sealed);
+    done.page_chunks = summary.chunk_sha256;
+    (Some(sealed), done)
+}
+
 fn read_at_full(file: &std::fs::File, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
     let mut n = 0;
     while n < buf.len() {

@@ -48,6 +48,10 @@ pub struct PageBase {
     /// prior has no page digests, its chunk digests: the pages of a chunk that differs are stored.
     pub page_digests: Option<Vec<u64>>,
     pub chunks: Option<Vec<pgstrata_repo_format::Sha256Digest>>,
+    /// From the WAL summaries: the only pages to read (sorted); every other page is the prior's,
+    /// with the digest `known` (the prior's page digests) records.
+    pub read: Option<Vec<u32>>,
+    pub known: Option<Vec<u64>>,
     /// The entry referencing the prior's copy whole: used when no page needs storing and the
     /// size is the prior's.
     pub reference: Arc<FileEntry>,
@@ -145,6 +149,8 @@ pub struct PriorFiles {
     since: Lsn,
     /// Compare by content, never by size and time.
     by_content: bool,
+    /// What changed since the prior started, from the WAL summaries.
+    changes: Option<Arc<super::summary::Changes>>,
 }
 
 impl PriorFiles {
@@ -153,15 +159,19 @@ impl PriorFiles {
         started: i64,
         since: Lsn,
         by_content: bool,
+        changes: Option<Arc<super::summary::Changes>>,
     ) -> (tokio::sync::mpsc::Sender<CliResult<PriorFile>>, Self) {
         let (tx, files) = Sorted::channel();
-        (tx, Self { files, started, since, by_content })
+        (tx, Self { files, started, since, by_content, changes })
     }
 
     /// What to do with `f`. Calls must come in manifest order. Blocks (the walk thread).
     pub fn decide(&mut self, f: &SourceFile) -> CliResult<Decision> {
         Ok(match self.files.take(&f.path)? {
-            Some(prior) => decide(prior, self.started, self.since, self.by_content, f),
+            Some(prior) => match self.changes.as_deref().filter(|_| !self.by_content) {
+                Some(changes) => decide_by_summary(prior, changes, self.started, self.since, f),
+                None => decide(prior, self.started, self.since, self.by_content, f),
+            },
             None => Decision::Read,
         })
     }
@@ -176,26 +186,15 @@ impl PriorFiles {
 /// What to do with `f`, given the prior's copy of the same path (the prior started at
 /// `started`, LSN `since`; `by_content`: times and LSNs are not trusted).
 pub fn decide(prior: PriorFile, started: i64, since: Lsn, by_content: bool, f: &SourceFile) -> Decision {
-    let PriorFile { entry, holder, data } = prior;
-    let prior_digests = entry.page_digests.0;
+    let PriorFile { mut entry, holder, data } = prior;
+    let prior_digests = std::mem::take(&mut entry.page_digests.0);
     if f.size == 0 || matches!(data, FileData::Empty) {
         return Decision::Read;
     }
     let map = holder_map(&holder, &data, entry.size);
     let (prior_size, prior_mtime) = (entry.size, entry.mtime);
     let unchanged = prior_size == f.size && prior_mtime == f.mtime && f.mtime < started;
-    let reference = Arc::new(FileEntry {
-        path: entry.path,
-        size: entry.size,
-        mtime: f.mtime,
-        owner: f.owner.clone(),
-        sha256: entry.sha256,
-        chunks: entry.chunks,
-        data: FileData::Same { stored: data.stored(), backup: holder },
-        page_errors: entry.page_errors,
-        // Not repeated in a reference: a restore takes them from the holder's entry.
-        page_digests: Default::default(),
-    });
+    let reference = Arc::new(reference_to(entry, holder, &data, f));
     let whole_pages = |size: u64| size.is_multiple_of(BLCKSZ as u64);
     if f.main_fork
         && whole_pages(prior_size)
@@ -207,13 +206,84 @@ pub fn decide(prior: PriorFile, started: i64, since: Lsn, by_content: bool, f: &
         let by_page = by_content && prior_digests.len() == prior_pages as usize;
         let chunks = (by_content && !by_page).then(|| reference.chunks.clone());
         let page_digests = by_page.then_some(prior_digests);
-        return Decision::Pages(Arc::new(PageBase { prior_pages, since, map, page_digests, chunks, reference }));
+        return Decision::Pages(Arc::new(PageBase {
+            prior_pages,
+            since,
+            map,
+            page_digests,
+            chunks,
+            read: None,
+            known: None,
+            reference,
+        }));
     }
     match (by_content, unchanged) {
         (false, true) => Decision::Unchanged(Box::new(FileEntry::clone(&reference))),
         (true, _) if reference.size == f.size => Decision::Compare(reference),
         _ => Decision::Read,
     }
+}
+
+/// The entry of `f` referencing the prior's copy (`entry`, held by `holder` as `data`).
+fn reference_to(entry: FileEntry, holder: BackupLabel, data: &FileData, f: &SourceFile) -> FileEntry {
+    FileEntry {
+        path: entry.path,
+        size: entry.size,
+        mtime: f.mtime,
+        owner: f.owner.clone(),
+        sha256: entry.sha256,
+        chunks: entry.chunks,
+        data: FileData::Same { stored: data.stored(), backup: holder },
+        page_errors: entry.page_errors,
+        // Not repeated in a reference: a restore takes them from the holder's entry.
+        page_digests: Default::default(),
+    }
+}
+
+/// [`decide`] with the WAL summaries: a main-fork segment of whole pages whose prior copy has
+/// a page map and a digest for every page is read only where the summaries say it changed (or
+/// grew, or was truncated), and referenced whole when nothing changed at the prior's size —
+/// whatever its time says (a change no WAL record made, hint bits, is not worth a copy).
+/// Anything else is decided as without summaries.
+fn decide_by_summary(
+    prior: PriorFile,
+    changes: &super::summary::Changes,
+    started: i64,
+    since: Lsn,
+    f: &SourceFile,
+) -> Decision {
+    use super::summary::ToRead;
+    let whole_pages = |size: u64| size > 0 && size.is_multiple_of(BLCKSZ as u64);
+    let prior_pages = page_count(prior.entry.size);
+    let usable = f.main_fork
+        && whole_pages(f.size)
+        && whole_pages(prior.entry.size)
+        && prior.entry.page_digests.0.len() == prior_pages as usize
+        && !matches!(prior.data, FileData::Empty);
+    let first_block = f.first_block.unwrap_or(0);
+    let read = match usable.then(|| changes.to_read(&f.path, first_block, page_count(f.size), prior_pages)) {
+        Some(ToRead::Pages(read)) => read,
+        _ => return decide(prior, started, since, false, f),
+    };
+    let Some(map) = holder_map(&prior.holder, &prior.data, prior.entry.size) else {
+        return decide(prior, started, since, false, f);
+    };
+    let PriorFile { mut entry, holder, data } = prior;
+    let known = std::mem::take(&mut entry.page_digests.0);
+    let reference = Arc::new(reference_to(entry, holder, &data, f));
+    if read.is_empty() && f.size == reference.size {
+        return Decision::Unchanged(Box::new(FileEntry::clone(&reference)));
+    }
+    Decision::Pages(Arc::new(PageBase {
+        prior_pages,
+        since,
+        map,
+        page_digests: None,
+        chunks: None,
+        read: Some(read),
+        known: Some(known),
+        reference,
+    }))
 }
 
 /// Sends the file entries of the prior's manifest, in order, each with the data of the backup
@@ -369,7 +439,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
     async fn the_walk_and_the_prior_are_paired_in_one_pass() {
         let l = label("20270115-080000F");
-        let (tx, mut files) = PriorFiles::channel(STARTED, SINCE, false);
+        let (tx, mut files) = PriorFiles::channel(STARTED, SINCE, false, None);
         let old = STARTED - 50;
         for path in ["pg_data/a", "pg_data/b-dropped", "pg_data/c", "pg_data/e"] {
             tx.send(Ok(prior(path, 100, old, &l, stored(100)))).await.unwrap();

@@ -35,6 +35,7 @@ pub struct Stopped {
 pub struct BackupServer {
     client: tokio_postgres::Client,
     v15: bool,
+    version_num: i32,
     seg_size: u64,
 }
 
@@ -46,7 +47,18 @@ impl BackupServer {
         if server.system_identifier != control.system_identifier {
             return Err(CliError::new(ErrorCode::DbMismatch, "the server on pg1 is not the cluster in pg1-path"));
         }
-        Ok(Self { client, v15: server.version_num >= 150_000, seg_size: u64::from(control.wal_segment_size) })
+        let version_num = i32::try_from(server.version_num).unwrap_or(0);
+        Ok(Self { client, v15: version_num >= 150_000, version_num, seg_size: u64::from(control.wal_segment_size) })
+    }
+
+    /// The main-fork changes from `from` (the prior's start) to `to` (this backup's start) on
+    /// `timeline`, from the server's WAL summaries; `Err` says why they cannot be used.
+    pub async fn summary_changes(
+        &self,
+        timeline: TimelineId,
+        range: (Lsn, Lsn),
+    ) -> CliResult<Result<super::summary::Changes, super::summary::NotUsed>> {
+        super::summary::changes(&self.client, self.version_num, timeline, range).await
     }
 
     pub fn seg_size(&self) -> u64 {
