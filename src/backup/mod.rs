@@ -302,7 +302,10 @@ async fn take_backup(
     let mut prior = prior;
     if let (Some(p), Some(entry)) = (prior.as_mut(), plan.prior.as_ref()) {
         let elsewhere = remote.is_some() || sources.standby.is_some();
-        p.changes = summary_changes(&server, entry, &started, p.by_content, elsewhere).await?;
+        // pg_checksums rewrites every page without WAL: the summaries know nothing of it.
+        let checksums_changed = p.manifest.header()?.settings.checksum_page != (control.data_checksum_version > 0);
+        let trust = (p.by_content, elsewhere, checksums_changed);
+        p.changes = summary_changes(&server, entry, &started, trust).await?;
     }
     let (databases, tablespace_names) = (server.databases().await?, server.tablespace_names().await?);
 
@@ -405,13 +408,14 @@ async fn summary_changes(
     server: &BackupServer,
     prior: &CatalogEntry,
     started: &Started,
-    by_content: bool,
-    elsewhere: bool,
+    (by_content, elsewhere, checksums_changed): (bool, bool, bool),
 ) -> CliResult<Option<Arc<summary::Changes>>> {
     let why = if by_content {
         "files are compared by content".to_string()
     } else if elsewhere {
         "files are read on another host".to_string()
+    } else if checksums_changed {
+        "data checksums were turned on or off since the prior backup (pg_checksums writes no WAL)".to_string()
     } else if prior.timeline != started.timeline {
         format!("the prior backup is on timeline {}, this one on {}", prior.timeline.0, started.timeline.0)
     } else {
