@@ -413,7 +413,7 @@ async fn summary_changes(
     let why = if by_content {
         "files are compared by content".to_string()
     } else if elsewhere {
-        "files are read on another host".to_string()
+        "files are read from a standby or through pgN-host".to_string()
     } else if checksums_changed {
         "data checksums were turned on or off since the prior backup (pg_checksums writes no WAL)".to_string()
     } else if prior.timeline != started.timeline {
