@@ -187,7 +187,7 @@ async fn push_file(
             Err(e) => return Err(e.into()),
         }
         let key = repo.layout.wal_object(&archive, name, &sha);
-        match repo.store.put_new(&key, Bytes::from(sealed.blob)).await {
+        match repo.store.put_new_pieces(&key, sealed.blob).await {
             Ok(()) => tracing::info!("pushed WAL file {name} to the {} archive", repo.name()),
             // The key embeds the content's digest: another push of the same bytes won.
             Err(e) if e.is_already_exists() => {}

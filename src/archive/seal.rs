@@ -1,6 +1,6 @@
 //! Sealing a WAL file while it is read: the reader hands each frame to a sealing thread (round
 //! robin) and to a digest thread, so reading, compression, encryption and the SHA-256 the
-//! object's key carries all overlap. Memory is the file plus its sealed form.
+//! object's key carries all overlap. Memory is a few frames plus the file's sealed form.
 
 use std::io::Read;
 use std::path::Path;
@@ -14,12 +14,16 @@ use crate::error::{CliError, CliResult, ErrorCode};
 
 /// A sealed WAL file.
 pub struct Sealed {
-    pub blob: Vec<u8>,
+    /// The blob: its header, then each frame as sealed.
+    pub blob: Vec<bytes::Bytes>,
     pub sha256: Sha256Digest,
     /// The file's length and its first bytes (up to 8 KiB), for the header check.
     pub len: u64,
     pub head: Vec<u8>,
 }
+
+/// Frames queued for each thread.
+const IN_FLIGHT: usize = 2;
 
 fn read_error(path: &Path, e: std::io::Error) -> CliError {
     CliError::new(ErrorCode::FileMissing, format!("unable to read WAL file {}: {e}", path.display()))
@@ -39,7 +43,9 @@ pub fn seal_file(path: &Path, settings: BlobSettings, key: Option<&DataKey>, thr
     let frame = blob.frame_size();
     let threads = threads.clamp(1, count);
     std::thread::scope(|scope| {
-        let (digest_tx, digest_rx) = mpsc::channel::<Arc<Vec<u8>>>();
+        // Bounded: the reader waits for the slower of the digest and the sealers, so at most a
+        // few frames are in memory besides the sealed output (not the whole file).
+        let (digest_tx, digest_rx) = mpsc::sync_channel::<Arc<Vec<u8>>>(IN_FLIGHT);
         let digest = scope.spawn(move || {
             let mut h = CountingHasher::default();
             for f in digest_rx {
@@ -50,7 +56,7 @@ pub fn seal_file(path: &Path, settings: BlobSettings, key: Option<&DataKey>, thr
         let mut senders = Vec::with_capacity(threads);
         let mut sealers = Vec::with_capacity(threads);
         for _ in 0..threads {
-            let (tx, rx) = mpsc::channel::<(usize, Arc<Vec<u8>>)>();
+            let (tx, rx) = mpsc::sync_channel::<(usize, Arc<Vec<u8>>)>(IN_FLIGHT);
             senders.push(tx);
             let blob = &blob;
             sealers.push(scope.spawn(move || -> CliResult<Vec<(usize, Vec<u8>)>> {
@@ -97,11 +103,9 @@ pub fn seal_file(path: &Path, settings: BlobSettings, key: Option<&DataKey>, thr
             return Err(read_error(path, std::io::Error::other("the file changed while it was read")));
         }
         frames.sort_unstable_by_key(|(i, _)| *i);
-        let mut blob_bytes = Vec::with_capacity(32 + frames.iter().map(|(_, f)| f.len()).sum::<usize>());
-        blob_bytes.extend_from_slice(&blob.header_bytes());
-        for (_, f) in frames {
-            blob_bytes.extend_from_slice(&f);
-        }
-        Ok(Sealed { blob: blob_bytes, sha256, len, head })
+        let pieces = std::iter::once(bytes::Bytes::from(blob.header_bytes().to_vec()))
+            .chain(frames.into_iter().map(|(_, f)| bytes::Bytes::from(f)))
+            .collect();
+        Ok(Sealed { blob: pieces, sha256, len, head })
     })
 }

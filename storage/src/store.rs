@@ -79,6 +79,18 @@ impl std::fmt::Debug for RepoStore {
     }
 }
 
+/// Whether `whole` is exactly `pieces` one after another.
+fn is_concatenation(whole: &[u8], pieces: &[Bytes]) -> bool {
+    let mut rest = whole;
+    pieces.iter().all(|p| match rest.strip_prefix(p.as_ref()) {
+        Some(r) => {
+            rest = r;
+            true
+        }
+        None => false,
+    }) && rest.is_empty()
+}
+
 impl RepoStore {
     /// Wraps an object_store with a key prefix (`repoN-path` inside a bucket; may be empty).
     pub fn new(inner: Arc<dyn ObjectStore>, prefix: &str, store: String, retry: RetryPolicy) -> Self {
@@ -242,10 +254,16 @@ impl RepoStore {
     /// answer lost and been retried (here or inside the HTTP client), so identical bytes mean our
     /// own write, and the call succeeds; anything else is [`StorageError::AlreadyExists`].
     pub async fn put_new(&self, key: &str, data: Bytes) -> Result<()> {
+        self.put_new_pieces(key, vec![data]).await
+    }
+
+    /// [`put_new`](Self::put_new) of the concatenation of `pieces`, never copied into one
+    /// buffer (a sealed WAL file is its frames, sealed apart).
+    pub async fn put_new_pieces(&self, key: &str, pieces: Vec<Bytes>) -> Result<()> {
         let path = self.path(key);
         let result = self
             .retrying_as("create", key, Some(false), |_| {
-                let payload = PutPayload::from(data.clone());
+                let payload: PutPayload = pieces.iter().cloned().collect();
                 let path = path.clone();
                 async move {
                     let opts = self.put_options(PutMode::Create);
@@ -264,7 +282,7 @@ impl RepoStore {
         if result {
             // Found after an ambiguous failure: ours if the bytes are the same.
             let existing = self.get(key).await?;
-            if existing != data {
+            if !is_concatenation(&existing, &pieces) {
                 return Err(StorageError::AlreadyExists { store: self.store.clone(), key: key.to_string() });
             }
         }
@@ -615,4 +633,19 @@ pub(crate) fn unix_now() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_read_back_object_is_ours_only_when_it_is_the_pieces_in_order() {
+        let pieces = [Bytes::from_static(b"head"), Bytes::from_static(b"frame1"), Bytes::from_static(b"f2")];
+        assert!(is_concatenation(b"headframe1f2", &pieces));
+        assert!(!is_concatenation(b"headframe1f2x", &pieces));
+        assert!(!is_concatenation(b"headframe1", &pieces));
+        assert!(!is_concatenation(b"frame1headf2", &pieces));
+        assert!(is_concatenation(b"", &[]));
+    }
 }
