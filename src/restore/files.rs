@@ -794,9 +794,11 @@ fn write_part(
 ) -> CliResult<u64> {
     let mut decoder = BlobDecoder::new(format!("{key} (part of {})", entry.path), data_key);
     let (mut at, mut written) = (job.offset, 0u64);
+    // One frame buffer for the part, reused.
+    let mut plain = Vec::new();
     for piece in sealed.chunks(FEED) {
         decoder.feed(piece);
-        while let Some(plain) = decoder.poll()? {
+        while decoder.poll_into(&mut plain)? {
             if plain.is_empty() {
                 continue;
             }
