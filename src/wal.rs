@@ -12,6 +12,11 @@ use crate::repo::Repo;
 
 /// The copies of `name` in an archive, as (key, digest of the plaintext).
 pub async fn copies(repo: &Repo, archive: &str, name: &WalFileName) -> CliResult<Vec<(String, Sha256Digest)>> {
+    Ok(listed(repo, archive, name).await?.into_iter().map(|(key, sha, _)| (key, sha)).collect())
+}
+
+/// [`copies`] with each object's stored size.
+async fn listed(repo: &Repo, archive: &str, name: &WalFileName) -> CliResult<Vec<(String, Sha256Digest, u64)>> {
     let prefix = repo.layout.wal_prefix(archive, name);
     // One flat listing: a history file sits at the top of the archive, above every segment.
     let found = repo.store.list_files(&prefix).await?;
@@ -19,22 +24,29 @@ pub async fn copies(repo: &Repo, archive: &str, name: &WalFileName) -> CliResult
         .into_iter()
         .filter_map(|o| {
             let (n, sha) = parse_wal_object(&o.key)?;
-            (n == *name).then_some((o.key, sha))
+            (n == *name).then_some((o.key, sha, o.size))
         })
         .collect())
 }
 
 /// The key of `name` in the archive and the digest it carries; several copies must agree.
 async fn the_copy(repo: &Repo, archive: &str, name: &WalFileName) -> CliResult<Option<(String, Sha256Digest)>> {
-    let found = copies(repo, archive, name).await?;
-    let Some((_, sha)) = found.first() else { return Ok(None) };
-    if found.iter().any(|(_, s)| s != sha) {
+    let found = listed(repo, archive, name).await?;
+    let Some((_, sha, _)) = found.first() else { return Ok(None) };
+    if found.iter().any(|(_, s, _)| s != sha) {
         return Err(CliError::new(
             ErrorCode::ArchiveDuplicate,
             format!("WAL file {name} exists in the {} archive with different contents", repo.name()),
         ));
     }
-    Ok(found.into_iter().next())
+    // Stored objects are read whole from an object store: more than the largest WAL file and
+    // its frames' overhead is not one.
+    match found.into_iter().next() {
+        Some((key, _, size)) if size > MAX_WAL_FILE + MAX_WAL_FILE / 64 => {
+            Err(CliError::new(ErrorCode::Format, format!("{key} is {size} bytes: larger than any WAL file stored")))
+        }
+        other => Ok(other.map(|(key, sha, _)| (key, sha))),
+    }
 }
 
 /// The largest file of a WAL archive: PostgreSQL's largest segment size (1 GiB).
@@ -294,26 +306,30 @@ pub async fn latest_timeline(repo: &Repo, archive: &str) -> CliResult<TimelineId
 /// The newest whole segment of `timeline` in the archive (pgstrata's or pgBackRest's of the
 /// same id), with the Unix time it was stored.
 pub async fn newest_segment(repo: &Repo, archive: &str, timeline: TimelineId) -> CliResult<Option<(WalFileName, i64)>> {
-    let ours = newest_own_segment(repo, archive, timeline).await?;
-    let theirs = foreign::newest_segment(repo.pgbackrest(), repo.layout.stanza(), archive, timeline).await?;
+    let own = |key: &str| parse_wal_object(key).map(|(n, _)| n).filter(|n| n.kind == WalFileKind::Segment);
+    let ours = newest_in(&repo.store, &repo.layout.archive_dir(archive), timeline, own).await?;
+    let theirs_root = format!("archive/{}/{archive}/", repo.layout.stanza());
+    let theirs = newest_in(&repo.store, &theirs_root, timeline, foreign::segment_of).await?;
     Ok(ours.into_iter().chain(theirs).max_by_key(|(n, at)| (n.log, n.seg, *at)))
 }
 
-async fn newest_own_segment(repo: &Repo, archive: &str, timeline: TimelineId) -> CliResult<Option<(WalFileName, i64)>> {
-    let dir = repo.layout.archive_dir(archive);
+/// The newest segment of `timeline` under an archive's `root` (one directory per timeline and
+/// log), each key named by `name_of`, with the Unix time it was stored.
+async fn newest_in(
+    store: &pgstrata_storage::RepoStore,
+    root: &str,
+    timeline: TimelineId,
+    name_of: impl Fn(&str) -> Option<WalFileName>,
+) -> CliResult<Option<(WalFileName, i64)>> {
     let tli = format!("{:08X}", timeline.0);
-    let logs: Vec<String> = repo.store.list_dirs(&dir).await?.into_iter().filter(|d| d.starts_with(&tli)).collect();
+    let logs: Vec<String> = store.list_dirs(root).await?.into_iter().filter(|d| d.starts_with(&tli)).collect();
     // Newest log directory first; an empty one (possible on a local repository) falls through.
     for log in logs.iter().rev() {
-        let newest = repo
-            .store
-            .list_files(&format!("{dir}{log}/"))
+        let newest = store
+            .list_files(&format!("{root}{log}/"))
             .await?
             .into_iter()
-            .filter_map(|o| {
-                let (n, _) = parse_wal_object(&o.key)?;
-                (n.kind == WalFileKind::Segment).then_some((n, o.last_modified))
-            })
+            .filter_map(|o| Some((name_of(&o.key)?, o.last_modified)))
             .max_by_key(|(n, _)| (n.log, n.seg));
         if newest.is_some() {
             return Ok(newest);

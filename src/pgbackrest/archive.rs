@@ -131,6 +131,13 @@ async fn fetch_from(
     Ok(Found::Segment(plain))
 }
 
+/// The whole segment a key of pgBackRest's archive holds (`<segment>-<sha1>[.ext]`).
+pub fn segment_of(key: &str) -> Option<WalFileName> {
+    let file = key.rsplit('/').next()?;
+    let name = file.get(..24)?.parse::<WalFileName>().ok()?;
+    (name.kind == WalFileKind::Segment && file.as_bytes().get(24) == Some(&b'-')).then_some(name)
+}
+
 /// Calls `each` with every segment (not `.partial`, history or `.backup` files) of pgBackRest's
 /// archive `archive_id` (`15-1`) of `stanza`, one `<timeline+log>` directory listed at a time.
 pub async fn for_each_segment(
@@ -145,11 +152,7 @@ pub async fn for_each_segment(
             continue;
         }
         for object in access.store.list_files(&format!("{root}{dir}/")).await? {
-            let file = object.key.rsplit('/').next().unwrap_or_default();
-            if let Some(name) = file.get(..24).and_then(|n| n.parse::<WalFileName>().ok())
-                && name.kind == WalFileKind::Segment
-                && file.as_bytes().get(24) == Some(&b'-')
-            {
+            if let Some(name) = segment_of(&object.key) {
                 each(name);
             }
         }
@@ -170,42 +173,4 @@ pub async fn latest_timeline(access: Access<'_>, stanza: &str, archive_id: &str)
         .filter(|n| n.kind == WalFileKind::History)
         .map(|n| n.timeline)
         .max())
-}
-
-/// The newest whole segment of `timeline` in pgBackRest's archive `archive_id` of `stanza`,
-/// with the Unix time it was stored.
-pub async fn newest_segment(
-    access: Access<'_>,
-    stanza: &str,
-    archive_id: &str,
-    timeline: TimelineId,
-) -> CliResult<Option<(WalFileName, i64)>> {
-    let root = format!("archive/{stanza}/{archive_id}/");
-    let tli = format!("{:08X}", timeline.0);
-    let dirs: Vec<String> = access
-        .store
-        .list_dirs(&root)
-        .await?
-        .into_iter()
-        .filter(|d| d.len() == 16 && d.starts_with(&tli) && d.bytes().all(|b| b.is_ascii_hexdigit()))
-        .collect();
-    // Newest log directory first; an empty one falls through.
-    for dir in dirs.iter().rev() {
-        let newest = access
-            .store
-            .list_files(&format!("{root}{dir}/"))
-            .await?
-            .into_iter()
-            .filter_map(|o| {
-                let file = o.key.rsplit('/').next()?;
-                let name = file.get(..24)?.parse::<WalFileName>().ok()?;
-                (name.kind == WalFileKind::Segment && file.as_bytes().get(24) == Some(&b'-'))
-                    .then_some((name, o.last_modified))
-            })
-            .max_by_key(|(n, _)| (n.log, n.seg));
-        if newest.is_some() {
-            return Ok(newest);
-        }
-    }
-    Ok(None)
 }
