@@ -25,8 +25,8 @@ use crate::error::{CliError, CliResult, ErrorCode};
 const DEFAULT_TABLESPACE: u32 = 1663;
 const GLOBAL_TABLESPACE: u32 = 1664;
 
-/// At most this many changed blocks are held (4 bytes each): past it the summaries are not
-/// used, whatever the cluster's size.
+/// At most this many changed blocks, relations and databases are held (a few bytes each): past
+/// it the summaries are not used, whatever the cluster's size.
 pub const MAX_BLOCKS: usize = 4 << 20;
 
 /// How long the backup waits for the summarizer to reach its start.
@@ -103,17 +103,21 @@ impl Changes {
     /// Adds one row of `pg_wal_summary_contents` (main fork only); `false` when the budget is
     /// spent.
     fn add(&mut self, (spc, db, rel): RelFile, block: u32, is_limit: bool, held: &mut usize) -> bool {
+        // Every entry counts against the budget: blocks, relations, databases.
         if rel == 0 {
-            self.created.insert((spc, db));
-            return true;
+            *held += usize::from(self.created.insert((spc, db)));
+            return *held <= MAX_BLOCKS;
         }
-        let change = self.rels.entry((spc, db, rel)).or_default();
+        let change = self.rels.entry((spc, db, rel)).or_insert_with(|| {
+            *held += 1;
+            RelChange::default()
+        });
         if is_limit {
             change.limit = Some(change.limit.map_or(block, |l| l.min(block)));
-            return true;
+        } else {
+            change.blocks.push(block);
+            *held += 1;
         }
-        change.blocks.push(block);
-        *held += 1;
         *held <= MAX_BLOCKS
     }
 
@@ -307,9 +311,10 @@ mod tests {
     #[test]
     fn the_budget_bounds_what_is_held() {
         let mut c = Changes::default();
-        let mut held = MAX_BLOCKS - 1;
-        assert!(c.add((1663, 5, 1), 1, false, &mut held));
+        let mut held = MAX_BLOCKS - 2;
+        assert!(c.add((1663, 5, 1), 1, false, &mut held), "a relation and its block");
         assert!(!c.add((1663, 5, 1), 2, false, &mut held));
-        assert!(c.add((1663, 5, 0), 0, true, &mut held), "a created database costs nothing");
+        let mut held = MAX_BLOCKS;
+        assert!(!c.add((1663, 5, 0), 0, true, &mut held), "a created database counts too");
     }
 }
