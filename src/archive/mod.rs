@@ -141,10 +141,21 @@ async fn push_file(
         let archive = archive_id(db.pg_version, db.id);
         // Reading, compression, encryption and the digest the key carries run together on all
         // cores, while the archive is asked whether the file is already there.
-        let (file, key) = (path.to_path_buf(), repo.key.clone());
-        let sealing = tokio::task::spawn_blocking(move || seal::seal_file(&file, settings, key.as_ref(), threads));
+        let (file, key, store) = (path.to_path_buf(), repo.key.clone(), repo.store.clone());
+        let prefix = repo.layout.wal_prefix(&archive, name);
+        let (dir, label) = (prefix.rsplit_once('/').map_or("", |(d, _)| d).to_string() + "/", name.to_string());
+        let sealing = tokio::task::spawn_blocking(move || -> CliResult<(seal::Sealed, Output)> {
+            // On the local filesystem the sealed frames go to a staging file as they come;
+            // elsewhere they wait in memory for the key (it carries the file's digest).
+            let mut out = match store.stage_new(&dir, &label)? {
+                Some(staged) => Output::Staged(staged),
+                None => Output::Pieces(Vec::new()),
+            };
+            let sealed = seal::seal_file(&file, settings, key.as_ref(), threads, &mut |piece| out.add(piece))?;
+            Ok((sealed, out))
+        });
         let (sealed, copies) = tokio::join!(sealing, crate::wal::copies(repo, &archive, name));
-        let sealed =
+        let (sealed, out) =
             sealed.map_err(|e| CliError::new(ErrorCode::Service, format!("compression task failed: {e}")))??;
         let copies = copies?;
         check_segment(repo, name, &sealed.head, sealed.len)?;
@@ -187,7 +198,7 @@ async fn push_file(
             Err(e) => return Err(e.into()),
         }
         let key = repo.layout.wal_object(&archive, name, &sha);
-        match repo.store.put_new_pieces(&key, sealed.blob).await {
+        match out.store(repo, key).await {
             Ok(()) => tracing::info!("pushed WAL file {name} to the {} archive", repo.name()),
             // The key embeds the content's digest: another push of the same bytes won.
             Err(e) if e.is_already_exists() => {}
@@ -195,6 +206,39 @@ async fn push_file(
         }
     }
     Ok(())
+}
+
+/// Where a WAL file's sealed bytes are while its key is not known yet.
+enum Output {
+    Staged(pgstrata_storage::Staged),
+    Pieces(Vec<Bytes>),
+}
+
+impl Output {
+    fn add(&mut self, piece: Vec<u8>) -> CliResult<()> {
+        match self {
+            Self::Staged(staged) => staged.write(&piece)?,
+            Self::Pieces(pieces) => pieces.push(Bytes::from(piece)),
+        }
+        Ok(())
+    }
+
+    /// Stores the bytes under `key`, create-only.
+    async fn store(self, repo: &Repo, key: String) -> pgstrata_storage::Result<()> {
+        match self {
+            Self::Pieces(pieces) => repo.store.put_new_pieces(&key, pieces).await,
+            Self::Staged(staged) => {
+                let name = key.rsplit_once('/').map_or(key.as_str(), |(_, n)| n).to_string();
+                let committed = tokio::task::spawn_blocking(move || staged.commit_new(&name)).await;
+                committed.map_err(|e| pgstrata_storage::StorageError::Other {
+                    store: repo.name().to_string(),
+                    op: "store",
+                    key,
+                    detail: e.to_string(),
+                })?
+            }
+        }
+    }
 }
 
 fn wal_path_param(request: &ArchiveRequest) -> CliResult<(PathBuf, WalFileName)> {

@@ -4,7 +4,8 @@
 //! worker (`archive-push:async`, one per stanza, held by a lock) pushes every file PostgreSQL
 //! has marked `.ready` in `pg_wal/archive_status`, `process-max` at a time, and writes `.ok`
 //! only once the file is durable in every repository; a failure becomes `<wal>.error`, which the
-//! next foreground call for that file reports (and consumes, so the worker tries again).
+//! waiting foreground call for that file reports (and consumes, so the worker tries again). A
+//! failure found when a call starts is an earlier attempt's: removed, not reported.
 //!
 //! A crash anywhere is safe: an object is visible only whole (`put_new`), `.ok` is written after
 //! it, the kernel drops the lock of a dead worker and the next call starts another.
@@ -41,6 +42,12 @@ pub fn foreground(request: &ArchiveRequest, path: &Path, name: &WalFileName) -> 
     let mut spawned: Option<Instant> = None;
     let mut worker: Option<std::process::Child> = None;
     let stderr_file = spool.path(".archive-push-worker.stderr");
+    // A failure recorded before this call is stale: the condition may be gone (a repository
+    // made writable again) while a lingering worker still holds the last attempt's answer. It
+    // goes, so the worker tries again, and only what is reported after this call started is.
+    for file in [error.as_str(), GLOBAL_ERROR] {
+        spool.remove(file);
+    }
     for round in 0u32.. {
         if let Some(note) = spool.read(&ok) {
             if !note.is_empty() {

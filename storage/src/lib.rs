@@ -21,6 +21,7 @@ pub mod error;
 pub mod fault;
 pub mod local;
 pub mod retry;
+pub mod staged;
 pub mod store;
 pub mod upload;
 
@@ -30,5 +31,6 @@ pub use config::{
 };
 pub use error::{Result, StorageError};
 pub use retry::RetryPolicy;
+pub use staged::Staged;
 pub use store::{ObjectInfo, RepoStore};
 pub use upload::Upload;

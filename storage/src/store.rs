@@ -13,6 +13,7 @@ use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload}
 
 use crate::error::{Result, StorageError, describe};
 use crate::retry::{RetryPolicy, is_transient, retried_by_http_client};
+use crate::staged::Staged;
 use crate::upload::{JOURNAL_SUFFIX, NamedUpload, Upload, journal_key};
 
 /// Default part size of streaming uploads: above S3's 5 MiB minimum.
@@ -563,6 +564,18 @@ impl RepoStore {
     pub fn local_file(&self, key: &str) -> Option<std::path::PathBuf> {
         let root = self.local_root.as_ref()?;
         (!key.split('/').any(|c| c == ".." || c.is_empty())).then(|| root.join(self.path(key).as_ref()))
+    }
+
+    /// On the local filesystem, a new object in the directory `dir` (a prefix ending in `/`)
+    /// written before its name is known (see [`Staged`]); elsewhere `None`, and the caller
+    /// writes it whole with [`put_new_pieces`](Self::put_new_pieces). `name` only labels the
+    /// staging file. Blocking.
+    pub fn stage_new(&self, dir: &str, name: &str) -> Result<Option<Staged>> {
+        let Some(path) = self.local_dir(dir) else { return Ok(None) };
+        if name.contains(['/', '#']) {
+            return Err(StorageError::Config(format!("invalid staging name {name:?}")));
+        }
+        Staged::create(path, name, self.store.clone(), dir.to_string()).map(Some)
     }
 
     /// On the local filesystem, the directory of a prefix ending in `/`.

@@ -355,3 +355,46 @@ async fn an_upload_left_open_by_a_dead_process_is_aborted_by_the_next_cleanup() 
     up.abort().await.unwrap();
     assert!(s.list_all("backup/c/").await.unwrap().is_empty());
 }
+
+/// A staged object on the local filesystem: invisible while written, listed under its name once
+/// committed, never replacing an object already there (the first stays, byte for byte), and no
+/// staging file left whether committed, refused or dropped half-written.
+#[tokio::test]
+async fn a_staged_local_object_appears_once_whole_and_never_replaces_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(&StorageConfig::Posix { path: dir.path().to_path_buf() });
+    let mut staged = s.stage_new("wal/0001/", "seg").unwrap().expect("local stores stage");
+    staged.write(b"first ").unwrap();
+    assert!(s.list_all("wal/").await.unwrap().is_empty(), "a staged object is listed before its commit");
+    staged.write(&vec![1u8; 200 << 10]).unwrap();
+    staged.commit_new("seg-a").unwrap();
+    let first = s.get("wal/0001/seg-a").await.unwrap();
+    assert_eq!(first.len(), 6 + (200 << 10));
+
+    let mut again = s.stage_new("wal/0001/", "seg").unwrap().unwrap();
+    again.write(b"other").unwrap();
+    assert!(again.commit_new("seg-a").unwrap_err().is_already_exists());
+    assert_eq!(s.get("wal/0001/seg-a").await.unwrap(), first, "a commit replaced an existing object");
+
+    let mut dropped = s.stage_new("wal/0001/", "seg").unwrap().unwrap();
+    dropped.write(b"half").unwrap();
+    drop(dropped);
+    let mut names: Vec<String> = std::fs::read_dir(dir.path().join("wal/0001"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["seg-a"], "staging files left behind");
+    assert!(s.stage_new("wal/0001/", "a/b").is_err(), "a staging name with a slash was taken");
+    let mut bad = s.stage_new("wal/0001/", "seg").unwrap().unwrap();
+    bad.write(b"x").unwrap();
+    assert!(bad.commit_new("../escape").is_err(), "an object name outside the directory was taken");
+    assert!(!dir.path().join("wal/escape").exists());
+}
+
+/// Elsewhere than the local filesystem, nothing is staged: the caller writes the object whole.
+#[tokio::test]
+async fn only_the_local_filesystem_stages() {
+    let s = RepoStore::new(Arc::new(object_store::memory::InMemory::new()), "", "memory".into(), quick_retry());
+    assert!(s.stage_new("wal/", "seg").unwrap().is_none());
+}
