@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Side-by-side WAL archiving and recovery: pgstrata and pgBackRest, in one run.
 #   benches/compare-wal.sh [SEGMENTS] [RECOVERY_GIB]     (defaults 64 and 1)
-# (a) synchronous archive-push: mean wall time per 16 MiB segment over SEGMENTS segments;
+# (a) synchronous archive-push: mean wall time per 16 MiB segment over SEGMENTS segments, and
+#     the largest peak RSS of one call;
 # (b) asynchronous archive-push, process-max=2: segments per second, the foreground called once
 #     per segment the way PostgreSQL's archiver does (.ready renamed to .done after each success);
 # (c) recovery of RECOVERY_GIB of archived WAL through archive-get with archive-async=y: restore
@@ -37,7 +38,7 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 PORT=$(free_port)
 stop_all() { for d in "$W"/data "$W"/ready "$W"/replay-*; do [ -d "$d" ] && { as_pg "$PG_BIN/pg_ctl" -D "$d" -m immediate -w stop > /dev/null 2>&1 || true; }; done; true; }
 # A worker may still be writing to its spool while the directory goes: a second try.
-cleanup() { stop_all; rm -rf "$W" 2> /dev/null || { sleep 1; rm -rf "$W"; } || true; }
+cleanup() { stop_all; [ -n "${KEEP:-}" ] && return; rm -rf "$W" 2> /dev/null || { sleep 1; rm -rf "$W"; } || true; }
 trap cleanup EXIT
 
 conf() { # tool, data dir, port, extra lines -> config file path
@@ -149,12 +150,14 @@ for mode in sync async; do
     # Segments stay in the page cache, as PostgreSQL's just-written WAL is when it is archived.
     sync; cat "${SEGS[@]/#/$W/ready/pg_wal/}" > /dev/null
     t0=$(now)
+    rss="$W/rss-push-$mode-$tool"; : > "$rss"; [ "$(id -u)" != 0 ] || chown postgres "$rss"
     for s in "${SEGS[@]}"; do
-      as_pg "$(tool_bin $tool)" "--config=$c" --stanza=bench archive-push "$W/ready/pg_wal/$s" > /dev/null
+      # GNU time, one more fork per call for both tools: the peak RSS of each call.
+      as_pg /usr/bin/time -a -o "$rss" -f '%M' "$(tool_bin $tool)" "--config=$c" --stanza=bench archive-push "$W/ready/pg_wal/$s" > /dev/null
       mv "$W/ready/pg_wal/archive_status/$s.ready" "$W/ready/pg_wal/archive_status/$s.done"
     done
     t1=$(now)
-    echo "push-$mode $tool $(python3 -c "print(round($t1 - $t0, 3))") ${#SEGS[@]}" >> "$RESULTS"
+    echo "push-$mode $tool $(python3 -c "print(round($t1 - $t0, 3))") ${#SEGS[@]} $(sort -n "$rss" | tail -1)" >> "$RESULTS"
     # Let the async worker exit before the next run.
     sleep 2
   done
@@ -195,7 +198,8 @@ for mode in ("sync", "async"):
     n = int(b[1])
     bt, st = float(b[0]), float(s[0])
     print(f"archive-push {mode:<5} {n} segments: pgBackRest {bt:.2f} s ({1000*bt/n:.1f} ms/segment, {n/bt:.1f} seg/s)"
-          f" | pgstrata {st:.2f} s ({1000*st/n:.1f} ms/segment, {n/st:.1f} seg/s) | speed-up {ratio(bt, st):.2f}x")
+          f" | pgstrata {st:.2f} s ({1000*st/n:.1f} ms/segment, {n/st:.1f} seg/s) | speed-up {ratio(bt, st):.2f}x"
+          f" | peak RSS of a foreground call pgBackRest {int(b[2])/1024:.1f} MiB, pgstrata {int(s[2])/1024:.1f} MiB")
 if "get-sync" in r:
     b, s = r["get-sync"]["pgbackrest"], r["get-sync"]["pgstrata"]
     n, bt, st = int(b[1]), float(b[0]), float(s[0])

@@ -4,7 +4,6 @@
 //! the key carries the SHA-256 of the whole file). Reading, compression, encryption, the digest
 //! and the write all overlap; memory is a few frames (plus, for an object store, the sealed file).
 
-use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::Path;
 use std::sync::Arc;
@@ -26,9 +25,9 @@ pub struct Sealed {
 /// Where the sealed bytes go, in order: the blob's header, then each frame.
 pub type Sink<'a> = dyn FnMut(Vec<u8>) -> CliResult<()> + Send + 'a;
 
-/// Frames queued for each thread: one waiting while one is worked on, so the reader is never
-/// more than a frame ahead of the slowest thread.
-const IN_FLIGHT: usize = 1;
+/// Frames queued for each thread: none (a hand-over): the reader holds the next frame while
+/// each thread works on one, so about `threads + 1` frames are in memory.
+const IN_FLIGHT: usize = 0;
 
 fn read_error(path: &Path, e: std::io::Error) -> CliError {
     CliError::new(ErrorCode::FileMissing, format!("unable to read WAL file {}: {e}", path.display()))
@@ -66,42 +65,42 @@ pub fn seal_file(
             }
             h.finish()
         });
-        let (sealed_tx, sealed_rx) = mpsc::sync_channel::<(usize, Vec<u8>)>(threads);
-        let writer = scope.spawn(move || -> CliResult<usize> {
-            // Frames come from the sealers in any order; each is written as soon as those
-            // before it are. The reader's round robin keeps the waiting ones to a few.
-            let mut waiting = BTreeMap::new();
-            let mut next = 0;
-            for (index, sealed) in sealed_rx {
-                waiting.insert(index, sealed);
-                while let Some(sealed) = waiting.remove(&next) {
-                    sink(sealed)?;
-                    next += 1;
-                }
-            }
-            Ok(next)
-        });
+        // Frame `i` is sealed by thread `i % threads`, and the writer takes the frames in order
+        // from each thread's channel in turn: a thread ahead of the others waits with one
+        // finished frame, never more.
         let mut senders = Vec::with_capacity(threads);
+        let mut outputs = Vec::with_capacity(threads);
         let mut sealers = Vec::with_capacity(threads);
         for _ in 0..threads {
             let (tx, rx) = mpsc::sync_channel::<(usize, Arc<Vec<u8>>)>(IN_FLIGHT);
+            let (out_tx, out_rx) = mpsc::sync_channel::<Vec<u8>>(0);
             senders.push(tx);
-            let (blob, sealed_tx) = (&blob, sealed_tx.clone());
+            outputs.push(out_rx);
+            let blob = &blob;
             sealers.push(scope.spawn(move || -> CliResult<()> {
                 let mut sealer = blob.sealer()?;
+                // Sealed into one buffer of the thread's, then sent at its size.
+                let mut scratch = Vec::new();
                 for (index, plain) in rx {
-                    let mut sealed = Vec::with_capacity(plain.len() / 2 + 64);
-                    sealer.seal(index as u64, &plain, index + 1 == count, &mut sealed);
+                    scratch.clear();
+                    sealer.seal(index as u64, &plain, index + 1 == count, &mut scratch);
                     drop(plain);
                     // A closed channel means the writer failed; that failure is reported below.
-                    if sealed_tx.send((index, sealed)).is_err() {
+                    if out_tx.send(scratch.as_slice().to_vec()).is_err() {
                         break;
                     }
                 }
                 Ok(())
             }));
         }
-        drop(sealed_tx);
+        let writer = scope.spawn(move || -> CliResult<usize> {
+            for index in 0..count {
+                // A closed channel means the reader or a sealer stopped; reported below.
+                let Ok(sealed) = outputs[index % threads].recv() else { return Ok(index) };
+                sink(sealed)?;
+            }
+            Ok(count)
+        });
         let mut head = Vec::new();
         let mut failure = None;
         let mut remaining = len;
