@@ -201,8 +201,8 @@ impl Rendered {
             _ => None,
         };
         if self.json {
-            let mut v =
-                json!({"name": f.path, "size": f.size, "checksum": f.sha256.to_string(), "repo": {"size": stored}});
+            let checksum = whole_digest(f).map(|d| d.to_string());
+            let mut v = json!({"name": f.path, "size": f.size, "checksum": checksum, "repo": {"size": stored}});
             if let Some(label) = reference(f) {
                 v["reference"] = json!(label);
             }
@@ -232,7 +232,11 @@ impl Rendered {
             let _ = writeln!(self.text, "      reference: {label}");
         }
         let _ = writeln!(self.text, "      size: {}, repo {}", human(f.size), human(stored));
-        let _ = writeln!(self.text, "      checksum: {}", f.sha256);
+        match whole_digest(f) {
+            Some(d) => writeln!(self.text, "      checksum: {d}"),
+            None => writeln!(self.text, "      checksum: - (pages read from WAL summaries; each page has its digest)"),
+        }
+        .ok();
         if let Some((id, _)) = pack {
             let _ = writeln!(self.text, "      bundle: {id}");
         }
@@ -263,4 +267,10 @@ fn settings_json(s: &BackupSettings) -> Value {
 fn clock(secs: i64) -> String {
     let [y, m, d, hh, mm, ss] = pgstrata_repo_format::label::civil_time(secs);
     format!("{y:04}-{m:02}-{d:02} {hh:02}:{mm:02}:{ss:02}")
+}
+
+/// A file's SHA-256, when the backup has one: a file read only where WAL summaries name
+/// changed blocks has none (not every byte was read; its pages have digests of their own).
+fn whole_digest(f: &FileEntry) -> Option<&pgstrata_repo_format::Sha256Digest> {
+    (f.size == 0 || !f.chunks.is_empty()).then_some(&f.sha256)
 }
