@@ -60,6 +60,57 @@ pub fn start_writeback(file: &File, from: u64, len: u64) {
     let _ = rustix::fs::fadvise(file, from, std::num::NonZeroU64::new(len), rustix::fs::Advice::DontNeed);
 }
 
+/// Drops the pages of `file` before `upto` from the page cache once they are on disk (the same
+/// hint: pages still dirty or under write-back stay, and go to disk as they would). A restore
+/// writes each large file front to back, so what lies well behind the part being written was
+/// handed to write-back parts ago: dropping it keeps the restore's page cache to a few parts per
+/// file (in a pod, page cache counts against its memory limit) and lets the next writes reuse
+/// pages that were just freed instead of taking fresh ones from the kernel, which in a virtual
+/// machine whose free memory is reported back to the host (virtio-balloon free page reporting)
+/// costs a fault on the host per page. Measured at scale 100 (1.5 GB) on such a VM with its
+/// free memory fragmented: restores took 3.0–5.6 s without this, 1.2–1.5 s with it.
+pub fn drop_behind(file: &File, upto: u64) {
+    if upto > 0 {
+        let _ = rustix::fs::fadvise(file, 0, std::num::NonZeroU64::new(upto), rustix::fs::Advice::DontNeed);
+    }
+}
+
+/// A file written front to back whose pages go to disk as it is written and leave the page
+/// cache a while after ([`start_writeback`] every [`STRIDE`](Self::STRIDE) bytes, then
+/// [`drop_behind`] what lies [`LAG`](Self::LAG) bytes behind).
+#[derive(Debug)]
+pub struct Streamed<'a> {
+    file: &'a mut File,
+    at: u64,
+    marked: u64,
+}
+
+impl<'a> Streamed<'a> {
+    const STRIDE: u64 = 8 << 20;
+    const LAG: u64 = 32 << 20;
+
+    pub fn new(file: &'a mut File) -> Self {
+        Self { file, at: 0, marked: 0 }
+    }
+}
+
+impl std::io::Write for Streamed<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.file.write(buf)?;
+        self.at += n as u64;
+        if self.at - self.marked >= Self::STRIDE {
+            start_writeback(self.file, self.marked, self.at - self.marked);
+            drop_behind(self.file, self.marked.saturating_sub(Self::LAG));
+            self.marked = self.at;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.file.flush()
+    }
+}
+
 /// Renames `from` to `to` and syncs the directory holding `to`.
 fn rename(from: &Path, to: &Path) -> CliResult<()> {
     std::fs::rename(from, to).map_err(|e| io(to, "rename into", e))?;

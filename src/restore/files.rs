@@ -29,6 +29,7 @@ use crate::pages::Paged;
 use crate::progress::Progress;
 use crate::repo::Repo;
 use crate::restore::owner::{self, apply_owner_to, io};
+use crate::restore::shared_file::SharedFile;
 use rustix::fs::OFlags;
 
 /// What the file jobs need besides the file.
@@ -595,7 +596,7 @@ async fn restore_file(
         Some(keep) => parts.into_iter().filter(|j| !keep.covers(j.offset, j.part.plain_len)).collect(),
         None => parts,
     };
-    let file = Arc::new(file);
+    let file = Arc::new(SharedFile::new(file));
     let written = match &paged {
         Some(paged) => {
             super::paged::write_paged(repo, &entry, paged, kept.as_deref(), &file, &local, &options, progress).await
@@ -617,8 +618,9 @@ async fn restore_file(
     if let (Some(_), Ok(mut p)) = (&kept, progress.lock()) {
         p.add(entry.size - rewritten.min(entry.size));
     }
-    let file =
-        Arc::try_unwrap(file).map_err(|_| CliError::new(ErrorCode::Format, "a restored file is still in use"))?;
+    let file = Arc::try_unwrap(file)
+        .map_err(|_| CliError::new(ErrorCode::Format, "a restored file is still in use"))?
+        .into_file();
     let (size, as_root) = (entry.size, options.as_root);
     blocking(move || finish_file(Output { file, mode_exact }, (&out, &at), &local, &entry, as_root)).await?;
     Ok(Outcome::Written { size, rewritten })
@@ -731,7 +733,10 @@ fn in_place(mut f: std::fs::File, entry: &FileEntry, frame_size: usize) -> Optio
 /// Bytes read at a time when comparing a file page by page.
 const READ_PAGES: usize = 1 << 20;
 
-const WRITE_CHUNK: usize = 256 << 10;
+/// How far behind the part just written the file's pages are dropped from the page cache: the
+/// parts written meanwhile (`process-max` at a time, 8 MiB each) have had time to go to disk.
+const DROP_LAG: u64 = 32 << 20;
+
 /// Stored bytes handed to a part's decoder at a time.
 const FEED: usize = 256 << 10;
 
@@ -743,7 +748,7 @@ async fn write_parts(
     repo: &Repo,
     label: &BackupLabel,
     entry: &Arc<FileEntry>,
-    (file, out): (&Arc<std::fs::File>, &Path),
+    (file, out): (&Arc<SharedFile>, &Path),
     parts: Vec<PartJob>,
     keep: Option<Arc<Keep>>,
     ahead: usize,
@@ -790,7 +795,7 @@ fn write_part(
     job: PartJob,
     (sealed, data_key): (&[u8], Option<&pgstrata_repo_format::DataKey>),
     keep: Option<&Keep>,
-    (file, out): (&std::fs::File, &Path),
+    (file, out): (&SharedFile, &Path),
 ) -> CliResult<u64> {
     let mut decoder = BlobDecoder::new(format!("{key} (part of {})", entry.path), data_key);
     let (mut at, mut written) = (job.offset, 0u64);
@@ -810,16 +815,12 @@ fn write_part(
                 Some(keep) => keep.missing(at, plain.len() as u64),
                 None => vec![(at, plain.len() as u64)],
             };
-            for (from, len) in stretches {
+            let slices = stretches.into_iter().map(|(from, len)| {
                 let start = usize::try_from(from - at).unwrap_or(usize::MAX);
                 let stretch = plain.get(start..start.saturating_add(usize::try_from(len).unwrap_or(usize::MAX)));
-                // Modest writes: one huge write holds the inode lock and page-cache state for long.
-                for (i, piece) in stretch.unwrap_or_default().chunks(WRITE_CHUNK).enumerate() {
-                    let offset = from + (i * WRITE_CHUNK) as u64;
-                    std::os::unix::fs::FileExt::write_all_at(file, piece, offset).map_err(|e| io(out, "write", e))?;
-                    written += piece.len() as u64;
-                }
-            }
+                (stretch.unwrap_or_default(), from)
+            });
+            written += file.write_all_at(slices).map_err(|e| io(out, "write", e))?;
             at += plain.len() as u64;
         }
     }
@@ -827,7 +828,8 @@ fn write_part(
     if summary.plain_len != job.part.plain_len {
         return Err(mismatch(entry, job));
     }
-    crate::durable::start_writeback(file, job.offset, job.part.plain_len);
+    crate::durable::start_writeback(file.file(), job.offset, job.part.plain_len);
+    crate::durable::drop_behind(file.file(), job.offset.saturating_sub(DROP_LAG));
     Ok(written)
 }
 
@@ -935,7 +937,7 @@ mod tests {
         e.chunks = [vec![Sha256Digest::of(b"earlier"); 8], summary.chunk_sha256.clone()].concat();
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("16384");
-        let file = std::fs::File::create(&out).unwrap();
+        let file = SharedFile::new(std::fs::File::create(&out).unwrap());
         assert_eq!(write_part("pack/0", &e, job, (&sealed, None), None, (&file, &out)).unwrap(), plain.len() as u64);
         assert_eq!(std::fs::read(&out).unwrap()[offset as usize..], plain[..]);
 
@@ -949,7 +951,7 @@ mod tests {
         let mut kept: Vec<bool> = in_place.chunks(8192).zip(damaged.chunks(8192)).map(|(a, b)| a == b).collect();
         kept.push(false);
         let keep = Keep::new(8192, kept);
-        let file = std::fs::OpenOptions::new().write(true).open(&out).unwrap();
+        let file = SharedFile::new(std::fs::OpenOptions::new().write(true).open(&out).unwrap());
         let written = write_part("pack/0", &e, job, (&sealed, None), Some(&keep), (&file, &out)).unwrap();
         assert_eq!(written, 2 * 8192, "only the two damaged pages are written");
         assert_eq!(std::fs::read(&out).unwrap(), in_place);
@@ -957,10 +959,10 @@ mod tests {
         // A frame whose digest is not the manifest's is refused before it is written.
         let mut wrong = e.clone();
         wrong.chunks[9] = Sha256Digest::of(b"other");
-        let fresh = std::fs::File::create(dir.path().join("fresh")).unwrap();
+        let fresh = SharedFile::new(std::fs::File::create(dir.path().join("fresh")).unwrap());
         let err = write_part("pack/0", &wrong, job, (&sealed, None), None, (&fresh, &out)).unwrap_err();
         assert!(err.message.contains("do not match"), "{}", err.message);
-        assert_eq!(fresh.metadata().unwrap().len(), frame as u64 * 9, "only the frame before it was written");
+        assert_eq!(fresh.file().metadata().unwrap().len(), frame as u64 * 9, "only the frame before it was written");
         // Cut short: an error, never a short file taken as whole.
         let err = write_part("pack/0", &e, job, (&sealed[..sealed.len() - 10], None), None, (&file, &out)).unwrap_err();
         assert!(!err.message.is_empty());

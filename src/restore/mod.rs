@@ -32,6 +32,7 @@ mod pgbackrest;
 mod plan;
 mod recovery;
 mod select;
+mod shared_file;
 mod target;
 mod tree;
 

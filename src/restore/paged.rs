@@ -24,6 +24,7 @@ use crate::progress::Progress;
 use crate::repo::Repo;
 use crate::restore::files::{FileOptions, Keep, blocking, run_writes};
 use crate::restore::owner::io;
+use crate::restore::shared_file::SharedFile;
 
 /// A stretch of a part's plaintext and where it goes in the file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -98,7 +99,7 @@ pub async fn write_paged(
     entry: &Arc<FileEntry>,
     paged: &Paged,
     keep: Option<&Keep>,
-    file: &Arc<std::fs::File>,
+    file: &Arc<SharedFile>,
     out: &Path,
     options: &FileOptions,
     progress: &Mutex<Progress>,
@@ -137,7 +138,7 @@ fn write_pieces(
     data_key: Option<&pgstrata_repo_format::DataKey>,
     digests: &[pgstrata_repo_format::Sha256Digest],
     pieces: &[Piece],
-    file: &std::fs::File,
+    file: &SharedFile,
     out: &Path,
 ) -> CliResult<u64> {
     let mismatch = || {
@@ -157,6 +158,7 @@ fn write_pieces(
             return Err(mismatch());
         }
         let frame_end = frame_start + plain.len() as u64;
+        let mut slices = Vec::new();
         for piece in pieces.iter().filter(|p| p.at < frame_end && p.at + p.len > frame_start) {
             let from = piece.at.max(frame_start);
             let to = (piece.at + piece.len).min(frame_end);
@@ -166,10 +168,10 @@ fn write_pieces(
                         ..usize::try_from(to - frame_start).unwrap_or(0),
                 )
                 .ok_or_else(mismatch)?;
-            std::os::unix::fs::FileExt::write_all_at(file, slice, piece.to + (from - piece.at))
-                .map_err(|e| io(out, "write", e))?;
-            written += slice.len() as u64;
+            slices.push((slice, piece.to + (from - piece.at)));
         }
+        // The frame's pieces in one turn at the file.
+        written += file.write_all_at(slices).map_err(|e| io(out, "write", e))?;
         frame_start = frame_end;
     }
     decoder.finish()?;

@@ -277,7 +277,9 @@ fn restore_file(shared: &Shared, job: &Job, given: Option<&[u8]>) -> CliResult<O
             // Writes of 64 KiB: measured here, 1 MiB writes made the kernel's copy into the page
             // cache several times slower once it held a previous restore's pages (scale 100:
             // 6.2 s against 2.4 s).
-            let mut buffered = std::io::BufWriter::with_capacity(WRITE, &mut output.file);
+            // Streamed: written back and dropped from the page cache as the file goes.
+            let mut buffered =
+                std::io::BufWriter::with_capacity(WRITE, crate::durable::Streamed::new(&mut output.file));
             match given {
                 Some(stored) => shared.reader.read_given(&job.file, stored, &mut buffered)?,
                 None => shared.reader.read(&job.file, &mut buffered)?,
