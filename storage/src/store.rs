@@ -281,8 +281,15 @@ impl RepoStore {
             })
             .await?;
         if result {
-            // Found after an ambiguous failure: ours if the bytes are the same.
-            let existing = self.get(key).await?;
+            // Found after an ambiguous failure: ours if the bytes are the same. Gone again by
+            // the time it is read: someone else's, removed meanwhile (a lease generation its
+            // next holder retired), which is what a create-only write reports.
+            let existing = match self.get(key).await {
+                Err(StorageError::NotFound { .. }) => {
+                    return Err(StorageError::AlreadyExists { store: self.store.clone(), key: key.to_string() });
+                }
+                other => other?,
+            };
             if !is_concatenation(&existing, &pieces) {
                 return Err(StorageError::AlreadyExists { store: self.store.clone(), key: key.to_string() });
             }
@@ -458,6 +465,16 @@ impl RepoStore {
     /// would walk a whole tree, e.g. looking up a history file at the top of a WAL archive.
     pub async fn list_files(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
         let dir = prefix.rfind('/').map(|i| &prefix[..i]).unwrap_or("");
+        if let Some(path) = (!dir.is_empty()).then(|| self.local_dir(&format!("{dir}/"))).flatten() {
+            let (this, wanted, dir) = (self.clone(), prefix.to_string(), dir.to_string());
+            let listed = tokio::task::spawn_blocking(move || this.list_local(&path, &dir, &wanted)).await;
+            return listed.map_err(|e| StorageError::Other {
+                store: self.store.clone(),
+                op: "list",
+                key: prefix.to_string(),
+                detail: e.to_string(),
+            })?;
+        }
         let Some(listed) = self.list_one_level(dir, prefix).await? else { return Ok(Vec::new()) };
         let mut out: Vec<ObjectInfo> = listed
             .objects
@@ -558,6 +575,41 @@ impl RepoStore {
         Ok(n)
     }
 
+    /// [`list_files`](Self::list_files) on the local filesystem: the directory's names are read
+    /// and only those starting as asked are looked at. The store's own listing looks at every
+    /// entry (twice): a WAL directory holds up to 256 segments and their claims, and each
+    /// `archive-get` lists one. Same answer: regular files (links followed), staging files
+    /// (`<name>#<digits>`) left out, sorted by key.
+    fn list_local(&self, path: &std::path::Path, dir: &str, prefix: &str) -> Result<Vec<ObjectInfo>> {
+        let start = &prefix[dir.len() + 1..];
+        let entries = match std::fs::read_dir(path) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(self.local_error("list", prefix, path, &e)),
+        };
+        let mut out = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|e| self.local_error("list", prefix, path, &e))?;
+            let name = entry.file_name();
+            let Some(name) = name.to_str().filter(|n| n.starts_with(start) && !is_staging(n)) else { continue };
+            let meta = match std::fs::metadata(entry.path()) {
+                Ok(meta) if meta.is_file() => meta,
+                Ok(_) => continue,
+                // Removed since the directory was read (an expire): not listed.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(self.local_error("list", prefix, &entry.path(), &e)),
+            };
+            let last_modified = meta
+                .modified()
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+            out.push(ObjectInfo { key: format!("{dir}/{name}"), size: meta.len(), last_modified });
+        }
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(out)
+    }
+
     /// On the local filesystem, the file of an object (a key without `..` or empty parts): for
     /// a reader on a blocking thread of its own, which reads it directly instead of going
     /// through the runtime for every range.
@@ -639,6 +691,11 @@ impl RepoStore {
             Err(e) => Err(e),
         }
     }
+}
+
+/// `LocalFileSystem`'s staging files: a name ending in `#` and digits.
+fn is_staging(name: &str) -> bool {
+    name.split_once('#').is_some_and(|(_, s)| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
 }
 
 pub(crate) fn unix_now() -> i64 {

@@ -398,3 +398,36 @@ async fn only_the_local_filesystem_stages() {
     let s = RepoStore::new(Arc::new(object_store::memory::InMemory::new()), "", "memory".into(), quick_retry());
     assert!(s.stage_new("wal/", "seg").unwrap().is_none());
 }
+
+/// The local store lists a directory by its names (only the matching entries are looked at):
+/// the same answer as `LocalFileSystem`'s own listing — files only, staging files left out,
+/// sorted — with a prefix that ends inside a name, as a WAL segment's does.
+#[tokio::test]
+async fn local_listing_by_name_answers_as_the_store_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let fast = open(&StorageConfig::Posix { path: dir.path().to_path_buf() });
+    let plain = RepoStore::new(
+        Arc::new(LocalFileSystem::new_with_prefix(dir.path()).unwrap()),
+        "",
+        "plain".into(),
+        quick_retry(),
+    );
+    for key in [
+        "wal/0001/seg-02-b",
+        "wal/0001/seg-01-a",
+        "wal/0001/seg-01-claim",
+        "wal/0001/other-01",
+        "wal/0001/sub/seg-01-x",
+    ] {
+        fast.put(key, Bytes::from_static(b"data")).await.unwrap();
+    }
+    std::fs::write(dir.path().join("wal/0001/seg-01-a#123"), b"half").unwrap();
+    std::fs::create_dir(dir.path().join("wal/0001/seg-01-dir")).unwrap();
+    for prefix in ["wal/0001/seg-01-", "wal/0001/", "wal/0001/seg", "wal/0002/seg-01-"] {
+        let keys = |l: Vec<pgstrata_storage::ObjectInfo>| l.into_iter().map(|o| (o.key, o.size)).collect::<Vec<_>>();
+        let (a, b) = (keys(fast.list_files(prefix).await.unwrap()), keys(plain.list_files(prefix).await.unwrap()));
+        assert_eq!(a, b, "{prefix}");
+    }
+    let names: Vec<String> = fast.list_files("wal/0001/seg-01-").await.unwrap().into_iter().map(|o| o.key).collect();
+    assert_eq!(names, ["wal/0001/seg-01-a", "wal/0001/seg-01-claim"]);
+}
