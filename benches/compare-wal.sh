@@ -7,7 +7,8 @@
 #     per segment the way PostgreSQL's archiver does (.ready renamed to .done after each success);
 # (c) recovery of RECOVERY_GIB of archived WAL through archive-get with archive-async=y: restore
 #     of the same base backup, then replay from the archive to the end, wall time from start to
-#     promotion;
+#     promotion; and the floor: the same replay with restore_command = cp of the uncompressed
+#     segments;
 # (d) synchronous archive-get of the SEGMENTS segments archived in (a), one call each as
 #     restore_command makes them: mean wall time per segment (checked byte for byte).
 # Both tools: zst level 3, no encryption. Needs `pgbackrest`, PostgreSQL binaries, GNU time.
@@ -101,12 +102,22 @@ as_pg "$PG_BIN/pg_ctl" -D "$W/data" -m fast -w stop > /dev/null
 
 
 # ---- (c) recovery through archive-get, async with prefetch ----
-for tool in pgbackrest pgstrata; do
+# The floor: the same replay with restore_command = cp of the uncompressed segments the primary
+# still has in pg_wal (what no archive can beat: PostgreSQL's own redo and a process per segment).
+mkdir -p "$W/plainwal"
+cp "$W"/data/pg_wal/0* "$W/plainwal/"
+[ "$(id -u)" = 0 ] && chown -R postgres:postgres "$W/plainwal"
+for tool in pgbackrest pgstrata floor; do
   d="$W/replay-$tool"; port=$(free_port)
-  c=$(conf "$tool" "$d" "$port" "archive-async=y\nprocess-max=2")
+  t=$tool; [ "$tool" = floor ] && t=pgstrata
+  c=$(conf "$t" "$d" "$port" "archive-async=y\nprocess-max=2")
   sync; echo 3 > /proc/sys/vm/drop_caches 2>/dev/null || true
   t0=$(now)
-  as_pg "$(tool_bin $tool)" "--config=$c" --stanza=bench restore --process-max=2 > /dev/null
+  as_pg "$(tool_bin $t)" "--config=$c" --stanza=bench restore --process-max=2 > /dev/null
+  # postgresql.auto.conf is read last: its later line wins.
+  # (The base backup's first segments are no longer in pg_wal: those few come from the archive.)
+  [ "$tool" = floor ] && echo "restore_command = 'cp $W/plainwal/%f %p 2>/dev/null || $W/pgstrata --config=$c --stanza=bench archive-get %f %p'" >> "$d/postgresql.auto.conf"
+  [ "$tool" = floor ] && sync && { echo 3 > /proc/sys/vm/drop_caches 2>/dev/null || true; }
   t1=$(now)
   start_pg "$d" "$port" "archive_mode = off"
   until [ "$(psql "$port" "select pg_is_in_recovery()" 2>/dev/null)" = f ]; do sleep 0.1; done
@@ -210,4 +221,8 @@ if "recovery" in r:
     print(f"recovery (restore + replay): pgBackRest {float(b[0]):.2f} + {float(b[1]):.2f} s | pgstrata {float(s[0]):.2f} + {float(s[1]):.2f} s"
           f" | replay speed-up {ratio(float(b[1]), float(s[1])):.2f}x, total {ratio(float(b[0]) + float(b[1]), float(s[0]) + float(s[1])):.2f}x"
           f" | rows {b[2]} / {s[2]}")
+    if "floor" in r["recovery"]:
+        f = r["recovery"]["floor"]
+        print(f"recovery floor (restore_command = cp of the uncompressed segments): replay {float(f[1]):.2f} s"
+              f" | pgstrata's replay {ratio(float(s[1]), float(f[1])):.2f}x of it, pgBackRest's {ratio(float(b[1]), float(f[1])):.2f}x | rows {f[2]}")
 PY
