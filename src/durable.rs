@@ -63,12 +63,12 @@ pub fn start_writeback(file: &File, from: u64, len: u64) {
 /// Drops the pages of `file` before `upto` from the page cache once they are on disk (the same
 /// hint: pages still dirty or under write-back stay, and go to disk as they would). A restore
 /// writes each large file front to back, so what lies well behind the part being written was
-/// handed to write-back parts ago: dropping it keeps the restore's page cache to a few parts per
-/// file (in a pod, page cache counts against its memory limit) and lets the next writes reuse
+/// handed to write-back parts ago: dropping it leaves less for the kernel to reclaim (in a pod,
+/// page cache counts against its memory limit) and lets the next writes reuse
 /// pages that were just freed instead of taking fresh ones from the kernel, which in a virtual
 /// machine whose free memory is reported back to the host (virtio-balloon free page reporting)
 /// costs a fault on the host per page. Measured at scale 100 (1.5 GB) on such a VM with its
-/// free memory fragmented: restores took 3.0–5.6 s without this, 1.2–1.5 s with it.
+/// free memory fragmented: restores took 2.0–5.6 s without this, 1.2–1.5 s with it.
 pub fn drop_behind(file: &File, upto: u64) {
     if upto > 0 {
         let _ = rustix::fs::fadvise(file, 0, std::num::NonZeroU64::new(upto), rustix::fs::Advice::DontNeed);
