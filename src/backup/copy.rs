@@ -264,9 +264,15 @@ fn part_spec(f: &SourceFile, offset: u64, len: usize, settings: &CopySettings) -
             page_digests: base.page_digests.as_ref().map(|d| window(d, first_page, pages_in)),
             chunks: base.chunks.as_ref().map(|c| window(c, first_chunk, chunks_in)),
             read: base.read.as_ref().map(|read| {
-                let (from, to) = (first_page as u64, (first_page + pages_in) as u64);
-                let mine = read.iter().copied().filter(|p| (from..to).contains(&u64::from(*p))).collect();
-                (mine, base.known.as_ref().map(|k| window(k, first_page, pages_in)).unwrap_or_default())
+                // Sorted: the part's pages are one stretch of it, found by halving (a 1 GiB
+                // segment has 128 parts and up to 131 072 pages to read).
+                let (from, to) = (first_page as u64, first_page.saturating_add(pages_in) as u64);
+                let (lo, hi) =
+                    (read.partition_point(|p| u64::from(*p) < from), read.partition_point(|p| u64::from(*p) < to));
+                (
+                    read[lo..hi].to_vec(),
+                    base.known.as_ref().map(|k| window(k, first_page, pages_in)).unwrap_or_default(),
+                )
             }),
         }
     });

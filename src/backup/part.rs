@@ -318,7 +318,6 @@ pub fn read_ahead(path: &Path, len: u64) {
     }
 }
 
-/// Reads up to `buf.len()` bytes at `offset`; fewer only at the end of the file.
 /// The summary case of [`seal_part`]: reads only the pages `read` names (runs of consecutive
 /// pages at a time), stores each, and takes every other page's digest from `known` (the
 /// prior's). The file's own frame digests are not known (not every byte is read): a delta
@@ -406,6 +405,7 @@ fn finish_pages(enc: BlobEncoder, mut sealed: Vec<u8>, mut done: PartDone) -> Se
     (Some(sealed), done)
 }
 
+/// Reads up to `buf.len()` bytes at `offset`; fewer only at the end of the file.
 fn read_at_full(file: &std::fs::File, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
     let mut n = 0;
     while n < buf.len() {

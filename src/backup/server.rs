@@ -34,7 +34,6 @@ pub struct Stopped {
 #[derive(Debug)]
 pub struct BackupServer {
     client: tokio_postgres::Client,
-    v15: bool,
     version_num: i32,
     seg_size: u64,
 }
@@ -48,7 +47,7 @@ impl BackupServer {
             return Err(CliError::new(ErrorCode::DbMismatch, "the server on pg1 is not the cluster in pg1-path"));
         }
         let version_num = i32::try_from(server.version_num).unwrap_or(0);
-        Ok(Self { client, v15: version_num >= 150_000, version_num, seg_size: u64::from(control.wal_segment_size) })
+        Ok(Self { client, version_num, seg_size: u64::from(control.wal_segment_size) })
     }
 
     /// The main-fork changes from `from` (the prior's start) to `to` (this backup's start) on
@@ -59,6 +58,11 @@ impl BackupServer {
         range: (Lsn, Lsn),
     ) -> CliResult<Result<super::summary::Changes, super::summary::NotUsed>> {
         super::summary::changes(&self.client, self.version_num, timeline, range).await
+    }
+
+    /// PostgreSQL 15 or later (`pg_backup_start`, no exclusive backups).
+    fn v15(&self) -> bool {
+        self.version_num >= 150_000
     }
 
     pub fn seg_size(&self) -> u64 {
@@ -80,10 +84,10 @@ impl BackupServer {
     pub async fn start(&self, label: &BackupLabel, fast: bool) -> CliResult<Started> {
         tracing::info!(
             "execute {} backup start: backup begins after the {} checkpoint completes",
-            if self.v15 { "pg_backup_start" } else { "pg_start_backup" },
+            if self.v15() { "pg_backup_start" } else { "pg_start_backup" },
             if fast { "requested immediate" } else { "next regular" }
         );
-        let sql = if self.v15 {
+        let sql = if self.v15() {
             "select lsn::text, (select timeline_id from pg_control_checkpoint())::int4 from pg_backup_start($1, $2) as lsn"
         } else {
             "select lsn::text, (select timeline_id from pg_control_checkpoint())::int4 from pg_start_backup($1, $2, false) as lsn"
@@ -133,7 +137,7 @@ impl BackupServer {
     }
 
     pub async fn stop(&self, timeline: TimelineId) -> CliResult<Stopped> {
-        let sql = if self.v15 {
+        let sql = if self.v15() {
             "select lsn::text, labelfile, spcmapfile from pg_backup_stop(false)"
         } else {
             "select lsn::text, labelfile, spcmapfile from pg_stop_backup(false, false)"
