@@ -13,6 +13,8 @@
 #     restore_command makes them: mean wall time per segment (checked byte for byte).
 # Both tools: zst level 3, no encryption. Needs `pgbackrest`, PostgreSQL binaries, GNU time.
 # PARTS=push skips (c). COMPRESS=lz4 (or zst:LEVEL, none) changes the codec of both tools.
+# CIPHER=1 encrypts both repositories (repo1-cipher-type=aes-256-cbc, as PGO's users set it;
+# pgstrata keeps its own cipher under that setting, with the key wrapped by argon2id).
 set -euo pipefail
 SEGMENTS="${1:-64}"
 RECOVERY_GIB="${2:-1}"
@@ -28,6 +30,7 @@ PGB="${PGBACKREST:-$(command -v pgbackrest || true)}"
 [ -x "$PGB" ] || { echo "compare-wal: pgbackrest not found (apt-get install pgbackrest, or PGBACKREST=...)" >&2; exit 1; }
 PGB="$(readlink -f "$PGB")"
 PGB_VERSION="$("$PGB" version 2>/dev/null | awk '{print $2}')"
+CIPHER_PASS="$(head -c 24 /dev/urandom | base64)"
 
 (cd "$ROOT" && cargo build --release --quiet --bin pgstrata)
 W="$(mktemp -d "${BENCH_DIR:-/tmp}/pgstrata-compare-wal-XXXXXX")"
@@ -46,8 +49,10 @@ conf() { # tool, data dir, port, extra lines -> config file path
   local f="$W/$1-$(basename "$2").conf"
   printf '[global]\nrepo1-path=%s\nlock-path=%s\nlog-path=%s\nspool-path=%s\nlog-level-console=warn\nlog-level-file=off\n' \
     "$W/repo-$1" "$W/lock" "$W/log" "$W/spool-$1" > "$f"
+  [ -n "${CIPHER:-}" ] && printf 'repo1-cipher-type=aes-256-cbc\nrepo1-cipher-pass=%s\n' "$CIPHER_PASS" >> "$f"
   printf 'compress-type=%s\n%bstart-fast=y\n%b\n[bench]\npg1-path=%s\npg1-socket-path=%s\npg1-port=%s\npg1-user=postgres\n' \
     "$CTYPE" "$CLEVEL" "$4" "$2" "$W/sock" "$3" >> "$f"
+  chmod 0600 "$f"
   [ "$(id -u)" = 0 ] && chown postgres:postgres "$f"
   echo "$f"
 }
