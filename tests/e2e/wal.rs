@@ -243,7 +243,22 @@ fn standby_from_repository_follows_primary_with_async_archiving() {
     assert_eq!(standby.sql("select pg_is_in_recovery()"), "t");
     // Segments were served from the prefetch queue, not only fetched directly.
     assert!(queue.join("want").exists(), "archive-get never queued anything");
-    let get_log = std::fs::read_to_string(logs.join("db-archive-get.log")).unwrap_or_default();
+    // Whether a segment reached the queue before the standby asked for it depends on timing:
+    // more WAL, until one is served from the queue (or a minute passes).
+    let read_log = || std::fs::read_to_string(logs.join("db-archive-get.log")).unwrap_or_default();
+    let start = Instant::now();
+    let mut round = 3;
+    while !read_log().contains("in the archive-get queue") && start.elapsed() < Duration::from_secs(60) {
+        round += 1;
+        primary.sql(&format!("create table follow_{round} as select g as id from generate_series(1, 1000) g"));
+        primary.archive_now();
+        while !standby.try_sql(&format!("select count(*) from follow_{round}")).status.success()
+            && start.elapsed() < Duration::from_secs(60)
+        {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+    let get_log = read_log();
     let served = get_log.matches("in the archive-get queue").count();
     assert!(served > 0, "no segment was served from the prefetch queue; archive-get log:\n{get_log}");
 
